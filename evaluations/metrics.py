@@ -1,0 +1,535 @@
+"""Metrics of the model inversion protocol (GMI, KEDMI, LOMMA).
+
+Every figure is judged by an evaluation model ``E``: a classifier trained on the private data only,
+never attacked and never used in an attack loss. The metrics are
+
+* attack accuracy (Acc@1, Acc@5): share of reconstructions that ``E`` classifies as the attacked
+  identity, reported as mean +- std over reconstruction rounds;
+* KNN distance: squared L2 distance, in ``E``'s penultimate feature space, from each reconstruction
+  to the nearest private image of the same identity;
+* FID between reconstructions and private images. Inception weights cannot be downloaded here, so
+  :func:`fid_eval_features` computes it on ``E``'s penultimate features (name it so when reporting);
+  :func:`fid` accepts any feature extractor, Inception included;
+* natural (test) accuracy of a classifier: the utility side of every defense trade-off.
+
+Images are ``(N, C, H, W)`` float arrays or tensors with values in ``[0, 1]``; labels are integer
+class indices. Models are ``torch.nn.Module`` returning logits; the penultimate feature is the input of
+the model's last ``nn.Linear`` (see :mod:`mi_art.features`).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from sklearn.neighbors import NearestNeighbors
+from torch import nn
+
+from mi_art.features import extract_features, last_linear
+
+__all__ = [
+    "predict_logits",
+    "attack_accuracy",
+    "knn_distance",
+    "fid",
+    "fid_eval_features",
+    "natural_accuracy",
+    "PenultimateFeatures",
+]
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+DeviceLike = Optional[Union[str, torch.device]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Input validation helpers
+# --------------------------------------------------------------------------------------------------
+def _model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (or buffer); the CPU for a model with neither."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode, then give every sub-module back its own previous mode (a plain
+    ``model.train(was_training)`` would overwrite sub-modules deliberately left in eval mode)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _resolve_device(model: nn.Module, device: DeviceLike) -> torch.device:
+    return torch.device(device) if device is not None else _model_device(model)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _check_images(x: ArrayLike, name: str = "x") -> torch.Tensor:
+    """Return ``x`` as a float32 tensor (on its own device) after checking it is a non-empty,
+    NaN-free batch of ``(N, C, H, W)`` images."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise ValueError(f"{name} must be a numpy array or torch tensor of images") from exc
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
+        t = torch.as_tensor(arr)
+    if t.ndim != 4:
+        raise ValueError(f"{name} must be a 4-d batch of images (N, C, H, W), got ndim={t.ndim} "
+                         f"(shape {tuple(t.shape)})")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it holds no images")
+    if t.is_complex():
+        raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
+    t = t.to(torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        n_bad = int((~torch.isfinite(t)).flatten(1).any(dim=1).sum())
+        raise ValueError(f"{name} contains NaN or infinite values (in {n_bad} image(s))")
+    return t
+
+
+def _check_int_vector(v: ArrayLike, name: str, length: int, length_name: str) -> np.ndarray:
+    """Return ``v`` as a 1-d int64 numpy array of the given length, rejecting non-integer values."""
+    arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-d, got ndim={arr.ndim} (shape {arr.shape})")
+    if len(arr) != length:
+        raise ValueError(f"length mismatch: {name} has {len(arr)} entries but {length_name} has {length}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must hold integer values, got dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must hold integer values, got non-integer entries")
+    return arr.astype(np.int64)
+
+
+def _check_labels(y: ArrayLike, n: int, num_classes: Optional[int], name: str = "y",
+                  images_name: str = "x") -> np.ndarray:
+    labels = _check_int_vector(y, name, n, images_name)
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"labels out of range: {name} contains negative label {int(labels.min())}")
+    if num_classes is not None and labels.size and labels.max() >= num_classes:
+        raise ValueError(
+            f"labels out of range: {name} contains label {int(labels.max())} but the model has only "
+            f"{num_classes} outputs (valid labels 0..{num_classes - 1})"
+        )
+    return labels
+
+
+# --------------------------------------------------------------------------------------------------
+# Predictions and accuracies
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: ArrayLike, *, batch_size: int = 256,
+                   device: DeviceLike = None) -> torch.Tensor:
+    """Logits of ``model`` on ``x``, computed in eval mode without gradients, in batches.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits of shape ``(batch, num_classes)``.
+    x : np.ndarray or torch.Tensor
+        Images ``(N, C, H, W)``, float in ``[0, 1]``.
+    batch_size : int, default 256
+        Images per forward pass.
+    device : str or torch.device, optional
+        Where the forward passes run; defaults to the model's device.
+
+    Returns
+    -------
+    torch.Tensor
+        Float32 logits of shape ``(N, num_classes)``, on the CPU.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is empty, not 4-d or contains NaN, or the model does not return 2-d logits.
+    """
+    _check_batch_size(batch_size)
+    images = _check_images(x, "x")
+    device = _resolve_device(model, device)
+    out = []
+    with _eval_mode(model):
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size].to(device)
+            logits = model(batch)
+            if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"model must return logits of shape (batch, num_classes), got {shape}")
+            out.append(logits.detach().float().cpu())
+    return torch.cat(out)
+
+
+def attack_accuracy(
+    model: nn.Module,
+    x: ArrayLike,
+    y: ArrayLike,
+    *,
+    rec_index: Optional[ArrayLike] = None,
+    top_k: Sequence[int] = (1, 5),
+    batch_size: int = 256,
+    device: DeviceLike = None,
+) -> Dict[str, Union[float, np.ndarray]]:
+    """Attack accuracy: share of reconstructions that the evaluation model puts in the attacked class.
+
+    Following the protocol, accuracy is computed separately for every reconstruction round (e.g. each
+    of the 5 random restarts of GMI), then reported as mean and population std over rounds.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Evaluation model ``E`` returning logits.
+    x : np.ndarray or torch.Tensor
+        Reconstructions ``(N, C, H, W)``, float in ``[0, 1]``.
+    y : array-like of int
+        Attacked identity of every reconstruction, shape ``(N,)``.
+    rec_index : array-like of int, optional
+        Reconstruction round (``0..R-1``) of every sample, shape ``(N,)``. ``None`` treats all samples
+        as one round (std 0).
+    top_k : sequence of int, default (1, 5)
+        The ``k`` of every Acc@k reported. A ``k`` above the number of classes is clipped to it (the key
+        keeps the requested ``k``).
+    batch_size : int, default 256
+        Images per forward pass.
+    device : str or torch.device, optional
+        Where ``E`` runs; defaults to the model's device.
+
+    Returns
+    -------
+    dict
+        ``"acc@k"`` and ``"acc@k_std"`` (floats) for every ``k`` in ``top_k``, and
+        ``"per_sample_top1"``: boolean array of shape ``(N,)``, True where ``E``'s top-1 is ``y``.
+
+    Raises
+    ------
+    ValueError
+        On empty input, wrong ndim, NaN in images, length mismatch, labels outside the model's outputs,
+        a negative ``rec_index`` or a non-positive ``k``.
+    """
+    images = _check_images(x, "x")
+    n = len(images)
+    labels = _check_int_vector(y, "y", n, "x")
+    ks = _check_top_k(top_k)
+    rounds = None
+    if rec_index is not None:
+        rounds = _check_int_vector(rec_index, "rec_index", n, "x")
+        if rounds.min() < 0:
+            raise ValueError(f"rec_index must be non-negative, got {int(rounds.min())}")
+    logits = predict_logits(model, images, batch_size=batch_size, device=device)
+    num_classes = logits.shape[1]
+    labels = _check_labels(labels, n, num_classes)
+
+    target = torch.as_tensor(labels)
+    max_k = min(max(ks), num_classes)
+    ranked = logits.topk(max_k, dim=1).indices  # (N, max_k), best first
+    hits = ranked == target[:, None]  # at most one True per row
+    if rounds is None:
+        rounds = np.zeros(n, dtype=np.int64)
+    round_ids = np.unique(rounds)
+
+    result: Dict[str, Union[float, np.ndarray]] = {}
+    for k in ks:
+        k_eff = min(k, num_classes)
+        correct = hits[:, :k_eff].any(dim=1).numpy()
+        per_round = np.array([correct[rounds == r].mean() for r in round_ids], dtype=np.float64)
+        result[f"acc@{k}"] = float(per_round.mean())
+        result[f"acc@{k}_std"] = float(per_round.std())
+    result["per_sample_top1"] = hits[:, 0].numpy().astype(bool)
+    return result
+
+
+def _check_top_k(top_k: Sequence[int]) -> list:
+    if isinstance(top_k, (int, np.integer)):
+        top_k = (int(top_k),)
+    ks = list(top_k)
+    if not ks:
+        raise ValueError("top_k is empty: give at least one k")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"top_k entries must be positive integers, got {k!r}")
+    return [int(k) for k in ks]
+
+
+def natural_accuracy(model: nn.Module, x: ArrayLike, y: ArrayLike, *, batch_size: int = 256,
+                     device: DeviceLike = None) -> float:
+    """Top-1 accuracy of ``model`` on labelled test images (the utility of a target or defense).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits.
+    x : np.ndarray or torch.Tensor
+        Test images ``(N, C, H, W)``, float in ``[0, 1]``.
+    y : array-like of int
+        True labels, shape ``(N,)``.
+    batch_size : int, default 256
+        Images per forward pass.
+    device : str or torch.device, optional
+        Where the model runs; defaults to the model's device.
+
+    Returns
+    -------
+    float
+        Share of images whose arg-max logit is the label.
+
+    Raises
+    ------
+    ValueError
+        On empty input, wrong ndim, NaN in images, length mismatch or labels outside the model's outputs.
+    """
+    images = _check_images(x, "x")
+    labels = _check_int_vector(y, "y", len(images), "x")
+    logits = predict_logits(model, images, batch_size=batch_size, device=device)
+    labels = _check_labels(labels, len(images), logits.shape[1])
+    return float((logits.argmax(dim=1).numpy() == labels).mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# KNN distance
+# --------------------------------------------------------------------------------------------------
+def knn_distance(
+    model: nn.Module,
+    x: ArrayLike,
+    y: ArrayLike,
+    private_x: ArrayLike,
+    private_y: ArrayLike,
+    *,
+    batch_size: int = 256,
+    device: DeviceLike = None,
+) -> Dict[str, Union[float, np.ndarray]]:
+    """KNN distance: squared L2 distance, in ``E``'s penultimate feature space, from every
+    reconstruction to the nearest private image of the same identity.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Evaluation model ``E``; its penultimate feature is the input of its last ``nn.Linear``.
+    x : np.ndarray or torch.Tensor
+        Reconstructions ``(N, C, H, W)``, float in ``[0, 1]``.
+    y : array-like of int
+        Attacked identity of every reconstruction, shape ``(N,)``.
+    private_x : np.ndarray or torch.Tensor
+        Private images ``(M, C, H, W)``, float in ``[0, 1]``.
+    private_y : array-like of int
+        Identity of every private image, shape ``(M,)``.
+    batch_size : int, default 256
+        Images per forward pass.
+    device : str or torch.device, optional
+        Where ``E`` runs; defaults to the model's device.
+
+    Returns
+    -------
+    dict
+        ``"knn_dist"``: mean over reconstructions; ``"knn_dist_std"``: population std over
+        reconstructions; ``"per_sample"``: float64 array of shape ``(N,)``. Lower is closer.
+
+    Raises
+    ------
+    ValueError
+        On empty input, wrong ndim, NaN in images, length mismatch, labels outside the model's outputs,
+        or an identity in ``y`` without any private image.
+    """
+    _check_batch_size(batch_size)
+    images = _check_images(x, "x")
+    private = _check_images(private_x, "private_x")
+    num_classes = last_linear(model).out_features
+    labels = _check_labels(y, len(images), num_classes, "y", "x")
+    private_labels = _check_labels(private_y, len(private), num_classes, "private_y", "private_x")
+    missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(private_labels).tolist()))
+    if missing:
+        raise ValueError(
+            f"no private image for identity {missing[0]}" + (f" (nor for {missing[1:]})" if len(missing) > 1 else "")
+            + ": the KNN distance needs private images of every attacked identity"
+        )
+    device = _resolve_device(model, device)
+    with _eval_mode(model):
+        feats = extract_features(model, images, batch_size=batch_size, device=device).double().numpy()
+        private_feats = extract_features(model, private, batch_size=batch_size, device=device).double().numpy()
+
+    per_sample = np.empty(len(images), dtype=np.float64)
+    for identity in np.unique(labels):
+        rec_mask = labels == identity
+        ref = private_feats[private_labels == identity]
+        nn_index = NearestNeighbors(n_neighbors=1).fit(ref).kneighbors(feats[rec_mask], return_distance=False)
+        nearest = ref[nn_index[:, 0]]
+        # recompute the squared distance exactly rather than squaring sklearn's rounded square root
+        per_sample[rec_mask] = ((feats[rec_mask] - nearest) ** 2).sum(axis=1)
+    return {
+        "knn_dist": float(per_sample.mean()),
+        "knn_dist_std": float(per_sample.std()),
+        "per_sample": per_sample,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# FID
+# --------------------------------------------------------------------------------------------------
+class PenultimateFeatures(nn.Module):
+    """Feature extractor mapping images to a classifier's penultimate feature (the input of its last
+    ``nn.Linear``), for FID on the evaluation model's features.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The classifier (typically the evaluation model ``E``).
+    batch_size : int, default 256
+        Images per forward pass.
+    device : str or torch.device, optional
+        Where the model runs; defaults to the model's device.
+
+    Notes
+    -----
+    Inputs are float images in ``[0, 1]`` and pass through unchanged (no rescaling to ``uint8``).
+    Features come back on the CPU, shape ``(N, D)``.
+    """
+
+    def __init__(self, model: nn.Module, batch_size: int = 256, device: DeviceLike = None) -> None:
+        super().__init__()
+        _check_batch_size(batch_size)
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.device = _resolve_device(model, device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return extract_features(self.model, x, batch_size=self.batch_size, device=self.device)
+
+
+class _FidFeatureAdapter(nn.Module):
+    """Wraps a feature extractor for torchmetrics: eval mode, no gradients, device placement,
+    ``(N, D)`` float64 output on the CPU, and an integer ``num_features`` so that torchmetrics does not
+    probe the extractor with a random ``(1, 3, 299, 299)`` image."""
+
+    def __init__(self, extractor: nn.Module, device: torch.device, probe: torch.Tensor) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.device = device
+        self.num_features = int(self.forward(probe).shape[1])
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _eval_mode(self.extractor):
+            feats = self.extractor(x.to(self.device))
+        if not isinstance(feats, torch.Tensor):
+            raise ValueError(f"feature_extractor must return a tensor, got {type(feats).__name__}")
+        feats = feats.detach().reshape(len(x), -1).to("cpu", torch.float64)
+        if not bool(torch.isfinite(feats).all()):
+            raise ValueError("feature_extractor returned NaN or infinite features")
+        return feats
+
+
+def fid(
+    fake_x: ArrayLike,
+    real_x: ArrayLike,
+    *,
+    feature_extractor: nn.Module,
+    batch_size: int = 256,
+    device: DeviceLike = None,
+) -> float:
+    """Fréchet distance between the feature distributions of two image sets.
+
+    Computed by ``torchmetrics.image.fid.FrechetInceptionDistance`` with ``feature_extractor`` as its
+    feature network; statistics are accumulated in float64. Pass an Inception network for the
+    standard FID, or see :func:`fid_eval_features` for the evaluation model's features.
+
+    Parameters
+    ----------
+    fake_x : np.ndarray or torch.Tensor
+        Generated images (e.g. successful reconstructions) ``(N, C, H, W)``, float in ``[0, 1]``.
+    real_x : np.ndarray or torch.Tensor
+        Real images (e.g. private images of the attacked identities) ``(M, C, H, W)``.
+    feature_extractor : nn.Module
+        Maps a float image batch (values in ``[0, 1]``, passed unchanged) to features ``(batch, D)``
+        (other output shapes are flattened per sample). Run in eval mode without gradients.
+    batch_size : int, default 256
+        Images per call of the extractor.
+    device : str or torch.device, optional
+        Where the extractor runs; defaults to its parameters' device (CPU if it has none).
+
+    Returns
+    -------
+    float
+        The FID, clamped at 0 (tiny negative values come from numerics).
+
+    Raises
+    ------
+    ValueError
+        On wrong ndim, NaN in images, or fewer than 2 images on either side.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    _check_batch_size(batch_size)
+    fake = _check_images(fake_x, "fake_x")
+    real = _check_images(real_x, "real_x")
+    for name, imgs in (("fake_x", fake), ("real_x", real)):
+        if len(imgs) < 2:
+            raise ValueError(f"FID needs at least 2 images on each side; {name} has {len(imgs)}")
+    if not isinstance(feature_extractor, nn.Module):
+        raise ValueError(f"feature_extractor must be a torch nn.Module, got {type(feature_extractor).__name__}")
+    device = _resolve_device(feature_extractor, device)
+    adapter = _FidFeatureAdapter(feature_extractor, device, real[:1])
+    # normalize=True: float images are expected; with a custom feature network torchmetrics passes them
+    # through unchanged (no conversion to uint8).
+    metric = FrechetInceptionDistance(feature=adapter, normalize=True, reset_real_features=True)
+    for imgs, is_real in ((real, True), (fake, False)):
+        for start in range(0, len(imgs), batch_size):
+            metric.update(imgs[start:start + batch_size], real=is_real)
+    value = float(metric.compute().item())
+    if np.isnan(value):
+        raise ValueError("FID is NaN: the feature statistics are degenerate")
+    return max(value, 0.0)
+
+
+def fid_eval_features(
+    model: nn.Module,
+    fake_x: ArrayLike,
+    real_x: ArrayLike,
+    *,
+    batch_size: int = 256,
+    device: DeviceLike = None,
+) -> float:
+    """FID on the evaluation model's penultimate features (key ``"fid_eval_features"``).
+
+    The offline substitute for Inception-based FID: Inception weights cannot be downloaded here, so
+    the features are those of ``E`` (input of its last ``nn.Linear``). Values are not comparable with
+    published Inception FIDs; report them under this name.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Evaluation model ``E``.
+    fake_x : np.ndarray or torch.Tensor
+        Reconstructions ``(N, C, H, W)``, float in ``[0, 1]``.
+    real_x : np.ndarray or torch.Tensor
+        Private images of the attacked identities ``(M, C, H, W)``.
+    batch_size : int, default 256
+        Images per forward pass.
+    device : str or torch.device, optional
+        Where ``E`` runs; defaults to the model's device.
+
+    Returns
+    -------
+    float
+        The FID in ``E``'s feature space, clamped at 0.
+
+    Raises
+    ------
+    ValueError
+        On wrong ndim, NaN in images, fewer than 2 images on either side, or a model without ``nn.Linear``.
+    """
+    extractor = PenultimateFeatures(model, batch_size=batch_size, device=device)
+    return fid(fake_x, real_x, feature_extractor=extractor, batch_size=batch_size, device=extractor.device)

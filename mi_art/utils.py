@@ -1,0 +1,127 @@
+"""Small shared helpers: devices, seeds, input validation, estimator unwrapping, atomic checkpoints."""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+DeviceLike = Union[str, torch.device, None]
+
+
+def resolve_device(device: DeviceLike = None) -> torch.device:
+    """``None``/"auto" -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but CUDA is not available on this machine; use device='cpu'")
+    return device
+
+
+def seed_everything(seed: Optional[int]) -> None:
+    """Seed Python, NumPy and torch (no-op for ``None``)."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def check_images(x: Any, name: str = "x", shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+    """Validate an image batch (N, C, H, W) of finite floats; returns it as float32 numpy."""
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got an array of shape {x.shape}")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name} has images of shape {tuple(x.shape[1:])}, expected {tuple(shape)}")
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_labels(y: Any, num_classes: int, name: str = "y", length: Optional[int] = None) -> np.ndarray:
+    """Validate class labels (indices, or one-hot rows) in ``[0, num_classes)``; returns int64 indices."""
+    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == num_classes:
+        y = y.argmax(1)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of class indices, got shape {y.shape}")
+    if len(y) == 0:
+        raise ValueError(f"{name} is empty: give at least one class to attack")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
+    elif y.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    bad = y[(y < 0) | (y >= num_classes)]
+    if bad.size:
+        raise ValueError(f"{name} has labels out of range [0, {num_classes - 1}]: {sorted(set(bad.tolist()))[:10]}")
+    if length is not None and len(y) != length:
+        raise ValueError(f"{name} has {len(y)} labels for {length} inputs")
+    return y
+
+
+def unwrap_model(model: Any) -> nn.Module:
+    """The ``torch.nn.Module`` behind an ART PyTorch estimator, or the module itself."""
+    if isinstance(model, nn.Module):
+        return model
+    inner = getattr(model, "model", None)
+    if isinstance(inner, nn.Module):
+        return inner
+    raise ValueError(f"expected a torch.nn.Module or an ART PyTorch estimator, got {type(model).__name__}")
+
+
+def module_device(module: nn.Module) -> torch.device:
+    try:
+        return next(module.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def save_checkpoint(module: nn.Module, path: Union[str, Path], **meta: Any) -> Path:
+    """Write ``{"state_dict", "meta"}`` atomically (temporary file + rename). ``meta`` holds plain types."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"state_dict": state, "meta": meta}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_checkpoint(module: nn.Module, path: Union[str, Path]) -> Dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``); returns its meta."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    state = payload["state_dict"] if isinstance(payload, dict) and "state_dict" in payload else payload
+    state = {k.removeprefix("_module."): v for k, v in state.items()}  # Opacus GradSampleModule prefix
+    module.load_state_dict(state)
+    return payload.get("meta", {}) if isinstance(payload, dict) else {}
+
+
+def write_atomic(path: Union[str, Path], text: str) -> Path:
+    """Write a text file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,263 @@
+"""Tests of evaluations.metrics on tiny hand-set models whose results can be computed by hand."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import linalg
+from torch import nn
+
+from evaluations import (
+    PenultimateFeatures,
+    attack_accuracy,
+    fid,
+    fid_eval_features,
+    knn_distance,
+    natural_accuracy,
+    predict_logits,
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hand-set models
+# --------------------------------------------------------------------------------------------------
+def score_model(num_classes: int) -> nn.Module:
+    """Logits = the flattened image: an image (1, 1, K) *is* its score vector."""
+    layer = nn.Linear(num_classes, num_classes, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(num_classes))
+    return nn.Sequential(nn.Flatten(), layer)
+
+
+def as_images(rows) -> np.ndarray:
+    """(N, K) rows -> (N, 1, 1, K) float32 images."""
+    arr = np.asarray(rows, dtype=np.float32)
+    return arr[:, None, None, :]
+
+
+def feature_model(select: np.ndarray, num_classes: int = 3) -> nn.Module:
+    """Penultimate feature = select @ flattened image (hand-set first layer, zero bias)."""
+    select = torch.as_tensor(select, dtype=torch.float32)
+    first = nn.Linear(select.shape[1], select.shape[0])
+    with torch.no_grad():
+        first.weight.copy_(select)
+        first.bias.zero_()
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), first, nn.Linear(select.shape[0], num_classes))
+
+
+# Scores of 6 reconstructions over 4 classes, their identities and rounds.
+#   round 0: top-1 right for s0, s1; s2 is right at rank 2       -> top1 2/3, top2 1, top3 1
+#   round 1: top-1 right for s3; s4, s5 are right at rank 3      -> top1 1/3, top2 1/3, top3 1
+SCORES = [
+    [0.9, 0.1, 0.2, 0.3],  # y=0 rank 1
+    [0.1, 0.8, 0.0, 0.0],  # y=1 rank 1
+    [0.5, 0.1, 0.4, 0.0],  # y=2 rank 2
+    [0.7, 0.0, 0.0, 0.0],  # y=0 rank 1
+    [0.1, 0.2, 0.3, 0.4],  # y=1 rank 3
+    [0.0, 0.9, 0.1, 0.5],  # y=2 rank 3
+]
+LABELS = [0, 1, 2, 0, 1, 2]
+ROUNDS = [0, 0, 0, 1, 1, 1]
+TOP1 = [True, True, False, True, False, False]
+
+
+# --------------------------------------------------------------------------------------------------
+# attack_accuracy / predict_logits / natural_accuracy
+# --------------------------------------------------------------------------------------------------
+def test_attack_accuracy_mean_std_over_rounds_is_exact():
+    # shuffle so that rounds are interleaved: grouping must follow rec_index, not position
+    perm = np.array([4, 0, 5, 2, 1, 3])
+    x = as_images(SCORES)[perm]
+    y = np.array(LABELS)[perm]
+    rec = np.array(ROUNDS)[perm]
+    res = attack_accuracy(score_model(4), x, y, rec_index=rec, top_k=(1, 2, 3, 5))
+
+    assert res["acc@1"] == pytest.approx(0.5)
+    assert res["acc@1_std"] == pytest.approx(1 / 6)  # population std of (2/3, 1/3)
+    assert res["acc@2"] == pytest.approx(2 / 3)
+    assert res["acc@2_std"] == pytest.approx(1 / 3)  # population std of (1, 1/3)
+    assert res["acc@3"] == pytest.approx(1.0)
+    assert res["acc@3_std"] == pytest.approx(0.0)
+    # k=5 > 4 classes is clipped to 4: every label is in the top 4
+    assert res["acc@5"] == pytest.approx(1.0)
+    assert res["acc@5_std"] == pytest.approx(0.0)
+    assert res["per_sample_top1"].dtype == np.bool_
+    np.testing.assert_array_equal(res["per_sample_top1"], np.array(TOP1)[perm])
+
+
+def test_attack_accuracy_single_round_and_unequal_rounds():
+    x, y = as_images(SCORES), np.array(LABELS)
+    res = attack_accuracy(score_model(4), x, y)  # default top_k=(1, 5), one round
+    assert set(res) == {"acc@1", "acc@1_std", "acc@5", "acc@5_std", "per_sample_top1"}
+    assert res["acc@1"] == pytest.approx(0.5)
+    assert res["acc@1_std"] == 0.0
+    assert res["acc@5"] == pytest.approx(1.0)
+
+    # rounds of unequal size: mean over rounds (1 + 0) / 2 differs from the pooled 1/4
+    idx = [0, 2, 4, 5]  # s0 right; s2, s4, s5 wrong at top-1
+    res = attack_accuracy(score_model(4), x[idx], y[idx], rec_index=[0, 1, 1, 1], top_k=(1,))
+    assert res["acc@1"] == pytest.approx(0.5)
+    assert res["acc@1_std"] == pytest.approx(0.5)
+    assert "acc@5" not in res
+
+
+def test_attack_accuracy_topk_monotone_on_random_model():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 5))
+    x = torch.rand(40, 1, 8, 8)
+    y = torch.randint(0, 5, (40,))
+    res = attack_accuracy(model, x, y, rec_index=np.arange(40) % 4, top_k=(1, 3, 5))
+    assert res["acc@1"] <= res["acc@3"] <= res["acc@5"]
+    assert res["acc@5"] == pytest.approx(1.0)  # k = number of classes
+    assert res["acc@1"] == pytest.approx(res["per_sample_top1"].mean())  # equal rounds of 10
+    expected_top1 = model(x).argmax(1).numpy() == y.numpy()
+    np.testing.assert_array_equal(res["per_sample_top1"], expected_top1)
+
+
+def test_predict_logits_eval_mode_batched_and_mode_restored():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.5), nn.Linear(16, 5))
+    model.train()
+    x = np.random.default_rng(0).random((10, 1, 8, 8)).astype(np.float32)
+    a = predict_logits(model, x, batch_size=3)
+    b = predict_logits(model, torch.as_tensor(x))
+    assert a.shape == (10, 5)
+    torch.testing.assert_close(a, b)  # dropout off: eval mode, batching does not matter
+    assert model.training and model[2].training  # mode restored
+    model.eval()
+    torch.testing.assert_close(a, model(torch.as_tensor(x)).detach())
+
+
+def test_natural_accuracy_hand_set_model():
+    x = as_images([[1, 0, 0], [0, 2, 1], [0, 1, 3], [5, 0, 1]])  # arg-max 0, 1, 2, 0
+    assert natural_accuracy(score_model(3), x, [0, 1, 2, 2]) == pytest.approx(0.75)
+    assert natural_accuracy(score_model(3), x, np.array([1, 1, 1, 1])) == pytest.approx(0.25)
+    assert natural_accuracy(score_model(3), x, torch.tensor([0, 1, 2, 0]), batch_size=1) == 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# knn_distance
+# --------------------------------------------------------------------------------------------------
+def test_knn_distance_hand_computed_same_identity_only():
+    model = feature_model(np.eye(2))  # penultimate feature = the 2 pixels
+    private_x = as_images([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5], [0.9, 0.1]])
+    private_y = [0, 0, 1, 2]
+    x = as_images([[0.4, 0.5], [0.2, 0.9], [0.9, 0.8]])
+    y = [0, 1, 0]
+    res = knn_distance(model, x, y, private_x, private_y)
+    # sample 0: nearest of identity 0 is (0, 0): 0.16 + 0.25; identity 1's (0.5, 0.5) is closer
+    # (0.01) but must not count. sample 1: (0.5, 0.5): 0.09 + 0.16. sample 2: (1, 1): 0.01 + 0.04.
+    expected = np.array([0.41, 0.25, 0.05])
+    np.testing.assert_allclose(res["per_sample"], expected, atol=1e-6)
+    assert res["knn_dist"] == pytest.approx(expected.mean(), abs=1e-6)
+    assert res["knn_dist_std"] == pytest.approx(expected.std(), abs=1e-6)
+
+
+def test_knn_distance_uses_penultimate_features_not_pixels():
+    # the feature keeps pixel 0 only (doubled): pixel 1 differences are invisible
+    model = feature_model(np.array([[2.0, 0.0]]))
+    private_x = as_images([[0.1, 0.0], [0.8, 1.0]])
+    x = as_images([[0.3, 1.0]])
+    res = knn_distance(model, x, [0], private_x, [0, 0])
+    # features: private 0.2, 1.6; reconstruction 0.6 -> nearest 0.2, squared distance 0.16
+    assert res["knn_dist"] == pytest.approx(0.16, abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# FID
+# --------------------------------------------------------------------------------------------------
+def reference_fid(f1: np.ndarray, f2: np.ndarray) -> float:
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+@pytest.fixture(scope="module")
+def real_images() -> torch.Tensor:
+    return torch.rand(60, 1, 2, 2, generator=torch.Generator().manual_seed(3)) * 0.5
+
+
+def test_fid_identical_sets_is_zero(real_images):
+    assert fid(real_images, real_images.clone(), feature_extractor=nn.Flatten()) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_mean_shift_equals_squared_shift_and_grows(real_images):
+    # equal covariances: FID = ||mean shift||^2 = 4 pixels * c^2
+    small = fid(real_images + 0.1, real_images, feature_extractor=nn.Flatten(), batch_size=7)
+    large = fid(real_images + 0.2, real_images, feature_extractor=nn.Flatten())
+    assert small == pytest.approx(4 * 0.1 ** 2, rel=1e-4)
+    assert large == pytest.approx(4 * 0.2 ** 2, rel=1e-4)
+    assert large > small > 0.01
+
+
+def test_fid_matches_reference_formula_with_custom_extractor(real_images):
+    # a custom extractor with parameters, different covariances on both sides, images not 299x299
+    torch.manual_seed(4)
+    extractor = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Tanh())
+    fake = torch.rand(45, 1, 2, 2, generator=torch.Generator().manual_seed(5)) ** 2
+    with torch.no_grad():
+        f_fake = extractor(fake).double().numpy()
+        f_real = extractor(real_images).double().numpy()
+    value = fid(fake, real_images.numpy(), feature_extractor=extractor, batch_size=16)
+    assert value > 1e-3
+    assert value == pytest.approx(reference_fid(f_fake, f_real), rel=1e-4, abs=1e-8)
+
+
+def test_fid_eval_features_uses_eval_model_features(real_images):
+    # E's penultimate feature keeps pixels 0 and 1 only
+    select = np.zeros((2, 4))
+    select[0, 0] = select[1, 1] = 1.0
+    model = feature_model(select)
+    model.train()
+    shift_hidden = real_images.clone()
+    shift_hidden.view(60, 4)[:, 2:] += 0.3  # invisible to E
+    shift_seen = real_images.clone()
+    shift_seen.view(60, 4)[:, 0] += 0.3  # seen by E
+
+    assert fid(shift_hidden, real_images, feature_extractor=nn.Flatten()) == pytest.approx(0.18, rel=1e-4)
+    assert fid_eval_features(model, shift_hidden, real_images) == pytest.approx(0.0, abs=1e-6)
+    assert fid_eval_features(model, shift_seen, real_images, batch_size=8) == pytest.approx(0.09, rel=1e-4)
+    assert model.training  # E's mode restored
+    feats = PenultimateFeatures(model)(real_images[:3])
+    torch.testing.assert_close(feats, real_images[:3].view(3, 4)[:, :2])
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------------
+X6, Y6 = as_images(SCORES), np.array(LABELS)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: attack_accuracy(score_model(4), X6, Y6[:5]), "length mismatch"),
+        (lambda: attack_accuracy(score_model(4), X6[:, 0], Y6), "4-d"),
+        (lambda: attack_accuracy(score_model(4), X6, [0, 1, 2, 0, 1, 4]), r"out of range.*label 4.*4 outputs"),
+        (lambda: attack_accuracy(score_model(4), X6, [0, 1, 2, 0, 1, -1]), "out of range.*negative"),
+        (lambda: attack_accuracy(score_model(4), X6, Y6, rec_index=[0, 1]), "rec_index"),
+        (lambda: attack_accuracy(score_model(4), X6, Y6, rec_index=[0, 0, 0, 1, 1, -1]), "rec_index"),
+        (lambda: attack_accuracy(score_model(4), X6, Y6, top_k=(1, 0)), "top_k"),
+        (lambda: attack_accuracy(score_model(4), X6[:0], Y6[:0]), "empty"),
+        (lambda: natural_accuracy(score_model(4), np.where(X6 > 0.85, np.nan, X6), Y6), "NaN"),
+        (lambda: natural_accuracy(score_model(4), X6, Y6 + 0.5), "integer"),
+        (lambda: natural_accuracy(score_model(4), X6, Y6[:, None]), "1-d"),
+        (lambda: predict_logits(score_model(4), X6, batch_size=0), "batch_size"),
+        (lambda: knn_distance(feature_model(np.eye(2)), as_images([[0, 0], [1, 1]]), [0, 2],
+                              as_images([[0, 0], [1, 1]]), [0, 1]), "identity 2"),
+        (lambda: knn_distance(feature_model(np.eye(2)), as_images([[0, 0]]), [0],
+                              as_images([[0, 0], [1, 1]]), [0, 3]), "private_y.*out of range|out of range.*private_y"),
+        (lambda: knn_distance(feature_model(np.eye(2)), as_images([[0, 0]]), [0],
+                              as_images([[0, 0], [1, 1]]), [0]), "length mismatch.*private_y"),
+        (lambda: fid(torch.rand(1, 1, 2, 2), torch.rand(5, 1, 2, 2), feature_extractor=nn.Flatten()),
+         "at least 2.*fake_x has 1"),
+        (lambda: fid(torch.rand(5, 1, 2, 2), torch.full((5, 1, 2, 2), float("nan")),
+                     feature_extractor=nn.Flatten()), "real_x contains NaN"),
+        (lambda: fid_eval_features(feature_model(np.eye(2)), torch.rand(4, 2), torch.rand(4, 1, 1, 2)), "fake_x.*4-d"),
+    ],
+)
+def test_bad_input_raises_value_error_naming_problem(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
