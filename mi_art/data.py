@@ -303,7 +303,7 @@ def _resolve_count(spec: Union[int, float], total: int, what: str) -> int:
     if isinstance(spec, (float, np.floating)):
         if not 0.0 < float(spec) < 1.0:
             raise ValueError(f"{what} ratio must be in (0, 1) (exclusive), got {spec!r}")
-        return max(1, int(float(spec) * total))+1
+        return max(1, int(float(spec) * total + 0.5))
     raise ValueError(
         f"{what} must be a count (int), a ratio in (0, 1) (float) or a list of identity names, "
         f"got {spec!r}"
@@ -991,7 +991,9 @@ def load_dataset(name: str, root: Optional[PathLike] = None, **kwargs: object) -
             raise ValueError("dataset 'digits' ships with scikit-learn and takes no root")
         return load_digits_data(**kwargs)  # type: ignore[arg-type]
     if root is None:
-        hint = f" (Debian's dataset-fashion-mnist installs it in {FASHION_MNIST_DEBIAN_ROOT})" if key == "fashion-mnist" else ""
+        hint = ""
+        if key == "fashion-mnist":
+            hint = f" (Debian's dataset-fashion-mnist installs it in {FASHION_MNIST_DEBIAN_ROOT})"
         raise ValueError(f"dataset {key!r} needs a data folder: root is required{hint}")
     if key in ("image-folder", "folder"):
         return load_image_folder(root, **kwargs)  # type: ignore[arg-type]

@@ -127,7 +127,8 @@ def test_digits_splits_cover_the_private_and_public_digits() -> None:
     n_private = int(private.sum())
     assert len(data.private_test) == math.ceil(0.25 * n_private)
     # train and test together are exactly the private images, with their digit as label
-    together = _rows(data.private_train.x, data.private_train.y) + _rows(data.private_test.x, data.private_test.y)
+    train, test = data.private_train, data.private_test
+    together = _rows(train.x, train.y) + _rows(test.x, test.y)
     assert together == _rows(images[private], target[private])
     # public digits 5..9 are relabelled 0..4
     assert _rows(data.public.x, data.public.y) == _rows(images[~private], target[~private] - 5)
@@ -193,8 +194,8 @@ def test_image_folder_natural_order_and_labels(synthetic_folder: Path) -> None:
     # labels point at the right folders (constant images: grey level identifies the image);
     # id10 has upper-case and mixed-case extensions and a .bmp, and all 5 are read
     for label, k in ((0, 0), (1, 1)):
-        everything = np.concatenate([identity_values(data.private_train, label), identity_values(data.private_test, label)])
-        assert np.allclose(np.sort(everything), [value_of(k, j) for j in range(5)], atol=1)
+        everything = identity_values(data.private_all(), label)
+        assert np.allclose(everything, [value_of(k, j) for j in range(5)], atol=1)
     for label, k in ((0, 2), (1, 3)):
         assert np.allclose(identity_values(data.public, label), [value_of(k, j) for j in range(5)], atol=1)
 
@@ -234,6 +235,8 @@ def test_image_folder_public_count_and_ratio_count_after_private(synthetic_folde
     by_ratio = load_image_folder(synthetic_folder, private=0.25, public=0.5, image_size=4)
     assert by_count.public_identities == by_ratio.public_identities == ("id2", "id3")
     assert np.array_equal(by_count.public.x, by_ratio.public.x)
+    # a public ratio is a share of all identities, not of those left after the private ones
+    assert load_image_folder(synthetic_folder, private=1, public=0.75, image_size=4).num_public_classes == 3
 
 
 def test_image_folder_test_fraction_rounds_but_keeps_one_of_each(synthetic_folder: Path) -> None:
@@ -243,6 +246,8 @@ def test_image_folder_test_fraction_rounds_but_keeps_one_of_each(synthetic_folde
     assert np.bincount(large.private_train.y).tolist() == [1, 1]
     half = load_image_folder(synthetic_folder, private=2, test_fraction=0.6, image_size=4)
     assert np.bincount(half.private_test.y).tolist() == [3, 3]
+    rounded = load_image_folder(synthetic_folder, private=2, test_fraction=0.35, image_size=4)
+    assert np.bincount(rounded.private_test.y).tolist() == [2, 2]  # 1.75 rounds to 2
 
 
 @pytest.fixture()
@@ -302,12 +307,16 @@ def test_image_folder_channels(tmp_path: Path) -> None:
         ({"test_fraction": 1.0}, "test_fraction"),
     ],
 )
-def test_image_folder_rejects_bad_arguments(synthetic_folder: Path, kwargs: Dict[str, object], message: str) -> None:
+def test_image_folder_rejects_bad_arguments(
+    synthetic_folder: Path, kwargs: Dict[str, object], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         load_image_folder(synthetic_folder, **kwargs)
 
 
-def test_image_folder_rejects_missing_folder_and_small_identities(tmp_path: Path, striped_folder: Path) -> None:
+def test_image_folder_rejects_missing_folder_and_small_identities(
+    tmp_path: Path, striped_folder: Path
+) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         load_image_folder(tmp_path / "missing")
     empty = tmp_path / "no_identities"
@@ -435,7 +444,8 @@ def test_mnist_rejects_bad_files(tiny_mnist: Path) -> None:
     write_idx(tiny_mnist / "t10k-labels-idx1-ubyte", np.arange(30) % 10, 0x803)  # image magic
     with pytest.raises(ValueError, match="magic number 0x00000803, expected 0x00000801"):
         load_mnist(tiny_mnist)
-    (tiny_mnist / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (30).to_bytes(4, "big") + b"\x01")
+    truncated = b"\x00\x00\x08\x01" + (30).to_bytes(4, "big") + b"\x01"  # 30 labels announced, 1 given
+    (tiny_mnist / "t10k-labels-idx1-ubyte").write_bytes(truncated)
     with pytest.raises(ValueError, match="need 30 bytes"):
         load_mnist(tiny_mnist)
     (tiny_mnist / "t10k-labels-idx1-ubyte").unlink()
@@ -525,7 +535,8 @@ def test_celeba_ranks_identities_and_crops(tiny_celeba: Path) -> None:
     assert np.bincount(data.private_test.y).tolist() == [1, 1]
     assert np.bincount(data.public.y).tolist() == [3, 2, 2, 1, 1]
     # the 108x108 centre crop holds only the identity's colour: no black border is left
-    for split, names in ((data.private_all(), data.private_identities), (data.public, data.public_identities)):
+    groups = ((data.private_all(), data.private_identities), (data.public, data.public_identities))
+    for split, names in groups:
         for label, identity in enumerate(names):
             colour = split.x[split.y == label].mean(axis=(0, 2, 3))
             assert np.allclose(colour, np.array(celeba_colour(int(identity))) / 255, atol=0.03)

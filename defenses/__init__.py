@@ -1,0 +1,30 @@
+"""Model inversion defenses behind one call, :func:`train_defended_target`.
+
+Training-time defenses: DP-SGD with Opacus (:mod:`defenses.dp`), MID (:mod:`defenses.mid`), BiDO
+(:mod:`defenses.bido`), negative label smoothing (:mod:`defenses.label_smoothing`), TL-DMI
+(:mod:`defenses.transfer`). Output postprocessors from ART (:mod:`defenses.postprocessing`), which
+change ``predict`` only and leave white-box gradient attacks such as GMI and KEDMI unaffected.
+
+Example::
+
+    from mi_art.data import load_digits_data
+    from defenses import train_defended_target, wrap_with_defense
+
+    data = load_digits_data()
+    model, record = train_defended_target("dp-sgd", data, epochs=10, noise_multiplier=1.0)
+    print(record.test_accuracy, record.epsilon, record.delta)
+    classifier = wrap_with_defense(model, record)   # an ART PyTorchClassifier
+"""
+from .api import DEFENSES, defense_defaults, train_defended_target
+from .bido import coco, gaussian_kernel, hsic, linear_kernel
+from .dp import accountant_epsilon
+from .label_smoothing import smoothed_targets, smoothing_factor
+from .mid import VIBHead, gaussian_kl
+from .postprocessing import wrap_with_defense
+from .record import DefenseRecord
+
+__all__ = [
+    "DEFENSES", "DefenseRecord", "VIBHead", "accountant_epsilon", "coco", "defense_defaults", "gaussian_kernel",
+    "gaussian_kl", "hsic", "linear_kernel", "smoothed_targets", "smoothing_factor", "train_defended_target",
+    "wrap_with_defense",
+]

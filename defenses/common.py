@@ -1,0 +1,118 @@
+"""Helpers shared by the defenses: building the model, swapping its last layer, parameter checks,
+accuracy, and the check that a returned model carries no training hooks."""
+from __future__ import annotations
+
+import copy
+import numbers
+from typing import Any, Dict, Iterable, List, Mapping, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from mi_art.features import last_linear
+from mi_art.models import make_classifier
+
+ModelSpec = Union[str, nn.Module]
+
+
+def build_model(model: ModelSpec, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """A fresh classifier: an architecture name of :data:`mi_art.models.ARCHITECTURES`, or a deep copy
+    of the given module (the caller's module is never modified)."""
+    if isinstance(model, str):
+        return make_classifier(model, in_channels, num_classes, image_size)
+    if isinstance(model, nn.Module):
+        return copy.deepcopy(model)
+    raise ValueError(f"model must be an architecture name (e.g. 'cnn') or a torch.nn.Module, got {type(model).__name__}")
+
+
+def model_name(model: ModelSpec) -> str:
+    return model if isinstance(model, str) else type(model).__name__
+
+
+def last_linear_name(model: nn.Module) -> str:
+    """Qualified name of the model's classification layer (its last ``nn.Linear``)."""
+    layer = last_linear(model)
+    for name, module in model.named_modules():
+        if module is layer:
+            return name
+    raise ValueError("the last nn.Linear of the model is not one of its named sub-modules")  # pragma: no cover
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the sub-module ``name`` (dotted path) of ``model`` by ``new`` in place."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def check_output_classes(model: nn.Module, num_classes: int) -> None:
+    """The model's last linear layer must have one output per private class."""
+    out = last_linear(model).out_features
+    if out != num_classes:
+        raise ValueError(f"model has {out} outputs (its last nn.Linear) but the dataset has {num_classes} private "
+                         "classes; build the model with num_classes equal to dataset.num_classes")
+
+
+def check_keys(defense: str, params: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Unknown parameter names -> ValueError listing the valid ones."""
+    valid = list(valid)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for defense {defense!r}; "
+                         f"valid parameters: {', '.join(valid) if valid else '(none)'}")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, hint: str = "") -> float:
+    """``value`` must be a finite real number in the interval given; returns it as float."""
+    if not is_number(value) or not np.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}{hint}")
+    v = float(value)
+    too_low = low is not None and (v <= low if low_open else v < low)
+    too_high = high is not None and (v >= high if high_open else v > high)
+    if too_low or too_high:
+        lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+        raise ValueError(f"{name} must be in {lo}, {hi}, got {value!r}{hint}")
+    return v
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on numpy images and labels."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
+            pred = model(xb).argmax(1).cpu().numpy()
+            correct += int((pred == y[start:start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(x))
+
+
+def hooks_left(model: nn.Module) -> List[Tuple[str, str]]:
+    """(module name, hook kind) for every forward/backward hook still registered on ``model``."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return [(name, kind) for name, m in model.named_modules() for kind in kinds if getattr(m, kind, None)]
+
+
+def parameterised_leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """Leaf modules that own parameters, in module (registration) order."""
+    return [(n, m) for n, m in model.named_modules()
+            if not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+
+
+def snapshot(module: nn.Module) -> Dict[str, torch.Tensor]:
+    """Detached CPU copies of a module's parameters and buffers."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}

@@ -1,0 +1,155 @@
+"""DP-SGD with Opacus (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016,
+https://arxiv.org/abs/1607.00133; Opacus, https://opacus.ai).
+
+Per-sample gradient clipping to ``max_grad_norm`` plus Gaussian noise, with Poisson sampling through
+the data loader that ``PrivacyEngine.make_private[_with_epsilon]`` returns (what the accountant
+assumes) and ``BatchMemoryManager`` to split large logical batches into physical ones of at most
+``max_physical_batch_size``. Models Opacus cannot train (BatchNorm) are fixed with
+``ModuleValidator.fix`` (BatchNorm -> GroupNorm). The (epsilon, delta) reported is the accountant's
+(``accountant="rdp"`` by default, or "prv" / "gdp"). The returned model is the plain module
+(``to_standard_module()``: no Opacus hooks, no ``_module.`` prefix), so ART's gradients work.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from mi_art.training import augment_batch
+from mi_art.utils import check_images, check_labels, seed_everything
+
+from .common import check_keys, check_number, is_int
+
+DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0, "delta": None,
+                            "accountant": "rdp", "max_physical_batch_size": None}
+ACCOUNTANTS = ("rdp", "prv", "gdp")
+
+
+def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
+    """Validate DP parameters (defaults filled; ``delta`` defaults to ``1 / n_train``)."""
+    check_keys("dp-sgd", params, DEFAULTS)
+    out = {**DEFAULTS, **params}
+    eps, sigma = out["target_epsilon"], out["noise_multiplier"]
+    if (eps is None) == (sigma is None):
+        raise ValueError("give exactly one of target_epsilon (the privacy budget; Opacus finds the noise) or "
+                         f"noise_multiplier (the noise; the accountant reports epsilon), got target_epsilon={eps!r}, "
+                         f"noise_multiplier={sigma!r}")
+    if eps is not None:
+        out["target_epsilon"] = check_number("target_epsilon", eps, low=0, low_open=True,
+                                             hint=" (epsilon must be > 0; smaller is more private)")
+    if sigma is not None:
+        out["noise_multiplier"] = check_number("noise_multiplier", sigma, low=0, low_open=True,
+                                               hint=" (the noise standard deviation relative to max_grad_norm)")
+    out["max_grad_norm"] = check_number("max_grad_norm", out["max_grad_norm"], low=0, low_open=True,
+                                        hint=" (the per-sample clipping bound)")
+    if out["delta"] is None:
+        out["delta"] = 1.0 / n_train
+    out["delta"] = check_number("delta", out["delta"], low=0, high=1, low_open=True, high_open=True,
+                                hint=f" (should be below 1/N = {1.0 / n_train:.3g})")
+    if out["accountant"] not in ACCOUNTANTS:
+        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {out['accountant']!r}")
+    m = out["max_physical_batch_size"]
+    if m is not None and (not is_int(m) or m < 1):
+        raise ValueError(f"max_physical_batch_size must be a positive integer or None (the batch size), got {m!r}")
+    return out
+
+
+def make_private_compatible(model: nn.Module) -> Tuple[nn.Module, bool]:
+    """``ModuleValidator.fix`` if needed; ValueError listing what Opacus still cannot handle."""
+    from opacus.validators import ModuleValidator
+
+    fixed = False
+    if ModuleValidator.validate(model, strict=False):
+        model = ModuleValidator.fix(model)
+        fixed = True
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ValueError(f"Opacus cannot train this model even after ModuleValidator.fix: {errors}")
+    return model, fixed
+
+
+def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int, batch_size: int, lr: float,
+             weight_decay: float, optimizer: str, augment: str, device: torch.device, seed: int, verbose: bool,
+             params: Dict[str, Any]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Train ``model`` with DP-SGD; returns the plain module (eval mode) and the privacy facts."""
+    from opacus import PrivacyEngine
+    from opacus.utils.batch_memory_manager import BatchMemoryManager
+    from tqdm.auto import trange
+
+    seed_everything(seed)
+    x = torch.from_numpy(check_images(x))
+    y = torch.from_numpy(check_labels(y, num_classes, length=len(x)))
+    model, fixed = make_private_compatible(model)
+    model.to(device).train()
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    generator = torch.Generator().manual_seed(int(seed) if seed is not None else 0)
+    loader = DataLoader(TensorDataset(x, y), batch_size=min(batch_size, len(x)), shuffle=True, generator=generator)
+    engine = PrivacyEngine(accountant=params["accountant"])
+    common = dict(module=model, optimizer=opt, data_loader=loader, max_grad_norm=params["max_grad_norm"],
+                  poisson_sampling=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+        warnings.filterwarnings("ignore", message=".*Full backward hook.*")
+        if params["target_epsilon"] is not None:
+            dp_model, dp_opt, dp_loader = engine.make_private_with_epsilon(
+                **common, target_epsilon=params["target_epsilon"], target_delta=params["delta"], epochs=epochs)
+        else:
+            dp_model, dp_opt, dp_loader = engine.make_private(**common, noise_multiplier=params["noise_multiplier"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(dp_opt.original_optimizer, epochs)
+    physical = params["max_physical_batch_size"] or batch_size
+    bar = trange(epochs, desc="train DP-SGD", disable=not verbose)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Full backward hook.*")
+            for _ in bar:
+                with BatchMemoryManager(data_loader=dp_loader, max_physical_batch_size=physical,
+                                        optimizer=dp_opt) as mem_loader:
+                    for xb, yb in mem_loader:
+                        xb, yb = xb.to(device), yb.to(device)
+                        if len(xb):
+                            xb = augment_batch(xb, augment)
+                        loss = F.cross_entropy(dp_model(xb), yb) if len(xb) else dp_model(xb).sum() * 0.0
+                        dp_opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        dp_opt.step()
+                sched.step()
+                if verbose:
+                    bar.set_postfix(eps=f"{engine.get_epsilon(params['delta']):.2f}")
+    finally:
+        plain = dp_model.to_standard_module()
+    history = list(getattr(engine.accountant, "history", []))
+    facts = {
+        "noise_multiplier": float(dp_opt.noise_multiplier),
+        "sample_rate": float(1.0 / len(dp_loader)),
+        "steps": int(sum(h[2] for h in history)),
+        "max_grad_norm": float(params["max_grad_norm"]),
+        "max_physical_batch_size": int(physical),
+        "module_validator_fixed": fixed,
+        "epsilon": float(engine.get_epsilon(params["delta"])),
+    }
+    for p in plain.parameters():
+        p.grad = None
+    return plain.eval(), facts
+
+
+def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
+                       accountant: str = "rdp") -> float:
+    """Epsilon of ``steps`` DP-SGD steps at ``noise_multiplier`` and ``sample_rate`` from a fresh Opacus
+    accountant (for checks and planning)."""
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant(mechanism=accountant)
+    acc.history = [(noise_multiplier, sample_rate, steps)]
+    return float(acc.get_epsilon(delta))
+
+
+__all__ = ["DEFAULTS", "ACCOUNTANTS", "check_params", "train_dp", "accountant_epsilon", "make_private_compatible"]

@@ -1,0 +1,117 @@
+"""ART output postprocessors as model inversion "defenses": ReverseSigmoid, HighConfidence, Rounded,
+GaussianNoise and ClassLabels from ``art.defences.postprocessor``.
+
+**They do not defend against white-box gradient attacks.** An ART postprocessor changes only what
+``PyTorchClassifier.predict`` returns; ``class_gradient``, ``loss_gradient`` and the differentiable
+forward pass (``_predict_framework``) that GMI and KEDMI optimise through never see it. GMI and KEDMI
+against a postprocessed classifier therefore behave exactly as against the undefended model. They are
+offered so that a comparison can show this, and because they do change what black-box / label-only
+attacks observe.
+
+The model is trained normally (as defense "none"); the configured postprocessor is returned in the
+record and :func:`wrap_with_defense` builds the ART classifier with ``postprocessing_defences=``.
+Because the models output logits and ART's postprocessors expect probabilities, the wrapped classifier
+first applies :class:`Softmax` (a postprocessor, so again ``predict`` only).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+from art.defences.postprocessor import ClassLabels, GaussianNoise, HighConfidence, Postprocessor, ReverseSigmoid, Rounded
+from torch import nn
+
+from .common import check_keys, check_number, is_int
+
+
+class Softmax(Postprocessor):
+    """Turn logits into probabilities in ``predict`` (ART's postprocessors expect probabilities)."""
+
+    params: list = []
+
+    def __init__(self) -> None:
+        super().__init__(is_fitted=True, apply_fit=False, apply_predict=True)
+
+    def __call__(self, preds: np.ndarray) -> np.ndarray:
+        z = preds - preds.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+class RowwiseClassLabels(ClassLabels):
+    """ART's ``ClassLabels`` with its batch bug fixed: ART 1.20 writes ``class_labels[:, argmax] = 1``,
+    which sets, in *every* row, the columns of *all* rows' predicted classes; here each row gets
+    the one-hot vector of its own prediction."""
+
+    def __call__(self, preds: np.ndarray) -> np.ndarray:
+        if preds.shape[1] == 1:
+            return super().__call__(preds)
+        out = np.zeros_like(preds)
+        out[np.arange(len(preds)), np.argmax(preds, axis=1)] = 1
+        return out
+
+
+#: defense name -> (postprocessor class, default parameters)
+POSTPROCESSORS: Dict[str, Tuple[type, Dict[str, Any]]] = {
+    "reverse-sigmoid": (ReverseSigmoid, {"beta": 1.0, "gamma": 0.1}),
+    "high-confidence": (HighConfidence, {"cutoff": 0.25}),
+    "rounded": (Rounded, {"decimals": 3}),
+    "gaussian-noise": (GaussianNoise, {"scale": 0.2}),
+    "class-labels": (RowwiseClassLabels, {}),
+}
+
+
+def check_params(defense: str, params: Dict[str, Any]) -> Dict[str, Any]:
+    _, defaults = POSTPROCESSORS[defense]
+    check_keys(defense, params, defaults)
+    out = {**defaults, **params}
+    if defense == "reverse-sigmoid":
+        out["beta"] = check_number("beta", out["beta"], low=0, low_open=True, hint=" (perturbation magnitude)")
+        out["gamma"] = check_number("gamma", out["gamma"], low=0, low_open=True, hint=" (convergence parameter)")
+    elif defense == "high-confidence":
+        out["cutoff"] = check_number("cutoff", out["cutoff"], low=0, high=1, low_open=True,
+                                     hint=" (probabilities below it are set to 0)")
+    elif defense == "rounded":
+        if not is_int(out["decimals"]) or out["decimals"] < 1:
+            raise ValueError(f"decimals must be a positive integer, got {out['decimals']!r}")
+        out["decimals"] = int(out["decimals"])
+    elif defense == "gaussian-noise":
+        out["scale"] = check_number("scale", out["scale"], low=0, low_open=True, hint=" (noise standard deviation)")
+    return out
+
+
+def make_postprocessor(defense: str, params: Dict[str, Any]) -> Postprocessor:
+    """The configured ART postprocessor (applied in ``predict`` only, never in training or gradients)."""
+    cls, _ = POSTPROCESSORS[defense]
+    return cls(**params)
+
+
+def wrap_with_defense(model: nn.Module, record: Any, *, clip_values: Optional[Tuple[float, float]] = (0.0, 1.0),
+                      probabilities: Optional[bool] = None, loss: Optional[nn.Module] = None):
+    """Build the ART ``PyTorchClassifier`` for a model returned by :func:`defenses.train_defended_target`.
+
+    :param model: The returned module.
+    :param record: Its :class:`defenses.DefenseRecord` (input shape, classes, postprocessor).
+    :param clip_values: Input range of the classifier.
+    :param probabilities: Prepend :class:`Softmax` so ``predict`` returns probabilities. Default: only
+        when the record carries a postprocessor (ART's postprocessors expect probabilities).
+    :param loss: Training loss for ART (default cross-entropy).
+    :return: ``PyTorchClassifier`` with ``postprocessing_defences`` set from the record. Its
+        ``class_gradient`` / ``loss_gradient`` and differentiable forward pass are those of the bare
+        model: **postprocessors do not affect white-box gradient attacks such as GMI and KEDMI**.
+    """
+    from art.estimators.classification import PyTorchClassifier
+
+    post = getattr(record, "postprocessor", None)
+    if probabilities is None:
+        probabilities = post is not None
+    chain = ([Softmax()] if probabilities else []) + ([post] if post is not None else [])
+    device = next(model.parameters()).device
+    return PyTorchClassifier(model=model, loss=loss or nn.CrossEntropyLoss(), input_shape=tuple(record.input_shape),
+                             nb_classes=int(record.num_classes), clip_values=clip_values,
+                             postprocessing_defences=chain or None,
+                             device_type="gpu" if device.type == "cuda" else "cpu")
+
+
+__all__ = ["POSTPROCESSORS", "Softmax", "RowwiseClassLabels", "check_params", "make_postprocessor",
+           "wrap_with_defense"]

@@ -1,0 +1,127 @@
+"""TL-DMI: transfer-learning based defense (Ho et al., "Model Inversion Robustness: Can Transfer
+Learning Help?", CVPR 2024, https://arxiv.org/abs/2405.05588).
+
+Pre-train the classifier on public data (its own classes), freeze the first layers, replace the
+classification layer by one for the private classes and fine-tune only the unfrozen layers on the
+private data: the early layers never see private data, which limits what inversion can recover.
+
+``freeze`` counts *parameterised leaf modules* (modules with their own parameters and no children:
+convolutions, normalisation layers, linear layers) in module registration order, excluding the
+classification layer (always trained): an int is a count, a float in (0, 1) a fraction (rounded,
+at least one). Frozen modules are kept in eval mode while fine-tuning, so their parameters *and*
+running statistics (BatchNorm) stay bit-identical to the pre-trained ones.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mi_art.features import last_linear
+
+from .common import check_keys, is_int, is_number, last_linear_name, parameterised_leaves, replace_module
+
+DEFAULTS: Dict[str, Any] = {"freeze": 0.5, "pretrain_epochs": None, "pretrain_lr": None}
+
+
+def check_params(params: Dict[str, Any]) -> Dict[str, Any]:
+    check_keys("tl", params, DEFAULTS)
+    out = {**DEFAULTS, **params}
+    f = out["freeze"]
+    if is_int(f):
+        if f < 0:
+            raise ValueError(f"freeze must be a non-negative count of layers or a fraction in (0, 1), got {f!r}")
+        out["freeze"] = int(f)
+    elif is_number(f):
+        if not 0 < float(f) < 1:
+            raise ValueError(f"freeze as a fraction must be in (0, 1) (or give an int count of layers), got {f!r}")
+        out["freeze"] = float(f)
+    else:
+        raise ValueError(f"freeze must be an int count of layers or a fraction in (0, 1), got {f!r}")
+    for name in ("pretrain_epochs",):
+        v = out[name]
+        if v is not None and (not is_int(v) or v < 1):
+            raise ValueError(f"{name} must be a positive integer or None (same as epochs), got {v!r}")
+    v = out["pretrain_lr"]
+    if v is not None and (not is_number(v) or not float(v) > 0):
+        raise ValueError(f"pretrain_lr must be a positive number or None (same as lr), got {v!r}")
+    return out
+
+
+def freezable_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """Parameterised leaf modules in module order, the classification layer excluded."""
+    head = last_linear(model)
+    return [(n, m) for n, m in parameterised_leaves(model) if m is not head]
+
+
+def resolve_freeze(model: nn.Module, freeze: int | float) -> int:
+    """The number of layers ``freeze`` stands for; ValueError if the model has fewer."""
+    n = len(freezable_layers(model))
+    if isinstance(freeze, float):
+        return max(1, min(n, int(freeze * n + 0.5))) if n else 0
+    if freeze > n:
+        raise ValueError(f"freeze={freeze} asks to freeze more layers than the model has: it has {n} parameterised "
+                         f"layers before the classification layer; use freeze <= {n} or a fraction in (0, 1)")
+    return freeze
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
+    """Put a fresh ``nn.Linear`` with ``num_classes`` outputs in place of the last linear layer."""
+    old = last_linear(model)
+    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None).to(old.weight.device)
+    replace_module(model, last_linear_name(model), new)
+    return new
+
+
+def freeze_layers(model: nn.Module, count: int) -> List[Tuple[str, nn.Module]]:
+    """Set ``requires_grad=False`` on the parameters of the first ``count`` freezable layers."""
+    frozen = freezable_layers(model)[:count]
+    for _, m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return frozen
+
+
+def frozen_eval_loss(frozen: List[nn.Module]):
+    """Cross-entropy ``loss_fn`` that first puts the frozen modules into eval mode (no BatchNorm
+    statistics updates, no dropout inside the frozen part)."""
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        for m in frozen:
+            m.eval()
+        return F.cross_entropy(model(x), y)
+
+    return loss_fn
+
+
+def pretrain_public(model: nn.Module, dataset: Any, **train_kwargs: Any) -> nn.Module:
+    """Step 1: give ``model`` a head for the public classes and train it on ``dataset.public``
+    (keyword arguments of :func:`mi_art.training.train_classifier`)."""
+    from mi_art.training import train_classifier
+
+    if last_linear(model).out_features != dataset.num_public_classes:
+        replace_head(model, dataset.num_public_classes)
+    return train_classifier(model, dataset.public.x, dataset.public.y, desc="TL pre-train (public)", **train_kwargs)
+
+
+def fine_tune_private(model: nn.Module, dataset: Any, freeze: int | float,
+                      **train_kwargs: Any) -> Tuple[nn.Module, List[str]]:
+    """Step 2: replace the head by one for the private classes, freeze the first ``freeze`` layers and
+    fine-tune the rest on ``dataset.private_train``. The frozen parameters and buffers are left
+    bit-identical; ``requires_grad`` is restored afterwards. Returns the model and the frozen layer names."""
+    from mi_art.training import train_classifier
+
+    count = resolve_freeze(model, freeze)
+    replace_head(model, dataset.num_classes)
+    frozen = freeze_layers(model, count)
+    train = dataset.private_train
+    try:
+        model = train_classifier(model, train.x, train.y, loss_fn=frozen_eval_loss([m for _, m in frozen]),
+                                 desc="TL fine-tune (private)", **train_kwargs)
+    finally:
+        for _, m in frozen:
+            for p in m.parameters():
+                p.requires_grad_(True)
+    return model, [n for n, _ in frozen]
