@@ -11,6 +11,13 @@ lambda_x=1, lambda_y=50; here the defaults stay 0.05/0.5 for both measures, pass
 Kernels as in the authors' code: Gaussian ``exp(-||a - b||^2 / (2 sigma^2 d))`` (``d`` the flattened
 dimension, sigma 5) on inputs and features, linear on one-hot labels.
 
+Differences from the authors' code, on purpose: the normalised HSIC here is
+``tr(K~ L~) / sqrt(tr(K~ K~) tr(L~ L~))`` with doubly centred Gram matrices (bounded in [0, 1], 1 for
+identical inputs), whereas their ``hsic_normalized_cca`` sums ``K_c (K_c + 1e-5 m I)^-1`` products of
+one-sided centred kernels (unbounded, batch-size dependent). COCO here is Gretton et al.'s
+``sqrt(||K~ L~||_2) / m`` with the spectral norm; their code takes the Frobenius norm. The lambda
+values of the paper were tuned for their scales, so they are starting points, not parity settings.
+
 Hidden layers: by default the output of every activation module (``nn.ReLU``, ``nn.LeakyReLU``,
 ``nn.PReLU``, ``nn.ELU``, ``nn.GELU``, ``nn.SiLU``, ...), flattened: for :class:`mi_art.models.CNN` that is
 each conv block plus the penultimate feature. A model without such modules uses its penultimate

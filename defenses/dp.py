@@ -8,6 +8,11 @@ assumes) and ``BatchMemoryManager`` to split large logical batches into physical
 ``ModuleValidator.fix`` (BatchNorm -> GroupNorm). The (epsilon, delta) reported is the accountant's
 (``accountant="rdp"`` by default, or "prv" / "gdp"). The returned model is the plain module
 (``to_standard_module()``: no Opacus hooks, no ``_module.`` prefix), so ART's gradients work.
+
+Opacus runs without ``secure_mode`` (its warning about that is silenced): the noise comes from torch's
+seeded generator, which is right for experiments and reproducibility, not for a production release.
+With ``target_epsilon`` Opacus picks the noise multiplier for ``epochs`` epochs at the sample rate
+``1 / ceil(N / batch_size)``; the epsilon reported is always the accountant's after training.
 """
 from __future__ import annotations
 
@@ -91,13 +96,18 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    generator = torch.Generator().manual_seed(int(seed) if seed is not None else 0)
+    generator = torch.Generator()
+    if seed is not None:
+        generator.manual_seed(int(seed))
+    else:
+        generator.seed()
     loader = DataLoader(TensorDataset(x, y), batch_size=min(batch_size, len(x)), shuffle=True, generator=generator)
-    engine = PrivacyEngine(accountant=params["accountant"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
+        engine = PrivacyEngine(accountant=params["accountant"])
     common = dict(module=model, optimizer=opt, data_loader=loader, max_grad_norm=params["max_grad_norm"],
                   poisson_sampling=True)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]ecure RNG.*")
         warnings.filterwarnings("ignore", message=".*Full backward hook.*")
         if params["target_epsilon"] is not None:
             dp_model, dp_opt, dp_loader = engine.make_private_with_epsilon(

@@ -66,7 +66,7 @@ def check_params(params: Dict[str, Any]) -> Dict[str, Any]:
     if out["alpha"] > 0:
         warnings.warn(f"alpha={out['alpha']} is positive label smoothing, which increases model inversion "
                       "leakage (Struppek et al., ICLR 2024); use a negative alpha such as -0.05 to defend",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=4)
     return out
 
 

@@ -70,6 +70,7 @@ class MLP(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int, feature_dim: int = 256) -> None:
         super().__init__()
+        _check_channels(in_channels)
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, 2 * feature_dim),
                                    nn.ReLU(), nn.Linear(2 * feature_dim, feature_dim), nn.ReLU())
         self.fc = nn.Linear(feature_dim, num_classes)

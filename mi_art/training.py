@@ -93,6 +93,7 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
             sched.step()
             total += loss.item() * len(idx)
         bar.set_postfix(loss=f"{total / len(x):.4f}")
+    opt.zero_grad(set_to_none=True)
     return model.eval()
 
 

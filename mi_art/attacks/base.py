@@ -94,10 +94,10 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("learning_rate", "id_weight"):
-            if not np.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+            if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
-        if not np.isfinite(self.reg_weight) or self.reg_weight < 0:
-            raise ValueError(f"reg_weight must be >= 0, got {self.reg_weight!r}")
+        if not _is_number(self.reg_weight) or self.reg_weight < 0:
+            raise ValueError(f"reg_weight must be a number >= 0, got {self.reg_weight!r}")
         if not isinstance(self.verbose, bool):
             raise ValueError(f"verbose must be a bool, got {self.verbose!r}")
         if self.seed is not None and not isinstance(self.seed, (int, np.integer)):
@@ -135,9 +135,9 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         labels = self._check_labels(y)
         seed_everything(self.seed)
         target = _EstimatorModule(self.estimator)
-        self._check_models(target)
         saved = self._freeze()
         try:
+            self._check_models(target)
             images, conf = self._run(target, labels)
         finally:
             self._restore(saved)
@@ -161,10 +161,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     def _check_models(self, target: nn.Module) -> None:
         """Shapes agree, outputs are logits when the logit loss is asked for."""
         device = self._device
-        self.generator.to(device).eval()
-        self.discriminator.to(device).eval()
-        for s in self._surrogate_modules:
-            s.to(device).eval()
+        for model in (self.generator, self.discriminator, *self._surrogate_modules):
+            model.to(device)
         latent = self._latent_dim
         with torch.no_grad():
             probe = self._to_estimator_range(self.generator(torch.zeros(2, latent, device=device).uniform_(-1, 1)))
@@ -199,17 +197,24 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         lo, hi = float(np.min(clip[0])), float(np.max(clip[1]))
         return images if (lo, hi) == (0.0, 1.0) else lo + (hi - lo) * images
 
-    def _freeze(self) -> List[Tuple[nn.Parameter, bool]]:
-        modules = [self.generator, self.discriminator, self.estimator.model, *self._surrogate_modules]
-        saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
-        for p, _ in saved:
+    def _freeze(self) -> Tuple[List[Tuple[nn.Parameter, bool]], List[Tuple[nn.Module, bool]]]:
+        """Put every model in eval mode without parameter gradients; returns what to restore."""
+        models = [self.generator, self.discriminator, self.estimator.model, *self._surrogate_modules]
+        grads = [(p, p.requires_grad) for m in models for p in m.parameters()]
+        modes = [(sub, sub.training) for m in models for sub in m.modules()]
+        for p, _ in grads:
             p.requires_grad_(False)
-        return saved
+        for m in models:
+            m.eval()
+        return grads, modes
 
     @staticmethod
-    def _restore(saved: List[Tuple[nn.Parameter, bool]]) -> None:
-        for p, flag in saved:
+    def _restore(saved: Tuple[List[Tuple[nn.Parameter, bool]], List[Tuple[nn.Module, bool]]]) -> None:
+        grads, modes = saved
+        for p, flag in grads:
             p.requires_grad_(flag)
+        for module, training in modes:
+            module.training = training
 
     def _identity_objective(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-sample identity loss: mean over target and surrogates of the CE or logit loss, plus
@@ -239,6 +244,11 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     @abc.abstractmethod
     def _run(self, target: nn.Module, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Return ``(images, target_confidence)`` ordered as ``np.repeat(labels, n_reconstructions)``."""
+
+
+def _is_number(value: Any) -> bool:
+    """A finite real number (bools excluded)."""
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _looks_like_probabilities(out: torch.Tensor) -> bool:

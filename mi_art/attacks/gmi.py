@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..losses import wgan_prior_loss
-from .base import GANInversionAttack
+from .base import GANInversionAttack, _is_number
 
 
 class GMI(GANInversionAttack):
@@ -47,7 +47,7 @@ class GMI(GANInversionAttack):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not 0 <= self.momentum < 1:
+        if not _is_number(self.momentum) or not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
 
     def _run(self, target: nn.Module, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,123 @@
+"""Benchmark: ART's MIFace against GMI and KEDMI with and without LOMMA's two improvements.
+
+On AT&T faces (private s1-s20, public s21-s40, 32x32 grayscale) the target, the evaluation model,
+the GAN priors and the surrogates are trained once (cached under --cache-dir) and reused by every
+method and seed. Each method runs with several attack seeds; the table gives mean +- std over seeds
+of Acc@1, Acc@5 (by the independent evaluation model), KNN distance (squared L2 in its feature
+space) and attack seconds per reconstruction. Finished cells are stored in --out (atomically) and
+skipped when the script is run again.
+
+    python benchmarks/attack_variants.py             # full run (about an hour on 2 CPU cores)
+    python benchmarks/attack_variants.py --quick     # a first look in a few minutes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evaluations.cache import ArtifactCache  # noqa: E402
+from evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack  # noqa: E402
+from mi_art.utils import write_atomic  # noqa: E402
+
+METHODS = [("miface", "baseline", "ART MIFace")] + [
+    (attack, variant, f"{attack.upper()}{'' if variant == 'baseline' else '+' + variant.upper()}")
+    for attack in ("gmi", "kedmi") for variant in ("baseline", "lom", "ma", "lomma")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "att_faces"))
+    parser.add_argument("--quick", action="store_true", help="small budgets: a first look in minutes")
+    parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
+    parser.add_argument("--iterations", type=int, default=None, help="GAN attack iterations (default 1000)")
+    parser.add_argument("--prior-steps", type=int, default=None, help="WGAN-GP generator steps (default 1500)")
+    parser.add_argument("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps (default 3000)")
+    parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
+    parser.add_argument("--methods", default=None, help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
+    parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/attack_variants[-quick].json)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    q = args.quick
+    seeds = args.seeds or (2 if q else 3)
+    config = ExperimentConfig(
+        dataset="image-folder", data_root=args.data_root,
+        data_options={"private": 20, "image_size": 32, "channels": 1, "test_fraction": 0.2},
+        target_arch="cnn", target_epochs=60, eval_arch="cnn-wide", eval_epochs=80, augment="flip-shift",
+        iterations=args.iterations or (200 if q else 1000), n_reconstructions=5, batch_size=100,
+        prior_steps=args.prior_steps or (300 if q else 1500), kedmi_steps=args.kedmi_steps or (600 if q else 3000),
+        gan_augment="flip", surrogate_archs=("cnn-small", "resnet"), surrogate_epochs=150,
+        miface_iterations=args.miface_iterations or (300 if q else 2000), seed=0, device=args.device)
+    out = Path(args.out or REPO / "mi_art_runs" / f"attack_variants{'-quick' if q else ''}.json")
+    done = json.loads(out.read_text()) if out.is_file() else {}
+    wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
+
+    start = time.perf_counter()
+    bench = Workbench(config, ArtifactCache(args.cache_dir))
+    target, evaluator = bench.target(), bench.evaluator()
+    print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
+          f"{bench.data.num_classes} identities, {len(bench.data.public)} public images; "
+          f"setup {time.perf_counter() - start:.0f}s", flush=True)
+    for attack, variant, name in METHODS:
+        if wanted is not None and name not in wanted:
+            continue
+        for seed in range(1 if attack == "miface" else seeds):
+            key = f"{name}/seed{seed}"
+            if key in done:
+                continue
+            t0 = time.perf_counter()
+            if attack == "gmi":
+                bench.gmi_prior()
+            elif attack == "kedmi":
+                bench.kedmi_prior(target)
+            if variant in ("ma", "lomma"):
+                bench.surrogates(target)
+            prep = time.perf_counter() - t0
+            record = public_record(run_attack(bench, attack=attack, variant=variant, attack_seed=seed,
+                                              target=target, evaluator=evaluator))
+            record["artifact_seconds"] = prep
+            done[key] = record
+            write_atomic(out, json.dumps(done, indent=1))
+            print(f"{key:<22} Acc@1 {record['acc@1']:.3f}  Acc@5 {record['acc@5']:.3f}  KNN {record['knn_dist']:.2f}  "
+                  f"{record['seconds_per_reconstruction']:.3f} s/rec  (artifacts {prep:.0f}s)", flush=True)
+    print_table(done, config, seeds, out)
+    print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def print_table(done: dict, config: ExperimentConfig, seeds: int, out: Path) -> None:
+    first = next(iter(done.values()))
+    print(f"\nAT&T faces 32x32, private s1-s20 ({first['n_identities']} identities), target {config.target_arch} "
+          f"(test acc {first['target_test_accuracy']:.3f}), evaluation model {config.eval_arch} "
+          f"(test acc {first['evaluator_test_accuracy']:.3f}); GAN attacks: {config.iterations} iterations, "
+          f"{config.n_reconstructions} reconstructions per identity; mean +- std over attack seeds")
+    header = f"| {'method':<12} | {'seeds':>5} | {'Acc@1':>13} | {'Acc@5':>13} | {'KNN dist':>13} | {'s / rec':>13} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for _, _, name in METHODS:
+        rows = [v for k, v in done.items() if k.split("/")[0] == name]
+        if not rows:
+            continue
+
+        def cell(metric: str, fmt: str = ".3f") -> str:
+            values = np.array([r[metric] for r in rows], dtype=float)
+            return f"{values.mean():{fmt}} +- {values.std():{fmt}}"
+
+        print(f"| {name:<12} | {len(rows):>5} | {cell('acc@1'):>13} | {cell('acc@5'):>13} | {cell('knn_dist', '.2f'):>13} "
+              f"| {cell('seconds_per_reconstruction'):>13} |")
+    print(f"(MIFace is deterministic from its grey start: one run, {first['n_identities']} reconstructions.) "
+          f"Raw records: {out}")
+
+
+if __name__ == "__main__":
+    main()

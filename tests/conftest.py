@@ -1,0 +1,89 @@
+"""Shared, session-scoped fixtures: a digits target, its evaluation model, tiny GAN priors,
+distilled surrogates and p_reg. Everything is sized to train in seconds on 2 CPU cores.
+
+Private identities are digits 0-4 (5 classes, chance 0.2), public images are digits 5-9.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mi_art as M
+from mi_art.data import load_digits_data
+
+# One intra-op thread: these models are tiny, and on a shared 2-core machine a second thread makes
+# GAN training (double backward of the gradient penalty) an order of magnitude slower, not faster.
+torch.set_num_threads(1)
+
+NUM_CLASSES = 5
+IMAGE_SHAPE = (1, 8, 8)
+
+
+def wrap(model: nn.Module, **kwargs):
+    """The target as the attacks receive it: an ART PyTorchClassifier returning logits."""
+    from art.estimators.classification import PyTorchClassifier
+
+    params = dict(loss=nn.CrossEntropyLoss(), input_shape=IMAGE_SHAPE, nb_classes=NUM_CLASSES, clip_values=(0, 1))
+    params.update(kwargs)
+    return PyTorchClassifier(model, **params)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_digits_data()
+
+
+@pytest.fixture(scope="session")
+def target(digits):
+    """The attacked model: the default 'cnn', trained on private digits 0-4."""
+    model = M.make_classifier("cnn", 1, NUM_CLASSES, 8)
+    return M.train_classifier(model, digits.private_train.x, digits.private_train.y, epochs=8, augment="none",
+                              seed=0)
+
+
+@pytest.fixture(scope="session")
+def target_clf(target):
+    return wrap(target)
+
+
+@pytest.fixture(scope="session")
+def eval_model(digits):
+    """Independent judge: a different architecture ('cnn-wide'), other seed, never used by an attack."""
+    model = M.make_classifier("cnn-wide", 1, NUM_CLASSES, 8)
+    return M.train_classifier(model, digits.private_train.x, digits.private_train.y, epochs=8, augment="none",
+                              seed=1)
+
+
+@pytest.fixture(scope="session")
+def gmi_prior(digits):
+    """(Generator, Critic) of a tiny WGAN-GP trained on public digits 5-9."""
+    return M.train_gmi_prior(digits.public.x, steps=100, width=16, batch_size=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def kedmi_prior(target, digits):
+    """(Generator, KEDMIDiscriminator with K=5) trained against the target on public digits."""
+    return M.train_kedmi_prior(target, digits.public.x, steps=200, width=16, batch_size=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def surrogates(target, digits):
+    """Two surrogates of other architectures, distilled from the target on public data only."""
+    return [
+        M.distill_surrogate(target, M.make_classifier("cnn-small", 1, NUM_CLASSES, 8), digits.public.x,
+                            epochs=10, seed=0),
+        M.distill_surrogate(target, M.make_classifier("mlp", 1, NUM_CLASSES, 8), digits.public.x,
+                            epochs=20, seed=0),
+    ]
+
+
+@pytest.fixture(scope="session")
+def p_reg(target, digits):
+    return M.estimate_p_reg(target, digits.public.x)
+
+
+@pytest.fixture
+def attack_labels():
+    return np.arange(NUM_CLASSES)

@@ -1,0 +1,220 @@
+"""Training helpers: targets, priors, distilled surrogates, p_reg, checkpoints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mi_art as M
+from conftest import NUM_CLASSES, wrap
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+def fc_inputs(model, x):
+    """Penultimate features by a forward hook on ``model.fc``, eval mode (independent of mi_art.features)."""
+    store = []
+    handle = model.fc.register_forward_hook(lambda m, inp, out: store.append(inp[0].detach().clone()))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.from_numpy(x))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return store[0]
+
+
+# --------------------------------------------------------------------------- classifiers
+
+
+def test_target_reaches_high_test_accuracy(target, digits):
+    assert not target.training  # returned in eval mode
+    assert accuracy(target, digits.private_test.x, digits.private_test.y) >= 0.9
+
+
+def test_eval_model_is_an_accurate_judge(eval_model, digits):
+    assert accuracy(eval_model, digits.private_test.x, digits.private_test.y) >= 0.9
+
+
+def test_train_classifier_is_reproducible_with_a_seed(digits):
+    x, y = digits.private_train.x[:64], digits.private_train.y[:64]
+    models = []
+    for seed in (3, 3, 4):
+        torch.manual_seed(0)  # same initial weights; the training seed drives batches and augmentation
+        models.append(M.train_classifier(M.make_classifier("cnn-small", 1, NUM_CLASSES, 8), x, y, epochs=2,
+                                         batch_size=16, seed=seed))
+    a, b, c = (m.state_dict() for m in models)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert not torch.allclose(a["fc.weight"], c["fc.weight"])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(epochs=0), "positive"),
+    (dict(lr=0.0), "positive"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(augment="rotate"), "augment"),
+])
+def test_train_classifier_rejects_bad_settings(digits, kwargs, match):
+    x, y = digits.private_train.x[:16], digits.private_train.y[:16]
+    with pytest.raises(ValueError, match=match):
+        M.train_classifier(M.make_classifier("mlp", 1, NUM_CLASSES, 8), x, y, **kwargs)
+
+
+def test_train_classifier_rejects_labels_out_of_range(digits):
+    x = digits.private_train.x[:16]
+    y = np.full(16, NUM_CLASSES)  # the model has 5 outputs: label 5 does not exist
+    with pytest.raises(ValueError, match="out of range"):
+        M.train_classifier(M.make_classifier("mlp", 1, NUM_CLASSES, 8), x, y, epochs=1)
+
+
+# --------------------------------------------------------------------------- priors
+
+
+def test_gmi_prior_parts(gmi_prior):
+    gen, critic = gmi_prior
+    assert isinstance(gen, M.Generator) and isinstance(critic, M.Critic)
+    assert not gen.training and not critic.training
+    with torch.no_grad():
+        images = gen(torch.rand(6, gen.latent_dim) * 2 - 1)
+    assert images.shape == (6, 1, 8, 8)
+    # A trained prior is not a constant image.
+    assert images.std(0).mean() > 0.01
+
+
+def test_gmi_critic_prefers_real_digits_to_noise(gmi_prior, digits):
+    _, critic = gmi_prior
+    torch.manual_seed(0)
+    with torch.no_grad():
+        real = critic(torch.from_numpy(digits.public.x[:200])).mean()
+        noise = critic(torch.rand(200, 1, 8, 8)).mean()
+    assert real > noise
+
+
+def test_kedmi_prior_learns_the_target_labels(kedmi_prior, target, digits):
+    gen, disc = kedmi_prior
+    assert isinstance(disc, M.KEDMIDiscriminator) and disc.num_classes == NUM_CLASSES
+    x = torch.from_numpy(digits.public.x[:256])
+    with torch.no_grad():
+        agree = (disc(x).argmax(1) == target(x).argmax(1)).float().mean().item()
+    assert agree > 0.4  # chance 0.2: the discriminator's K logits follow the target's soft labels
+
+
+def test_prior_training_rejects_bad_steps(digits, target):
+    with pytest.raises(ValueError, match="steps"):
+        M.train_gmi_prior(digits.public.x[:8], steps=0)
+    with pytest.raises(ValueError, match="steps"):
+        M.train_kedmi_prior(target, digits.public.x[:8], steps=0)
+
+
+# --------------------------------------------------------------------------- surrogates and p_reg
+
+
+def test_distilled_surrogates_agree_with_target_on_private_data(surrogates, target, digits):
+    x = digits.private_train.x
+    with torch.no_grad():
+        t_pred = target(torch.from_numpy(x)).argmax(1)
+        for s in surrogates:
+            assert not s.training
+            agree = (s(torch.from_numpy(x)).argmax(1) == t_pred).float().mean().item()
+            assert agree > 0.6, f"{type(s).__name__} agrees with the target on {agree:.2f} of private images"
+
+
+def test_distill_surrogate_accepts_an_art_estimator(target, digits):
+    student = M.distill_surrogate(wrap(target), M.make_classifier("cnn-small", 1, NUM_CLASSES, 8),
+                                  digits.public.x[:64], epochs=1)
+    assert isinstance(student, nn.Module) and not student.training
+    with pytest.raises(ValueError, match="temperature"):
+        M.distill_surrogate(target, M.make_classifier("mlp", 1, NUM_CLASSES, 8), digits.public.x[:8],
+                            temperature=0)
+
+
+def test_p_reg_is_the_mean_public_feature(p_reg, target, digits):
+    expected = fc_inputs(target, digits.public.x).mean(0)
+    assert p_reg.shape == (target.fc.in_features,)
+    torch.testing.assert_close(p_reg, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_p_reg_uses_eval_mode_and_restores_training_mode(target, digits):
+    torch.manual_seed(0)
+    model = M.make_classifier("cnn", 1, NUM_CLASSES, 8)  # BatchNorm: train and eval outputs differ
+    model.load_state_dict(target.state_dict())
+    model.train()
+    x = digits.public.x[:300]
+    p = M.estimate_p_reg(model, x, batch_size=64)
+    assert model.training
+    torch.testing.assert_close(p, fc_inputs(model, x).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_p_reg_accepts_an_art_estimator_and_subsamples(target, digits):
+    x = digits.public.x
+    torch.testing.assert_close(M.estimate_p_reg(wrap(target), x), M.estimate_p_reg(target, x))
+    sub = M.estimate_p_reg(target, x, n=50, seed=1)
+    assert sub.shape == (target.fc.in_features,)
+    assert not torch.allclose(sub, M.estimate_p_reg(target, x))
+    # The subsample is a set of 50 public images: its mean is one of the 50-image means.
+    feats = fc_inputs(target, x)
+    idx = np.random.default_rng(1).choice(len(x), 50, replace=False)
+    torch.testing.assert_close(sub, feats[idx].mean(0), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_round_trip(tmp_path, target):
+    path = M.save_checkpoint(target, tmp_path / "sub" / "target.pt", arch="cnn", epochs=8)
+    assert path.is_file()
+    assert not list(path.parent.glob("*.tmp"))  # the temporary file was renamed away
+    fresh = M.make_classifier("cnn", 1, NUM_CLASSES, 8).eval()
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert not torch.allclose(fresh(x), target(x))
+    meta = M.load_checkpoint(fresh, path)
+    assert meta == {"arch": "cnn", "epochs": 8}
+    for key, value in target.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[key], value)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), target(x))
+
+
+def test_checkpoint_strips_opacus_module_prefix(tmp_path, target):
+    path = tmp_path / "dp.pt"
+    state = {f"_module.{k}": v.clone() for k, v in target.state_dict().items()}
+    torch.save({"state_dict": state, "meta": {"epsilon": 3.0}}, path)
+    fresh = M.make_classifier("cnn", 1, NUM_CLASSES, 8)
+    assert M.load_checkpoint(fresh, path) == {"epsilon": 3.0}
+    torch.testing.assert_close(fresh.fc.weight, target.fc.weight)
+
+
+def test_checkpoint_accepts_a_bare_state_dict(tmp_path, target):
+    path = tmp_path / "bare.pt"
+    torch.save(target.state_dict(), path)
+    fresh = M.make_classifier("cnn", 1, NUM_CLASSES, 8)
+    assert M.load_checkpoint(fresh, path) == {}
+    torch.testing.assert_close(fresh.fc.bias, target.fc.bias)
+
+
+def test_checkpoint_errors(tmp_path, target):
+    with pytest.raises(ValueError, match="does not exist"):
+        M.load_checkpoint(target, tmp_path / "missing.pt")
+    path = M.save_checkpoint(target, tmp_path / "t.pt")
+    with pytest.raises(RuntimeError):  # wrong architecture: load_state_dict is strict
+        M.load_checkpoint(M.make_classifier("mlp", 1, NUM_CLASSES, 8), path)
+
+
+def test_checkpoint_refuses_pickled_objects(tmp_path):
+    # weights_only=True: an arbitrary pickled object is never executed/loaded.
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "meta": {"obj": _Unsafe()}}, path)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        M.load_checkpoint(nn.Linear(1, 1), path)
+
+
+class _Unsafe:
+    pass
