@@ -39,10 +39,14 @@ def augment_batch(x: torch.Tensor, mode: str) -> torch.Tensor:
     return x
 
 
-def _batches(n: int, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+def _batches(n: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """Shuffled index batches; a trailing batch of one sample joins the previous one (BatchNorm needs two)."""
     perm = torch.randperm(n)
-    for start in range(0, n, batch_size):
-        yield perm[start:start + batch_size]
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        yield perm[start:starts[i + 1] if i + 1 < len(starts) else n]
 
 
 def _infinite(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
@@ -84,7 +88,7 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
     bar = trange(epochs, desc=f"train {desc}", disable=not verbose)
     for _ in bar:
         total = 0.0
-        for idx in _batches(len(x), batch_size, device):
+        for idx in _batches(len(x), batch_size):
             xb = augment_batch(x[idx].to(device), augment)
             loss = loss_fn(model, xb, y[idx].to(device))
             opt.zero_grad(set_to_none=True)
@@ -201,7 +205,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, epochs:
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=0.5)
     bar = trange(epochs, desc=f"distil {type(student).__name__}", disable=not verbose)
     for _ in bar:
-        for idx in _batches(len(x), batch_size, device):
+        for idx in _batches(len(x), batch_size):
             xb = augment_batch(x[idx].to(device), augment)
             with torch.no_grad():
                 teacher_logits = teacher(xb)
