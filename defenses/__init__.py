@@ -15,7 +15,7 @@ Example::
     print(record.test_accuracy, record.epsilon, record.delta)
     classifier = wrap_with_defense(model, record)   # an ART PyTorchClassifier
 """
-from .api import DEFENSES, defense_defaults, train_defended_target
+from .api import DEFENSES, defended_architecture, defense_defaults, train_defended_target
 from .bido import coco, gaussian_kernel, hsic, linear_kernel
 from .dp import accountant_epsilon
 from .label_smoothing import smoothed_targets, smoothing_factor
@@ -24,7 +24,7 @@ from .postprocessing import wrap_with_defense
 from .record import DefenseRecord
 
 __all__ = [
-    "DEFENSES", "DefenseRecord", "VIBHead", "accountant_epsilon", "coco", "defense_defaults", "gaussian_kernel",
+    "DEFENSES", "DefenseRecord", "defended_architecture", "VIBHead", "accountant_epsilon", "coco", "defense_defaults", "gaussian_kernel",
     "gaussian_kl", "hsic", "linear_kernel", "smoothed_targets", "smoothing_factor", "train_defended_target",
     "wrap_with_defense",
 ]

@@ -26,6 +26,19 @@ def defense_defaults(defense: str) -> Dict[str, Any]:
     return dict(table[name]) if name in table else dict(postprocessing.POSTPROCESSORS[name][1])
 
 
+def defended_architecture(defense: str, dataset: MIDataset, *, model: ModelSpec = "cnn", **params: Any) -> nn.Module:
+    """An untrained module with the structure :func:`train_defended_target` returns for the same
+    arguments (MID's VIB head, DP's GroupNorm), to load a saved state dict into."""
+    name = _check_name(defense)
+    params = _check_params(name, dict(params), len(dataset.private_train))
+    net = build_model(model, dataset.channels, dataset.num_classes, dataset.image_size)
+    if name == "mid":
+        mid.add_vib_head(net, dataset.num_classes, params["bottleneck_dim"])
+    elif name == "dp-sgd":
+        net, _ = dp.make_private_compatible(net)
+    return net.eval()
+
+
 def _check_name(defense: Any) -> str:
     name = str(defense).strip().lower().replace("_", "-") if isinstance(defense, str) else None
     if name not in DEFENSES:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 from torch import nn
 
-from mi_art.utils import load_checkpoint, save_checkpoint
+from mi_art.utils import load_checkpoint, save_checkpoint, write_atomic
 
 
 def config_key(config: Dict[str, Any]) -> str:
@@ -42,6 +42,18 @@ class ArtifactCache:
         if path is not None:
             save_checkpoint(module, path, kind=kind, config=json.dumps(config, sort_keys=True, default=str))
         return module
+
+    def json(self, kind: str, config: Dict[str, Any], compute: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+        """Load a JSON record computed under ``config``, or compute and store it."""
+        path = self.path(kind, config)
+        if path is not None:
+            path = path.with_suffix(".json")
+            if path.is_file():
+                return json.loads(path.read_text())
+        value = compute()
+        if path is not None:
+            write_atomic(path, json.dumps(value, sort_keys=True, default=str))
+        return value
 
     def tensor(self, kind: str, config: Dict[str, Any], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Load a tensor computed under ``config``, or compute and store it."""

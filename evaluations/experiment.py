@@ -31,6 +31,8 @@ class ExperimentConfig:
     """Everything one attack run depends on. Defaults suit the embedded digits data on a CPU."""
 
     dataset: str = "digits"
+    defense: str = "none"
+    defense_params: Dict[str, Any] = field(default_factory=dict)
     data_root: Optional[str] = None
     data_options: Dict[str, Any] = field(default_factory=dict)
     target_arch: str = "cnn"
@@ -88,6 +90,7 @@ class Workbench:
         root = str(Path(config.data_root).resolve()) if config.data_root else None
         self.data: MIDataset = load_dataset(config.dataset, root, **config.data_options)
         self._data_key = {"dataset": config.dataset, "root": root, "options": config.data_options}
+        self.defense_record: Optional[Dict[str, Any]] = None
 
     # ---------------------------------------------------------------- keys and shapes
 
@@ -101,18 +104,42 @@ class Workbench:
 
     def target_key(self) -> Dict[str, Any]:
         c = self.config
-        return {"data": self._data_key, "arch": c.target_arch, "epochs": c.target_epochs, "augment": c.augment,
-                "seed": c.seed}
+        key = {"data": self._data_key, "arch": c.target_arch, "epochs": c.target_epochs, "augment": c.augment,
+               "seed": c.seed}
+        if c.defense != "none":
+            key.update(defense=c.defense, defense_params=c.defense_params)
+        return key
 
     # ---------------------------------------------------------------- artifacts
 
     def target(self) -> nn.Module:
+        """The target, trained under ``config.defense`` (see :func:`defenses.train_defended_target`)."""
         c, d = self.config, self.data
+        if c.defense != "none":
+            return self._defended_target()
         return self.cache.module(
             "target", self.target_key(), lambda: self._classifier(c.target_arch),
             lambda: train_classifier(self._classifier(c.target_arch), d.private_train.x, d.private_train.y,
                                      epochs=c.target_epochs, augment=c.augment, device=self.device, seed=c.seed,
                                      verbose=c.verbose, desc="target")).to(self.device)
+
+    def _defended_target(self) -> nn.Module:
+        from defenses import defended_architecture, train_defended_target
+
+        c, key = self.config, self.target_key()
+        trained: Dict[str, Any] = {}
+
+        def train() -> nn.Module:
+            model, record = train_defended_target(c.defense, self.data, model=c.target_arch, epochs=c.target_epochs,
+                                                  augment=c.augment, device=self.device, seed=c.seed,
+                                                  verbose=c.verbose, **c.defense_params)
+            trained["record"] = record.to_dict()
+            return model
+
+        model = self.cache.module("target", key, lambda: defended_architecture(
+            c.defense, self.data, model=c.target_arch, **c.defense_params), train)
+        self.defense_record = self.cache.json("defense-record", key, lambda: trained["record"])
+        return model.to(self.device)
 
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split."""
