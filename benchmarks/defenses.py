@@ -1,0 +1,141 @@
+"""Benchmark: how well each defense stops GMI+LOMMA and KEDMI+LOMMA, and what it costs in accuracy.
+
+On AT&T faces (private s1-s20, public s21-s40, 32x32 grayscale) every defense is trained at two or
+three strengths. For each defended target the script reports its natural (test) accuracy, epsilon for
+DP-SGD (Opacus's RDP accountant, delta = 1/N), and Acc@1 / KNN distance of GMI+LOMMA and KEDMI+LOMMA
+(mean +- std over attack seeds). The public GMI prior and the evaluation model are shared with
+``attack_variants.py`` through the cache; the KEDMI prior, surrogates and p_reg are trained per target.
+Finished cells are stored in --out (atomically) and skipped when the script is run again.
+
+    python benchmarks/defenses.py            # full grid
+    python benchmarks/defenses.py --quick    # fewer defenses, smaller budgets
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evaluations.cache import ArtifactCache  # noqa: E402
+from evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack  # noqa: E402
+from evaluations.metrics import natural_accuracy  # noqa: E402
+from mi_art.utils import write_atomic  # noqa: E402
+
+DEFENSES = [
+    ("none", {}),
+    ("dp-sgd", {"noise_multiplier": 0.5}), ("dp-sgd", {"noise_multiplier": 1.0}), ("dp-sgd", {"noise_multiplier": 2.0}),
+    ("mid", {"beta": 0.003}), ("mid", {"beta": 0.02}),
+    ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}), ("bido", {"lambda_x": 0.1, "lambda_y": 1.0}),
+    ("nls", {"alpha": -0.05}), ("nls", {"alpha": -0.2}),
+    ("tl", {"freeze": 0.5}), ("tl", {"freeze": 0.8}),
+]
+QUICK = [("none", {}), ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.02}), ("nls", {"alpha": -0.2})]
+
+
+def label(defense: str, params: dict) -> str:
+    return defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "att_faces"))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
+    parser.add_argument("--iterations", type=int, default=None, help="attack iterations (default 400; quick 150)")
+    parser.add_argument("--n-reconstructions", type=int, default=3)
+    parser.add_argument("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps per target (default 1000)")
+    parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
+    parser.add_argument("--only", default=None, help="comma-separated defense names to run")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    q = args.quick
+    seeds = args.seeds or (2 if q else 3)
+    base = ExperimentConfig(
+        dataset="image-folder", data_root=args.data_root,
+        data_options={"private": 20, "image_size": 32, "channels": 1, "test_fraction": 0.2},
+        target_arch="cnn", target_epochs=60, eval_arch="cnn-wide", eval_epochs=80, augment="flip-shift",
+        variant="lomma", iterations=args.iterations or (150 if q else 400), n_reconstructions=args.n_reconstructions,
+        batch_size=100, prior_steps=args.prior_steps or (300 if q else 1500), kedmi_steps=args.kedmi_steps or (400 if q else 1000),
+        gan_augment="flip", surrogate_archs=("cnn-small", "resnet"), surrogate_epochs=60 if q else 100,
+        seed=0, device=args.device)
+    out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'-quick' if q else ''}.json")
+    done = json.loads(out.read_text()) if out.is_file() else {}
+    grid = QUICK if q else DEFENSES
+    if args.only:
+        names = {n.strip() for n in args.only.split(",")}
+        grid = [g for g in grid if g[0] in names]
+    cache = ArtifactCache(args.cache_dir)
+    start = time.perf_counter()
+    evaluator = None
+    for defense, params in grid:
+        name = label(defense, params)
+        bench = Workbench(dataclasses.replace(base, defense=defense, defense_params=params), cache)
+        t0 = time.perf_counter()
+        target = bench.target()
+        evaluator = evaluator or bench.evaluator()
+        record = bench.defense_record or {}
+        natural = natural_accuracy(target, bench.data.private_test.x, bench.data.private_test.y)
+        print(f"{name}: natural accuracy {natural:.3f}, epsilon {record.get('epsilon')}, "
+              f"target {time.perf_counter() - t0:.0f}s", flush=True)
+        for attack in ("gmi", "kedmi"):
+            for seed in range(seeds):
+                key = f"{name}/{attack}/seed{seed}"
+                if key in done:
+                    continue
+                t1 = time.perf_counter()
+                (bench.gmi_prior() if attack == "gmi" else bench.kedmi_prior(target))
+                bench.surrogates(target)
+                prep = time.perf_counter() - t1
+                row = public_record(run_attack(bench, attack=attack, variant="lomma", attack_seed=seed,
+                                               target=target, evaluator=evaluator))
+                row.update(defense=defense, defense_params=params, natural_accuracy=natural,
+                           epsilon=record.get("epsilon"), delta=record.get("delta"), artifact_seconds=prep)
+                done[key] = row
+                write_atomic(out, json.dumps(done, indent=1, default=str))
+                print(f"  {key:<40} Acc@1 {row['acc@1']:.3f}  KNN {row['knn_dist']:.2f}  "
+                      f"({row['seconds']:.0f}s attack, {prep:.0f}s artifacts)", flush=True)
+    print_table(done, grid, base, seeds, out)
+    print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path) -> None:
+    print(f"\nAT&T faces 32x32, 20 private identities; target {base.target_arch} ({base.target_epochs} epochs); "
+          f"LOMMA attacks: {base.iterations} iterations, {base.n_reconstructions} reconstructions per identity; "
+          f"Acc@1 by the {base.eval_arch} evaluation model, mean +- std over attack seeds")
+    header = (f"| {'defense':<36} | {'natural acc':>11} | {'epsilon':>8} | {'GMI+LOMMA Acc@1':>15} | "
+              f"{'KEDMI+LOMMA Acc@1':>17} | {'GMI KNN':>7} | {'KEDMI KNN':>9} |")
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    for defense, params in grid:
+        name = label(defense, params)
+        cells = {a: [v for k, v in done.items() if k.startswith(f"{name}/{a}/")] for a in ("gmi", "kedmi")}
+        rows = cells["gmi"] + cells["kedmi"]
+        if not rows:
+            continue
+
+        def stat(a: str, metric: str, fmt: str = ".3f") -> str:
+            vals = np.array([r[metric] for r in cells[a]], dtype=float)
+            return "n/a" if not len(vals) else f"{vals.mean():{fmt}} +- {vals.std():{fmt}}"
+
+        eps = rows[0]["epsilon"]
+        print(f"| {name:<36} | {rows[0]['natural_accuracy']:>11.3f} | {'-' if eps is None else f'{eps:.2f}':>8} | "
+              f"{stat('gmi', 'acc@1'):>15} | {stat('kedmi', 'acc@1'):>17} | "
+              f"{stat('gmi', 'knn_dist', '.1f').split(' +-')[0]:>7} | {stat('kedmi', 'knn_dist', '.1f').split(' +-')[0]:>9} |")
+    print(f"Raw records: {out}")
+
+
+if __name__ == "__main__":
+    main()
