@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _att_faces import DEFAULT_ROOT, REPO, att_faces_config
 
-from evaluations.cache import ArtifactCache  # noqa: E402
-from evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack  # noqa: E402
-from mi_art.utils import write_atomic  # noqa: E402
+from evaluations.cache import ArtifactCache
+from evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
+from mi_art.utils import write_atomic
 
 METHODS = [("miface", "baseline", "ART MIFace")] + [
     (attack, variant, f"{attack.upper()}{'' if variant == 'baseline' else '+' + variant.upper()}")
@@ -35,7 +34,7 @@ METHODS = [("miface", "baseline", "ART MIFace")] + [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "att_faces"))
+    parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--quick", action="store_true", help="small budgets: a first look in minutes")
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
     parser.add_argument("--iterations", type=int, default=None, help="GAN attack iterations (default 1000)")
@@ -51,14 +50,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
-    config = ExperimentConfig(
-        dataset="image-folder", data_root=args.data_root,
-        data_options={"private": 20, "image_size": 32, "channels": 1, "test_fraction": 0.2},
-        target_arch="cnn", target_epochs=60, eval_arch="cnn-wide", eval_epochs=80, augment="flip-shift",
-        iterations=args.iterations or (200 if q else 1000), n_reconstructions=5, batch_size=100,
+    config = att_faces_config(
+        args.data_root, iterations=args.iterations or (200 if q else 1000), n_reconstructions=5,
         prior_steps=args.prior_steps or (300 if q else 1500), kedmi_steps=args.kedmi_steps or (600 if q else 3000),
-        gan_augment="flip", surrogate_archs=("cnn-small", "resnet"), surrogate_epochs=150,
-        miface_iterations=args.miface_iterations or (300 if q else 2000), seed=0, device=args.device)
+        surrogate_epochs=150, miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device)
     out = Path(args.out or REPO / "mi_art_runs" / f"attack_variants{'-quick' if q else ''}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}

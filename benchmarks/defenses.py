@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _att_faces import DEFAULT_ROOT, REPO, att_faces_config
 
-from evaluations.cache import ArtifactCache  # noqa: E402
-from evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack  # noqa: E402
-from evaluations.metrics import natural_accuracy  # noqa: E402
-from mi_art.utils import write_atomic  # noqa: E402
+from evaluations.cache import ArtifactCache
+from evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
+from evaluations.metrics import natural_accuracy
+from mi_art.utils import write_atomic
 
 DEFENSES = [
     ("none", {}),
@@ -47,7 +46,7 @@ def label(defense: str, params: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "att_faces"))
+    parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
     parser.add_argument("--iterations", type=int, default=None, help="attack iterations (default 400; quick 150)")
@@ -63,14 +62,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
-    base = ExperimentConfig(
-        dataset="image-folder", data_root=args.data_root,
-        data_options={"private": 20, "image_size": 32, "channels": 1, "test_fraction": 0.2},
-        target_arch="cnn", target_epochs=60, eval_arch="cnn-wide", eval_epochs=80, augment="flip-shift",
-        variant="lomma", iterations=args.iterations or (150 if q else 400), n_reconstructions=args.n_reconstructions,
-        batch_size=100, prior_steps=args.prior_steps or (300 if q else 1500), kedmi_steps=args.kedmi_steps or (400 if q else 1000),
-        gan_augment="flip", surrogate_archs=("cnn-small", "resnet"), surrogate_epochs=60 if q else 100,
-        seed=0, device=args.device)
+    base = att_faces_config(
+        args.data_root, variant="lomma", iterations=args.iterations or (150 if q else 400),
+        n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
+        kedmi_steps=args.kedmi_steps or (400 if q else 1000), surrogate_epochs=60 if q else 100, device=args.device)
     out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'-quick' if q else ''}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
     grid = QUICK if q else DEFENSES
