@@ -4,7 +4,8 @@ On AT&T faces (private s1-s20, public s21-s40, 32x32 grayscale) every defense is
 three strengths. For each defended target the script reports its natural (test) accuracy, epsilon for
 DP-SGD (Opacus's RDP accountant, delta = 1/N), and Acc@1 / KNN distance of GMI+LOMMA and KEDMI+LOMMA
 (mean +- std over attack seeds). The public GMI prior and the evaluation model are shared with
-``attack_variants.py`` through the cache; the KEDMI prior, surrogates and p_reg are trained per target.
+``attack_variants.py`` through the cache; the KEDMI prior, the surrogate (one, to keep the grid
+affordable on a CPU) and p_reg are trained per target.
 Finished cells are stored in --out (atomically) and skipped when the script is run again.
 
     python benchmarks/defenses.py            # full grid
@@ -31,11 +32,12 @@ from mi_art.utils import write_atomic
 
 DEFENSES = [
     ("none", {}),
-    ("dp-sgd", {"noise_multiplier": 0.5}), ("dp-sgd", {"noise_multiplier": 1.0}), ("dp-sgd", {"noise_multiplier": 2.0}),
+    ("dp-sgd", {"noise_multiplier": 0.5}), ("dp-sgd", {"noise_multiplier": 2.0}),
     ("mid", {"beta": 0.003}), ("mid", {"beta": 0.02}),
-    ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}), ("bido", {"lambda_x": 0.1, "lambda_y": 1.0}),
     ("nls", {"alpha": -0.05}), ("nls", {"alpha": -0.2}),
     ("tl", {"freeze": 0.5}), ("tl", {"freeze": 0.8}),
+    ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}), ("bido", {"lambda_x": 0.1, "lambda_y": 1.0}),
+    ("dp-sgd", {"noise_multiplier": 1.0}),
 ]
 QUICK = [("none", {}), ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.02}), ("nls", {"alpha": -0.2})]
 
@@ -49,9 +51,9 @@ def main() -> None:
     parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
-    parser.add_argument("--iterations", type=int, default=None, help="attack iterations (default 400; quick 150)")
+    parser.add_argument("--iterations", type=int, default=None, help="attack iterations (default 300; quick 150)")
     parser.add_argument("--n-reconstructions", type=int, default=3)
-    parser.add_argument("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps per target (default 1000)")
+    parser.add_argument("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps per target (default 600)")
     parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
     parser.add_argument("--only", default=None, help="comma-separated defense names to run")
     parser.add_argument("--device", default="auto")
@@ -63,9 +65,10 @@ def main() -> None:
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
     base = att_faces_config(
-        args.data_root, variant="lomma", iterations=args.iterations or (150 if q else 400),
+        args.data_root, variant="lomma", iterations=args.iterations or (150 if q else 300),
         n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
-        kedmi_steps=args.kedmi_steps or (400 if q else 1000), surrogate_epochs=60 if q else 100, device=args.device)
+        kedmi_steps=args.kedmi_steps or (400 if q else 600), surrogate_archs=("cnn-small",), surrogate_epochs=60,
+        device=args.device)
     out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'-quick' if q else ''}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
     grid = QUICK if q else DEFENSES
