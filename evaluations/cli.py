@@ -105,5 +105,218 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     click.echo(f"wrote {out / 'results.json'} and {out / 'reconstructions.png'}")
 
 
+# --------------------------------------------------------------------------------------------------
+# mi-art evaluate / mi-art report: the defense grid
+# --------------------------------------------------------------------------------------------------
+
+
+def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
+    """``"mid:beta=0.01,bottleneck_dim=32"`` -> ``("mid", {"beta": 0.01, "bottleneck_dim": 32})``."""
+    name, _, rest = spec.partition(":")
+    tokens = [t for t in rest.split(",")] if rest.strip() else []
+    pairs = []
+    for token in tokens:  # a JSON list value ("layers=[a,b]") was split at its commas: glue it back
+        if "=" in token or not pairs:
+            pairs.append(token)
+        else:
+            pairs[-1] += "," + token
+    try:
+        params = _parse_options(tuple(p for p in pairs if p.strip()))
+    except click.BadParameter as err:
+        raise click.BadParameter(f"{err.message} in {spec!r}; write NAME or NAME:KEY=VALUE[,KEY=VALUE...]",
+                                 param_hint="--defense") from None
+    return name.strip(), params
+
+
+def _parse_seeds(text: str) -> list:
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise click.BadParameter(f"expected integers like 0,1,2 or 0-4, got {text!r}", param_hint="--seeds")
+    return seeds
+
+
+def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,
+                    budgets: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
+    over: Dict[str, Any] = {k: v for k, v in budgets.items() if v is not None and v != ()}
+    if "surrogate_archs" in over:
+        over["surrogate_archs"] = list(over["surrogate_archs"])
+    if datasets:
+        over["datasets"] = [{"name": d} for d in datasets]
+    if data_root is not None or data_options:
+        items = over.get("datasets", base.get("datasets", ["digits"]))
+        items = [dict(x) if isinstance(x, dict) else {"name": x} for x in (items if isinstance(items, list)
+                                                                            else [items])]
+        for item in items:
+            if data_root is not None:
+                item["root"] = data_root
+            if data_options:
+                item["options"] = {**(item.get("options") or {}), **_parse_options(data_options)}
+        over["datasets"] = items
+    if defenses:
+        grouped: Dict[str, list] = {}
+        for spec in defenses:
+            name, params = _parse_defense(spec)
+            grouped.setdefault(name, []).append(params)
+        over["defenses"] = [{"name": n, "params": p} for n, p in grouped.items()]
+    if attacks:
+        over["attacks"] = list(attacks)
+    if variants:
+        over["variants"] = list(variants)
+    if seeds is not None:
+        over["seeds"] = _parse_seeds(seeds)
+    if seed_scope is not None:
+        over["seed_scope"] = seed_scope
+    return over
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(["quick", "paper"]), default=None,
+              help="quick: digits, none/DP-SGD/MID, GMI+KEDMI baseline/LOMMA, 2 seeds, minutes on a CPU. "
+                   "paper: the LOMMA paper's CelebA grid for a GPU (needs --data-root).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Grid file: TOML, or YAML when PyYAML is installed (see evaluations/grid.py). Its keys "
+                   "override the preset's; options below override both.")
+@click.option("--name", default=None, help="Name of the grid (default: the preset's or 'grid').")
+@click.option("--dataset", "datasets", multiple=True, type=click.Choice(DATASETS),
+              help="Dataset (repeatable); replaces the grid's datasets.")
+@click.option("--data-root", type=click.Path(file_okay=False), default=None,
+              help="Data folder, applied to every dataset of the grid.")
+@click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE",
+              help="Loader argument applied to every dataset (repeatable).")
+@click.option("--defense", "defenses", multiple=True, metavar="NAME[:KEY=VALUE,...]",
+              help="Defense setting (repeatable; repeat a name for several strengths), e.g. --defense none "
+                   "--defense mid:beta=0.003 --defense mid:beta=0.01 --defense dp-sgd:noise_multiplier=1.0. "
+                   "Replaces the grid's defenses.")
+@click.option("--attack", "attacks", multiple=True, type=click.Choice(ATTACKS), help="Attack (repeatable).")
+@click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS),
+              help="Variant (repeatable); MIFace runs its baseline only.")
+@click.option("--seeds", default=None, metavar="0,1,2|0-4", help="Seeds of the grid.")
+@click.option("--seed-scope", type=click.Choice(["all", "attack"]), default=None,
+              help="all: a seed retrains targets, evaluator, priors and surrogates; attack: only the attack's.")
+@click.option("--iterations", type=int, default=None, help="Attack iterations.")
+@click.option("--n-reconstructions", type=int, default=None, help="Reconstructions per identity.")
+@click.option("--batch-size", type=int, default=None, help="Identities attacked per batch.")
+@click.option("--target-arch", type=click.Choice(sorted(ARCHITECTURES)), default=None)
+@click.option("--eval-arch", type=click.Choice(sorted(ARCHITECTURES)), default=None)
+@click.option("--target-epochs", type=int, default=None)
+@click.option("--eval-epochs", type=int, default=None)
+@click.option("--prior-steps", type=int, default=None, help="GMI WGAN-GP generator steps.")
+@click.option("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps.")
+@click.option("--gan-width", type=int, default=None)
+@click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
+              help="Surrogate architecture for MA/LOMMA (repeatable).")
+@click.option("--surrogate-epochs", type=int, default=None)
+@click.option("--miface-iterations", type=int, default=None)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Results folder [default: mi_art_runs/evaluate-<grid name>]. Rerunning into the same "
+                   "folder resumes: finished cells are kept.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Shared artifact cache [default: <out>/cache].")
+@click.option("--executor", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True,
+              help="local: in this process; process: a local process pool (--workers); ray: one Ray task per "
+                   "cell (pip install 'mi-art[ray]'; out and cache dirs on a shared file system).")
+@click.option("--workers", type=int, default=None, help="Processes of --executor process [default: CPU count].")
+@click.option("--address", default=None, help="Ray cluster address (e.g. 'auto' or ray://host:10001) "
+                                              "[default: start a local Ray instance].")
+@click.option("--gpus-per-task", type=float, default=0.0, show_default=True, help="GPUs requested per Ray task.")
+@click.option("--cpus-per-task", type=float, default=1.0, show_default=True, help="CPUs requested per Ray task.")
+@click.option("--threads", type=int, default=None,
+              help="torch threads per worker [default: 1 in process (the grid's small models train fastest "
+                   "that way on a CPU; raise it for big models), CPUs / workers for process, the task's CPUs "
+                   "for ray].")
+@click.option("--device", default=None, help="'auto', 'cpu' or 'cuda[:N]' [default: the grid's, else auto].")
+@click.option("--dry-run", is_flag=True, help="Validate the grid and print the plan; train nothing. A missing "
+                                              "data folder is a warning here, an error in a real run.")
+@click.option("--verbose/--quiet", default=False, show_default=True, help="Progress bars inside long steps.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="The progress bar over cells.")
+def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[str], datasets: Tuple[str, ...],
+             data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
+             attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
+             iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
+             prior_steps, kedmi_steps, gan_width, surrogates, surrogate_epochs, miface_iterations,
+             out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
+             address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
+             device: Optional[str], dry_run: bool, verbose: bool, progress: bool) -> None:
+    """Evaluate a grid of defenses x attacks x variants x seeds; resumable; writes results.csv,
+    results.json, report.md, plots and reconstruction images under --out.
+
+    \b
+    Examples:
+      mi-art evaluate --preset quick --out runs/quick
+      mi-art evaluate --preset paper --data-root /data/celeba --dry-run
+      mi-art evaluate --config grid.toml --executor ray --address auto --gpus-per-task 1
+      mi-art evaluate --dataset digits --defense none --defense mid:beta=0.01 --attack gmi \\
+          --variant baseline --variant lomma --seeds 0,1
+    """
+    from .executors import GridRunError, completed_cells, evaluate_grid
+    from .grid import Grid, GridError, grid_to_toml, load_grid_file, merge_grid
+    from .presets import preset as get_preset
+
+    try:
+        base: Dict[str, Any] = get_preset(preset) if preset else {}
+        if config_file:
+            base = merge_grid(base, load_grid_file(config_file))
+        budgets = dict(iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size,
+                       target_arch=target_arch, eval_arch=eval_arch, target_epochs=target_epochs,
+                       eval_epochs=eval_epochs, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
+                       gan_width=gan_width, surrogate_archs=surrogates, surrogate_epochs=surrogate_epochs,
+                       miface_iterations=miface_iterations)
+        spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
+                                                seeds, seed_scope, budgets, base))
+        if name is not None:
+            spec["name"] = name
+        if device is not None:
+            spec["device"] = device
+        grid = Grid.from_dict(spec)
+        problems = grid.validate(check_data=not dry_run)
+    except GridError as err:
+        raise click.ClickException(f"invalid grid: {err}") from None
+    out = Path(out_dir or f"mi_art_runs/evaluate-{grid.name}")
+    if dry_run:
+        for p in problems:
+            click.echo(f"warning: {p} (a real run stops here)", err=True)
+        click.echo(grid.summary())
+        cells = grid.cells()
+        done = completed_cells(out, [c.id for c in cells])
+        click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
+        for c in cells:
+            click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.config.dataset}  {c.defense_label}  "
+                       f"{c.config.attack}/{c.config.variant}  seed {c.config.attack_seed}")
+        click.echo("grid file (TOML; save it and pass it to --config):")
+        click.echo(grid_to_toml(grid.to_dict()))
+        return
+    try:
+        evaluate_grid(grid, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address,
+                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, threads=threads, device=device,
+                      verbose=verbose, progress=progress, echo=click.echo, validate=False)
+    except (GridError, GridRunError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--redraw/--keep-images", default=True, show_default=True,
+              help="Redraw every reconstruction image, or only those missing or older than their cell.")
+def report(out_dir: str, redraw: bool) -> None:
+    """Re-render the report of an `mi-art evaluate` folder from its saved cells (nothing is recomputed)."""
+    from .report import render_report
+
+    try:
+        paths = render_report(out_dir, redraw_images=redraw)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
 if __name__ == "__main__":
     main()

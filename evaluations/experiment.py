@@ -82,13 +82,15 @@ class ExperimentConfig:
 class Workbench:
     """Loads the data once and hands out cached artifacts for one dataset."""
 
-    def __init__(self, config: ExperimentConfig, cache: Optional[ArtifactCache] = None) -> None:
+    def __init__(self, config: ExperimentConfig, cache: Optional[ArtifactCache] = None,
+                 data: Optional[MIDataset] = None) -> None:
+        """``data``: the dataset ``config`` names, already loaded (a grid of cells loads it once)."""
         config.validate()
         self.config = config
         self.cache = cache or ArtifactCache(None)
         self.device = resolve_device(config.device)
         root = str(Path(config.data_root).resolve()) if config.data_root else None
-        self.data: MIDataset = load_dataset(config.dataset, root, **config.data_options)
+        self.data: MIDataset = data if data is not None else load_dataset(config.dataset, root, **config.data_options)
         self._data_key = {"dataset": config.dataset, "root": root, "options": config.data_options}
         self.defense_record: Optional[Dict[str, Any]] = None
 
@@ -101,6 +103,12 @@ class Workbench:
     def _classifier(self, arch: str, num_classes: Optional[int] = None) -> nn.Module:
         c, s, _ = self._shape
         return make_classifier(arch, c, num_classes or self.data.num_classes, s)
+
+    def _initialised(self, arch: str, seed: int) -> nn.Module:
+        """A fresh classifier whose initial weights depend on ``seed`` alone, not on what the process
+        ran before (a cached artifact loaded or trained earlier, a validation pass)."""
+        seed_everything(seed)
+        return self._classifier(arch)
 
     def target_key(self) -> Dict[str, Any]:
         c = self.config
@@ -119,7 +127,7 @@ class Workbench:
             return self._defended_target()
         return self.cache.module(
             "target", self.target_key(), lambda: self._classifier(c.target_arch),
-            lambda: train_classifier(self._classifier(c.target_arch), d.private_train.x, d.private_train.y,
+            lambda: train_classifier(self._initialised(c.target_arch, c.seed), d.private_train.x, d.private_train.y,
                                      epochs=c.target_epochs, augment=c.augment, device=self.device, seed=c.seed,
                                      verbose=c.verbose, desc="target")).to(self.device)
 
@@ -134,6 +142,9 @@ class Workbench:
                                                   augment=c.augment, device=self.device, seed=c.seed,
                                                   verbose=c.verbose, **c.defense_params)
             trained["record"] = record.to_dict()
+            # the record is stored before the checkpoint: a run killed between the two writes then
+            # finds no checkpoint and retrains, instead of finding a checkpoint without its record
+            self.cache.json("defense-record", key, lambda: trained["record"])
             return model
 
         model = self.cache.module("target", key, lambda: defended_architecture(
@@ -148,7 +159,8 @@ class Workbench:
                "seed": c.seed + 1000}
         return self.cache.module(
             "evaluator", key, lambda: self._classifier(c.eval_arch),
-            lambda: train_classifier(self._classifier(c.eval_arch), d.private_train.x, d.private_train.y,
+            lambda: train_classifier(self._initialised(c.eval_arch, c.seed + 1000), d.private_train.x,
+                                     d.private_train.y,
                                      epochs=c.eval_epochs, augment=c.augment, device=self.device,
                                      seed=c.seed + 1000, verbose=c.verbose, desc="evaluator")).to(self.device)
 
@@ -185,9 +197,9 @@ class Workbench:
                    "seed": c.seed + i}
             out.append(self.cache.module(
                 "surrogate", key, lambda arch=arch: self._classifier(arch),
-                lambda arch=arch, i=i: distill_surrogate(target, self._classifier(arch), self.data.public.x,
-                                                         epochs=c.surrogate_epochs, augment=c.augment,
-                                                         device=self.device, seed=c.seed + i,
+                lambda arch=arch, i=i: distill_surrogate(target, self._initialised(arch, c.seed + i),
+                                                         self.data.public.x, epochs=c.surrogate_epochs,
+                                                         augment=c.augment, device=self.device, seed=c.seed + i,
                                                          verbose=c.verbose)).to(self.device))
         return out
 

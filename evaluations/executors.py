@@ -1,0 +1,395 @@
+"""Running the cells of a grid: in process, on a local process pool, or on a Ray cluster.
+
+Every cell runs :func:`run_cell`, which writes its result atomically when it finishes:
+``<out>/cells/<cell-id>.npz`` (reconstructions and real private images, for the report's figures),
+then ``<out>/cells/<cell-id>.json`` (the row; its presence marks the cell done). Running the same
+grid again skips finished cells, so an interrupted evaluation (Ctrl-C, ``kill -9``, a lost node)
+resumes where it stopped and loses at most the cells that were running.
+
+Trained artifacts (targets, evaluators, GAN priors, surrogates, p_reg) go through one
+:class:`~evaluations.cache.ArtifactCache` directory shared by all workers; a file lock per artifact
+makes concurrent cells that need the same artifact train it once (the others wait and load it).
+On Ray the output and cache directories must be on a file system every node sees.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from mi_art.utils import write_atomic
+
+from .cache import ArtifactCache
+from .grid import Cell, Grid, finite_or_none, load_data
+
+__all__ = ["EXECUTORS", "CellFailure", "GridRunError", "LockingArtifactCache", "cell_paths", "completed_cells",
+           "evaluate_grid", "run_cell"]
+
+EXECUTORS = ("local", "process", "ray")
+PathLike = Union[str, Path]
+
+#: Columns of a result row, in the order of results.csv.
+ROW_KEYS = ("cell_id", "dataset", "defense", "defense_params", "defense_label", "natural_accuracy", "epsilon",
+            "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5", "acc@5_std",
+            "knn_dist", "fid_eval_features", "seconds", "cell_seconds", "evaluator_test_accuracy", "n_identities",
+            "n_reconstructions", "iterations")
+
+
+class GridRunError(RuntimeError):
+    """Some cells failed; the others are saved and a rerun retries only the failed ones."""
+
+
+class CellFailure(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared artifacts
+# --------------------------------------------------------------------------------------------------
+
+
+class LockingArtifactCache(ArtifactCache):
+    """An :class:`ArtifactCache` whose artifacts are computed under an exclusive file lock
+    (``<artifact>.lock``), so that concurrent processes sharing the directory train each once."""
+
+    @contextmanager
+    def _locked(self, kind: str, config: Dict[str, Any]) -> Iterator[None]:
+        path = self.path(kind, config)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: no locking, at worst duplicated work
+            fcntl = None  # type: ignore[assignment]
+        if path is None or fcntl is None:
+            yield
+            return
+        locks = path.parent / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{kind}-{path.stem.rsplit('-', 1)[-1]}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def module(self, kind, config, build, train):  # type: ignore[override]
+        with self._locked(kind, config):
+            return super().module(kind, config, build, train)
+
+    def json(self, kind, config, compute):  # type: ignore[override]
+        with self._locked(kind + ".json", config):
+            return super().json(kind, config, compute)
+
+    def tensor(self, kind, config, compute):  # type: ignore[override]
+        with self._locked(kind, config):
+            return super().tensor(kind, config, compute)
+
+
+# --------------------------------------------------------------------------------------------------
+# One cell
+# --------------------------------------------------------------------------------------------------
+
+
+def cell_paths(out_dir: PathLike, cid: str) -> Tuple[Path, Path]:
+    """``(<out>/cells/<id>.json, <out>/cells/<id>.npz)``."""
+    folder = Path(out_dir) / "cells"
+    return folder / f"{cid}.json", folder / f"{cid}.npz"
+
+
+def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(buffer.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Optional[PathLike], *,
+             verbose: bool = False, threads: Optional[int] = None, device: Optional[str] = None) -> Dict[str, Any]:
+    """Run one cell end to end (shared artifacts from the cache), write its files, return its row."""
+    import dataclasses
+
+    import torch
+
+    from .experiment import Workbench, run_attack
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
+    config = dataclasses.replace(cell.config, verbose=verbose, device=device or cell.config.device)
+    start = time.perf_counter()
+    data = load_data(config.dataset, config.data_root, config.data_options)
+    bench = Workbench(config, LockingArtifactCache(cache_dir), data=data)
+    target, evaluator = bench.target(), bench.evaluator()
+    result = run_attack(bench, target=target, evaluator=evaluator)
+    record = bench.defense_record or {}
+    row: Dict[str, Any] = {
+        "cell_id": cell.id, "dataset": config.dataset, "defense": config.defense,
+        "defense_params": dict(config.defense_params), "defense_label": cell.defense_label,
+        "natural_accuracy": finite_or_none(result["target_test_accuracy"]),
+        "epsilon": finite_or_none(record.get("epsilon")), "delta": finite_or_none(record.get("delta")),
+        "attack": result["attack"], "variant": result["variant"], "seed": config.attack_seed,
+        "artifact_seed": config.seed,
+        **{k: finite_or_none(result[k]) for k in ("acc@1", "acc@1_std", "acc@5", "acc@5_std", "knn_dist",
+                                                  "fid_eval_features", "seconds", "evaluator_test_accuracy")},
+        "cell_seconds": time.perf_counter() - start,
+        "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
+        "iterations": result["iterations"],
+    }
+    if record:
+        row["defense_record"] = record
+    row["config"] = {k: v for k, v in config.to_dict().items() if k not in ("verbose",)}
+    row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    row["host"], row["pid"] = socket.gethostname(), os.getpid()
+    row["index"] = cell.index
+
+    # reconstructions and a few real private images of the attacked identities, for the figures
+    recs, labels = np.asarray(result["reconstructions"], np.float32), np.asarray(result["labels"], np.int64)
+    priv = bench.data.private_all()
+    keep = np.concatenate([np.flatnonzero(priv.y == k)[:2] for k in np.unique(labels)]).astype(np.int64)
+    json_path, npz_path = cell_paths(out_dir, cell.id)
+    _write_npz_atomic(npz_path, reconstructions=recs, labels=labels, real_x=priv.x[keep], real_y=priv.y[keep],
+                      identity_names=np.asarray(bench.data.private_identities, dtype=str))
+    write_atomic(json_path, json.dumps(row, indent=1, sort_keys=False, default=str))
+    return row
+
+
+def _ray_run_cell(cell: Dict[str, Any], out_dir: str, cache_dir: Optional[str], verbose: bool,
+                  threads: Optional[int], device: Optional[str]) -> Dict[str, Any]:
+    return run_cell(cell, out_dir, cache_dir, verbose=verbose, threads=threads, device=device)
+
+
+def _init_worker(threads: Optional[int]) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume
+# --------------------------------------------------------------------------------------------------
+
+
+def read_cell(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) and "cell_id" in row else None
+
+
+def completed_cells(out_dir: PathLike, ids: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Rows of the finished cells under ``<out>/cells`` (only those in ``ids`` when given)."""
+    folder = Path(out_dir) / "cells"
+    wanted = set(ids) if ids is not None else None
+    out: Dict[str, Dict[str, Any]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        if wanted is not None and path.stem not in wanted:
+            continue
+        row = read_cell(path)
+        if row is not None and row["cell_id"] == path.stem:
+            out[path.stem] = row
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Executors
+# --------------------------------------------------------------------------------------------------
+
+Outcome = Tuple[Cell, Optional[Dict[str, Any]], Optional[BaseException]]
+
+
+def _run_local(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: bool, threads: Optional[int],
+               device: Optional[str], **_: Any) -> Iterator[Outcome]:
+    for cell in cells:
+        try:
+            yield cell, run_cell(cell, out, cache, verbose=verbose, threads=threads, device=device), None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # noqa: BLE001 - a failed cell must not stop the grid
+            yield cell, None, err
+
+
+def _run_process(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: bool, threads: Optional[int],
+                 device: Optional[str], workers: Optional[int] = None, **_: Any) -> Iterator[Outcome]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    workers = max(1, int(workers or os.cpu_count() or 1))
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
+    try:
+        futures = {pool.submit(run_cell, cell.to_dict(), out, cache, verbose=verbose, threads=threads,
+                               device=device): cell for cell in cells}
+        for future in as_completed(futures):
+            err = future.exception()
+            yield futures[future], (None if err else future.result()), err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise RuntimeError("the 'ray' executor needs Ray, an optional dependency: pip install 'mi-art[ray]' "
+                           "(or pip install ray)") from err
+    return ray
+
+
+def _run_ray(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: bool, threads: Optional[int],
+             device: Optional[str], address: Optional[str] = None, gpus_per_task: float = 0.0,
+             cpus_per_task: float = 1.0, **_: Any) -> Iterator[Outcome]:
+    ray = import_ray()
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level="WARNING")
+        started = True
+    try:
+        task = ray.remote(_ray_run_cell).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=1)
+        threads = threads or max(1, int(cpus_per_task))
+        refs = {task.remote(cell.to_dict(), out, cache, verbose, threads, device): cell for cell in cells}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ref = done[0]
+                try:
+                    yield refs[ref], ray.get(ref), None
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as err:  # noqa: BLE001 - ray.exceptions.RayTaskError and friends
+                    yield refs[ref], None, err
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+_RUNNERS: Dict[str, Callable[..., Iterator[Outcome]]] = {"local": _run_local, "process": _run_process,
+                                                        "ray": _run_ray}
+
+
+def _spread(cells: Sequence[Cell]) -> List[Cell]:
+    """Round-robin over target groups: concurrent workers start on different targets instead of
+    waiting for each other's locks on the same one."""
+    groups: Dict[str, List[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(cell.target_group, []).append(cell)
+    out: List[Cell] = []
+    queues = list(groups.values())
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------------------------------
+
+
+def summary_line(row: Dict[str, Any]) -> str:
+    def f(v: Any, spec: str = ".3f") -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    eps = "" if row.get("epsilon") is None else f", eps {row['epsilon']:.2f}"
+    return (f"{row['dataset']} {row['defense_label']} {row['attack']}/{row['variant']} seed {row['seed']}: "
+            f"Acc@1 {f(row['acc@1'])} +- {f(row['acc@1_std'])}, Acc@5 {f(row['acc@5'])}, KNN {f(row['knn_dist'])}, "
+            f"FID {f(row['fid_eval_features'])}, natural acc {f(row['natural_accuracy'])}{eps}, "
+            f"{row['cell_seconds']:.1f} s")
+
+
+def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike] = None, executor: str = "local",
+                  workers: Optional[int] = None, address: Optional[str] = None, gpus_per_task: float = 0.0,
+                  cpus_per_task: float = 1.0, threads: Optional[int] = None, device: Optional[str] = None,
+                  verbose: bool = False, progress: bool = True, report: bool = True,
+                  echo: Callable[[str], None] = print, validate: bool = True) -> List[Dict[str, Any]]:
+    """Run every unfinished cell of ``grid``, then write the report. Returns the rows in grid order.
+
+    :param out_dir: Results folder: ``cells/``, ``grid.json``, the report; ``cache/`` by default.
+    :param cache_dir: Shared artifact cache (default ``<out_dir>/cache``).
+    :param executor: "local" (in this process), "process" (``workers`` spawned processes), "ray".
+    :param threads: torch threads per worker (default: 1 in process; process: CPUs divided among the
+        workers; ray: the task's CPUs).
+    :raises GridError: An invalid grid, before anything is trained.
+    :raises GridRunError: Some cells failed (the others are saved; rerun to retry the failed ones).
+    """
+    from tqdm.auto import tqdm
+
+    if executor not in _RUNNERS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        import_ray()  # fail before any training when Ray is missing
+    if validate:
+        grid.validate()
+    out = Path(out_dir).resolve()
+    cache = Path(cache_dir).resolve() if cache_dir is not None else out / "cache"
+    cells = grid.cells()
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "grid.json", json.dumps({"grid": grid.to_dict(), "cells": [
+        {"id": c.id, "index": c.index, "dataset": c.config.dataset, "defense_label": c.defense_label,
+         "attack": c.config.attack, "variant": c.config.variant, "seed": c.config.attack_seed} for c in cells],
+        "cache_dir": str(cache)}, indent=1))
+    done = completed_cells(out, [c.id for c in cells])
+    todo = [c for c in cells if c.id not in done]
+    echo(f"{len(cells)} cells in the grid, {len(done)} already done, {len(todo)} to run "
+         f"(executor {executor}, cache {cache})")
+    if executor != "local":
+        todo = _spread(todo)
+    elif threads is None:
+        # the grid's models are small: on a CPU one intra-op thread beats several (GAN training with
+        # its double backward is several times slower with 2 threads on a busy 2-core machine)
+        threads = 1
+    failures: List[Tuple[Cell, BaseException]] = []
+    bar = tqdm(total=len(cells), initial=len(done), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
+    write = bar.write if progress else echo
+    try:
+        runner = _RUNNERS[executor](todo, str(out), str(cache), verbose=verbose, threads=threads, device=device,
+                                    workers=workers, address=address, gpus_per_task=gpus_per_task,
+                                    cpus_per_task=cpus_per_task)
+        for cell, row, err in runner:
+            bar.update(1)
+            if err is not None:
+                failures.append((cell, err))
+                write(f"FAILED {cell.config.dataset} {cell.defense_label} {cell.config.attack}/{cell.config.variant} "
+                      f"seed {cell.config.attack_seed}: {type(err).__name__}: {err}")
+                continue
+            assert row is not None
+            json_path, _ = cell_paths(out, cell.id)
+            if not json_path.is_file():  # a worker whose file system the driver does not see
+                write_atomic(json_path, json.dumps(row, indent=1, default=str))
+            done[cell.id] = row
+            write(summary_line(row))
+    finally:
+        bar.close()
+    rows = [done[c.id] for c in cells if c.id in done]
+    if report and rows:
+        from .report import render_report
+
+        paths = render_report(out)
+        echo(f"wrote {', '.join(str(p) for p in paths)}")
+    if failures:
+        lines = "\n".join(f"  {c.id} {c.config.dataset} {c.defense_label} {c.config.attack}/{c.config.variant} "
+                          f"seed {c.config.attack_seed}: {type(e).__name__}: {e}" for c, e in failures)
+        raise GridRunError(f"{len(failures)} of {len(cells)} cells failed (the others are saved; run the same "
+                           f"command again to retry):\n{lines}")
+    return rows

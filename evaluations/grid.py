@@ -1,0 +1,590 @@
+"""The defense-grid evaluation: which cells to run and how each one is configured.
+
+A grid is datasets x defenses (each with one or more parameter settings, i.e. strengths) x attacks x
+variants x seeds. It comes from a preset (:mod:`evaluations.presets`), a TOML file (or YAML when
+PyYAML is installed) and/or command-line options; all three share one dictionary format::
+
+    name = "my-grid"
+    attacks = ["gmi", "kedmi"]               # gmi, kedmi, miface (miface runs its baseline only)
+    variants = ["baseline", "lomma"]         # baseline, lom, ma, lomma
+    seeds = [0, 1]
+    seed_scope = "all"                       # "all": a seed retrains target, evaluator, priors and
+                                             # surrogates and seeds the attack; "attack": artifacts
+                                             # use artifact_seed, only the attack seed varies
+    iterations = 200                         # any ExperimentConfig budget: target_arch,
+    prior_steps = 300                        # target_epochs, eval_arch, eval_epochs, augment,
+                                             # n_reconstructions, identities, batch_size,
+                                             # kedmi_steps, gan_width, gan_augment,
+                                             # surrogate_archs, surrogate_epochs, miface_iterations
+
+    [[datasets]]
+    name = "digits"                          # mi_art.data.DATASETS
+    # root = "../shared/data/att_faces"      # required by every dataset but digits
+    # options = { private = 20, image_size = 32 }   # loader arguments
+    # target_epochs = 30                     # budgets may be overridden per dataset
+
+    [[defenses]]
+    name = "none"
+
+    [[defenses]]
+    name = "mid"
+    params = [{ beta = 0.003 }, { beta = 0.01 }]   # one cell group per strength
+
+A cell is one ``ExperimentConfig``; its id is a stable hash of that configuration (``device`` and
+``verbose`` excluded: they change how, not what, is computed).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .cache import config_key
+from .experiment import ATTACKS, VARIANTS, ExperimentConfig
+
+__all__ = ["BUDGET_KEYS", "Cell", "DatasetSpec", "DefenseSpec", "Grid", "GridError", "cell_id", "defense_label",
+           "grid_to_toml", "load_grid_file", "merge_grid"]
+
+#: ExperimentConfig fields a grid may set globally or per dataset.
+BUDGET_KEYS: Tuple[str, ...] = (
+    "target_arch", "target_epochs", "eval_arch", "eval_epochs", "augment", "iterations", "n_reconstructions",
+    "identities", "batch_size", "prior_steps", "kedmi_steps", "gan_width", "gan_augment", "surrogate_archs",
+    "surrogate_epochs", "miface_iterations")
+_GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
+              "device", *BUDGET_KEYS)
+_DATASET_KEYS = ("name", "root", "options", *BUDGET_KEYS)
+_DEFENSE_KEYS = ("name", "params")
+SEED_SCOPES = ("all", "attack")
+#: Keys of a cell's configuration left out of its id.
+_NOT_IN_ID = ("device", "verbose")
+
+
+class GridError(ValueError):
+    """An invalid grid: the message names the problem."""
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    root: Optional[str] = None
+    options: Dict[str, Any] = field(default_factory=dict)
+    overrides: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name}
+        if self.root is not None:
+            out["root"] = self.root
+        if self.options:
+            out["options"] = dict(self.options)
+        out.update({k: (_compact_identities(v) if k == "identities" else v) for k, v in self.overrides.items()})
+        return out
+
+
+@dataclass
+class DefenseSpec:
+    name: str
+    params: List[Dict[str, Any]] = field(default_factory=lambda: [{}])
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "params": [dict(p) for p in self.params]}
+
+
+@dataclass
+class Cell:
+    """One attack run of the grid."""
+
+    id: str
+    config: ExperimentConfig
+    defense_label: str
+    index: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"id": self.id, "config": self.config.to_dict(), "defense_label": self.defense_label,
+                "index": self.index}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Cell":
+        return cls(id=d["id"], config=config_from_dict(d["config"]), defense_label=d["defense_label"],
+                   index=int(d.get("index", 0)))
+
+    @property
+    def target_group(self) -> str:
+        """Cells with the same value share a target (and its KEDMI prior, surrogates, p_reg)."""
+        c = self.config
+        return config_key({"data": [c.dataset, c.data_root, c.data_options], "defense": c.defense,
+                           "params": c.defense_params, "arch": c.target_arch, "epochs": c.target_epochs,
+                           "augment": c.augment, "seed": c.seed})
+
+
+def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
+    d = dict(d)
+    if d.get("surrogate_archs") is not None:
+        d["surrogate_archs"] = tuple(d["surrogate_archs"])
+    return ExperimentConfig(**d)
+
+
+def cell_id(config: ExperimentConfig) -> str:
+    """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded)."""
+    d = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_ID}
+    return config_key(d)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def defense_label(name: str, params: Mapping[str, Any]) -> str:
+    """``"mid(beta=0.01)"``: the defense and the parameters the grid sets."""
+    if not params:
+        return name
+    return f"{name}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items())) + ")"
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------------
+
+
+def load_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
+    """Read a grid dictionary from TOML (``.toml``) or YAML (``.yaml``/``.yml``, needs PyYAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"grid file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as err:
+            raise GridError(f"{path} is YAML, but PyYAML is not installed: pip install pyyaml, or write the grid "
+                            "as TOML") from err
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise GridError(f"{path}: invalid YAML: {err}") from err
+    else:
+        try:
+            import tomllib
+        except ImportError:  # pragma: no cover - Python < 3.11
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ImportError as err:
+                raise GridError("reading TOML needs Python >= 3.11 or the 'tomli' package") from err
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise GridError(f"{path}: invalid TOML: {err}") from err
+    if not isinstance(data, dict):
+        raise GridError(f"{path}: a grid file holds a table (mapping) at the top level")
+    return data
+
+
+def merge_grid(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:
+    """``override``'s keys replace ``base``'s (lists are replaced, not appended)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in override.items():
+        out[k] = copy.deepcopy(v)
+    return out
+
+
+def _as_list(value: Any, what: str) -> List[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise GridError(f"{what} must be a list, got {value!r}")
+
+
+def _check_keys(d: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise GridError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
+
+
+def _identities(value: Any) -> Any:
+    """``"0-299"`` -> ``[0, ..., 299]``; lists and None unchanged."""
+    if isinstance(value, str):
+        lo, sep, hi = value.partition("-")
+        try:
+            return list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+        except ValueError:
+            raise GridError(f"identities must be a list of integers or a range like \"0-299\", got {value!r}") from None
+    return value
+
+
+def _compact_identities(value: Any) -> Any:
+    ids = list(value) if isinstance(value, (list, tuple)) else value
+    if isinstance(ids, list) and len(ids) > 2 and all(isinstance(i, int) for i in ids) \
+            and ids == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}-{ids[-1]}"
+    return ids
+
+
+def _parse_dataset(item: Any) -> DatasetSpec:
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or "name" not in item:
+        raise GridError(f"a dataset is a name or a table with a 'name', got {item!r}")
+    _check_keys(item, _DATASET_KEYS, f"dataset {item['name']!r}")
+    options = item.get("options") or {}
+    if not isinstance(options, dict):
+        raise GridError(f"dataset {item['name']!r}: options must be a table of loader arguments, got {options!r}")
+    root = item.get("root")
+    return DatasetSpec(name=str(item["name"]), root=None if root in (None, "") else str(root), options=dict(options),
+                       overrides={k: (_identities(v) if k == "identities" else v) for k, v in item.items()
+                                  if k in BUDGET_KEYS})
+
+
+def _parse_defense(item: Any) -> DefenseSpec:
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict) or "name" not in item:
+        raise GridError(f"a defense is a name or a table with a 'name' (and 'params'), got {item!r}")
+    _check_keys(item, _DEFENSE_KEYS, f"defense {item['name']!r}")
+    params = item.get("params")
+    settings = [{}] if params is None or params == [] else _as_list(params, f"defense {item['name']!r} params")
+    for p in settings:
+        if not isinstance(p, dict):
+            raise GridError(f"defense {item['name']!r}: each parameter setting is a table, got {p!r}")
+    return DefenseSpec(name=str(item["name"]), params=[dict(p) for p in settings])
+
+
+# --------------------------------------------------------------------------------------------------
+# The grid
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Grid:
+    """Datasets x defenses (x strengths) x attacks x variants x seeds, with shared budgets."""
+
+    datasets: List[DatasetSpec]
+    defenses: List[DefenseSpec]
+    attacks: List[str]
+    variants: List[str]
+    seeds: List[int]
+    budgets: Dict[str, Any] = field(default_factory=dict)
+    seed_scope: str = "all"
+    artifact_seed: int = 0
+    name: str = "grid"
+    device: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
+        """Parse a grid dictionary (see the module docstring). Structure errors raise :class:`GridError`;
+        call :meth:`validate` for the rest."""
+        if not isinstance(d, Mapping):
+            raise GridError(f"a grid is a mapping, got {type(d).__name__}")
+        _check_keys(d, _GRID_KEYS, "the grid")
+        datasets = [_parse_dataset(x) for x in _as_list(d.get("datasets", ["digits"]), "datasets")]
+        defenses = [_parse_defense(x) for x in _as_list(d.get("defenses", ["none"]), "defenses")]
+        seeds = _as_list(d.get("seeds", [0]), "seeds")
+        return cls(datasets=datasets, defenses=defenses,
+                   attacks=[str(a) for a in _as_list(d.get("attacks", ["gmi"]), "attacks")],
+                   variants=[str(v) for v in _as_list(d.get("variants", ["baseline", "lomma"]), "variants")],
+                   seeds=seeds, budgets={k: (_identities(d[k]) if k == "identities" else d[k])
+                                         for k in BUDGET_KEYS if k in d},
+                   seed_scope=str(d.get("seed_scope", "all")), artifact_seed=d.get("artifact_seed", 0),
+                   name=str(d.get("name", "grid")), device=d.get("device"))
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name, "attacks": list(self.attacks), "variants": list(self.variants),
+                               "seeds": list(self.seeds), "seed_scope": self.seed_scope}
+        if self.seed_scope == "attack":
+            out["artifact_seed"] = self.artifact_seed
+        if self.device is not None:
+            out["device"] = self.device
+        out.update({k: (_compact_identities(v) if k == "identities" else list(v) if isinstance(v, tuple) else v)
+                    for k, v in self.budgets.items()})
+        out["datasets"] = [s.to_dict() for s in self.datasets]
+        out["defenses"] = [s.to_dict() for s in self.defenses]
+        return out
+
+    # ---------------------------------------------------------------- validation
+
+    def validate(self, *, check_data: bool = True, load_data: bool = True) -> List[str]:
+        """Check everything that can be checked before any training: names of datasets, defenses,
+        attacks and variants; seeds; budgets and architectures (``ExperimentConfig.validate``); defense
+        parameters (``defenses.api``); data folders; and, when ``load_data``, the loader options and the
+        shapes the models need (the datasets are loaded, nothing is trained).
+
+        :param check_data: A missing or unreadable data folder is an error; when False it is returned as
+            a warning instead (``--dry-run`` on a machine without the data).
+        :return: Warnings (problems tolerated because ``check_data`` is False).
+        :raises GridError: The first problem found, named.
+        """
+        from defenses.api import DEFENSES, defense_defaults
+        from mi_art.data import DATASETS
+
+        warnings_out: List[str] = []
+        if not self.datasets:
+            raise GridError("the grid has no datasets")
+        if not self.defenses:
+            raise GridError("the grid has no defenses (use 'none' for the undefended target)")
+        if not self.attacks:
+            raise GridError("the grid has no attacks")
+        if not self.variants:
+            raise GridError("the grid has no variants")
+        if not self.seeds:
+            raise GridError("the grid has no seeds: give at least one, e.g. seeds = [0]")
+        for s in self.seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise GridError(f"seeds must be non-negative integers, got {s!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise GridError(f"seeds repeat a value: {self.seeds}")
+        if self.seed_scope not in SEED_SCOPES:
+            raise GridError(f"unknown seed_scope {self.seed_scope!r}; choose one of {SEED_SCOPES}")
+        if isinstance(self.artifact_seed, bool) or not isinstance(self.artifact_seed, int) or self.artifact_seed < 0:
+            raise GridError(f"artifact_seed must be a non-negative integer, got {self.artifact_seed!r}")
+        for a in self.attacks:
+            if a not in ATTACKS:
+                raise GridError(f"unknown attack {a!r}; choose one of {', '.join(ATTACKS)}")
+        for v in self.variants:
+            if v not in VARIANTS:
+                raise GridError(f"unknown variant {v!r}; choose one of {', '.join(VARIANTS)}")
+        for name, values in (("attacks", self.attacks), ("variants", self.variants)):
+            if len(set(values)) != len(values):
+                raise GridError(f"{name} repeat a value: {values}")
+        for d in self.datasets:
+            key = d.name.strip().lower().replace("_", "-")
+            if key not in DATASETS:
+                raise GridError(f"unknown dataset {d.name!r}; choose one of {', '.join(DATASETS)}")
+        for spec in self.defenses:
+            try:
+                defense_defaults(spec.name)
+            except ValueError as err:
+                raise GridError(str(err)) from None
+            if spec.name != spec.name.strip().lower() or spec.name not in DEFENSES:
+                raise GridError(f"write the defense name {spec.name!r} as one of {', '.join(DEFENSES)}")
+        labels = [defense_label(s.name, p) for s in self.defenses for p in s.params]
+        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+        if dup:
+            raise GridError(f"the grid lists the same defense setting twice: {', '.join(dup)}")
+        # budgets and architectures, through the configuration of a representative cell per dataset
+        for d in self.datasets:
+            for attack in self.attacks:
+                for variant in (self.variants if attack != "miface" else ["baseline"]):
+                    try:
+                        self._config(d, "none", {}, attack, variant, self.seeds[0]).validate()
+                    except (ValueError, TypeError) as err:
+                        raise GridError(f"dataset {d.name!r}: {err}") from None
+        # defense parameters; dataset folders and options
+        for d in self.datasets:
+            data = None
+            problem = _data_path_problem(d)
+            if problem is not None:
+                if check_data:
+                    raise GridError(problem)
+                warnings_out.append(problem)
+            elif load_data:
+                data = _load(d)
+            n_train = len(data.private_train) if data is not None else 1000
+            for spec in self.defenses:
+                for params in spec.params:
+                    _check_defense_params(spec.name, params, n_train, data, self._budget(d, "target_arch"))
+            if data is not None:
+                self._check_shapes(d, data)
+        return warnings_out
+
+    def _check_shapes(self, d: DatasetSpec, data: Any) -> None:
+        from mi_art.models import Generator, make_classifier
+
+        c, s, _ = data.input_shape
+        identities = self._budget(d, "identities")
+        if identities is not None:
+            bad = [i for i in identities if not isinstance(i, int) or not 0 <= i < data.num_classes]
+            if bad:
+                raise GridError(f"dataset {d.name!r} has {data.num_classes} private identities (0-"
+                                f"{data.num_classes - 1}); identities out of range: {bad[:10]}")
+        try:
+            for arch in (self._budget(d, "eval_arch"), *self._budget(d, "surrogate_archs")):
+                make_classifier(arch, c, data.num_classes, s)
+            if any(a != "miface" for a in self.attacks):
+                Generator(s, c, width=self._budget(d, "gan_width"))
+        except ValueError as err:
+            raise GridError(f"dataset {d.name!r} ({c}x{s}x{s}): {err}") from None
+
+    # ---------------------------------------------------------------- cells
+
+    def _budget(self, d: DatasetSpec, key: str) -> Any:
+        if key in d.overrides:
+            return d.overrides[key]
+        if key in self.budgets:
+            return self.budgets[key]
+        return getattr(ExperimentConfig(), key)
+
+    def _config(self, d: DatasetSpec, defense: str, params: Dict[str, Any], attack: str, variant: str,
+                seed: int) -> ExperimentConfig:
+        budgets = {k: self._budget(d, k) for k in BUDGET_KEYS}
+        if isinstance(budgets["surrogate_archs"], (list, tuple)):
+            budgets["surrogate_archs"] = tuple(budgets["surrogate_archs"])
+        elif isinstance(budgets["surrogate_archs"], str):
+            budgets["surrogate_archs"] = (budgets["surrogate_archs"],)
+        if budgets["identities"] is not None:
+            budgets["identities"] = list(budgets["identities"])
+        root = str(Path(d.root).expanduser().resolve()) if d.root else None
+        artifact_seed = seed if self.seed_scope == "all" else self.artifact_seed
+        return ExperimentConfig(dataset=d.name.strip().lower().replace("_", "-"), defense=defense,
+                                defense_params=dict(params), data_root=root, data_options=dict(d.options),
+                                attack=attack, variant=variant, seed=artifact_seed, attack_seed=seed,
+                                device=self.device, **budgets)
+
+    def cells(self) -> List[Cell]:
+        """Every cell, in a fixed order: dataset, seed, defense, strength, attack, variant. MIFace runs
+        its baseline only (once, whatever ``variants`` holds)."""
+        out: List[Cell] = []
+        for d in self.datasets:
+            for seed in self.seeds:
+                for spec in self.defenses:
+                    for params in spec.params:
+                        for attack in self.attacks:
+                            for variant in (self.variants if attack != "miface" else ["baseline"]):
+                                config = self._config(d, spec.name, params, attack, variant, seed)
+                                out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out)))
+        return out
+
+    def summary(self) -> str:
+        """A human-readable plan of the grid."""
+        cells = self.cells()
+        n_strengths = sum(len(s.params) for s in self.defenses)
+        lines = [f"grid {self.name!r}: {len(cells)} cells = {len(self.datasets)} dataset(s) x {n_strengths} "
+                 f"defense setting(s) x {len(self.seeds)} seed(s) x attack/variant pairs "
+                 f"{sorted({(c.config.attack, c.config.variant) for c in cells})}"]
+        for d in self.datasets:
+            lines.append(f"  dataset {d.name}: root={d.root or '-'} options={json.dumps(d.options, sort_keys=True)}"
+                         + (f" overrides={json.dumps(d.overrides, sort_keys=True)}" if d.overrides else ""))
+        for s in self.defenses:
+            for p in s.params:
+                lines.append(f"  defense {defense_label(s.name, p)}")
+        lines.append(f"  attacks {self.attacks}, variants {self.variants}, seeds {self.seeds} "
+                     f"(seed scope {self.seed_scope})")
+        budgets = {k: self._budget(self.datasets[0], k) for k in BUDGET_KEYS}
+        ids = budgets.pop("identities")
+        lines.append("  budgets " + ", ".join(f"{k}={_fmt(list(v) if isinstance(v, tuple) else v)}"
+                                              for k, v in budgets.items())
+                     + (", identities=all" if ids is None else f", identities={len(ids)} ({_preview_ids(ids)})"))
+        targets = {c.target_group for c in cells}
+        priors = {(c.config.dataset, c.config.data_root, json.dumps(c.config.data_options, sort_keys=True),
+                   c.config.seed) for c in cells if c.config.attack == "gmi"}
+        lines.append(f"  shared work: {len(targets)} target(s) (each with its KEDMI GAN, surrogates, p_reg as "
+                     f"needed), {len(priors)} GMI prior(s), one evaluator per dataset and seed")
+        return "\n".join(lines)
+
+
+def _preview_ids(ids: Sequence[int]) -> str:
+    ids = list(ids)
+    if ids and ids == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}-{ids[-1]}"
+    return ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+
+
+def _data_path_problem(d: DatasetSpec) -> Optional[str]:
+    key = d.name.strip().lower().replace("_", "-")
+    if key == "digits":
+        if d.root is not None:
+            return f"dataset 'digits' ships with scikit-learn and takes no root (got root={d.root!r})"
+        return None
+    if d.root is None:
+        return (f"dataset {d.name!r} needs a data folder: set root in the grid or pass --data-root"
+                + (" (the CelebA folder with img_align_celeba/ and identity_CelebA.txt)" if key == "celeba" else ""))
+    path = Path(d.root).expanduser()
+    if not path.exists():
+        return f"dataset {d.name!r}: data folder does not exist: {path}"
+    if not path.is_dir():
+        return f"dataset {d.name!r}: data path is not a folder: {path}"
+    return None
+
+
+_DATA_MEMO: Dict[str, Any] = {}
+
+
+def data_memo_key(name: str, root: Optional[str], options: Mapping[str, Any]) -> str:
+    return json.dumps([name.strip().lower().replace("_", "-"), str(Path(root).expanduser().resolve()) if root else None,
+                       options], sort_keys=True, default=str)
+
+
+def load_data(name: str, root: Optional[str], options: Mapping[str, Any]) -> Any:
+    """Load a dataset once per process (cells of one dataset share it)."""
+    from mi_art.data import load_dataset
+
+    key = data_memo_key(name, root, options)
+    if key not in _DATA_MEMO:
+        _DATA_MEMO[key] = load_dataset(name, str(Path(root).expanduser().resolve()) if root else None, **options)
+    return _DATA_MEMO[key]
+
+
+def _load(d: DatasetSpec) -> Any:
+    try:
+        return load_data(d.name, d.root, d.options)
+    except (ValueError, TypeError, OSError) as err:
+        raise GridError(f"dataset {d.name!r} (root={d.root!r}, options={d.options}): {err}") from None
+
+
+def _check_defense_params(name: str, params: Dict[str, Any], n_train: int, data: Any, target_arch: str) -> None:
+    """``defenses.api`` validation of one parameter setting; with data, also builds the defended
+    architecture (TL's freeze count against the model, MID's bottleneck, DP's Opacus fixes)."""
+    from defenses import api
+
+    label = defense_label(name, params)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            api._check_params(name, dict(params), max(1, n_train))
+            if data is not None:
+                if name == "tl":
+                    from defenses.transfer import resolve_freeze
+                    from mi_art.models import make_classifier
+
+                    checked = api._check_params(name, dict(params), max(1, n_train))
+                    net = make_classifier(target_arch, data.channels, data.num_public_classes, data.image_size)
+                    resolve_freeze(net, checked["freeze"])
+                api.defended_architecture(name, data, model=target_arch, **params)
+    except (ValueError, TypeError) as err:
+        raise GridError(f"defense {label}: {err}") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()
+                                if v is not None) + " }" if value else "{}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def grid_to_toml(d: Mapping[str, Any]) -> str:
+    """A grid dictionary (:meth:`Grid.to_dict`) as a TOML grid file (``None`` values are left out:
+    they are the defaults)."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in d.items()
+             if k not in ("datasets", "defenses") and v is not None]
+    for section in ("datasets", "defenses"):
+        for item in d.get(section, []):
+            lines += ["", f"[[{section}]]"]
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def finite_or_none(x: Any) -> Optional[float]:
+    """A float for JSON and tables, ``None`` for missing or non-finite values."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -1,0 +1,289 @@
+"""The report of a grid evaluation, rendered from the saved cells alone (nothing is recomputed):
+
+* ``results.csv`` / ``results.json``: one row per finished cell (dataset, defense and parameters, the
+  target's natural accuracy, DP epsilon, attack, variant, seed, Acc@1, Acc@5, KNN, FID, seconds);
+* ``report.md``: per dataset, the grid as tables (mean +- std over seeds) and the figures;
+* ``plots/frontier-<dataset>.png``: attack accuracy against natural accuracy per defense (the
+  privacy-utility frontier), one panel per attack variant;
+* ``plots/bars-<dataset>.png``: attack accuracy per defense, one bar per attack variant;
+* ``images/<cell-id>.png``: each cell's reconstructions beside real private images.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from mi_art.utils import write_atomic
+
+from .executors import ROW_KEYS, cell_paths, completed_cells
+
+__all__ = ["aggregate", "load_rows", "render_report"]
+
+PathLike = Union[str, Path]
+METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
+           ("acc@5", "Attack accuracy Acc@5", ".3f"),
+           ("knn_dist", "KNN distance to the closest private image, evaluator features (lower = closer)", ".2f"),
+           ("fid_eval_features", "FID on evaluator features (lower = closer)", ".2f"),
+           ("seconds", "Attack seconds per cell (shared artifacts excluded)", ".1f"))
+
+
+def load_rows(out_dir: PathLike) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """The finished rows in grid order, and the grid description (``grid.json``; empty without one)."""
+    out = Path(out_dir)
+    meta: Dict[str, Any] = {}
+    if (out / "grid.json").is_file():
+        meta = json.loads((out / "grid.json").read_text())
+    done = completed_cells(out)
+    if meta.get("cells"):
+        order = [c["id"] for c in meta["cells"]]
+        rows = [done[i] for i in order if i in done]
+    else:
+        rows = sorted(done.values(), key=lambda r: (r.get("index", 0), r["cell_id"]))
+    return rows, meta
+
+
+def _mean_std(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional[float], int]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None, None, 0
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+    return float(np.mean(vals)), std, len(vals)
+
+
+def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Mean and std over seeds per (dataset, defense setting, attack, variant), in first-seen order."""
+    groups: "OrderedDict[Tuple[str, str, str, str], List[Dict[str, Any]]]" = OrderedDict()
+    for r in rows:
+        groups.setdefault((r["dataset"], r["defense_label"], r["attack"], r["variant"]), []).append(r)
+    out = []
+    for (dataset, label, attack, variant), rs in groups.items():
+        agg: Dict[str, Any] = {"dataset": dataset, "defense_label": label, "defense": rs[0]["defense"],
+                               "defense_params": rs[0]["defense_params"], "attack": attack, "variant": variant,
+                               "seeds": [r["seed"] for r in rs], "n": len(rs)}
+        for key in ("natural_accuracy", "epsilon", "acc@1", "acc@5", "knn_dist", "fid_eval_features", "seconds"):
+            agg[key], agg[key + "_std"], agg[key + "_n"] = _mean_std([r.get(key) for r in rs])
+        out.append(agg)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------------
+
+
+def _csv_text(rows: Sequence[Dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(ROW_KEYS), lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: (json.dumps(r.get(k), sort_keys=True) if k == "defense_params"
+                             else "" if r.get(k) is None else r.get(k)) for k in ROW_KEYS})
+    return buffer.getvalue()
+
+
+def _fmt(mean: Optional[float], std: Optional[float], n: int, spec: str) -> str:
+    if mean is None:
+        return "n/a"
+    if n > 1:
+        return f"{mean:{spec}} ± {std:{spec}}"
+    return f"{mean:{spec}}"
+
+
+def _pairs(aggs: Sequence[Dict[str, Any]]) -> List[Tuple[str, str]]:
+    return list(dict.fromkeys((a["attack"], a["variant"]) for a in aggs))
+
+
+def _labels(aggs: Sequence[Dict[str, Any]]) -> List[str]:
+    return list(dict.fromkeys(a["defense_label"] for a in aggs))
+
+
+def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict[str, Any],
+              figures: Dict[str, List[Path]], images: Dict[str, Path], out: Path) -> str:
+    grid = meta.get("grid", {})
+    n_cells = len(meta.get("cells", [])) or len(rows)
+    lines = [f"# Model inversion defense grid: {grid.get('name', out.name)}", ""]
+    missing = n_cells - len(rows)
+    lines.append(f"{len(rows)} of {n_cells} cells finished" + (f" ({missing} missing: run the same "
+                                                                 "`mi-art evaluate` command to finish them)"
+                                                                 if missing else "") + ".")
+    if grid:
+        budgets = {k: v for k, v in grid.items() if k not in ("datasets", "defenses", "name")}
+        lines += ["", "Grid: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in budgets.items()
+                                           if k != "identities" or v is None)
+                  + (f", identities={len(budgets['identities'])} ({budgets['identities'][0]}-"
+                     f"{budgets['identities'][-1]})" if budgets.get("identities") else "") + "."]
+    lines += ["", "Each value is the mean ± sample std over seeds (one value: a single seed). Natural accuracy "
+              "is the target's test accuracy on held-out private images; epsilon is DP-SGD's (epsilon, delta) "
+              "from Opacus's accountant. Acc@1/Acc@5 are judged by the independent evaluation model; FID is "
+              "computed on its features, not Inception's.", ""]
+    for dataset in dict.fromkeys(a["dataset"] for a in aggs):
+        da = [a for a in aggs if a["dataset"] == dataset]
+        dr = [r for r in rows if r["dataset"] == dataset]
+        pairs, labels = _pairs(da), _labels(da)
+        lines += [f"## {dataset}", ""]
+        evals = _mean_std(list({r["artifact_seed"]: r.get("evaluator_test_accuracy") for r in dr}.values()))
+        if evals[0] is not None:
+            lines += [f"Evaluation model test accuracy: {_fmt(*evals, '.3f')}.", ""]
+        for key, title, spec in METRICS:
+            lines += [f"### {title}", ""]
+            header = ["defense", "natural acc", "epsilon"] + [f"{a}/{v}" for a, v in pairs]
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            for label in labels:
+                la = [a for a in da if a["defense_label"] == label]
+                lr = [r for r in dr if r["defense_label"] == label]
+                # natural accuracy: one value per target (seed), not per attack cell
+                per_seed = {(r["artifact_seed"]): r.get("natural_accuracy") for r in lr}
+                nat = _mean_std(list(per_seed.values()))
+                eps = _mean_std(list({r["artifact_seed"]: r.get("epsilon") for r in lr}.values()))
+                cells = [label, _fmt(*nat, ".3f"), "-" if eps[0] is None else _fmt(*eps, ".2f")]
+                for a, v in pairs:
+                    match = [x for x in la if (x["attack"], x["variant"]) == (a, v)]
+                    cells.append(_fmt(match[0][key], match[0][key + "_std"], match[0][key + "_n"], spec)
+                                 if match else "-")
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+        if figures.get(dataset):
+            lines += ["### Figures", ""]
+            for p in figures[dataset]:
+                lines.append(f"![{p.stem}]({p.relative_to(out).as_posix()})")
+            lines.append("")
+        lines += ["### Reconstructions (first column: a real private image)", "",
+                  "| defense | attack/variant | seed | Acc@1 | image |", "|---|---|---|---|---|"]
+        for r in dr:
+            img = images.get(r["cell_id"])
+            link = f"[{r['cell_id']}]({img.relative_to(out).as_posix()})" if img else "(no saved reconstructions)"
+            acc = "n/a" if r.get("acc@1") is None else f"{r['acc@1']:.3f}"
+            lines.append(f"| {r['defense_label']} | {r['attack']}/{r['variant']} | {r['seed']} | {acc} | {link} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
+    plt = _pyplot()
+    pairs = _pairs(aggs)
+    defenses = list(dict.fromkeys(a["defense"] for a in aggs))
+    colors = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(defenses)}
+    markers = "osD^v<>px*h"
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.8), squeeze=False)
+    for ax, (attack, variant) in zip(axes[0], pairs):
+        pa = [a for a in aggs if (a["attack"], a["variant"]) == (attack, variant)]
+        for i, d in enumerate(defenses):
+            pts = sorted([a for a in pa if a["defense"] == d and a["natural_accuracy"] is not None
+                          and a["acc@1"] is not None], key=lambda a: a["natural_accuracy"])
+            if not pts:
+                continue
+            x = [a["natural_accuracy"] for a in pts]
+            y = [a["acc@1"] for a in pts]
+            ax.errorbar(x, y, xerr=[a["natural_accuracy_std"] or 0 for a in pts],
+                        yerr=[a["acc@1_std"] or 0 for a in pts], color=colors[d], marker=markers[i % len(markers)],
+                        linestyle="-" if len(pts) > 1 else "none", capsize=2, label=d)
+            if len(pts) > 1 or pts[0]["defense_params"]:
+                for a in pts:
+                    tag = a["defense_label"][len(d):].strip("()") or d
+                    ax.annotate(tag, (a["natural_accuracy"], a["acc@1"]), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points")
+        ax.set_title(f"{attack.upper()} {variant}", fontsize=9)
+        ax.set_xlabel("natural accuracy of the target")
+        ax.set_ylabel("attack accuracy Acc@1")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Privacy-utility frontier on {dataset} (up and right: useful but leaky; mean ± std over seeds)",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _bars(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
+    plt = _pyplot()
+    pairs, labels = _pairs(aggs), _labels(aggs)
+    width = 0.8 / max(1, len(pairs))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.9 * len(labels) * max(1, len(pairs)) * 0.5), 3.8))
+    x = np.arange(len(labels))
+    for j, (attack, variant) in enumerate(pairs):
+        means, stds = [], []
+        for label in labels:
+            m = [a for a in aggs if a["defense_label"] == label and (a["attack"], a["variant"]) == (attack, variant)]
+            means.append(m[0]["acc@1"] if m and m[0]["acc@1"] is not None else np.nan)
+            stds.append(m[0]["acc@1_std"] if m and m[0]["acc@1_std"] is not None else 0.0)
+        ax.bar(x + (j - (len(pairs) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+               label=f"{attack}/{variant}")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("attack accuracy Acc@1")
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(fontsize=7, ncol=min(4, len(pairs)), loc="upper center")
+    ax.set_title(f"Attack accuracy per defense and attack variant on {dataset} (mean ± std over seeds)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _cell_image(out: Path, row: Dict[str, Any], redraw: bool) -> Optional[Path]:
+    from .plots import save_reconstruction_grid
+
+    _, npz = cell_paths(out, row["cell_id"])
+    if not npz.is_file():
+        return None
+    path = out / "images" / f"{row['cell_id']}.png"
+    if not redraw and path.is_file() and path.stat().st_mtime >= npz.stat().st_mtime:
+        return path
+    with np.load(npz) as z:
+        recs, labels, real_x, real_y = z["reconstructions"], z["labels"], z["real_x"], z["real_y"]
+        names = [str(n) for n in z["identity_names"]] if "identity_names" in z.files else None
+    acc = "n/a" if row.get("acc@1") is None else f"{row['acc@1']:.2f}"
+    save_reconstruction_grid(path, recs, labels, real_x, real_y, identity_names=names,
+                             title=f"{row['dataset']} {row['defense_label']}\n{row['attack'].upper()} {row['variant']} "
+                                   f"seed {row['seed']}: Acc@1 {acc}")
+    return path
+
+
+def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Path]:
+    """Write results.csv, results.json, report.md, the plots and the per-cell image grids from the
+    saved cells of ``out_dir``. Image grids already newer than their cell are kept unless
+    ``redraw_images``. Returns the main files written."""
+    out = Path(out_dir)
+    rows, meta = load_rows(out)
+    if not rows:
+        raise ValueError(f"no finished cells under {out / 'cells'}: nothing to report")
+    public = [{**{k: r.get(k) for k in ROW_KEYS}, "config": r.get("config")} for r in rows]
+    csv_path = write_atomic(out / "results.csv", _csv_text(rows))
+    json_path = write_atomic(out / "results.json", json.dumps(public, indent=1, default=str))
+    aggs = aggregate(rows)
+    figures: Dict[str, List[Path]] = {}
+    for dataset in dict.fromkeys(a["dataset"] for a in aggs):
+        da = [a for a in aggs if a["dataset"] == dataset]
+        figures[dataset] = [_frontier(out / "plots" / f"frontier-{dataset}.png", dataset, da),
+                            _bars(out / "plots" / f"bars-{dataset}.png", dataset, da)]
+    images = {r["cell_id"]: p for r in rows if (p := _cell_image(out, r, redraw_images)) is not None}
+    md_path = write_atomic(out / "report.md", _markdown(rows, aggs, meta, figures, images, out))
+    return [csv_path, json_path, md_path, out / "plots"]
