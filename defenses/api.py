@@ -98,8 +98,12 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
         reports accuracy on ``private_test``.
     :param model: Architecture name (:data:`mi_art.models.ARCHITECTURES`) or a module (deep-copied, never
         modified) whose last ``nn.Linear`` is the classification layer.
-    :param epochs, batch_size, lr, weight_decay, optimizer, augment: Training settings as in
-        :func:`mi_art.training.train_classifier` (DP-SGD: ``batch_size`` is the expected logical batch).
+    :param epochs: Training epochs, as in :func:`mi_art.training.train_classifier`.
+    :param batch_size: Batch size (DP-SGD: the expected logical batch of Poisson sampling).
+    :param lr: Learning rate.
+    :param weight_decay: Weight decay.
+    :param optimizer: "adam" or "sgd".
+    :param augment: Training augmentation (see :func:`mi_art.training.augment_batch`).
     :param device: Training device (default CUDA when available).
     :param seed: Seed of initialisation, batching, noise.
     :param verbose: Progress bars.

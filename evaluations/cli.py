@@ -26,6 +26,24 @@ def _parse_options(pairs: Tuple[str, ...]) -> Dict[str, Any]:
     return options
 
 
+def _parse_int_list(text: str, option: str) -> list:
+    """``"0,1,2"`` or ``"0-4"`` (or a mix) -> a list of ints."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                values.extend(range(int(lo), int(hi) + 1))
+            else:
+                values.append(int(part))
+        except ValueError:
+            raise click.BadParameter(f"expected integers like 0,1,2 or 0-4, got {text!r}", param_hint=option)
+    return values
+
+
 @click.group()
 @click.version_option(package_name="mi-art")
 def main() -> None:
@@ -44,6 +62,8 @@ def main() -> None:
               help="baseline: CE on the target; lom: logit loss + p_reg; ma: surrogate ensemble; lomma: both.")
 @click.option("--iterations", type=int, default=300, show_default=True, help="Attack iterations.")
 @click.option("--n-reconstructions", type=int, default=5, show_default=True, help="Reconstructions per identity.")
+@click.option("--identities", default=None, metavar="0-299|0,3,7",
+              help="Private identities (class indices) to attack [default: all].")
 @click.option("--batch-size", type=int, default=60, show_default=True)
 @click.option("--target-arch", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
 @click.option("--eval-arch", type=click.Choice(sorted(ARCHITECTURES)), default="cnn-wide", show_default=True)
@@ -64,7 +84,8 @@ def main() -> None:
               help="Where trained targets, priors and surrogates are cached and reused.")
 @click.option("--verbose/--quiet", default=True, show_default=True)
 def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...], attack: str, variant: str,
-           iterations: int, n_reconstructions: int, batch_size: int, target_arch: str, eval_arch: str,
+           iterations: int, n_reconstructions: int, identities: Optional[str], batch_size: int, target_arch: str,
+           eval_arch: str,
            target_epochs: int, eval_epochs: int, prior_steps: int, kedmi_steps: int, surrogates: Tuple[str, ...],
            surrogate_epochs: int, miface_iterations: int, seed: int, attack_seed: int, device: str,
            out_dir: Optional[str], cache_dir: str, verbose: bool) -> None:
@@ -81,6 +102,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         dataset=dataset, data_root=data_root, data_options=_parse_options(data_options), target_arch=target_arch,
         target_epochs=target_epochs, eval_arch=eval_arch, eval_epochs=eval_epochs, attack=attack, variant=variant,
         iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size, prior_steps=prior_steps,
+        identities=None if identities is None else _parse_int_list(identities, "--identities"),
         kedmi_steps=kedmi_steps, surrogate_archs=tuple(surrogates), surrogate_epochs=surrogate_epochs,
         miface_iterations=miface_iterations, seed=seed, attack_seed=attack_seed, device=device, verbose=verbose)
     try:
@@ -128,23 +150,6 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
     return name.strip(), params
 
 
-def _parse_seeds(text: str) -> list:
-    seeds = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise click.BadParameter(f"expected integers like 0,1,2 or 0-4, got {text!r}", param_hint="--seeds")
-    return seeds
-
-
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,
                     budgets: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
     over: Dict[str, Any] = {k: v for k, v in budgets.items() if v is not None and v != ()}
@@ -173,7 +178,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
     if variants:
         over["variants"] = list(variants)
     if seeds is not None:
-        over["seeds"] = _parse_seeds(seeds)
+        over["seeds"] = _parse_int_list(seeds, "--seeds")
     if seed_scope is not None:
         over["seed_scope"] = seed_scope
     return over

@@ -7,7 +7,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from mi_art import (GMI, KEDMI, Critic, Generator, KEDMIDiscriminator, distill_s
                     make_classifier, train_classifier, train_gmi_prior, train_kedmi_prior)
 from mi_art.data import MIDataset, load_dataset
 from mi_art.models import ARCHITECTURES
-from mi_art.utils import resolve_device, seed_everything
+from mi_art.utils import check_labels, resolve_device, seed_everything
 
 from .cache import ArtifactCache
 from .metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy
@@ -229,7 +229,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     dataclasses.replace(c, attack=attack, variant=variant).validate()
     target = target if target is not None else bench.target()
     evaluator = evaluator if evaluator is not None else bench.evaluator()
-    identities = np.arange(d.num_classes) if c.identities is None else np.asarray(c.identities)
+    identities = np.arange(d.num_classes) if c.identities is None else check_labels(c.identities, d.num_classes,
+                                                                                    "identities")
     estimator = wrap_target(target, d, bench.device)
     seed_everything(seed)
     start = time.perf_counter()

@@ -17,7 +17,7 @@ from tqdm.auto import trange
 from .features import extract_features
 from .losses import distillation_loss, entropy, gradient_penalty, kedmi_discriminator_loss
 from .models import LATENT_DIM, Critic, Generator, KEDMIDiscriminator
-from .utils import DeviceLike, check_images, check_labels, resolve_device, seed_everything, unwrap_model
+from .utils import DeviceLike, check_images, check_labels, resolve_device, seed_everything, as_module
 
 AUGMENTATIONS = ("none", "shift", "flip", "flip-shift")
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -154,7 +154,7 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 3000, batch_si
         raise ValueError(f"steps must be >= 1, got {steps}")
     seed_everything(seed)
     device = resolve_device(device)
-    target = unwrap_model(target).to(device).eval()
+    target = as_module(target, "target").to(device).eval()
     x = torch.from_numpy(check_images(public_x, "public_x")).to(device)
     _, c, s, _ = x.shape
     batch_size = min(batch_size, len(x))
@@ -198,7 +198,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, epochs:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     seed_everything(seed)
     device = resolve_device(device)
-    teacher = unwrap_model(target).to(device).eval()
+    teacher = as_module(target, "target").to(device).eval()
     x = torch.from_numpy(check_images(public_x, "public_x"))
     student.to(device).train()
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -225,6 +225,6 @@ def estimate_p_reg(target: Any, public_x: Any, *, n: int = 5000, batch_size: int
     x = check_images(public_x, "public_x")
     if len(x) > n:
         x = x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
-    model = unwrap_model(target)
+    model = as_module(target, "target")
     device = resolve_device(device) if device is not None else None
     return extract_features(model, torch.from_numpy(x), batch_size, device).mean(0)

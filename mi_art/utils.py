@@ -71,14 +71,31 @@ def check_labels(y: Any, num_classes: int, name: str = "y", length: Optional[int
     return y
 
 
-def unwrap_model(model: Any) -> nn.Module:
-    """The ``torch.nn.Module`` behind an ART PyTorch estimator, or the module itself."""
+class EstimatorModule(nn.Module):
+    """Differentiable forward pass through an ART PyTorch estimator, its preprocessing included.
+
+    The estimator's own module is a sub-module, so hooks on its layers (the penultimate feature) work.
+    """
+
+    def __init__(self, estimator: Any) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.model = estimator.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.estimator._predict_framework(x)[0]
+
+
+def as_module(model: Any, what: str = "model") -> nn.Module:
+    """A ``torch.nn.Module`` computing what ``model`` computes: the module itself, or for an ART
+    PyTorch estimator its preprocessing followed by its model (:class:`EstimatorModule`)."""
+    from art.estimators.pytorch import PyTorchEstimator
+
+    if isinstance(model, PyTorchEstimator):
+        return EstimatorModule(model)
     if isinstance(model, nn.Module):
         return model
-    inner = getattr(model, "model", None)
-    if isinstance(inner, nn.Module):
-        return inner
-    raise ValueError(f"expected a torch.nn.Module or an ART PyTorch estimator, got {type(model).__name__}")
+    raise ValueError(f"{what} must be an ART PyTorch estimator or a torch.nn.Module, got {type(model).__name__}")
 
 
 def module_device(module: nn.Module) -> torch.device:

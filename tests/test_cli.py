@@ -68,3 +68,15 @@ def test_fewer_identities_than_asked_is_a_clear_error(tmp_path):
                                        "--data-option", "private=5", "--out", str(tmp_path / "o"), "--quiet"])
     assert result.exit_code != 0
     assert "identit" in result.output and "Traceback" not in result.output
+
+
+def test_identities_option_selects_and_validates(tmp_path, cache_dir):
+    out = tmp_path / "ids"
+    result = CliRunner().invoke(main, ["attack", "--identities", "1,3-4", "--out", str(out), "--cache-dir", cache_dir,
+                                       *TINY])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    assert record["n_identities"] == 3
+    bad = CliRunner().invoke(main, ["attack", "--identities", "2,7", "--out", str(out), "--cache-dir", cache_dir,
+                                    *TINY])
+    assert bad.exit_code != 0 and "out of range" in bad.output and "7" in bad.output

@@ -18,10 +18,8 @@ How code blocks in ``docs/**/*.md`` are treated:
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shlex
-import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -266,7 +264,6 @@ def test_recipe_runs(page, tmp_path, monkeypatch):
     monkeypatch.setenv("MI_ART_DOCS_TINY", "1")
     monkeypatch.chdir(tmp_path)
     namespace: Dict[str, object] = {"__name__": f"docs_{Path(page).stem.replace('-', '_')}"}
-    start = time.perf_counter()
     for block in parse_blocks(DOCS / page):
         if block.kind == "python":
             code = compile(block.body, f"docs/{page}:{block.line}", "exec")
@@ -275,8 +272,6 @@ def test_recipe_runs(page, tmp_path, monkeypatch):
             run_console(block)
         elif block.kind == "file":
             (tmp_path / block.file_name).write_text(block.body, encoding="utf-8")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 120, f"docs/{page} took {elapsed:.0f}s with MI_ART_DOCS_TINY=1: shrink its tiny budgets"
 
 
 # ------------------------------------------------------------------------------------------ Sphinx
@@ -289,11 +284,9 @@ def test_sphinx_build_is_clean(tmp_path, capsys):
         pytest.skip(f"the docs build needs {', '.join(missing)} (pip install -e '.[test]')")
     from sphinx.cmd.build import build_main
 
-    start = time.perf_counter()
     with warnings.catch_warnings():  # Python deprecation warnings of Sphinx extensions, not docs warnings
         warnings.simplefilter("ignore")
         status = build_main(["-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(tmp_path / "html")])
     out = capsys.readouterr()
     assert status == 0, f"sphinx-build -W failed:\n{out.out[-4000:]}\n{out.err[-4000:]}"
     assert (tmp_path / "html" / "index.html").is_file()
-    assert time.perf_counter() - start < 120

@@ -22,31 +22,11 @@ from tqdm.auto import tqdm
 
 from ..features import last_linear, logits_and_features
 from ..losses import IDENTITY_LOSSES, feature_regulariser, identity_loss
-from ..utils import seed_everything
+from ..utils import EstimatorModule, as_module, seed_everything
 
 # The papers average their losses over a batch of 60 latents; dividing the per-latent sum by this
 # constant keeps their learning rates while making each latent's update independent of batch_size.
 REFERENCE_BATCH = 60
-
-
-class _EstimatorModule(nn.Module):
-    """Differentiable forward pass through an ART PyTorch estimator, its preprocessing included."""
-
-    def __init__(self, estimator: PyTorchEstimator) -> None:
-        super().__init__()
-        self.estimator = estimator
-        self.model = estimator.model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.estimator._predict_framework(x)[0]
-
-
-def _as_module(model: Any, what: str) -> nn.Module:
-    if isinstance(model, PyTorchEstimator):
-        return _EstimatorModule(model)
-    if isinstance(model, nn.Module):
-        return model
-    raise ValueError(f"{what} must be an ART PyTorch estimator or a torch.nn.Module, got {type(model).__name__}")
 
 
 class GANInversionAttack(InferenceAttack, abc.ABC):
@@ -104,7 +84,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             raise ValueError(f"seed must be an int or None, got {self.seed!r}")
         if not isinstance(self.surrogates, (list, tuple)):
             raise ValueError("surrogates must be a list of ART PyTorch estimators or torch modules")
-        self._surrogate_modules = [_as_module(s, f"surrogates[{i}]") for i, s in enumerate(self.surrogates)]
+        self._surrogate_modules = [as_module(s, f"surrogates[{i}]") for i, s in enumerate(self.surrogates)]
         self._p_reg_tensor = None
         if self.p_reg is not None:
             p = torch.as_tensor(np.asarray(self.p_reg, dtype=np.float32) if not isinstance(self.p_reg, torch.Tensor)
@@ -134,7 +114,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             raise ValueError("y is required: the identities (class indices) to reconstruct")
         labels = self._check_labels(y)
         seed_everything(self.seed)
-        target = _EstimatorModule(self.estimator)
+        target = EstimatorModule(self.estimator)
         saved = self._freeze()
         try:
             self._check_models(target)
