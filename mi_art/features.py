@@ -67,7 +67,7 @@ def extract_features(
 ) -> torch.Tensor:
     """Penultimate features of ``x`` (N, C, H, W) in eval mode, computed in batches; returned on the CPU."""
     device = device if device is not None else next(model.parameters()).device
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     layer = last_linear(model)
     out = []
@@ -76,5 +76,6 @@ def extract_features(
             batch = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
             out.append(logits_and_features(model, batch, layer)[1].cpu())
     finally:
-        model.train(was_training)
+        for module, training in modes:  # per module: sub-modules deliberately kept in eval mode stay so
+            module.training = training
     return torch.cat(out) if out else torch.empty(0)

@@ -81,6 +81,7 @@ class EstimatorModule(nn.Module):
         super().__init__()
         self.estimator = estimator
         self.model = estimator.model
+        self.training = self.model.training  # a new Module says "training"; mirror the wrapped model instead
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.estimator._predict_framework(x)[0]

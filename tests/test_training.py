@@ -218,3 +218,9 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
 
 class _Unsafe:
     pass
+
+
+def test_p_reg_through_an_art_estimator_leaves_the_model_in_eval_mode(target, digits):
+    assert not target.training
+    M.estimate_p_reg(wrap(target), digits.public.x[:50])
+    assert not any(m.training for m in target.modules())
