@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps per target (default 600)")
     parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
     parser.add_argument("--only", default=None, help="comma-separated defense names to run")
+    parser.add_argument("--attacks", default="gmi,kedmi", help="comma-separated: gmi, kedmi")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
@@ -87,7 +88,7 @@ def main() -> None:
         natural = natural_accuracy(target, bench.data.private_test.x, bench.data.private_test.y)
         print(f"{name}: natural accuracy {natural:.3f}, epsilon {record.get('epsilon')}, "
               f"target {time.perf_counter() - t0:.0f}s", flush=True)
-        for attack in ("gmi", "kedmi"):
+        for attack in [a.strip() for a in args.attacks.split(",")]:
             for seed in range(seeds):
                 key = f"{name}/{attack}/seed{seed}"
                 if key in done:
