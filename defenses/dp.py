@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mi_art.training import augment_batch
+from mi_art.training import augment_batch, make_optimizer
 from mi_art.utils import check_images, check_labels, seed_everything
 
 from .common import check_keys, check_number, is_int
@@ -90,12 +90,7 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
     y = torch.from_numpy(check_labels(y, num_classes, length=len(x)))
     model, fixed = make_private_compatible(model)
     model.to(device).train()
-    if optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator()
     if seed is not None:
         generator.manual_seed(int(seed))

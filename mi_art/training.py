@@ -60,6 +60,15 @@ def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     return F.cross_entropy(model(x), y)
 
 
+def make_optimizer(model: nn.Module, optimizer: str, *, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """"adam", or "sgd" with momentum 0.9, over the model's parameters."""
+    if optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+
+
 def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batch_size: int = 64,
                      lr: float = 1e-3, weight_decay: float = 5e-4, optimizer: str = "adam",
                      augment: str = "shift", loss_fn: Optional[LossFn] = None, device: DeviceLike = None,
@@ -76,12 +85,7 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
     out_dim = getattr(getattr(model, "fc", None), "out_features", None)
     y = torch.from_numpy(check_labels(y, out_dim or int(np.max(y)) + 1, length=len(x)))
     model.to(device).train()
-    if optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(x) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
     loss_fn = loss_fn or _cross_entropy
