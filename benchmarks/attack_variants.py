@@ -38,7 +38,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
     parser.add_argument("--iterations", type=int, default=None, help="GAN attack iterations (default 1000)")
     parser.add_argument("--prior-steps", type=int, default=None, help="WGAN-GP generator steps (default 1500)")
-    parser.add_argument("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps (default 3000)")
+    parser.add_argument("--kedmi-steps", type=int, default=None,
+                        help="KEDMI generator steps, each after 5 discriminator steps, warm-started from the GMI "
+                             "prior's generator (default 200)")
+    parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 3000)")
     parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
     parser.add_argument("--methods", default=None, help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'")
     parser.add_argument("--device", default="auto")
@@ -51,8 +54,9 @@ def main() -> None:
     seeds = args.seeds or (2 if q else 3)
     config = att_faces_config(
         args.data_root, iterations=args.iterations or (200 if q else 1000), n_reconstructions=5,
-        prior_steps=args.prior_steps or (300 if q else 1500), kedmi_steps=args.kedmi_steps or (600 if q else 3000),
-        surrogate_epochs=150, miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device)
+        prior_steps=args.prior_steps or (300 if q else 1500), kedmi_steps=args.kedmi_steps or (60 if q else 200),
+        surrogate_steps=args.surrogate_steps or (1000 if q else 3000),
+        miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device)
     out = Path(args.out or REPO / "mi_art_runs" / f"attack_variants{'-quick' if q else ''}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
@@ -83,19 +87,25 @@ def main() -> None:
             record["artifact_seconds"] = prep
             done[key] = record
             write_atomic(out, json.dumps(done, indent=1))
-            print(f"{key:<22} Acc@1 {record['acc@1']:.3f}  Acc@5 {record['acc@5']:.3f}  KNN {record['knn_dist']:.2f}  "
+            print(f"{key:<22} Acc@1 {record['acc@1']:.3f}  Acc@5 {_num(record['acc@5'])}  KNN {record['knn_dist']:.2f}  "
                   f"{record['seconds_per_reconstruction']:.3f} s/rec  (artifacts {prep:.0f}s)", flush=True)
     print_table(done, config, seeds, out)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 
+def _num(value, fmt: str = ".3f") -> str:
+    return "n/a" if value is None else f"{value:{fmt}}"
+
+
 def print_table(done: dict, config: ExperimentConfig, seeds: int, out: Path) -> None:
     first = next(iter(done.values()))
-    print(f"\nAT&T faces 32x32, private s1-s20 ({first['n_identities']} identities), target {config.target_arch} "
+    print(f"\nAT&T faces 32x32, private s1-s20 ({first['n_identities']} identities; chance Acc@1 "
+          f"{_num(first.get('chance@1'), '.2f')}, Acc@5 {_num(first.get('chance@5'), '.2f')}), target {config.target_arch} "
           f"(test acc {first['target_test_accuracy']:.3f}), evaluation model {config.eval_arch} "
           f"(test acc {first['evaluator_test_accuracy']:.3f}); GAN attacks: {config.iterations} iterations, "
           f"{config.n_reconstructions} reconstructions per identity; mean +- std over attack seeds")
-    header = f"| {'method':<12} | {'seeds':>5} | {'Acc@1':>13} | {'Acc@5':>13} | {'KNN dist':>13} | {'s / rec':>13} |"
+    header = (f"| {'method':<12} | {'seeds':>5} | {'Acc@1':>15} | {'Acc@5':>15} | {'KNN dist':>15} | {'s / rec':>13} "
+              f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for _, _, name in METHODS:
@@ -104,13 +114,18 @@ def print_table(done: dict, config: ExperimentConfig, seeds: int, out: Path) -> 
             continue
 
         def cell(metric: str, fmt: str = ".3f") -> str:
-            values = np.array([r[metric] for r in rows], dtype=float)
-            return f"{values.mean():{fmt}} +- {values.std():{fmt}}"
+            values = np.array([np.nan if r[metric] is None else r[metric] for r in rows], dtype=float)
+            return "n/a" if np.isnan(values).all() else f"{np.nanmean(values):{fmt}} +- {np.nanstd(values):{fmt}}"
 
-        print(f"| {name:<12} | {len(rows):>5} | {cell('acc@1'):>13} | {cell('acc@5'):>13} | {cell('knn_dist', '.2f'):>13} "
-              f"| {cell('seconds_per_reconstruction'):>13} |")
-    print(f"(MIFace is deterministic from its grey start: one run, {first['n_identities']} reconstructions.) "
-          f"Raw records: {out}")
+        prior = rows[0].get("prior") or {}
+        agreement = ", ".join(f"{s['arch']} {s['agreement_public_heldout']:.2f} / {s['agreement_private_test']:.2f}"
+                              for s in rows[0].get("surrogates") or []) or "-"
+        print(f"| {name:<12} | {len(rows):>5} | {cell('acc@1'):>15} | {cell('acc@5'):>15} | {cell('knn_dist', '.1f'):>15} "
+              f"| {cell('seconds_per_reconstruction'):>13} | {_num(prior.get('train_seconds'), '.0f'):>7} "
+              f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} |")
+    print(f"(MIFace is deterministic from its grey start: one run, {first['n_identities']} reconstructions. Prior s: "
+          f"training seconds of the prior (KEDMI: its fine-tuning from the GMI generator); prior FID: 500 samples "
+          f"against the public images on the evaluation model's features.) Raw records: {out}")
 
 
 if __name__ == "__main__":

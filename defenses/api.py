@@ -6,16 +6,22 @@ from typing import Any, Dict, Tuple
 
 from torch import nn
 
+from evaluations.metrics import natural_accuracy
 from mi_art.data import MIDataset
-from mi_art.training import train_classifier
+from mi_art.models import ARCHITECTURES
+from mi_art.training import AUGMENTATIONS, train_classifier
 from mi_art.utils import DeviceLike, resolve_device, seed_everything
+from mi_art.validation import (check_bool, check_choice, check_count, check_device, check_module_finite, check_number,
+                               check_positive, check_seed)
 
 from . import bido, dp, label_smoothing, mid, postprocessing, transfer
-from .common import ModelSpec, accuracy, build_model, check_output_classes, hooks_left, is_int, is_number, model_name
+from .common import ModelSpec, build_model, check_output_classes, hooks_left, model_name
 from .record import DefenseRecord
 
 #: Every defense name :func:`train_defended_target` accepts.
 DEFENSES: Tuple[str, ...] = ("none", "dp-sgd", "mid", "bido", "nls", "tl", *postprocessing.POSTPROCESSORS)
+#: Optimizers of :func:`mi_art.training.make_optimizer`.
+OPTIMIZERS: Tuple[str, ...] = ("adam", "sgd")
 
 
 def defense_defaults(defense: str) -> Dict[str, Any]:
@@ -30,6 +36,8 @@ def defended_architecture(defense: str, dataset: MIDataset, *, model: ModelSpec 
     """An untrained module with the structure :func:`train_defended_target` returns for the same
     arguments (MID's VIB head, DP's GroupNorm), to load a saved state dict into."""
     name = _check_name(defense)
+    _check_dataset(dataset)
+    _check_model(model)
     params = _check_params(name, dict(params), len(dataset.private_train))
     net = build_model(model, dataset.channels, dataset.num_classes, dataset.image_size)
     if name == "mid":
@@ -44,6 +52,33 @@ def _check_name(defense: Any) -> str:
     if name not in DEFENSES:
         raise ValueError(f"unknown defense {defense!r}; valid names: {', '.join(DEFENSES)}")
     return name
+
+
+def _check_dataset(dataset: Any) -> None:
+    if not isinstance(dataset, MIDataset):
+        raise ValueError(f"dataset must be an mi_art.data.MIDataset (e.g. from mi_art.data.load_dataset), got "
+                         f"{type(dataset).__name__}")
+
+
+def _check_model(model: Any) -> None:
+    if isinstance(model, nn.Module):
+        return
+    if not isinstance(model, str) or model not in ARCHITECTURES:
+        raise ValueError(f"model must be a torch.nn.Module or one of the architecture names "
+                         f"{', '.join(sorted(ARCHITECTURES))}, got {model!r}")
+
+
+def _check_training(*, epochs: Any, batch_size: Any, lr: Any, weight_decay: Any, optimizer: Any, augment: Any,
+                    device: Any, seed: Any, verbose: Any) -> Dict[str, Any]:
+    """The generic training settings of :func:`train_defended_target`, checked and normalised."""
+    return dict(
+        epochs=check_count("epochs", epochs), batch_size=check_count("batch_size", batch_size),
+        lr=check_positive("lr", lr, hint=" (the learning rate)"),
+        weight_decay=check_number("weight_decay", weight_decay, low=0),
+        optimizer=check_choice("optimizer", optimizer, OPTIMIZERS),
+        augment=check_choice("augment", augment, AUGMENTATIONS),
+        device=check_device("device", device),
+        seed=check_seed("seed", seed), verbose=check_bool("verbose", verbose))
 
 
 def _check_params(name: str, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
@@ -110,24 +145,23 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
     :return: ``(model, record)``: a plain torch module in eval mode returning logits, whose last
         ``nn.Linear`` takes the penultimate feature, with no training hooks left; and a
         :class:`defenses.DefenseRecord` (``.to_dict()`` is JSON-serialisable).
-    :raises ValueError: Unknown defense or parameter names, parameters out of range.
+    :raises ValueError: Unknown defense or parameter names; a parameter or training setting of the wrong
+        type, non-finite or out of range (the message names it and what would be valid); a model whose
+        weights became NaN or infinite in training (:class:`mi_art.validation.NonFiniteError`).
     """
     name = _check_name(defense)
-    if not isinstance(dataset, MIDataset):
-        raise ValueError(f"dataset must be an mi_art.data.MIDataset, got {type(dataset).__name__}")
-    for key, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not is_int(value) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    if not is_number(lr) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    _check_dataset(dataset)
+    _check_model(model)
+    checked = _check_training(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                              optimizer=optimizer, augment=augment, device=device, seed=seed, verbose=verbose)
+    epochs, batch_size, lr, seed = checked["epochs"], checked["batch_size"], checked["lr"], checked["seed"]
     train = dataset.private_train
     params = _check_params(name, dict(params), len(train))
-    device = resolve_device(device)
+    device = resolve_device(checked["device"])
     K, M = dataset.num_classes, dataset.num_public_classes
     seed_everything(seed)
     net = build_model(model, dataset.channels, K if name != "tl" else M, dataset.image_size)
-    settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-                    augment=augment, device=device, seed=seed, verbose=verbose)
+    settings = dict(checked, device=device)
     details: Dict[str, Any] = {}
     epsilon = delta = accountant = None
     post = None
@@ -168,7 +202,7 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
         count = transfer.resolve_freeze(net, params["freeze"])
         pre = dict(settings, epochs=params["pretrain_epochs"] or epochs, lr=params["pretrain_lr"] or lr)
         net = transfer.pretrain_public(net, dataset, **pre)
-        details["public_train_accuracy"] = accuracy(net, dataset.public.x, dataset.public.y)
+        details["public_train_accuracy"] = natural_accuracy(net, dataset.public.x, dataset.public.y)
         net, frozen = transfer.fine_tune_private(net, dataset, count, **settings)
         details["frozen_layers"] = frozen
         details["frozen_count"] = count
@@ -176,11 +210,13 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
     train_time = time.perf_counter() - start
 
     net.eval()
+    check_module_finite(net, f"defense {name!r}")
     left = hooks_left(net)
     if left:  # pragma: no cover - guards against a defense leaking its training hooks
         raise RuntimeError(f"defense {name!r} left hooks on the model: {left}")
     record = DefenseRecord(
-        defense=name, params=params, test_accuracy=accuracy(net, dataset.private_test.x, dataset.private_test.y),
+        defense=name, params=params,
+        test_accuracy=natural_accuracy(net, dataset.private_test.x, dataset.private_test.y),
         train_time_s=train_time, architecture=model_name(model), num_classes=K, input_shape=dataset.input_shape,
         training={k: (str(v) if k == "device" else v) for k, v in settings.items() if k != "verbose"},
         epsilon=epsilon, delta=delta, accountant=accountant, details=details, postprocessor=post)

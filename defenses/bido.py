@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mi_art.features import last_linear
+from mi_art.validation import check_choice, check_count, check_number, check_positive
 
-from .common import check_keys, check_number
+from .common import check_keys
 
 DEFAULTS: Dict[str, Any] = {"lambda_x": 0.05, "lambda_y": 0.5, "measure": "hsic", "sigma": 5.0, "layers": None}
 MEASURES = ("hsic", "coco")
@@ -49,6 +50,8 @@ _EPS = 1e-10
 def gaussian_kernel(x: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
     """Gaussian Gram matrix of the rows of ``x`` (flattened), width scaled by the dimension as in
     BiDO's code: ``exp(-||a - b||^2 / (2 sigma^2 d))``."""
+    _check_tensor("x", x)
+    sigma = check_positive("sigma", sigma, hint=" (the Gaussian kernel width)")
     x = x.flatten(1).float()
     sq = (x * x).sum(1)
     dist = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
@@ -57,8 +60,22 @@ def gaussian_kernel(x: torch.Tensor, sigma: float = 5.0) -> torch.Tensor:
 
 def linear_kernel(x: torch.Tensor) -> torch.Tensor:
     """Linear Gram matrix ``x x^T`` of the rows of ``x`` (flattened); for one-hot labels: same class."""
+    _check_tensor("x", x)
     x = x.flatten(1).float()
     return x @ x.T
+
+
+def _check_tensor(name: str, x: object) -> None:
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] == 0:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a non-empty torch tensor of shape (N, ...), got {shape}")
+
+
+def _check_pair(x: object, y: object) -> None:
+    _check_tensor("x", x)
+    _check_tensor("y", y)
+    if x.shape[0] != y.shape[0]:  # type: ignore[union-attr]
+        raise ValueError(f"x and y need the same number of samples, got {x.shape[0]} and {y.shape[0]}")  # type: ignore
 
 
 def _center(k: torch.Tensor) -> torch.Tensor:
@@ -94,16 +111,14 @@ def coco_from_kernels(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
 def hsic(x: torch.Tensor, y: torch.Tensor, *, kernel_x: str = "gaussian", kernel_y: str = "gaussian",
          sigma: float = 5.0) -> torch.Tensor:
     """Normalised HSIC between the rows of ``x`` and ``y`` (same batch size, any shapes)."""
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y need the same number of samples, got {x.shape[0]} and {y.shape[0]}")
+    _check_pair(x, y)
     return normalized_hsic_from_kernels(_kernel(x, kernel_x, sigma), _kernel(y, kernel_y, sigma))
 
 
 def coco(x: torch.Tensor, y: torch.Tensor, *, kernel_x: str = "gaussian", kernel_y: str = "gaussian",
          sigma: float = 5.0) -> torch.Tensor:
     """COCO between the rows of ``x`` and ``y`` (same batch size, any shapes)."""
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y need the same number of samples, got {x.shape[0]} and {y.shape[0]}")
+    _check_pair(x, y)
     return coco_from_kernels(_kernel(x, kernel_x, sigma), _kernel(y, kernel_y, sigma))
 
 
@@ -115,13 +130,13 @@ def check_params(params: Dict[str, Any]) -> Dict[str, Any]:
     out = {**DEFAULTS, **params}
     out["lambda_x"] = check_number("lambda_x", out["lambda_x"], low=0, hint=" (weight of d(X, Z))")
     out["lambda_y"] = check_number("lambda_y", out["lambda_y"], low=0, hint=" (weight of d(Z, Y))")
-    out["sigma"] = check_number("sigma", out["sigma"], low=0, low_open=True, hint=" (Gaussian kernel width)")
-    if out["measure"] not in MEASURES:
-        raise ValueError(f"measure must be one of {MEASURES}, got {out['measure']!r}")
+    out["sigma"] = check_positive("sigma", out["sigma"], hint=" (the Gaussian kernel width)")
+    out["measure"] = check_choice("measure", out["measure"], MEASURES)
     layers = out["layers"]
     if layers is not None:
-        if isinstance(layers, str) or not all(isinstance(n, str) for n in layers) or not len(layers):
-            raise ValueError(f"layers must be None or a non-empty list of sub-module names, got {layers!r}")
+        if not isinstance(layers, (list, tuple)) or not layers or not all(isinstance(n, str) and n for n in layers):
+            raise ValueError(f"layers must be None (every activation) or a non-empty list of sub-module names, "
+                             f"got {layers!r}")
         out["layers"] = list(layers)
     return out
 
@@ -130,6 +145,8 @@ def hidden_modules(model: nn.Module, layers: Optional[Sequence[str]] = None) -> 
     """Names of the modules whose outputs BiDO regularises ("" stands for the penultimate feature)."""
     modules = dict(model.named_modules())
     if layers is not None:
+        if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+            raise ValueError(f"layers must be None (every activation) or a list of sub-module names, got {layers!r}")
         missing = [n for n in layers if n not in modules or n == ""]
         if missing:
             raise ValueError(f"layers: the model has no sub-module named {', '.join(map(repr, missing))}; "
@@ -164,6 +181,11 @@ def bido_loss(store: List[torch.Tensor], num_classes: int, *, lambda_x: float, l
               measure: str = "hsic", sigma: float = 5.0):
     """``loss_fn(model, x, y)`` for :func:`mi_art.training.train_classifier` reading the hidden
     outputs captured by :func:`capture_hidden` into ``store``."""
+    num_classes = check_count("num_classes", num_classes)
+    lambda_x = check_number("lambda_x", lambda_x, low=0)
+    lambda_y = check_number("lambda_y", lambda_y, low=0)
+    measure = check_choice("measure", measure, MEASURES)
+    sigma = check_positive("sigma", sigma)
     dep = normalized_hsic_from_kernels if measure == "hsic" else coco_from_kernels
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

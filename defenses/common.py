@@ -1,12 +1,11 @@
-"""Helpers shared by the defenses: building the model, swapping its last layer, parameter checks,
-accuracy, and the check that a returned model carries no training hooks."""
+"""Helpers shared by the defenses: building the model, swapping its last layer, parameter-name checks
+and the check that a returned model carries no training hooks. Numbers are checked with
+:mod:`mi_art.validation` (the one validation layer); accuracy is :func:`evaluations.metrics.natural_accuracy`."""
 from __future__ import annotations
 
 import copy
-import numbers
 from typing import Any, Dict, Iterable, List, Mapping, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -61,44 +60,6 @@ def check_keys(defense: str, params: Mapping[str, Any], valid: Iterable[str]) ->
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for defense {defense!r}; "
                          f"valid parameters: {', '.join(valid) if valid else '(none)'}")
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False, hint: str = "") -> float:
-    """``value`` must be a finite real number in the interval given; returns it as float."""
-    if not is_number(value) or not np.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, got {value!r}{hint}")
-    v = float(value)
-    too_low = low is not None and (v <= low if low_open else v < low)
-    too_high = high is not None and (v >= high if high_open else v > high)
-    if too_low or too_high:
-        lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
-        hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
-        raise ValueError(f"{name} must be in {lo}, {hi}, got {value!r}{hint}")
-    return v
-
-
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on numpy images and labels."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
-            pred = model(xb).argmax(1).cpu().numpy()
-            correct += int((pred == y[start:start + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, len(x))
 
 
 def hooks_left(model: nn.Module) -> List[Tuple[str, str]]:

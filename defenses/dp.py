@@ -26,8 +26,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mi_art.training import augment_batch, make_optimizer
 from mi_art.utils import check_images, check_labels, seed_everything
+from mi_art.validation import (check_choice, check_count, check_finite, check_int, check_number, check_optional_count,
+                               check_positive)
 
-from .common import check_keys, check_number, is_int
+from .common import check_keys
 
 DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0, "delta": None,
                             "accountant": "rdp", "max_physical_batch_size": None}
@@ -55,11 +57,9 @@ def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
         out["delta"] = 1.0 / n_train
     out["delta"] = check_number("delta", out["delta"], low=0, high=1, low_open=True, high_open=True,
                                 hint=f" (should be below 1/N = {1.0 / n_train:.3g})")
-    if out["accountant"] not in ACCOUNTANTS:
-        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {out['accountant']!r}")
-    m = out["max_physical_batch_size"]
-    if m is not None and (not is_int(m) or m < 1):
-        raise ValueError(f"max_physical_batch_size must be a positive integer or None (the batch size), got {m!r}")
+    out["accountant"] = check_choice("accountant", out["accountant"], ACCOUNTANTS)
+    out["max_physical_batch_size"] = check_optional_count(
+        "max_physical_batch_size", out["max_physical_batch_size"], hint=" (or None: the batch size)")
     return out
 
 
@@ -85,9 +85,13 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
     from opacus.utils.batch_memory_manager import BatchMemoryManager
     from tqdm.auto import trange
 
-    seed_everything(seed)
+    epochs, batch_size = check_count("epochs", epochs), check_count("batch_size", batch_size)
+    lr = check_positive("lr", lr)
+    weight_decay = check_number("weight_decay", weight_decay, low=0)
     x = torch.from_numpy(check_images(x))
     y = torch.from_numpy(check_labels(y, num_classes, length=len(x)))
+    params = check_params(dict(params), len(x))
+    seed_everything(seed)
     model, fixed = make_private_compatible(model)
     model.to(device).train()
     opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay)
@@ -123,6 +127,7 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
                         if len(xb):
                             xb = augment_batch(xb, augment)
                         loss = F.cross_entropy(dp_model(xb), yb) if len(xb) else dp_model(xb).sum() * 0.0
+                        check_finite(loss, "the DP-SGD training loss")
                         dp_opt.zero_grad(set_to_none=True)
                         loss.backward()
                         dp_opt.step()
@@ -152,6 +157,11 @@ def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, 
     accountant (for checks and planning)."""
     from opacus.accountants import create_accountant
 
+    noise_multiplier = check_positive("noise_multiplier", noise_multiplier)
+    sample_rate = check_number("sample_rate", sample_rate, low=0, high=1, low_open=True)
+    steps = check_int("steps", steps, low=0)
+    delta = check_number("delta", delta, low=0, high=1, low_open=True, high_open=True)
+    accountant = check_choice("accountant", accountant, ACCOUNTANTS)
     acc = create_accountant(mechanism=accountant)
     acc.history = [(noise_multiplier, sample_rate, steps)]
     return float(acc.get_epsilon(delta))

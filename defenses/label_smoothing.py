@@ -25,13 +25,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import check_keys, check_number
+from mi_art.validation import check_count, check_int, check_number
+
+from .common import check_keys
 
 DEFAULTS: Dict[str, Any] = {"alpha": -0.05, "warmup": 0.5, "ramp": 0.25}
 
 
 def smoothed_targets(labels: torch.Tensor, num_classes: int, alpha: float) -> torch.Tensor:
     """``(1 - alpha) * onehot(labels) + alpha / num_classes``, shape (N, num_classes); rows sum to 1."""
+    num_classes = check_count("num_classes", num_classes)
+    alpha = check_number("alpha", alpha, low=-1, high=1, high_open=True)
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
+        what = f"a {labels.dtype} tensor of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) \
+            else type(labels).__name__
+        raise ValueError(f"labels must be a 1-D integer tensor of class indices, got {what}")
     onehot = F.one_hot(labels.long(), num_classes).float()
     return (1 - alpha) * onehot + alpha / num_classes
 
@@ -40,6 +48,10 @@ def smoothing_factor(epoch: int, epochs: int, *, warmup: float = 0.5, ramp: floa
     """Share of the final ``alpha`` used in ``epoch`` (0-based) of ``epochs``: 0 during the first
     ``warmup`` fraction of the epochs, then linear up to 1 over the next ``ramp`` fraction, then 1.
     With ``ramp = 0`` the full ``alpha`` starts right after the warm-up."""
+    epochs = check_count("epochs", epochs)
+    epoch = check_int("epoch", epoch, low=0)
+    warmup = check_number("warmup", warmup, low=0, high=1, high_open=True)
+    ramp = check_number("ramp", ramp, low=0, high=1)
     start = warmup * epochs
     if epoch < start:
         return 0.0
@@ -79,6 +91,11 @@ class NegativeLabelSmoothingLoss:
 
     def __init__(self, num_classes: int, alpha: float, epochs: int, steps_per_epoch: int, *,
                  warmup: float = 0.5, ramp: float = 0.25) -> None:
+        num_classes, epochs = check_count("num_classes", num_classes), check_count("epochs", epochs)
+        steps_per_epoch = check_count("steps_per_epoch", steps_per_epoch)
+        alpha = check_number("alpha", alpha, low=-1, high=1, high_open=True)
+        warmup = check_number("warmup", warmup, low=0, high=1, high_open=True)
+        ramp = check_number("ramp", ramp, low=0, high=1)
         self.num_classes, self.alpha, self.epochs = num_classes, alpha, epochs
         self.steps_per_epoch, self.warmup, self.ramp = max(1, steps_per_epoch), warmup, ramp
         self.calls = 0
@@ -97,4 +114,6 @@ class NegativeLabelSmoothingLoss:
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches per epoch of ``n`` samples: ``ceil(n / batch_size)``."""
+    n, batch_size = check_count("n", n), check_count("batch_size", batch_size)
     return math.ceil(n / batch_size)

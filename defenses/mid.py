@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mi_art.features import last_linear
+from mi_art.validation import check_bool, check_count, check_number, check_optional_count
 
-from .common import check_keys, check_number, is_int, last_linear_name, replace_module
+from .common import check_keys, last_linear_name, replace_module
 
 DEFAULTS: Dict[str, Any] = {"beta": 0.003, "bottleneck_dim": None}
 
@@ -31,6 +32,9 @@ def gaussian_kl(mu: torch.Tensor, sigma: torch.Tensor, *, bits: bool = False) ->
 
     Closed form per sample: ``0.5 * sum(mu^2 + sigma^2 - 1 - log sigma^2)`` (nats; divided by ln 2 if
     ``bits``). ``mu`` and ``sigma`` have shape (N, k) (or (k,) for one sample)."""
+    check_bool("bits", bits)
+    if not isinstance(mu, torch.Tensor) or not isinstance(sigma, torch.Tensor):
+        raise ValueError(f"mu and sigma must be torch tensors, got {type(mu).__name__} and {type(sigma).__name__}")
     if mu.shape != sigma.shape:
         raise ValueError(f"mu and sigma must have the same shape, got {tuple(mu.shape)} and {tuple(sigma.shape)}")
     if mu.dim() == 0:
@@ -51,7 +55,10 @@ class VIBHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, bottleneck_dim: Optional[int] = None) -> None:
         super().__init__()
-        self.k = int(bottleneck_dim) if bottleneck_dim is not None else max(1, in_features // 2)
+        in_features = check_count("in_features", in_features)
+        num_classes = check_count("num_classes", num_classes)
+        bottleneck_dim = check_optional_count("bottleneck_dim", bottleneck_dim, hint=" (or None: in_features // 2)")
+        self.k = bottleneck_dim if bottleneck_dim is not None else max(1, in_features // 2)
         self.encoder = nn.Linear(in_features, 2 * self.k)
         self.fc = nn.Linear(self.k, num_classes)
         self.last_mu: Optional[torch.Tensor] = None
@@ -85,16 +92,17 @@ class VIBHead(nn.Module):
 def check_params(params: Dict[str, Any]) -> Dict[str, Any]:
     check_keys("mid", params, DEFAULTS)
     out = {**DEFAULTS, **params}
-    check_number("beta", out["beta"], low=0, hint=" (the weight of the KL term; the paper uses 0.003-0.02)")
-    k = out["bottleneck_dim"]
-    if k is not None and (not is_int(k) or k < 1):
-        raise ValueError(f"bottleneck_dim must be a positive integer or None (half the feature size), got {k!r}")
-    out["beta"] = float(out["beta"])
+    out["beta"] = check_number("beta", out["beta"], low=0,
+                               hint=" (the weight of the KL term; the paper uses 0.003-0.02)")
+    out["bottleneck_dim"] = check_optional_count("bottleneck_dim", out["bottleneck_dim"],
+                                                 hint=" (or None: half the feature size)")
     return out
 
 
 def add_vib_head(model: nn.Module, num_classes: int, bottleneck_dim: Optional[int] = None) -> VIBHead:
     """Replace ``model``'s last ``nn.Linear`` by a fresh :class:`VIBHead` in place; returns the head."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     old = last_linear(model)
     head = VIBHead(old.in_features, num_classes, bottleneck_dim).to(old.weight.device)
     replace_module(model, last_linear_name(model), head)
@@ -103,6 +111,9 @@ def add_vib_head(model: nn.Module, num_classes: int, bottleneck_dim: Optional[in
 
 def mid_loss(head: VIBHead, beta: float):
     """``loss_fn(model, x, y)`` for :func:`mi_art.training.train_classifier`: CE + beta * KL (bits)."""
+    if not isinstance(head, VIBHead):
+        raise ValueError(f"head must be a VIBHead, got {type(head).__name__}")
+    beta = check_number("beta", beta, low=0)
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(x)

@@ -21,7 +21,9 @@ import numpy as np
 from art.defences.postprocessor import ClassLabels, GaussianNoise, HighConfidence, Postprocessor, ReverseSigmoid, Rounded
 from torch import nn
 
-from .common import check_keys, check_number, is_int
+from mi_art.validation import check_bool, check_count, check_number, check_positive, is_number
+
+from .common import check_keys
 
 
 class Softmax(Postprocessor):
@@ -62,28 +64,30 @@ POSTPROCESSORS: Dict[str, Tuple[type, Dict[str, Any]]] = {
 
 
 def check_params(defense: str, params: Dict[str, Any]) -> Dict[str, Any]:
+    if defense not in POSTPROCESSORS:
+        raise ValueError(f"unknown postprocessor {defense!r}; valid names: {', '.join(POSTPROCESSORS)}")
     _, defaults = POSTPROCESSORS[defense]
     check_keys(defense, params, defaults)
     out = {**defaults, **params}
     if defense == "reverse-sigmoid":
-        out["beta"] = check_number("beta", out["beta"], low=0, low_open=True, hint=" (perturbation magnitude)")
-        out["gamma"] = check_number("gamma", out["gamma"], low=0, low_open=True, hint=" (convergence parameter)")
+        out["beta"] = check_positive("beta", out["beta"], hint=" (perturbation magnitude)")
+        out["gamma"] = check_positive("gamma", out["gamma"], hint=" (convergence parameter)")
     elif defense == "high-confidence":
         out["cutoff"] = check_number("cutoff", out["cutoff"], low=0, high=1, low_open=True,
                                      hint=" (probabilities below it are set to 0)")
     elif defense == "rounded":
-        if not is_int(out["decimals"]) or out["decimals"] < 1:
-            raise ValueError(f"decimals must be a positive integer, got {out['decimals']!r}")
-        out["decimals"] = int(out["decimals"])
+        out["decimals"] = check_count("decimals", out["decimals"], hint=" (decimal places kept)")
     elif defense == "gaussian-noise":
-        out["scale"] = check_number("scale", out["scale"], low=0, low_open=True, hint=" (noise standard deviation)")
+        out["scale"] = check_positive("scale", out["scale"], hint=" (noise standard deviation)")
     return out
 
 
 def make_postprocessor(defense: str, params: Dict[str, Any]) -> Postprocessor:
     """The configured ART postprocessor (applied in ``predict`` only, never in training or gradients)."""
+    if defense not in POSTPROCESSORS:
+        raise ValueError(f"unknown postprocessor {defense!r}; valid names: {', '.join(POSTPROCESSORS)}")
     cls, _ = POSTPROCESSORS[defense]
-    return cls(**params)
+    return cls(**check_params(defense, dict(params)))
 
 
 def wrap_with_defense(model: nn.Module, record: Any, *, clip_values: Optional[Tuple[float, float]] = (0.0, 1.0),
@@ -102,6 +106,23 @@ def wrap_with_defense(model: nn.Module, record: Any, *, clip_values: Optional[Tu
     """
     from art.estimators.classification import PyTorchClassifier
 
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be the torch.nn.Module returned by train_defended_target, got "
+                         f"{type(model).__name__}")
+    for key in ("input_shape", "num_classes"):
+        if not hasattr(record, key):
+            raise ValueError(f"record must be the DefenseRecord returned by train_defended_target, got "
+                             f"{type(record).__name__} (it has no {key!r})")
+    if clip_values is not None:
+        if not isinstance(clip_values, (list, tuple)) or len(clip_values) != 2 \
+                or not all(is_number(v) for v in clip_values) or not clip_values[0] < clip_values[1]:
+            raise ValueError(f"clip_values must be None or a pair (min, max) of finite numbers with min < max, "
+                             f"got {clip_values!r}")
+        clip_values = (float(clip_values[0]), float(clip_values[1]))
+    if probabilities is not None:
+        probabilities = check_bool("probabilities", probabilities)
+    if loss is not None and not isinstance(loss, nn.Module):
+        raise ValueError(f"loss must be None (cross-entropy) or a torch.nn.Module loss, got {type(loss).__name__}")
     post = getattr(record, "postprocessor", None)
     if probabilities is None:
         probabilities = post is not None

@@ -13,15 +13,16 @@ running statistics (BatchNorm) stay bit-identical to the pre-trained ones.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mi_art.features import last_linear
+from mi_art.validation import check_count, check_int, check_optional_count, check_optional_positive, is_int, is_number
 
-from .common import check_keys, is_int, is_number, last_linear_name, parameterised_leaves, replace_module
+from .common import check_keys, last_linear_name, parameterised_leaves, replace_module
 
 DEFAULTS: Dict[str, Any] = {"freeze": 0.5, "pretrain_epochs": None, "pretrain_lr": None}
 
@@ -29,25 +30,25 @@ DEFAULTS: Dict[str, Any] = {"freeze": 0.5, "pretrain_epochs": None, "pretrain_lr
 def check_params(params: Dict[str, Any]) -> Dict[str, Any]:
     check_keys("tl", params, DEFAULTS)
     out = {**DEFAULTS, **params}
-    f = out["freeze"]
-    if is_int(f):
-        if f < 0:
-            raise ValueError(f"freeze must be a non-negative count of layers or a fraction in (0, 1), got {f!r}")
-        out["freeze"] = int(f)
-    elif is_number(f):
-        if not 0 < float(f) < 1:
-            raise ValueError(f"freeze as a fraction must be in (0, 1) (or give an int count of layers), got {f!r}")
-        out["freeze"] = float(f)
-    else:
-        raise ValueError(f"freeze must be an int count of layers or a fraction in (0, 1), got {f!r}")
-    for name in ("pretrain_epochs",):
-        v = out[name]
-        if v is not None and (not is_int(v) or v < 1):
-            raise ValueError(f"{name} must be a positive integer or None (same as epochs), got {v!r}")
-    v = out["pretrain_lr"]
-    if v is not None and (not is_number(v) or not float(v) > 0):
-        raise ValueError(f"pretrain_lr must be a positive number or None (same as lr), got {v!r}")
+    out["freeze"] = check_freeze(out["freeze"])
+    out["pretrain_epochs"] = check_optional_count("pretrain_epochs", out["pretrain_epochs"],
+                                                  hint=" (or None: the same as epochs)")
+    out["pretrain_lr"] = check_optional_positive("pretrain_lr", out["pretrain_lr"], hint=" (or None: the same as lr)")
     return out
+
+
+def check_freeze(freeze: Any) -> Union[int, float]:
+    """``freeze``: a non-negative int count of layers, or a fraction in (0, 1)."""
+    if is_int(freeze):
+        if freeze < 0:
+            raise ValueError(f"freeze must be a non-negative count of layers or a fraction in (0, 1), got {freeze!r}")
+        return int(freeze)
+    if is_number(freeze):
+        if not 0 < float(freeze) < 1:
+            raise ValueError(f"freeze as a fraction must be in (0, 1) (or give an int count of layers), "
+                             f"got {freeze!r}")
+        return float(freeze)
+    raise ValueError(f"freeze must be an int count of layers or a finite fraction in (0, 1), got {freeze!r}")
 
 
 def freezable_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
@@ -58,6 +59,7 @@ def freezable_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 def resolve_freeze(model: nn.Module, freeze: int | float) -> int:
     """The number of layers ``freeze`` stands for; ValueError if the model has fewer."""
+    freeze = check_freeze(freeze)
     n = len(freezable_layers(model))
     if isinstance(freeze, float):
         return max(1, min(n, int(freeze * n + 0.5))) if n else 0
@@ -69,6 +71,7 @@ def resolve_freeze(model: nn.Module, freeze: int | float) -> int:
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
     """Put a fresh ``nn.Linear`` with ``num_classes`` outputs in place of the last linear layer."""
+    num_classes = check_count("num_classes", num_classes)
     old = last_linear(model)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None).to(old.weight.device)
     replace_module(model, last_linear_name(model), new)
@@ -77,6 +80,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
 
 def freeze_layers(model: nn.Module, count: int) -> List[Tuple[str, nn.Module]]:
     """Set ``requires_grad=False`` on the parameters of the first ``count`` freezable layers."""
+    count = check_int("count", count, low=0)
     frozen = freezable_layers(model)[:count]
     for _, m in frozen:
         for p in m.parameters():

@@ -30,6 +30,11 @@ class ArtifactCache:
     def path(self, kind: str, config: Dict[str, Any]) -> Optional[Path]:
         return None if self.root is None else self.root / f"{kind}-{config_key(config)}.pt"
 
+    def sidecar(self, kind: str, config: Dict[str, Any], suffix: str) -> Optional[Path]:
+        """A file beside the artifact's checkpoint (e.g. a grid of a prior's samples), or None without a root."""
+        path = self.path(kind, config)
+        return None if path is None else path.with_suffix(suffix)
+
     def module(self, kind: str, config: Dict[str, Any], build: Callable[[], nn.Module],
                train: Callable[[], nn.Module]) -> nn.Module:
         """Load the module trained under ``config`` (built empty by ``build``), or ``train`` and store it."""

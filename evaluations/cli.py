@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
+import tempfile
+import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -12,22 +17,163 @@ from mi_art.models import ARCHITECTURES
 
 from .experiment import ATTACKS, VARIANTS
 
+#: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
+#: error's log lands beside the run's results.
+_LOG_DIR = "mi_art.log_dir"
 
-def _parse_options(pairs: Tuple[str, ...]) -> Dict[str, Any]:
+# ------------------------------------------------------------------------------------------ option types
+
+#: A count (epochs, steps, iterations, sizes, workers): an integer >= 1.
+COUNT = click.IntRange(min=1)
+#: A seed: an integer >= 0.
+SEED = click.IntRange(min=0)
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float in ``[low, inf)`` (``(low, inf)`` when ``low_open``): click's ``FloatRange``
+    lets "nan" and "inf" through."""
+
+    name = "float"
+
+    def __init__(self, low: float = 0.0, low_open: bool = False) -> None:
+        self.low, self.low_open = low, low_open
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if v < self.low or (self.low_open and v == self.low):
+            self.fail(f"{value!r} must be {'>' if self.low_open else '>='} {self.low:g}", param, ctx)
+        return v
+
+
+def _check_device_option(value: Optional[str], executor: str = "local") -> None:
+    """``--device`` against what this machine has: a usage error for cuda without CUDA (checked in the
+    command, not while parsing, so that a command written for a GPU machine still parses here). Ray
+    runs on the cluster's machines: there only the form is checked."""
+    from mi_art.validation import check_device
+
+    from .grid import check_device_form
+
+    if value is None:
+        return
+    try:
+        if executor == "ray":
+            check_device_form("device", value)
+        else:
+            check_device("device", value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="'--device'") from None
+
+
+def _check_name_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    if value is not None and (not value.strip() or any(c in value for c in "/\\") or value.strip() in (".", "..")):
+        raise click.BadParameter(f"{value!r}: the grid name names the results folder; give a non-empty name "
+                                 "without path separators", ctx=ctx, param=param)
+    return value
+
+
+def _parse_options(pairs: Tuple[str, ...], option: str = "--data-option") -> Dict[str, Any]:
+    """``("KEY=VALUE", ...)`` -> a dict; values are JSON when they parse as JSON, else strings."""
     options: Dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--data-option")
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=f"'{option}'")
         key, value = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r} (the key is empty)", param_hint=f"'{option}'")
+        if key in options:
+            raise click.BadParameter(f"{key!r} is given twice; give each key once", param_hint=f"'{option}'")
         try:
-            options[key.strip()] = json.loads(value)
+            options[key] = json.loads(value)
         except json.JSONDecodeError:
-            options[key.strip()] = value
+            options[key] = value
     return options
 
 
+def _check_data_options(dataset: str, options: Dict[str, Any]) -> None:
+    """Every ``--data-option`` key must be an argument of the dataset's loader (the valid keys are
+    listed otherwise), and values that can be checked without the data must be valid."""
+    from .grid import data_option_keys, data_option_problems
+
+    valid = data_option_keys(dataset)
+    unknown = sorted(k for k in options if k not in valid)
+    if unknown:
+        raise click.BadParameter(f"unknown key(s) {', '.join(map(repr, unknown))} for dataset {dataset!r}; valid "
+                                 f"keys: {', '.join(valid)}", param_hint="'--data-option'")
+    problems = data_option_problems(dataset, options)
+    if problems:
+        raise click.BadParameter("; ".join(problems), param_hint="'--data-option'")
+
+
+def _check_data_root(dataset: str, data_root: Optional[str]) -> None:
+    """digits takes no ``--data-root``; every other dataset needs an existing folder."""
+    if dataset == "digits":
+        if data_root is not None:
+            raise click.BadParameter(f"dataset 'digits' ships with scikit-learn and takes no data folder (got "
+                                     f"{data_root!r}); leave --data-root out", param_hint="'--data-root'")
+        return
+    if data_root is None:
+        raise click.UsageError(f"dataset {dataset!r} needs its data folder: pass --data-root")
+    path = Path(data_root).expanduser()
+    if not path.is_dir():
+        raise click.BadParameter(f"data folder does not exist: {path}", param_hint="'--data-root'")
+
+
+def _check_int_list(values: list, option: str) -> list:
+    """A non-empty list of distinct values (``--identities``, ``--seeds``)."""
+    if not values:
+        raise click.BadParameter("no value given; give at least one, e.g. 0,1 or 0-4", param_hint=f"'{option}'")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise click.BadParameter(f"{', '.join(map(str, repeated))} given twice; list each once",
+                                 param_hint=f"'{option}'")
+    return values
+
+
+def _internal_error_log(ctx: click.Context, err: BaseException) -> Path:
+    """Write the traceback of an unexpected error beside the run's results (or to a temp file)."""
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = ctx.meta.get(_LOG_DIR)
+    if folder is not None:
+        try:
+            path = Path(folder) / f"mi-art-error-{stamp}.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            return path
+        except OSError:
+            pass
+    fd, name = tempfile.mkstemp(prefix=f"mi-art-error-{stamp}-", suffix=".log")
+    with open(fd, "w") as f:
+        f.write(text)
+    return Path(name)
+
+
+class _Main(click.Group):
+    """The ``mi-art`` group: no traceback ever reaches the user. An unexpected exception becomes one
+    line, ``Error: ...``, naming the log file that holds the full traceback, and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                KeyboardInterrupt, EOFError, BrokenPipeError):
+            raise  # click reports these itself (a closed pipe, e.g. `| head`, ends quietly)
+        except Exception as err:  # noqa: BLE001 - the one place every other error is reported
+            log = _internal_error_log(ctx, err)
+            text = " ".join(str(err).split())
+            what = text if isinstance(err, ValueError) and text else \
+                f"unexpected {type(err).__name__}" + (f": {text}" if text else "") + " (a bug: please report it)"
+            raise click.ClickException(f"{what}; full traceback in {log}") from None
+
+
 def _parse_int_list(text: str, option: str) -> list:
-    """``"0,1,2"`` or ``"0-4"`` (or a mix) -> a list of ints."""
+    """``"0,1,2"`` or ``"0-4"`` (or a mix) -> a list of non-negative ints."""
     values = []
     for part in text.split(","):
         part = part.strip()
@@ -36,15 +182,23 @@ def _parse_int_list(text: str, option: str) -> list:
         try:
             if "-" in part[1:]:
                 lo, hi = part.split("-", 1)
-                values.extend(range(int(lo), int(hi) + 1))
+                lo_i, hi_i = int(lo), int(hi)
+                if lo_i > hi_i:
+                    raise click.BadParameter(f"the range {part!r} is empty: write LOW-HIGH with LOW <= HIGH",
+                                             param_hint=f"'{option}'")
+                values.extend(range(lo_i, hi_i + 1))
             else:
                 values.append(int(part))
         except ValueError:
-            raise click.BadParameter(f"expected integers like 0,1,2 or 0-4, got {text!r}", param_hint=option)
+            raise click.BadParameter(f"expected integers like 0,1,2 or 0-4, got {text!r}",
+                                     param_hint=f"'{option}'") from None
+    negative = [v for v in values if v < 0]
+    if negative:
+        raise click.BadParameter(f"values must be >= 0, got {negative[0]} in {text!r}", param_hint=f"'{option}'")
     return values
 
 
-@click.group()
+@click.group(cls=_Main)
 @click.version_option(package_name="mi-art")
 def main() -> None:
     """Model inversion attacks (GMI, KEDMI with LOMMA) and defenses on top of ART."""
@@ -60,24 +214,26 @@ def main() -> None:
 @click.option("--attack", type=click.Choice(ATTACKS), default="gmi", show_default=True)
 @click.option("--variant", type=click.Choice(VARIANTS), default="lomma", show_default=True,
               help="baseline: CE on the target; lom: logit loss + p_reg; ma: surrogate ensemble; lomma: both.")
-@click.option("--iterations", type=int, default=300, show_default=True, help="Attack iterations.")
-@click.option("--n-reconstructions", type=int, default=5, show_default=True, help="Reconstructions per identity.")
+@click.option("--iterations", type=COUNT, default=300, show_default=True, help="Attack iterations.")
+@click.option("--n-reconstructions", type=COUNT, default=5, show_default=True, help="Reconstructions per identity.")
 @click.option("--identities", default=None, metavar="0-299|0,3,7",
               help="Private identities (class indices) to attack [default: all].")
-@click.option("--batch-size", type=int, default=60, show_default=True)
+@click.option("--batch-size", type=COUNT, default=60, show_default=True)
 @click.option("--target-arch", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
 @click.option("--eval-arch", type=click.Choice(sorted(ARCHITECTURES)), default="cnn-wide", show_default=True)
-@click.option("--target-epochs", type=int, default=20, show_default=True)
-@click.option("--eval-epochs", type=int, default=30, show_default=True)
-@click.option("--prior-steps", type=int, default=300, show_default=True, help="GMI WGAN-GP generator steps.")
-@click.option("--kedmi-steps", type=int, default=600, show_default=True, help="KEDMI GAN steps.")
+@click.option("--target-epochs", type=COUNT, default=20, show_default=True)
+@click.option("--eval-epochs", type=COUNT, default=30, show_default=True)
+@click.option("--prior-steps", type=COUNT, default=300, show_default=True, help="GMI WGAN-GP generator steps.")
+@click.option("--kedmi-steps", type=COUNT, default=600, show_default=True, help="KEDMI GAN steps.")
 @click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
               default=("resnet", "mlp"), show_default=True, help="Surrogate architecture (repeatable).")
-@click.option("--surrogate-epochs", type=int, default=30, show_default=True)
-@click.option("--miface-iterations", type=int, default=300, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of data split, models and priors.")
-@click.option("--attack-seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="'auto', 'cpu' or 'cuda[:N]'.")
+@click.option("--surrogate-steps", type=COUNT, default=300, show_default=True,
+              help="Distillation steps per surrogate (at most: it stops when the held-out KL stops falling).")
+@click.option("--miface-iterations", type=COUNT, default=300, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of data split, models and priors.")
+@click.option("--attack-seed", type=SEED, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              help="'auto', 'cpu' or 'cuda[:N]' (checked against this machine's GPUs).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: mi_art_runs/<dataset>-<attack>-<variant>].")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default="mi_art_runs/cache", show_default=True,
@@ -87,7 +243,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
            iterations: int, n_reconstructions: int, identities: Optional[str], batch_size: int, target_arch: str,
            eval_arch: str,
            target_epochs: int, eval_epochs: int, prior_steps: int, kedmi_steps: int, surrogates: Tuple[str, ...],
-           surrogate_epochs: int, miface_iterations: int, seed: int, attack_seed: int, device: str,
+           surrogate_steps: int, miface_iterations: int, seed: int, attack_seed: int, device: str,
            out_dir: Optional[str], cache_dir: str, verbose: bool) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
     from mi_art.utils import write_atomic
@@ -96,21 +252,29 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     from .experiment import ExperimentConfig, Workbench, public_record, run_attack
     from .plots import save_reconstruction_grid
 
+    # every option is checked before any work starts
     if attack == "miface" and variant != "baseline":
         variant = "baseline"
+    _check_device_option(device)
+    options = _parse_options(data_options)
+    _check_data_options(dataset, options)
+    _check_data_root(dataset, data_root)
+    ids = None if identities is None else _check_int_list(_parse_int_list(identities, "--identities"),
+                                                            "--identities")
+    out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}")
+    click.get_current_context().meta[_LOG_DIR] = out
     config = ExperimentConfig(
-        dataset=dataset, data_root=data_root, data_options=_parse_options(data_options), target_arch=target_arch,
+        dataset=dataset, data_root=data_root, data_options=options, target_arch=target_arch,
         target_epochs=target_epochs, eval_arch=eval_arch, eval_epochs=eval_epochs, attack=attack, variant=variant,
         iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size, prior_steps=prior_steps,
-        identities=None if identities is None else _parse_int_list(identities, "--identities"),
-        kedmi_steps=kedmi_steps, surrogate_archs=tuple(surrogates), surrogate_epochs=surrogate_epochs,
+        identities=ids,
+        kedmi_steps=kedmi_steps, surrogate_archs=tuple(surrogates), surrogate_steps=surrogate_steps,
         miface_iterations=miface_iterations, seed=seed, attack_seed=attack_seed, device=device, verbose=verbose)
     try:
         bench = Workbench(config, ArtifactCache(cache_dir))
         result = run_attack(bench)
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}")
+        raise click.ClickException(" ".join(str(err).split())) from None
     record = public_record(result) | {"config": config.to_dict()}
     write_atomic(out / "results.json", json.dumps(record, indent=2, default=str))
     priv = bench.data.private_all()
@@ -118,8 +282,9 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
                              priv.y, identity_names=bench.data.private_identities,
                              title=f"{attack.upper()} {variant} on {dataset}: Acc@1 {result['acc@1']:.2f}")
     fid = result["fid_eval_features"]
-    click.echo(f"{attack}/{variant} on {dataset}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}, "
-               f"Acc@5 {result['acc@5']:.3f}, KNN {result['knn_dist']:.3f}, "
+    acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"
+    click.echo(f"{attack}/{variant} on {dataset}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f} "
+               f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
                f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
                f"target acc {result['target_test_accuracy']:.3f}, "
                f"evaluator acc {result['evaluator_test_accuracy']:.3f}, "
@@ -143,11 +308,20 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
         else:
             pairs[-1] += "," + token
     try:
-        params = _parse_options(tuple(p for p in pairs if p.strip()))
+        params = _parse_options(tuple(p for p in pairs if p.strip()), "--defense")
     except click.BadParameter as err:
         raise click.BadParameter(f"{err.message} in {spec!r}; write NAME or NAME:KEY=VALUE[,KEY=VALUE...]",
-                                 param_hint="--defense") from None
-    return name.strip(), params
+                                 param_hint="'--defense'") from None
+    from defenses import api
+
+    try:
+        name = api._check_name(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            api._check_params(name, dict(params), 1000)  # types and ranges; a real run checks again with the data
+    except ValueError as err:
+        raise click.BadParameter(f"{err} (in {spec!r})", param_hint="'--defense'") from None
+    return name, params
 
 
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,
@@ -161,11 +335,15 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
         items = over.get("datasets", base.get("datasets", ["digits"]))
         items = [dict(x) if isinstance(x, dict) else {"name": x} for x in (items if isinstance(items, list)
                                                                             else [items])]
+        parsed = _parse_options(data_options)
         for item in items:
             if data_root is not None:
                 item["root"] = data_root
             if data_options:
-                item["options"] = {**(item.get("options") or {}), **_parse_options(data_options)}
+                name = item.get("name")
+                if isinstance(name, str) and name.strip().lower().replace("_", "-") in DATASETS:
+                    _check_data_options(name.strip().lower().replace("_", "-"), parsed)
+                item["options"] = {**(item.get("options") or {}), **parsed}
         over["datasets"] = items
     if defenses:
         grouped: Dict[str, list] = {}
@@ -178,7 +356,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
     if variants:
         over["variants"] = list(variants)
     if seeds is not None:
-        over["seeds"] = _parse_int_list(seeds, "--seeds")
+        over["seeds"] = _check_int_list(_parse_int_list(seeds, "--seeds"), "--seeds")
     if seed_scope is not None:
         over["seed_scope"] = seed_scope
     return over
@@ -188,10 +366,11 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--preset", type=click.Choice(["quick", "paper"]), default=None,
               help="quick: digits, none/DP-SGD/MID, GMI+KEDMI baseline/LOMMA, 2 seeds, minutes on a CPU. "
                    "paper: the LOMMA paper's CelebA grid for a GPU (needs --data-root).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Grid file: TOML, or YAML when PyYAML is installed (see evaluations/grid.py). Its keys "
                    "override the preset's; options below override both.")
-@click.option("--name", default=None, help="Name of the grid (default: the preset's or 'grid').")
+@click.option("--name", default=None, callback=_check_name_option,
+              help="Name of the grid (default: the preset's or 'grid').")
 @click.option("--dataset", "datasets", multiple=True, type=click.Choice(DATASETS),
               help="Dataset (repeatable); replaces the grid's datasets.")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
@@ -208,20 +387,20 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--seeds", default=None, metavar="0,1,2|0-4", help="Seeds of the grid.")
 @click.option("--seed-scope", type=click.Choice(["all", "attack"]), default=None,
               help="all: a seed retrains targets, evaluator, priors and surrogates; attack: only the attack's.")
-@click.option("--iterations", type=int, default=None, help="Attack iterations.")
-@click.option("--n-reconstructions", type=int, default=None, help="Reconstructions per identity.")
-@click.option("--batch-size", type=int, default=None, help="Identities attacked per batch.")
+@click.option("--iterations", type=COUNT, default=None, help="Attack iterations.")
+@click.option("--n-reconstructions", type=COUNT, default=None, help="Reconstructions per identity.")
+@click.option("--batch-size", type=COUNT, default=None, help="Identities attacked per batch.")
 @click.option("--target-arch", type=click.Choice(sorted(ARCHITECTURES)), default=None)
 @click.option("--eval-arch", type=click.Choice(sorted(ARCHITECTURES)), default=None)
-@click.option("--target-epochs", type=int, default=None)
-@click.option("--eval-epochs", type=int, default=None)
-@click.option("--prior-steps", type=int, default=None, help="GMI WGAN-GP generator steps.")
-@click.option("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps.")
-@click.option("--gan-width", type=int, default=None)
+@click.option("--target-epochs", type=COUNT, default=None)
+@click.option("--eval-epochs", type=COUNT, default=None)
+@click.option("--prior-steps", type=COUNT, default=None, help="GMI WGAN-GP generator steps.")
+@click.option("--kedmi-steps", type=COUNT, default=None, help="KEDMI GAN steps.")
+@click.option("--gan-width", type=COUNT, default=None)
 @click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
               help="Surrogate architecture for MA/LOMMA (repeatable).")
-@click.option("--surrogate-epochs", type=int, default=None)
-@click.option("--miface-iterations", type=int, default=None)
+@click.option("--surrogate-steps", type=COUNT, default=None)
+@click.option("--miface-iterations", type=COUNT, default=None)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Results folder [default: mi_art_runs/evaluate-<grid name>]. Rerunning into the same "
                    "folder resumes: finished cells are kept.")
@@ -230,12 +409,14 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--executor", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True,
               help="local: in this process; process: a local process pool (--workers); ray: one Ray task per "
                    "cell (pip install 'mi-art[ray]'; out and cache dirs on a shared file system).")
-@click.option("--workers", type=int, default=None, help="Processes of --executor process [default: CPU count].")
+@click.option("--workers", type=COUNT, default=None, help="Processes of --executor process [default: CPU count].")
 @click.option("--address", default=None, help="Ray cluster address (e.g. 'auto' or ray://host:10001) "
                                               "[default: start a local Ray instance].")
-@click.option("--gpus-per-task", type=float, default=0.0, show_default=True, help="GPUs requested per Ray task.")
-@click.option("--cpus-per-task", type=float, default=1.0, show_default=True, help="CPUs requested per Ray task.")
-@click.option("--threads", type=int, default=None,
+@click.option("--gpus-per-task", type=FiniteFloat(0.0), default=0.0, show_default=True,
+              help="GPUs requested per Ray task.")
+@click.option("--cpus-per-task", type=FiniteFloat(0.0, low_open=True), default=1.0, show_default=True,
+              help="CPUs requested per Ray task.")
+@click.option("--threads", type=COUNT, default=None,
               help="torch threads per worker [default: 1 in process (the grid's small models train fastest "
                    "that way on a CPU; raise it for big models), CPUs / workers for process, the task's CPUs "
                    "for ray].")
@@ -248,7 +429,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
              attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
              iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
-             prior_steps, kedmi_steps, gan_width, surrogates, surrogate_epochs, miface_iterations,
+             prior_steps, kedmi_steps, gan_width, surrogates, surrogate_steps, miface_iterations,
              out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
              device: Optional[str], dry_run: bool, verbose: bool, progress: bool) -> None:
@@ -263,10 +444,13 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
       mi-art evaluate --dataset digits --defense none --defense mid:beta=0.01 --attack gmi \\
           --variant baseline --variant lomma --seeds 0,1
     """
+    from mi_art.validation import check_device
+
     from .executors import GridRunError, completed_cells, evaluate_grid
     from .grid import Grid, GridError, grid_to_toml, load_grid_file, merge_grid
     from .presets import preset as get_preset
 
+    _check_device_option(device, executor)
     try:
         base: Dict[str, Any] = get_preset(preset) if preset else {}
         if config_file:
@@ -274,7 +458,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         budgets = dict(iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size,
                        target_arch=target_arch, eval_arch=eval_arch, target_epochs=target_epochs,
                        eval_epochs=eval_epochs, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
-                       gan_width=gan_width, surrogate_archs=surrogates, surrogate_epochs=surrogate_epochs,
+                       gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
                        miface_iterations=miface_iterations)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
                                                 seeds, seed_scope, budgets, base))
@@ -284,9 +468,18 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
             spec["device"] = device
         grid = Grid.from_dict(spec)
         problems = grid.validate(check_data=not dry_run)
+        if grid.device is not None and executor != "ray":
+            try:
+                check_device("the grid's device", grid.device)
+            except ValueError as err:
+                if not dry_run:
+                    raise GridError(str(err)) from None
+                problems.append(str(err))
     except GridError as err:
         raise click.ClickException(f"invalid grid: {err}") from None
     out = Path(out_dir or f"mi_art_runs/evaluate-{grid.name}")
+    if not dry_run:  # a dry run writes nothing under --out, not even an error log
+        click.get_current_context().meta[_LOG_DIR] = out
     if dry_run:
         for p in problems:
             click.echo(f"warning: {p} (a real run stops here)", err=True)

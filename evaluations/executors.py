@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -29,18 +29,16 @@ from mi_art.utils import write_atomic
 
 from .cache import ArtifactCache
 from .grid import Cell, Grid, finite_or_none, load_data
+from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, normalise_row, read_cell
 
-__all__ = ["EXECUTORS", "CellFailure", "GridRunError", "LockingArtifactCache", "cell_paths", "completed_cells",
-           "evaluate_grid", "run_cell"]
+# ROW_KEYS, cell_paths, completed_cells and read_cell live in evaluations.rows (shared with the report);
+# they stay importable from here.
+
+__all__ = ["EXECUTORS", "ROW_KEYS", "CellFailure", "GridRunError", "LockingArtifactCache", "cell_paths",
+           "completed_cells", "evaluate_grid", "read_cell", "run_cell"]
 
 EXECUTORS = ("local", "process", "ray")
 PathLike = Union[str, Path]
-
-#: Columns of a result row, in the order of results.csv.
-ROW_KEYS = ("cell_id", "dataset", "defense", "defense_params", "defense_label", "natural_accuracy", "epsilon",
-            "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5", "acc@5_std",
-            "knn_dist", "fid_eval_features", "seconds", "cell_seconds", "evaluator_test_accuracy", "n_identities",
-            "n_reconstructions", "iterations")
 
 
 class GridRunError(RuntimeError):
@@ -97,12 +95,6 @@ class LockingArtifactCache(ArtifactCache):
 # --------------------------------------------------------------------------------------------------
 
 
-def cell_paths(out_dir: PathLike, cid: str) -> Tuple[Path, Path]:
-    """``(<out>/cells/<id>.json, <out>/cells/<id>.npz)``."""
-    folder = Path(out_dir) / "cells"
-    return folder / f"{cid}.json", folder / f"{cid}.npz"
-
-
 def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -146,7 +138,11 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
         "cell_seconds": time.perf_counter() - start,
         "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
         "iterations": result["iterations"],
+        # the judge's number of classes: Acc@k against chance, and n/a where k >= n_classes
+        "n_classes": int(result.get("num_classes", bench.data.num_classes)),
     }
+    row.update({f"chance@{k}": result[f"chance@{k}"] for k in TOP_K if result.get(f"chance@{k}") is not None})
+    row = normalise_row(row)
     if record:
         row["defense_record"] = record
     row["config"] = {k: v for k, v in config.to_dict().items() if k not in ("verbose",)}
@@ -178,35 +174,6 @@ def _init_worker(threads: Optional[int]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Resume
-# --------------------------------------------------------------------------------------------------
-
-
-def read_cell(path: Path) -> Optional[Dict[str, Any]]:
-    try:
-        row = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return row if isinstance(row, dict) and "cell_id" in row else None
-
-
-def completed_cells(out_dir: PathLike, ids: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
-    """Rows of the finished cells under ``<out>/cells`` (only those in ``ids`` when given)."""
-    folder = Path(out_dir) / "cells"
-    wanted = set(ids) if ids is not None else None
-    out: Dict[str, Dict[str, Any]] = {}
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.json")):
-        if wanted is not None and path.stem not in wanted:
-            continue
-        row = read_cell(path)
-        if row is not None and row["cell_id"] == path.stem:
-            out[path.stem] = row
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
 # Executors
 # --------------------------------------------------------------------------------------------------
 
@@ -229,6 +196,8 @@ def _run_process(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbo
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    if not cells:  # nothing to run: spawn no worker
+        return
     workers = max(1, int(workers or os.cpu_count() or 1))
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
@@ -255,6 +224,8 @@ def import_ray() -> Any:
 def _run_ray(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: bool, threads: Optional[int],
              device: Optional[str], address: Optional[str] = None, gpus_per_task: float = 0.0,
              cpus_per_task: float = 1.0, **_: Any) -> Iterator[Outcome]:
+    if not cells:  # nothing to run: do not start (or connect to) Ray
+        return
     ray = import_ray()
     started = False
     if not ray.is_initialized():
@@ -311,9 +282,11 @@ def summary_line(row: Dict[str, Any]) -> str:
     def f(v: Any, spec: str = ".3f") -> str:
         return "n/a" if v is None else format(v, spec)
 
+    row = normalise_row(row)
     eps = "" if row.get("epsilon") is None else f", eps {row['epsilon']:.2f}"
     return (f"{row['dataset']} {row['defense_label']} {row['attack']}/{row['variant']} seed {row['seed']}: "
-            f"Acc@1 {f(row['acc@1'])} +- {f(row['acc@1_std'])}, Acc@5 {f(row['acc@5'])}, KNN {f(row['knn_dist'])}, "
+            f"Acc@1 {f(row['acc@1'])} +- {f(row['acc@1_std'])} (chance {f(row.get('chance@1'))}), "
+            f"Acc@5 {f(row['acc@5'])} (chance {f(row.get('chance@5'))}), KNN {f(row['knn_dist'])}, "
             f"FID {f(row['fid_eval_features'])}, natural acc {f(row['natural_accuracy'])}{eps}, "
             f"{row['cell_seconds']:.1f} s")
 
@@ -363,9 +336,10 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     bar = tqdm(total=len(cells), initial=len(done), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
     write = bar.write if progress else echo
     try:
+        # nothing to run: start no worker pool and no Ray instance
         runner = _RUNNERS[executor](todo, str(out), str(cache), verbose=verbose, threads=threads, device=device,
                                     workers=workers, address=address, gpus_per_task=gpus_per_task,
-                                    cpus_per_task=cpus_per_task)
+                                    cpus_per_task=cpus_per_task) if todo else iter(())
         for cell, row, err in runner:
             bar.update(1)
             if err is not None:

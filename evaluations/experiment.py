@@ -4,6 +4,8 @@ that share a target or a prior train it once."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,17 +15,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from mi_art import (GMI, KEDMI, Critic, Generator, KEDMIDiscriminator, distill_surrogate, estimate_p_reg,
-                    make_classifier, train_classifier, train_gmi_prior, train_kedmi_prior)
+from mi_art import (GMI, KEDMI, Critic, Generator, KEDMIDiscriminator, PReg, distill_surrogate, estimate_p_reg,
+                    make_classifier, top1_agreement, train_classifier, train_gmi_prior, train_kedmi_prior)
 from mi_art.data import MIDataset, load_dataset
 from mi_art.models import ARCHITECTURES
-from mi_art.utils import check_labels, resolve_device, seed_everything
+from mi_art.utils import eval_mode, resolve_device, seed_everything
+from mi_art.validation import check_choice, check_count, check_labels, check_seed
 
 from .cache import ArtifactCache
-from .metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy
+from .metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy, topk_applicable
 
 ATTACKS = ("gmi", "kedmi", "miface")
 VARIANTS = ("baseline", "lom", "ma", "lomma")
+#: "gmi": the KEDMI generator starts from the (target-independent) GMI prior's; "none": from scratch.
+KEDMI_INITS = ("gmi", "none")
+#: what surrogates are distilled on: public images alone, or public images plus fresh GMI-prior samples.
+SURROGATE_DATA = ("public+prior", "public")
+#: share of the public images held out from distillation (early stopping, agreement reported).
+HELD_OUT_PUBLIC = 0.1
 
 
 @dataclass
@@ -47,11 +56,13 @@ class ExperimentConfig:
     identities: Optional[List[int]] = None
     batch_size: int = 60
     prior_steps: int = 300
-    kedmi_steps: int = 600
+    kedmi_steps: int = 150
+    kedmi_init: str = "gmi"
     gan_width: int = 32
     gan_augment: str = "none"
-    surrogate_archs: Tuple[str, ...] = ("resnet", "mlp")
-    surrogate_epochs: int = 30
+    surrogate_archs: Tuple[str, ...] = ("resnet", "cnn-small")
+    surrogate_steps: int = 300
+    surrogate_data: str = "public+prior"
     miface_iterations: int = 300
     seed: int = 0
     attack_seed: int = 0
@@ -59,19 +70,20 @@ class ExperimentConfig:
     verbose: bool = False
 
     def validate(self) -> None:
-        if self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; choose one of {ATTACKS}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
+        check_choice("attack", self.attack, ATTACKS)
+        check_choice("variant", self.variant, VARIANTS)
         if self.attack == "miface" and self.variant != "baseline":
             raise ValueError("ART's MIFace has no LOM/MA variants: use variant='baseline'")
-        for arch in (self.target_arch, self.eval_arch, *self.surrogate_archs):
-            if arch not in ARCHITECTURES:
-                raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+        for name, arch in (("target_arch", self.target_arch), ("eval_arch", self.eval_arch),
+                           *((f"surrogate_archs[{i}]", a) for i, a in enumerate(self.surrogate_archs))):
+            check_choice(name, arch, sorted(ARCHITECTURES))
         for name in ("target_epochs", "eval_epochs", "iterations", "n_reconstructions", "batch_size",
-                     "prior_steps", "kedmi_steps", "surrogate_epochs", "miface_iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                     "prior_steps", "kedmi_steps", "surrogate_steps", "miface_iterations", "gan_width"):
+            check_count(name, getattr(self, name))
+        check_seed("seed", self.seed)
+        check_seed("attack_seed", self.attack_seed)
+        check_choice("kedmi_init", self.kedmi_init, KEDMI_INITS)
+        check_choice("surrogate_data", self.surrogate_data, SURROGATE_DATA)
         if self.variant in ("ma", "lomma") and not self.surrogate_archs:
             raise ValueError(f"variant {self.variant!r} needs at least one surrogate architecture")
 
@@ -91,7 +103,9 @@ class Workbench:
         self.device = resolve_device(config.device)
         root = str(Path(config.data_root).resolve()) if config.data_root else None
         self.data: MIDataset = data if data is not None else load_dataset(config.dataset, root, **config.data_options)
-        self._data_key = {"dataset": config.dataset, "root": root, "options": config.data_options}
+        # artifacts are keyed by what they were made from: the data's content, not only its name
+        self._data_key = {"dataset": config.dataset, "options": config.data_options,
+                          "content": data_fingerprint(self.data)}
         self.defense_record: Optional[Dict[str, Any]] = None
 
     # ---------------------------------------------------------------- keys and shapes
@@ -152,60 +166,174 @@ class Workbench:
         self.defense_record = self.cache.json("defense-record", key, lambda: trained["record"])
         return model.to(self.device)
 
+    def evaluator_key(self) -> Dict[str, Any]:
+        c = self.config
+        return {"data": self._data_key, "arch": c.eval_arch, "epochs": c.eval_epochs, "augment": c.augment,
+                "seed": c.seed + 1000}
+
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split."""
         c, d = self.config, self.data
-        key = {"data": self._data_key, "arch": c.eval_arch, "epochs": c.eval_epochs, "augment": c.augment,
-               "seed": c.seed + 1000}
         return self.cache.module(
-            "evaluator", key, lambda: self._classifier(c.eval_arch),
+            "evaluator", self.evaluator_key(), lambda: self._classifier(c.eval_arch),
             lambda: train_classifier(self._initialised(c.eval_arch, c.seed + 1000), d.private_train.x,
                                      d.private_train.y,
                                      epochs=c.eval_epochs, augment=c.augment, device=self.device,
                                      seed=c.seed + 1000, verbose=c.verbose, desc="evaluator")).to(self.device)
 
+    def _prior_key(self, kind: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
+        c = self.config
+        if kind == "gmi-prior":
+            return {"data": self._data_key, "steps": c.prior_steps, "width": c.gan_width, "augment": c.gan_augment,
+                    "seed": c.seed}
+        key = {"target": self.target_key(), "steps": c.kedmi_steps, "width": c.gan_width,
+               "augment": c.gan_augment, "seed": c.seed, "version": 2}
+        if c.kedmi_init == "gmi":
+            key["init"] = self._prior_key("gmi-prior")
+        return key
+
+    def _timed_prior(self, kind: str, key: Dict[str, Any], build, train) -> nn.ModuleDict:
+        """Load or train a prior; a freshly trained one gets a record of its training seconds and a grid
+        of its samples beside the checkpoint."""
+        timing: Dict[str, float] = {}
+
+        def timed() -> nn.ModuleDict:
+            start = time.perf_counter()
+            pair = train()
+            timing["seconds"] = time.perf_counter() - start
+            self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": timing["seconds"]})
+            return pair
+
+        pair = self.cache.module(kind, key, build, timed).to(self.device)
+        grid = self.cache.sidecar(kind, key, ".png")
+        if grid is not None and not grid.is_file():
+            save_sample_grid(pair["g"], grid, seed=self.config.seed)
+        return pair
+
     def gmi_prior(self) -> Tuple[nn.Module, nn.Module]:
         c, (ch, s, _) = self.config, self._shape
-        key = {"data": self._data_key, "steps": c.prior_steps, "width": c.gan_width, "augment": c.gan_augment,
-               "seed": c.seed}
-        pair = self.cache.module(
-            "gmi-prior", key, lambda: nn.ModuleDict({"g": Generator(s, ch, width=c.gan_width),
-                                                     "d": Critic(s, ch, width=c.gan_width)}),
+        pair = self._timed_prior(
+            "gmi-prior", self._prior_key("gmi-prior"),
+            lambda: nn.ModuleDict({"g": Generator(s, ch, width=c.gan_width), "d": Critic(s, ch, width=c.gan_width)}),
             lambda: nn.ModuleDict(dict(zip("gd", train_gmi_prior(
                 self.data.public.x, steps=c.prior_steps, width=c.gan_width, augment=c.gan_augment,
-                device=self.device, seed=c.seed, verbose=c.verbose))))).to(self.device)
+                device=self.device, seed=c.seed, verbose=c.verbose)))))
         return pair["g"].eval(), pair["d"].eval()
 
     def kedmi_prior(self, target: nn.Module) -> Tuple[nn.Module, nn.Module]:
+        """KEDMI's GAN for ``target``, warm-started from the GMI prior's generator unless
+        ``config.kedmi_init`` is "none"."""
         c, (ch, s, _) = self.config, self._shape
-        key = {"target": self.target_key(), "steps": c.kedmi_steps, "width": c.gan_width,
-               "augment": c.gan_augment, "seed": c.seed}
         k = self.data.num_classes
-        pair = self.cache.module(
-            "kedmi-prior", key, lambda: nn.ModuleDict({"g": Generator(s, ch, width=c.gan_width),
-                                                       "d": KEDMIDiscriminator(k, s, ch, width=c.gan_width)}),
-            lambda: nn.ModuleDict(dict(zip("gd", train_kedmi_prior(
+
+        def train() -> nn.ModuleDict:
+            init = self.gmi_prior()[0] if c.kedmi_init == "gmi" else None
+            return nn.ModuleDict(dict(zip("gd", train_kedmi_prior(
                 target, self.data.public.x, steps=c.kedmi_steps, width=c.gan_width, augment=c.gan_augment,
-                device=self.device, seed=c.seed, verbose=c.verbose))))).to(self.device)
+                init_generator=init, device=self.device, seed=c.seed, verbose=c.verbose))))
+
+        pair = self._timed_prior(
+            "kedmi-prior", self._prior_key("kedmi-prior"),
+            lambda: nn.ModuleDict({"g": Generator(s, ch, width=c.gan_width),
+                                   "d": KEDMIDiscriminator(k, s, ch, width=c.gan_width)}), train)
         return pair["g"].eval(), pair["d"].eval()
+
+    def prior_report(self, kind: str, target: Optional[nn.Module] = None,
+                     evaluator: Optional[nn.Module] = None) -> Dict[str, Any]:
+        """Training seconds (None when it was trained before records were kept) and quality of a prior:
+        FID between 500 of its samples and the public images, on the evaluation model's features."""
+        key = self._prior_key(kind)
+        gen = (self.gmi_prior() if kind == "gmi-prior" else self.kedmi_prior(target))[0]
+        seconds = self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": None})["train_seconds"]
+        evaluator = evaluator if evaluator is not None else self.evaluator()
+
+        def quality() -> Dict[str, Any]:
+            fake = prior_samples(gen, 500, seed=self.config.seed)
+            return {"fid_public": fid_eval_features(evaluator, fake, self.data.public.x)}
+
+        fid = self.cache.json(f"{kind}-quality", {"prior": key, "evaluator": self.evaluator_key()}, quality)
+        return {"train_seconds": seconds, **fid}
+
+    def public_split(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(distillation images, held-out images) of the public set: a fixed HELD_OUT_PUBLIC share is
+        kept out of distillation for early stopping and for measuring agreement."""
+        x = self.data.public.x
+        n_val = max(1, int(round(HELD_OUT_PUBLIC * len(x))))
+        perm = np.random.default_rng(self.config.seed).permutation(len(x))
+        return x[perm[n_val:]], x[perm[:n_val]]
+
+    def surrogate_key(self, i: int) -> Dict[str, Any]:
+        c = self.config
+        key = {"target": self.target_key(), "arch": c.surrogate_archs[i], "steps": c.surrogate_steps,
+               "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 2}
+        if c.surrogate_data == "public+prior":
+            key["prior"] = self._prior_key("gmi-prior")
+        return key
 
     def surrogates(self, target: nn.Module) -> List[nn.Module]:
         c = self.config
+        train_x, val_x = self.public_split()
         out = []
         for i, arch in enumerate(c.surrogate_archs):
-            key = {"target": self.target_key(), "arch": arch, "epochs": c.surrogate_epochs, "augment": c.augment,
-                   "seed": c.seed + i}
-            out.append(self.cache.module(
-                "surrogate", key, lambda arch=arch: self._classifier(arch),
-                lambda arch=arch, i=i: distill_surrogate(target, self._initialised(arch, c.seed + i),
-                                                         self.data.public.x, epochs=c.surrogate_epochs,
-                                                         augment=c.augment, device=self.device, seed=c.seed + i,
-                                                         verbose=c.verbose)).to(self.device))
+            def train(arch: str = arch, i: int = i) -> nn.Module:
+                generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
+                return distill_surrogate(target, self._initialised(arch, c.seed + i), train_x, val_x=val_x,
+                                         generator=generator, steps=c.surrogate_steps, augment=c.augment,
+                                         device=self.device, seed=c.seed + i, verbose=c.verbose)
+
+            out.append(self.cache.module("surrogate", self.surrogate_key(i),
+                                         lambda arch=arch: self._classifier(arch), train).to(self.device))
         return out
 
-    def p_reg(self, target: nn.Module) -> torch.Tensor:
-        return self.cache.tensor("p-reg", {"target": self.target_key()},
-                                 lambda: estimate_p_reg(target, self.data.public.x))
+    def surrogate_report(self, target: nn.Module, surrogates: List[nn.Module]) -> List[Dict[str, Any]]:
+        """Each surrogate's top-1 agreement with the target on held-out public images and, as a
+        diagnostic the attack never sees, on the private test images."""
+        _, val_x = self.public_split()
+        return [{"arch": arch,
+                 "agreement_public_heldout": top1_agreement(target, s, val_x),
+                 "agreement_private_test": top1_agreement(target, s, self.data.private_test.x)}
+                for arch, s in zip(self.config.surrogate_archs, surrogates)]
+
+    def p_reg(self, target: nn.Module) -> PReg:
+        def compute() -> torch.Tensor:
+            p = estimate_p_reg(target, self.data.public.x)
+            return torch.stack([p.mean, p.std])
+
+        stats = self.cache.tensor("p-reg", {"target": self.target_key(), "version": 2}, compute)
+        return PReg(stats[0], stats[1])
+
+
+def data_fingerprint(data: MIDataset) -> str:
+    """A content hash of a dataset's three splits (images, labels) and identity names."""
+    h = hashlib.sha256()
+    for split in (data.private_train, data.private_test, data.public):
+        for arr in (split.x, split.y):
+            arr = np.ascontiguousarray(arr)
+            h.update(f"{arr.dtype}{arr.shape}".encode())
+            h.update(arr.tobytes())
+    h.update(repr((data.private_identities, data.public_identities)).encode())
+    return h.hexdigest()[:16]
+
+
+def prior_samples(generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """``n`` images of a GAN prior from latents drawn as the attacks start (N(0, 1) clamped to [-1, 1])."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, int(getattr(generator, "latent_dim", 100)), generator=gen).clamp(-1, 1)
+    device = next(generator.parameters()).device
+    with torch.no_grad(), eval_mode(generator):
+        return torch.cat([generator(z[i:i + batch_size].to(device)).cpu()
+                          for i in range(0, n, batch_size)]).numpy()
+
+
+def save_sample_grid(generator: nn.Module, path: Path, *, n: int = 64, seed: int = 0) -> Path:
+    """A PNG grid of ``n`` samples of a GAN prior (8 per row), written atomically."""
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    save_image(torch.from_numpy(prior_samples(generator, n, seed=seed)), tmp, nrow=8, padding=1)
+    os.replace(tmp, path)
+    return path
 
 
 def wrap_target(model: nn.Module, data: MIDataset, device: torch.device):
@@ -232,15 +360,17 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     identities = np.arange(d.num_classes) if c.identities is None else check_labels(c.identities, d.num_classes,
                                                                                     "identities")
     estimator = wrap_target(target, d, bench.device)
+    extra: Dict[str, Any] = {}
     seed_everything(seed)
     start = time.perf_counter()
     if attack == "miface":
         recs, labels, rec_index = _run_miface(estimator, identities, c, d)
     else:
         use_lom, use_ma = variant in ("lom", "lomma"), variant in ("ma", "lomma")
+        surrogates = bench.surrogates(target) if use_ma else []
         kwargs: Dict[str, Any] = dict(identity_loss="logit" if use_lom else "ce",
                                       p_reg=bench.p_reg(target) if use_lom else None,
-                                      surrogates=bench.surrogates(target) if use_ma else [],
+                                      surrogates=surrogates,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
                                       batch_size=c.batch_size, seed=seed, verbose=c.verbose)
         if attack == "gmi":
@@ -249,6 +379,9 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         else:
             g, disc = bench.kedmi_prior(target)
             cls = KEDMI
+        extra["prior"] = bench.prior_report(f"{attack}-prior", target, evaluator)
+        if surrogates:
+            extra["surrogates"] = bench.surrogate_report(target, surrogates)
         start = time.perf_counter()  # artifacts above are shared work, not attack time
         runner = cls(estimator, g, disc, **kwargs)
         recs = runner.infer(None, identities)
@@ -256,6 +389,9 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     seconds = time.perf_counter() - start
     priv = d.private_all()
     acc = attack_accuracy(evaluator, recs, labels, rec_index=rec_index, top_k=(1, 5))
+    for k in (1, 5):  # Acc@k with k >= the judge's classes is 1 by construction: not applicable
+        if not topk_applicable(k, acc["num_classes"]):
+            acc[f"acc@{k}"] = acc[f"acc@{k}_std"] = None
     knn = knn_distance(evaluator, recs, labels, priv.x, priv.y)
     success = acc["per_sample_top1"]
     real = priv.x[np.isin(priv.y, identities)]
@@ -263,13 +399,14 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     return {
         "dataset": d.name, "attack": attack, "variant": variant, "attack_seed": seed,
         "acc@1": acc["acc@1"], "acc@1_std": acc["acc@1_std"], "acc@5": acc["acc@5"], "acc@5_std": acc["acc@5_std"],
+        "chance@1": acc["chance@1"], "chance@5": acc["chance@5"], "num_classes": acc["num_classes"],
         "knn_dist": knn["knn_dist"], "fid_eval_features": fid,
         "target_test_accuracy": natural_accuracy(target, d.private_test.x, d.private_test.y),
         "evaluator_test_accuracy": natural_accuracy(evaluator, d.private_test.x, d.private_test.y),
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
         "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
         "iterations": c.miface_iterations if attack == "miface" else c.iterations,
-        "reconstructions": recs, "labels": labels,
+        **extra, "reconstructions": recs, "labels": labels,
     }
 
 

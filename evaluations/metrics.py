@@ -4,7 +4,9 @@ Every figure is judged by an evaluation model ``E``: a classifier trained on the
 never attacked and never used in an attack loss. The metrics are
 
 * attack accuracy (Acc@1, Acc@5): share of reconstructions that ``E`` classifies as the attacked
-  identity, reported as mean +- std over reconstruction rounds;
+  identity, reported as mean +- std over reconstruction rounds, beside its chance level (a judge
+  guessing uniformly among its ``K`` classes scores ``min(k, K) / K`` at Acc@k). Acc@k with ``k >= K``
+  is 1 whatever the reconstructions are: it is not applicable (see :func:`topk_applicable`);
 * KNN distance: squared L2 distance, in ``E``'s penultimate feature space, from each reconstruction
   to the nearest private image of the same identity;
 * FID between reconstructions and private images. Inception weights cannot be downloaded here, so
@@ -31,6 +33,8 @@ from mi_art.features import extract_features, last_linear
 __all__ = [
     "predict_logits",
     "attack_accuracy",
+    "chance_level",
+    "topk_applicable",
     "knn_distance",
     "fid",
     "fid_eval_features",
@@ -203,7 +207,7 @@ def attack_accuracy(
         as one round (std 0).
     top_k : sequence of int, default (1, 5)
         The ``k`` of every Acc@k reported. A ``k`` above the number of classes is clipped to it (the key
-        keeps the requested ``k``).
+        keeps the requested ``k``); see Returns for ``k`` at or above the number of classes.
     batch_size : int, default 256
         Images per forward pass.
     device : str or torch.device, optional
@@ -212,8 +216,12 @@ def attack_accuracy(
     Returns
     -------
     dict
-        ``"acc@k"`` and ``"acc@k_std"`` (floats) for every ``k`` in ``top_k``, and
-        ``"per_sample_top1"``: boolean array of shape ``(N,)``, True where ``E``'s top-1 is ``y``.
+        ``"acc@k"`` and ``"acc@k_std"`` (floats) for every ``k`` in ``top_k``; ``"chance@k"``: the
+        Acc@k of a judge guessing uniformly, ``min(k, K) / K`` (:func:`chance_level`); ``"num_classes"``:
+        ``K``, the number of ``E``'s outputs; and ``"per_sample_top1"``: boolean array of shape ``(N,)``,
+        True where ``E``'s top-1 is ``y``. For ``k >= K`` every label is in the top ``k``: ``acc@k`` is
+        1.0 by construction and measures nothing. Report it as not applicable
+        (``topk_applicable(k, result["num_classes"])`` is False), never as a success rate.
 
     Raises
     ------
@@ -249,8 +257,43 @@ def attack_accuracy(
         per_round = np.array([correct[rounds == r].mean() for r in round_ids], dtype=np.float64)
         result[f"acc@{k}"] = float(per_round.mean())
         result[f"acc@{k}_std"] = float(per_round.std())
+        result[f"chance@{k}"] = chance_level(k, num_classes)
+    result["num_classes"] = int(num_classes)
     result["per_sample_top1"] = hits[:, 0].numpy().astype(bool)
     return result
+
+
+def _check_k_and_classes(k: int, num_classes: int) -> None:
+    for name, value in (("k", k), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def chance_level(k: int, num_classes: int) -> float:
+    """Acc@k of a judge that ranks its ``num_classes`` classes at random: ``min(k, K) / K``.
+
+    Attack accuracy means something only above this level (0.2 at Acc@1 with 5 classes).
+
+    Raises
+    ------
+    ValueError
+        If ``k`` or ``num_classes`` is not a positive integer.
+    """
+    _check_k_and_classes(k, num_classes)
+    return min(int(k), int(num_classes)) / int(num_classes)
+
+
+def topk_applicable(k: int, num_classes: int) -> bool:
+    """Whether Acc@k can tell reconstructions apart: False when ``k >= num_classes``, where every label
+    is in the judge's top ``k`` and Acc@k is 1.0 whatever the images (report it as "n/a").
+
+    Raises
+    ------
+    ValueError
+        If ``k`` or ``num_classes`` is not a positive integer.
+    """
+    _check_k_and_classes(k, num_classes)
+    return int(k) < int(num_classes)
 
 
 def _check_top_k(top_k: Sequence[int]) -> list:

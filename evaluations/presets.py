@@ -28,7 +28,7 @@ QUICK: Dict[str, Any] = {
     "kedmi_steps": 400,
     "gan_width": 32,
     "surrogate_archs": ["resnet", "mlp"],
-    "surrogate_epochs": 15,
+    "surrogate_steps": 300,
 }
 
 #: The LOMMA paper's CelebA protocol (reference sections 1, 4, 5), for a GPU. The CelebA folder is
@@ -66,7 +66,7 @@ PAPER: Dict[str, Any] = {
     "kedmi_steps": 30000,
     "gan_width": 64,
     "surrogate_archs": ["efficientnet_b0", "efficientnet_b1", "efficientnet_b2"],
-    "surrogate_epochs": 20,
+    "surrogate_steps": 10000,
 }
 
 PRESETS: Dict[str, Dict[str, Any]] = {"quick": QUICK, "paper": PAPER}

@@ -1,12 +1,17 @@
 """The report of a grid evaluation, rendered from the saved cells alone (nothing is recomputed):
 
 * ``results.csv`` / ``results.json``: one row per finished cell (dataset, defense and parameters, the
-  target's natural accuracy, DP epsilon, attack, variant, seed, Acc@1, Acc@5, KNN, FID, seconds);
-* ``report.md``: per dataset, the grid as tables (mean +- std over seeds) and the figures;
+  target's natural accuracy, DP epsilon, attack, variant, seed, Acc@1, Acc@5 and their chance levels,
+  KNN, FID, seconds);
+* ``report.md``: per dataset, the grid as tables (mean +- std over seeds), with the chance level of
+  Acc@1 and Acc@5, and the figures;
 * ``plots/frontier-<dataset>.png``: attack accuracy against natural accuracy per defense (the
   privacy-utility frontier), one panel per attack variant;
 * ``plots/bars-<dataset>.png``: attack accuracy per defense, one bar per attack variant;
 * ``images/<cell-id>.png``: each cell's reconstructions beside real private images.
+
+Acc@k with ``k`` at or above the judge's number of classes is 1 whatever the reconstructions: it is
+not applicable, written None in JSON, ``n/a`` in the CSV and the tables, and left out of the plots.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import numpy as np
 
 from mi_art.utils import write_atomic
 
-from .executors import ROW_KEYS, cell_paths, completed_cells
+from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, normalise_row
 
 __all__ = ["aggregate", "load_rows", "render_report"]
 
@@ -35,12 +40,14 @@ METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
 
 
 def load_rows(out_dir: PathLike) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """The finished rows in grid order, and the grid description (``grid.json``; empty without one)."""
+    """The finished rows in grid order (normalised: Acc@k None where not applicable, chance levels
+    filled in, see :func:`evaluations.rows.normalise_row`), and the grid description (``grid.json``;
+    empty without one)."""
     out = Path(out_dir)
     meta: Dict[str, Any] = {}
     if (out / "grid.json").is_file():
         meta = json.loads((out / "grid.json").read_text())
-    done = completed_cells(out)
+    done = {cid: normalise_row(row) for cid, row in completed_cells(out).items()}
     if meta.get("cells"):
         order = [c["id"] for c in meta["cells"]]
         rows = [done[i] for i in order if i in done]
@@ -67,7 +74,8 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
         agg: Dict[str, Any] = {"dataset": dataset, "defense_label": label, "defense": rs[0]["defense"],
                                "defense_params": rs[0]["defense_params"], "attack": attack, "variant": variant,
                                "seeds": [r["seed"] for r in rs], "n": len(rs)}
-        for key in ("natural_accuracy", "epsilon", "acc@1", "acc@5", "knn_dist", "fid_eval_features", "seconds"):
+        for key in ("natural_accuracy", "epsilon", "acc@1", "acc@5", "chance@1", "chance@5", "knn_dist",
+                    "fid_eval_features", "seconds"):
             agg[key], agg[key + "_std"], agg[key + "_n"] = _mean_std([r.get(key) for r in rs])
         out.append(agg)
     return out
@@ -78,14 +86,45 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _not_applicable(row: Dict[str, Any], key: str) -> bool:
+    """Whether ``key`` is an Acc@k column (or its std) that means nothing for ``row``: k >= its classes."""
+    n_classes = row.get("n_classes")
+    if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 1:
+        return False
+    return any(key in (f"acc@{k}", f"acc@{k}_std") and k >= n_classes for k in TOP_K)
+
+
+def _csv_value(row: Dict[str, Any], key: str) -> Any:
+    if key == "defense_params":
+        return json.dumps(row.get(key), sort_keys=True)
+    if _not_applicable(row, key):
+        return "n/a"
+    return "" if row.get(key) is None else row.get(key)
+
+
 def _csv_text(rows: Sequence[Dict[str, Any]]) -> str:
+    """One line per row; empty where a value is missing, ``n/a`` where an Acc@k is not applicable."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(ROW_KEYS), lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: (json.dumps(r.get(k), sort_keys=True) if k == "defense_params"
-                             else "" if r.get(k) is None else r.get(k)) for k in ROW_KEYS})
+        writer.writerow({k: _csv_value(r, k) for k in ROW_KEYS})
     return buffer.getvalue()
+
+
+def _chance_note(k: int, rows: Sequence[Dict[str, Any]]) -> str:
+    """The line under an Acc@k table: its chance level, or why it is not applicable."""
+    classes = sorted({r["n_classes"] for r in rows if isinstance(r.get("n_classes"), int)})
+    if not classes:
+        return f"Chance level of Acc@{k}: unknown (cells saved without their number of classes)."
+    parts = []
+    for n in classes:
+        if k >= n:
+            parts.append(f"not applicable with {n} classes: every label is in the judge's top {k}, so Acc@{k} "
+                         f"is 1 whatever the reconstructions (n/a)")
+        else:
+            parts.append(f"chance {min(k, n) / n:.3f} with {n} classes (a judge guessing uniformly)")
+    return f"Acc@{k}: " + "; ".join(parts) + "."
 
 
 def _fmt(mean: Optional[float], std: Optional[float], n: int, spec: str) -> str:
@@ -121,7 +160,8 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                      f"{budgets['identities'][-1]})" if budgets.get("identities") else "") + "."]
     lines += ["", "Each value is the mean ± sample std over seeds (one value: a single seed). Natural accuracy "
               "is the target's test accuracy on held-out private images; epsilon is DP-SGD's (epsilon, delta) "
-              "from Opacus's accountant. Acc@1/Acc@5 are judged by the independent evaluation model; FID is "
+              "from Opacus's accountant. Acc@1/Acc@5 are judged by the independent evaluation model and mean "
+              "something only above their chance level (given under each table; n/a: not applicable); FID is "
               "computed on its features, not Inception's.", ""]
     for dataset in dict.fromkeys(a["dataset"] for a in aggs):
         da = [a for a in aggs if a["dataset"] == dataset]
@@ -133,6 +173,8 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
             lines += [f"Evaluation model test accuracy: {_fmt(*evals, '.3f')}.", ""]
         for key, title, spec in METRICS:
             lines += [f"### {title}", ""]
+            if key.startswith("acc@"):
+                lines += [_chance_note(int(key[4:]), dr), ""]
             header = ["defense", "natural acc", "epsilon"] + [f"{a}/{v}" for a, v in pairs]
             lines.append("| " + " | ".join(header) + " |")
             lines.append("|" + "---|" * len(header))
@@ -180,6 +222,13 @@ def _pyplot():
     return plt
 
 
+def _chance_line(ax: Any, aggs: Sequence[Dict[str, Any]]) -> None:
+    """A dotted line at the Acc@1 chance level of these cells (one per distinct level)."""
+    levels = sorted({round(a["chance@1"], 6) for a in aggs if a.get("chance@1") is not None})
+    for i, level in enumerate(levels):
+        ax.axhline(level, color="grey", linestyle=":", linewidth=1, label="chance" if i == 0 else None)
+
+
 def _frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     plt = _pyplot()
     pairs = _pairs(aggs)
@@ -204,6 +253,7 @@ def _frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
                     tag = a["defense_label"][len(d):].strip("()") or d
                     ax.annotate(tag, (a["natural_accuracy"], a["acc@1"]), fontsize=6, xytext=(3, 3),
                                 textcoords="offset points")
+        _chance_line(ax, pa)
         ax.set_title(f"{attack.upper()} {variant}", fontsize=9)
         ax.set_xlabel("natural accuracy of the target")
         ax.set_ylabel("attack accuracy Acc@1")
@@ -233,6 +283,7 @@ def _bars(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
             stds.append(m[0]["acc@1_std"] if m and m[0]["acc@1_std"] is not None else 0.0)
         ax.bar(x + (j - (len(pairs) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
                label=f"{attack}/{variant}")
+    _chance_line(ax, aggs)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=7)
     ax.set_ylabel("attack accuracy Acc@1")
@@ -261,6 +312,8 @@ def _cell_image(out: Path, row: Dict[str, Any], redraw: bool) -> Optional[Path]:
         recs, labels, real_x, real_y = z["reconstructions"], z["labels"], z["real_x"], z["real_y"]
         names = [str(n) for n in z["identity_names"]] if "identity_names" in z.files else None
     acc = "n/a" if row.get("acc@1") is None else f"{row['acc@1']:.2f}"
+    if row.get("chance@1") is not None:
+        acc += f" (chance {row['chance@1']:.2f})"
     save_reconstruction_grid(path, recs, labels, real_x, real_y, identity_names=names,
                              title=f"{row['dataset']} {row['defense_label']}\n{row['attack'].upper()} {row['variant']} "
                                    f"seed {row['seed']}: Acc@1 {acc}")
@@ -275,7 +328,7 @@ def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Pat
     rows, meta = load_rows(out)
     if not rows:
         raise ValueError(f"no finished cells under {out / 'cells'}: nothing to report")
-    public = [{**{k: r.get(k) for k in ROW_KEYS}, "config": r.get("config")} for r in rows]
+    public = [{**{k: r.get(k) for k in ROW_KEYS}, "config": r.get("config")} for r in rows]  # normalised rows
     csv_path = write_atomic(out / "results.csv", _csv_text(rows))
     json_path = write_atomic(out / "results.json", json.dumps(public, indent=1, default=str))
     aggs = aggregate(rows)

@@ -313,18 +313,22 @@ class MinibatchDiscrimination(nn.Module):
 class KEDMIDiscriminator(nn.Module):
     """KEDMI's inversion-specific discriminator: K class logits, "real" probability Z/(Z+1).
 
-    ``forward`` returns the K logits; ``forward(x, return_features=True)`` also returns the
-    features used by the generator's feature-matching loss.
+    As in the authors' code: strided convolutions with instance normalisation (batch statistics would
+    mix real and generated batches), minibatch discrimination on the flattened convolutional features,
+    then the K logits. ``forward`` returns the logits; ``forward(x, return_features=True)`` returns
+    ``(features, logits)``, the flattened convolutional features being what the generator's
+    feature-matching loss compares.
     """
 
-    def __init__(self, num_classes: int, image_size: int, channels: int, width: int = 32,
-                 feature_dim: int = 256) -> None:
+    def __init__(self, num_classes: int, image_size: int, channels: int, width: int = 32) -> None:
         super().__init__()
         _check_channels(channels)
-        body, c = _down_stack(channels, _check_size(image_size), width, nn.BatchNorm2d)
-        self.body = nn.Sequential(body, nn.Flatten(), nn.Linear(c * 16, feature_dim), nn.LeakyReLU(0.2))
-        self.mbd = MinibatchDiscrimination(feature_dim)
-        self.fc = nn.Linear(feature_dim + self.mbd.out_features, num_classes)
+        body, c = _down_stack(channels, _check_size(image_size), width,
+                              lambda n: nn.InstanceNorm2d(n, affine=True))
+        self.body = nn.Sequential(body, nn.Flatten())
+        self.feature_dim = c * 16
+        self.mbd = MinibatchDiscrimination(self.feature_dim)
+        self.fc = nn.Linear(self.feature_dim + self.mbd.out_features, num_classes)
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor, return_features: bool = False):

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
+
+from .validation import check_images, check_labels  # noqa: F401  (re-exported: the one validation layer)
 
 DeviceLike = Union[str, torch.device, None]
 
@@ -31,44 +34,6 @@ def seed_everything(seed: Optional[int]) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
-
-
-def check_images(x: Any, name: str = "x", shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
-    """Validate an image batch (N, C, H, W) of finite floats; returns it as float32 numpy."""
-    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got an array of shape {x.shape}")
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name} has images of shape {tuple(x.shape[1:])}, expected {tuple(shape)}")
-    if len(x) == 0:
-        raise ValueError(f"{name} is empty")
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return x
-
-
-def check_labels(y: Any, num_classes: int, name: str = "y", length: Optional[int] = None) -> np.ndarray:
-    """Validate class labels (indices, or one-hot rows) in ``[0, num_classes)``; returns int64 indices."""
-    y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == num_classes:
-        y = y.argmax(1)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class indices, got shape {y.shape}")
-    if len(y) == 0:
-        raise ValueError(f"{name} is empty: give at least one class to attack")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or (y != np.round(y)).any():
-            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
-    elif y.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integer class indices, got dtype {y.dtype}")
-    y = y.astype(np.int64)
-    bad = y[(y < 0) | (y >= num_classes)]
-    if bad.size:
-        raise ValueError(f"{name} has labels out of range [0, {num_classes - 1}]: {sorted(set(bad.tolist()))[:10]}")
-    if length is not None and len(y) != length:
-        raise ValueError(f"{name} has {len(y)} labels for {length} inputs")
-    return y
 
 
 class EstimatorModule(nn.Module):
@@ -97,6 +62,19 @@ def as_module(model: Any, what: str = "model") -> nn.Module:
     if isinstance(model, nn.Module):
         return model
     raise ValueError(f"{what} must be an ART PyTorch estimator or a torch.nn.Module, got {type(model).__name__}")
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode inside the block; afterwards every sub-module gets back its own training flag (a model
+    in train mode may hold sub-modules deliberately kept in eval mode, which ``train(True)`` would flip)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def module_device(module: nn.Module) -> torch.device:

@@ -64,19 +64,15 @@ def gmi_prior(digits):
 
 @pytest.fixture(scope="session")
 def kedmi_prior(target, digits):
-    """(Generator, KEDMIDiscriminator with K=5) trained against the target on public digits."""
-    return M.train_kedmi_prior(target, digits.public.x, steps=200, width=16, batch_size=32, seed=0)
+    """(Generator, KEDMIDiscriminator with K=5) trained against the target on public digits, from scratch."""
+    return M.train_kedmi_prior(target, digits.public.x, steps=300, width=16, batch_size=32, lr=1e-3, seed=0)
 
 
 @pytest.fixture(scope="session")
-def surrogates(target, digits):
-    """Two surrogates of other architectures, distilled from the target on public data only."""
-    return [
-        M.distill_surrogate(target, M.make_classifier("cnn-small", 1, NUM_CLASSES, 8), digits.public.x,
-                            epochs=10, seed=0),
-        M.distill_surrogate(target, M.make_classifier("mlp", 1, NUM_CLASSES, 8), digits.public.x,
-                            epochs=20, seed=0),
-    ]
+def surrogates(target, digits, gmi_prior):
+    """Two surrogates of other architectures, distilled from the target on public data and prior samples."""
+    return [M.distill_surrogate(target, M.make_classifier(arch, 1, NUM_CLASSES, 8), digits.public.x,
+                                generator=gmi_prior[0], steps=300, seed=0) for arch in ("cnn-small", "mlp")]
 
 
 @pytest.fixture(scope="session")

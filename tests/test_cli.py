@@ -1,13 +1,18 @@
 """The `mi-art attack` command end to end on digits, with tiny budgets."""
 import json
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
+import evaluations.experiment as experiment
 from evaluations.cli import main
+from mi_art.data import load_digits_data
+from mi_art.features import last_linear
 
 TINY = ["--iterations", "20", "--n-reconstructions", "2", "--target-epochs", "3", "--eval-epochs", "3",
-        "--prior-steps", "10", "--kedmi-steps", "10", "--surrogate-epochs", "2", "--quiet"]
+        "--prior-steps", "10", "--kedmi-steps", "10", "--surrogate-steps", "2", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -15,8 +20,49 @@ def cache_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
 
 
+def _recording(monkeypatch, owner, name, calls):
+    """Replace ``owner.name`` by a wrapper that appends ``(args, kwargs, result)`` to ``calls``."""
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append((args, kwargs, out))
+        return out
+
+    monkeypatch.setattr(owner, name, wrapper)
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
+def _penultimate(model, x: np.ndarray) -> np.ndarray:
+    """The input of the model's last nn.Linear, by a forward hook (not through mi_art.features)."""
+    seen = []
+    handle = last_linear(model).register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.as_tensor(x))
+    finally:
+        handle.remove()
+    return seen[0].double().numpy()
+
+
+def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    with torch.no_grad():
+        return float((model.eval()(torch.as_tensor(x)).argmax(1).numpy() == y).mean())
+
+
 @pytest.mark.parametrize("attack,variant", [("gmi", "lomma"), ("kedmi", "baseline"), ("miface", "baseline")])
-def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant):
+def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant, monkeypatch):
+    """results.json holds the metrics of the reconstructions, recomputed here by hand: Acc@1 from the
+    evaluation model's arg-max (mean and std over rounds), KNN from its penultimate features, natural
+    accuracies from the target and the evaluator on the private test images."""
+    targets, evaluators, judged = [], [], []
+    _recording(monkeypatch, experiment.Workbench, "target", targets)
+    _recording(monkeypatch, experiment.Workbench, "evaluator", evaluators)
+    _recording(monkeypatch, experiment, "attack_accuracy", judged)
     out = tmp_path / "run"
     args = ["attack", "--dataset", "digits", "--attack", attack, "--variant", variant, "--out", str(out),
             "--cache-dir", cache_dir, "--miface-iterations", "5", *TINY]
@@ -25,22 +71,73 @@ def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant):
     record = json.loads((out / "results.json").read_text())
     assert record["attack"] == attack and record["variant"] == variant
     assert record["n_identities"] == 5
-    assert record["n_reconstructions"] == (1 if attack == "miface" else 2)
-    for key in ("acc@1", "acc@5", "target_test_accuracy", "evaluator_test_accuracy"):
-        assert 0.0 <= record[key] <= 1.0
-    assert record["acc@5"] >= record["acc@1"]
-    assert record["knn_dist"] >= 0
+    n_rec = 1 if attack == "miface" else 2
+    assert record["n_reconstructions"] == n_rec
+
+    target, evaluator = targets[-1][2], evaluators[-1][2]
+    assert not _same_weights(target, evaluator)
+    (judge, recs, labels), kwargs, _ = judged[0]
+    assert _same_weights(judge, evaluator)  # judged by the evaluation model, never by the target
+    recs, labels = np.asarray(recs, np.float32), np.asarray(labels)
+    assert recs.shape == (5 * n_rec, 1, 8, 8) and sorted(np.unique(labels)) == [0, 1, 2, 3, 4]
+    rounds = np.asarray(kwargs["rec_index"])
+    with torch.no_grad():
+        hits = evaluator.eval()(torch.as_tensor(recs)).argmax(1).numpy() == labels
+    per_round = [hits[rounds == r].mean() for r in np.unique(rounds)]
+    assert len(per_round) == n_rec
+    assert record["acc@1"] == pytest.approx(np.mean(per_round), abs=1e-12)
+    assert record["acc@1_std"] == pytest.approx(np.std(per_round), abs=1e-12)
+
+    digits = load_digits_data()
+    private = digits.private_all()
+    f_rec, f_priv = _penultimate(evaluator, recs), _penultimate(evaluator, private.x)
+    nearest = [((f_priv[private.y == k] - f) ** 2).sum(1).min() for f, k in zip(f_rec, labels)]
+    assert record["knn_dist"] == pytest.approx(np.mean(nearest), rel=1e-4)
+    test_x, test_y = digits.private_test.x, digits.private_test.y
+    assert record["target_test_accuracy"] == pytest.approx(_accuracy(target, test_x, test_y), abs=1e-12)
+    assert record["evaluator_test_accuracy"] == pytest.approx(_accuracy(evaluator, test_x, test_y), abs=1e-12)
     assert (out / "reconstructions.png").stat().st_size > 1000
     assert f"Acc@1 {record['acc@1']:.3f}" in result.output
 
 
-def test_cached_artifacts_are_reused(tmp_path, cache_dir):
-    args = ["attack", "--out", str(tmp_path / "a"), "--cache-dir", cache_dir, *TINY]
+TRAININGS = ("train_classifier", "train_gmi_prior", "train_kedmi_prior", "distill_surrogate", "estimate_p_reg")
+
+
+def _count_trainings(monkeypatch) -> dict:
+    """Count every call of the training functions, wherever the experiment looks them up."""
+    import mi_art
+    import mi_art.training
+
+    counts = dict.fromkeys(TRAININGS, 0)
+    for name in TRAININGS:
+        original = getattr(mi_art.training, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        for owner in (experiment, mi_art, mi_art.training):
+            if getattr(owner, name, None) is original:
+                monkeypatch.setattr(owner, name, counted)
+    return counts
+
+
+def test_cached_artifacts_are_reused(tmp_path, monkeypatch):
+    """A second run with the same settings trains nothing: every artifact comes from the cache."""
+    cache = tmp_path / "cache"  # its own cache: the first run trains everything
+    counts = _count_trainings(monkeypatch)
+    args = ["attack", "--out", str(tmp_path / "a"), "--cache-dir", str(cache), *TINY]
     first = CliRunner().invoke(main, args)
-    files = sorted(p.name for p in __import__("pathlib").Path(cache_dir).iterdir())
+    assert first.exit_code == 0, first.output
+    # gmi/lomma: target and evaluator, the GMI prior, the two default surrogates, p_reg
+    assert counts == {"train_classifier": 2, "train_gmi_prior": 1, "train_kedmi_prior": 0, "distill_surrogate": 2,
+                      "estimate_p_reg": 1}
+    files = sorted(p.name for p in cache.iterdir())
+    counts.update(dict.fromkeys(counts, 0))
     second = CliRunner().invoke(main, args[:2] + [str(tmp_path / "b")] + args[3:])
-    assert first.exit_code == 0 and second.exit_code == 0
-    assert sorted(p.name for p in __import__("pathlib").Path(cache_dir).iterdir()) == files
+    assert second.exit_code == 0, second.output
+    assert counts == dict.fromkeys(TRAININGS, 0)
+    assert sorted(p.name for p in cache.iterdir()) == files
     a = json.loads((tmp_path / "a" / "results.json").read_text())
     b = json.loads((tmp_path / "b" / "results.json").read_text())
     assert a["acc@1"] == b["acc@1"] and a["knn_dist"] == pytest.approx(b["knn_dist"])

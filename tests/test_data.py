@@ -1,4 +1,7 @@
-"""Tests of mi_art.data: splits, shapes, identity selection and error messages."""
+"""Tests of mi_art.data: package layout, splits, shapes, identity selection and error messages.
+
+Image modes and channel inference: test_data_decoding.py; option checks: test_data_options.py; CelebA
+identity files: test_data_celeba.py; the judge's training data: test_data_judge.py."""
 from __future__ import annotations
 
 import gzip
@@ -22,6 +25,29 @@ from mi_art.data import (
     load_image_folder,
     load_mnist,
 )
+
+
+# --------------------------------------------------------------------------------------------------
+# Package layout
+# --------------------------------------------------------------------------------------------------
+
+
+def test_one_module_per_source_and_the_public_names_at_the_top() -> None:
+    import mi_art.data as data
+    from mi_art.data import celeba, dataset, decoding, digits, identities, idx, image_folder, registry
+
+    assert data.load_digits_data is digits.load_digits_data
+    assert data.load_image_folder is image_folder.load_image_folder
+    assert data.load_mnist is idx.load_mnist
+    assert data.load_celeba is celeba.load_celeba
+    assert data.load_dataset is registry.load_dataset and data.dataset_options is registry.dataset_options
+    assert data.Split is dataset.Split and data.MIDataset is dataset.MIDataset
+    assert callable(identities.select_identities) and callable(decoding.unit_image)
+    names = {"DATASETS", "IMAGE_EXTENSIONS", "MIDataset", "Split", "load_celeba", "load_dataset",
+             "load_digits_data", "load_image_folder", "load_mnist", "CELEBA_CROP", "FASHION_MNIST_DEBIAN_ROOT",
+             "dataset_options", "check_dataset_options", "canonical_name"}
+    assert set(data.__all__) == names
+    assert all(hasattr(data, n) for n in data.__all__)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,6 +313,8 @@ def test_image_folder_channels(tmp_path: Path) -> None:
     grey_data = load_image_folder(tmp_path, private=1, channels=1, image_size=5)
     assert grey_data.input_shape == (1, 5, 5)
     assert np.allclose(grey_data.public.x, 76 / 255)  # ITU-R 601 luma of pure red
+    inferred = load_image_folder(tmp_path, private=1, image_size=5)  # channels=None: colour stays colour
+    assert inferred.input_shape == (3, 5, 5) and np.array_equal(inferred.public.x, rgb.public.x)
 
 
 @pytest.mark.parametrize(
@@ -581,6 +609,9 @@ def test_load_dataset_dispatches(synthetic_folder: Path) -> None:
         via = load_dataset(name, synthetic_folder, private=2, image_size=4)
         assert via.private_identities == direct.private_identities
         assert np.array_equal(via.private_train.x, direct.private_train.x)
+    # the folder loader's own ``name`` option passes through (load_dataset's name is positional)
+    assert load_dataset("folder", synthetic_folder, private=2, image_size=4, name="faces").name == "faces"
+    assert load_dataset("folder", root=synthetic_folder, private=2, image_size=4).name == synthetic_folder.name
 
 
 def test_load_dataset_errors(synthetic_folder: Path) -> None:

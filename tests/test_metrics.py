@@ -16,6 +16,7 @@ from evaluations import (
     natural_accuracy,
     predict_logits,
 )
+from evaluations.metrics import chance_level, topk_applicable
 
 
 # --------------------------------------------------------------------------------------------------
@@ -82,6 +83,9 @@ def test_attack_accuracy_mean_std_over_rounds_is_exact():
     # k=5 > 4 classes is clipped to 4: every label is in the top 4
     assert res["acc@5"] == pytest.approx(1.0)
     assert res["acc@5_std"] == pytest.approx(0.0)
+    # chance: a judge ranking its 4 classes at random
+    assert (res["chance@1"], res["chance@2"], res["chance@3"], res["chance@5"]) == (0.25, 0.5, 0.75, 1.0)
+    assert res["num_classes"] == 4 and not topk_applicable(5, res["num_classes"])
     assert res["per_sample_top1"].dtype == np.bool_
     np.testing.assert_array_equal(res["per_sample_top1"], np.array(TOP1)[perm])
 
@@ -89,7 +93,8 @@ def test_attack_accuracy_mean_std_over_rounds_is_exact():
 def test_attack_accuracy_single_round_and_unequal_rounds():
     x, y = as_images(SCORES), np.array(LABELS)
     res = attack_accuracy(score_model(4), x, y)  # default top_k=(1, 5), one round
-    assert set(res) == {"acc@1", "acc@1_std", "acc@5", "acc@5_std", "per_sample_top1"}
+    assert set(res) == {"acc@1", "acc@1_std", "acc@5", "acc@5_std", "chance@1", "chance@5", "num_classes",
+                        "per_sample_top1"}
     assert res["acc@1"] == pytest.approx(0.5)
     assert res["acc@1_std"] == 0.0
     assert res["acc@5"] == pytest.approx(1.0)
@@ -99,20 +104,55 @@ def test_attack_accuracy_single_round_and_unequal_rounds():
     res = attack_accuracy(score_model(4), x[idx], y[idx], rec_index=[0, 1, 1, 1], top_k=(1,))
     assert res["acc@1"] == pytest.approx(0.5)
     assert res["acc@1_std"] == pytest.approx(0.5)
-    assert "acc@5" not in res
+    assert "acc@5" not in res and "chance@5" not in res
 
 
-def test_attack_accuracy_topk_monotone_on_random_model():
+def test_attack_accuracy_equals_the_rank_of_the_label_in_the_logits():
+    """On a random model, Acc@k per round is the share of samples whose label ranks in the top k of
+    the logits (ranks computed here with numpy's argsort), averaged over rounds."""
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 5))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 7))
     x = torch.rand(40, 1, 8, 8)
-    y = torch.randint(0, 5, (40,))
-    res = attack_accuracy(model, x, y, rec_index=np.arange(40) % 4, top_k=(1, 3, 5))
-    assert res["acc@1"] <= res["acc@3"] <= res["acc@5"]
-    assert res["acc@5"] == pytest.approx(1.0)  # k = number of classes
-    assert res["acc@1"] == pytest.approx(res["per_sample_top1"].mean())  # equal rounds of 10
-    expected_top1 = model(x).argmax(1).numpy() == y.numpy()
-    np.testing.assert_array_equal(res["per_sample_top1"], expected_top1)
+    y = torch.randint(0, 7, (40,)).numpy()
+    rounds = np.arange(40) % 4
+    res = attack_accuracy(model, x, y, rec_index=rounds, top_k=(1, 3, 5))
+    with torch.no_grad():
+        logits = model(x).numpy()
+    rank = (np.argsort(-logits, axis=1) == y[:, None]).argmax(axis=1)  # 0: the label has the top logit
+    for k in (1, 3, 5):
+        per_round = [(rank[rounds == r] < k).mean() for r in range(4)]
+        assert res[f"acc@{k}"] == pytest.approx(np.mean(per_round)), k
+        assert res[f"acc@{k}_std"] == pytest.approx(np.std(per_round)), k
+        assert res[f"chance@{k}"] == pytest.approx(k / 7)
+    # the model does not reach every k: the values must come from the ranks, not from a bound
+    assert 0 < res["acc@1"] < res["acc@3"] < res["acc@5"] < 1
+    np.testing.assert_array_equal(res["per_sample_top1"], rank == 0)
+
+
+def test_acc_at_k_is_not_applicable_at_or_above_the_number_of_classes():
+    """With K classes Acc@K is 1 whatever the images: a model that always ranks the label last still
+    scores 1. The result says so through chance@k = 1 and topk_applicable."""
+    x = as_images([[0.0, 0.5, 0.6, 0.7, 0.9]] * 3)  # label 0 always ranks last of 5
+    res = attack_accuracy(score_model(5), x, [0, 0, 0], top_k=(1, 4, 5, 6))
+    assert (res["acc@1"], res["acc@4"], res["acc@5"], res["acc@6"]) == (0.0, 0.0, 1.0, 1.0)
+    assert (res["chance@1"], res["chance@4"], res["chance@5"], res["chance@6"]) == (0.2, 0.8, 1.0, 1.0)
+    assert res["num_classes"] == 5
+    assert [topk_applicable(k, 5) for k in (1, 4, 5, 6)] == [True, True, False, False]
+
+
+@pytest.mark.parametrize("k, num_classes, chance", [(1, 5, 0.2), (5, 5, 1.0), (5, 10, 0.5), (5, 300, 5 / 300),
+                                                    (1, 1, 1.0), (7, 3, 1.0)])
+def test_chance_level_is_min_k_classes_over_classes(k, num_classes, chance):
+    assert chance_level(k, num_classes) == pytest.approx(chance)
+    assert topk_applicable(k, num_classes) == (k < num_classes)
+
+
+@pytest.mark.parametrize("k, num_classes", [(0, 5), (1, 0), (True, 5), (1.5, 5), (2, -1)])
+def test_chance_level_rejects_non_positive_integers(k, num_classes):
+    with pytest.raises(ValueError, match="positive integer"):
+        chance_level(k, num_classes)
+    with pytest.raises(ValueError, match="positive integer"):
+        topk_applicable(k, num_classes)
 
 
 def test_predict_logits_eval_mode_batched_and_mode_restored():

@@ -1,6 +1,8 @@
 """Shapes and contracts of the classifiers, GAN generators and discriminators in mi_art.models."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -121,13 +123,14 @@ def test_critic_one_score_per_image(size):
 @pytest.mark.parametrize("size", [8, 16, 32, 64])
 def test_kedmi_discriminator_shapes(size):
     torch.manual_seed(0)
-    disc = M.KEDMIDiscriminator(6, size, 1, width=8, feature_dim=32)
+    disc = M.KEDMIDiscriminator(6, size, 1, width=8)
     assert disc.num_classes == 6
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in disc.modules())  # real and fake batches stay apart
     x = torch.rand(4, 1, size, size)
     logits = disc(x)
     feats, logits2 = disc(x, return_features=True)
     assert logits.shape == (4, 6)
-    assert feats.shape == (4, 32)
+    assert feats.shape == (4, disc.feature_dim) == (4, 8 * 2 ** (int(math.log2(size)) - 3) * 16)
     torch.testing.assert_close(logits, logits2)
     disc.eval()
     with torch.no_grad():
@@ -136,7 +139,7 @@ def test_kedmi_discriminator_shapes(size):
 
 def test_minibatch_discrimination_depends_on_the_batch():
     torch.manual_seed(0)
-    disc = M.KEDMIDiscriminator(3, 8, 1, width=8, feature_dim=16).eval()
+    disc = M.KEDMIDiscriminator(3, 8, 1, width=8).eval()
     x = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
         alone = disc(x[:1])
@@ -177,3 +180,105 @@ def test_make_classifier_rejects_unknown_arch_and_too_few_classes():
         M.make_classifier("cnn", 1, 1, 8)
     with pytest.raises(ValueError, match="too many"):
         M.CNN(1, 5, 8, blocks=4)
+
+
+# --------------------------------------------------------------------------- big classifiers: forward and backward
+
+
+@pytest.mark.parametrize("arch", ["ir50", "ir152", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2"])
+def test_big_classifier_forward_backward_32px(arch):
+    """One training step's forward and backward at 32x32, batch 2, one channel (the replaced first
+    convolution): logits of the right shape, fc on the captured feature, and a finite, non-zero
+    gradient on every parameter, the first convolution included."""
+    torch.manual_seed(0)
+    model = M.make_classifier(arch, 1, 4, 32).train()
+    x = torch.rand(2, 1, 32, 32)
+    logits, feats = logits_and_features(model, x)
+    assert logits.shape == (2, 4)
+    torch.testing.assert_close(model.fc(feats), logits)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 3])).backward()
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 1  # the convolution that sees the image
+    assert first.weight.grad is not None and torch.isfinite(first.weight.grad).all()
+    assert first.weight.grad.abs().sum() > 0
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+# --------------------------------------------------------------------------- training the classifiers: SGD, flips
+
+
+class _Linear8x8(nn.Module):
+    """A linear classifier of 8x8 images (no dropout, no batch norm: one step is computable by hand)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def test_train_classifier_sgd_takes_momentum_steps_on_a_cosine_schedule():
+    """Two full-batch steps of optimizer="sgd" equal SGD with momentum 0.9 computed by hand, with the
+    cosine schedule's learning rates 0.1 then 0.05 (lr * (1 + cos(pi / 2)) / 2)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from mi_art.training import train_classifier
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 1, 8, 8, generator=gen)
+    y = torch.arange(20) % 5
+    torch.manual_seed(0)
+    start = _Linear8x8()
+    reference = copy.deepcopy(start)
+    buffers = None
+    for lr in (0.1, 0.05):
+        grads = torch.autograd.grad(F.cross_entropy(reference(x), y), list(reference.parameters()))
+        buffers = list(grads) if buffers is None else [0.9 * b + g for b, g in zip(buffers, grads)]
+        with torch.no_grad():
+            for p, b in zip(reference.parameters(), buffers):
+                p -= lr * b
+    trained = train_classifier(copy.deepcopy(start), x.numpy(), y.numpy(), epochs=2, batch_size=len(x), lr=0.1,
+                               weight_decay=0.0, optimizer="sgd", augment="none", device="cpu", seed=0)
+    for p, q in zip(trained.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=1e-6)
+    # Adam from the same start lands elsewhere: the optimizer option is honoured
+    adam = train_classifier(copy.deepcopy(start), x.numpy(), y.numpy(), epochs=2, batch_size=len(x), lr=0.1,
+                            weight_decay=0.0, optimizer="adam", augment="none", device="cpu", seed=0)
+    assert not torch.allclose(adam.fc.weight, reference.fc.weight, atol=1e-3)
+
+
+def _flip_split(out: torch.Tensor, plain: torch.Tensor, flipped: torch.Tensor):
+    """Indices of the rows of ``out`` equal to ``plain`` and to ``flipped``; None if a row is neither."""
+    same = [i for i in range(len(out)) if torch.equal(out[i], plain[i])]
+    flip = [i for i in range(len(out)) if torch.equal(out[i], flipped[i])]
+    return (same, flip) if sorted(same + flip) == list(range(len(out))) else None
+
+
+@pytest.mark.parametrize("mode", ["flip", "flip-shift", "shift"])
+def test_augment_batch_flips_rows_horizontally(mode):
+    from mi_art.training import augment_batch
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 8, 8)  # random images: none is its own mirror image
+    out = augment_batch(x, mode)
+    assert out.shape == x.shape
+    if "shift" in mode:  # one shift of up to 8 // 8 = 1 pixel (reflect padding) for the whole batch
+        padded, padded_flipped = (torch.nn.functional.pad(v, (1, 1, 1, 1), mode="reflect") for v in (x, x.flip(3)))
+        splits = [_flip_split(out, padded[..., dy:dy + 8, dx:dx + 8], padded_flipped[..., dy:dy + 8, dx:dx + 8])
+                  for dy in range(3) for dx in range(3)]
+        splits = [s for s in splits if s is not None]
+        assert len(splits) >= 1, "the output is no shift of the (flipped) images"
+        same, flip = splits[0]
+    else:
+        split = _flip_split(out, x, x.flip(3))
+        assert split is not None, "a row is neither the image nor its horizontal mirror"
+        same, flip = split
+    if "flip" in mode:
+        # about half of the rows are mirrored (each independently with probability 1/2), the others not
+        assert 16 <= len(flip) <= 48 and len(same) == 64 - len(flip)
+    else:
+        assert flip == []

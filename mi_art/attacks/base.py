@@ -21,12 +21,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..features import last_linear, logits_and_features
-from ..losses import IDENTITY_LOSSES, feature_regulariser, identity_loss
+from ..losses import IDENTITY_LOSSES, PReg, feature_regulariser, identity_loss
 from ..utils import EstimatorModule, as_module, seed_everything
+from ..validation import (check_bool, check_choice, check_count, check_finite, check_list, check_number,
+                          check_positive, check_seed)
 
 # The papers average their losses over a batch of 60 latents; dividing the per-latent sum by this
 # constant keeps their learning rates while making each latent's update independent of batch_size.
 REFERENCE_BATCH = 60
+#: the loss is checked for NaN/infinity every so many iterations (and at the last one)
+CHECK_EVERY = 50
 
 
 class GANInversionAttack(InferenceAttack, abc.ABC):
@@ -67,34 +71,29 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     # ------------------------------------------------------------------ ART contract
 
     def _check_params(self) -> None:
-        if self.identity_loss not in IDENTITY_LOSSES:
-            raise ValueError(f"identity_loss must be one of {IDENTITY_LOSSES}, got {self.identity_loss!r}")
+        check_choice("identity_loss", self.identity_loss, IDENTITY_LOSSES)
         for name in ("iterations", "n_reconstructions", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_count(name, getattr(self, name))
         for name in ("learning_rate", "id_weight"):
-            if not _is_number(getattr(self, name)) or getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
-        if not _is_number(self.reg_weight) or self.reg_weight < 0:
-            raise ValueError(f"reg_weight must be a number >= 0, got {self.reg_weight!r}")
-        if not isinstance(self.verbose, bool):
-            raise ValueError(f"verbose must be a bool, got {self.verbose!r}")
-        if self.seed is not None and not isinstance(self.seed, (int, np.integer)):
-            raise ValueError(f"seed must be an int or None, got {self.seed!r}")
-        if not isinstance(self.surrogates, (list, tuple)):
-            raise ValueError("surrogates must be a list of ART PyTorch estimators or torch modules")
-        self._surrogate_modules = [as_module(s, f"surrogates[{i}]") for i, s in enumerate(self.surrogates)]
-        self._p_reg_tensor = None
+            check_positive(name, getattr(self, name))
+        check_number("reg_weight", self.reg_weight, low=0)
+        check_bool("verbose", self.verbose)
+        check_seed("seed", self.seed)
+        self._surrogate_modules = [as_module(s, f"surrogates[{i}]") for i, s in
+                                   enumerate(check_list("surrogates", self.surrogates, item="model"))]
+        self._p_reg_tensor, self._p_reg_scale = None, None
         if self.p_reg is not None:
-            p = torch.as_tensor(np.asarray(self.p_reg, dtype=np.float32) if not isinstance(self.p_reg, torch.Tensor)
-                                else self.p_reg.detach().float()).flatten()
+            p_reg = self.p_reg
+            mean = p_reg.mean if isinstance(p_reg, PReg) else p_reg
+            p = torch.as_tensor(np.asarray(mean, dtype=np.float32) if not isinstance(mean, torch.Tensor)
+                                else mean.detach().float()).flatten()
             feat_dim = last_linear(self.estimator.model).in_features
             if p.numel() != feat_dim:
                 raise ValueError(f"p_reg has {p.numel()} values but the target's penultimate feature has {feat_dim}")
-            if not torch.isfinite(p).all():
+            if not torch.isfinite(p).all() or (isinstance(p_reg, PReg) and not torch.isfinite(p_reg.std).all()):
                 raise ValueError("p_reg contains NaN or infinite values")
             self._p_reg_tensor = p
+            self._p_reg_scale = p_reg.scale().detach().float().flatten() if isinstance(p_reg, PReg) else None
 
     # ------------------------------------------------------------------ the verb
 
@@ -197,21 +196,28 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             module.training = training
 
     def _identity_objective(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-sample identity loss: mean over target and surrogates of the CE or logit loss, plus
-        ``reg_weight * ||p - p_reg||^2`` on the target only when ``p_reg`` is given."""
+        """Per-sample identity loss: the mean over target and surrogates of the CE or logit loss, the
+        target's term carrying ``reg_weight * ||p - p_reg||^2`` when ``p_reg`` is given.
+
+        The regulariser is part of the target's term, so under model augmentation it is averaged with
+        the identity losses like the rest of that term. The paper adds it after the mean, which with
+        two surrogates whose gradients point elsewhere doubled its weight against the identity term
+        (measured on AT&T faces; see ``docs/methods.md``); without surrogates both are the same."""
         x = self._to_estimator_range(images)
         logits, feats = logits_and_features(target, x, last_linear(self.estimator.model))
         losses = [identity_loss(logits, labels, self.identity_loss)]
         losses += [identity_loss(s(x), labels, self.identity_loss) for s in self._surrogate_modules]
-        loss = torch.stack(losses).mean(0)
         if self._p_reg_tensor is not None:
-            loss = loss + self.reg_weight * feature_regulariser(feats, self._p_reg_tensor)
-        return loss
+            losses[0] = losses[0] + self.reg_weight * feature_regulariser(feats, self._p_reg_tensor, self._p_reg_scale)
+        return torch.stack(losses).mean(0)
 
     def _objective(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   prior: torch.Tensor) -> torch.Tensor:
+                   prior: torch.Tensor, iteration: int = 0) -> torch.Tensor:
         per_sample = prior + self.id_weight * self._identity_objective(target, images, labels)
-        return per_sample.sum() / REFERENCE_BATCH
+        loss = per_sample.sum() / REFERENCE_BATCH
+        if iteration % CHECK_EVERY == 0 or iteration == self.iterations - 1:  # a check is a device sync
+            check_finite(loss, "the attack's loss (a prior, the target or a surrogate returned NaN or infinity)")
+        return loss
 
     @torch.no_grad()
     def _confidence(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -224,11 +230,6 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     @abc.abstractmethod
     def _run(self, target: nn.Module, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Return ``(images, target_confidence)`` ordered as ``np.repeat(labels, n_reconstructions)``."""
-
-
-def _is_number(value: Any) -> bool:
-    """A finite real number (bools excluded)."""
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _looks_like_probabilities(out: torch.Tensor) -> bool:

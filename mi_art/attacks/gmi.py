@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ..losses import wgan_prior_loss
-from .base import GANInversionAttack, _is_number
+from ..validation import check_number
+from .base import GANInversionAttack
 
 
 class GMI(GANInversionAttack):
@@ -47,8 +48,7 @@ class GMI(GANInversionAttack):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not _is_number(self.momentum) or not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_number("momentum", self.momentum, low=0, high=1, high_open=True)
 
     def _run(self, target: nn.Module, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         device = self._device
@@ -59,9 +59,9 @@ class GMI(GANInversionAttack):
             y = all_labels[start:start + self.batch_size]
             z = torch.randn(len(y), self._latent_dim, device=device).clamp_(-1, 1).requires_grad_(True)
             opt = torch.optim.SGD([z], lr=self.learning_rate, momentum=self.momentum, nesterov=self.momentum > 0)
-            for _ in range(self.iterations):
+            for it in range(self.iterations):
                 fake = self.generator(z)
-                loss = self._objective(target, fake, y, wgan_prior_loss(self.discriminator(fake)))
+                loss = self._objective(target, fake, y, wgan_prior_loss(self.discriminator(fake)), it)
                 z.grad, = torch.autograd.grad(loss, [z])
                 opt.step()
                 with torch.no_grad():

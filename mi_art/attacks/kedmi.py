@@ -46,10 +46,10 @@ class KEDMI(GANInversionAttack):
             mu = torch.zeros(len(y), latent, device=device, requires_grad=True)
             log_var = torch.ones(len(y), latent, device=device, requires_grad=True)
             opt = torch.optim.Adam([mu, log_var], lr=self.learning_rate)
-            for _ in range(self.iterations):
+            for it in range(self.iterations):
                 z = (mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)).clamp(-1, 1)
                 fake = self.generator(z)
-                loss = self._objective(target, fake, y, kedmi_prior_loss(self.discriminator(fake)))
+                loss = self._objective(target, fake, y, kedmi_prior_loss(self.discriminator(fake)), it)
                 mu.grad, log_var.grad = torch.autograd.grad(loss, [mu, log_var])
                 opt.step()
                 bar.update(1)

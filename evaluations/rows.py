@@ -1,0 +1,81 @@
+"""Result rows of a grid evaluation on disk: their columns, where each cell's files live, which cells
+are finished, and how a row's attack accuracies read against chance.
+
+Both :mod:`evaluations.executors` (which writes the rows) and :mod:`evaluations.report` (which reads
+them) import this module; neither imports the other at module level.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
+
+__all__ = ["ROW_KEYS", "TOP_K", "cell_paths", "completed_cells", "normalise_row", "read_cell"]
+
+PathLike = Union[str, Path]
+
+#: The k of the Acc@k columns of a row.
+TOP_K = (1, 5)
+
+#: Columns of a result row, in the order of results.csv. ``chance@k`` is the Acc@k of a judge guessing
+#: uniformly among its ``n_classes`` classes; ``acc@k`` is None (``n/a``) when ``k >= n_classes``.
+ROW_KEYS = ("cell_id", "dataset", "defense", "defense_params", "defense_label", "natural_accuracy", "epsilon",
+            "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5", "acc@5_std",
+            "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
+            "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "iterations")
+
+
+def cell_paths(out_dir: PathLike, cid: str) -> Tuple[Path, Path]:
+    """``(<out>/cells/<id>.json, <out>/cells/<id>.npz)``."""
+    folder = Path(out_dir) / "cells"
+    return folder / f"{cid}.json", folder / f"{cid}.npz"
+
+
+def read_cell(path: Path) -> Optional[Dict[str, Any]]:
+    """The row saved at ``path``, or None for a missing, partial or foreign file."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return row if isinstance(row, dict) and "cell_id" in row else None
+
+
+def completed_cells(out_dir: PathLike, ids: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
+    """Rows of the finished cells under ``<out>/cells`` (only those in ``ids`` when given)."""
+    folder = Path(out_dir) / "cells"
+    wanted = set(ids) if ids is not None else None
+    out: Dict[str, Dict[str, Any]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        if wanted is not None and path.stem not in wanted:
+            continue
+        row = read_cell(path)
+        if row is not None and row["cell_id"] == path.stem:
+            out[path.stem] = row
+    return out
+
+
+def _n_classes(row: Dict[str, Any]) -> Optional[int]:
+    k = row.get("n_classes")
+    return int(k) if isinstance(k, (int, float)) and not isinstance(k, bool) and k >= 1 else None
+
+
+def normalise_row(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of ``row`` whose Acc@k reads against chance: ``acc@k`` and ``acc@k_std`` are None where
+    ``k >= n_classes`` (1.0 by construction: not applicable), and ``chance@k`` is filled in from
+    ``n_classes``. Rows written before these columns existed (no ``n_classes``) keep their values
+    and get no chance level (None)."""
+    from .metrics import chance_level, topk_applicable
+
+    out = dict(row)
+    n_classes = _n_classes(row)
+    for k in TOP_K:
+        if n_classes is None:
+            out.setdefault(f"chance@{k}", None)
+            continue
+        if out.get(f"chance@{k}") is None:
+            out[f"chance@{k}"] = chance_level(k, n_classes)
+        if not topk_applicable(k, n_classes):
+            out[f"acc@{k}"] = out[f"acc@{k}_std"] = None
+    return out

@@ -1,0 +1,133 @@
+"""A folder with one sub-folder of images per identity (AT&T/ORL faces, FFHQ chunks, any face folder)."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .checks import (Crop, PathLike, check_channels, check_crop, check_image_size, check_loader_seed, check_name,
+                     check_root, check_test_fraction)
+from .dataset import MIDataset
+from .decoding import image_split, infer_channels
+from .identities import IdentitySpec, check_identity_spec, natural_key, select_identities, split_identities
+
+#: File extensions (lower case) read by :func:`load_image_folder`; matching is case-insensitive.
+IMAGE_EXTENSIONS: Tuple[str, ...] = (".pgm", ".ppm", ".pnm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
+                                     ".gif")
+
+
+def list_images(folder: Path) -> List[Path]:
+    """Image files directly inside ``folder``, in natural order (hidden files skipped)."""
+    files = [p for p in folder.iterdir()
+             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def list_identities(root: Path) -> Dict[str, List[Path]]:
+    """Map each identity sub-folder holding at least one image to its images, in natural order."""
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    identities: Dict[str, List[Path]] = {}
+    for folder in sorted(folders, key=lambda p: natural_key(p.name)):
+        images = list_images(folder)
+        if images:
+            identities[folder.name] = images
+    return identities
+
+
+def check_options(*, private: Any, public: Any, image_size: Any, channels: Any, test_fraction: Any, crop: Any,
+                  seed: Any, name: Any) -> Tuple[int, Optional[int], float, Crop, int, Optional[str]]:
+    """Check every option of :func:`load_image_folder` that can be checked without the data."""
+    check_identity_spec("private", private)
+    check_identity_spec("public", public, allow_none=True)
+    return (check_image_size(image_size), check_channels(channels), check_test_fraction(test_fraction),
+            check_crop(crop), check_loader_seed(seed), check_name(name))
+
+
+def load_image_folder(
+    root: PathLike,
+    *,
+    private: IdentitySpec = 0.5,
+    public: Optional[IdentitySpec] = None,
+    image_size: int = 32,
+    channels: Optional[int] = None,
+    test_fraction: float = 0.2,
+    crop: Crop = "center",
+    seed: int = 0,
+    name: Optional[str] = None,
+) -> MIDataset:
+    """Load a folder with one sub-folder of images per identity.
+
+    Identity folders (those holding at least one PGM/PPM/PNM, PNG, JPEG, BMP, TIFF or GIF file,
+    extensions matched case-insensitively; hidden entries and other folders are ignored) are taken in
+    natural order: ``s2`` before ``s10``. Every PIL mode is mapped to ``[0, 1]`` or refused by name
+    (8-bit, palette, alpha, CMYK, 16-bit and float greyscale: see :mod:`mi_art.data.decoding`).
+
+    Parameters
+    ----------
+    root : str or path
+        The folder holding the identity sub-folders.
+    private : int, float or list of str, default 0.5
+        The private identities: the first ``private`` identities (int), that ratio of all
+        identities (float in (0, 1), rounded, at least 1), or the folder names themselves (list;
+        labels follow the list's order).
+    public : int, float, list of str or None, default None
+        The public identities: None for all identities that are not private; a count, or a ratio
+        of all identities, taken in order from the non-private identities; or folder names
+        (must not overlap ``private``).
+    image_size : int, default 32
+        Height and width of the output images.
+    channels : {None, 1, 3}, default None
+        1 reads images as greyscale, 3 as RGB. None infers it: 3 if any of up to 32 images spread
+        over the dataset shows colour, else 1; the choice is logged (logger ``mi_art.data``, INFO).
+    test_fraction : float, default 0.2
+        Share of each private identity's images that go to ``private_test`` (rounded; at least one
+        test and one train image per identity). The shuffle depends on ``seed`` and the identity's
+        name only.
+    crop : {"center"}, int or None, default "center"
+        "center" cuts the largest centred square, an int a centred square of that side (CelebA:
+        108), None resizes the whole image (aspect ratio not kept).
+    seed : int, default 0
+        Seed of the train/test shuffle.
+    name : str, optional
+        Dataset name; defaults to the folder's name.
+
+    Returns
+    -------
+    MIDataset
+        Private labels index ``private_identities``; public labels index ``public_identities``.
+
+    Raises
+    ------
+    ValueError
+        If an argument has the wrong type or range, the folder does not exist or holds no
+        identities, too many identities are asked for, an explicit name is unknown, private and
+        public overlap, no identity is left for the public split, a private identity has fewer than
+        2 images, or an image cannot be read, has a mode that cannot be mapped to [0, 1] or is
+        smaller than ``crop``.
+    """
+    image_size, channels, test_fraction, crop, seed, name = check_options(
+        private=private, public=public, image_size=image_size, channels=channels, test_fraction=test_fraction,
+        crop=crop, seed=seed, name=name)
+    folder = check_root(root, "image")
+    identities = list_identities(folder)
+    if not identities:
+        raise ValueError(f"image folder {folder} has no identity sub-folders with images "
+                         f"({', '.join(IMAGE_EXTENSIONS)})")
+    private_names, public_names = select_identities(list(identities), private, public)
+    train_groups, test_groups = split_identities([identities[n] for n in private_names], private_names,
+                                                 test_fraction, seed)
+    public_groups = [identities[n] for n in public_names]
+    if channels is None:
+        every = [p for groups in (train_groups, test_groups, public_groups) for group in groups for p in group]
+        channels = infer_channels(every, str(folder))
+    read = partial(image_split, image_size=image_size, channels=channels, crop=crop)
+    return MIDataset(
+        name=name if name is not None else folder.resolve().name,
+        private_train=read(train_groups),
+        private_test=read(test_groups),
+        public=read(public_groups),
+        private_identities=tuple(private_names),
+        public_identities=tuple(public_names),
+        image_size=image_size,
+        channels=channels,
+    )

@@ -1,0 +1,131 @@
+"""Datasets by name: :func:`load_dataset`, and the options each one accepts (for the CLI and grids,
+which check ``--data-option`` keys and values before any work starts)."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from . import celeba, digits, idx, image_folder
+from .checks import PathLike
+from .dataset import MIDataset
+
+#: Names accepted by :func:`load_dataset` ("folder" is an alias of "image-folder").
+DATASETS: Tuple[str, ...] = ("digits", "image-folder", "folder", "mnist", "fashion-mnist", "celeba")
+
+
+@dataclass(frozen=True)
+class _Source:
+    loader: Callable[..., MIDataset]
+    check: Callable[..., Any]  # the loader's option checks, without the data
+    needs_root: bool = True
+    fixed: Mapping[str, Any] = field(default_factory=dict)  # options the dataset name sets itself
+
+
+_SOURCES: Dict[str, _Source] = {
+    "digits": _Source(digits.load_digits_data, digits.check_options, needs_root=False),
+    "image-folder": _Source(image_folder.load_image_folder, image_folder.check_options),
+    "folder": _Source(image_folder.load_image_folder, image_folder.check_options),
+    "mnist": _Source(idx.load_mnist, idx.check_options, fixed={"fashion": False}),
+    "fashion-mnist": _Source(idx.load_mnist, idx.check_options, fixed={"fashion": True}),
+    "celeba": _Source(celeba.load_celeba, celeba.check_options),
+}
+
+
+def canonical_name(name: Any) -> str:
+    """The key of :data:`DATASETS` that ``name`` stands for (case-insensitive; "_" may stand for "-")."""
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a dataset name (a string), one of {', '.join(DATASETS)}; got {name!r}")
+    key = name.strip().lower().replace("_", "-")
+    if key not in _SOURCES:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return key
+
+
+def _defaults(source: _Source) -> Dict[str, Any]:
+    """Keyword-only parameters of the loader, with their defaults, less those the name fixes."""
+    params = inspect.signature(source.loader).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY
+            and p.name not in source.fixed}
+
+
+def dataset_options(name: str, /) -> Tuple[str, ...]:
+    """The option keys :func:`load_dataset` accepts for dataset ``name``, in the loader's order.
+
+    >>> dataset_options("digits")
+    ('image_size', 'channels', 'test_fraction', 'seed')
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a dataset name.
+    """
+    return tuple(_defaults(_SOURCES[canonical_name(name)]))
+
+
+def check_dataset_options(name: str, /, options: Mapping[str, Any]) -> None:
+    """Check the keys and values of ``options`` for dataset ``name`` without reading any data.
+
+    Every check that does not need the data runs: unknown keys (the message lists the valid ones),
+    and the type and range of every value. What needs the data (a folder's existence, more identities
+    than there are) is checked by :func:`load_dataset`.
+
+    Raises
+    ------
+    ValueError
+        Naming the first bad key or value, and what would be valid.
+    """
+    key = canonical_name(name)
+    source = _SOURCES[key]
+    if not isinstance(options, Mapping):
+        raise ValueError(f"options must be a mapping of option names to values, got {type(options).__name__}")
+    defaults = _defaults(source)
+    for option in options:
+        if option in source.fixed:
+            raise ValueError(f"dataset {key!r} sets {option} itself; do not pass it "
+                             f"(valid options: {', '.join(defaults)})")
+        if option not in defaults:
+            hint = "; give the data folder as root (--data-root), not as an option" if option == "root" else ""
+            raise ValueError(f"unknown option {option!r} for dataset {key!r}; valid options: {', '.join(defaults)}"
+                             f"{hint}")
+    source.check(**{**defaults, **source.fixed, **options})
+
+
+def load_dataset(name: str, /, root: Optional[PathLike] = None, **options: Any) -> MIDataset:
+    """Load a dataset by name.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS`: "digits", "image-folder" (alias "folder"), "mnist",
+        "fashion-mnist", "celeba" (case-insensitive; "_" may stand for "-"). Positional only, so that
+        the image folder's own ``name`` option can be passed.
+    root : str or path, optional
+        Data folder; required by every dataset but "digits", which takes none.
+    **options
+        Keyword arguments of the dataset's loader (:func:`~mi_art.data.load_digits_data`,
+        :func:`~mi_art.data.load_image_folder`, :func:`~mi_art.data.load_mnist`,
+        :func:`~mi_art.data.load_celeba`); :func:`dataset_options` lists them.
+
+    Returns
+    -------
+    MIDataset
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown, ``root`` is missing where required or given to "digits", an option
+        is unknown (the message lists the valid ones) or has a bad value, or the loader fails.
+    """
+    key = canonical_name(name)
+    source = _SOURCES[key]
+    if not source.needs_root and root is not None:
+        raise ValueError(f"dataset {key!r} ships with scikit-learn and takes no root, got root={root!r}")
+    if source.needs_root and root is None:
+        hint = ""
+        if key == "fashion-mnist":
+            hint = f" (Debian's dataset-fashion-mnist installs it in {idx.FASHION_MNIST_DEBIAN_ROOT})"
+        raise ValueError(f"dataset {key!r} needs a data folder: root is required{hint}")
+    check_dataset_options(key, options)
+    arguments = {**source.fixed, **options}
+    return source.loader(root, **arguments) if source.needs_root else source.loader(**arguments)

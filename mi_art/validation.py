@@ -1,0 +1,224 @@
+"""The one validation layer of mi-art: type, range and finiteness, checked once, with messages that
+name the parameter, the value and what would be valid.
+
+Every public function, attack, defense, loader, CLI option and grid key validates its arguments with
+these helpers, so that a mistake gives the same kind of ``ValueError`` wherever it is made.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable, Optional, Sequence, Tuple, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+
+
+class NonFiniteError(ValueError):
+    """A model's outputs, loss or weights became NaN or infinite during training or an attack."""
+
+
+def is_int(value: Any) -> bool:
+    """A Python or NumPy integer (booleans excluded)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value: Any) -> bool:
+    """A finite real number (booleans excluded)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and bool(np.isfinite(float(value))))
+
+
+def _interval(low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> str:
+    lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+    hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+    return f"{lo}, {hi}"
+
+
+def _outside(v: float, low: Optional[float], high: Optional[float], low_open: bool, high_open: bool) -> bool:
+    too_low = low is not None and (v <= low if low_open else v < low)
+    too_high = high is not None and (v >= high if high_open else v > high)
+    return too_low or too_high
+
+
+def check_number(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
+                 low_open: bool = False, high_open: bool = False, hint: str = "") -> float:
+    """``value`` must be a finite real number (not a bool or a string) in the interval given; returns a float."""
+    if not is_number(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}{hint}")
+    v = float(value)
+    if _outside(v, low, high, low_open, high_open):
+        raise ValueError(f"{name} must be in {_interval(low, high, low_open, high_open)}, got {value!r}{hint}")
+    return v
+
+
+def check_positive(name: str, value: Any, hint: str = "") -> float:
+    """A finite number > 0 (learning rates, temperatures, weights)."""
+    return check_number(name, value, low=0, low_open=True, hint=hint)
+
+
+def check_int(name: str, value: Any, *, low: Optional[int] = None, high: Optional[int] = None,
+              hint: str = "") -> int:
+    """``value`` must be an integer (not a float such as 3.0, a bool or a string) in ``[low, high]``."""
+    if not is_int(value):
+        raise ValueError(f"{name} must be an integer, got {value!r}{hint}")
+    v = int(value)
+    if _outside(v, low, high, False, False):
+        raise ValueError(f"{name} must be an integer in {_interval(low, high, False, False)}, got {value!r}{hint}")
+    return v
+
+
+def check_count(name: str, value: Any, hint: str = "") -> int:
+    """A positive integer (epochs, steps, batch sizes, iterations, sample counts)."""
+    return check_int(name, value, low=1, hint=hint)
+
+
+def check_optional_count(name: str, value: Any, hint: str = "") -> Optional[int]:
+    return None if value is None else check_count(name, value, hint=hint)
+
+
+def check_seed(name: str, value: Any) -> Optional[int]:
+    """``None`` or a non-negative integer."""
+    return None if value is None else check_int(name, value, low=0)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[T]) -> T:
+    """``value`` must be one of ``choices``."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_list(name: str, value: Any, *, item: str = "item") -> list:
+    """A list or tuple (not a string, a dict or a single object)."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name} must be a list of {item}s, got {type(value).__name__} {value!r:.80}")
+    return list(value)
+
+
+# ------------------------------------------------------------------------------------------ arrays
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def check_images(x: Any, name: str = "x", shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
+    """Validate an image batch (N, C, H, W) of finite real numbers; returns it as float32 numpy."""
+    x = as_numpy(x)
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must hold numbers, got an array of dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got an array of shape {x.shape}")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name} has images of shape {tuple(x.shape[1:])}, expected {tuple(shape)}")
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_labels(y: Any, num_classes: int, name: str = "y", length: Optional[int] = None) -> np.ndarray:
+    """Validate class labels in ``[0, num_classes)``: a 1-D array of integer indices, or exact one-hot
+    rows (a single 1 per row, zeros elsewhere). Anything else (probabilities, scores) is refused,
+    never argmax-ed. Returns int64 indices."""
+    y = as_numpy(y)
+    if y.ndim == 2:
+        if y.shape[1] != num_classes:
+            raise ValueError(f"{name} has shape {y.shape}: one-hot labels need {num_classes} columns, "
+                             f"or give a 1-D array of class indices")
+        if y.dtype.kind not in "fiub" or not (np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all()):
+            raise ValueError(f"{name} is 2-D but its rows are not one-hot (a single 1, zeros elsewhere): give "
+                             f"class indices, not probabilities or scores")
+        y = y.argmax(1)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of class indices, got shape {y.shape}")
+    if len(y) == 0:
+        raise ValueError(f"{name} is empty: give at least one class")
+    if y.dtype.kind == "b":
+        raise ValueError(f"{name} must hold integer class indices, got booleans")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
+    elif y.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    bad = y[(y < 0) | (y >= num_classes)]
+    if bad.size:
+        raise ValueError(f"{name} has labels out of range [0, {num_classes - 1}]: {sorted(set(bad.tolist()))[:10]}")
+    if length is not None and len(y) != length:
+        raise ValueError(f"{name} has {len(y)} labels for {length} inputs")
+    return y
+
+
+def check_finite(value: torch.Tensor, what: str) -> torch.Tensor:
+    """Stop a training run or an attack as soon as ``value`` (a loss, outputs) stops being finite."""
+    if not bool(torch.isfinite(value).all()):
+        raise NonFiniteError(f"{what} became NaN or infinite: lower the learning rate, check the inputs' "
+                             f"range, or check the model for a division by zero or an overflow")
+    return value
+
+
+def check_module_finite(module: torch.nn.Module, what: str) -> None:
+    """Refuse to return a model whose weights are NaN or infinite."""
+    for name, p in module.state_dict().items():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise NonFiniteError(f"{what}: parameter {name!r} became NaN or infinite during training; lower the "
+                                 f"learning rate or check the inputs")
+
+
+def check_sequence_of(name: str, value: Any, allowed: Sequence[type], what: str) -> list:
+    """A list/tuple whose every element is an instance of one of ``allowed``."""
+    items = check_list(name, value, item=what)
+    for i, v in enumerate(items):
+        if not isinstance(v, tuple(allowed)):
+            raise ValueError(f"{name}[{i}] must be a {what}, got {type(v).__name__}")
+    return items
+
+
+def check_optional_positive(name: str, value: Any, hint: str = "") -> Optional[float]:
+    """``None`` or a finite number > 0 (e.g. a learning rate that defaults to another one)."""
+    return None if value is None else check_positive(name, value, hint=hint)
+
+
+def check_device(name: str, value: Any) -> Optional[str]:
+    """``None``/"auto", "cpu", "cuda", "cuda:N" or "mps", checked against what this machine has:
+    CUDA requested without CUDA, or a GPU index past the last visible GPU, is refused. Returns the
+    device as a string (``None`` for "auto")."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    valid = "'auto', 'cpu' or 'cuda[:N]'"
+    if not isinstance(value, (str, torch.device)):
+        raise ValueError(f"{name} must be {valid}, got {type(value).__name__} {value!r}")
+    try:
+        device = torch.device(value.strip().lower() if isinstance(value, str) else value)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name} must be {valid}, got {value!r}") from None
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} is {str(value)!r} but CUDA is not available on this machine; use 'cpu' or "
+                             f"'auto'")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name} is {str(value)!r} but this machine has {count} CUDA device(s): use cuda:0"
+                             + (f" to cuda:{count - 1}" if count > 1 else ""))
+        return str(device)
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{name} is {str(value)!r} but Apple's MPS is not available on this machine; use 'cpu' "
+                             f"or 'auto'")
+        return str(device)
+    raise ValueError(f"{name} must be {valid}, got {value!r} (device type {device.type!r} is not supported)")

@@ -1,0 +1,205 @@
+"""The grid report from hand-written cells (nothing is trained): Acc@k that cannot fail is reported as
+not applicable, chance levels sit beside Acc@1/Acc@5, `mi-art report --keep-images` redraws only
+what changed, and the report does not import the executors."""
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from evaluations.cli import main
+from evaluations.report import _chance_line, render_report
+from evaluations.rows import ROW_KEYS, normalise_row
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _row(cid: str, index: int, *, dataset: str, n_classes, seed: int = 0, acc1: float = 0.6, acc5: float = 1.0,
+         variant: str = "baseline") -> dict:
+    row = {"cell_id": cid, "index": index, "dataset": dataset, "defense": "none", "defense_params": {},
+           "defense_label": "none", "natural_accuracy": 0.9, "epsilon": None, "delta": None, "attack": "gmi",
+           "variant": variant, "seed": seed, "artifact_seed": seed, "acc@1": acc1, "acc@1_std": 0.1,
+           "acc@5": acc5, "acc@5_std": 0.0, "knn_dist": 12.5, "fid_eval_features": None, "seconds": 3.0,
+           "cell_seconds": 4.0, "evaluator_test_accuracy": 0.95, "n_identities": 2, "n_reconstructions": 2,
+           "iterations": 10}
+    if n_classes is not None:  # None: a row saved before n_classes / chance@k existed
+        row["n_classes"] = n_classes
+    return row
+
+
+def _write_cell(out: Path, row: dict, *, images: bool = True) -> None:
+    cells = out / "cells"
+    cells.mkdir(parents=True, exist_ok=True)
+    (cells / f"{row['cell_id']}.json").write_text(json.dumps(row))
+    if images:
+        rng = np.random.default_rng(row["index"])
+        np.savez_compressed(cells / f"{row['cell_id']}.npz",
+                            reconstructions=rng.random((4, 1, 8, 8), dtype=np.float32),
+                            labels=np.array([0, 0, 1, 1]), real_x=rng.random((2, 1, 8, 8), dtype=np.float32),
+                            real_y=np.array([0, 1]), identity_names=np.array(["a", "b"]))
+
+
+def _csv(path: Path):
+    with open(path, newline="") as f:
+        return {r["cell_id"]: r for r in csv.DictReader(f)}
+
+
+def _section(md: str, heading: str) -> str:
+    """The text of a '## dataset' section."""
+    start = md.index(f"## {heading}\n")
+    end = md.find("\n## ", start + 1)
+    return md[start:end if end != -1 else len(md)]
+
+
+@pytest.fixture
+def report_dir(tmp_path):
+    """digits: 5 classes (Acc@5 saved as 1.0: not applicable); faces: 10 classes, two seeds (Acc@5 0.6
+    and 0.8); old: a row saved without n_classes."""
+    out = tmp_path / "out"
+    rows = [_row("d0", 0, dataset="digits", n_classes=5, acc1=0.6, acc5=1.0),
+            _row("f0", 1, dataset="faces", n_classes=10, seed=0, acc1=0.3, acc5=0.6),
+            _row("f1", 2, dataset="faces", n_classes=10, seed=1, acc1=0.5, acc5=0.8),
+            _row("o0", 3, dataset="old", n_classes=None, acc1=0.4, acc5=0.9)]
+    for r in rows:
+        _write_cell(out, r)
+    return out
+
+
+def test_normalise_row_marks_acc_at_k_with_k_at_least_the_classes_not_applicable():
+    five = normalise_row(_row("a", 0, dataset="d", n_classes=5, acc5=1.0))
+    assert five["acc@5"] is None and five["acc@5_std"] is None  # 5 >= 5 classes: 1.0 by construction
+    assert five["acc@1"] == 0.6 and five["chance@1"] == pytest.approx(1 / 5) and five["chance@5"] == 1.0
+    six = normalise_row(_row("b", 0, dataset="d", n_classes=6, acc5=0.9))
+    assert six["acc@5"] == 0.9 and six["chance@5"] == pytest.approx(5 / 6)
+    two = normalise_row(_row("c", 0, dataset="d", n_classes=2, acc5=1.0))
+    assert two["acc@1"] == 0.6 and two["chance@1"] == 0.5 and two["acc@5"] is None
+    old = normalise_row(_row("e", 0, dataset="d", n_classes=None, acc5=0.9))
+    assert old["acc@5"] == 0.9 and old["chance@1"] is None and old["chance@5"] is None
+    # a chance level saved with the row is kept, not recomputed
+    saved = normalise_row({**_row("f", 0, dataset="d", n_classes=10), "chance@1": 0.25})
+    assert saved["chance@1"] == 0.25 and saved["chance@5"] == 0.5
+
+
+def test_report_writes_null_and_n_a_for_acc5_and_chance_beside_acc(report_dir):
+    render_report(report_dir)
+    public = {r["cell_id"]: r for r in json.loads((report_dir / "results.json").read_text())}
+    assert public["d0"]["acc@5"] is None and public["d0"]["acc@5_std"] is None
+    assert public["d0"]["chance@1"] == pytest.approx(0.2) and public["d0"]["chance@5"] == 1.0
+    assert public["d0"]["acc@1"] == 0.6 and public["d0"]["n_classes"] == 5
+    assert public["f0"]["acc@5"] == 0.6 and public["f0"]["chance@1"] == pytest.approx(0.1)
+    assert public["f0"]["chance@5"] == pytest.approx(0.5)
+    assert public["o0"]["acc@5"] == 0.9 and public["o0"]["chance@1"] is None
+
+    rows = _csv(report_dir / "results.csv")
+    with open(report_dir / "results.csv", newline="") as f:
+        assert next(csv.reader(f)) == list(ROW_KEYS)
+    assert rows["d0"]["acc@5"] == "n/a" and rows["d0"]["acc@5_std"] == "n/a"
+    assert float(rows["d0"]["chance@1"]) == pytest.approx(0.2) and float(rows["d0"]["acc@1"]) == 0.6
+    assert float(rows["f1"]["acc@5"]) == 0.8 and float(rows["f1"]["chance@5"]) == pytest.approx(0.5)
+    assert rows["o0"]["chance@1"] == "" and float(rows["o0"]["acc@5"]) == 0.9  # unknown, not "not applicable"
+
+    md = (report_dir / "report.md").read_text()
+    digits = _section(md, "digits")
+    acc5_table = digits.split("### Attack accuracy Acc@5", 1)[1].split("###", 1)[0]
+    assert "not applicable with 5 classes" in acc5_table
+    assert next(ln for ln in acc5_table.splitlines() if ln.startswith("| none |")).endswith("| n/a |")
+    acc1_table = digits.split("### Attack accuracy Acc@1", 1)[1].split("###", 1)[0]
+    assert "chance 0.200 with 5 classes" in acc1_table
+    assert next(ln for ln in acc1_table.splitlines() if ln.startswith("| none |")).endswith("| 0.600 |")
+    faces = _section(md, "faces")
+    acc5_faces = faces.split("### Attack accuracy Acc@5", 1)[1].split("###", 1)[0]
+    assert "chance 0.500 with 10 classes" in acc5_faces
+    # two seeds: mean 0.7 and sample std of (0.6, 0.8)
+    assert f"| 0.700 ± {np.std([0.6, 0.8], ddof=1):.3f} |" in acc5_faces
+    assert "chance 0.100 with 10 classes" in faces.split("### Attack accuracy Acc@1", 1)[1].split("###", 1)[0]
+    assert "unknown (cells saved without their number of classes)" in _section(md, "old")
+
+
+def test_plots_draw_the_chance_level_and_skip_missing_accuracies(tmp_path):
+    from evaluations.report import _pyplot, aggregate
+
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    aggs = aggregate([normalise_row(_row("a", 0, dataset="d", n_classes=5)),
+                      normalise_row(_row("b", 1, dataset="d", n_classes=5, variant="lomma"))])
+    _chance_line(ax, aggs)
+    (line,) = ax.lines
+    assert list(line.get_ydata()) == [0.2, 0.2] and line.get_label() == "chance"
+    plt.close(fig)
+    fig2, ax2 = plt.subplots()
+    _chance_line(ax2, aggregate([_row("c", 0, dataset="d", n_classes=None)]))
+    assert list(ax2.lines) == []  # no chance level known: no line
+    plt.close("all")
+    # a cell whose Acc@1 is missing is left out of the plots instead of breaking them
+    out = tmp_path / "out"
+    _write_cell(out, _row("a", 0, dataset="d", n_classes=5, acc1=None))
+    _write_cell(out, _row("b", 1, dataset="d", n_classes=5, variant="lomma"))
+    render_report(out)
+    assert (out / "plots" / "frontier-d.png").stat().st_size > 1000
+    assert (out / "plots" / "bars-d.png").stat().st_size > 1000
+
+
+def test_report_keep_images_redraws_only_missing_or_stale_images(report_dir):
+    render_report(report_dir)
+    images = {p.stem: p for p in (report_dir / "images").glob("*.png")}
+    assert sorted(images) == ["d0", "f0", "f1", "o0"]
+    # every cell's npz at t0, every image at t0 + 10 (newer than its cell: up to date) ...
+    t0 = 1_600_000_000
+    for cid, img in images.items():
+        os.utime(report_dir / "cells" / f"{cid}.npz", (t0, t0))
+        os.utime(img, (t0 + 10, t0 + 10))
+    # ... then: f0's cell is rewritten after its image (stale), f1's image is deleted (missing)
+    os.utime(report_dir / "cells" / "f0.npz", (t0 + 20, t0 + 20))
+    images["f1"].unlink()
+    fresh_bytes = {cid: images[cid].read_bytes() for cid in ("d0", "o0")}
+
+    result = CliRunner().invoke(main, ["report", "--keep-images", str(report_dir)])
+    assert result.exit_code == 0, result.output
+    for cid in ("d0", "o0"):  # up to date: left alone
+        assert images[cid].stat().st_mtime == t0 + 10 and images[cid].read_bytes() == fresh_bytes[cid]
+    assert images["f0"].stat().st_mtime > t0 + 20  # stale: redrawn
+    assert images["f1"].is_file()  # missing: drawn
+
+    result = CliRunner().invoke(main, ["report", str(report_dir)])  # the default, --redraw: every image
+    assert result.exit_code == 0, result.output
+    for cid in ("d0", "o0"):
+        assert images[cid].stat().st_mtime > t0 + 10
+
+
+def _imported_modules(path: Path, *, top_level_only: bool) -> set:
+    """The evaluations modules ``path`` imports (``from .x import``, ``from evaluations.x import``,
+    ``import evaluations.x``), at module level only or anywhere."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom):
+            name = node.module or ""
+            out.add(name if node.level == 0 else f"evaluations.{name}" if name else "evaluations")
+            if node.level and not name:
+                out.update(f"evaluations.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_report_and_executors_do_not_import_each_other():
+    """report -> executors -> report was a circle (the executors render the report at the end of a
+    grid); the rows both need live in evaluations.rows."""
+    import evaluations.executors as executors
+    import evaluations.rows as rows
+
+    report_imports = _imported_modules(ROOT / "evaluations" / "report.py", top_level_only=False)
+    assert "evaluations.executors" not in report_imports
+    assert "evaluations.rows" in report_imports
+    assert "evaluations.report" not in _imported_modules(ROOT / "evaluations" / "executors.py", top_level_only=True)
+    assert "evaluations.report" not in _imported_modules(ROOT / "evaluations" / "rows.py", top_level_only=False)
+    # the moved names stay importable from the executors, as the same objects
+    assert executors.ROW_KEYS is rows.ROW_KEYS and executors.completed_cells is rows.completed_cells
+    assert executors.cell_paths is rows.cell_paths
