@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/attack_variants[-quick].json)")
+    parser.add_argument("--also", nargs="*", default=(), help="more result files to merge into the table (another "
+                                                              "process's --out, e.g. for a second CPU core)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
@@ -89,7 +91,10 @@ def main() -> None:
             write_atomic(out, json.dumps(done, indent=1))
             print(f"{key:<22} Acc@1 {record['acc@1']:.3f}  Acc@5 {_num(record['acc@5'])}  KNN {record['knn_dist']:.2f}  "
                   f"{record['seconds_per_reconstruction']:.3f} s/rec  (artifacts {prep:.0f}s)", flush=True)
-    print_table(done, config, seeds, out)
+    merged = dict(done)
+    for extra in args.also:
+        merged.update(json.loads(Path(extra).read_text()))
+    print_table(merged, config, seeds, out)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 

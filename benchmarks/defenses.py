@@ -3,9 +3,10 @@
 On AT&T faces (private s1-s20, public s21-s40, 32x32 grayscale) every defense is trained at two or
 three strengths. For each defended target the script reports its natural (test) accuracy, epsilon for
 DP-SGD (Opacus's RDP accountant, delta = 1/N), and Acc@1 / KNN distance of GMI+LOMMA and KEDMI+LOMMA
-(mean +- std over attack seeds). The public GMI prior and the evaluation model are shared with
-``attack_variants.py`` through the cache; the KEDMI prior, the surrogate (one, to keep the grid
-affordable on a CPU) and p_reg are trained per target.
+(mean +- std over attack seeds), beside the evaluation model's held-out accuracy and the surrogate's
+agreement with each target. The public GMI prior and the evaluation model are shared with
+``attack_variants.py`` through the cache; the KEDMI prior (fine-tuned from the GMI generator), the
+surrogate (one, to keep the grid affordable on a CPU) and p_reg are made per target.
 Finished cells are stored in --out (atomically) and skipped when the script is run again.
 
     python benchmarks/defenses.py            # full grid
@@ -29,14 +30,13 @@ from evaluations.experiment import ExperimentConfig, Workbench, public_record, r
 from evaluations.metrics import natural_accuracy
 from mi_art.utils import write_atomic
 
+#: one strength of every defense first, then the second ones: a run cut short still covers each defense
 DEFENSES = [
     ("none", {}),
-    ("dp-sgd", {"noise_multiplier": 0.5}), ("dp-sgd", {"noise_multiplier": 2.0}),
-    ("mid", {"beta": 0.003}), ("mid", {"beta": 0.02}),
-    ("nls", {"alpha": -0.05}), ("nls", {"alpha": -0.2}),
-    ("tl", {"freeze": 0.5}), ("tl", {"freeze": 0.8}),
-    ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}), ("bido", {"lambda_x": 0.1, "lambda_y": 1.0}),
-    ("dp-sgd", {"noise_multiplier": 1.0}),
+    ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.003}), ("nls", {"alpha": -0.05}),
+    ("tl", {"freeze": 0.5}), ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}),
+    ("dp-sgd", {"noise_multiplier": 0.5}), ("mid", {"beta": 0.02}), ("nls", {"alpha": -0.2}),
+    ("tl", {"freeze": 0.8}), ("bido", {"lambda_x": 0.1, "lambda_y": 1.0}), ("dp-sgd", {"noise_multiplier": 2.0}),
 ]
 QUICK = [("none", {}), ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.02}), ("nls", {"alpha": -0.2})]
 
@@ -52,7 +52,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
     parser.add_argument("--iterations", type=int, default=None, help="attack iterations (default 300; quick 150)")
     parser.add_argument("--n-reconstructions", type=int, default=3)
-    parser.add_argument("--kedmi-steps", type=int, default=None, help="KEDMI GAN steps per target (default 600)")
+    parser.add_argument("--kedmi-steps", type=int, default=None,
+                        help="KEDMI generator steps per target, from the GMI generator (default 100)")
+    parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 1000)")
     parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
     parser.add_argument("--only", default=None, help="comma-separated defense names to run")
     parser.add_argument("--attacks", default="gmi,kedmi", help="comma-separated: gmi, kedmi")
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=None)
+    parser.add_argument("--also", nargs="*", default=(), help="more result files to merge into the table (another "
+                                                              "process's --out, e.g. for a second CPU core)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     q = args.quick
@@ -67,7 +71,8 @@ def main() -> None:
     base = att_faces_config(
         args.data_root, variant="lomma", iterations=args.iterations or (150 if q else 300),
         n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
-        kedmi_steps=args.kedmi_steps or (400 if q else 600), surrogate_archs=("cnn-small",), surrogate_epochs=60,
+        kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
+        surrogate_steps=args.surrogate_steps or (300 if q else 1000),
         device=args.device)
     out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'-quick' if q else ''}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
@@ -105,16 +110,32 @@ def main() -> None:
                 write_atomic(out, json.dumps(done, indent=1, default=str))
                 print(f"  {key:<40} Acc@1 {row['acc@1']:.3f}  KNN {row['knn_dist']:.2f}  "
                       f"({row['seconds']:.0f}s attack, {prep:.0f}s artifacts)", flush=True)
-    print_table(done, grid, base, seeds, out)
+    merged = dict(done)
+    for extra in args.also:
+        merged.update(json.loads(Path(extra).read_text()))
+    print_table(merged, QUICK if q else DEFENSES, base, seeds, out)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def _agreement(rows: list) -> str:
+    """The surrogate's top-1 agreement with the target: held-out public / private test images."""
+    for r in rows:
+        for sur in r.get("surrogates") or []:
+            return f"{sur['agreement_public_heldout']:.2f} / {sur['agreement_private_test']:.2f}"
+    return "-"
 
 
 def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path) -> None:
     print(f"\nAT&T faces 32x32, 20 private identities; target {base.target_arch} ({base.target_epochs} epochs); "
           f"LOMMA attacks: {base.iterations} iterations, {base.n_reconstructions} reconstructions per identity; "
           f"Acc@1 by the {base.eval_arch} evaluation model, mean +- std over attack seeds")
+    first = next(iter(done.values()), None)
+    if first is None:
+        return
+    print(f"Evaluation model held-out accuracy {first['evaluator_test_accuracy']:.3f}; chance Acc@1 "
+          f"{first.get('chance@1', 0.05):.3f}")
     header = (f"| {'defense':<36} | {'natural acc':>11} | {'epsilon':>8} | {'GMI+LOMMA Acc@1':>15} | "
-              f"{'KEDMI+LOMMA Acc@1':>17} | {'GMI KNN':>7} | {'KEDMI KNN':>9} |")
+              f"{'KEDMI+LOMMA Acc@1':>17} | {'GMI KNN':>7} | {'KEDMI KNN':>9} | {'surrogate agreement':>19} |")
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     for defense, params in grid:
@@ -131,7 +152,8 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
         eps = rows[0]["epsilon"]
         print(f"| {name:<36} | {rows[0]['natural_accuracy']:>11.3f} | {'-' if eps is None else f'{eps:.2f}':>8} | "
               f"{stat('gmi', 'acc@1'):>15} | {stat('kedmi', 'acc@1'):>17} | "
-              f"{stat('gmi', 'knn_dist', '.1f').split(' +-')[0]:>7} | {stat('kedmi', 'knn_dist', '.1f').split(' +-')[0]:>9} |")
+              f"{stat('gmi', 'knn_dist', '.1f').split(' +-')[0]:>7} | {stat('kedmi', 'knn_dist', '.1f').split(' +-')[0]:>9} | "
+              f"{_agreement(rows):>19} |")
     print(f"Raw records: {out}")
 
 

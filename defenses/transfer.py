@@ -4,6 +4,8 @@ Learning Help?", CVPR 2024, https://arxiv.org/abs/2405.05588).
 Pre-train the classifier on public data (its own classes), freeze the first layers, replace the
 classification layer by one for the private classes and fine-tune only the unfrozen layers on the
 private data: the early layers never see private data, which limits what inversion can recover.
+The two steps are those of :mod:`mi_art.pretraining` (public pre-training then private fine-tuning,
+an option of every target and evaluation model); TL-DMI adds the freezing.
 
 ``freeze`` counts *parameterised leaf modules* (modules with their own parameters and no children:
 convolutions, normalisation layers, linear layers) in module registration order, excluding the
@@ -20,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mi_art.features import last_linear
-from mi_art.validation import check_count, check_int, check_optional_count, check_optional_positive, is_int, is_number
+from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head  # noqa: F401 (re-exported)
+from mi_art.validation import check_int, check_optional_count, check_optional_positive, is_int, is_number
 
-from .common import check_keys, last_linear_name, parameterised_leaves, replace_module
+from .common import check_keys, parameterised_leaves
 
 DEFAULTS: Dict[str, Any] = {"freeze": 0.5, "pretrain_epochs": None, "pretrain_lr": None}
 
@@ -69,15 +72,6 @@ def resolve_freeze(model: nn.Module, freeze: int | float) -> int:
     return freeze
 
 
-def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
-    """Put a fresh ``nn.Linear`` with ``num_classes`` outputs in place of the last linear layer."""
-    num_classes = check_count("num_classes", num_classes)
-    old = last_linear(model)
-    new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None).to(old.weight.device)
-    replace_module(model, last_linear_name(model), new)
-    return new
-
-
 def freeze_layers(model: nn.Module, count: int) -> List[Tuple[str, nn.Module]]:
     """Set ``requires_grad=False`` on the parameters of the first ``count`` freezable layers."""
     count = check_int("count", count, low=0)
@@ -102,28 +96,25 @@ def frozen_eval_loss(frozen: List[nn.Module]):
 
 def pretrain_public(model: nn.Module, dataset: Any, **train_kwargs: Any) -> nn.Module:
     """Step 1: give ``model`` a head for the public classes and train it on ``dataset.public``
-    (keyword arguments of :func:`mi_art.training.train_classifier`)."""
-    from mi_art.training import train_classifier
-
-    if last_linear(model).out_features != dataset.num_public_classes:
-        replace_head(model, dataset.num_public_classes)
-    return train_classifier(model, dataset.public.x, dataset.public.y, desc="TL pre-train (public)", **train_kwargs)
+    (:func:`mi_art.pretraining.pretrain_classifier`; keyword arguments of
+    :func:`mi_art.training.train_classifier`)."""
+    return pretrain_classifier(model, dataset.public.x, dataset.public.y, num_classes=dataset.num_public_classes,
+                               desc="TL pre-train (public)", **train_kwargs)
 
 
 def fine_tune_private(model: nn.Module, dataset: Any, freeze: int | float,
                       **train_kwargs: Any) -> Tuple[nn.Module, List[str]]:
     """Step 2: replace the head by one for the private classes, freeze the first ``freeze`` layers and
-    fine-tune the rest on ``dataset.private_train``. The frozen parameters and buffers are left
-    bit-identical; ``requires_grad`` is restored afterwards. Returns the model and the frozen layer names."""
-    from mi_art.training import train_classifier
-
+    fine-tune the rest on ``dataset.private_train`` (:func:`mi_art.pretraining.fine_tune_classifier`).
+    The frozen parameters and buffers are left bit-identical; ``requires_grad`` is restored afterwards.
+    Returns the model and the frozen layer names."""
     count = resolve_freeze(model, freeze)
-    replace_head(model, dataset.num_classes)
-    frozen = freeze_layers(model, count)
+    frozen = freeze_layers(model, count)  # the head is never among them: replacing it after is the same
     train = dataset.private_train
     try:
-        model = train_classifier(model, train.x, train.y, loss_fn=frozen_eval_loss([m for _, m in frozen]),
-                                 desc="TL fine-tune (private)", **train_kwargs)
+        model = fine_tune_classifier(model, train.x, train.y, dataset.num_classes, reseed_head=False,
+                                     loss_fn=frozen_eval_loss([m for _, m in frozen]),
+                                     desc="TL fine-tune (private)", **train_kwargs)
     finally:
         for _, m in frozen:
             for p in m.parameters():

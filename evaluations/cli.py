@@ -27,6 +27,12 @@ _LOG_DIR = "mi_art.log_dir"
 COUNT = click.IntRange(min=1)
 #: A seed: an integer >= 0.
 SEED = click.IntRange(min=0)
+#: Epochs of public pre-training: an integer >= 0 (0: train from scratch).
+PRETRAIN_EPOCHS = click.IntRange(min=0)
+_TARGET_PRETRAIN_HELP = ("Epochs of pre-training the target on the public identities (their own labels) before "
+                         "--target-epochs of fine-tuning every layer on the private ones; 0: from scratch.")
+_EVAL_PRETRAIN_HELP = ("Epochs of pre-training the evaluation model on the public identities before --eval-epochs "
+                       "of fine-tuning on the private ones; 0: from scratch.")
 
 
 class FiniteFloat(click.ParamType):
@@ -223,10 +229,14 @@ def main() -> None:
 @click.option("--eval-arch", type=click.Choice(sorted(ARCHITECTURES)), default="cnn-wide", show_default=True)
 @click.option("--target-epochs", type=COUNT, default=20, show_default=True)
 @click.option("--eval-epochs", type=COUNT, default=30, show_default=True)
+@click.option("--target-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True,
+              help=_TARGET_PRETRAIN_HELP)
+@click.option("--eval-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True, help=_EVAL_PRETRAIN_HELP)
 @click.option("--prior-steps", type=COUNT, default=300, show_default=True, help="GMI WGAN-GP generator steps.")
-@click.option("--kedmi-steps", type=COUNT, default=600, show_default=True, help="KEDMI GAN steps.")
+@click.option("--kedmi-steps", type=COUNT, default=150, show_default=True,
+              help="KEDMI generator steps (each after 5 discriminator steps), warm-started from the GMI generator.")
 @click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
-              default=("resnet", "mlp"), show_default=True, help="Surrogate architecture (repeatable).")
+              default=("cnn-small", "cnn"), show_default=True, help="Surrogate architecture (repeatable).")
 @click.option("--surrogate-steps", type=COUNT, default=300, show_default=True,
               help="Distillation steps per surrogate (at most: it stops when the held-out KL stops falling).")
 @click.option("--miface-iterations", type=COUNT, default=300, show_default=True)
@@ -242,7 +252,8 @@ def main() -> None:
 def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...], attack: str, variant: str,
            iterations: int, n_reconstructions: int, identities: Optional[str], batch_size: int, target_arch: str,
            eval_arch: str,
-           target_epochs: int, eval_epochs: int, prior_steps: int, kedmi_steps: int, surrogates: Tuple[str, ...],
+           target_epochs: int, eval_epochs: int, target_pretrain_epochs: int, eval_pretrain_epochs: int,
+           prior_steps: int, kedmi_steps: int, surrogates: Tuple[str, ...],
            surrogate_steps: int, miface_iterations: int, seed: int, attack_seed: int, device: str,
            out_dir: Optional[str], cache_dir: str, verbose: bool) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
@@ -251,6 +262,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     from .cache import ArtifactCache
     from .experiment import ExperimentConfig, Workbench, public_record, run_attack
     from .plots import save_reconstruction_grid
+    from .report import weak_model_warnings
 
     # every option is checked before any work starts
     if attack == "miface" and variant != "baseline":
@@ -265,7 +277,9 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     click.get_current_context().meta[_LOG_DIR] = out
     config = ExperimentConfig(
         dataset=dataset, data_root=data_root, data_options=options, target_arch=target_arch,
-        target_epochs=target_epochs, eval_arch=eval_arch, eval_epochs=eval_epochs, attack=attack, variant=variant,
+        target_epochs=target_epochs, eval_arch=eval_arch, eval_epochs=eval_epochs,
+        target_pretrain_epochs=target_pretrain_epochs, eval_pretrain_epochs=eval_pretrain_epochs,
+        attack=attack, variant=variant,
         iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size, prior_steps=prior_steps,
         identities=ids,
         kedmi_steps=kedmi_steps, surrogate_archs=tuple(surrogates), surrogate_steps=surrogate_steps,
@@ -275,7 +289,10 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         result = run_attack(bench)
     except ValueError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
-    record = public_record(result) | {"config": config.to_dict()}
+    warned = weak_model_warnings(target_accuracy=result["target_test_accuracy"],
+                                 judge_accuracy=result["evaluator_test_accuracy"],
+                                 n_classes=result.get("num_classes", bench.data.num_classes))
+    record = public_record(result) | {"warnings": warned, "config": config.to_dict()}
     write_atomic(out / "results.json", json.dumps(record, indent=2, default=str))
     priv = bench.data.private_all()
     save_reconstruction_grid(out / "reconstructions.png", result["reconstructions"], result["labels"], priv.x,
@@ -287,8 +304,10 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
                f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
                f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
                f"target acc {result['target_test_accuracy']:.3f}, "
-               f"evaluator acc {result['evaluator_test_accuracy']:.3f}, "
+               f"evaluator acc {result['evaluator_test_accuracy']:.3f} (chance {result['chance@1']:.2f}), "
                f"{result['seconds_per_reconstruction']:.3f} s/reconstruction")
+    for line in warned:
+        click.echo(f"warning: {line}", err=True)
     click.echo(f"wrote {out / 'results.json'} and {out / 'reconstructions.png'}")
 
 
@@ -394,6 +413,10 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--eval-arch", type=click.Choice(sorted(ARCHITECTURES)), default=None)
 @click.option("--target-epochs", type=COUNT, default=None)
 @click.option("--eval-epochs", type=COUNT, default=None)
+@click.option("--target-pretrain-epochs", type=PRETRAIN_EPOCHS, default=None,
+              help=_TARGET_PRETRAIN_HELP + " [default: the grid's, else 0]")
+@click.option("--eval-pretrain-epochs", type=PRETRAIN_EPOCHS, default=None,
+              help=_EVAL_PRETRAIN_HELP + " [default: the grid's, else 0]")
 @click.option("--prior-steps", type=COUNT, default=None, help="GMI WGAN-GP generator steps.")
 @click.option("--kedmi-steps", type=COUNT, default=None, help="KEDMI GAN steps.")
 @click.option("--gan-width", type=COUNT, default=None)
@@ -429,7 +452,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
              attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
              iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
-             prior_steps, kedmi_steps, gan_width, surrogates, surrogate_steps, miface_iterations,
+             target_pretrain_epochs, eval_pretrain_epochs, prior_steps, kedmi_steps, gan_width, surrogates,
+             surrogate_steps, miface_iterations,
              out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
              device: Optional[str], dry_run: bool, verbose: bool, progress: bool) -> None:
@@ -457,7 +481,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
             base = merge_grid(base, load_grid_file(config_file))
         budgets = dict(iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size,
                        target_arch=target_arch, eval_arch=eval_arch, target_epochs=target_epochs,
-                       eval_epochs=eval_epochs, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
+                       eval_epochs=eval_epochs, target_pretrain_epochs=target_pretrain_epochs,
+                       eval_pretrain_epochs=eval_pretrain_epochs, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
                        gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
                        miface_iterations=miface_iterations)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,

@@ -19,8 +19,9 @@ from mi_art import (GMI, KEDMI, Critic, Generator, KEDMIDiscriminator, PReg, dis
                     make_classifier, top1_agreement, train_classifier, train_gmi_prior, train_kedmi_prior)
 from mi_art.data import MIDataset, load_dataset
 from mi_art.models import ARCHITECTURES
+from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import eval_mode, resolve_device, seed_everything
-from mi_art.validation import check_choice, check_count, check_labels, check_seed
+from mi_art.validation import check_choice, check_count, check_int, check_labels, check_seed
 
 from .cache import ArtifactCache
 from .metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy, topk_applicable
@@ -48,6 +49,11 @@ class ExperimentConfig:
     target_epochs: int = 20
     eval_arch: str = "cnn-wide"
     eval_epochs: int = 30
+    #: Epochs of pre-training the target on the public identities before ``target_epochs`` of fine-tuning
+    #: on the private ones (:mod:`mi_art.pretraining`); 0 trains it from scratch.
+    target_pretrain_epochs: int = 0
+    #: The same for the evaluation model (``eval_epochs`` of fine-tuning after it); 0: from scratch.
+    eval_pretrain_epochs: int = 0
     augment: str = "shift"
     attack: str = "gmi"
     variant: str = "lomma"
@@ -60,7 +66,7 @@ class ExperimentConfig:
     kedmi_init: str = "gmi"
     gan_width: int = 32
     gan_augment: str = "none"
-    surrogate_archs: Tuple[str, ...] = ("resnet", "cnn-small")
+    surrogate_archs: Tuple[str, ...] = ("cnn-small", "cnn")
     surrogate_steps: int = 300
     surrogate_data: str = "public+prior"
     miface_iterations: int = 300
@@ -80,6 +86,13 @@ class ExperimentConfig:
         for name in ("target_epochs", "eval_epochs", "iterations", "n_reconstructions", "batch_size",
                      "prior_steps", "kedmi_steps", "surrogate_steps", "miface_iterations", "gan_width"):
             check_count(name, getattr(self, name))
+        for name in ("target_pretrain_epochs", "eval_pretrain_epochs"):
+            check_int(name, getattr(self, name), low=0, hint=" (0 trains from scratch)")
+        tl_epochs = self.defense_params.get("pretrain_epochs") if self.defense == "tl" else None
+        if self.target_pretrain_epochs and tl_epochs is not None and tl_epochs != self.target_pretrain_epochs:
+            raise ValueError(f"target_pretrain_epochs={self.target_pretrain_epochs} and defense 'tl' with "
+                             f"pretrain_epochs={tl_epochs!r}: TL-DMI's pre-training is the target's; give one "
+                             "number of epochs (leave pretrain_epochs out to use target_pretrain_epochs)")
         check_seed("seed", self.seed)
         check_seed("attack_seed", self.attack_seed)
         check_choice("kedmi_init", self.kedmi_init, KEDMI_INITS)
@@ -107,6 +120,31 @@ class Workbench:
         self._data_key = {"dataset": config.dataset, "options": config.data_options,
                           "content": data_fingerprint(self.data)}
         self.defense_record: Optional[Dict[str, Any]] = None
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Before any training: every architecture the run can build (target, evaluation model and,
+        for the GAN attacks, the surrogates and GAN parts) builds and runs at the data's size and
+        channels. Cheap (no weights are allocated); a ValueError names the architecture and the size."""
+        from mi_art.models import LATENT_DIM, check_builds
+
+        c, (ch, s, _) = self.config, self._shape
+        k = max(2, self.data.num_classes)
+        where = f"{s}x{s} images with {ch} channel{'s' if ch > 1 else ''} (dataset {self.data.name!r})"
+        archs = [("target_arch", c.target_arch), ("eval_arch", c.eval_arch)]
+        gans = c.attack != "miface"
+        if gans:
+            archs += [(f"surrogate_archs[{i}]", a) for i, a in enumerate(c.surrogate_archs)]
+        for name, arch in archs:
+            check_builds(f"{name}={arch!r}", lambda arch=arch: make_classifier(arch, ch, k, s), (2, ch, s, s),
+                         (2, k), where)
+        if gans:
+            w = c.gan_width
+            check_builds(f"the GAN generator (gan_width={w})", lambda: Generator(s, ch, width=w),
+                         (2, LATENT_DIM), (2, ch, s, s), where)
+            check_builds(f"the GMI critic (gan_width={w})", lambda: Critic(s, ch, width=w), (2, ch, s, s), (2,), where)
+            check_builds(f"the KEDMI discriminator (gan_width={w})",
+                         lambda: KEDMIDiscriminator(k, s, ch, width=w), (2, ch, s, s), (2, k), where)
 
     # ---------------------------------------------------------------- keys and shapes
 
@@ -128,9 +166,39 @@ class Workbench:
         c = self.config
         key = {"data": self._data_key, "arch": c.target_arch, "epochs": c.target_epochs, "augment": c.augment,
                "seed": c.seed}
+        if c.target_pretrain_epochs:  # only then: the keys of targets trained from scratch stay as they were
+            key["pretrain_epochs"] = c.target_pretrain_epochs
         if c.defense != "none":
             key.update(defense=c.defense, defense_params=c.defense_params)
         return key
+
+    def _pretrained_key(self, arch: str, epochs: int, seed: int) -> Dict[str, Any]:
+        return {"data": self._data_key, "arch": arch, "epochs": epochs, "augment": self.config.augment,
+                "seed": seed}
+
+    def _pretrained(self, arch: str, epochs: int, seed: int, desc: str) -> nn.Module:
+        """A fresh ``arch`` (initialised from ``seed``) pre-trained ``epochs`` on the public identities, with
+        their classification layer (cached: the target under every defense shares one)."""
+        c, d = self.config, self.data
+        return self.cache.module(
+            "pretrained", self._pretrained_key(arch, epochs, seed),
+            lambda: self._classifier(arch, d.num_public_classes),
+            lambda: pretrain_classifier(self._initialised(arch, seed), d.public.x, d.public.y,
+                                        num_classes=d.num_public_classes, epochs=epochs, augment=c.augment,
+                                        device=self.device, seed=seed, verbose=c.verbose,
+                                        desc=f"{desc}: pre-train (public)")).to(self.device)
+
+    def _trained_classifier(self, arch: str, epochs: int, pretrain_epochs: int, seed: int, desc: str) -> nn.Module:
+        """``arch`` trained on the private training split: from scratch, or fine-tuned (every layer) from
+        the public pre-training when ``pretrain_epochs`` > 0."""
+        c, d = self.config, self.data
+        train = d.private_train
+        kwargs = dict(epochs=epochs, augment=c.augment, device=self.device, seed=seed, verbose=c.verbose)
+        if not pretrain_epochs:
+            return train_classifier(self._initialised(arch, seed), train.x, train.y, desc=desc, **kwargs)
+        model = self._pretrained(arch, pretrain_epochs, seed, desc)
+        return fine_tune_classifier(model, train.x, train.y, d.num_classes, desc=f"{desc}: fine-tune (private)",
+                                    **kwargs)
 
     # ---------------------------------------------------------------- artifacts
 
@@ -141,9 +209,8 @@ class Workbench:
             return self._defended_target()
         return self.cache.module(
             "target", self.target_key(), lambda: self._classifier(c.target_arch),
-            lambda: train_classifier(self._initialised(c.target_arch, c.seed), d.private_train.x, d.private_train.y,
-                                     epochs=c.target_epochs, augment=c.augment, device=self.device, seed=c.seed,
-                                     verbose=c.verbose, desc="target")).to(self.device)
+            lambda: self._trained_classifier(c.target_arch, c.target_epochs, c.target_pretrain_epochs, c.seed,
+                                             "target")).to(self.device)
 
     def _defended_target(self) -> nn.Module:
         from defenses import defended_architecture, train_defended_target
@@ -151,10 +218,19 @@ class Workbench:
         c, key = self.config, self.target_key()
         trained: Dict[str, Any] = {}
 
+        params = dict(c.defense_params)
+        if c.target_pretrain_epochs and c.defense == "tl":  # TL-DMI's own pre-training is the target's
+            params["pretrain_epochs"] = c.target_pretrain_epochs
+
         def train() -> nn.Module:
-            model, record = train_defended_target(c.defense, self.data, model=c.target_arch, epochs=c.target_epochs,
+            model: Any = c.target_arch
+            if c.target_pretrain_epochs and c.defense != "tl":  # the defense trains from the pre-trained body
+                model = self._pretrained(c.target_arch, c.target_pretrain_epochs, c.seed, "target")
+                seed_everything(c.seed)
+                replace_head(model, self.data.num_classes)
+            model, record = train_defended_target(c.defense, self.data, model=model, epochs=c.target_epochs,
                                                   augment=c.augment, device=self.device, seed=c.seed,
-                                                  verbose=c.verbose, **c.defense_params)
+                                                  verbose=c.verbose, **params)
             trained["record"] = record.to_dict()
             # the record is stored before the checkpoint: a run killed between the two writes then
             # finds no checkpoint and retrains, instead of finding a checkpoint without its record
@@ -162,24 +238,26 @@ class Workbench:
             return model
 
         model = self.cache.module("target", key, lambda: defended_architecture(
-            c.defense, self.data, model=c.target_arch, **c.defense_params), train)
+            c.defense, self.data, model=c.target_arch, **params), train)
         self.defense_record = self.cache.json("defense-record", key, lambda: trained["record"])
         return model.to(self.device)
 
     def evaluator_key(self) -> Dict[str, Any]:
         c = self.config
-        return {"data": self._data_key, "arch": c.eval_arch, "epochs": c.eval_epochs, "augment": c.augment,
-                "seed": c.seed + 1000}
+        key = {"data": self._data_key, "arch": c.eval_arch, "epochs": c.eval_epochs, "augment": c.augment,
+               "seed": c.seed + 1000}
+        if c.eval_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
+            key["pretrain_epochs"] = c.eval_pretrain_epochs
+        return key
 
     def evaluator(self) -> nn.Module:
-        """The independent judge: another architecture, trained on the private training split."""
-        c, d = self.config, self.data
+        """The independent judge: another architecture, trained on the private training split (after
+        ``config.eval_pretrain_epochs`` of pre-training on the public identities, when > 0)."""
+        c = self.config
         return self.cache.module(
             "evaluator", self.evaluator_key(), lambda: self._classifier(c.eval_arch),
-            lambda: train_classifier(self._initialised(c.eval_arch, c.seed + 1000), d.private_train.x,
-                                     d.private_train.y,
-                                     epochs=c.eval_epochs, augment=c.augment, device=self.device,
-                                     seed=c.seed + 1000, verbose=c.verbose, desc="evaluator")).to(self.device)
+            lambda: self._trained_classifier(c.eval_arch, c.eval_epochs, c.eval_pretrain_epochs, c.seed + 1000,
+                                             "evaluator")).to(self.device)
 
     def _prior_key(self, kind: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
@@ -336,20 +414,37 @@ def save_sample_grid(generator: nn.Module, path: Path, *, n: int = 64, seed: int
     return path
 
 
-def wrap_target(model: nn.Module, data: MIDataset, device: torch.device):
-    """The target as an ART ``PyTorchClassifier`` (logits out, inputs in [0, 1])."""
+def wrap_target(model: Any, data: MIDataset, device: torch.device):
+    """The target as an ART ``PyTorchClassifier``: an ART estimator is returned as it is (its
+    ``preprocessing``, ``clip_values`` and ``channels_first`` are the target's); a bare module is
+    wrapped with logits out and inputs in [0, 1], the dataset's range."""
     from art.estimators.classification import PyTorchClassifier
+    from art.estimators.pytorch import PyTorchEstimator
 
+    if isinstance(model, PyTorchEstimator):
+        if model.nb_classes != data.num_classes:
+            raise ValueError(f"target has {model.nb_classes} classes but dataset {data.name!r} has "
+                             f"{data.num_classes} private identities")
+        return model
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"target must be an ART PyTorch estimator or a torch.nn.Module, got {type(model).__name__}")
     return PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=data.input_shape,
                              nb_classes=data.num_classes, clip_values=(0.0, 1.0),
                              device_type="gpu" if device.type == "cuda" else "cpu")
 
 
 def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optional[str] = None,
-               attack_seed: Optional[int] = None, target: Optional[nn.Module] = None,
-               evaluator: Optional[nn.Module] = None) -> Dict[str, Any]:
+               attack_seed: Optional[int] = None, target: Any = None, evaluator: Any = None) -> Dict[str, Any]:
     """Run one attack variant and measure it. Returns the result record (metrics, timings, settings)
-    with the reconstructions under ``"reconstructions"`` and their labels under ``"labels"``."""
+    with the reconstructions under ``"reconstructions"`` and their labels under ``"labels"``.
+
+    ``target`` and ``evaluator`` default to the workbench's; either may be a module or an ART estimator,
+    which is used as it is (never re-wrapped: its preprocessing and input range stay). The workbench's
+    data is in [0, 1] channels first: everything the attack does not see through the target estimator
+    (priors, surrogates, p_reg, the judge, the accuracies) gets it mapped to each model's input space by
+    :class:`mi_art.utils.EstimatorModule`, and the reconstructions are returned in [0, 1] too."""
+    from mi_art.utils import as_module
+
     c, d = bench.config, bench.data
     attack = attack or c.attack
     variant = variant or c.variant
@@ -360,6 +455,14 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     identities = np.arange(d.num_classes) if c.identities is None else check_labels(c.identities, d.num_classes,
                                                                                     "identities")
     estimator = wrap_target(target, d, bench.device)
+    target_view = as_module(estimator, "target")
+
+    def on_unit_images(model: Any, what: str) -> Any:
+        """``model`` taking the workbench's [0, 1] images: a bare module as it is, an estimator through the
+        view that maps them to its input space (the one place: EstimatorModule)."""
+        return model if isinstance(model, nn.Module) else as_module(model, what, unit_input=True)
+
+    unit_target, unit_judge = on_unit_images(target, "target"), on_unit_images(evaluator, "evaluator")
     extra: Dict[str, Any] = {}
     seed_everything(seed)
     start = time.perf_counter()
@@ -367,9 +470,9 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         recs, labels, rec_index = _run_miface(estimator, identities, c, d)
     else:
         use_lom, use_ma = variant in ("lom", "lomma"), variant in ("ma", "lomma")
-        surrogates = bench.surrogates(target) if use_ma else []
+        surrogates = bench.surrogates(unit_target) if use_ma else []
         kwargs: Dict[str, Any] = dict(identity_loss="logit" if use_lom else "ce",
-                                      p_reg=bench.p_reg(target) if use_lom else None,
+                                      p_reg=bench.p_reg(unit_target) if use_lom else None,
                                       surrogates=surrogates,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
                                       batch_size=c.batch_size, seed=seed, verbose=c.verbose)
@@ -377,32 +480,33 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
             g, disc = bench.gmi_prior()
             cls = GMI
         else:
-            g, disc = bench.kedmi_prior(target)
+            g, disc = bench.kedmi_prior(unit_target)
             cls = KEDMI
-        extra["prior"] = bench.prior_report(f"{attack}-prior", target, evaluator)
+        extra["prior"] = bench.prior_report(f"{attack}-prior", unit_target, unit_judge)
         if surrogates:
-            extra["surrogates"] = bench.surrogate_report(target, surrogates)
+            extra["surrogates"] = bench.surrogate_report(unit_target, surrogates)
         start = time.perf_counter()  # artifacts above are shared work, not attack time
         runner = cls(estimator, g, disc, **kwargs)
         recs = runner.infer(None, identities)
         labels, rec_index = runner.labels_, runner.reconstruction_index_
     seconds = time.perf_counter() - start
+    recs = target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
     priv = d.private_all()
-    acc = attack_accuracy(evaluator, recs, labels, rec_index=rec_index, top_k=(1, 5))
+    acc = attack_accuracy(unit_judge, recs, labels, rec_index=rec_index, top_k=(1, 5))
     for k in (1, 5):  # Acc@k with k >= the judge's classes is 1 by construction: not applicable
         if not topk_applicable(k, acc["num_classes"]):
             acc[f"acc@{k}"] = acc[f"acc@{k}_std"] = None
-    knn = knn_distance(evaluator, recs, labels, priv.x, priv.y)
+    knn = knn_distance(unit_judge, recs, labels, priv.x, priv.y)
     success = acc["per_sample_top1"]
     real = priv.x[np.isin(priv.y, identities)]
-    fid = fid_eval_features(evaluator, recs[success], real) if success.sum() >= 2 else None
+    fid = fid_eval_features(unit_judge, recs[success], real) if success.sum() >= 2 else None
     return {
         "dataset": d.name, "attack": attack, "variant": variant, "attack_seed": seed,
         "acc@1": acc["acc@1"], "acc@1_std": acc["acc@1_std"], "acc@5": acc["acc@5"], "acc@5_std": acc["acc@5_std"],
         "chance@1": acc["chance@1"], "chance@5": acc["chance@5"], "num_classes": acc["num_classes"],
         "knn_dist": knn["knn_dist"], "fid_eval_features": fid,
-        "target_test_accuracy": natural_accuracy(target, d.private_test.x, d.private_test.y),
-        "evaluator_test_accuracy": natural_accuracy(evaluator, d.private_test.x, d.private_test.y),
+        "target_test_accuracy": natural_accuracy(unit_target, d.private_test.x, d.private_test.y),
+        "evaluator_test_accuracy": natural_accuracy(unit_judge, d.private_test.x, d.private_test.y),
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
         "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
         "iterations": c.miface_iterations if attack == "miface" else c.iterations,

@@ -16,6 +16,8 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
                                              # n_reconstructions, identities, batch_size,
                                              # kedmi_steps, gan_width, gan_augment,
                                              # surrogate_archs, surrogate_steps, miface_iterations
+    target_pretrain_epochs = 20              # pre-train on the public identities first (0: from
+    eval_pretrain_epochs = 20                # scratch), for the target and the evaluation model
 
     [[datasets]]
     name = "digits"                          # mi_art.data.DATASETS
@@ -57,9 +59,12 @@ __all__ = ["BUDGET_KEYS", "Cell", "DatasetSpec", "DefenseSpec", "Grid", "GridErr
 
 #: ExperimentConfig fields a grid may set globally or per dataset.
 BUDGET_KEYS: Tuple[str, ...] = (
-    "target_arch", "target_epochs", "eval_arch", "eval_epochs", "augment", "iterations", "n_reconstructions",
-    "identities", "batch_size", "prior_steps", "kedmi_steps", "kedmi_init", "gan_width", "gan_augment",
-    "surrogate_archs", "surrogate_steps", "surrogate_data", "miface_iterations")
+    "target_arch", "target_epochs", "target_pretrain_epochs", "eval_arch", "eval_epochs", "eval_pretrain_epochs",
+    "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
+    "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
+    "miface_iterations")
+#: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
+ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs")
 _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
               "device", *BUDGET_KEYS)
 _DATASET_KEYS = ("name", "root", "options", *BUDGET_KEYS)
@@ -67,6 +72,9 @@ _DEFENSE_KEYS = ("name", "params")
 SEED_SCOPES = ("all", "attack")
 #: Keys of a cell's configuration left out of its id.
 _NOT_IN_ID = ("device", "verbose")
+#: Keys left out of a cell's id while they hold their default (0: off), so that adding them did not
+#: change the ids of the cells of existing grids (which would rerun every finished cell).
+_IN_ID_WHEN_SET = ("target_pretrain_epochs", "eval_pretrain_epochs")
 
 
 class GridError(ValueError):
@@ -125,9 +133,12 @@ class Cell:
     def target_group(self) -> str:
         """Cells with the same value share a target (and its KEDMI prior, surrogates, p_reg)."""
         c = self.config
-        return config_key({"data": [c.dataset, c.data_root, c.data_options], "defense": c.defense,
-                           "params": c.defense_params, "arch": c.target_arch, "epochs": c.target_epochs,
-                           "augment": c.augment, "seed": c.seed})
+        key = {"data": [c.dataset, c.data_root, c.data_options], "defense": c.defense,
+               "params": c.defense_params, "arch": c.target_arch, "epochs": c.target_epochs,
+               "augment": c.augment, "seed": c.seed}
+        if c.target_pretrain_epochs:
+            key["pretrain_epochs"] = c.target_pretrain_epochs
+        return config_key(key)
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
@@ -139,7 +150,8 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
 
 def cell_id(config: ExperimentConfig) -> str:
     """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded)."""
-    d = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_ID}
+    d = {k: v for k, v in config.to_dict().items()
+         if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v == 0)}
     return config_key(d)
 
 
@@ -367,7 +379,7 @@ def _check_budget(p: _Problems, name: str, key: str, value: Any) -> None:
     """One ``ExperimentConfig`` budget: its rule comes from the key (names, identities) or from the
     type of its default (an int default is a positive integer: epochs, steps, sizes, widths)."""
     from mi_art.models import ARCHITECTURES
-    from mi_art.validation import check_bool, check_choice, check_count, check_number
+    from mi_art.validation import check_bool, check_choice, check_count, check_int, check_number
 
     if key == "identities":
         _check_identities(p, name, value)
@@ -380,7 +392,9 @@ def _check_budget(p: _Problems, name: str, key: str, value: Any) -> None:
         p.run(check_choice, name, value, choices)
         return
     default = getattr(ExperimentConfig(), key, None)
-    if isinstance(default, bool):
+    if key in ZERO_OK_KEYS:
+        p.run(check_int, name, value, low=0, hint=" (0: off)")
+    elif isinstance(default, bool):
         p.run(check_bool, name, value)
     elif isinstance(default, int):
         p.run(check_count, name, value)
@@ -694,6 +708,13 @@ class Grid:
                         self._config(d, "none", {}, attack, variant, self.seeds[0]).validate()
                     except (ValueError, TypeError) as err:
                         raise GridError(f"dataset {d.name!r}: {err}") from None
+            for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (ExperimentConfig.validate)
+                for params in spec.params:
+                    try:
+                        self._config(d, spec.name, params, "gmi", "baseline", self.seeds[0]).validate()
+                    except (ValueError, TypeError) as err:
+                        raise GridError(f"dataset {d.name!r}, defense {defense_label(spec.name, params)}: "
+                                        f"{err}") from None
         # defense parameters; dataset folders and options
         for d in self.datasets:
             data = None
@@ -716,6 +737,14 @@ class Grid:
         from mi_art.models import Generator, make_classifier
 
         c, s, _ = data.input_shape
+        pretrain = [k for k in ZERO_OK_KEYS if self._budget(d, k)]
+        if pretrain:
+            from mi_art.pretraining import MIN_PUBLIC_CLASSES
+
+            if data.num_public_classes < MIN_PUBLIC_CLASSES:
+                raise GridError(f"dataset {d.name!r} has {data.num_public_classes} public identities: "
+                                f"{' and '.join(pretrain)} need at least {MIN_PUBLIC_CLASSES} to pre-train on; "
+                                "set them to 0")
         identities = self._budget(d, "identities")
         if identities is not None:
             bad = [i for i in identities if not isinstance(i, int) or not 0 <= i < data.num_classes]

@@ -14,21 +14,28 @@ never attacked and never used in an attack loss. The metrics are
   :func:`fid` accepts any feature extractor, Inception included;
 * natural (test) accuracy of a classifier: the utility side of every defense trade-off.
 
-Images are ``(N, C, H, W)`` float arrays or tensors with values in ``[0, 1]``; labels are integer
-class indices. Models are ``torch.nn.Module`` returning logits; the penultimate feature is the input of
-the model's last ``nn.Linear`` (see :mod:`mi_art.features`).
+Models are ART PyTorch estimators (``PyTorchClassifier``) or ``torch.nn.Module``. Images are float
+arrays or tensors in the model's input space: for an estimator, what its ``predict`` takes (its
+``clip_values`` range, its layout); its ``preprocessing`` is applied exactly as ``predict`` applies it,
+through :class:`mi_art.utils.EstimatorModule`, the one place where images meet a model (a metric given
+the estimator equals the metric computed on ``predict``; output postprocessors are not applied). A bare
+module takes ``(N, C, H, W)`` images in ``[0, 1]``. Labels are integer class indices. A model returns
+logits (or probabilities: only their ranking is used); ``output_index`` picks them out of a tuple or
+dict output. The penultimate feature is the input of the model's last ``nn.Linear``, or of the module
+named by ``feature_layer`` (see :mod:`mi_art.features`).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
-from mi_art.features import extract_features, last_linear
+from mi_art.features import extract_features, penultimate_layer
+from mi_art.utils import EstimatorModule, as_module
 
 __all__ = [
     "predict_logits",
@@ -44,6 +51,8 @@ __all__ = [
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 DeviceLike = Optional[Union[str, torch.device]]
+#: an ART PyTorch estimator or a ``torch.nn.Module``
+ModelLike = Any
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,21 +147,29 @@ def _check_labels(y: ArrayLike, n: int, num_classes: Optional[int], name: str = 
 # --------------------------------------------------------------------------------------------------
 # Predictions and accuracies
 # --------------------------------------------------------------------------------------------------
+def _view(model: ModelLike, output_index: Any = None) -> EstimatorModule:
+    """``model`` as the one module view every metric uses (ART preprocessing, output selection)."""
+    return as_module(model, "model", output_index=output_index)
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: ArrayLike, *, batch_size: int = 256,
-                   device: DeviceLike = None) -> torch.Tensor:
+def predict_logits(model: ModelLike, x: ArrayLike, *, batch_size: int = 256,
+                   device: DeviceLike = None, output_index: Any = None) -> torch.Tensor:
     """Logits of ``model`` on ``x``, computed in eval mode without gradients, in batches.
 
     Parameters
     ----------
-    model : nn.Module
-        Classifier returning logits of shape ``(batch, num_classes)``.
+    model : ART PyTorch estimator or nn.Module
+        Classifier returning logits of shape ``(batch, num_classes)`` (probabilities: their logarithm
+        is returned).
     x : np.ndarray or torch.Tensor
-        Images ``(N, C, H, W)``, float in ``[0, 1]``.
+        Images in the model's input space (see the module docstring).
     batch_size : int, default 256
         Images per forward pass.
     device : str or torch.device, optional
         Where the forward passes run; defaults to the model's device.
+    output_index : int or str, optional
+        Position (tuple output) or key (dict output) of the logits.
 
     Returns
     -------
@@ -166,21 +183,18 @@ def predict_logits(model: nn.Module, x: ArrayLike, *, batch_size: int = 256,
     """
     _check_batch_size(batch_size)
     images = _check_images(x, "x")
-    device = _resolve_device(model, device)
+    view = _view(model, output_index)
+    device = _resolve_device(view, device)
     out = []
-    with _eval_mode(model):
+    with _eval_mode(view):
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device)
-            logits = model(batch)
-            if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                raise ValueError(f"model must return logits of shape (batch, num_classes), got {shape}")
-            out.append(logits.detach().float().cpu())
+            out.append(view(batch).detach().float().cpu())
     return torch.cat(out)
 
 
 def attack_accuracy(
-    model: nn.Module,
+    model: ModelLike,
     x: ArrayLike,
     y: ArrayLike,
     *,
@@ -188,6 +202,7 @@ def attack_accuracy(
     top_k: Sequence[int] = (1, 5),
     batch_size: int = 256,
     device: DeviceLike = None,
+    output_index: Any = None,
 ) -> Dict[str, Union[float, np.ndarray]]:
     """Attack accuracy: share of reconstructions that the evaluation model puts in the attacked class.
 
@@ -196,10 +211,11 @@ def attack_accuracy(
 
     Parameters
     ----------
-    model : nn.Module
+    model : ART PyTorch estimator or nn.Module
         Evaluation model ``E`` returning logits.
     x : np.ndarray or torch.Tensor
-        Reconstructions ``(N, C, H, W)``, float in ``[0, 1]``.
+        Reconstructions in ``E``'s input space (``attack.infer``'s output when ``E`` takes what the
+        target takes).
     y : array-like of int
         Attacked identity of every reconstruction, shape ``(N,)``.
     rec_index : array-like of int, optional
@@ -212,6 +228,8 @@ def attack_accuracy(
         Images per forward pass.
     device : str or torch.device, optional
         Where ``E`` runs; defaults to the model's device.
+    output_index : int or str, optional
+        Position (tuple output) or key (dict output) of ``E``'s logits.
 
     Returns
     -------
@@ -238,7 +256,7 @@ def attack_accuracy(
         rounds = _check_int_vector(rec_index, "rec_index", n, "x")
         if rounds.min() < 0:
             raise ValueError(f"rec_index must be non-negative, got {int(rounds.min())}")
-    logits = predict_logits(model, images, batch_size=batch_size, device=device)
+    logits = predict_logits(model, images, batch_size=batch_size, device=device, output_index=output_index)
     num_classes = logits.shape[1]
     labels = _check_labels(labels, n, num_classes)
 
@@ -308,22 +326,24 @@ def _check_top_k(top_k: Sequence[int]) -> list:
     return [int(k) for k in ks]
 
 
-def natural_accuracy(model: nn.Module, x: ArrayLike, y: ArrayLike, *, batch_size: int = 256,
-                     device: DeviceLike = None) -> float:
+def natural_accuracy(model: ModelLike, x: ArrayLike, y: ArrayLike, *, batch_size: int = 256,
+                     device: DeviceLike = None, output_index: Any = None) -> float:
     """Top-1 accuracy of ``model`` on labelled test images (the utility of a target or defense).
 
     Parameters
     ----------
-    model : nn.Module
-        Classifier returning logits.
+    model : ART PyTorch estimator or nn.Module
+        Classifier returning logits (or probabilities).
     x : np.ndarray or torch.Tensor
-        Test images ``(N, C, H, W)``, float in ``[0, 1]``.
+        Test images in the model's input space (for an estimator, what its ``predict`` takes).
     y : array-like of int
         True labels, shape ``(N,)``.
     batch_size : int, default 256
         Images per forward pass.
     device : str or torch.device, optional
         Where the model runs; defaults to the model's device.
+    output_index : int or str, optional
+        Position (tuple output) or key (dict output) of the logits.
 
     Returns
     -------
@@ -337,7 +357,7 @@ def natural_accuracy(model: nn.Module, x: ArrayLike, y: ArrayLike, *, batch_size
     """
     images = _check_images(x, "x")
     labels = _check_int_vector(y, "y", len(images), "x")
-    logits = predict_logits(model, images, batch_size=batch_size, device=device)
+    logits = predict_logits(model, images, batch_size=batch_size, device=device, output_index=output_index)
     labels = _check_labels(labels, len(images), logits.shape[1])
     return float((logits.argmax(dim=1).numpy() == labels).mean())
 
@@ -346,7 +366,7 @@ def natural_accuracy(model: nn.Module, x: ArrayLike, y: ArrayLike, *, batch_size
 # KNN distance
 # --------------------------------------------------------------------------------------------------
 def knn_distance(
-    model: nn.Module,
+    model: ModelLike,
     x: ArrayLike,
     y: ArrayLike,
     private_x: ArrayLike,
@@ -354,26 +374,33 @@ def knn_distance(
     *,
     batch_size: int = 256,
     device: DeviceLike = None,
+    feature_layer: Optional[str] = None,
+    output_index: Any = None,
 ) -> Dict[str, Union[float, np.ndarray]]:
     """KNN distance: squared L2 distance, in ``E``'s penultimate feature space, from every
     reconstruction to the nearest private image of the same identity.
 
     Parameters
     ----------
-    model : nn.Module
-        Evaluation model ``E``; its penultimate feature is the input of its last ``nn.Linear``.
+    model : ART PyTorch estimator or nn.Module
+        Evaluation model ``E``; its penultimate feature is the input of its last ``nn.Linear`` or of
+        ``feature_layer``.
     x : np.ndarray or torch.Tensor
-        Reconstructions ``(N, C, H, W)``, float in ``[0, 1]``.
+        Reconstructions in ``E``'s input space.
     y : array-like of int
         Attacked identity of every reconstruction, shape ``(N,)``.
     private_x : np.ndarray or torch.Tensor
-        Private images ``(M, C, H, W)``, float in ``[0, 1]``.
+        Private images in ``E``'s input space.
     private_y : array-like of int
         Identity of every private image, shape ``(M,)``.
     batch_size : int, default 256
         Images per forward pass.
     device : str or torch.device, optional
         Where ``E`` runs; defaults to the model's device.
+    feature_layer : str, optional
+        Name of the module whose input is ``E``'s penultimate feature (default: its last ``nn.Linear``).
+    output_index : int or str, optional
+        Position (tuple output) or key (dict output) of ``E``'s logits.
 
     Returns
     -------
@@ -390,7 +417,8 @@ def knn_distance(
     _check_batch_size(batch_size)
     images = _check_images(x, "x")
     private = _check_images(private_x, "private_x")
-    num_classes = last_linear(model).out_features
+    view = _view(model, output_index)
+    num_classes = predict_logits(view, images[:1], device=device).shape[1]
     labels = _check_labels(y, len(images), num_classes, "y", "x")
     private_labels = _check_labels(private_y, len(private), num_classes, "private_y", "private_x")
     missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(private_labels).tolist()))
@@ -399,10 +427,10 @@ def knn_distance(
             f"no private image for identity {missing[0]}" + (f" (nor for {missing[1:]})" if len(missing) > 1 else "")
             + ": the KNN distance needs private images of every attacked identity"
         )
-    device = _resolve_device(model, device)
-    with _eval_mode(model):
-        feats = extract_features(model, images, batch_size=batch_size, device=device).double().numpy()
-        private_feats = extract_features(model, private, batch_size=batch_size, device=device).double().numpy()
+    device = _resolve_device(view, device)
+    with _eval_mode(view):
+        feats = extract_features(view, images, batch_size, device, layer=feature_layer).double().numpy()
+        private_feats = extract_features(view, private, batch_size, device, layer=feature_layer).double().numpy()
 
     per_sample = np.empty(len(images), dtype=np.float64)
     for identity in np.unique(labels):
@@ -424,32 +452,40 @@ def knn_distance(
 # --------------------------------------------------------------------------------------------------
 class PenultimateFeatures(nn.Module):
     """Feature extractor mapping images to a classifier's penultimate feature (the input of its last
-    ``nn.Linear``), for FID on the evaluation model's features.
+    ``nn.Linear``, or of ``feature_layer``), for FID on the evaluation model's features.
 
     Parameters
     ----------
-    model : nn.Module
+    model : ART PyTorch estimator or nn.Module
         The classifier (typically the evaluation model ``E``).
     batch_size : int, default 256
         Images per forward pass.
     device : str or torch.device, optional
         Where the model runs; defaults to the model's device.
+    feature_layer : str, optional
+        Name of the module whose input is the penultimate feature (default: the last ``nn.Linear``).
+    output_index : int or str, optional
+        Position (tuple output) or key (dict output) of the logits.
 
     Notes
     -----
-    Inputs are float images in ``[0, 1]`` and pass through unchanged (no rescaling to ``uint8``).
-    Features come back on the CPU, shape ``(N, D)``.
+    Inputs are float images in the model's input space and pass through unchanged (no rescaling to
+    ``uint8``); an estimator's preprocessing is applied. Features come back on the CPU, shape ``(N, D)``.
     """
 
-    def __init__(self, model: nn.Module, batch_size: int = 256, device: DeviceLike = None) -> None:
+    def __init__(self, model: ModelLike, batch_size: int = 256, device: DeviceLike = None,
+                 feature_layer: Optional[str] = None, output_index: Any = None) -> None:
         super().__init__()
         _check_batch_size(batch_size)
-        self.model = model
+        self.model = _view(model, output_index)
         self.batch_size = int(batch_size)
-        self.device = _resolve_device(model, device)
+        self.device = _resolve_device(self.model, device)
+        self.feature_layer = feature_layer
+        penultimate_layer(self.model, feature_layer)  # a wrong name fails here, not inside torchmetrics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return extract_features(self.model, x, batch_size=self.batch_size, device=self.device)
+        return extract_features(self.model, x, batch_size=self.batch_size, device=self.device,
+                                layer=self.feature_layer)
 
 
 class _FidFeatureAdapter(nn.Module):
@@ -538,12 +574,14 @@ def fid(
 
 
 def fid_eval_features(
-    model: nn.Module,
+    model: ModelLike,
     fake_x: ArrayLike,
     real_x: ArrayLike,
     *,
     batch_size: int = 256,
     device: DeviceLike = None,
+    feature_layer: Optional[str] = None,
+    output_index: Any = None,
 ) -> float:
     """FID on the evaluation model's penultimate features (key ``"fid_eval_features"``).
 
@@ -553,16 +591,20 @@ def fid_eval_features(
 
     Parameters
     ----------
-    model : nn.Module
+    model : ART PyTorch estimator or nn.Module
         Evaluation model ``E``.
     fake_x : np.ndarray or torch.Tensor
-        Reconstructions ``(N, C, H, W)``, float in ``[0, 1]``.
+        Reconstructions in ``E``'s input space.
     real_x : np.ndarray or torch.Tensor
-        Private images of the attacked identities ``(M, C, H, W)``.
+        Private images of the attacked identities, in ``E``'s input space.
     batch_size : int, default 256
         Images per forward pass.
     device : str or torch.device, optional
         Where ``E`` runs; defaults to the model's device.
+    feature_layer : str, optional
+        Name of the module whose input is ``E``'s penultimate feature (default: its last ``nn.Linear``).
+    output_index : int or str, optional
+        Position (tuple output) or key (dict output) of ``E``'s logits.
 
     Returns
     -------
@@ -572,7 +614,9 @@ def fid_eval_features(
     Raises
     ------
     ValueError
-        On wrong ndim, NaN in images, fewer than 2 images on either side, or a model without ``nn.Linear``.
+        On wrong ndim, NaN in images, fewer than 2 images on either side, or a model without ``nn.Linear``
+        and no ``feature_layer``.
     """
-    extractor = PenultimateFeatures(model, batch_size=batch_size, device=device)
+    extractor = PenultimateFeatures(model, batch_size=batch_size, device=device, feature_layer=feature_layer,
+                                    output_index=output_index)
     return fid(fake_x, real_x, feature_extractor=extractor, batch_size=batch_size, device=extractor.device)

@@ -12,6 +12,11 @@
 
 Acc@k with ``k`` at or above the judge's number of classes is 1 whatever the reconstructions: it is
 not applicable, written None in JSON, ``n/a`` in the CSV and the tables, and left out of the plots.
+
+A weak evaluation model or target makes attack numbers mean little: :func:`weak_model_warnings` names
+them (thresholds :data:`WEAK_JUDGE_ACCURACY`, :data:`WEAK_TARGET_ACCURACY`, :data:`NEAR_CHANCE_FACTOR`);
+``report.md`` lists the warnings at the top of each dataset, each row of ``results.json`` carries its
+own under ``"warnings"``, and ``mi-art attack`` prints them and saves them in its results.json.
 """
 from __future__ import annotations
 
@@ -29,7 +34,102 @@ from mi_art.utils import write_atomic
 
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, normalise_row
 
-__all__ = ["aggregate", "load_rows", "render_report"]
+__all__ = ["NEAR_CHANCE_FACTOR", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate", "load_rows",
+           "render_report", "weak_model_warnings"]
+
+#: The evaluation model (the judge) is weak below this test accuracy on held-out private images. It then
+#: misclassifies more than one real private image in five, so a failed reconstruction and the judge's
+#: own error look alike and Acc@1/Acc@5 measure the judge as much as the attack. The papers' judge scores
+#: 0.96 on CelebA (IR-50 "FaceNet", reference section 1); on 100 face identities trained from scratch
+#: here, judges at about 0.3 gave attack numbers that were noise.
+WEAK_JUDGE_ACCURACY = 0.8
+
+#: An *undefended* target is weak below this test accuracy: it has learned little about its identities,
+#: so an attack on it says little about a real model. The papers' undefended CelebA target scores 0.88
+#: and even their strongest defense setting keeps 0.59 (MID, beta 0.02). Defended targets are held to the
+#: chance rule only: lost accuracy is the cost a defense is measured by (the frontier's x axis).
+WEAK_TARGET_ACCURACY = 0.5
+
+#: A model whose test accuracy is below this multiple of chance (1 / number of classes) is close to
+#: chance: a judge there cannot judge at all, a target there has almost nothing to invert. (With very
+#: few classes the bar is at most halfway from chance to 1: 0.75 with 2 classes, not 1.0.)
+NEAR_CHANCE_FACTOR = 2.0
+
+
+def _finite(value: Any) -> Optional[float]:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def weak_model_warnings(*, target_accuracy: Optional[float] = None, judge_accuracy: Optional[float] = None,
+                        n_classes: Optional[int] = None, defended: bool = False) -> List[str]:
+    """Warnings for a weak evaluation model or target, from their test accuracies on held-out private
+    images (None: not checked) and the number of private classes (None: the chance rule is skipped).
+
+    * judge: below :data:`NEAR_CHANCE_FACTOR` x chance, or below :data:`WEAK_JUDGE_ACCURACY`;
+    * target: below :data:`NEAR_CHANCE_FACTOR` x chance, or (undefended only, ``defended=False``) below
+      :data:`WEAK_TARGET_ACCURACY`.
+
+    :return: One sentence per problem (empty when both look fine).
+    """
+    k = n_classes if isinstance(n_classes, int) and not isinstance(n_classes, bool) and n_classes >= 1 else None
+    chance = 1.0 / k if k else None
+    near = None if chance is None else min(NEAR_CHANCE_FACTOR * chance, (1 + chance) / 2)
+    chance_text = "" if chance is None else f"; chance is {chance:.3f} with {k} classes"
+    out: List[str] = []
+    judge = _finite(judge_accuracy)
+    if judge is not None:
+        if near is not None and judge < near:
+            out.append(f"the evaluation model is close to chance: test accuracy {judge:.3f}, under "
+                       f"{NEAR_CHANCE_FACTOR:g}x chance ({near:.3f}){chance_text}. It cannot judge: every Acc@k "
+                       "here is noise. Train it longer or pre-train it on the public identities "
+                       "(eval_pretrain_epochs, --eval-pretrain-epochs).")
+        elif judge < WEAK_JUDGE_ACCURACY:
+            out.append(f"weak evaluation model: test accuracy {judge:.3f} < {WEAK_JUDGE_ACCURACY:g}{chance_text}. "
+                       "Acc@1/Acc@5 mix the attack's failures with the judge's own errors. Train it longer or "
+                       "pre-train it on the public identities (eval_pretrain_epochs, --eval-pretrain-epochs).")
+    target = _finite(target_accuracy)
+    if target is not None:
+        if near is not None and target < near:
+            out.append(f"the {'defended ' if defended else ''}target is close to chance: test accuracy "
+                       f"{target:.3f}, under {NEAR_CHANCE_FACTOR:g}x chance ({near:.3f}){chance_text}. It has "
+                       "learned almost nothing about its identities: an attack on it says little.")
+        elif not defended and target < WEAK_TARGET_ACCURACY:
+            out.append(f"weak target: test accuracy {target:.3f} < {WEAK_TARGET_ACCURACY:g} (undefended)"
+                       f"{chance_text}. An attack on it says little about a real model. Train it longer or "
+                       "pre-train it on the public identities (target_pretrain_epochs, --target-pretrain-epochs).")
+    return out
+
+
+def row_warnings(row: Dict[str, Any]) -> List[str]:
+    """:func:`weak_model_warnings` for one result row of a grid."""
+    return weak_model_warnings(target_accuracy=row.get("natural_accuracy"),
+                               judge_accuracy=row.get("evaluator_test_accuracy"), n_classes=row.get("n_classes"),
+                               defended=row.get("defense", "none") != "none")
+
+
+def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """The warnings of one dataset's rows, once per judge (seed) and per target (defense setting, seed)."""
+    seeds = sorted({r.get("artifact_seed") for r in rows}, key=str)
+    out: List[str] = []
+    judges: Dict[Any, Dict[str, Any]] = {}
+    targets: Dict[Tuple[Any, Any], Dict[str, Any]] = {}
+    for r in rows:
+        judges.setdefault(r.get("artifact_seed"), r)
+        targets.setdefault((r.get("defense_label"), r.get("artifact_seed")), r)
+    for seed, r in judges.items():
+        where = f"seed {seed}: " if len(seeds) > 1 else ""
+        out += [f"{where}{w}" for w in weak_model_warnings(judge_accuracy=r.get("evaluator_test_accuracy"),
+                                                           n_classes=r.get("n_classes"))]
+    for (label, seed), r in targets.items():
+        where = f"{label}" + (f", seed {seed}" if len(seeds) > 1 else "")
+        out += [f"{where}: {w}" for w in weak_model_warnings(
+            target_accuracy=r.get("natural_accuracy"), n_classes=r.get("n_classes"),
+            defended=r.get("defense", "none") != "none")]
+    return out
 
 PathLike = Union[str, Path]
 METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
@@ -170,7 +270,13 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
         lines += [f"## {dataset}", ""]
         evals = _mean_std(list({r["artifact_seed"]: r.get("evaluator_test_accuracy") for r in dr}.values()))
         if evals[0] is not None:
-            lines += [f"Evaluation model test accuracy: {_fmt(*evals, '.3f')}.", ""]
+            classes = sorted({r["n_classes"] for r in dr if isinstance(r.get("n_classes"), int)})
+            chance = "" if len(classes) != 1 else f" (chance {1 / classes[0]:.3f} with {classes[0]} classes)"
+            lines += [f"Evaluation model test accuracy: {_fmt(*evals, '.3f')}{chance}.", ""]
+        warned = _dataset_warnings(dr)
+        if warned:
+            lines += ["**Warnings** (the attack numbers below mean little where these apply):", ""]
+            lines += [f"- {w}" for w in warned] + [""]
         for key, title, spec in METRICS:
             lines += [f"### {title}", ""]
             if key.startswith("acc@"):
@@ -328,7 +434,8 @@ def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Pat
     rows, meta = load_rows(out)
     if not rows:
         raise ValueError(f"no finished cells under {out / 'cells'}: nothing to report")
-    public = [{**{k: r.get(k) for k in ROW_KEYS}, "config": r.get("config")} for r in rows]  # normalised rows
+    public = [{**{k: r.get(k) for k in ROW_KEYS}, "warnings": row_warnings(r), "config": r.get("config")}
+              for r in rows]  # normalised rows
     csv_path = write_atomic(out / "results.csv", _csv_text(rows))
     json_path = write_atomic(out / "results.json", json.dumps(public, indent=1, default=str))
     aggs = aggregate(rows)

@@ -1,5 +1,8 @@
 """Classifiers, GAN generators and discriminators, all sized by image resolution.
 
+The GAN parts take any square image size >= 8: they run their layers at the next power of two and,
+when the size is not one, resize bilinearly at their edge (see :class:`Generator`).
+
 Every classifier returns logits from ``forward`` and ends with an ``nn.Linear`` named ``fc`` whose
 input is the penultimate feature (see :mod:`mi_art.features`). No in-place activations are used,
 so every model also trains under Opacus.
@@ -7,21 +10,48 @@ so every model also trains under Opacus.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
+
+from .validation import check_int
 
 LATENT_DIM = 100
 
 
-def _check_size(image_size: int, minimum: int = 8) -> int:
-    """Number of 2x resampling stages between 4x4 and ``image_size`` (which must be 4 * 2**n)."""
-    stages = math.log2(image_size / 4) if image_size > 0 else -1
-    if image_size < minimum or stages != int(stages):
-        raise ValueError(f"image_size must be a power of two >= {minimum} (8, 16, 32, 64, 128), got {image_size}")
-    return int(stages)
+#: Smallest image size of the GAN parts (one 2x stage above their 4x4 seed).
+MIN_GAN_SIZE = 8
+
+
+def _gan_size(image_size: int) -> Tuple[int, int]:
+    """``(base, stages)``: the power of two >= ``image_size`` the GAN layers run at, and its number of
+    2x resampling stages from 4x4. ``image_size`` is any integer >= :data:`MIN_GAN_SIZE`."""
+    image_size = check_int("image_size", image_size, low=MIN_GAN_SIZE,
+                           hint=" (the GAN generator, critic and discriminator need images of at least 8x8)")
+    base = 1 << (image_size - 1).bit_length()
+    return base, base.bit_length() - 3
+
+
+class Resize(nn.Module):
+    """Fixed, differentiable bilinear resize of ``(N, C, H, W)`` images to ``size`` x ``size``; no parameters.
+
+    Bilinear weights are non-negative and sum to one, so images in [0, 1] stay in [0, 1]. ``antialias``
+    low-pass filters when shrinking (as the data loaders do); it changes nothing when enlarging.
+    """
+
+    def __init__(self, size: int, antialias: bool) -> None:
+        super().__init__()
+        self.size, self.antialias = size, antialias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                             antialias=self.antialias)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, antialias={self.antialias}"
 
 
 def _check_channels(channels: int) -> None:
@@ -250,13 +280,21 @@ class Generator(nn.Module):
     """DCGAN generator of GMI: latent -> Linear -> 4x4 -> transposed convs -> Sigmoid image in [0, 1].
 
     For 32 px and ``width=32`` the channels are 128-64-32, as in the reference notes.
+
+    Any ``image_size`` >= 8 works. The transposed convolutions double the side from 4x4, so they make
+    ``base_size`` = the next power of two >= ``image_size``; when ``image_size`` is not a power of two
+    a last, fixed layer (``resize``) shrinks the image bilinearly with antialiasing to ``image_size``
+    (28x28 MNIST: 32 -> 28), the way the data loaders resize images. The whole canvas is used, the
+    output stays in [0, 1] and gradients reach every pixel. At a power of two there is no such layer
+    (``resize`` is None): the architecture and its ``state_dict`` keys are unchanged.
+    ``image_size`` is the output's size.
     """
 
     def __init__(self, image_size: int, channels: int, latent_dim: int = LATENT_DIM, width: int = 32) -> None:
         super().__init__()
         _check_channels(channels)
-        stages = _check_size(image_size)
-        self.latent_dim, self.image_size, self.channels = latent_dim, image_size, channels
+        base, stages = _gan_size(image_size)
+        self.latent_dim, self.image_size, self.channels, self.base_size = latent_dim, image_size, channels, base
         c0 = width * 2 ** (stages - 1)
         self.project = nn.Sequential(nn.Linear(latent_dim, c0 * 16, bias=False), nn.BatchNorm1d(c0 * 16), nn.ReLU())
         layers: List[nn.Module] = []
@@ -267,9 +305,12 @@ class Generator(nn.Module):
         layers += [nn.ConvTranspose2d(c_in, channels, 5, 2, 2, 1), nn.Sigmoid()]
         self.body = nn.Sequential(*layers)
         self._c0 = c0
+        self.resize: Optional[Resize] = Resize(image_size, antialias=True) if base != image_size else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(self.project(z).view(-1, self._c0, 4, 4))
+        x = self.body(self.project(z).view(-1, self._c0, 4, 4))
+        # the clamp only removes float rounding: bilinear weights keep [0, 1]
+        return x if self.resize is None else self.resize(x).clamp(0, 1)
 
 
 def _down_stack(channels: int, stages: int, width: int, norm: Callable[[int], nn.Module]) -> Tuple[nn.Sequential, int]:
@@ -281,17 +322,34 @@ def _down_stack(channels: int, stages: int, width: int, norm: Callable[[int], nn
     return nn.Sequential(*layers), c
 
 
+def _input_resize(image_size: int, base: int) -> Optional[Resize]:
+    """The critic's and discriminator's first layer when ``image_size`` is not a power of two: bilinear
+    enlargement to ``base`` (the inverse of the generator's last layer)."""
+    return Resize(base, antialias=False) if base != image_size else None
+
+
 class Critic(nn.Module):
-    """WGAN-GP critic of GMI: strided convs with InstanceNorm, one unbounded score per image."""
+    """WGAN-GP critic of GMI: strided convs with InstanceNorm, one unbounded score per image.
+
+    Any ``image_size`` >= 8 works. The convolutions run at ``base_size`` = the next power of two >=
+    ``image_size``; when ``image_size`` is not one, a fixed first layer (``resize``) enlarges the
+    input bilinearly to ``base_size`` (the mirror of :class:`Generator`'s last layer; it is
+    differentiable twice, as the gradient penalty needs). At a power of two there is no such layer
+    and the architecture and ``state_dict`` keys are unchanged.
+    """
 
     def __init__(self, image_size: int, channels: int, width: int = 32) -> None:
         super().__init__()
         _check_channels(channels)
-        self.body, c = _down_stack(channels, _check_size(image_size), width,
-                                   lambda n: nn.InstanceNorm2d(n, affine=True))
+        base, stages = _gan_size(image_size)
+        self.image_size, self.channels, self.base_size = image_size, channels, base
+        self.body, c = _down_stack(channels, stages, width, lambda n: nn.InstanceNorm2d(n, affine=True))
         self.head = nn.Conv2d(c, 1, 4)
+        self.resize = _input_resize(image_size, base)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize is not None:
+            x = self.resize(x)
         return self.head(self.body(x)).view(-1)
 
 
@@ -318,20 +376,71 @@ class KEDMIDiscriminator(nn.Module):
     then the K logits. ``forward`` returns the logits; ``forward(x, return_features=True)`` returns
     ``(features, logits)``, the flattened convolutional features being what the generator's
     feature-matching loss compares.
+
+    Any ``image_size`` >= 8 works, as for :class:`Critic`: at a size that is not a power of two a
+    fixed first layer (``resize``) enlarges the input bilinearly to ``base_size``, the next power of
+    two, where the convolutions run; at a power of two the architecture is unchanged.
     """
 
     def __init__(self, num_classes: int, image_size: int, channels: int, width: int = 32) -> None:
         super().__init__()
         _check_channels(channels)
-        body, c = _down_stack(channels, _check_size(image_size), width,
-                              lambda n: nn.InstanceNorm2d(n, affine=True))
+        base, stages = _gan_size(image_size)
+        self.image_size, self.channels, self.base_size = image_size, channels, base
+        body, c = _down_stack(channels, stages, width, lambda n: nn.InstanceNorm2d(n, affine=True))
         self.body = nn.Sequential(body, nn.Flatten())
         self.feature_dim = c * 16
         self.mbd = MinibatchDiscrimination(self.feature_dim)
         self.fc = nn.Linear(self.feature_dim + self.mbd.out_features, num_classes)
         self.num_classes = num_classes
+        self.resize = _input_resize(image_size, base)
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
+        if self.resize is not None:
+            x = self.resize(x)
         feat = self.body(x)
         logits = self.fc(self.mbd(feat))
         return (feat, logits) if return_features else logits
+
+
+# --------------------------------------------------------------------------- early size checks
+
+
+def check_builds(what: str, build: Callable[[], nn.Module], input_shape: Tuple[int, ...],
+                 output_shape: Optional[Tuple[int, ...]] = None, where: str = "") -> None:
+    """Build a model once and pass a batch of ``input_shape`` through it, before any training.
+
+    Cheap: it runs on PyTorch's ``meta`` device, which allocates no weights and computes nothing (on
+    the CPU, without gradients, if an operation has no meta implementation). The random number
+    generator is left as it was.
+
+    :param what: How the model is named in the error, e.g. ``"target_arch='vgg16bn'"``.
+    :param build: Builds the model.
+    :param input_shape: Shape of the probe batch, e.g. ``(2, C, H, W)`` or ``(2, latent_dim)``.
+    :param output_shape: The output's expected shape, if it is to be checked.
+    :param where: The setting, e.g. ``"16x16 images with 1 channel"``.
+    :raises ValueError: Naming ``what`` and ``where`` with the cause, if the model cannot be built,
+        fails on the probe batch or returns another shape than ``output_shape``.
+    """
+    def probe(device: str) -> Tuple[int, ...]:
+        with torch.device(device):
+            model = build().eval()
+            with torch.no_grad():
+                return tuple(model(torch.zeros(input_shape)).shape)
+
+    def fail(cause: str) -> ValueError:
+        return ValueError(f"{what} cannot be built for {where or f'inputs of shape {tuple(input_shape[1:])}'}: "
+                          f"{cause}")
+
+    with torch.random.fork_rng(devices=[]):
+        try:
+            try:
+                shape = probe("meta")
+            except ValueError:
+                raise
+            except Exception:  # an operation without a meta kernel: try for real
+                shape = probe("cpu")
+        except Exception as err:
+            raise fail(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+    if output_shape is not None and shape != tuple(output_shape):
+        raise fail(f"it returns outputs of shape {shape[1:]}, expected {tuple(output_shape[1:])}")

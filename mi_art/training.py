@@ -166,7 +166,7 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 600, n_critic:
                       lr: float = 2e-4, betas: Tuple[float, float] = (0.5, 0.999), augment: str = "none",
                       width: int = 32, latent_dim: int = LATENT_DIM, entropy_weight: float = 1e-4,
                       adversarial_weight: float = 1.0, init_generator: Optional[nn.Module] = None,
-                      device: DeviceLike = None, seed: Optional[int] = 0,
+                      output_index: Any = None, device: DeviceLike = None, seed: Optional[int] = 0,
                       verbose: bool = False) -> Tuple[Generator, KEDMIDiscriminator]:
     """KEDMI's inversion-specific GAN (https://arxiv.org/abs/2010.04092).
 
@@ -185,7 +185,11 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 600, n_critic:
       typically the GMI prior's, which does not depend on the target: a grid of defended targets then
       fine-tunes one public generator instead of training a GAN per target.
 
-    ``target`` is an ART estimator or a module. Returns ``(generator, discriminator)`` in eval mode.
+    ``target`` is an ART estimator or a module (``output_index``: where its logits are in a tuple or dict
+    output); ``public_x`` are images it takes, in its input space (as for ``predict``: its ``clip_values``
+    range and layout). The target labels them through its preprocessing; the GAN, discriminator
+    included, works on them mapped to [0, 1] channels first, the range of the generator's images
+    (:class:`mi_art.utils.EstimatorModule`). Returns ``(generator, discriminator)`` in eval mode.
     """
     steps, n_critic = check_count("steps", steps), check_count("n_critic", n_critic)
     batch_size = check_count("batch_size", batch_size)
@@ -194,11 +198,12 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 600, n_critic:
     check_number("adversarial_weight", adversarial_weight, low=0)
     seed_everything(seed)
     device = resolve_device(device)
-    target = as_module(target, "target").to(device).eval()
+    target = as_module(target, "target", output_index=output_index).to(device).eval()
     x = torch.from_numpy(check_images(public_x, "public_x")).to(device)
+    probs = F.softmax(check_finite(_logits(target, x), "the target's outputs on public_x"), 1)
+    x = target.to_unit(x)  # the GAN (generator and discriminator) works in [0, 1], channels first
     _, c, s, _ = x.shape
     batch_size = min(batch_size, len(x))
-    probs = F.softmax(check_finite(_logits(target, x), "the target's outputs on public_x"), 1)
     num_classes = probs.shape[1]
     gen = Generator(s, c, latent_dim, width)
     if init_generator is not None:
@@ -235,15 +240,21 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 600, n_critic:
     return gen.eval(), disc.eval()
 
 
-def top1_agreement(model_a: Any, model_b: Any, x: Any, *, batch_size: int = 256,
+def top1_agreement(model_a: Any, model_b: Any, x: Any, *, batch_size: int = 256, output_index: Any = None,
                    device: DeviceLike = None) -> float:
-    """Share of images in ``x`` on which two classifiers (ART estimators or modules) predict the same class."""
+    """Share of images in ``x`` on which two classifiers (ART estimators or modules) predict the same class.
+
+    ``x`` is in ``model_a``'s input space (what its ``predict`` takes); ``model_b`` sees the same images
+    mapped to its own (a bare module: [0, 1] channels first). ``output_index`` applies to a model
+    returning a tuple or dict."""
     x = torch.from_numpy(check_images(x, "x"))
-    device = resolve_device(device) if device is not None else module_device(as_module(model_a))
-    a, b = as_module(model_a, "model_a"), as_module(model_b, "model_b")
+    a = as_module(model_a, "model_a", output_index=output_index)
+    b = as_module(model_b, "model_b", output_index=output_index)
+    device = resolve_device(device) if device is not None else module_device(a)
+    x = x.to(device)
     with eval_mode(a), eval_mode(b):
-        pa = _logits(a, x.to(device), batch_size).argmax(1)
-        pb = _logits(b, x.to(device), batch_size).argmax(1)
+        pa = _logits(a, x, batch_size).argmax(1)
+        pb = _logits(b, b.from_unit(a.to_unit(x)), batch_size).argmax(1)
     return float((pa == pb).float().mean())
 
 
@@ -251,8 +262,8 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
                       val_x: Any = None, val_fraction: float = 0.1, steps: int = 3000, batch_size: int = 64,
                       lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
                       lr_step: Optional[int] = None, temperature: float = 1.0, augment: str = "shift",
-                      eval_every: int = 100, patience: int = 5, device: DeviceLike = None,
-                      seed: Optional[int] = 0, verbose: bool = False) -> nn.Module:
+                      eval_every: int = 100, patience: int = 5, output_index: Any = None,
+                      device: DeviceLike = None, seed: Optional[int] = 0, verbose: bool = False) -> nn.Module:
     """Model augmentation (https://arxiv.org/abs/2304.01669): distil ``target`` into ``student`` on public
     data only, with KL divergence at ``temperature`` and SGD with momentum (the paper's settings).
 
@@ -266,7 +277,12 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
       held-out public images (``val_x``, or a ``val_fraction`` of ``public_x`` set aside) is measured, the
       best student is kept, and training stops once it has not improved for ``patience`` evaluations.
 
-    ``target`` is an ART estimator or a module. Returns the student in eval mode.
+    ``target`` is an ART estimator or a module (``output_index``: where its logits are in a tuple or dict
+    output); ``public_x`` (and ``val_x``) are images it takes, in its input space (as for ``predict``).
+    The student learns on them mapped to [0, 1] channels first, where the generator's images are and
+    where the attacks feed a bare-module surrogate (:class:`mi_art.utils.EstimatorModule`); the target
+    sees every batch mapped back to its own input space, through its preprocessing. Returns the student
+    in eval mode.
     """
     steps, batch_size = check_count("steps", steps), check_count("batch_size", batch_size)
     eval_every, patience = check_count("eval_every", eval_every), check_count("patience", patience)
@@ -276,7 +292,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     lr_step = check_optional_count("lr_step", lr_step)
     seed_everything(seed)
     device = resolve_device(device)
-    teacher = as_module(target, "target").to(device).eval()
+    teacher = as_module(target, "target", output_index=output_index).to(device).eval()
     x = check_images(public_x, "public_x")
     if val_x is None:
         check_number("val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True)
@@ -289,6 +305,8 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
         val = check_images(val_x, "val_x", shape=x.shape[1:])
     x, val = torch.from_numpy(x).to(device), torch.from_numpy(val).to(device)
     val_teacher = check_finite(_logits(teacher, val), "the target's outputs on public_x")
+    x, val = teacher.to_unit(x), teacher.to_unit(val)  # the student's space: [0, 1], channels first
+    teacher = teacher.unit_view()  # from now on the teacher takes the student's images
     if generator is not None:
         generator = generator.to(device).eval()
         latent = int(getattr(generator, "latent_dim", LATENT_DIM))
@@ -329,18 +347,23 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
 
 
 def estimate_p_reg(target: Any, public_x: Any, *, n: int = 5000, batch_size: int = 256,
+                   feature_layer: Optional[str] = None, output_index: Any = None,
                    device: DeviceLike = None, seed: Optional[int] = 0) -> PReg:
     """LOMMA's ``p_reg``: the mean penultimate feature of up to ``n`` public images through the target
     (eval mode), with the features' per-dimension standard deviation, which the attacks use to measure
     ``||p - p_reg||^2`` in units of the public feature spread (see :class:`mi_art.losses.PReg`).
-    ``target`` is an ART estimator or a module; the tensors are on the CPU."""
+    ``target`` is an ART estimator or a module and ``public_x`` images it takes (its input space, as for
+    ``predict``); ``feature_layer`` names the module whose input is the penultimate feature (default: the
+    last ``nn.Linear``; give the attack the same); ``output_index`` says where the logits are in a tuple
+    or dict output. The tensors are on the CPU."""
     n, batch_size = check_count("n", n), check_count("batch_size", batch_size)
     x = check_images(public_x, "public_x")
     if len(x) > n:
         x = x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
     if len(x) < 2:
         raise ValueError(f"public_x must hold at least 2 images to estimate p_reg's spread, got {len(x)}")
-    model = as_module(target, "target")
+    model = as_module(target, "target", output_index=output_index)
     device = resolve_device(device) if device is not None else None
-    feats = check_finite(extract_features(model, torch.from_numpy(x), batch_size, device), "the target's features")
+    feats = check_finite(extract_features(model, torch.from_numpy(x), batch_size, device, layer=feature_layer),
+                         "the target's features")
     return PReg(feats.mean(0), feats.std(0))

@@ -1,4 +1,5 @@
-"""Small shared helpers: devices, seeds, input validation, estimator unwrapping, atomic checkpoints."""
+"""Small shared helpers: devices, seeds, the one place where images meet a model (:class:`EstimatorModule`:
+ART estimators and bare modules, input ranges, outputs), atomic checkpoints."""
 from __future__ import annotations
 
 import os
@@ -6,13 +7,13 @@ from contextlib import contextmanager
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .validation import check_images, check_labels  # noqa: F401  (re-exported: the one validation layer)
+from .validation import check_images, check_int, check_labels  # noqa: F401  (re-exported: the one validation layer)
 
 DeviceLike = Union[str, torch.device, None]
 
@@ -36,32 +37,198 @@ def seed_everything(seed: Optional[int]) -> None:
     torch.manual_seed(seed)
 
 
-class EstimatorModule(nn.Module):
-    """Differentiable forward pass through an ART PyTorch estimator, its preprocessing included.
+OutputIndex = Union[None, int, str]
 
-    The estimator's own module is a sub-module, so hooks on its layers (the penultimate feature) work.
+
+def looks_like_probabilities(out: torch.Tensor) -> bool:
+    """Outputs of a model ending in softmax: every value in [0, 1], every row summing to 1."""
+    if out.ndim != 2 or out.shape[1] < 2:
+        return False
+    ones = torch.ones(len(out), device=out.device, dtype=out.dtype)
+    return bool(((out >= 0) & (out <= 1)).all() and torch.allclose(out.sum(1), ones, atol=1e-4))
+
+
+def check_output_index(value: Any) -> OutputIndex:
+    """``None``, an integer (a position in a tuple/list output) or a non-empty string (a key of a dict output)."""
+    if value is None or (isinstance(value, str) and value):
+        return value
+    return check_int("output_index", value, hint=" (the position of the logits in a tuple output, or their key "
+                                                  "in a dict output as a non-empty string)")
+
+
+class EstimatorModule(nn.Module):
+    """The one place where images meet a model: a differentiable ``torch.nn.Module`` view of an ART
+    PyTorch estimator (or of a bare module) that every attack, helper and metric of mi-art goes through.
+
+    Two image spaces meet here:
+
+    * the **model's input space**: what ``estimator.predict`` takes, in the estimator's ``clip_values``
+      range (e.g. 0..255) and layout (``channels_first=False``: NHWC). :meth:`forward` takes images in
+      this space and applies the estimator's ``preprocessing`` exactly as ART's own PyTorch attacks do
+      (``_predict_framework``); output postprocessors are not applied (they change ``predict`` only);
+    * the **unit space**: NCHW images in [0, 1], where GAN priors, their discriminators and the surrogates
+      :func:`mi_art.distill_surrogate` trains work. :meth:`from_unit` and :meth:`to_unit` map between the
+      two: ``lo + (hi - lo) * u`` with ``(lo, hi) = clip_values``, and the channel transpose.
+
+    A bare module is its own model: its input space is the unit space, no preprocessing. An estimator
+    without ``clip_values`` is taken to expect [0, 1]. With ``unit_input=True`` :meth:`forward` takes
+    unit-space images (the view then behaves like a bare module trained on [0, 1] images).
+
+    Outputs: ``output_index`` picks the logits out of a tuple/list (a position) or a dict (a key) output;
+    a tensor is used as it is. A model whose outputs are probabilities (in [0, 1], rows summing to 1,
+    detected on the first forward pass and kept in ``outputs_probabilities``) returns their logarithm:
+    logits of the same distribution, so that cross-entropy and softmax confidences are the model's own
+    (softmax applied twice would flatten them).
+
+    The model is a sub-module, so hooks on its layers (the penultimate feature) work. The estimator owns
+    its device: ``.to()`` leaves an estimator's model where it is; inputs are moved to it and outputs back.
     """
 
-    def __init__(self, estimator: Any) -> None:
+    def __init__(self, model: Any, *, output_index: OutputIndex = None, unit_input: bool = False,
+                 what: str = "model") -> None:
+        from art.estimators.pytorch import PyTorchEstimator
+
         super().__init__()
-        self.estimator = estimator
-        self.model = estimator.model
+        if isinstance(model, PyTorchEstimator):
+            self.estimator: Optional[Any] = model
+            self.model = model.model
+        elif isinstance(model, nn.Module):
+            self.estimator = None
+            self.model = model
+        else:
+            raise ValueError(f"{what} must be an ART PyTorch estimator or a torch.nn.Module, got "
+                             f"{type(model).__name__}")
+        self.output_index = check_output_index(output_index)
+        self.unit_input = bool(unit_input)
+        self.what = what
+        #: whether the model returns probabilities (softmax outputs); None until the first forward pass
+        self.outputs_probabilities: Optional[bool] = None
         self.training = self.model.training  # a new Module says "training"; mirror the wrapped model instead
 
+    # ------------------------------------------------------------------ the two image spaces
+
+    @property
+    def source(self) -> Any:
+        """What this view was made from: the estimator, or the bare module."""
+        return self.estimator if self.estimator is not None else self.model
+
+    @property
+    def channels_first(self) -> bool:
+        return bool(getattr(self.estimator, "channels_first", True)) if self.estimator is not None else True
+
+    @property
+    def clip_values(self) -> Optional[Tuple[Any, Any]]:
+        return getattr(self.estimator, "clip_values", None) if self.estimator is not None else None
+
+    def _range(self, like: torch.Tensor) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        clip = self.clip_values
+        if clip is None:
+            return None
+        lo, hi = (torch.as_tensor(np.asarray(v, dtype=np.float32), device=like.device, dtype=like.dtype)
+                  for v in clip)
+        if lo.ndim == 0 and hi.ndim == 0 and float(lo) == 0.0 and float(hi) == 1.0:
+            return None
+        return lo, hi
+
+    def _unit_to_model(self, u: torch.Tensor) -> torch.Tensor:
+        x = u if self.channels_first else u.permute(0, 2, 3, 1)
+        r = self._range(x)
+        return x if r is None else r[0] + (r[1] - r[0]) * x
+
+    def _model_to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        r = self._range(x)
+        u = x if r is None else (x - r[0]) / (r[1] - r[0])
+        return u if self.channels_first else u.permute(0, 3, 1, 2)
+
+    def from_unit(self, images: Any) -> Any:
+        """NCHW images in [0, 1] (tensor or array) -> this view's input space (array in, array out)."""
+        return images if self.unit_input else _on_tensor(self._unit_to_model, images)
+
+    def to_unit(self, x: Any) -> Any:
+        """Images in this view's input space (tensor or array) -> NCHW in [0, 1] (array in, array out)."""
+        return x if self.unit_input else _on_tensor(self._model_to_unit, x)
+
+    def unit_view(self) -> "EstimatorModule":
+        """The same model taking unit-space images in :meth:`forward`."""
+        if self.unit_input:
+            return self
+        view = EstimatorModule(self.source, output_index=self.output_index, unit_input=True, what=self.what)
+        view.outputs_probabilities = self.outputs_probabilities
+        return view
+
+    # ------------------------------------------------------------------ forward
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own outputs (logits or probabilities, as it returns them) for ``x`` in the input
+        space: ART preprocessing, the model, ``output_index``."""
+        if self.unit_input:
+            x = self._unit_to_model(x)
+        if self.estimator is None:
+            out = self.model(x)
+        else:
+            out = self.estimator._predict_framework(x.to(self.estimator.device))[0]
+        out = self._select(out)
+        return out.to(x.device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.estimator._predict_framework(x)[0]
+        """Logits for ``x`` in the input space (for a model returning probabilities, their logarithm)."""
+        out = self.outputs(x)
+        if self.outputs_probabilities is None:
+            self.outputs_probabilities = looks_like_probabilities(out.detach())
+        if self.outputs_probabilities:
+            out = torch.log(out.clamp_min(torch.finfo(out.dtype).tiny))
+        return out
+
+    def _select(self, out: Any) -> torch.Tensor:
+        index, what = self.output_index, self.what
+        adapt = "or wrap the model in an nn.Module whose forward returns the logits tensor"
+        if isinstance(out, (tuple, list)):
+            if index is None:
+                shapes = ", ".join(str(tuple(o.shape)) if isinstance(o, torch.Tensor) else type(o).__name__
+                                   for o in out)
+                raise ValueError(f"the {what} returns a {type(out).__name__} of {len(out)} outputs ({shapes}): pass "
+                                 f"output_index=<position of the logits> (e.g. output_index=0), {adapt}")
+            if not isinstance(index, int) or not -len(out) <= index < len(out):
+                raise ValueError(f"output_index={index!r} does not pick an output of the {what}, which returns a "
+                                 f"{type(out).__name__} of {len(out)}: give a position from 0 to {len(out) - 1}")
+            out = out[index]
+        elif isinstance(out, Mapping):
+            keys = list(out.keys())
+            if index is None:
+                raise ValueError(f"the {what} returns a dict with keys {keys}: pass output_index=<key of the "
+                                 f"logits> (e.g. output_index={keys[0]!r}), {adapt}")
+            if index not in out:
+                raise ValueError(f"output_index={index!r} is not a key of the {what}'s output, whose keys are {keys}")
+            out = out[index]
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+            raise ValueError(f"the {what} must return logits of shape (batch, num_classes), got {got}")
+        return out
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "EstimatorModule":
+        if self.estimator is not None:  # the estimator's model stays on the estimator's device
+            return self
+        return super()._apply(fn, recurse)
 
 
-def as_module(model: Any, what: str = "model") -> nn.Module:
-    """A ``torch.nn.Module`` computing what ``model`` computes: the module itself, or for an ART
-    PyTorch estimator its preprocessing followed by its model (:class:`EstimatorModule`)."""
-    from art.estimators.pytorch import PyTorchEstimator
+def _on_tensor(fn: Any, x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    arr = np.asarray(x, dtype=np.float32)
+    return fn(torch.from_numpy(arr)).numpy()
 
-    if isinstance(model, PyTorchEstimator):
-        return EstimatorModule(model)
-    if isinstance(model, nn.Module):
-        return model
-    raise ValueError(f"{what} must be an ART PyTorch estimator or a torch.nn.Module, got {type(model).__name__}")
+
+def as_module(model: Any, what: str = "model", *, output_index: OutputIndex = None,
+              unit_input: bool = False) -> EstimatorModule:
+    """The :class:`EstimatorModule` of ``model`` (an ART PyTorch estimator, a ``torch.nn.Module``, or an
+    ``EstimatorModule`` returned as it is unless ``output_index``/``unit_input`` ask for another view).
+    Every attack, helper and metric of mi-art turns its models into modules here, so that ART's
+    preprocessing, ``clip_values`` and ``channels_first`` are applied the same way everywhere."""
+    if isinstance(model, EstimatorModule):
+        if output_index is not None and output_index != model.output_index:
+            model = EstimatorModule(model.source, output_index=output_index, unit_input=model.unit_input, what=what)
+        return model.unit_view() if unit_input else model
+    return EstimatorModule(model, output_index=output_index, unit_input=unit_input, what=what)
 
 
 @contextmanager

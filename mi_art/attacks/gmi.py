@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from ..losses import wgan_prior_loss
+from ..models import KEDMIDiscriminator
+from ..utils import EstimatorModule
 from ..validation import check_number
 from .base import GANInversionAttack
 
@@ -23,34 +25,55 @@ class GMI(GANInversionAttack):
     is an independent random restart; all requested identities are optimised together in batches
     of ``batch_size`` latent codes.
 
-    :param estimator: The target, an ART ``PyTorchClassifier`` returning logits.
-    :param generator: GMI generator (latent -> image in [0, 1]); see :func:`mi_art.train_gmi_prior`.
-    :param discriminator: Its WGAN-GP critic.
-    :param identity_loss: "ce" (GMI) or "logit" (LOMMA's logit maximisation).
-    :param p_reg: Mean penultimate feature of public data through the target
-        (:func:`mi_art.estimate_p_reg`); adds ``reg_weight * ||p - p_reg||^2`` on the target.
+    :param estimator: The target, an ART ``PyTorchClassifier``. Its ``preprocessing``, ``clip_values``
+        and ``channels_first`` are applied as ``predict`` applies them (see :class:`mi_art.utils.EstimatorModule`).
+        It returns logits, or probabilities (a final softmax) under ``identity_loss="ce"``, whose logarithm
+        the attack then uses.
+    :param generator: GMI generator (latent -> NCHW image in [0, 1]); see :func:`mi_art.train_gmi_prior`.
+    :param discriminator: Its WGAN-GP critic (one score per image), on [0, 1] images.
+    :param identity_loss: "ce" (GMI) or "logit" (LOMMA's logit maximisation; needs logits).
+    :param p_reg: The public feature reference of LOMMA's regulariser: a :class:`mi_art.PReg` from
+        :func:`mi_art.estimate_p_reg` (with the same ``feature_layer``; the distance is then measured in
+        units of the public feature spread), or a plain mean feature vector (the paper's raw distance).
+        Adds ``reg_weight * ||p - p_reg||^2`` to the target's term of the identity loss.
+    :param reg_weight: The regulariser's weight: default 3 for a ``PReg`` (measured, see
+        ``mi_art.attacks.base.DEFAULT_REG_WEIGHT``), 1 (the paper's) for a plain vector.
     :param surrogates: Models distilled from the target (:func:`mi_art.distill_surrogate`), ART
-        estimators or torch modules; the identity loss is averaged over target and surrogates.
+        estimators or torch modules (a bare module takes [0, 1] NCHW images); the identity loss is
+        averaged over target and surrogates.
+    :param feature_layer: Name (in ``estimator.model.named_modules()``) of the module whose input is
+        the penultimate feature; default the last ``nn.Linear``. Needed only with ``p_reg``.
+    :param output_index: Where the logits are in a model returning a tuple (a position) or a dict (a key).
     """
 
     def __init__(self, estimator: Any, generator: nn.Module, discriminator: nn.Module, *,
-                 identity_loss: str = "ce", p_reg: Any = None, reg_weight: float = 1.0,
+                 identity_loss: str = "ce", p_reg: Any = None, reg_weight: Optional[float] = None,
                  surrogates: Sequence[Any] = (), iterations: int = 2400, learning_rate: float = 0.02,
                  n_reconstructions: int = 5, batch_size: int = 60, id_weight: float = 100.0,
-                 momentum: float = 0.9, seed: Optional[int] = None, verbose: bool = True) -> None:
+                 momentum: float = 0.9, feature_layer: Optional[str] = None, output_index: Any = None,
+                 seed: Optional[int] = None, verbose: bool = True) -> None:
         self.momentum = momentum
         super().__init__(estimator, generator, discriminator, identity_loss=identity_loss, p_reg=p_reg,
                          reg_weight=reg_weight, surrogates=surrogates, iterations=iterations,
                          learning_rate=learning_rate, n_reconstructions=n_reconstructions,
-                         batch_size=batch_size, id_weight=id_weight, seed=seed, verbose=verbose)
+                         batch_size=batch_size, id_weight=id_weight, feature_layer=feature_layer,
+                         output_index=output_index, seed=seed, verbose=verbose)
 
     attack_params = GANInversionAttack.attack_params + ["momentum"]
 
     def _check_params(self) -> None:
         super()._check_params()
         check_number("momentum", self.momentum, low=0, high=1, high_open=True)
+        if isinstance(self.discriminator, KEDMIDiscriminator):
+            raise ValueError("discriminator is a KEDMIDiscriminator (K class logits): GMI needs the WGAN-GP critic of "
+                             "its prior (mi_art.train_gmi_prior); use mi_art.KEDMI with a KEDMI prior")
 
-    def _run(self, target: nn.Module, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def _check_discriminator(self, scores: torch.Tensor) -> None:
+        if scores.numel() != len(scores):
+            raise ValueError(f"the discriminator returns scores of shape {tuple(scores.shape)}: GMI needs a WGAN-GP "
+                             "critic with one score per image (mi_art.train_gmi_prior)")
+
+    def _run(self, target: EstimatorModule, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         device = self._device
         all_labels = torch.from_numpy(np.repeat(labels, self.n_reconstructions)).to(device)
         images, confidence = [], []
@@ -69,7 +92,7 @@ class GMI(GANInversionAttack):
                 bar.update(1)
             with torch.no_grad():
                 fake = self.generator(z)
-            images.append(self._to_estimator_range(fake).cpu())
+            images.append(target.from_unit(fake).cpu())
             confidence.append(self._confidence(target, fake, y).cpu())
         bar.close()
         return torch.cat(images).numpy(), torch.cat(confidence).numpy()

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from ..losses import kedmi_prior_loss
+from ..models import Critic
+from ..utils import EstimatorModule
 from .base import GANInversionAttack
 
 
@@ -22,22 +24,43 @@ class KEDMI(GANInversionAttack):
     ``n_reconstructions`` samples per identity are drawn. Identities are optimised together in
     batches of ``batch_size`` identities.
 
-    :param estimator: The target, an ART ``PyTorchClassifier`` returning logits.
-    :param generator: KEDMI generator; see :func:`mi_art.train_kedmi_prior`.
-    :param discriminator: Its K-logit discriminator (K = the target's number of classes).
-    :param identity_loss: "ce" (KEDMI) or "logit" (LOMMA's logit maximisation).
-    :param p_reg: Mean penultimate feature of public data through the target.
+    :param estimator: The target, an ART ``PyTorchClassifier`` (preprocessing, ``clip_values`` and
+        ``channels_first`` applied as ``predict`` applies them); logits, or probabilities under
+        ``identity_loss="ce"``.
+    :param generator: KEDMI generator (NCHW images in [0, 1]); see :func:`mi_art.train_kedmi_prior`.
+    :param discriminator: Its K-logit discriminator (K = the target's number of classes), trained on
+        [0, 1] images; a GMI ``Critic`` is refused.
+    :param identity_loss: "ce" (KEDMI) or "logit" (LOMMA's logit maximisation; needs logits).
+    :param p_reg: A :class:`mi_art.PReg` from :func:`mi_art.estimate_p_reg` (same ``feature_layer``), or a
+        plain mean feature vector (the paper's raw distance); see :class:`mi_art.GMI`.
+    :param reg_weight: Default 3 for a ``PReg``, 1 for a plain vector (see :class:`mi_art.GMI`).
     :param surrogates: Models distilled from the target, ART estimators or torch modules.
+    :param feature_layer: Name of the module whose input is the penultimate feature (default: the
+        last ``nn.Linear``); needed only with ``p_reg``.
+    :param output_index: Where the logits are in a tuple (position) or dict (key) output.
     """
 
-    def _check_models(self, target: nn.Module) -> None:
+    def _check_params(self) -> None:
+        super()._check_params()
+        if isinstance(self.discriminator, Critic):
+            raise ValueError("discriminator is GMI's WGAN-GP Critic (one score per image): KEDMI needs a "
+                             "KEDMIDiscriminator with K class logits, trained against this target by "
+                             "mi_art.train_kedmi_prior; use mi_art.GMI with the Critic")
+
+    def _check_discriminator(self, scores: torch.Tensor) -> None:
+        k = self.estimator.nb_classes
+        if scores.ndim != 2 or scores.shape[1] != k:
+            raise ValueError(f"the KEDMI discriminator returns scores of shape {tuple(scores.shape)}: KEDMI needs K={k} "
+                             "class logits per image (a KEDMIDiscriminator from mi_art.train_kedmi_prior)")
+
+    def _check_models(self, target: EstimatorModule) -> None:
         super()._check_models(target)
         k = getattr(self.discriminator, "num_classes", None)
         if k is not None and k != self.estimator.nb_classes:
             raise ValueError(f"the KEDMI discriminator has {k} class logits but the target has "
                              f"{self.estimator.nb_classes} classes: train the prior against this target")
 
-    def _run(self, target: nn.Module, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def _run(self, target: EstimatorModule, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         device, latent, n = self._device, self._latent_dim, self.n_reconstructions
         images, confidence = [], []
         bar = self._progress(self.iterations * -(-len(labels) // self.batch_size), "KEDMI")
@@ -59,7 +82,7 @@ class KEDMI(GANInversionAttack):
                                                                                              device=device)).clamp(-1, 1)
                 fake = self.generator(z)
             y_rep = y.repeat_interleave(n)
-            images.append(self._to_estimator_range(fake).cpu())
+            images.append(target.from_unit(fake).cpu())
             confidence.append(self._confidence(target, fake, y_rep).cpu())
         bar.close()
         return torch.cat(images).numpy(), torch.cat(confidence).numpy()

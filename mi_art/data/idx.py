@@ -125,7 +125,8 @@ def load_mnist(
     fashion : bool, default False
         Fashion-MNIST (same format): only the dataset name and messages change.
     image_size : int, default 28
-        Height and width; images are resized bilinearly (antialiased) when not 28.
+        Height and width; images are resized bilinearly (antialiased) when not 28. The default keeps
+        the native size: every model, GAN parts included, works at 28x28.
     channels : {1, 3, None}, default 1
         1, or 3 to repeat the grey channel; None means 1.
     private_classes, public_classes : sequence of int

@@ -1,0 +1,330 @@
+"""Public pre-training then private fine-tuning of targets and evaluation models (mi_art.pretraining,
+ExperimentConfig.target_pretrain_epochs / eval_pretrain_epochs, the CLI and grid options), and the
+warnings for a weak judge or target. Tiny digits models: seconds on a CPU."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import evaluations.experiment as experiment
+import mi_art.pretraining as pretraining
+from evaluations.cache import ArtifactCache, config_key
+from evaluations.cli import main
+from evaluations.experiment import ExperimentConfig, Workbench
+from evaluations.grid import Cell, Grid, GridError, cell_id, check_grid
+from evaluations.report import WEAK_JUDGE_ACCURACY, render_report, weak_model_warnings
+from mi_art.data import MIDataset, Split, load_digits_data
+from mi_art.models import make_classifier
+
+torch.set_num_threads(1)
+
+FAST = dict(augment="none", batch_size=64)
+NEW_FIELDS = ("target_pretrain_epochs", "eval_pretrain_epochs")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_data()
+
+
+@pytest.fixture(scope="module")
+def three_public(digits):
+    """Digits with 5 private classes and only 3 public ones: the two heads differ in size."""
+    keep = digits.public.y < 3
+    return MIDataset(name="digits-3", private_train=digits.private_train, private_test=digits.private_test,
+                     public=Split(digits.public.x[keep], digits.public.y[keep]),
+                     private_identities=digits.private_identities,
+                     public_identities=digits.public_identities[:3], image_size=8, channels=1)
+
+
+def _first_conv(model: torch.nn.Module) -> torch.Tensor:
+    return model.body[0].weight.detach().clone()
+
+
+def _spy(monkeypatch, owner, name):
+    """Record (first conv weight, head object, head outputs) of the model each call starts from."""
+    original, seen = getattr(owner, name), []
+
+    def wrapper(model, *args, **kwargs):
+        seen.append({"conv": _first_conv(model), "head": model.fc, "out": model.fc.out_features})
+        out = original(model, *args, **kwargs)
+        seen[-1]["after"] = _first_conv(out)
+        return out
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return seen
+
+
+# ------------------------------------------------------------------------------------------ the API
+
+
+def test_fine_tuning_starts_from_the_pretrained_body_with_a_fresh_private_head(three_public, monkeypatch):
+    """Pre-training starts from the initial weights with a 3-class public head; fine-tuning starts from
+    exactly the pre-trained first conv (not the initial one) with a new 5-class head."""
+    data = three_public
+    model = make_classifier("cnn", 1, data.num_classes, 8)
+    init = _first_conv(model)
+    calls = _spy(monkeypatch, pretraining, "train_classifier")
+    out = pretraining.pretrain_and_fine_tune(model, data, pretrain_epochs=2, epochs=1, seed=0, **FAST)
+    pre, fine = calls
+    assert torch.equal(pre["conv"], init) and pre["out"] == data.num_public_classes == 3
+    assert not torch.equal(pre["after"], init)                       # pre-training moved the body
+    assert torch.equal(fine["conv"], pre["after"])                   # fine-tuning starts from it
+    assert fine["out"] == data.num_classes == 5 and fine["head"] is not pre["head"]
+    assert out is model and out.fc.out_features == 5 and not out.training
+    assert not torch.equal(_first_conv(out), pre["after"])           # every layer is fine-tuned
+
+
+def test_same_class_count_still_gets_a_fresh_head_and_seeds_make_it_reproducible(digits):
+    """Digits has 5 public and 5 private classes: the pre-trained head is still replaced (a public
+    identity is not a private one), and the same seed gives the same model."""
+    from mi_art.utils import seed_everything
+
+    a = make_classifier("cnn", 1, 5, 8)
+    pretraining.pretrain_classifier(a, digits.public.x, digits.public.y, epochs=1, seed=0, **FAST)
+    public_head = a.fc
+    pretraining.fine_tune_classifier(a, digits.private_train.x, digits.private_train.y, 5, epochs=1, seed=0, **FAST)
+    assert a.fc is not public_head and a.fc.weight.shape == public_head.weight.shape
+
+    def run(seed):
+        seed_everything(seed)
+        return pretraining.pretrain_and_fine_tune(make_classifier("cnn", 1, 5, 8), digits, pretrain_epochs=1,
+                                                  epochs=1, seed=seed, **FAST).state_dict()
+
+    b, c, d = run(3), run(3), run(4)
+    assert all(torch.equal(b[k], c[k]) for k in b)
+    assert not all(torch.equal(b[k], d[k]) for k in b)
+
+
+def test_pretraining_refuses_bad_epochs_and_a_public_set_without_identities(digits):
+    model = make_classifier("cnn", 1, 5, 8)
+    with pytest.raises(ValueError, match="pretrain_epochs must be an integer in"):
+        pretraining.pretrain_and_fine_tune(model, digits, pretrain_epochs=0)
+    with pytest.raises(ValueError, match="pretrain_epochs must be an integer"):
+        pretraining.pretrain_and_fine_tune(model, digits, pretrain_epochs=1.5)
+    one = MIDataset(name="ffhq-like", private_train=digits.private_train, private_test=digits.private_test,
+                    public=Split(digits.public.x, np.zeros(len(digits.public.x), dtype=np.int64)),
+                    private_identities=digits.private_identities, public_identities=("ffhq",), image_size=8,
+                    channels=1)
+    with pytest.raises(ValueError, match="at least 2 public identities, got 1"):
+        pretraining.pretrain_and_fine_tune(model, one, pretrain_epochs=1)
+
+
+def test_tl_defense_uses_the_shared_pretraining(digits, monkeypatch):
+    """TL-DMI's two steps go through mi_art.pretraining (one implementation)."""
+    from defenses import transfer
+
+    calls = {"pre": 0, "fine": 0}
+    pre, fine = pretraining.pretrain_classifier, pretraining.fine_tune_classifier
+
+    def count(name, fn):
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(transfer, "pretrain_classifier", count("pre", pre))
+    monkeypatch.setattr(transfer, "fine_tune_classifier", count("fine", fine))
+    model = transfer.pretrain_public(make_classifier("cnn", 1, 5, 8), digits, epochs=1, **FAST)
+    transfer.fine_tune_private(model, digits, 2, epochs=1, **FAST)
+    assert calls == {"pre": 1, "fine": 1}
+    assert transfer.replace_head is pretraining.replace_head
+
+
+# ------------------------------------------------------------------------------------------ the workbench
+
+
+def test_cache_keys_unchanged_at_zero_and_changed_above(digits):
+    bench = Workbench(ExperimentConfig(), data=digits)
+    data_key = bench._data_key
+    c = bench.config
+    # exactly the keys of the release before the option existed: existing caches stay valid
+    assert bench.target_key() == {"data": data_key, "arch": "cnn", "epochs": c.target_epochs, "augment": "shift",
+                                  "seed": 0}
+    assert bench.evaluator_key() == {"data": data_key, "arch": "cnn-wide", "epochs": c.eval_epochs,
+                                     "augment": "shift", "seed": 1000}
+    old_cell = config_key({k: v for k, v in c.to_dict().items()
+                           if k not in ("device", "verbose", *NEW_FIELDS)})
+    assert cell_id(c) == old_cell
+
+    pre_t = Workbench(ExperimentConfig(target_pretrain_epochs=3), data=digits)
+    pre_e = Workbench(ExperimentConfig(eval_pretrain_epochs=3), data=digits)
+    assert pre_t.target_key() == {**bench.target_key(), "pretrain_epochs": 3}
+    assert pre_t.evaluator_key() == bench.evaluator_key()
+    assert pre_e.evaluator_key() == {**bench.evaluator_key(), "pretrain_epochs": 3}
+    assert pre_e.target_key() == bench.target_key()
+    # everything built on the target follows it
+    assert pre_t.surrogate_key(0) != bench.surrogate_key(0)
+    assert pre_t._prior_key("kedmi-prior") != bench._prior_key("kedmi-prior")
+    assert pre_t._prior_key("gmi-prior") == bench._prior_key("gmi-prior")   # the GMI prior does not
+    assert len({cell_id(c), cell_id(pre_t.config), cell_id(pre_e.config)}) == 3
+
+    def group(cfg):
+        return Cell(cell_id(cfg), cfg, "none").target_group
+
+    assert group(pre_t.config) != group(c) and group(pre_e.config) == group(c)
+    # a defended target's key gets it too
+    mid = ExperimentConfig(defense="mid", defense_params={"beta": 0.01})
+    assert "pretrain_epochs" not in Workbench(mid, data=digits).target_key()
+    assert Workbench(dataclasses.replace(mid, target_pretrain_epochs=2), data=digits).target_key()[
+        "pretrain_epochs"] == 2
+
+
+def test_workbench_target_and_judge_start_from_the_cached_pretrained_body(digits, tmp_path, monkeypatch):
+    config = ExperimentConfig(target_epochs=1, eval_epochs=1, target_pretrain_epochs=1, eval_pretrain_epochs=2,
+                              augment="none")
+    bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
+    seen = _spy(monkeypatch, experiment, "fine_tune_classifier")
+    target, judge = bench.target(), bench.evaluator()
+    assert [s["out"] for s in seen] == [digits.num_public_classes] * 2
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.pt")) == ["evaluator", "pretrained", "pretrained",
+                                                                           "target"]
+    # the body each fine-tuning started from is the cached pre-trained one, not a fresh initialisation
+    pre_t = bench._pretrained("cnn", 1, config.seed, "target")
+    pre_e = bench._pretrained("cnn-wide", 2, config.seed + 1000, "evaluator")
+    assert torch.equal(seen[0]["conv"], _first_conv(pre_t).to(seen[0]["conv"].device))
+    assert torch.equal(seen[1]["conv"], _first_conv(pre_e).to(seen[1]["conv"].device))
+    assert not torch.equal(_first_conv(pre_t).cpu(), _first_conv(bench._initialised("cnn", config.seed)))
+    assert target.fc.out_features == judge.fc.out_features == digits.num_classes
+    # a second workbench loads the same target from the cache
+    again = Workbench(config, ArtifactCache(tmp_path), data=digits).target()
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), again.state_dict().values()))
+
+
+def test_defended_target_fine_tunes_the_pretrained_body(digits, tmp_path, monkeypatch):
+    import defenses
+
+    config = ExperimentConfig(defense="rounded", defense_params={"decimals": 2}, target_epochs=1,
+                              target_pretrain_epochs=1, augment="none")
+    bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
+    seen = []
+    original = defenses.train_defended_target
+
+    def spy(defense, data, *, model, **kwargs):
+        seen.append(model)
+        return original(defense, data, model=model, **kwargs)
+
+    monkeypatch.setattr(defenses, "train_defended_target", spy)
+    target = bench.target()
+    pre = bench._pretrained("cnn", 1, config.seed, "target")
+    assert isinstance(seen[0], torch.nn.Module) and seen[0].fc.out_features == digits.num_classes
+    assert torch.equal(_first_conv(seen[0]).cpu(), _first_conv(pre).cpu())
+    assert target.fc.out_features == digits.num_classes and bench.defense_record["defense"] == "rounded"
+
+
+def test_tl_takes_the_targets_pretraining_and_refuses_a_conflict():
+    ExperimentConfig(defense="tl", defense_params={"freeze": 2}, target_pretrain_epochs=3).validate()
+    ExperimentConfig(defense="tl", defense_params={"pretrain_epochs": 3}, target_pretrain_epochs=3).validate()
+    with pytest.raises(ValueError, match="target_pretrain_epochs=3 and defense 'tl' with pretrain_epochs=5"):
+        ExperimentConfig(defense="tl", defense_params={"pretrain_epochs": 5}, target_pretrain_epochs=3).validate()
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="eval_pretrain_epochs must be an integer"):
+            ExperimentConfig(eval_pretrain_epochs=bad).validate()
+
+
+# ------------------------------------------------------------------------------------------ grid and CLI
+
+
+def test_grid_accepts_zero_and_refuses_bad_pretrain_epochs():
+    check_grid({"target_pretrain_epochs": 0, "eval_pretrain_epochs": 4})  # 0 is valid here (counts are >= 1)
+    with pytest.raises(GridError) as err:
+        check_grid({"target_pretrain_epochs": -1, "eval_pretrain_epochs": 1.5,
+                    "datasets": [{"name": "digits", "target_pretrain_epochs": "3"}]})
+    text = str(err.value)
+    assert "target_pretrain_epochs must be an integer in [0, inf), got -1" in text
+    assert "eval_pretrain_epochs must be an integer, got 1.5" in text
+    assert "target_pretrain_epochs must be an integer, got '3'" in text
+    grid = Grid.from_dict({"target_pretrain_epochs": 2, "datasets": [{"name": "digits", "eval_pretrain_epochs": 3}]})
+    cells = grid.cells()
+    assert {(c.config.target_pretrain_epochs, c.config.eval_pretrain_epochs) for c in cells} == {(2, 3)}
+    assert Grid.from_dict(grid.to_dict()).cells()[0].id == cells[0].id
+    with pytest.raises(GridError, match="defense tl\\(pretrain_epochs=5\\).*TL-DMI's pre-training is the target's"):
+        Grid.from_dict({"target_pretrain_epochs": 2, "defenses": [{"name": "tl", "params": [{"pretrain_epochs": 5}]}]
+                        }).validate(load_data=False)
+
+
+def test_cli_options_are_validated_and_reach_the_grid(tmp_path):
+    runner = CliRunner()
+    bad = runner.invoke(main, ["attack", "--target-pretrain-epochs", "-1"])
+    assert bad.exit_code == 2 and "--target-pretrain-epochs" in bad.output and "-1" in bad.output
+    bad = runner.invoke(main, ["evaluate", "--eval-pretrain-epochs", "x", "--dry-run"])
+    assert bad.exit_code == 2 and "--eval-pretrain-epochs" in bad.output
+    dry = runner.invoke(main, ["evaluate", "--dataset", "digits", "--target-pretrain-epochs", "3",
+                               "--eval-pretrain-epochs", "0", "--dry-run", "--out", str(tmp_path / "g")])
+    assert dry.exit_code == 0, dry.output
+    assert "target_pretrain_epochs=3" in dry.output and "eval_pretrain_epochs=0" in dry.output
+    assert "target_pretrain_epochs = 3" in dry.output  # the printed grid file carries it
+    help_text = runner.invoke(main, ["attack", "--help"]).output
+    assert "--target-pretrain-epochs" in help_text and "--eval-pretrain-epochs" in help_text
+
+
+TINY_ATTACK = ["attack", "--attack", "miface", "--miface-iterations", "2", "--target-epochs", "10", "--quiet"]
+
+
+def test_attack_warns_for_a_weak_judge_and_not_for_a_good_one(tmp_path):
+    runner = CliRunner()
+    weak = runner.invoke(main, [*TINY_ATTACK, "--eval-epochs", "1", "--out", str(tmp_path / "weak"),
+                                "--cache-dir", str(tmp_path / "cache")])
+    assert weak.exit_code == 0, weak.output
+    record = json.loads((tmp_path / "weak" / "results.json").read_text())
+    assert record["evaluator_test_accuracy"] < WEAK_JUDGE_ACCURACY
+    assert len(record["warnings"]) == 1 and "weak evaluation model" in record["warnings"][0]
+    assert "warning: weak evaluation model" in weak.output and "(chance 0.20)" in weak.output
+
+    good = runner.invoke(main, [*TINY_ATTACK, "--eval-epochs", "10", "--eval-pretrain-epochs", "1",
+                                "--target-pretrain-epochs", "1", "--out", str(tmp_path / "good"),
+                                "--cache-dir", str(tmp_path / "cache")])
+    assert good.exit_code == 0, good.output
+    record = json.loads((tmp_path / "good" / "results.json").read_text())
+    assert record["evaluator_test_accuracy"] >= WEAK_JUDGE_ACCURACY and record["target_test_accuracy"] >= 0.5
+    assert record["warnings"] == [] and "warning:" not in good.output
+    assert record["config"]["target_pretrain_epochs"] == record["config"]["eval_pretrain_epochs"] == 1
+
+
+# ------------------------------------------------------------------------------------------ warnings
+
+
+def test_warning_rules():
+    assert weak_model_warnings(judge_accuracy=0.95, target_accuracy=0.9, n_classes=5) == []
+    (w,) = weak_model_warnings(judge_accuracy=0.7, n_classes=5)
+    assert w.startswith("weak evaluation model: test accuracy 0.700 < 0.8; chance is 0.200 with 5 classes")
+    (w,) = weak_model_warnings(judge_accuracy=0.3, n_classes=5)
+    assert "evaluation model is close to chance" in w and "under 2x chance (0.400)" in w
+    # the chance bar stays below 1 with few classes: a 0.95 judge on 2 classes is fine
+    assert weak_model_warnings(judge_accuracy=0.95, n_classes=2) == []
+    # an undefended target below 0.5 is weak; a defended one only when close to chance
+    assert "weak target" in weak_model_warnings(target_accuracy=0.3, n_classes=100)[0]
+    assert weak_model_warnings(target_accuracy=0.3, n_classes=100, defended=True) == []
+    assert "defended target is close to chance" in weak_model_warnings(target_accuracy=0.3, n_classes=5,
+                                                                       defended=True)[0]
+    assert weak_model_warnings(judge_accuracy=None, target_accuracy=float("nan"), n_classes=None) == []
+
+
+def _row(cid, index, judge, seed=0, defense="none", natural=0.9):
+    return {"cell_id": cid, "index": index, "dataset": "digits", "defense": defense, "defense_params": {},
+            "defense_label": defense, "natural_accuracy": natural, "epsilon": None, "delta": None, "attack": "gmi",
+            "variant": "baseline", "seed": seed, "artifact_seed": seed, "acc@1": 0.6, "acc@1_std": 0.1,
+            "acc@5": None, "acc@5_std": None, "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0,
+            "cell_seconds": 1.0, "evaluator_test_accuracy": judge, "n_identities": 2, "n_classes": 5,
+            "n_reconstructions": 2, "iterations": 10}
+
+
+@pytest.mark.parametrize("judge,warned", [(0.95, False), (0.6, True)])
+def test_report_warns_for_a_weak_judge(tmp_path, judge, warned):
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    for row in (_row("a", 0, judge), _row("b", 1, judge, defense="mid", natural=0.3)):
+        (cells / f"{row['cell_id']}.json").write_text(json.dumps(row))
+    render_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert f"Evaluation model test accuracy: {judge:.3f} (chance 0.200 with 5 classes)." in md
+    assert ("weak evaluation model: test accuracy 0.600" in md) is warned
+    assert "mid: the defended target is close to chance: test accuracy 0.300" in md  # 0.3 < 2 x 0.2
+    rows = {r["cell_id"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert bool(rows["a"]["warnings"]) is warned
+    assert any("defended target is close to chance" in w for w in rows["b"]["warnings"])
