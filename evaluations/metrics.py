@@ -26,8 +26,7 @@ named by ``feature_layer`` (see :mod:`mi_art.features`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,7 +34,8 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
 from mi_art.features import extract_features, penultimate_layer
-from mi_art.utils import EstimatorModule, as_module
+from mi_art.utils import EstimatorModule, as_module, eval_mode
+from mi_art.validation import check_count
 
 __all__ = [
     "predict_logits",
@@ -67,26 +67,8 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode, then give every sub-module back its own previous mode (a plain
-    ``model.train(was_training)`` would overwrite sub-modules deliberately left in eval mode)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
-
-
 def _resolve_device(model: nn.Module, device: DeviceLike) -> torch.device:
     return torch.device(device) if device is not None else _model_device(model)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 def _check_images(x: ArrayLike, name: str = "x") -> torch.Tensor:
@@ -181,12 +163,12 @@ def predict_logits(model: ModelLike, x: ArrayLike, *, batch_size: int = 256,
     ValueError
         If ``x`` is empty, not 4-d or contains NaN, or the model does not return 2-d logits.
     """
-    _check_batch_size(batch_size)
+    check_count("batch_size", batch_size)
     images = _check_images(x, "x")
     view = _view(model, output_index)
     device = _resolve_device(view, device)
     out = []
-    with _eval_mode(view):
+    with eval_mode(view):
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device)
             out.append(view(batch).detach().float().cpu())
@@ -414,7 +396,7 @@ def knn_distance(
         On empty input, wrong ndim, NaN in images, length mismatch, labels outside the model's outputs,
         or an identity in ``y`` without any private image.
     """
-    _check_batch_size(batch_size)
+    check_count("batch_size", batch_size)
     images = _check_images(x, "x")
     private = _check_images(private_x, "private_x")
     view = _view(model, output_index)
@@ -428,7 +410,7 @@ def knn_distance(
             + ": the KNN distance needs private images of every attacked identity"
         )
     device = _resolve_device(view, device)
-    with _eval_mode(view):
+    with eval_mode(view):
         feats = extract_features(view, images, batch_size, device, layer=feature_layer).double().numpy()
         private_feats = extract_features(view, private, batch_size, device, layer=feature_layer).double().numpy()
 
@@ -476,7 +458,7 @@ class PenultimateFeatures(nn.Module):
     def __init__(self, model: ModelLike, batch_size: int = 256, device: DeviceLike = None,
                  feature_layer: Optional[str] = None, output_index: Any = None) -> None:
         super().__init__()
-        _check_batch_size(batch_size)
+        check_count("batch_size", batch_size)
         self.model = _view(model, output_index)
         self.batch_size = int(batch_size)
         self.device = _resolve_device(self.model, device)
@@ -501,7 +483,7 @@ class _FidFeatureAdapter(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with _eval_mode(self.extractor):
+        with eval_mode(self.extractor):
             feats = self.extractor(x.to(self.device))
         if not isinstance(feats, torch.Tensor):
             raise ValueError(f"feature_extractor must return a tensor, got {type(feats).__name__}")
@@ -551,7 +533,7 @@ def fid(
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    _check_batch_size(batch_size)
+    check_count("batch_size", batch_size)
     fake = _check_images(fake_x, "fake_x")
     real = _check_images(real_x, "real_x")
     for name, imgs in (("fake_x", fake), ("real_x", real)):

@@ -19,6 +19,8 @@ from typing import Any, Iterator, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .utils import eval_mode
+
 LayerLike = Union[None, str, nn.Module]
 
 
@@ -117,15 +119,10 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 256, d
     """Penultimate features of ``x`` (a batch of images ``model`` takes) in eval mode, computed in batches;
     returned on the CPU. ``layer``: see :func:`penultimate_layer`."""
     device = device if device is not None else next(model.parameters()).device
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     layer = penultimate_layer(model, layer)
     out = []
-    try:
+    with eval_mode(model):  # per module: sub-modules deliberately kept in eval mode stay so
         for start in range(0, len(x), batch_size):
             batch = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
             out.append(logits_and_features(model, batch, layer)[1].cpu())
-    finally:
-        for module, training in modes:  # per module: sub-modules deliberately kept in eval mode stay so
-            module.training = training
     return torch.cat(out) if out else torch.empty(0)

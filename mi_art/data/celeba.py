@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from functools import partial
 from pathlib import Path, PureWindowsPath
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -12,7 +11,7 @@ from ..validation import check_count
 from .checks import (PathLike, check_channels, check_image_size, check_loader_seed, check_optional_limit,
                      check_root, check_test_fraction)
 from .dataset import MIDataset
-from .decoding import image_split, infer_channels
+from .decoding import image_dataset
 from .identities import natural_key, select_identities, split_identities
 
 #: Side of the centred square cut from each CelebA image before resizing (GMI/KEDMI protocol).
@@ -161,17 +160,5 @@ def load_celeba(
                                                  seed)
     public_groups, public_names = _subsample_public([paths[n] for n in public_names], public_names,
                                                     max_public_images, seed)
-    if channels is None:
-        every = [p for groups in (train_groups, test_groups, public_groups) for group in groups for p in group]
-        channels = infer_channels(every, str(folder))
-    read = partial(image_split, image_size=image_size, channels=channels, crop=CELEBA_CROP)
-    return MIDataset(
-        name="celeba",
-        private_train=read(train_groups),
-        private_test=read(test_groups),
-        public=read(public_groups),
-        private_identities=tuple(private_names),
-        public_identities=tuple(public_names),
-        image_size=image_size,
-        channels=channels,
-    )
+    return image_dataset("celeba", folder, (train_groups, test_groups, public_groups), (private_names, public_names),
+                         image_size=image_size, channels=channels, crop=CELEBA_CROP)

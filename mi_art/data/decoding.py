@@ -37,7 +37,7 @@ import PIL
 from PIL import Image
 
 from .checks import Crop
-from .dataset import Split
+from .dataset import MIDataset, Split
 from .identities import flatten
 
 logger = logging.getLogger("mi_art.data")
@@ -195,6 +195,21 @@ def image_split(groups: Sequence[Sequence[Path]], *, image_size: int, channels: 
     """Build a :class:`Split` from per-label lists of image paths."""
     paths, labels = flatten(groups)
     return Split(read_images(paths, image_size=image_size, channels=channels, crop=crop), labels)
+
+
+def image_dataset(name: str, folder: Path, groups: Tuple[Sequence[Sequence[Path]], ...],
+                  identities: Tuple[Sequence[str], Sequence[str]], *, image_size: int, channels: Optional[int],
+                  crop: Crop) -> MIDataset:
+    """Read the ``(private train, private test, public)`` per-identity path groups of an image source into
+    an :class:`MIDataset`; ``channels=None`` infers them from the images (:func:`infer_channels`)."""
+    if channels is None:
+        channels = infer_channels([p for split in groups for group in split for p in group], str(folder))
+    train, test, public = (image_split(split, image_size=image_size, channels=channels, crop=crop)
+                           for split in groups)
+    private_names, public_names = identities
+    return MIDataset(name=name, private_train=train, private_test=test, public=public,
+                     private_identities=tuple(private_names), public_identities=tuple(public_names),
+                     image_size=image_size, channels=channels)
 
 
 def is_colour(image: Image.Image, source: str) -> bool:

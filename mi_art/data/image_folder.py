@@ -1,14 +1,13 @@
 """A folder with one sub-folder of images per identity (AT&T/ORL faces, FFHQ chunks, any face folder)."""
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .checks import (Crop, PathLike, check_channels, check_crop, check_image_size, check_loader_seed, check_name,
                      check_root, check_test_fraction)
 from .dataset import MIDataset
-from .decoding import image_split, infer_channels
+from .decoding import image_dataset
 from .identities import IdentitySpec, check_identity_spec, natural_key, select_identities, split_identities
 
 #: File extensions (lower case) read by :func:`load_image_folder`; matching is case-insensitive.
@@ -117,17 +116,6 @@ def load_image_folder(
     train_groups, test_groups = split_identities([identities[n] for n in private_names], private_names,
                                                  test_fraction, seed)
     public_groups = [identities[n] for n in public_names]
-    if channels is None:
-        every = [p for groups in (train_groups, test_groups, public_groups) for group in groups for p in group]
-        channels = infer_channels(every, str(folder))
-    read = partial(image_split, image_size=image_size, channels=channels, crop=crop)
-    return MIDataset(
-        name=name if name is not None else folder.resolve().name,
-        private_train=read(train_groups),
-        private_test=read(test_groups),
-        public=read(public_groups),
-        private_identities=tuple(private_names),
-        public_identities=tuple(public_names),
-        image_size=image_size,
-        channels=channels,
-    )
+    return image_dataset(name if name is not None else folder.resolve().name, folder,
+                         (train_groups, test_groups, public_groups), (private_names, public_names),
+                         image_size=image_size, channels=channels, crop=crop)
