@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from evaluations.experiment import ExperimentConfig  # noqa: E402
+from mi_art.evaluations.experiment import ExperimentConfig  # noqa: E402
 
 DEFAULT_ROOT = REPO.parent / "shared" / "data" / "att_faces"
 

@@ -22,8 +22,8 @@ import torch
 
 from _att_faces import DEFAULT_ROOT, REPO, att_faces_config
 
-from evaluations.cache import ArtifactCache
-from evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
+from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.utils import write_atomic
 
 METHODS = [("miface", "baseline", "ART MIFace")] + [

@@ -25,9 +25,9 @@ import torch
 
 from _att_faces import DEFAULT_ROOT, REPO, att_faces_config
 
-from evaluations.cache import ArtifactCache
-from evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
-from evaluations.metrics import natural_accuracy
+from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
+from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.utils import write_atomic
 
 #: one strength of every defense first, then the second ones: a run cut short still covers each defense

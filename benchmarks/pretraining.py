@@ -29,9 +29,9 @@ import torch
 
 from _att_faces import DEFAULT_ROOT, REPO, att_faces_config
 
-from evaluations.cache import ArtifactCache
-from evaluations.experiment import Workbench
-from evaluations.metrics import natural_accuracy
+from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.experiment import Workbench
+from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.utils import write_atomic
 
 MODELS = (("target", "target_arch"), ("judge", "eval_arch"))

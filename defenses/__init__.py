@@ -1,14 +1,14 @@
 """Model inversion defenses behind one call, :func:`train_defended_target`.
 
-Training-time defenses: DP-SGD with Opacus (:mod:`defenses.dp`), MID (:mod:`defenses.mid`), BiDO
-(:mod:`defenses.bido`), negative label smoothing (:mod:`defenses.label_smoothing`), TL-DMI
-(:mod:`defenses.transfer`). Output postprocessors from ART (:mod:`defenses.postprocessing`), which
+Training-time defenses: DP-SGD with Opacus (:mod:`mi_art.defenses.dp`), MID (:mod:`mi_art.defenses.mid`), BiDO
+(:mod:`mi_art.defenses.bido`), negative label smoothing (:mod:`mi_art.defenses.label_smoothing`), TL-DMI
+(:mod:`mi_art.defenses.transfer`). Output postprocessors from ART (:mod:`mi_art.defenses.postprocessing`), which
 change ``predict`` only and leave white-box gradient attacks such as GMI and KEDMI unaffected.
 
 Example::
 
     from mi_art.data import load_digits_data
-    from defenses import train_defended_target, wrap_with_defense
+    from mi_art.defenses import train_defended_target, wrap_with_defense
 
     data = load_digits_data()
     model, record = train_defended_target("dp-sgd", data, epochs=10, noise_multiplier=1.0)

@@ -6,7 +6,7 @@ from typing import Any, Dict, Tuple
 
 from torch import nn
 
-from evaluations.metrics import natural_accuracy
+from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.data import MIDataset
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS, train_classifier
@@ -112,20 +112,20 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
     * ``"dp-sgd"``: DP-SGD with Opacus (https://arxiv.org/abs/1607.00133): exactly one of
       ``target_epsilon`` or ``noise_multiplier``; ``max_grad_norm=1.0``; ``delta=1/N``;
       ``accountant="rdp"`` ("prv", "gdp"); ``max_physical_batch_size=None`` (= ``batch_size``). Poisson
-      sampling; BatchNorm becomes GroupNorm (``ModuleValidator.fix``). See :mod:`defenses.dp`.
+      sampling; BatchNorm becomes GroupNorm (``ModuleValidator.fix``). See :mod:`mi_art.defenses.dp`.
     * ``"mid"``: variational information bottleneck (https://arxiv.org/abs/2009.05241): ``beta=0.003``,
-      ``bottleneck_dim=None`` (half the feature size). See :mod:`defenses.mid`.
+      ``bottleneck_dim=None`` (half the feature size). See :mod:`mi_art.defenses.mid`.
     * ``"bido"``: bilateral dependency optimisation (https://arxiv.org/abs/2206.05483): ``lambda_x=0.05``,
-      ``lambda_y=0.5``, ``measure="hsic"`` ("coco"), ``sigma=5.0``, ``layers=None``. See :mod:`defenses.bido`.
+      ``lambda_y=0.5``, ``measure="hsic"`` ("coco"), ``sigma=5.0``, ``layers=None``. See :mod:`mi_art.defenses.bido`.
     * ``"nls"``: negative label smoothing (https://arxiv.org/abs/2310.06549): ``alpha=-0.05`` in [-1, 1),
-      ``warmup=0.5``, ``ramp=0.25``. See :mod:`defenses.label_smoothing`.
+      ``warmup=0.5``, ``ramp=0.25``. See :mod:`mi_art.defenses.label_smoothing`.
     * ``"tl"``: TL-DMI (https://arxiv.org/abs/2405.05588): pre-train on ``dataset.public``, freeze the first
       layers (``freeze=0.5``: fraction, or int count), fine-tune the rest on private data;
-      ``pretrain_epochs=None``/``pretrain_lr=None`` default to ``epochs``/``lr``. See :mod:`defenses.transfer`.
+      ``pretrain_epochs=None``/``pretrain_lr=None`` default to ``epochs``/``lr``. See :mod:`mi_art.defenses.transfer`.
     * ``"reverse-sigmoid"`` (``beta=1.0, gamma=0.1``), ``"high-confidence"`` (``cutoff=0.25``), ``"rounded"``
       (``decimals=3``), ``"gaussian-noise"`` (``scale=0.2``), ``"class-labels"``: ART output postprocessors.
       The model is trained as for "none"; the postprocessor is ``record.postprocessor`` and
-      :func:`defenses.wrap_with_defense` builds the ART classifier. **They change ``predict`` only: white-box
+      :func:`mi_art.defenses.wrap_with_defense` builds the ART classifier. **They change ``predict`` only: white-box
       gradient attacks (GMI, KEDMI through class gradients / the differentiable forward) are unaffected.**
 
     :param defense: One of :data:`DEFENSES`.
@@ -144,7 +144,7 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
     :param verbose: Progress bars.
     :return: ``(model, record)``: a plain torch module in eval mode returning logits, whose last
         ``nn.Linear`` takes the penultimate feature, with no training hooks left; and a
-        :class:`defenses.DefenseRecord` (``.to_dict()`` is JSON-serialisable).
+        :class:`mi_art.defenses.DefenseRecord` (``.to_dict()`` is JSON-serialisable).
     :raises ValueError: Unknown defense or parameter names; a parameter or training setting of the wrong
         type, non-finite or out of range (the message names it and what would be valid); a model whose
         weights became NaN or infinite in training (:class:`mi_art.validation.NonFiniteError`).

@@ -1,6 +1,6 @@
 """Helpers shared by the defenses: building the model, swapping its last layer, parameter-name checks
 and the check that a returned model carries no training hooks. Numbers are checked with
-:mod:`mi_art.validation` (the one validation layer); accuracy is :func:`evaluations.metrics.natural_accuracy`."""
+:mod:`mi_art.validation` (the one validation layer); accuracy is :func:`mi_art.evaluations.metrics.natural_accuracy`."""
 from __future__ import annotations
 
 import copy

@@ -92,10 +92,10 @@ def make_postprocessor(defense: str, params: Dict[str, Any]) -> Postprocessor:
 
 def wrap_with_defense(model: nn.Module, record: Any, *, clip_values: Optional[Tuple[float, float]] = (0.0, 1.0),
                       probabilities: Optional[bool] = None, loss: Optional[nn.Module] = None):
-    """Build the ART ``PyTorchClassifier`` for a model returned by :func:`defenses.train_defended_target`.
+    """Build the ART ``PyTorchClassifier`` for a model returned by :func:`mi_art.defenses.train_defended_target`.
 
     :param model: The returned module.
-    :param record: Its :class:`defenses.DefenseRecord` (input shape, classes, postprocessor).
+    :param record: Its :class:`mi_art.defenses.DefenseRecord` (input shape, classes, postprocessor).
     :param clip_values: Input range of the classifier.
     :param probabilities: Prepend :class:`Softmax` so ``predict`` returns probabilities. Default: only
         when the record carries a postprocessor (ART's postprocessors expect probabilities).

@@ -27,7 +27,7 @@ def _plain(value: Any) -> Any:
 
 @dataclass
 class DefenseRecord:
-    """What :func:`defenses.train_defended_target` did.
+    """What :func:`mi_art.defenses.train_defended_target` did.
 
     :param defense: Defense name ("none", "dp-sgd", "mid", ...).
     :param params: The defense's parameters, defaults filled in.
@@ -43,7 +43,7 @@ class DefenseRecord:
     :param details: Defense-specific facts (DP: noise multiplier, sample rate, optimiser steps; TL: the
         frozen modules and public pre-training accuracy; ...).
     :param postprocessor: ART output postprocessors only: the configured
-        ``art.defences.postprocessor.Postprocessor``; see :func:`defenses.wrap_with_defense`.
+        ``art.defences.postprocessor.Postprocessor``; see :func:`mi_art.defenses.wrap_with_defense`.
     """
 
     defense: str

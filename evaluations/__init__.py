@@ -1,5 +1,5 @@
 """Model inversion evaluation metrics: attack accuracy, KNN distance, FID and natural accuracy."""
-from evaluations.metrics import (
+from mi_art.evaluations.metrics import (
     PenultimateFeatures,
     attack_accuracy,
     fid,

@@ -331,7 +331,7 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
     except click.BadParameter as err:
         raise click.BadParameter(f"{err.message} in {spec!r}; write NAME or NAME:KEY=VALUE[,KEY=VALUE...]",
                                  param_hint="'--defense'") from None
-    from defenses import api
+    from mi_art.defenses import api
 
     try:
         name = api._check_name(name)

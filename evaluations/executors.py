@@ -7,7 +7,7 @@ grid again skips finished cells, so an interrupted evaluation (Ctrl-C, ``kill -9
 resumes where it stopped and loses at most the cells that were running.
 
 Trained artifacts (targets, evaluators, GAN priors, surrogates, p_reg) go through one
-:class:`~evaluations.cache.ArtifactCache` directory shared by all workers; a file lock per artifact
+:class:`~mi_art.evaluations.cache.ArtifactCache` directory shared by all workers; a file lock per artifact
 makes concurrent cells that need the same artifact train it once (the others wait and load it).
 On Ray the output and cache directories must be on a file system every node sees.
 """
@@ -31,7 +31,7 @@ from .cache import ArtifactCache
 from .grid import Cell, Grid, finite_or_none, load_data
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, normalise_row, read_cell
 
-# ROW_KEYS, cell_paths, completed_cells and read_cell live in evaluations.rows (shared with the report);
+# ROW_KEYS, cell_paths, completed_cells and read_cell live in mi_art.evaluations.rows (shared with the report);
 # they stay importable from here.
 
 __all__ = ["EXECUTORS", "ROW_KEYS", "CellFailure", "GridRunError", "LockingArtifactCache", "cell_paths",

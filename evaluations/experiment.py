@@ -1,5 +1,5 @@
 """One attack run end to end: data, target, evaluation model, priors, surrogates, p_reg, the attack
-and its metrics. Trained artifacts go through :class:`~evaluations.cache.ArtifactCache`, so runs
+and its metrics. Trained artifacts go through :class:`~mi_art.evaluations.cache.ArtifactCache`, so runs
 that share a target or a prior train it once."""
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ class Workbench:
     # ---------------------------------------------------------------- artifacts
 
     def target(self) -> nn.Module:
-        """The target, trained under ``config.defense`` (see :func:`defenses.train_defended_target`)."""
+        """The target, trained under ``config.defense`` (see :func:`mi_art.defenses.train_defended_target`)."""
         c, d = self.config, self.data
         if c.defense != "none":
             return self._defended_target()
@@ -213,7 +213,7 @@ class Workbench:
                                              "target")).to(self.device)
 
     def _defended_target(self) -> nn.Module:
-        from defenses import defended_architecture, train_defended_target
+        from mi_art.defenses import defended_architecture, train_defended_target
 
         c, key = self.config, self.target_key()
         trained: Dict[str, Any] = {}

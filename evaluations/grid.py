@@ -1,7 +1,7 @@
 """The defense-grid evaluation: which cells to run and how each one is configured.
 
 A grid is datasets x defenses (each with one or more parameter settings, i.e. strengths) x attacks x
-variants x seeds. It comes from a preset (:mod:`evaluations.presets`), a TOML file (or YAML when
+variants x seeds. It comes from a preset (:mod:`mi_art.evaluations.presets`), a TOML file (or YAML when
 PyYAML is installed) and/or command-line options; all three share one dictionary format::
 
     name = "my-grid"
@@ -447,7 +447,7 @@ def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
 
 
 def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
-    from defenses import api
+    from mi_art.defenses import api
 
     if isinstance(item, str):
         item = {"name": item}
@@ -645,7 +645,7 @@ class Grid:
     def validate(self, *, check_data: bool = True, load_data: bool = True) -> List[str]:
         """Check everything that can be checked before any training: names of datasets, defenses,
         attacks and variants; seeds; budgets and architectures (``ExperimentConfig.validate``); defense
-        parameters (``defenses.api``); data folders; and, when ``load_data``, the loader options and the
+        parameters (``mi_art.defenses.api``); data folders; and, when ``load_data``, the loader options and the
         shapes the models need (the datasets are loaded, nothing is trained).
 
         :param check_data: A missing or unreadable data folder is an error; when False it is returned as
@@ -653,7 +653,7 @@ class Grid:
         :return: Warnings (problems tolerated because ``check_data`` is False).
         :raises GridError: The first problem found, named.
         """
-        from defenses.api import DEFENSES, defense_defaults
+        from mi_art.defenses.api import DEFENSES, defense_defaults
         from mi_art.data import DATASETS
 
         warnings_out: List[str] = []
@@ -876,9 +876,9 @@ def _load(d: DatasetSpec) -> Any:
 
 
 def _check_defense_params(name: str, params: Dict[str, Any], n_train: int, data: Any, target_arch: str) -> None:
-    """``defenses.api`` validation of one parameter setting; with data, also builds the defended
+    """``mi_art.defenses.api`` validation of one parameter setting; with data, also builds the defended
     architecture (TL's freeze count against the model, MID's bottleneck, DP's Opacus fixes)."""
-    from defenses import api
+    from mi_art.defenses import api
 
     label = defense_label(name, params)
     try:
@@ -887,7 +887,7 @@ def _check_defense_params(name: str, params: Dict[str, Any], n_train: int, data:
             api._check_params(name, dict(params), max(1, n_train))
             if data is not None:
                 if name == "tl":
-                    from defenses.transfer import resolve_freeze
+                    from mi_art.defenses.transfer import resolve_freeze
                     from mi_art.models import make_classifier
 
                     checked = api._check_params(name, dict(params), max(1, n_train))

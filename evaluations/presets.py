@@ -1,5 +1,5 @@
 """Ready-made grids for ``mi-art evaluate --preset NAME`` (same format as a grid file, see
-:mod:`evaluations.grid`). Command-line options and a ``--config`` file override a preset's keys."""
+:mod:`mi_art.evaluations.grid`). Command-line options and a ``--config`` file override a preset's keys."""
 from __future__ import annotations
 
 import copy

@@ -141,7 +141,7 @@ METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
 
 def load_rows(out_dir: PathLike) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """The finished rows in grid order (normalised: Acc@k None where not applicable, chance levels
-    filled in, see :func:`evaluations.rows.normalise_row`), and the grid description (``grid.json``;
+    filled in, see :func:`mi_art.evaluations.rows.normalise_row`), and the grid description (``grid.json``;
     empty without one)."""
     out = Path(out_dir)
     meta: Dict[str, Any] = {}

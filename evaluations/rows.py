@@ -1,7 +1,7 @@
 """Result rows of a grid evaluation on disk: their columns, where each cell's files live, which cells
 are finished, and how a row's attack accuracies read against chance.
 
-Both :mod:`evaluations.executors` (which writes the rows) and :mod:`evaluations.report` (which reads
+Both :mod:`mi_art.evaluations.executors` (which writes the rows) and :mod:`mi_art.evaluations.report` (which reads
 them) import this module; neither imports the other at module level.
 """
 from __future__ import annotations

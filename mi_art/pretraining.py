@@ -10,7 +10,7 @@ disjoint identities with their own labels (``dataset.public.y``, ``dataset.num_p
    every layer on ``private_train``, starting from the pre-trained body.
 
 :func:`pretrain_and_fine_tune` does both for an :class:`~mi_art.data.MIDataset`. The private data never
-reaches step 1, and the public data never reaches step 2. TL-DMI (:mod:`defenses.transfer`) uses the same
+reaches step 1, and the public data never reaches step 2. TL-DMI (:mod:`mi_art.defenses.transfer`) uses the same
 two steps, with the first layers frozen in step 2.
 
 The classification layer is the model's last ``nn.Linear`` (``fc`` for every model of

@@ -12,7 +12,7 @@ from torch import nn
 
 import mi_art as M
 from conftest import IMAGE_SHAPE, NUM_CLASSES, wrap
-from evaluations import attack_accuracy
+from mi_art.evaluations import attack_accuracy
 
 ATTACKS = [M.GMI, M.KEDMI]
 

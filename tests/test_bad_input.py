@@ -159,7 +159,7 @@ def _p_reg(**kwargs: Any):
 
 
 def _defended(defense: str = "none", **kwargs: Any):
-    from defenses import train_defended_target
+    from mi_art.defenses import train_defended_target
 
     params = dict(epochs=1, batch_size=16, lr=1e-3, device="cpu", seed=0)
     params.update(kwargs)
@@ -167,7 +167,7 @@ def _defended(defense: str = "none", **kwargs: Any):
 
 
 def _grid(**keys: Any):
-    from evaluations.grid import check_grid
+    from mi_art.evaluations.grid import check_grid
 
     return check_grid(keys)
 
@@ -255,7 +255,7 @@ def _label_cases() -> List[Case]:
 
 
 def _smoothed(labels: torch.Tensor):
-    from defenses import smoothed_targets
+    from mi_art.defenses import smoothed_targets
 
     return smoothed_targets(labels, NUM_CLASSES, -0.05)
 
@@ -485,19 +485,19 @@ def _defense_cases() -> List[Case]:
 
 
 def _call(name: str, *args: Any, **kwargs: Any):
-    import defenses
+    from mi_art import defenses
 
     return getattr(defenses, name)(*args, **kwargs)
 
 
 def _train_defended_on_split():
-    from defenses import train_defended_target
+    from mi_art.defenses import train_defended_target
 
     return train_defended_target("none", _digits().private_train, epochs=1)
 
 
 def _wrap(**kwargs: Any):
-    from defenses import DefenseRecord, wrap_with_defense
+    from mi_art.defenses import DefenseRecord, wrap_with_defense
 
     record = DefenseRecord(defense="none", params={}, test_accuracy=0.0, train_time_s=0.0, architecture="cnn-small",
                            num_classes=NUM_CLASSES, input_shape=(1, 8, 8))
@@ -559,7 +559,7 @@ def _params() -> List[Any]:
 @pytest.mark.parametrize("case", _params())
 def test_bad_input_gives_a_clear_error(case: Case) -> None:
     if case.args is not None:
-        from evaluations.cli import main
+        from mi_art.evaluations.cli import main
 
         result = CliRunner().invoke(main, list(case.args))
         assert result.exit_code == 2, f"expected a usage error (exit 2), got {result.exit_code}: {result.output}"
@@ -582,8 +582,8 @@ def test_count_cases_covers_every_input_class():
 
 def test_grid_reports_every_problem_at_once(tmp_path):
     """A grid with several mistakes is refused by `--dry-run` with all of them listed in one error."""
-    from evaluations.cli import main
-    from evaluations.grid import GridError, check_grid
+    from mi_art.evaluations.cli import main
+    from mi_art.evaluations.grid import GridError, check_grid
 
     bad = {"attacks": "gmi", "gan_width": -4, "target_epochs": 2.5, "iteration": 5, "seeds": [0, -1],
            "defenses": [{"name": "mid", "params": [{"beta": NAN}]}]}
@@ -606,8 +606,8 @@ def test_grid_reports_every_problem_at_once(tmp_path):
 def test_an_unexpected_error_is_one_line_and_a_log(tmp_path, monkeypatch):
     """Even a bug (here a TypeError deep inside a run) reaches the user as one line naming the log
     that holds the full traceback; the exit status is not zero."""
-    from evaluations import experiment
-    from evaluations.cli import main
+    from mi_art.evaluations import experiment
+    from mi_art.evaluations.cli import main
 
     def bug(*args: Any, **kwargs: Any) -> None:
         raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
@@ -635,10 +635,10 @@ def test_defended_training_that_diverges_stops_with_a_clear_error(defense, param
 
 
 def test_defense_accuracy_keeps_submodule_modes():
-    """The defenses' accuracy is evaluations.metrics.natural_accuracy: a sub-module deliberately in
+    """The defenses' accuracy is mi_art.evaluations.metrics.natural_accuracy: a sub-module deliberately in
     eval mode stays so after it (``model.train(was_training)`` would flip it back to training)."""
-    from defenses import api
-    from evaluations.metrics import natural_accuracy
+    from mi_art.defenses import api
+    from mi_art.evaluations.metrics import natural_accuracy
 
     assert api.natural_accuracy is natural_accuracy
     model = _model().train()

@@ -6,8 +6,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import evaluations.experiment as experiment
-from evaluations.cli import main
+import mi_art.evaluations.experiment as experiment
+from mi_art.evaluations.cli import main
 from mi_art.data import load_digits_data
 from mi_art.features import last_linear
 

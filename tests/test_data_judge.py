@@ -9,9 +9,9 @@ import pytest
 
 import mi_art
 import mi_art.training
-from evaluations import experiment
-from evaluations.cache import ArtifactCache
-from evaluations.experiment import ExperimentConfig, Workbench
+from mi_art.evaluations import experiment
+from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 from mi_art.data import MIDataset
 
 Call = Tuple[np.ndarray, np.ndarray]

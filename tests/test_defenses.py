@@ -18,14 +18,14 @@ from opacus.accountants import RDPAccountant
 from torch import nn
 
 import mi_art
-from defenses import (DEFENSES, DefenseRecord, VIBHead, accountant_epsilon, coco, gaussian_kl, hsic, smoothed_targets, smoothing_factor,
+from mi_art.defenses import (DEFENSES, DefenseRecord, VIBHead, accountant_epsilon, coco, gaussian_kl, hsic, smoothed_targets, smoothing_factor,
                       train_defended_target, wrap_with_defense)
-from defenses import bido as bido_mod
-from defenses import mid as mid_mod
-from defenses import transfer
-from defenses.common import hooks_left, snapshot
-from defenses.label_smoothing import soft_cross_entropy
-from defenses.postprocessing import RowwiseClassLabels
+from mi_art.defenses import bido as bido_mod
+from mi_art.defenses import mid as mid_mod
+from mi_art.defenses import transfer
+from mi_art.defenses.common import hooks_left, snapshot
+from mi_art.defenses.label_smoothing import soft_cross_entropy
+from mi_art.defenses.postprocessing import RowwiseClassLabels
 from mi_art.data import Split, load_digits_data
 from mi_art.features import last_linear, logits_and_features
 

@@ -145,7 +145,7 @@ def test_shown_blocks_are_valid():
     mi-art command (run or not) parses against the real command line (options, choices, types)."""
     import click
 
-    from evaluations.cli import main
+    from mi_art.evaluations.cli import main
 
     for page in doc_pages():
         for block in parse_blocks(page):
@@ -232,7 +232,7 @@ def run_console(block: Block) -> None:
     per command), in the current working directory."""
     from click.testing import CliRunner
 
-    from evaluations.cli import main
+    from mi_art.evaluations.cli import main
 
     for line in console_commands(block):
         args = tiny_args(shlex.split(line)[1:])
@@ -256,7 +256,7 @@ def test_tiny_args_replace_documented_budgets():
 def test_mi_art_entry_point():
     """The console blocks run in process; the installed command they document must exist."""
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    assert 'mi-art = "evaluations.cli:main"' in pyproject
+    assert 'mi-art = "mi_art.evaluations.cli:main"' in pyproject
 
 
 @pytest.mark.parametrize("page", runnable_pages())

@@ -24,7 +24,7 @@ from torch import nn
 
 import mi_art as M
 from conftest import IMAGE_SHAPE, NUM_CLASSES, wrap
-from evaluations.metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy
+from mi_art.evaluations.metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy
 from mi_art.utils import EstimatorModule, as_module
 
 ATTACKS = [M.GMI, M.KEDMI]
@@ -448,7 +448,7 @@ def test_28x28_inputs(cls, digits):
 def test_run_attack_keeps_a_given_estimator(target, digits, monkeypatch):
     """``run_attack(bench, target=estimator)`` attacks the estimator itself (preprocessing and range kept),
     maps the workbench's [0, 1] data to it, and reports its accuracy as its predict gives it."""
-    from evaluations import experiment as E
+    from mi_art.evaluations import experiment as E
 
     case = make_case("clip255+preprocessing", target, None)
     config = E.ExperimentConfig(dataset="digits", attack="gmi", variant="lom", target_epochs=1, eval_epochs=1,

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from evaluations import executors
-from evaluations.executors import LockingArtifactCache, evaluate_grid
-from evaluations.grid import Grid
+from mi_art.evaluations import executors
+from mi_art.evaluations.executors import LockingArtifactCache, evaluate_grid
+from mi_art.evaluations.grid import Grid
 
 # --------------------------------------------------------------------------------------------------
 # File locks

@@ -17,12 +17,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from evaluations.cache import ArtifactCache, config_key
-from evaluations.cli import main
-from evaluations.executors import ROW_KEYS, evaluate_grid
-from evaluations.experiment import ExperimentConfig, Workbench
-from evaluations.grid import Grid, GridError, cell_id, grid_to_toml, load_grid_file
-from evaluations.presets import PRESETS
+from mi_art.evaluations.cache import ArtifactCache, config_key
+from mi_art.evaluations.cli import main
+from mi_art.evaluations.executors import ROW_KEYS, evaluate_grid
+from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+from mi_art.evaluations.grid import Grid, GridError, cell_id, grid_to_toml, load_grid_file
+from mi_art.evaluations.presets import PRESETS
 from mi_art.data import load_digits_data
 
 # 2 defenses x 2 variants x 1 seed. The budgets make every cell train something the one before it did
@@ -204,7 +204,7 @@ def test_end_to_end_report_matches_results(local_run, grid_file):
 def test_resume_after_sigkill(tmp_path, grid_file, local_run):
     """Kill -9 the CLI after its first cell file appears; the same command finishes the others only."""
     out, cache = tmp_path / "out", tmp_path / "cache"  # its own cache: the cells really train
-    cmd = [sys.executable, "-m", "evaluations.cli", "evaluate", "--config", str(grid_file), "--out", str(out),
+    cmd = [sys.executable, "-m", "mi_art.evaluations.cli", "evaluate", "--config", str(grid_file), "--out", str(out),
            "--cache-dir", str(cache), "--threads", "1", "--no-progress"]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -371,7 +371,7 @@ def test_lom_and_ma_variants_through_the_cli(local_run, grid_file, tmp_path, mon
     """`--variant lom --variant ma`: LOM attacks with the logit loss and p_reg and no surrogate, MA with
     cross-entropy and the surrogates and no p_reg (artifacts from the local run's cache: only the
     attacks run)."""
-    import evaluations.experiment as experiment
+    import mi_art.evaluations.experiment as experiment
 
     made = []
 
@@ -423,7 +423,7 @@ def test_process_executor_gives_the_local_rows(local_run, grid_file, tmp_path):
 def test_seed_scope_attack_shares_artifacts_across_seeds(tmp_path, monkeypatch):
     """seed_scope = "attack": two seeds attack one target (trained once, with artifact_seed) and differ
     only in the attack's seed; seed_scope = "all" gives each seed its own artifacts."""
-    import evaluations.experiment as experiment
+    import mi_art.evaluations.experiment as experiment
 
     spec = _tiny_grid(variants=["baseline"], defenses=[{"name": "none"}], seeds=[0, 1])
     everything = Grid.from_dict({**spec, "seed_scope": "all"}).cells()

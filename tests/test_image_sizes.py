@@ -12,9 +12,9 @@ from torch import nn
 
 import mi_art as M
 from conftest import wrap
-from evaluations import experiment
-from evaluations.cache import ArtifactCache
-from evaluations.experiment import ExperimentConfig, Workbench
+from mi_art.evaluations import experiment
+from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 from mi_art.data import load_digits_data
 from mi_art.losses import gradient_penalty
 from mi_art.models import Resize, check_builds

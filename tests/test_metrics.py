@@ -1,4 +1,4 @@
-"""Tests of evaluations.metrics on tiny hand-set models whose results can be computed by hand."""
+"""Tests of mi_art.evaluations.metrics on tiny hand-set models whose results can be computed by hand."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from scipy import linalg
 from torch import nn
 
-from evaluations import (
+from mi_art.evaluations import (
     PenultimateFeatures,
     attack_accuracy,
     fid,
@@ -16,7 +16,7 @@ from evaluations import (
     natural_accuracy,
     predict_logits,
 )
-from evaluations.metrics import chance_level, topk_applicable
+from mi_art.evaluations.metrics import chance_level, topk_applicable
 
 
 # --------------------------------------------------------------------------------------------------

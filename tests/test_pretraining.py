@@ -11,13 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import evaluations.experiment as experiment
+import mi_art.evaluations.experiment as experiment
 import mi_art.pretraining as pretraining
-from evaluations.cache import ArtifactCache, config_key
-from evaluations.cli import main
-from evaluations.experiment import ExperimentConfig, Workbench
-from evaluations.grid import Cell, Grid, GridError, cell_id, check_grid
-from evaluations.report import WEAK_JUDGE_ACCURACY, render_report, weak_model_warnings
+from mi_art.evaluations.cache import ArtifactCache, config_key
+from mi_art.evaluations.cli import main
+from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+from mi_art.evaluations.grid import Cell, Grid, GridError, cell_id, check_grid
+from mi_art.evaluations.report import WEAK_JUDGE_ACCURACY, render_report, weak_model_warnings
 from mi_art.data import MIDataset, Split, load_digits_data
 from mi_art.models import make_classifier
 
@@ -117,7 +117,7 @@ def test_pretraining_refuses_bad_epochs_and_a_public_set_without_identities(digi
 
 def test_tl_defense_uses_the_shared_pretraining(digits, monkeypatch):
     """TL-DMI's two steps go through mi_art.pretraining (one implementation)."""
-    from defenses import transfer
+    from mi_art.defenses import transfer
 
     calls = {"pre": 0, "fine": 0}
     pre, fine = pretraining.pretrain_classifier, pretraining.fine_tune_classifier
@@ -197,7 +197,7 @@ def test_workbench_target_and_judge_start_from_the_cached_pretrained_body(digits
 
 
 def test_defended_target_fine_tunes_the_pretrained_body(digits, tmp_path, monkeypatch):
-    import defenses
+    from mi_art import defenses
 
     config = ExperimentConfig(defense="rounded", defense_params={"decimals": 2}, target_epochs=1,
                               target_pretrain_epochs=1, augment="none")

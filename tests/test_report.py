@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from evaluations.cli import main
-from evaluations.report import _chance_line, render_report
-from evaluations.rows import ROW_KEYS, normalise_row
+from mi_art.evaluations.cli import main
+from mi_art.evaluations.report import _chance_line, render_report
+from mi_art.evaluations.rows import ROW_KEYS, normalise_row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_report_writes_null_and_n_a_for_acc5_and_chance_beside_acc(report_dir):
 
 
 def test_plots_draw_the_chance_level_and_skip_missing_accuracies(tmp_path):
-    from evaluations.report import _pyplot, aggregate
+    from mi_art.evaluations.report import _pyplot, aggregate
 
     plt = _pyplot()
     fig, ax = plt.subplots()
@@ -173,17 +173,17 @@ def test_report_keep_images_redraws_only_missing_or_stale_images(report_dir):
 
 
 def _imported_modules(path: Path, *, top_level_only: bool) -> set:
-    """The evaluations modules ``path`` imports (``from .x import``, ``from evaluations.x import``,
-    ``import evaluations.x``), at module level only or anywhere."""
+    """The evaluations modules ``path`` imports (``from .x import``, ``from mi_art.evaluations.x import``,
+    ``import mi_art.evaluations.x``), at module level only or anywhere."""
     tree = ast.parse(path.read_text())
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     out = set()
     for node in nodes:
         if isinstance(node, ast.ImportFrom):
             name = node.module or ""
-            out.add(name if node.level == 0 else f"evaluations.{name}" if name else "evaluations")
+            out.add(name if node.level == 0 else f"mi_art.evaluations.{name}" if name else "mi_art.evaluations")
             if node.level and not name:
-                out.update(f"evaluations.{a.name}" for a in node.names)
+                out.update(f"mi_art.evaluations.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
     return out
@@ -191,15 +191,15 @@ def _imported_modules(path: Path, *, top_level_only: bool) -> set:
 
 def test_report_and_executors_do_not_import_each_other():
     """report -> executors -> report was a circle (the executors render the report at the end of a
-    grid); the rows both need live in evaluations.rows."""
-    import evaluations.executors as executors
-    import evaluations.rows as rows
+    grid); the rows both need live in mi_art.evaluations.rows."""
+    import mi_art.evaluations.executors as executors
+    import mi_art.evaluations.rows as rows
 
     report_imports = _imported_modules(ROOT / "evaluations" / "report.py", top_level_only=False)
-    assert "evaluations.executors" not in report_imports
-    assert "evaluations.rows" in report_imports
-    assert "evaluations.report" not in _imported_modules(ROOT / "evaluations" / "executors.py", top_level_only=True)
-    assert "evaluations.report" not in _imported_modules(ROOT / "evaluations" / "rows.py", top_level_only=False)
+    assert "mi_art.evaluations.executors" not in report_imports
+    assert "mi_art.evaluations.rows" in report_imports
+    assert "mi_art.evaluations.report" not in _imported_modules(ROOT / "evaluations" / "executors.py", top_level_only=True)
+    assert "mi_art.evaluations.report" not in _imported_modules(ROOT / "evaluations" / "rows.py", top_level_only=False)
     # the moved names stay importable from the executors, as the same objects
     assert executors.ROW_KEYS is rows.ROW_KEYS and executors.completed_cells is rows.completed_cells
     assert executors.cell_paths is rows.cell_paths

@@ -117,7 +117,7 @@ def _public_judge(digits):
 
 
 def _fid_on(judge, a, b):
-    from evaluations.metrics import fid_eval_features
+    from mi_art.evaluations.metrics import fid_eval_features
 
     return fid_eval_features(judge, a, b)
 
