@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mi_art import (GMI, KEDMI, Critic, Generator, KEDMIDiscriminator, PReg, distill_surrogate, estimate_p_reg,
+from mi_art import (GMI, KEDMI, Critic, Generator, KEDMIDiscriminator, distill_surrogate, estimate_p_reg,
                     make_classifier, top1_agreement, train_classifier, train_gmi_prior, train_kedmi_prior)
 from mi_art.data import MIDataset, load_dataset
 from mi_art.models import ARCHITECTURES
@@ -372,13 +372,9 @@ class Workbench:
                  "agreement_private_test": top1_agreement(target, s, self.data.private_test.x)}
                 for arch, s in zip(self.config.surrogate_archs, surrogates)]
 
-    def p_reg(self, target: nn.Module) -> PReg:
-        def compute() -> torch.Tensor:
-            p = estimate_p_reg(target, self.data.public.x)
-            return torch.stack([p.mean, p.std])
-
-        stats = self.cache.tensor("p-reg", {"target": self.target_key(), "version": 2}, compute)
-        return PReg(stats[0], stats[1])
+    def p_reg(self, target: nn.Module) -> torch.Tensor:
+        return self.cache.tensor("p-reg", {"target": self.target_key(), "version": 3},
+                                 lambda: estimate_p_reg(target, self.data.public.x))
 
 
 def data_fingerprint(data: MIDataset) -> str:
@@ -489,6 +485,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         runner = cls(estimator, g, disc, **kwargs)
         recs = runner.infer(None, identities)
         labels, rec_index = runner.labels_, runner.reconstruction_index_
+        if use_lom:
+            extra["reg_weight"] = runner.reg_weight_
     seconds = time.perf_counter() - start
     recs = target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
     priv = d.private_all()

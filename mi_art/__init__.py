@@ -8,7 +8,6 @@ from .attacks import GMI, KEDMI, GANInversionAttack
 from .features import extract_features, last_linear, logits_and_features
 from .models import (ARCHITECTURES, CNN, Critic, Generator, KEDMIDiscriminator, MLP, ResNet, VGG16BN, IRNet,
                      make_classifier)
-from .losses import PReg
 from .training import (distill_surrogate, estimate_p_reg, top1_agreement, train_classifier, train_gmi_prior,
                        train_kedmi_prior)
 from .utils import load_checkpoint, resolve_device, save_checkpoint, seed_everything
@@ -18,6 +17,6 @@ __version__ = "0.1.0"
 __all__ = [
     "GMI", "KEDMI", "GANInversionAttack", "extract_features", "last_linear", "logits_and_features",
     "ARCHITECTURES", "CNN", "Critic", "Generator", "KEDMIDiscriminator", "MLP", "ResNet", "VGG16BN", "IRNet",
-    "make_classifier", "PReg", "distill_surrogate", "estimate_p_reg", "top1_agreement", "train_classifier", "train_gmi_prior",
+    "make_classifier", "distill_surrogate", "estimate_p_reg", "top1_agreement", "train_classifier", "train_gmi_prior",
     "train_kedmi_prior", "load_checkpoint", "resolve_device", "save_checkpoint", "seed_everything",
 ]

@@ -6,9 +6,6 @@ https://arxiv.org/abs/2304.01669).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,39 +23,9 @@ def identity_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce") -> to
     raise ValueError(f"identity_loss must be one of {IDENTITY_LOSSES}, got {kind!r}")
 
 
-@dataclass(frozen=True)
-class PReg:
-    """LOMMA's ``p_reg`` (the mean penultimate feature of public images through the target) with the
-    per-dimension standard deviation of those features (see :func:`mi_art.estimate_p_reg`).
-
-    The paper's target ends in a BatchNorm1d feature, whose dimensions have roughly unit spread, and its
-    regulariser weight of 1 was set for that scale. A plain ReLU feature can be 10-50 times larger, and
-    then ``||p - p_reg||^2`` outweighs the identity loss. Measuring the distance in units of ``std``
-    (a diagonal Mahalanobis distance) gives every target the paper's scale; a plain tensor as ``p_reg``
-    keeps the paper's raw distance.
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.mean.shape != self.std.shape or self.mean.dim() != 1:
-            raise ValueError(f"PReg needs 1-D mean and std of one shape, got {tuple(self.mean.shape)} and "
-                             f"{tuple(self.std.shape)}")
-
-    def scale(self, eps: float = 1e-3) -> torch.Tensor:
-        """The per-dimension unit of distance: ``std``, floored at ``eps`` times its mean (dead units)."""
-        return self.std.clamp_min(eps * float(self.std.mean().clamp_min(1e-12)))
-
-
-def feature_regulariser(features: torch.Tensor, p_reg: torch.Tensor,
-                        scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """LOMMA's ``||p - p_reg||^2`` averaged over feature dimensions: shape ``(N,)``. With ``scale``, each
-    dimension's difference is divided by it first (a diagonal Mahalanobis distance)."""
-    diff = features - p_reg.to(features)
-    if scale is not None:
-        diff = diff / scale.to(features)
-    return diff.pow(2).flatten(1).mean(1)
+def feature_regulariser(features: torch.Tensor, p_reg: torch.Tensor) -> torch.Tensor:
+    """LOMMA's ``||p - p_reg||^2`` averaged over feature dimensions: shape ``(N,)``."""
+    return (features - p_reg.to(features)).pow(2).flatten(1).mean(1)
 
 
 def kedmi_prior_loss(d_logits: torch.Tensor) -> torch.Tensor:

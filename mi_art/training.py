@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import trange
 
 from .features import extract_features
-from .losses import PReg, distillation_loss, entropy, gradient_penalty, kedmi_discriminator_loss, kedmi_prior_loss
+from .losses import distillation_loss, entropy, gradient_penalty, kedmi_discriminator_loss, kedmi_prior_loss
 from .models import LATENT_DIM, Critic, Generator, KEDMIDiscriminator
 from .utils import DeviceLike, as_module, eval_mode, module_device, resolve_device, seed_everything
 from .validation import (check_count, check_finite, check_images, check_labels, check_module_finite, check_number,
@@ -348,22 +348,18 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
 
 def estimate_p_reg(target: Any, public_x: Any, *, n: int = 5000, batch_size: int = 256,
                    feature_layer: Optional[str] = None, output_index: Any = None,
-                   device: DeviceLike = None, seed: Optional[int] = 0) -> PReg:
+                   device: DeviceLike = None, seed: Optional[int] = 0) -> torch.Tensor:
     """LOMMA's ``p_reg``: the mean penultimate feature of up to ``n`` public images through the target
-    (eval mode), with the features' per-dimension standard deviation, which the attacks use to measure
-    ``||p - p_reg||^2`` in units of the public feature spread (see :class:`mi_art.losses.PReg`).
-    ``target`` is an ART estimator or a module and ``public_x`` images it takes (its input space, as for
+    (eval mode), a 1-D tensor. ``target`` is an ART estimator or a module and ``public_x`` images it takes (its input space, as for
     ``predict``); ``feature_layer`` names the module whose input is the penultimate feature (default: the
     last ``nn.Linear``; give the attack the same); ``output_index`` says where the logits are in a tuple
-    or dict output. The tensors are on the CPU."""
+    or dict output. The tensor is on the CPU."""
     n, batch_size = check_count("n", n), check_count("batch_size", batch_size)
     x = check_images(public_x, "public_x")
     if len(x) > n:
         x = x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
-    if len(x) < 2:
-        raise ValueError(f"public_x must hold at least 2 images to estimate p_reg's spread, got {len(x)}")
     model = as_module(target, "target", output_index=output_index)
     device = resolve_device(device) if device is not None else None
     feats = check_finite(extract_features(model, torch.from_numpy(x), batch_size, device, layer=feature_layer),
                          "the target's features")
-    return PReg(feats.mean(0), feats.std(0))
+    return feats.mean(0)

@@ -52,7 +52,7 @@ def test_every_keyword_argument_is_an_attack_param(cls):
 @pytest.mark.parametrize("cls", ATTACKS)
 def test_set_params_accepts_known_names(cls, target_clf, priors, p_reg):
     attack = make(cls, target_clf, priors)
-    attack.set_params(iterations=7, identity_loss="logit", p_reg=p_reg.mean.numpy(), reg_weight=0.0)
+    attack.set_params(iterations=7, identity_loss="logit", p_reg=p_reg.numpy(), reg_weight=0.0)
     assert attack.iterations == 7 and attack.identity_loss == "logit" and attack.reg_weight == 0.0
 
 
@@ -316,13 +316,13 @@ def _target_features(target, images):
 def test_p_reg_pulls_reconstructions_towards_the_public_feature_mean(cls, target, target_clf, priors, p_reg,
                                                                    attack_labels):
     """Same seed and loss, with and without p_reg: the regulariser changes the reconstructions and brings
-    their target features closer to p_reg (in the units the attack measures it in)."""
+    their target features closer to p_reg."""
     dist = {}
     for name, kwargs in (("off", {}), ("on", dict(p_reg=p_reg, reg_weight=5.0))):
         rec = make(cls, target_clf, priors, identity_loss="logit", iterations=60, seed=0, **kwargs).infer(
             None, attack_labels)
         feats = _target_features(target, rec)
-        dist[name] = float((((feats - p_reg.mean) / p_reg.scale()) ** 2).mean())
+        dist[name] = float(((feats - p_reg) ** 2).mean())
     assert dist["on"] < 0.8 * dist["off"], dist
 
 
@@ -345,50 +345,120 @@ def test_surrogates_make_reconstructions_that_the_surrogates_recognise(cls, targ
     assert ce["on"] < 0.95 * ce["off"], ce  # measured: 0.69 -> 0.59 for GMI
 
 
-@pytest.mark.parametrize("reg_weight, expected_weight", [(0.7, 0.7), (None, 3.0)])
-def test_regulariser_keeps_the_lom_balance_under_model_augmentation(target_clf, priors, surrogates, p_reg,
-                                                                  reg_weight, expected_weight):
-    """Identity objective under model augmentation: the mean over the models of their identity losses,
-    plus reg_weight * r * ||(p - p_reg) / std||^2 on the target, r being the ratio of the input-gradient
-    norms of the ensemble's mean identity loss and of the target's own; the default weight for a PReg is 3."""
+def _logit_losses(models, x, y):
+    return [-m(x).gather(1, y[:, None])[:, 0] for m in models]
+
+
+def _grad_norm(loss, x):
+    g, = torch.autograd.grad(loss.sum(), x)
+    return g.flatten(1).norm(dim=1).mean()
+
+
+@pytest.mark.parametrize("with_surrogates", [False, True])
+def test_default_reg_weight_fixes_the_regulariser_to_identity_gradient_ratio(target_clf, priors, surrogates, p_reg,
+                                                                            with_surrogates):
+    """reg_weight=None: on the first images the weight is set so that the regulariser's mean input-gradient
+    norm is REG_GRADIENT_RATIO times the identity loss's, the ensemble's mean loss under model augmentation;
+    the objective is then that mean loss plus the weight times the raw ||p - p_reg||^2."""
+    from mi_art.attacks.base import REG_GRADIENT_RATIO
     from mi_art.features import logits_and_features
 
-    attack = make(M.GMI, target_clf, priors, identity_loss="logit", p_reg=p_reg, surrogates=surrogates,
-                  reg_weight=reg_weight)
-    attack._ma_balance = None
+    models = (target_clf.model, *surrogates) if with_surrogates else (target_clf.model,)
+    attack = make(M.GMI, target_clf, priors, identity_loss="logit", p_reg=p_reg,
+                  surrogates=surrogates if with_surrogates else ())
     torch.manual_seed(0)
     images = torch.rand(6, *IMAGE_SHAPE)
     y = torch.arange(6) % NUM_CLASSES
     got = attack._identity_objective(attack._target_view(), images, y)
 
-    def logit_losses(x):
-        return [-m(x).gather(1, y[:, None])[:, 0] for m in (target_clf.model, *surrogates)]
-
     x = images.clone().requires_grad_(True)
-    g_own, = torch.autograd.grad(logit_losses(x)[0].sum(), x)
-    g_mean, = torch.autograd.grad(torch.stack(logit_losses(x)).mean(0).sum(), x)
-    ratio = g_mean.flatten(1).norm(dim=1).mean() / g_own.flatten(1).norm(dim=1).mean()
-    assert 0.05 < ratio < 1.0  # the surrogates' gradients are not the target's: the mean is shorter
+    g_id = _grad_norm(torch.stack(_logit_losses(models, x, y)).mean(0), x)
+    x = images.clone().requires_grad_(True)
+    g_reg = _grad_norm(((logits_and_features(target_clf.model, x)[1] - p_reg) ** 2).mean(1), x)
+    weight = float(REG_GRADIENT_RATIO * g_id / g_reg)
+    assert attack.reg_weight_ == pytest.approx(weight, rel=1e-4)
     with torch.no_grad():
-        _, feats = logits_and_features(target_clf.model, images)
-        reg = (((feats - p_reg.mean) / p_reg.scale()) ** 2).mean(1)
-        expected = torch.stack(logit_losses(images)).mean(0) + expected_weight * ratio * reg
+        reg = ((logits_and_features(target_clf.model, images)[1] - p_reg) ** 2).mean(1)
+        expected = torch.stack(_logit_losses(models, images, y)).mean(0) + weight * reg
     torch.testing.assert_close(got.detach(), expected, rtol=1e-4, atol=1e-4)
+    attack._identity_objective(attack._target_view(), images[:3], y[:3])  # measured once, then kept
+    assert attack.reg_weight_ == pytest.approx(weight, rel=1e-4)
 
 
-def test_a_plain_p_reg_vector_keeps_the_papers_raw_distance(target_clf, priors, p_reg):
-    attack = make(M.GMI, target_clf, priors, identity_loss="logit", p_reg=p_reg.mean)
+def test_model_augmentation_keeps_the_lom_balance(target_clf, priors, surrogates, p_reg):
+    """The surrogates' input gradients point elsewhere than the target's, so the ensemble's mean identity
+    gradient is shorter; the calibrated weight shrinks with it, by exactly that ratio."""
+    torch.manual_seed(0)
+    images, y = torch.rand(6, *IMAGE_SHAPE), torch.arange(6) % NUM_CLASSES
+    weights = {}
+    for name, surr in (("lom", ()), ("lomma", surrogates)):
+        attack = make(M.GMI, target_clf, priors, identity_loss="logit", p_reg=p_reg, surrogates=surr)
+        attack._identity_objective(attack._target_view(), images, y)
+        weights[name] = attack.reg_weight_
+    x = images.clone().requires_grad_(True)
+    own = _grad_norm(_logit_losses([target_clf.model], x, y)[0], x)
+    x = images.clone().requires_grad_(True)
+    mean = _grad_norm(torch.stack(_logit_losses([target_clf.model, *surrogates], x, y)).mean(0), x)
+    assert 0.05 < float(mean / own) < 1.0
+    assert weights["lomma"] / weights["lom"] == pytest.approx(float(mean / own), rel=1e-3)
+
+
+class _ScaledFeature(nn.Module):
+    """The target with its penultimate feature multiplied by ``k`` and its last layer's weights divided by
+    ``k``: the same logits, a feature (and p_reg) ``k`` times larger."""
+
+    def __init__(self, target: nn.Module, k: float):
+        super().__init__()
+        import copy
+
+        self.body = copy.deepcopy(target)
+        fc = self.body.fc
+        self.body.fc = nn.Identity()
+        self.fc = nn.Linear(fc.in_features, fc.out_features)
+        with torch.no_grad():
+            self.fc.weight.copy_(fc.weight / k)
+            self.fc.bias.copy_(fc.bias)
+        self.k = k
+
+    def forward(self, x):
+        return self.fc(self.body(x) * self.k)
+
+
+@pytest.mark.parametrize("cls", ATTACKS)
+def test_the_default_regulariser_does_not_depend_on_the_feature_scale(cls, target, priors, digits, attack_labels):
+    """A ReLU feature 20 times larger (same logits) leaves the default attack unchanged: the calibrated
+    weight shrinks by 400. A fixed weight does not (the paper's weight of 1 was set for one feature scale)."""
+    big = _ScaledFeature(target, 20.0).eval()
+    with torch.no_grad():
+        x = torch.from_numpy(digits.private_test.x[:8])
+        torch.testing.assert_close(big(x), target(x), rtol=1e-4, atol=1e-4)
+    recs, weights = {}, {}
+    for name, model in (("small", target), ("big", big)):
+        for fixed in (None, 1.0):
+            clf = wrap(model)
+            p = M.estimate_p_reg(clf, digits.public.x)
+            attack = make(cls, clf, priors, identity_loss="logit", p_reg=p, reg_weight=fixed, iterations=40)
+            recs[name, fixed] = attack.infer(None, attack_labels)
+            weights[name, fixed] = attack.reg_weight_
+    assert weights["big", None] == pytest.approx(weights["small", None] / 400, rel=1e-2)
+    assert np.abs(recs["big", None] - recs["small", None]).max() < 1e-2
+    assert np.abs(recs["big", 1.0] - recs["small", 1.0]).max() > 0.1
+
+
+def test_a_fixed_reg_weight_is_the_papers_objective(target_clf, priors, surrogates, p_reg):
+    """reg_weight=1: the paper's mean identity loss + ||p - p_reg||^2, nothing calibrated."""
     from mi_art.features import logits_and_features
-    from mi_art.utils import EstimatorModule
 
-    images = torch.rand(3, *IMAGE_SHAPE)
-    y = torch.tensor([0, 1, 2])
-    attack._ma_balance = None
+    attack = make(M.GMI, target_clf, priors, identity_loss="logit", p_reg=p_reg, reg_weight=1.0,
+                  surrogates=surrogates)
+    images, y = torch.rand(3, *IMAGE_SHAPE), torch.tensor([0, 1, 2])
     got = attack._identity_objective(attack._target_view(), images, y)
     with torch.no_grad():
-        logits, feats = logits_and_features(target_clf.model, images)
-        expected = -logits.gather(1, y[:, None])[:, 0] + ((feats - p_reg.mean) ** 2).mean(1)
+        _, feats = logits_and_features(target_clf.model, images)
+        expected = (torch.stack(_logit_losses((target_clf.model, *surrogates), images, y)).mean(0)
+                    + ((feats - p_reg) ** 2).mean(1))
     torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-5)
+    assert attack.reg_weight_ == 1.0
 
 
 class _NaNModel(nn.Module):

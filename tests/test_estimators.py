@@ -237,7 +237,7 @@ def test_helpers_follow_the_estimator(equivalent_case, target, digits, gmi_prior
     ours = case.to_model(public)
     kw = case.metric_kwargs
     p_case, p_plain = M.estimate_p_reg(case.clf, ours, **kw), M.estimate_p_reg(target, public)
-    torch.testing.assert_close(p_case.mean, p_plain.mean, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(p_case, p_plain, rtol=1e-3, atol=1e-4)
 
     g_case, d_case = M.train_kedmi_prior(case.clf, ours, steps=2, n_critic=2, width=8, seed=0, **kw)
     g_plain, d_plain = M.train_kedmi_prior(target, public, steps=2, n_critic=2, width=8, seed=0)
@@ -299,7 +299,7 @@ def test_lomma_against_a_0_255_estimator_with_preprocessing_equals_the_plain_att
     """The full LOMMA attack (logit loss, p_reg from the estimator, surrogates as bare modules)."""
     case = make_case("clip255+preprocessing", target, None)
     p_case = M.estimate_p_reg(case.clf, case.to_model(digits.public.x))
-    torch.testing.assert_close(p_case.mean, p_reg.mean, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(p_case, p_reg, rtol=1e-3, atol=1e-4)
     for cls in ATTACKS:
         kw = dict(identity_loss="logit", surrogates=surrogates, iterations=4)
         _, rec = run(cls, case.clf, priors, p_reg=p_case, **kw)
@@ -344,7 +344,7 @@ def test_a_head_without_linear_needs_feature_layer_only_for_p_reg(cls, conv_head
     clf = wrap(conv_head)
     run(cls, clf, priors, identity_loss="logit")  # no p_reg: no nn.Linear needed anywhere
     p = M.estimate_p_reg(clf, digits.public.x, feature_layer="head")
-    assert p.mean.shape == (16,)  # the input of the 1x1 convolution, flattened
+    assert p.shape == (16,)  # the input of the 1x1 convolution, flattened
     with pytest.raises(ValueError, match="feature_layer"):
         run(cls, clf, priors, identity_loss="logit", p_reg=p)  # by default the (missing) last nn.Linear
     with pytest.raises(ValueError, match="feature_layer='nope'"):
@@ -362,12 +362,11 @@ def test_the_regulariser_reads_the_named_feature_layer(conv_head, priors, digits
     p = M.estimate_p_reg(clf, digits.public.x, feature_layer="head")
     attack = M.GMI(clf, *priors[M.GMI], identity_loss="logit", p_reg=p, feature_layer="head", reg_weight=0.5,
                    verbose=False)
-    attack._ma_balance = None  # measured once per infer (1 without surrogates), as infer starts it
     images, y = torch.rand(3, *IMAGE_SHAPE), torch.tensor([0, 1, 2])
     got = attack._identity_objective(EstimatorModule(clf), images, y)
     with torch.no_grad():
         logits, feats = logits_and_features(conv_head, images, "head")
-        expected = -logits.gather(1, y[:, None])[:, 0] + 0.5 * (((feats - p.mean) / p.scale()) ** 2).mean(1)
+        expected = -logits.gather(1, y[:, None])[:, 0] + 0.5 * ((feats - p) ** 2).mean(1)
     torch.testing.assert_close(got.detach(), expected, rtol=1e-5, atol=1e-5)
 
 

@@ -32,12 +32,13 @@ class GMI(GANInversionAttack):
     :param generator: GMI generator (latent -> NCHW image in [0, 1]); see :func:`mi_art.train_gmi_prior`.
     :param discriminator: Its WGAN-GP critic (one score per image), on [0, 1] images.
     :param identity_loss: "ce" (GMI) or "logit" (LOMMA's logit maximisation; needs logits).
-    :param p_reg: The public feature reference of LOMMA's regulariser: a :class:`mi_art.PReg` from
-        :func:`mi_art.estimate_p_reg` (with the same ``feature_layer``; the distance is then measured in
-        units of the public feature spread), or a plain mean feature vector (the paper's raw distance).
-        Adds ``reg_weight * ||p - p_reg||^2`` to the target's term of the identity loss.
-    :param reg_weight: The regulariser's weight: default 3 for a ``PReg`` (measured, see
-        ``mi_art.attacks.base.DEFAULT_REG_WEIGHT``), 1 (the paper's) for a plain vector.
+    :param p_reg: The public feature reference of LOMMA's regulariser, the mean penultimate feature of
+        public images (:func:`mi_art.estimate_p_reg`, with the same ``feature_layer``). Adds
+        ``reg_weight * ||p - p_reg||^2`` (mean over dimensions) to the identity loss.
+    :param reg_weight: The regulariser's weight. None (default): calibrated once per ``infer`` so that
+        the regulariser's input gradient is ``REG_GRADIENT_RATIO`` (0.25) times the identity loss's on the
+        first prior samples, the ensemble's under model augmentation; the weight used is ``reg_weight_``
+        afterwards. A number fixes it (the paper's is 1, for a BatchNorm1d feature).
     :param surrogates: Models distilled from the target (:func:`mi_art.distill_surrogate`), ART
         estimators or torch modules (a bare module takes [0, 1] NCHW images); the identity loss is
         averaged over target and surrogates.

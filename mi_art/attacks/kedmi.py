@@ -31,9 +31,10 @@ class KEDMI(GANInversionAttack):
     :param discriminator: Its K-logit discriminator (K = the target's number of classes), trained on
         [0, 1] images; a GMI ``Critic`` is refused.
     :param identity_loss: "ce" (KEDMI) or "logit" (LOMMA's logit maximisation; needs logits).
-    :param p_reg: A :class:`mi_art.PReg` from :func:`mi_art.estimate_p_reg` (same ``feature_layer``), or a
-        plain mean feature vector (the paper's raw distance); see :class:`mi_art.GMI`.
-    :param reg_weight: Default 3 for a ``PReg``, 1 for a plain vector (see :class:`mi_art.GMI`).
+    :param p_reg: The mean public feature from :func:`mi_art.estimate_p_reg` (same ``feature_layer``);
+        see :class:`mi_art.GMI`.
+    :param reg_weight: None (default) calibrates it to the identity loss's gradient, a number fixes it
+        (see :class:`mi_art.GMI`); the weight used is ``reg_weight_`` after ``infer``.
     :param surrogates: Models distilled from the target, ART estimators or torch modules.
     :param feature_layer: Name of the module whose input is the penultimate feature (default: the
         last ``nn.Linear``); needed only with ``p_reg``.
