@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -120,6 +121,9 @@ class Workbench:
         self._data_key = {"dataset": config.dataset, "options": config.data_options,
                           "content": data_fingerprint(self.data)}
         self.defense_record: Optional[Dict[str, Any]] = None
+        # the models target() and evaluator() returned: artifacts made with them are keyed by their configs
+        self._own_targets: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+        self._own_evaluators: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
         self._check_sizes()
 
     def _check_sizes(self) -> None:
@@ -206,11 +210,22 @@ class Workbench:
         """The target, trained under ``config.defense`` (see :func:`mi_art.defenses.train_defended_target`)."""
         c, d = self.config, self.data
         if c.defense != "none":
-            return self._defended_target()
-        return self.cache.module(
-            "target", self.target_key(), lambda: self._classifier(c.target_arch),
-            lambda: self._trained_classifier(c.target_arch, c.target_epochs, c.target_pretrain_epochs, c.seed,
-                                             "target")).to(self.device)
+            model = self._defended_target()
+        else:
+            model = self.cache.module(
+                "target", self.target_key(), lambda: self._classifier(c.target_arch),
+                lambda: self._trained_classifier(c.target_arch, c.target_epochs, c.target_pretrain_epochs, c.seed,
+                                                 "target")).to(self.device)
+        self._own_targets.add(model)
+        return model
+
+    def _key_of(self, target: nn.Module) -> Dict[str, Any]:
+        """The cache key of what an artifact is made from: ``target_key()`` for a model :meth:`target`
+        returned, else a fingerprint of the given model's weights (and of its estimator's input mapping),
+        so that a prior, surrogate or p_reg made for another target is never served for this one."""
+        if target in self._own_targets:
+            return self.target_key()
+        return {"given-target": model_fingerprint(target)}
 
     def _defended_target(self) -> nn.Module:
         from mi_art.defenses import defended_architecture, train_defended_target
@@ -254,17 +269,19 @@ class Workbench:
         """The independent judge: another architecture, trained on the private training split (after
         ``config.eval_pretrain_epochs`` of pre-training on the public identities, when > 0)."""
         c = self.config
-        return self.cache.module(
+        model = self.cache.module(
             "evaluator", self.evaluator_key(), lambda: self._classifier(c.eval_arch),
             lambda: self._trained_classifier(c.eval_arch, c.eval_epochs, c.eval_pretrain_epochs, c.seed + 1000,
                                              "evaluator")).to(self.device)
+        self._own_evaluators.add(model)
+        return model
 
     def _prior_key(self, kind: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
         if kind == "gmi-prior":
             return {"data": self._data_key, "steps": c.prior_steps, "width": c.gan_width, "augment": c.gan_augment,
                     "seed": c.seed}
-        key = {"target": self.target_key(), "steps": c.kedmi_steps, "width": c.gan_width,
+        key = {"target": self.target_key() if target is None else self._key_of(target), "steps": c.kedmi_steps, "width": c.gan_width,
                "augment": c.gan_augment, "seed": c.seed, "version": 2}
         if c.kedmi_init == "gmi":
             key["init"] = self._prior_key("gmi-prior")
@@ -311,7 +328,7 @@ class Workbench:
                 init_generator=init, device=self.device, seed=c.seed, verbose=c.verbose))))
 
         pair = self._timed_prior(
-            "kedmi-prior", self._prior_key("kedmi-prior"),
+            "kedmi-prior", self._prior_key("kedmi-prior", target),
             lambda: nn.ModuleDict({"g": Generator(s, ch, width=c.gan_width),
                                    "d": KEDMIDiscriminator(k, s, ch, width=c.gan_width)}), train)
         return pair["g"].eval(), pair["d"].eval()
@@ -320,16 +337,18 @@ class Workbench:
                      evaluator: Optional[nn.Module] = None) -> Dict[str, Any]:
         """Training seconds (None when it was trained before records were kept) and quality of a prior:
         FID between 500 of its samples and the public images, on the evaluation model's features."""
-        key = self._prior_key(kind)
+        key = self._prior_key(kind, target if kind == "kedmi-prior" else None)
         gen = (self.gmi_prior() if kind == "gmi-prior" else self.kedmi_prior(target))[0]
         seconds = self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": None})["train_seconds"]
         evaluator = evaluator if evaluator is not None else self.evaluator()
+        judge_key = (self.evaluator_key() if evaluator in self._own_evaluators
+                     else {"given-evaluator": model_fingerprint(evaluator)})
 
         def quality() -> Dict[str, Any]:
             fake = prior_samples(gen, 500, seed=self.config.seed)
             return {"fid_public": fid_eval_features(evaluator, fake, self.data.public.x)}
 
-        fid = self.cache.json(f"{kind}-quality", {"prior": key, "evaluator": self.evaluator_key()}, quality)
+        fid = self.cache.json(f"{kind}-quality", {"prior": key, "evaluator": judge_key}, quality)
         return {"train_seconds": seconds, **fid}
 
     def public_split(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -340,9 +359,9 @@ class Workbench:
         perm = np.random.default_rng(self.config.seed).permutation(len(x))
         return x[perm[n_val:]], x[perm[:n_val]]
 
-    def surrogate_key(self, i: int) -> Dict[str, Any]:
+    def surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
-        key = {"target": self.target_key(), "arch": c.surrogate_archs[i], "steps": c.surrogate_steps,
+        key = {"target": self.target_key() if target is None else self._key_of(target), "arch": c.surrogate_archs[i], "steps": c.surrogate_steps,
                "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 2}
         if c.surrogate_data == "public+prior":
             key["prior"] = self._prior_key("gmi-prior")
@@ -359,7 +378,7 @@ class Workbench:
                                          generator=generator, steps=c.surrogate_steps, augment=c.augment,
                                          device=self.device, seed=c.seed + i, verbose=c.verbose)
 
-            out.append(self.cache.module("surrogate", self.surrogate_key(i),
+            out.append(self.cache.module("surrogate", self.surrogate_key(i, target),
                                          lambda arch=arch: self._classifier(arch), train).to(self.device))
         return out
 
@@ -373,8 +392,23 @@ class Workbench:
                 for arch, s in zip(self.config.surrogate_archs, surrogates)]
 
     def p_reg(self, target: nn.Module) -> torch.Tensor:
-        return self.cache.tensor("p-reg", {"target": self.target_key(), "version": 3},
+        return self.cache.tensor("p-reg", {"target": self._key_of(target), "version": 3},
                                  lambda: estimate_p_reg(target, self.data.public.x))
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A content hash of a model's parameters and buffers; for an :class:`~mi_art.utils.EstimatorModule`,
+    of the wrapped model and of its estimator's preprocessing, clip values and layout too."""
+    h = hashlib.sha1()
+    inner = getattr(model, "model", None) if type(model).__name__ == "EstimatorModule" else None
+    estimator = getattr(model, "estimator", None) if inner is not None else None
+    if estimator is not None:
+        h.update(repr((estimator.preprocessing, estimator.clip_values, estimator.channels_first,
+                       getattr(model, "output_index", None))).encode())
+    for name, tensor in (inner if inner is not None else model).state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def data_fingerprint(data: MIDataset) -> str:
@@ -514,12 +548,16 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
 
 def _run_miface(estimator: Any, identities: np.ndarray, c: ExperimentConfig,
                 d: MIDataset) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ART's MIFace baseline from a grey start (deterministic: one reconstruction per identity)."""
+    """ART's MIFace baseline from a mid-grey start in the estimator's input space (0.5 of its
+    ``clip_values`` range, in its layout; deterministic: one reconstruction per identity)."""
     from art.attacks.inference.model_inversion import MIFace
+
+    from mi_art.utils import as_module
 
     attack = MIFace(estimator, max_iter=c.miface_iterations, window_length=100, threshold=0.99,
                     learning_rate=0.1, batch_size=max(1, len(identities)), verbose=c.verbose)
-    x0 = np.full((len(identities), *d.input_shape), 0.5, dtype=np.float32)
+    grey = np.full((len(identities), *d.input_shape), 0.5, dtype=np.float32)
+    x0 = np.asarray(as_module(estimator, "target").from_unit(grey), dtype=np.float32)
     recs = attack.infer(x0, identities).astype(np.float32)
     return recs, identities.copy(), np.zeros(len(identities), dtype=np.int64)
 

@@ -470,3 +470,45 @@ def test_run_attack_keeps_a_given_estimator(target, digits, monkeypatch):
     expected = (case.clf.predict(case.to_model(test.x)).argmax(1) == test.y).mean()
     assert result["target_test_accuracy"] == pytest.approx(expected)
     assert result["target_test_accuracy"] == pytest.approx(natural_accuracy(target, test.x, test.y))
+
+
+def test_artifacts_made_for_a_given_target_are_keyed_by_that_target(digits, tmp_path):
+    """p_reg, surrogates and the KEDMI prior made for a target the workbench did not train are cached under
+    that target's weights: never served for the workbench's own target, nor the other way round."""
+    import copy
+
+    from mi_art.evaluations import experiment as E
+    from mi_art.evaluations.cache import ArtifactCache
+
+    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, prior_steps=1, kedmi_steps=1,
+                                gan_width=8, surrogate_archs=("cnn-small",), surrogate_steps=1)
+    bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
+    own = bench.target()
+    other = copy.deepcopy(own)
+    with torch.no_grad():
+        other.fc.weight.mul_(3.0)
+        next(other.parameters()).add_(0.5)
+    p_other = bench.p_reg(other)  # first: a cache keyed by the workbench's config would now hold it
+    p_own = bench.p_reg(own)
+    torch.testing.assert_close(p_own, M.estimate_p_reg(own, digits.public.x))
+    torch.testing.assert_close(p_other, M.estimate_p_reg(other, digits.public.x))
+    torch.testing.assert_close(bench.p_reg(bench.target()), p_own)  # a reloaded own target: the same key
+    assert bench.surrogate_key(0, other) != bench.surrogate_key(0, own) == bench.surrogate_key(0)
+    assert bench._prior_key("kedmi-prior", other) != bench._prior_key("kedmi-prior", own)
+    assert bench._prior_key("kedmi-prior", own) == bench._prior_key("kedmi-prior")
+    assert bench._key_of(other) != bench._key_of(copy.deepcopy(own))  # other weights, other key
+
+
+@pytest.mark.parametrize("name, grey", [("clip255", 127.5), ("channels-last", 0.5)])
+def test_miface_starts_from_mid_grey_in_the_estimators_input_space(name, grey, target, digits, monkeypatch):
+    """MIFace gets its start in the estimator's own space: mid-grey of a 0..255 range is 127.5, not 0.5."""
+    from art.attacks.inference.model_inversion import MIFace
+
+    from mi_art.evaluations import experiment as E
+
+    case = make_case(name, target, None)
+    seen = []
+    monkeypatch.setattr(MIFace, "infer", lambda self, x, y=None, **kw: seen.append(x) or x)
+    E._run_miface(case.clf, np.arange(NUM_CLASSES), E.ExperimentConfig(dataset="digits", miface_iterations=1), digits)
+    assert seen[0].shape == (NUM_CLASSES, *case.clf.input_shape)
+    np.testing.assert_allclose(seen[0], grey)
