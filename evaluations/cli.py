@@ -262,7 +262,6 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     from .cache import ArtifactCache
     from .experiment import ExperimentConfig, Workbench, public_record, run_attack
     from .plots import save_reconstruction_grid
-    from .report import weak_model_warnings
 
     # every option is checked before any work starts
     if attack == "miface" and variant != "baseline":
@@ -289,10 +288,8 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         result = run_attack(bench)
     except ValueError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
-    warned = weak_model_warnings(target_accuracy=result["target_test_accuracy"],
-                                 judge_accuracy=result["evaluator_test_accuracy"],
-                                 n_classes=result.get("num_classes", bench.data.num_classes))
-    record = public_record(result) | {"warnings": warned, "config": config.to_dict()}
+    warned = result["warnings"]
+    record = public_record(result) | {"config": config.to_dict()}
     write_atomic(out / "results.json", json.dumps(record, indent=2, default=str))
     priv = bench.data.private_all()
     save_reconstruction_grid(out / "reconstructions.png", result["reconstructions"], result["labels"], priv.x,

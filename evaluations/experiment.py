@@ -26,6 +26,7 @@ from mi_art.validation import check_choice, check_count, check_int, check_labels
 
 from .cache import ArtifactCache
 from .metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy, topk_applicable
+from .report import weak_model_warnings
 
 ATTACKS = ("gmi", "kedmi", "miface")
 VARIANTS = ("baseline", "lom", "ma", "lomma")
@@ -532,13 +533,16 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     success = acc["per_sample_top1"]
     real = priv.x[np.isin(priv.y, identities)]
     fid = fid_eval_features(unit_judge, recs[success], real) if success.sum() >= 2 else None
+    target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
+    judge_accuracy = natural_accuracy(unit_judge, d.private_test.x, d.private_test.y)
     return {
         "dataset": d.name, "attack": attack, "variant": variant, "attack_seed": seed,
         "acc@1": acc["acc@1"], "acc@1_std": acc["acc@1_std"], "acc@5": acc["acc@5"], "acc@5_std": acc["acc@5_std"],
         "chance@1": acc["chance@1"], "chance@5": acc["chance@5"], "num_classes": acc["num_classes"],
         "knn_dist": knn["knn_dist"], "fid_eval_features": fid,
-        "target_test_accuracy": natural_accuracy(unit_target, d.private_test.x, d.private_test.y),
-        "evaluator_test_accuracy": natural_accuracy(unit_judge, d.private_test.x, d.private_test.y),
+        "target_test_accuracy": target_accuracy, "evaluator_test_accuracy": judge_accuracy,
+        "warnings": weak_model_warnings(target_accuracy=target_accuracy, judge_accuracy=judge_accuracy,
+                                        n_classes=acc["num_classes"], defended=c.defense != "none"),
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
         "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
         "iterations": c.miface_iterations if attack == "miface" else c.iterations,

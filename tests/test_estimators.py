@@ -470,6 +470,8 @@ def test_run_attack_keeps_a_given_estimator(target, digits, monkeypatch):
     expected = (case.clf.predict(case.to_model(test.x)).argmax(1) == test.y).mean()
     assert result["target_test_accuracy"] == pytest.approx(expected)
     assert result["target_test_accuracy"] == pytest.approx(natural_accuracy(target, test.x, test.y))
+    judge = result["evaluator_test_accuracy"]  # one epoch: a weak judge, and the result says so
+    assert judge < 0.8 and any(f"test accuracy {judge:.3f}" in w for w in result["warnings"]), result["warnings"]
 
 
 def test_artifacts_made_for_a_given_target_are_keyed_by_that_target(digits, tmp_path):
