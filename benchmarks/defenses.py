@@ -125,6 +125,16 @@ def _agreement(rows: list) -> str:
     return "-"
 
 
+def _kedmi_prior_fid(rows: list) -> str:
+    """FID of the KEDMI prior made for this target (500 samples against the public images, on the judge's
+    features): KEDMI's prior depends on the target, GMI's does not."""
+    for r in rows:
+        fid = (r.get("prior") or {}).get("fid_public")
+        if fid is not None:
+            return f"{fid:.0f}"
+    return "-"
+
+
 def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path) -> None:
     print(f"\nAT&T faces 32x32, 20 private identities; target {base.target_arch} ({base.target_epochs} epochs); "
           f"LOMMA attacks: {base.iterations} iterations, {base.n_reconstructions} reconstructions per identity; "
@@ -135,7 +145,8 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
     print(f"Evaluation model held-out accuracy {first['evaluator_test_accuracy']:.3f}; chance Acc@1 "
           f"{first.get('chance@1', 0.05):.3f}")
     header = (f"| {'defense':<36} | {'natural acc':>11} | {'epsilon':>8} | {'GMI+LOMMA Acc@1':>15} | "
-              f"{'KEDMI+LOMMA Acc@1':>17} | {'GMI KNN':>7} | {'KEDMI KNN':>9} | {'surrogate agreement':>19} |")
+              f"{'KEDMI+LOMMA Acc@1':>17} | {'GMI KNN':>7} | {'KEDMI KNN':>9} | {'KEDMI prior FID':>15} | "
+              f"{'surrogate agreement':>19} |")
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     for defense, params in grid:
@@ -153,7 +164,7 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
         print(f"| {name:<36} | {rows[0]['natural_accuracy']:>11.3f} | {'-' if eps is None else f'{eps:.2f}':>8} | "
               f"{stat('gmi', 'acc@1'):>15} | {stat('kedmi', 'acc@1'):>17} | "
               f"{stat('gmi', 'knn_dist', '.1f').split(' +-')[0]:>7} | {stat('kedmi', 'knn_dist', '.1f').split(' +-')[0]:>9} | "
-              f"{_agreement(rows):>19} |")
+              f"{_kedmi_prior_fid(cells['kedmi']):>15} | {_agreement(rows):>19} |")
     print(f"Raw records: {out}")
 
 
