@@ -295,8 +295,10 @@ def test_lomma_reconstructions_fool_an_independent_evaluation_model(cls, target_
     rec = attack.infer(None, attack_labels)
     assert rec.shape == (len(attack_labels) * 4,) + IMAGE_SHAPE
     acc = attack_accuracy(eval_model, rec, attack.labels_, rec_index=attack.reconstruction_index_, top_k=(1,))
-    # Chance is 1/5; the lead measured 0.92-1.0 with a bigger prior.
-    assert acc["acc@1"] >= 0.6, acc
+    # Chance is 1/5. Measured 1.0 for both attacks; a regulariser 4x as strong as the calibrated default
+    # (REG_GRADIENT_RATIO 1.0) gives 0.90 (GMI) and 0.80 (KEDMI), 12x gives 0.35 and 0.50: at most one
+    # miss in the 20 reconstructions guards the main job's accuracy (0.64 under session 2's regulariser).
+    assert acc["acc@1"] >= 0.95, acc
     # Every attacked identity is recovered at least once.
     hits = acc["per_sample_top1"]
     assert all(hits[attack.labels_ == k].any() for k in attack_labels)
