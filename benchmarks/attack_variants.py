@@ -43,6 +43,10 @@ def main() -> None:
                              "prior's generator (default 200)")
     parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 3000)")
     parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
+    parser.add_argument("--pretrain-epochs", type=int, default=0,
+                        help="pre-train target and judge this many epochs on the public identities before "
+                             "fine-tuning on the private ones (the papers' targets start from pre-trained "
+                             "weights; default 0: from scratch)")
     parser.add_argument("--methods", default=None, help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
@@ -58,7 +62,8 @@ def main() -> None:
         args.data_root, iterations=args.iterations or (200 if q else 1000), n_reconstructions=5,
         prior_steps=args.prior_steps or (300 if q else 1500), kedmi_steps=args.kedmi_steps or (60 if q else 200),
         surrogate_steps=args.surrogate_steps or (1000 if q else 3000),
-        miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device)
+        miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device,
+        target_pretrain_epochs=args.pretrain_epochs, eval_pretrain_epochs=args.pretrain_epochs)
     out = Path(args.out or REPO / "mi_art_runs" / f"attack_variants{'-quick' if q else ''}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
@@ -102,10 +107,16 @@ def _num(value, fmt: str = ".3f") -> str:
     return "n/a" if value is None else f"{value:{fmt}}"
 
 
+def _pretraining(config: ExperimentConfig) -> str:
+    n = config.target_pretrain_epochs
+    return f"target and judge pre-trained {n} epochs on the public identities, " if n else ""
+
+
 def print_table(done: dict, config: ExperimentConfig, seeds: int, out: Path) -> None:
     first = next(iter(done.values()))
     print(f"\nAT&T faces 32x32, private s1-s20 ({first['n_identities']} identities; chance Acc@1 "
-          f"{_num(first.get('chance@1'), '.2f')}, Acc@5 {_num(first.get('chance@5'), '.2f')}), target {config.target_arch} "
+          f"{_num(first.get('chance@1'), '.2f')}, Acc@5 {_num(first.get('chance@5'), '.2f')}), "
+          f"{_pretraining(config)}target {config.target_arch} "
           f"(test acc {first['target_test_accuracy']:.3f}), evaluation model {config.eval_arch} "
           f"(test acc {first['evaluator_test_accuracy']:.3f}); GAN attacks: {config.iterations} iterations, "
           f"{config.n_reconstructions} reconstructions per identity; mean +- std over attack seeds")
