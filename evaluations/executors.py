@@ -28,8 +28,8 @@ import numpy as np
 from mi_art.utils import write_atomic
 
 from .cache import ArtifactCache
-from .grid import Cell, Grid, finite_or_none, load_data
-from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, normalise_row, read_cell
+from .grid import Cell, Grid, load_data
+from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row, read_cell
 
 # ROW_KEYS, cell_paths, completed_cells and read_cell live in mi_art.evaluations.rows (shared with the report);
 # they stay importable from here.

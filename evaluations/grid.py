@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -929,10 +928,3 @@ def grid_to_toml(d: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def finite_or_none(x: Any) -> Optional[float]:
-    """A float for JSON and tables, ``None`` for missing or non-finite values."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None

@@ -32,7 +32,7 @@ import numpy as np
 
 from mi_art.utils import write_atomic
 
-from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, normalise_row
+from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
 
 __all__ = ["NEAR_CHANCE_FACTOR", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate", "load_rows",
            "render_report", "weak_model_warnings"]
@@ -56,14 +56,6 @@ WEAK_TARGET_ACCURACY = 0.5
 NEAR_CHANCE_FACTOR = 2.0
 
 
-def _finite(value: Any) -> Optional[float]:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def weak_model_warnings(*, target_accuracy: Optional[float] = None, judge_accuracy: Optional[float] = None,
                         n_classes: Optional[int] = None, defended: bool = False) -> List[str]:
     """Warnings for a weak evaluation model or target, from their test accuracies on held-out private
@@ -80,7 +72,7 @@ def weak_model_warnings(*, target_accuracy: Optional[float] = None, judge_accura
     near = None if chance is None else min(NEAR_CHANCE_FACTOR * chance, (1 + chance) / 2)
     chance_text = "" if chance is None else f"; chance is {chance:.3f} with {k} classes"
     out: List[str] = []
-    judge = _finite(judge_accuracy)
+    judge = finite_or_none(judge_accuracy)
     if judge is not None:
         if near is not None and judge < near:
             out.append(f"the evaluation model is close to chance: test accuracy {judge:.3f}, under "
@@ -91,7 +83,7 @@ def weak_model_warnings(*, target_accuracy: Optional[float] = None, judge_accura
             out.append(f"weak evaluation model: test accuracy {judge:.3f} < {WEAK_JUDGE_ACCURACY:g}{chance_text}. "
                        "Acc@1/Acc@5 mix the attack's failures with the judge's own errors. Train it longer or "
                        "pre-train it on the public identities (eval_pretrain_epochs, --eval-pretrain-epochs).")
-    target = _finite(target_accuracy)
+    target = finite_or_none(target_accuracy)
     if target is not None:
         if near is not None and target < near:
             out.append(f"the {'defended ' if defended else ''}target is close to chance: test accuracy "

@@ -7,10 +7,11 @@ them) import this module; neither imports the other at module level.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
-__all__ = ["ROW_KEYS", "TOP_K", "cell_paths", "completed_cells", "normalise_row", "read_cell"]
+__all__ = ["ROW_KEYS", "TOP_K", "cell_paths", "completed_cells", "finite_or_none", "normalise_row", "read_cell"]
 
 PathLike = Union[str, Path]
 
@@ -23,6 +24,15 @@ ROW_KEYS = ("cell_id", "dataset", "defense", "defense_params", "defense_label", 
             "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5", "acc@5_std",
             "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
             "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "iterations")
+
+
+def finite_or_none(x: Any) -> Optional[float]:
+    """A float for JSON and tables, ``None`` for missing or non-finite values."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def cell_paths(out_dir: PathLike, cid: str) -> Tuple[Path, Path]:
