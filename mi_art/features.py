@@ -37,23 +37,12 @@ def _some_names(model: nn.Module, limit: int = 20) -> List[str]:
 
 
 def last_linear(model: nn.Module, name: Optional[str] = None) -> nn.Linear:
-    """Return the classification layer of ``model``: the module called ``name``, or its last ``nn.Linear``."""
-    model = _root(model)
-    if name is not None:
-        modules = dict(model.named_modules())
-        if name not in modules:
-            raise ValueError(f"model has no sub-module named {name!r}; its modules are {sorted(modules)[:20]}")
-        layer = modules[name]
-        if not isinstance(layer, nn.Linear):
-            raise ValueError(f"feature layer {name!r} must be an nn.Linear, got {type(layer).__name__}")
-        return layer
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(
-            f"{type(model).__name__} has no nn.Linear layer: the penultimate feature is read as the input "
-            "of the last linear (classification) layer"
-        )
-    return linears[-1]
+    """Return the classification layer of ``model``: the module called ``name``, or its last ``nn.Linear``
+    (:func:`penultimate_layer`, which must find an ``nn.Linear`` here)."""
+    layer = penultimate_layer(model, name)
+    if not isinstance(layer, nn.Linear):
+        raise ValueError(f"feature layer {name!r} must be an nn.Linear, got {type(layer).__name__}")
+    return layer
 
 
 def check_feature_layer(value: Any) -> Optional[str]:
@@ -73,8 +62,8 @@ def penultimate_layer(model: nn.Module, name: LayerLike = None) -> nn.Module:
     if check_feature_layer(name) is not None:
         modules = {n: m for n, m in root.named_modules() if n}
         if name not in modules:
-            raise ValueError(f"feature_layer={name!r} is not a sub-module of {type(root).__name__}; its sub-modules "
-                             f"are {_some_names(root)}")
+            raise ValueError(f"feature_layer={name!r}: {type(root).__name__} has no sub-module of that name; its "
+                             f"sub-modules are {_some_names(root)}")
         return modules[name]
     linears = [m for m in root.modules() if isinstance(m, nn.Linear)]
     if not linears:
