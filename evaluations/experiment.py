@@ -21,7 +21,7 @@ from mi_art import (GMI, KEDMI, Critic, Generator, KEDMIDiscriminator, distill_s
 from mi_art.data import MIDataset, load_dataset
 from mi_art.models import ARCHITECTURES
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
-from mi_art.utils import eval_mode, resolve_device, seed_everything
+from mi_art.utils import EstimatorModule, eval_mode, resolve_device, seed_everything
 from mi_art.validation import check_choice, check_count, check_int, check_labels, check_seed
 
 from .cache import ArtifactCache
@@ -220,11 +220,11 @@ class Workbench:
         self._own_targets.add(model)
         return model
 
-    def _key_of(self, target: nn.Module) -> Dict[str, Any]:
-        """The cache key of what an artifact is made from: ``target_key()`` for a model :meth:`target`
+    def _key_of(self, target: Optional[nn.Module]) -> Dict[str, Any]:
+        """The cache key of what an artifact is made from: ``target_key()`` for None or a model :meth:`target`
         returned, else a fingerprint of the given model's weights (and of its estimator's input mapping),
         so that a prior, surrogate or p_reg made for another target is never served for this one."""
-        if target in self._own_targets:
+        if target is None or target in self._own_targets:
             return self.target_key()
         return {"given-target": model_fingerprint(target)}
 
@@ -282,7 +282,7 @@ class Workbench:
         if kind == "gmi-prior":
             return {"data": self._data_key, "steps": c.prior_steps, "width": c.gan_width, "augment": c.gan_augment,
                     "seed": c.seed}
-        key = {"target": self.target_key() if target is None else self._key_of(target), "steps": c.kedmi_steps, "width": c.gan_width,
+        key = {"target": self._key_of(target), "steps": c.kedmi_steps, "width": c.gan_width,
                "augment": c.gan_augment, "seed": c.seed, "version": 2}
         if c.kedmi_init == "gmi":
             key["init"] = self._prior_key("gmi-prior")
@@ -362,7 +362,7 @@ class Workbench:
 
     def surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
-        key = {"target": self.target_key() if target is None else self._key_of(target), "arch": c.surrogate_archs[i], "steps": c.surrogate_steps,
+        key = {"target": self._key_of(target), "arch": c.surrogate_archs[i], "steps": c.surrogate_steps,
                "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 2}
         if c.surrogate_data == "public+prior":
             key["prior"] = self._prior_key("gmi-prior")
@@ -401,12 +401,12 @@ def model_fingerprint(model: nn.Module) -> str:
     """A content hash of a model's parameters and buffers; for an :class:`~mi_art.utils.EstimatorModule`,
     of the wrapped model and of its estimator's preprocessing, clip values and layout too."""
     h = hashlib.sha1()
-    inner = getattr(model, "model", None) if type(model).__name__ == "EstimatorModule" else None
-    estimator = getattr(model, "estimator", None) if inner is not None else None
-    if estimator is not None:
-        h.update(repr((estimator.preprocessing, estimator.clip_values, estimator.channels_first,
-                       getattr(model, "output_index", None))).encode())
-    for name, tensor in (inner if inner is not None else model).state_dict().items():
+    if isinstance(model, EstimatorModule):
+        if model.estimator is not None:
+            e = model.estimator
+            h.update(repr((e.preprocessing, e.clip_values, e.channels_first, model.output_index)).encode())
+        model = model.model
+    for name, tensor in model.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

@@ -233,15 +233,20 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             logits = target(x)
         else:
             logits, feats = logits_and_features(target, x, self._feature_module)
-        losses = [identity_loss(logits, labels, self.identity_loss)]
-        losses += [identity_loss(s(s.from_unit(images)), labels, self.identity_loss) for s in self._surrogate_modules]
-        loss = torch.stack(losses).mean(0)
+        loss = self._ensemble_identity_loss(logits, images, labels)
         if self._p_reg_tensor is not None:
             if self.reg_weight_ is None:
                 self.reg_weight_ = (float(self.reg_weight) if self.reg_weight is not None
                                     else self._calibrate_reg_weight(target, images, labels))
             loss = loss + self.reg_weight_ * feature_regulariser(feats, self._p_reg_tensor)
         return loss
+
+    def _ensemble_identity_loss(self, logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-sample mean over target (its ``logits``) and surrogates (on unit-space ``images``) of the
+        identity loss."""
+        losses = [identity_loss(logits, labels, self.identity_loss)]
+        losses += [identity_loss(s(s.from_unit(images)), labels, self.identity_loss) for s in self._surrogate_modules]
+        return torch.stack(losses).mean(0)
 
     def _calibrate_reg_weight(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
         """The weight at which the regulariser's mean input-gradient norm is ``REG_GRADIENT_RATIO`` times
@@ -254,9 +259,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         the two gradients instead of the weight keeps LOM's balance for any feature scale and under MA."""
         xg = images.detach().requires_grad_(True)
         logits, feats = logits_and_features(target, target.from_unit(xg), self._feature_module)
-        losses = [identity_loss(logits, labels, self.identity_loss)]
-        losses += [identity_loss(s(s.from_unit(xg)), labels, self.identity_loss) for s in self._surrogate_modules]
-        g_id, = torch.autograd.grad(torch.stack(losses).mean(0).sum(), xg, retain_graph=True)
+        g_id, = torch.autograd.grad(self._ensemble_identity_loss(logits, xg, labels).sum(), xg, retain_graph=True)
         g_reg, = torch.autograd.grad(feature_regulariser(feats, self._p_reg_tensor).sum(), xg)
         id_norm = g_id.flatten(1).norm(dim=1).mean()
         reg_norm = g_reg.flatten(1).norm(dim=1).mean()
