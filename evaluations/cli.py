@@ -33,6 +33,9 @@ _TARGET_PRETRAIN_HELP = ("Epochs of pre-training the target on the public identi
                          "--target-epochs of fine-tuning every layer on the private ones; 0: from scratch.")
 _EVAL_PRETRAIN_HELP = ("Epochs of pre-training the evaluation model on the public identities before --eval-epochs "
                        "of fine-tuning on the private ones; 0: from scratch.")
+_SURROGATE_PRETRAIN_HELP = ("Epochs of pre-training each surrogate on the public identities before distilling the "
+                            "target into it (the paper's surrogates start from pre-trained weights); 0: from "
+                            "random weights.")
 
 
 class FiniteFloat(click.ParamType):
@@ -232,6 +235,8 @@ def main() -> None:
 @click.option("--target-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True,
               help=_TARGET_PRETRAIN_HELP)
 @click.option("--eval-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True, help=_EVAL_PRETRAIN_HELP)
+@click.option("--surrogate-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True,
+              help=_SURROGATE_PRETRAIN_HELP)
 @click.option("--prior-steps", type=COUNT, default=300, show_default=True, help="GMI WGAN-GP generator steps.")
 @click.option("--kedmi-steps", type=COUNT, default=150, show_default=True,
               help="KEDMI generator steps (each after 5 discriminator steps), warm-started from the GMI generator.")
@@ -253,7 +258,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
            iterations: int, n_reconstructions: int, identities: Optional[str], batch_size: int, target_arch: str,
            eval_arch: str,
            target_epochs: int, eval_epochs: int, target_pretrain_epochs: int, eval_pretrain_epochs: int,
-           prior_steps: int, kedmi_steps: int, surrogates: Tuple[str, ...],
+           surrogate_pretrain_epochs: int, prior_steps: int, kedmi_steps: int, surrogates: Tuple[str, ...],
            surrogate_steps: int, miface_iterations: int, seed: int, attack_seed: int, device: str,
            out_dir: Optional[str], cache_dir: str, verbose: bool) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
@@ -278,7 +283,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         dataset=dataset, data_root=data_root, data_options=options, target_arch=target_arch,
         target_epochs=target_epochs, eval_arch=eval_arch, eval_epochs=eval_epochs,
         target_pretrain_epochs=target_pretrain_epochs, eval_pretrain_epochs=eval_pretrain_epochs,
-        attack=attack, variant=variant,
+        surrogate_pretrain_epochs=surrogate_pretrain_epochs, attack=attack, variant=variant,
         iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size, prior_steps=prior_steps,
         identities=ids,
         kedmi_steps=kedmi_steps, surrogate_archs=tuple(surrogates), surrogate_steps=surrogate_steps,
@@ -414,6 +419,8 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
               help=_TARGET_PRETRAIN_HELP + " [default: the grid's, else 0]")
 @click.option("--eval-pretrain-epochs", type=PRETRAIN_EPOCHS, default=None,
               help=_EVAL_PRETRAIN_HELP + " [default: the grid's, else 0]")
+@click.option("--surrogate-pretrain-epochs", type=PRETRAIN_EPOCHS, default=None,
+              help=_SURROGATE_PRETRAIN_HELP + " [default: the grid's, else 0]")
 @click.option("--prior-steps", type=COUNT, default=None, help="GMI WGAN-GP generator steps.")
 @click.option("--kedmi-steps", type=COUNT, default=None, help="KEDMI GAN steps.")
 @click.option("--gan-width", type=COUNT, default=None)
@@ -449,7 +456,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
              attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
              iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
-             target_pretrain_epochs, eval_pretrain_epochs, prior_steps, kedmi_steps, gan_width, surrogates,
+             target_pretrain_epochs, eval_pretrain_epochs, surrogate_pretrain_epochs, prior_steps, kedmi_steps, gan_width, surrogates,
              surrogate_steps, miface_iterations,
              out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
@@ -479,7 +486,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         budgets = dict(iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size,
                        target_arch=target_arch, eval_arch=eval_arch, target_epochs=target_epochs,
                        eval_epochs=eval_epochs, target_pretrain_epochs=target_pretrain_epochs,
-                       eval_pretrain_epochs=eval_pretrain_epochs, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
+                       eval_pretrain_epochs=eval_pretrain_epochs, surrogate_pretrain_epochs=surrogate_pretrain_epochs,
+                       prior_steps=prior_steps, kedmi_steps=kedmi_steps,
                        gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
                        miface_iterations=miface_iterations)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,

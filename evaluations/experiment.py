@@ -71,6 +71,9 @@ class ExperimentConfig:
     surrogate_archs: Tuple[str, ...] = ("cnn-small", "cnn")
     surrogate_steps: int = 300
     surrogate_data: str = "public+prior"
+    #: Epochs of pre-training each surrogate on the public identities before distillation (the paper's
+    #: surrogates start from pre-trained weights); 0 distils from random weights.
+    surrogate_pretrain_epochs: int = 0
     miface_iterations: int = 300
     seed: int = 0
     attack_seed: int = 0
@@ -88,7 +91,7 @@ class ExperimentConfig:
         for name in ("target_epochs", "eval_epochs", "iterations", "n_reconstructions", "batch_size",
                      "prior_steps", "kedmi_steps", "surrogate_steps", "miface_iterations", "gan_width"):
             check_count(name, getattr(self, name))
-        for name in ("target_pretrain_epochs", "eval_pretrain_epochs"):
+        for name in ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs"):
             check_int(name, getattr(self, name), low=0, hint=" (0 trains from scratch)")
         tl_epochs = self.defense_params.get("pretrain_epochs") if self.defense == "tl" else None
         if self.target_pretrain_epochs and tl_epochs is not None and tl_epochs != self.target_pretrain_epochs:
@@ -366,7 +369,20 @@ class Workbench:
                "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 2}
         if c.surrogate_data == "public+prior":
             key["prior"] = self._prior_key("gmi-prior")
+        if c.surrogate_pretrain_epochs:  # only then: the keys of surrogates distilled from scratch stay as they were
+            key["pretrain_epochs"] = c.surrogate_pretrain_epochs
         return key
+
+    def _surrogate_start(self, arch: str, seed: int) -> nn.Module:
+        """The model a surrogate is distilled into: random weights, or ``arch`` pre-trained on the public
+        identities with a fresh head for the private ones."""
+        c = self.config
+        if not c.surrogate_pretrain_epochs:
+            return self._initialised(arch, seed)
+        model = self._pretrained(arch, c.surrogate_pretrain_epochs, seed, "surrogate")
+        seed_everything(seed)
+        replace_head(model, self.data.num_classes)
+        return model
 
     def surrogates(self, target: nn.Module) -> List[nn.Module]:
         c = self.config
@@ -375,7 +391,7 @@ class Workbench:
         for i, arch in enumerate(c.surrogate_archs):
             def train(arch: str = arch, i: int = i) -> nn.Module:
                 generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
-                return distill_surrogate(target, self._initialised(arch, c.seed + i), train_x, val_x=val_x,
+                return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
                                          generator=generator, steps=c.surrogate_steps, augment=c.augment,
                                          device=self.device, seed=c.seed + i, verbose=c.verbose)
 

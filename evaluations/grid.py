@@ -17,7 +17,8 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
                                              # kedmi_steps, gan_width, gan_augment,
                                              # surrogate_archs, surrogate_steps, miface_iterations
     target_pretrain_epochs = 20              # pre-train on the public identities first (0: from
-    eval_pretrain_epochs = 20                # scratch), for the target and the evaluation model
+    eval_pretrain_epochs = 20                # scratch), for the target, the evaluation model
+    surrogate_pretrain_epochs = 0            # and the surrogates (before distillation)
 
     [[datasets]]
     name = "digits"                          # mi_art.data.DATASETS
@@ -61,9 +62,9 @@ BUDGET_KEYS: Tuple[str, ...] = (
     "target_arch", "target_epochs", "target_pretrain_epochs", "eval_arch", "eval_epochs", "eval_pretrain_epochs",
     "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
     "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
-    "miface_iterations")
+    "surrogate_pretrain_epochs", "miface_iterations")
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
-ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs")
+ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
 _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
               "device", *BUDGET_KEYS)
 _DATASET_KEYS = ("name", "root", "options", *BUDGET_KEYS)
@@ -73,7 +74,7 @@ SEED_SCOPES = ("all", "attack")
 _NOT_IN_ID = ("device", "verbose")
 #: Keys left out of a cell's id while they hold their default (0: off), so that adding them did not
 #: change the ids of the cells of existing grids (which would rerun every finished cell).
-_IN_ID_WHEN_SET = ("target_pretrain_epochs", "eval_pretrain_epochs")
+_IN_ID_WHEN_SET = ZERO_OK_KEYS
 
 
 class GridError(ValueError):

@@ -24,7 +24,7 @@ from mi_art.models import make_classifier
 torch.set_num_threads(1)
 
 FAST = dict(augment="none", batch_size=64)
-NEW_FIELDS = ("target_pretrain_epochs", "eval_pretrain_epochs")
+NEW_FIELDS = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +196,33 @@ def test_workbench_target_and_judge_start_from_the_cached_pretrained_body(digits
     assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), again.state_dict().values()))
 
 
+def test_surrogates_start_from_the_cached_pretrained_body(digits, tmp_path, monkeypatch):
+    config = ExperimentConfig(target_epochs=1, surrogate_steps=1, surrogate_pretrain_epochs=1,
+                              surrogate_data="public", augment="none", surrogate_archs=("cnn-small", "cnn"))
+    bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
+    target = bench.target()
+    seen = []
+    original = experiment.distill_surrogate
+
+    def spy(teacher, student, *args, **kwargs):
+        seen.append({"conv": _first_conv(student), "out": student.fc.out_features})
+        return original(teacher, student, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "distill_surrogate", spy)
+    bench.surrogates(target)
+    assert [s["out"] for s in seen] == [digits.num_classes] * 2
+    for i, arch in enumerate(config.surrogate_archs):
+        pre = bench._pretrained(arch, 1, config.seed + i, "surrogate")
+        assert torch.equal(seen[i]["conv"], _first_conv(pre).to(seen[i]["conv"].device))
+        assert not torch.equal(seen[i]["conv"].cpu(), _first_conv(bench._initialised(arch, config.seed + i)))
+    # off (0) keeps the keys of surrogates distilled from scratch; on, they differ
+    scratch = Workbench(dataclasses.replace(config, surrogate_pretrain_epochs=0), data=digits)
+    assert "pretrain_epochs" not in scratch.surrogate_key(0)
+    assert bench.surrogate_key(0) == {**scratch.surrogate_key(0), "pretrain_epochs": 1}
+    with pytest.raises(ValueError, match="surrogate_pretrain_epochs must be an integer"):
+        ExperimentConfig(surrogate_pretrain_epochs=-1).validate()
+
+
 def test_defended_target_fine_tunes_the_pretrained_body(digits, tmp_path, monkeypatch):
     from mi_art import defenses
 
@@ -261,6 +288,11 @@ def test_cli_options_are_validated_and_reach_the_grid(tmp_path):
     assert "target_pretrain_epochs = 3" in dry.output  # the printed grid file carries it
     help_text = runner.invoke(main, ["attack", "--help"]).output
     assert "--target-pretrain-epochs" in help_text and "--eval-pretrain-epochs" in help_text
+    dry = runner.invoke(main, ["evaluate", "--dataset", "digits", "--surrogate-pretrain-epochs", "2", "--dry-run",
+                               "--out", str(tmp_path / "s")])
+    assert dry.exit_code == 0 and "surrogate_pretrain_epochs = 2" in dry.output, dry.output
+    bad = runner.invoke(main, ["attack", "--surrogate-pretrain-epochs", "-1"])
+    assert bad.exit_code == 2 and "--surrogate-pretrain-epochs" in bad.output
 
 
 TINY_ATTACK = ["attack", "--attack", "miface", "--miface-iterations", "2", "--target-epochs", "10", "--quiet"]
