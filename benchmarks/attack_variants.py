@@ -47,6 +47,9 @@ def main() -> None:
                         help="pre-train target and judge this many epochs on the public identities before "
                              "fine-tuning on the private ones (the papers' targets start from pre-trained "
                              "weights; default 0: from scratch)")
+    parser.add_argument("--surrogate-pretrain-epochs", type=int, default=0,
+                        help="pre-train each surrogate this many epochs on the public identities before distilling "
+                             "the target into it (the paper's surrogates start from pre-trained weights; default 0)")
     parser.add_argument("--methods", default=None, help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=2)
@@ -63,7 +66,8 @@ def main() -> None:
         prior_steps=args.prior_steps or (300 if q else 1500), kedmi_steps=args.kedmi_steps or (60 if q else 200),
         surrogate_steps=args.surrogate_steps or (1000 if q else 3000),
         miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device,
-        target_pretrain_epochs=args.pretrain_epochs, eval_pretrain_epochs=args.pretrain_epochs)
+        target_pretrain_epochs=args.pretrain_epochs, eval_pretrain_epochs=args.pretrain_epochs,
+        surrogate_pretrain_epochs=args.surrogate_pretrain_epochs)
     out = Path(args.out or REPO / "mi_art_runs" / f"attack_variants{'-quick' if q else ''}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
@@ -108,8 +112,9 @@ def _num(value, fmt: str = ".3f") -> str:
 
 
 def _pretraining(config: ExperimentConfig) -> str:
-    n = config.target_pretrain_epochs
-    return f"target and judge pre-trained {n} epochs on the public identities, " if n else ""
+    n, s = config.target_pretrain_epochs, config.surrogate_pretrain_epochs
+    return ((f"target and judge pre-trained {n} epochs on the public identities, " if n else "")
+            + (f"surrogates pre-trained {s} epochs on the public identities, " if s else ""))
 
 
 def print_table(done: dict, config: ExperimentConfig, seeds: int, out: Path) -> None:
