@@ -514,7 +514,7 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     seed_everything(seed)
     start = time.perf_counter()
     if attack == "miface":
-        recs, labels, rec_index = _run_miface(estimator, identities, c, d)
+        recs, labels, rec_index = _run_miface(target_view, identities, c, d)
     else:
         use_lom, use_ma = variant in ("lom", "lomma"), variant in ("ma", "lomma")
         surrogates = bench.surrogates(unit_target) if use_ma else []
@@ -566,18 +566,17 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     }
 
 
-def _run_miface(estimator: Any, identities: np.ndarray, c: ExperimentConfig,
+def _run_miface(target_view: Any, identities: np.ndarray, c: ExperimentConfig,
                 d: MIDataset) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ART's MIFace baseline from a mid-grey start in the estimator's input space (0.5 of its
-    ``clip_values`` range, in its layout; deterministic: one reconstruction per identity)."""
+    """ART's MIFace baseline on the estimator behind ``target_view`` (its
+    :class:`mi_art.utils.EstimatorModule`), from a mid-grey start in the estimator's input space (0.5 of
+    its ``clip_values`` range, in its layout; deterministic: one reconstruction per identity)."""
     from art.attacks.inference.model_inversion import MIFace
 
-    from mi_art.utils import as_module
-
-    attack = MIFace(estimator, max_iter=c.miface_iterations, window_length=100, threshold=0.99,
+    attack = MIFace(target_view.estimator, max_iter=c.miface_iterations, window_length=100, threshold=0.99,
                     learning_rate=0.1, batch_size=max(1, len(identities)), verbose=c.verbose)
     grey = np.full((len(identities), *d.input_shape), 0.5, dtype=np.float32)
-    x0 = np.asarray(as_module(estimator, "target").from_unit(grey), dtype=np.float32)
+    x0 = np.asarray(target_view.from_unit(grey), dtype=np.float32)
     recs = attack.infer(x0, identities).astype(np.float32)
     return recs, identities.copy(), np.zeros(len(identities), dtype=np.int64)
 

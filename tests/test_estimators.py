@@ -507,10 +507,12 @@ def test_miface_starts_from_mid_grey_in_the_estimators_input_space(name, grey, t
     from art.attacks.inference.model_inversion import MIFace
 
     from mi_art.evaluations import experiment as E
+    from mi_art.utils import as_module
 
     case = make_case(name, target, None)
     seen = []
     monkeypatch.setattr(MIFace, "infer", lambda self, x, y=None, **kw: seen.append(x) or x)
-    E._run_miface(case.clf, np.arange(NUM_CLASSES), E.ExperimentConfig(dataset="digits", miface_iterations=1), digits)
+    E._run_miface(as_module(case.clf, "target"), np.arange(NUM_CLASSES),
+                  E.ExperimentConfig(dataset="digits", miface_iterations=1), digits)
     assert seen[0].shape == (NUM_CLASSES, *case.clf.input_shape)
     np.testing.assert_allclose(seen[0], grey)
