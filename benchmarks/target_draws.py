@@ -23,10 +23,7 @@ from _att_faces import DEFAULT_ROOT, REPO, att_faces_config
 
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import Workbench, public_record, run_attack
-from mi_art.evaluations.metrics import natural_accuracy
-from mi_art.models import make_classifier
-from mi_art.training import train_classifier
-from mi_art.utils import seed_everything, write_atomic
+from mi_art.utils import write_atomic
 
 
 def main() -> None:
@@ -45,7 +42,7 @@ def main() -> None:
     config = att_faces_config(args.data_root, iterations=args.iterations, n_reconstructions=5, prior_steps=1500,
                               kedmi_steps=200, surrogate_steps=3000, device=args.device)
     bench = Workbench(config, ArtifactCache(args.cache_dir))
-    d, c = bench.data, config
+    c = config
     evaluator = bench.evaluator()
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.is_file() else {}
@@ -54,17 +51,12 @@ def main() -> None:
     for target_seed in (int(s) for s in args.target_seeds.split(",")):
         if target_seed == c.seed:
             target = bench.target()
-        else:
-            def train(s: int = target_seed) -> torch.nn.Module:
-                seed_everything(s)
-                model = make_classifier(c.target_arch, d.channels, d.num_classes, d.image_size)
-                return train_classifier(model, d.private_train.x, d.private_train.y, epochs=c.target_epochs,
-                                        augment=c.augment, device=bench.device, seed=s, desc=f"target seed {s}")
-
-            target = bench.cache.module("target", {**bench.target_key(), "seed": target_seed},
-                                        lambda: make_classifier(c.target_arch, d.channels, d.num_classes,
-                                                                d.image_size), train).to(bench.device)
-        accuracy = natural_accuracy(target, d.private_test.x, d.private_test.y)
+        else:  # the workbench's own target recipe, from another seed; artifacts then follow its weights
+            target = bench.cache.module(
+                "target", {**bench.target_key(), "seed": target_seed}, lambda: bench._classifier(c.target_arch),
+                lambda s=target_seed: bench._trained_classifier(c.target_arch, c.target_epochs,
+                                                                c.target_pretrain_epochs, s, f"target seed {s}"),
+            ).to(bench.device)
         for name in methods:
             attack, _, variant = name.lower().partition("+")
             for seed in range(args.seeds):
@@ -76,7 +68,7 @@ def main() -> None:
                 record["target_seed"] = target_seed
                 done[key] = record
                 write_atomic(out, json.dumps(done, indent=1))
-                print(f"{key:<24} target acc {accuracy:.3f}  Acc@1 {record['acc@1']:.3f}  "
+                print(f"{key:<24} target acc {record['target_test_accuracy']:.3f}  Acc@1 {record['acc@1']:.3f}  "
                       f"KNN {record['knn_dist']:.1f}", flush=True)
     print_table(done, methods)
     print(f"total wall time {time.perf_counter() - start:.0f}s")

@@ -196,6 +196,13 @@ class Workbench:
                                         device=self.device, seed=seed, verbose=c.verbose,
                                         desc=f"{desc}: pre-train (public)")).to(self.device)
 
+    def _pretrained_body(self, arch: str, epochs: int, seed: int, desc: str) -> nn.Module:
+        """:meth:`_pretrained` with a fresh classification layer for the private identities (seeded by ``seed``)."""
+        model = self._pretrained(arch, epochs, seed, desc)
+        seed_everything(seed)
+        replace_head(model, self.data.num_classes)
+        return model
+
     def _trained_classifier(self, arch: str, epochs: int, pretrain_epochs: int, seed: int, desc: str) -> nn.Module:
         """``arch`` trained on the private training split: from scratch, or fine-tuned (every layer) from
         the public pre-training when ``pretrain_epochs`` > 0."""
@@ -244,9 +251,7 @@ class Workbench:
         def train() -> nn.Module:
             model: Any = c.target_arch
             if c.target_pretrain_epochs and c.defense != "tl":  # the defense trains from the pre-trained body
-                model = self._pretrained(c.target_arch, c.target_pretrain_epochs, c.seed, "target")
-                seed_everything(c.seed)
-                replace_head(model, self.data.num_classes)
+                model = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target")
             model, record = train_defended_target(c.defense, self.data, model=model, epochs=c.target_epochs,
                                                   augment=c.augment, device=self.device, seed=c.seed,
                                                   verbose=c.verbose, **params)
@@ -376,13 +381,8 @@ class Workbench:
     def _surrogate_start(self, arch: str, seed: int) -> nn.Module:
         """The model a surrogate is distilled into: random weights, or ``arch`` pre-trained on the public
         identities with a fresh head for the private ones."""
-        c = self.config
-        if not c.surrogate_pretrain_epochs:
-            return self._initialised(arch, seed)
-        model = self._pretrained(arch, c.surrogate_pretrain_epochs, seed, "surrogate")
-        seed_everything(seed)
-        replace_head(model, self.data.num_classes)
-        return model
+        epochs = self.config.surrogate_pretrain_epochs
+        return self._pretrained_body(arch, epochs, seed, "surrogate") if epochs else self._initialised(arch, seed)
 
     def surrogates(self, target: nn.Module) -> List[nn.Module]:
         c = self.config
