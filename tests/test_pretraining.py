@@ -242,6 +242,9 @@ def test_defended_target_fine_tunes_the_pretrained_body(digits, tmp_path, monkey
     assert isinstance(seen[0], torch.nn.Module) and seen[0].fc.out_features == digits.num_classes
     assert torch.equal(_first_conv(seen[0]).cpu(), _first_conv(pre).cpu())
     assert target.fc.out_features == digits.num_classes and bench.defense_record["defense"] == "rounded"
+    # the record names the architecture and its pre-training, not the module's class ("CNN")
+    assert bench.defense_record["architecture"] == "cnn"
+    assert bench.defense_record["details"]["pretrain_epochs"] == 1
 
 
 def test_tl_takes_the_targets_pretraining_and_refuses_a_conflict():
