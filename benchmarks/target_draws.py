@@ -1,13 +1,16 @@
-"""Benchmark: how much of an attack's accuracy is the target draw, not the attack.
+"""Benchmark: how much of an attack's accuracy is the target draw or the judge draw, not the attack.
 
-``attack_variants.py`` attacks one target. Here the same recipe (architecture, epochs, augmentation,
-data split) is trained from other initialisation seeds, and each target is attacked with the same
-evaluation model and the same (target-independent) GMI prior; KEDMI's prior, p_reg and the surrogates
-are made per target. The table gives each target's test accuracy and the attacks' Acc@1 / KNN distance
-per target (mean +- std over attack seeds), then the spread over targets. Finished cells are stored in
---out (atomically) and skipped when the script is run again.
+``attack_variants.py`` attacks one target and measures with one evaluation model. Here the same target
+recipe (architecture, epochs, augmentation, data split) is trained from other initialisation seeds, and
+each target is attacked with the same evaluation model and the same (target-independent) GMI prior;
+KEDMI's prior, p_reg and the surrogates are made per target. With ``--judge-seeds`` the same
+reconstructions are also judged by evaluation models of the judge's recipe from other initialisation
+seeds (each with its held-out accuracy). The tables give the attacks' Acc@1 per target and per judge
+(mean +- std over attack seeds), then the spread over targets and over judges. Finished cells are stored
+in --out (atomically) and skipped when the script is run again.
 
     python benchmarks/target_draws.py --methods KEDMI,KEDMI+LOM --target-seeds 0,1,2 --seeds 3
+    python benchmarks/target_draws.py --methods GMI,KEDMI --target-seeds 0 --judge-seeds 1000,1001,1002 --seeds 3
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from _att_faces import DEFAULT_ROOT, REPO, att_faces_config
 
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import Workbench, public_record, run_attack
+from mi_art.evaluations.metrics import attack_accuracy, natural_accuracy
 from mi_art.utils import write_atomic
 
 
@@ -30,6 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--target-seeds", default="0,1,2", help="initialisation seeds of the targets")
+    parser.add_argument("--judge-seeds", default="",
+                        help="initialisation seeds of extra evaluation models that judge the same reconstructions "
+                             "(the default judge's is 1000)")
     parser.add_argument("--seeds", type=int, default=1, help="attack seeds per target (default 1)")
     parser.add_argument("--methods", default="GMI,KEDMI", help="e.g. 'GMI,KEDMI,KEDMI+LOM'")
     parser.add_argument("--iterations", type=int, default=1000)
@@ -42,35 +49,36 @@ def main() -> None:
     config = att_faces_config(args.data_root, iterations=args.iterations, n_reconstructions=5, prior_steps=1500,
                               kedmi_steps=200, surrogate_steps=3000, device=args.device)
     bench = Workbench(config, ArtifactCache(args.cache_dir))
-    c = config
     evaluator = bench.evaluator()
+    judges = {int(s): bench.redraw("evaluator", int(s)) for s in args.judge_seeds.split(",") if s.strip()}
+    judge_accuracy = {s: natural_accuracy(j, bench.data.private_test.x, bench.data.private_test.y)
+                      for s, j in judges.items()}
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.is_file() else {}
     methods = [m.strip() for m in args.methods.split(",")]
     start = time.perf_counter()
     for target_seed in (int(s) for s in args.target_seeds.split(",")):
-        if target_seed == c.seed:
-            target = bench.target()
-        else:  # the workbench's own target recipe, from another seed; artifacts then follow its weights
-            target = bench.cache.module(
-                "target", {**bench.target_key(), "seed": target_seed}, lambda: bench._classifier(c.target_arch),
-                lambda s=target_seed: bench._trained_classifier(c.target_arch, c.target_epochs,
-                                                                c.target_pretrain_epochs, s, f"target seed {s}"),
-            ).to(bench.device)
+        target = bench.redraw("target", target_seed)
         for name in methods:
             attack, _, variant = name.lower().partition("+")
             for seed in range(args.seeds):
                 key = f"target{target_seed}/{name}/seed{seed}"
                 if key in done:
                     continue
-                record = public_record(run_attack(bench, attack=attack, variant=variant or "baseline",
-                                                  attack_seed=seed, target=target, evaluator=evaluator))
+                result = run_attack(bench, attack=attack, variant=variant or "baseline", attack_seed=seed,
+                                    target=target, evaluator=evaluator)
+                record = public_record(result)
                 record["target_seed"] = target_seed
+                if judges:  # the same reconstructions, judged by the other evaluation models
+                    record["judges"] = {str(s): {"test_accuracy": judge_accuracy[s], "acc@1": attack_accuracy(
+                        j, result["reconstructions"], result["labels"], top_k=(1,))["acc@1"]}
+                        for s, j in judges.items()}
                 done[key] = record
                 write_atomic(out, json.dumps(done, indent=1))
                 print(f"{key:<24} target acc {record['target_test_accuracy']:.3f}  Acc@1 {record['acc@1']:.3f}  "
                       f"KNN {record['knn_dist']:.1f}", flush=True)
     print_table(done, methods)
+    print_judge_table(done, methods)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 
@@ -89,6 +97,29 @@ def print_table(done: dict, methods: list) -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {np.mean(means):.3f} +- {np.std(means):.3f} |")
     print("(Acc@1 mean +- std over attack seeds, their number in brackets; the last column: mean +- std of the "
           "per-target means)")
+
+
+def print_judge_table(done: dict, methods: list) -> None:
+    judged = [r for r in done.values() if r.get("judges")]
+    if not judged:
+        return
+    seeds = sorted({s for r in judged for s in r["judges"]}, key=int)
+    held = {s: next(r["judges"][s]["test_accuracy"] for r in judged if s in r["judges"]) for s in seeds}
+    print("\n| method (target seed) | " + " | ".join(f"judge seed {s} (held-out acc {held[s]:.3f})" for s in seeds)
+          + " | mean over judges |")
+    print("|---" * (len(seeds) + 2) + "|")
+    for name in methods:
+        for t in sorted({r["target_seed"] for r in judged}):
+            rows = [r for k, r in done.items() if r.get("judges") and k.startswith(f"target{t}/{name}/")]
+            if not rows:
+                continue
+            per_judge = [[r["judges"][s]["acc@1"] for r in rows if s in r["judges"]] for s in seeds]
+            means = [np.mean(a) for a in per_judge if a]
+            print(f"| {name} ({t}) | " + " | ".join(f"{np.mean(a):.3f} +- {np.std(a):.3f} ({len(a)})" if a else "-"
+                                                   for a in per_judge)
+                  + f" | {np.mean(means):.3f} +- {np.std(means):.3f} |")
+    print("(Acc@1 of the same reconstructions by each judge, mean +- std over attack seeds, their number in "
+          "brackets; the last column: mean +- std of the per-judge means)")
 
 
 def _target_acc(done: dict, seed: int) -> str:

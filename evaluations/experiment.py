@@ -289,6 +289,29 @@ class Workbench:
         self._own_evaluators.add(model)
         return model
 
+    def redraw(self, kind: str, seed: int) -> nn.Module:
+        """The target's (``kind="target"``) or the evaluation model's (``"evaluator"``) recipe trained from
+        initialisation ``seed`` instead of the configured one (cached), to measure how much a result owes
+        to the draw of that model. The configured seed (``config.seed``; the judge's is ``config.seed +
+        1000``) gives :meth:`target` / :meth:`evaluator` themselves; any other model is not the
+        workbench's own, so priors, surrogates and p_reg made for it are keyed by its weights."""
+        c = self.config
+        kind, seed = check_choice("kind", kind, ("target", "evaluator")), check_int("seed", seed, low=0)
+        if kind == "target":
+            if c.defense != "none":
+                raise ValueError(f"redraw('target') trains the undefended recipe; config.defense is "
+                                 f"{c.defense!r}: train that target with another config.seed instead")
+            if seed == c.seed:
+                return self.target()
+            arch, epochs, pre, key = c.target_arch, c.target_epochs, c.target_pretrain_epochs, self.target_key()
+        else:
+            if seed == c.seed + 1000:
+                return self.evaluator()
+            arch, epochs, pre, key = c.eval_arch, c.eval_epochs, c.eval_pretrain_epochs, self.evaluator_key()
+        return self.cache.module(
+            kind, {**key, "seed": seed}, lambda: self._classifier(arch),
+            lambda: self._trained_classifier(arch, epochs, pre, seed, f"{kind} seed {seed}")).to(self.device)
+
     def _prior_key(self, kind: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
         if kind == "gmi-prior":

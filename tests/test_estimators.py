@@ -501,6 +501,36 @@ def test_artifacts_made_for_a_given_target_are_keyed_by_that_target(digits, tmp_
     assert bench._key_of(other) != bench._key_of(copy.deepcopy(own))  # other weights, other key
 
 
+def test_redrawn_target_and_judge_are_the_recipe_from_another_seed_and_keyed_by_their_weights(digits, tmp_path):
+    """Workbench.redraw: the configured seed gives the workbench's own model; another seed the same recipe
+    from that initialisation (cached, so a second call loads it), whose artifacts follow its weights."""
+    from mi_art.evaluations import experiment as E
+    from mi_art.evaluations.cache import ArtifactCache
+
+    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, augment="none")
+    bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
+    own, judge = bench.target(), bench.evaluator()
+    same, same_judge = bench.redraw("target", config.seed), bench.redraw("evaluator", config.seed + 1000)
+    torch.testing.assert_close(same.fc.weight, own.fc.weight)
+    torch.testing.assert_close(same_judge.fc.weight, judge.fc.weight)
+    assert bench._key_of(same) == bench.target_key()  # the workbench's own target: artifacts keyed by its config
+    other, other_judge = bench.redraw("target", 7), bench.redraw("evaluator", 7)
+    assert type(other) is type(own) and type(other_judge) is type(judge)
+    assert not torch.equal(other.fc.weight, own.fc.weight)
+    assert not torch.equal(other_judge.fc.weight, judge.fc.weight)
+    assert bench._key_of(other) != bench._key_of(own) == bench.target_key()
+    torch.testing.assert_close(bench.redraw("target", 7).fc.weight, other.fc.weight)  # cached
+    assert len(list(tmp_path.glob("target-*.pt"))) == 2 and len(list(tmp_path.glob("evaluator-*.pt"))) == 2
+    with pytest.raises(ValueError, match="kind must be one of 'target', 'evaluator', got 'judge'"):
+        bench.redraw("judge", 1)
+    with pytest.raises(ValueError, match="seed"):
+        bench.redraw("target", -1)
+    defended = E.Workbench(E.ExperimentConfig(dataset="digits", defense="rounded"), ArtifactCache(tmp_path),
+                           data=digits)
+    with pytest.raises(ValueError, match="config.defense is 'rounded'"):
+        defended.redraw("target", 1)
+
+
 @pytest.mark.parametrize("name, grey", [("clip255", 127.5), ("channels-last", 0.5)])
 def test_miface_starts_from_mid_grey_in_the_estimators_input_space(name, grey, target, digits, monkeypatch):
     """MIFace gets its start in the estimator's own space: mid-grey of a 0..255 range is 127.5, not 0.5."""
