@@ -26,7 +26,11 @@ def build_model(model: ModelSpec, in_channels: int, num_classes: int, image_size
 
 
 def model_name(model: ModelSpec) -> str:
-    return model if isinstance(model, str) else type(model).__name__
+    """The architecture's name: given, kept by :func:`mi_art.models.make_classifier`, else the class name."""
+    if isinstance(model, str):
+        return model
+    name = getattr(model, "architecture_name", None)
+    return name if isinstance(name, str) else type(model).__name__
 
 
 def last_linear_name(model: nn.Module) -> str:

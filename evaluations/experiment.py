@@ -249,15 +249,14 @@ class Workbench:
             params["pretrain_epochs"] = c.target_pretrain_epochs
 
         def train() -> nn.Module:
-            start: Any = c.target_arch
+            model: Any = c.target_arch
             from_body = bool(c.target_pretrain_epochs) and c.defense != "tl"
             if from_body:  # the defense trains from the pre-trained body
-                start = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target")
-            model, record = train_defended_target(c.defense, self.data, model=start, epochs=c.target_epochs,
+                model = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target")
+            model, record = train_defended_target(c.defense, self.data, model=model, epochs=c.target_epochs,
                                                   augment=c.augment, device=self.device, seed=c.seed,
                                                   verbose=c.verbose, **params)
-            if from_body:  # given a module, the record would name its class ("CNN"), not the architecture
-                record.architecture = c.target_arch
+            if from_body:
                 record.details["pretrain_epochs"] = c.target_pretrain_epochs
             trained["record"] = record.to_dict()
             # the record is stored before the checkpoint: a run killed between the two writes then

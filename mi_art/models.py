@@ -265,12 +265,15 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
 
 
 def make_classifier(arch: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Build a classifier by name (see :data:`ARCHITECTURES`)."""
+    """Build a classifier by name (see :data:`ARCHITECTURES`). The model keeps the name as its
+    ``architecture_name`` attribute (several names build the same class), which records report."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    return ARCHITECTURES[arch](in_channels, num_classes, image_size)
+    model = ARCHITECTURES[arch](in_channels, num_classes, image_size)
+    model.architecture_name = arch
+    return model
 
 
 # --------------------------------------------------------------------------- GAN parts
