@@ -219,14 +219,11 @@ class Workbench:
 
     def target(self) -> nn.Module:
         """The target, trained under ``config.defense`` (see :func:`mi_art.defenses.train_defended_target`)."""
-        c, d = self.config, self.data
+        c = self.config
         if c.defense != "none":
             model = self._defended_target()
         else:
-            model = self.cache.module(
-                "target", self.target_key(), lambda: self._classifier(c.target_arch),
-                lambda: self._trained_classifier(c.target_arch, c.target_epochs, c.target_pretrain_epochs, c.seed,
-                                                 "target")).to(self.device)
+            model = self._from_recipe("target", c.seed, "target")
         self._own_targets.add(model)
         return model
 
@@ -280,11 +277,7 @@ class Workbench:
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split (after
         ``config.eval_pretrain_epochs`` of pre-training on the public identities, when > 0)."""
-        c = self.config
-        model = self.cache.module(
-            "evaluator", self.evaluator_key(), lambda: self._classifier(c.eval_arch),
-            lambda: self._trained_classifier(c.eval_arch, c.eval_epochs, c.eval_pretrain_epochs, c.seed + 1000,
-                                             "evaluator")).to(self.device)
+        model = self._from_recipe("evaluator", self.config.seed + 1000, "evaluator")
         self._own_evaluators.add(model)
         return model
 
@@ -296,20 +289,24 @@ class Workbench:
         workbench's own, so priors, surrogates and p_reg made for it are keyed by its weights."""
         c = self.config
         kind, seed = check_choice("kind", kind, ("target", "evaluator")), check_int("seed", seed, low=0)
+        if kind == "target" and c.defense != "none":
+            raise ValueError(f"redraw('target') trains the undefended recipe; config.defense is "
+                             f"{c.defense!r}: train that target with another config.seed instead")
+        if seed == (c.seed if kind == "target" else c.seed + 1000):
+            return self.target() if kind == "target" else self.evaluator()
+        return self._from_recipe(kind, seed, f"{kind} seed {seed}")
+
+    def _from_recipe(self, kind: str, seed: int, desc: str) -> nn.Module:
+        """The undefended target's or the evaluation model's recipe trained from initialisation ``seed``,
+        cached under its key with that seed."""
+        c = self.config
         if kind == "target":
-            if c.defense != "none":
-                raise ValueError(f"redraw('target') trains the undefended recipe; config.defense is "
-                                 f"{c.defense!r}: train that target with another config.seed instead")
-            if seed == c.seed:
-                return self.target()
             arch, epochs, pre, key = c.target_arch, c.target_epochs, c.target_pretrain_epochs, self.target_key()
         else:
-            if seed == c.seed + 1000:
-                return self.evaluator()
             arch, epochs, pre, key = c.eval_arch, c.eval_epochs, c.eval_pretrain_epochs, self.evaluator_key()
         return self.cache.module(
             kind, {**key, "seed": seed}, lambda: self._classifier(arch),
-            lambda: self._trained_classifier(arch, epochs, pre, seed, f"{kind} seed {seed}")).to(self.device)
+            lambda: self._trained_classifier(arch, epochs, pre, seed, desc)).to(self.device)
 
     def _prior_key(self, kind: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
