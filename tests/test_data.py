@@ -380,6 +380,11 @@ def att_faces() -> Path:
     return shared_data("att_faces")
 
 
+@pytest.fixture(scope="module")
+def lfw() -> Path:
+    return shared_data("lfw")
+
+
 def test_att_faces_standard_split(att_faces: Path) -> None:
     data = load_image_folder(att_faces, private=20)
     assert data.private_identities == tuple(f"s{i}" for i in range(1, 21))
@@ -395,6 +400,76 @@ def test_att_faces_standard_split(att_faces: Path) -> None:
     # no private image is also a test image
     train = {x.tobytes() for x in data.private_train.x}
     assert not any(x.tobytes() in train for x in data.private_test.x)
+
+
+@pytest.fixture(scope="module")
+def uneven_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Identities with 3, 9, 5 and 9 images (a, b, c, d): grey level 10 * identity + image index."""
+    root = tmp_path_factory.mktemp("uneven")
+    for k, (identity, count) in enumerate((("a", 3), ("b", 9), ("c", 5), ("d", 9))):
+        (root / identity).mkdir()
+        for j in range(count):
+            grey(40 * k + 3 * j).save(root / identity / f"{identity}_{j:04d}.png")
+    return root
+
+
+def test_order_by_images_takes_the_best_documented_identities_first(uneven_folder: Path) -> None:
+    data = load_image_folder(uneven_folder, private=2, order="images", image_size=8)
+    assert data.private_identities == ("b", "d")  # 9 images each, tie kept in name order
+    assert data.public_identities == ("c", "a")
+    assert load_image_folder(uneven_folder, private=2, image_size=8).private_identities == ("a", "b")
+
+
+def test_max_per_identity_caps_every_identity_with_a_seeded_choice(uneven_folder: Path) -> None:
+    data = load_image_folder(uneven_folder, private=2, order="images", max_per_identity=4, image_size=8)
+    counts = np.bincount(data.private_train.y) + np.bincount(data.private_test.y)
+    assert counts.tolist() == [4, 4]
+    assert np.bincount(data.public.y).tolist() == [4, 3]  # c capped, a has only 3
+    again = load_image_folder(uneven_folder, private=2, order="images", max_per_identity=4, image_size=8)
+    np.testing.assert_array_equal(again.private_train.x, data.private_train.x)
+    other = load_image_folder(uneven_folder, private=2, order="images", max_per_identity=4, image_size=8, seed=1)
+    assert not np.array_equal(other.public.x, data.public.x)  # another seed, another choice
+    # the cap is applied after ranking: b and d keep their rank although each has 4 images now
+    assert data.private_identities == ("b", "d")
+
+
+def test_exclude_leaves_named_images_out_and_refuses_unknown_ones(uneven_folder: Path) -> None:
+    full = load_image_folder(uneven_folder, private=["a"], image_size=8)
+    data = load_image_folder(uneven_folder, private=["a"], exclude=["a/a_0001.png", "d/d_0000.png"], image_size=8)
+    assert len(data.private_train) + len(data.private_test) == 2
+    assert len(data.public) == len(full.public) - 1
+    means = np.concatenate([image_means(data.private_train), image_means(data.private_test)]) * 255
+    assert not np.isclose(means, 3, atol=1).any()  # a_0001 (grey level 3) is gone
+    ranked = load_image_folder(uneven_folder, private=1, order="images", exclude=["b/b_0000.png"], image_size=8)
+    assert ranked.private_identities == ("d",)  # b has 8 images left, d 9
+    with pytest.raises(ValueError, match=r"exclude names images that are not in .*'a/a_0099.png'"):
+        load_image_folder(uneven_folder, private=1, exclude=["a/a_0099.png"])
+    with pytest.raises(ValueError, match=r"exclude\[0\] must be 'identity/file'"):
+        load_image_folder(uneven_folder, private=1, exclude=["a_0001.png"])
+    with pytest.raises(ValueError, match="exclude must be None or a list"):
+        load_image_folder(uneven_folder, private=1, exclude="a/a_0001.png")
+    with pytest.raises(ValueError, match="order must be one of 'name', 'images', got 'size'"):
+        load_image_folder(uneven_folder, private=1, order="size")
+    with pytest.raises(ValueError, match="max_per_identity"):
+        load_image_folder(uneven_folder, private=1, max_per_identity=0)
+
+
+def test_lfw_benchmark_split(lfw: Path) -> None:
+    """The LFW benchmark's split (benchmarks/_settings.py): the 50 best-documented persons private, 30 images
+    at most each, 24 train / 6 test; the other 108 persons public; identities disjoint."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from _settings import LFW_EXCLUDE
+
+    data = load_image_folder(lfw, private=50, order="images", max_per_identity=30, exclude=list(LFW_EXCLUDE),
+                             crop=120, image_size=32, channels=3)
+    assert data.private_identities[:3] == ("George_W_Bush", "Colin_Powell", "Tony_Blair")
+    assert len(data.private_identities) == 50 and len(data.public_identities) == 108
+    assert not set(data.private_identities) & set(data.public_identities)
+    counts = np.bincount(data.private_train.y, minlength=50) + np.bincount(data.private_test.y, minlength=50)
+    assert counts.max() == 30 and counts.min() >= 20
+    assert data.input_shape == (3, 32, 32) and data.private_train.x.std() > 0.1
 
 
 def test_att_faces_count_ratio_and_list_agree(att_faces: Path) -> None:

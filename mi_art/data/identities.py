@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import zlib
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -114,9 +114,34 @@ def select_identities(identities: Sequence[str], private: IdentitySpec,
     return private_names, public_names
 
 
-def identity_rng(seed: int, identity: str) -> np.random.Generator:
-    """Random generator that depends only on ``seed`` and the identity's name."""
-    return np.random.default_rng([seed, zlib.crc32(identity.encode("utf-8"))])
+def identity_rng(seed: int, identity: str, stream: int = 0) -> np.random.Generator:
+    """Random generator that depends only on ``seed``, the identity's name and ``stream`` (0: the
+    train/test shuffle; 1: the choice of images under a per-identity cap)."""
+    key = [seed, zlib.crc32(identity.encode("utf-8"))]
+    return np.random.default_rng(key + [stream] if stream else key)
+
+
+#: How :func:`order_identities` sorts identities before counts and ratios take the first ones.
+IDENTITY_ORDERS: Tuple[str, ...] = ("name", "images")
+
+
+def order_identities(images: Mapping[str, Sequence[Path]], order: str) -> List[str]:
+    """Identity names in ``order``: "name" keeps the mapping's (natural) order; "images" puts the
+    identities with the most images first, ties in the mapping's order."""
+    names = list(images)
+    if order == "images":
+        rank = {n: i for i, n in enumerate(names)}
+        names.sort(key=lambda n: (-len(images[n]), rank[n]))
+    return names
+
+
+def cap_images(items: Sequence[Path], limit: Optional[int], seed: int, identity: str) -> List[Path]:
+    """At most ``limit`` of one identity's images (None: all), a seeded choice that depends only on
+    ``seed`` and the identity's name, kept in their original order."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    keep = np.sort(identity_rng(seed, identity, stream=1).choice(len(items), limit, replace=False))
+    return [items[i] for i in keep]
 
 
 def split_items(items: Sequence[Path], test_fraction: float, rng: np.random.Generator,

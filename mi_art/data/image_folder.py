@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ..validation import check_choice
 from .checks import (Crop, PathLike, check_channels, check_crop, check_image_size, check_loader_seed, check_name,
-                     check_root, check_test_fraction)
+                     check_optional_limit, check_root, check_test_fraction, preview)
 from .dataset import MIDataset
 from .decoding import image_dataset
-from .identities import IdentitySpec, check_identity_spec, natural_key, select_identities, split_identities
+from .identities import (IDENTITY_ORDERS, IdentitySpec, cap_images, check_identity_spec, natural_key,
+                         order_identities, select_identities, split_identities)
 
 #: File extensions (lower case) read by :func:`load_image_folder`; matching is case-insensitive.
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".pgm", ".ppm", ".pnm", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff",
@@ -33,13 +35,46 @@ def list_identities(root: Path) -> Dict[str, List[Path]]:
     return identities
 
 
-def check_options(*, private: Any, public: Any, image_size: Any, channels: Any, test_fraction: Any, crop: Any,
-                  seed: Any, name: Any) -> Tuple[int, Optional[int], float, Crop, int, Optional[str]]:
+def check_exclude(value: Any) -> Tuple[str, ...]:
+    """None, or a list of distinct image paths relative to the folder (``"identity/file.jpg"``)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"exclude must be None or a list of image paths relative to the folder, like "
+                         f"['Some_Person/Some_Person_0004.jpg'], got {value!r}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or item.count("/") != 1 or not all(item.split("/")):
+            raise ValueError(f"exclude[{i}] must be 'identity/file' (one identity folder, one file name), "
+                             f"got {item!r}")
+    repeated = sorted({v for v in value if value.count(v) > 1})
+    if repeated:
+        raise ValueError(f"exclude lists {preview(repeated)} more than once")
+    return tuple(value)
+
+
+def check_options(*, private: Any, public: Any, order: Any, max_per_identity: Any, exclude: Any, image_size: Any,
+                  channels: Any, test_fraction: Any, crop: Any, seed: Any, name: Any
+                  ) -> Tuple[str, Optional[int], Tuple[str, ...], int, Optional[int], float, Crop, int, Optional[str]]:
     """Check every option of :func:`load_image_folder` that can be checked without the data."""
     check_identity_spec("private", private)
     check_identity_spec("public", public, allow_none=True)
-    return (check_image_size(image_size), check_channels(channels), check_test_fraction(test_fraction),
-            check_crop(crop), check_loader_seed(seed), check_name(name))
+    return (check_choice("order", order, IDENTITY_ORDERS), check_optional_limit("max_per_identity", max_per_identity),
+            check_exclude(exclude), check_image_size(image_size), check_channels(channels),
+            check_test_fraction(test_fraction), check_crop(crop), check_loader_seed(seed), check_name(name))
+
+
+def _without(identities: Dict[str, List[Path]], exclude: Tuple[str, ...], folder: Path) -> Dict[str, List[Path]]:
+    """``identities`` less the images named in ``exclude``; every name must be one of its images.
+    An identity left with no image is dropped."""
+    if not exclude:
+        return identities
+    known = {f"{n}/{p.name}" for n, paths in identities.items() for p in paths}
+    missing = [e for e in exclude if e not in known]
+    if missing:
+        raise ValueError(f"exclude names images that are not in {folder}: {preview(missing)}")
+    gone = set(exclude)
+    kept = {n: [p for p in paths if f"{n}/{p.name}" not in gone] for n, paths in identities.items()}
+    return {n: paths for n, paths in kept.items() if paths}
 
 
 def load_image_folder(
@@ -47,6 +82,9 @@ def load_image_folder(
     *,
     private: IdentitySpec = 0.5,
     public: Optional[IdentitySpec] = None,
+    order: str = "name",
+    max_per_identity: Optional[int] = None,
+    exclude: Optional[Sequence[str]] = None,
     image_size: int = 32,
     channels: Optional[int] = None,
     test_fraction: float = 0.2,
@@ -73,6 +111,20 @@ def load_image_folder(
         The public identities: None for all identities that are not private; a count, or a ratio
         of all identities, taken in order from the non-private identities; or folder names
         (must not overlap ``private``).
+    order : {"name", "images"}, default "name"
+        The order in which a count or ratio takes identities: "name" (natural order of the folder
+        names) or "images" (the identities with the most images first, ties by name): with
+        ``private=50``, the 50 best-documented persons are private and the rest public, as the papers
+        choose CelebA's private identities. Labels follow this order.
+    max_per_identity : int, optional
+        At most this many images of any identity (private or public), chosen at random but
+        reproducibly (by ``seed`` and the identity's name), so that a few identities with hundreds
+        of images (LFW's George_W_Bush: 530) do not dominate training and test. ``order="images"``
+        ranks identities by their images before the cap.
+    exclude : list of str, optional
+        Images to leave out, as paths relative to ``root`` (``"identity/file.jpg"``): known label
+        errors, or one image of each near-duplicate pair (so that no pair is split between
+        train and test). A name that is not an image of the folder is an error.
     image_size : int, default 32
         Height and width of the output images.
     channels : {None, 1, 3}, default None
@@ -104,15 +156,17 @@ def load_image_folder(
         2 images, or an image cannot be read, has a mode that cannot be mapped to [0, 1] or is
         smaller than ``crop``.
     """
-    image_size, channels, test_fraction, crop, seed, name = check_options(
-        private=private, public=public, image_size=image_size, channels=channels, test_fraction=test_fraction,
-        crop=crop, seed=seed, name=name)
+    order, max_per_identity, exclude, image_size, channels, test_fraction, crop, seed, name = check_options(
+        private=private, public=public, order=order, max_per_identity=max_per_identity, exclude=exclude,
+        image_size=image_size, channels=channels, test_fraction=test_fraction, crop=crop, seed=seed, name=name)
     folder = check_root(root, "image")
     identities = list_identities(folder)
     if not identities:
         raise ValueError(f"image folder {folder} has no identity sub-folders with images "
                          f"({', '.join(IMAGE_EXTENSIONS)})")
-    private_names, public_names = select_identities(list(identities), private, public)
+    identities = _without(identities, exclude, folder)
+    private_names, public_names = select_identities(order_identities(identities, order), private, public)
+    identities = {n: cap_images(identities[n], max_per_identity, seed, n) for n in (*private_names, *public_names)}
     train_groups, test_groups = split_identities([identities[n] for n in private_names], private_names,
                                                  test_fraction, seed)
     public_groups = [identities[n] for n in public_names]
