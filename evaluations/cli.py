@@ -33,6 +33,12 @@ _TARGET_PRETRAIN_HELP = ("Epochs of pre-training the target on the public identi
                          "--target-epochs of fine-tuning every layer on the private ones; 0: from scratch.")
 _EVAL_PRETRAIN_HELP = ("Epochs of pre-training the evaluation model on the public identities before --eval-epochs "
                        "of fine-tuning on the private ones; 0: from scratch.")
+_JUDGES_HELP = ("Evaluation models trained from independent initialisations: every attack metric is their mean, "
+                "reported with the spread over judges (a single judge is itself a draw).")
+_MIN_AGREEMENT_HELP = ("Leave out of the ensemble, with a warning, every surrogate that agrees with the target on "
+                       "fewer held-out public images than this share (0: use every surrogate).")
+_REGULARISE_SURROGATES_HELP = ("Under LOMMA, every surrogate's logit loss gets its own p_reg regulariser, as the "
+                               "target's has (the paper regularises the target only: --no-regularise-surrogates).")
 _SURROGATE_PRETRAIN_HELP = ("Epochs of pre-training each surrogate on the public identities before distilling the "
                             "target into it (the paper's surrogates start from pre-trained weights); 0: from "
                             "random weights.")
@@ -235,6 +241,7 @@ def main() -> None:
 @click.option("--target-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True,
               help=_TARGET_PRETRAIN_HELP)
 @click.option("--eval-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True, help=_EVAL_PRETRAIN_HELP)
+@click.option("--judges", type=COUNT, default=1, show_default=True, help=_JUDGES_HELP)
 @click.option("--surrogate-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True,
               help=_SURROGATE_PRETRAIN_HELP)
 @click.option("--prior-steps", type=COUNT, default=300, show_default=True, help="GMI WGAN-GP generator steps.")
@@ -244,6 +251,10 @@ def main() -> None:
               default=("cnn-small", "cnn"), show_default=True, help="Surrogate architecture (repeatable).")
 @click.option("--surrogate-steps", type=COUNT, default=300, show_default=True,
               help="Distillation steps per surrogate (at most: it stops when the held-out KL stops falling).")
+@click.option("--min-surrogate-agreement", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help=_MIN_AGREEMENT_HELP)
+@click.option("--regularise-surrogates/--no-regularise-surrogates", default=True, show_default=True,
+              help=_REGULARISE_SURROGATES_HELP)
 @click.option("--miface-iterations", type=COUNT, default=300, show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of data split, models and priors.")
 @click.option("--attack-seed", type=SEED, default=0, show_default=True)
@@ -257,9 +268,11 @@ def main() -> None:
 def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...], attack: str, variant: str,
            iterations: int, n_reconstructions: int, identities: Optional[str], batch_size: int, target_arch: str,
            eval_arch: str,
-           target_epochs: int, eval_epochs: int, target_pretrain_epochs: int, eval_pretrain_epochs: int,
+           target_epochs: int, eval_epochs: int, target_pretrain_epochs: int, eval_pretrain_epochs: int, judges: int,
            surrogate_pretrain_epochs: int, prior_steps: int, kedmi_steps: int, surrogates: Tuple[str, ...],
-           surrogate_steps: int, miface_iterations: int, seed: int, attack_seed: int, device: str,
+           surrogate_steps: int, min_surrogate_agreement: float, regularise_surrogates: bool, miface_iterations: int,
+           seed: int, attack_seed: int,
+           device: str,
            out_dir: Optional[str], cache_dir: str, verbose: bool) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
     from mi_art.utils import write_atomic
@@ -282,12 +295,14 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     config = ExperimentConfig(
         dataset=dataset, data_root=data_root, data_options=options, target_arch=target_arch,
         target_epochs=target_epochs, eval_arch=eval_arch, eval_epochs=eval_epochs,
-        target_pretrain_epochs=target_pretrain_epochs, eval_pretrain_epochs=eval_pretrain_epochs,
+        target_pretrain_epochs=target_pretrain_epochs, eval_pretrain_epochs=eval_pretrain_epochs, judges=judges,
         surrogate_pretrain_epochs=surrogate_pretrain_epochs, attack=attack, variant=variant,
         iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size, prior_steps=prior_steps,
         identities=ids,
         kedmi_steps=kedmi_steps, surrogate_archs=tuple(surrogates), surrogate_steps=surrogate_steps,
-        miface_iterations=miface_iterations, seed=seed, attack_seed=attack_seed, device=device, verbose=verbose)
+        min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
+        miface_iterations=miface_iterations, seed=seed,
+        attack_seed=attack_seed, device=device, verbose=verbose)
     try:
         bench = Workbench(config, ArtifactCache(cache_dir))
         result = run_attack(bench)
@@ -302,7 +317,9 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
                              title=f"{attack.upper()} {variant} on {dataset}: Acc@1 {result['acc@1']:.2f}")
     fid = result["fid_eval_features"]
     acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"
-    click.echo(f"{attack}/{variant} on {dataset}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f} "
+    panel = "" if judges == 1 else (f" (mean of {judges} judges: "
+                                    + " / ".join(f"{a:.3f}" for a in result["acc@1_judges"]) + ")")
+    click.echo(f"{attack}/{variant} on {dataset}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}{panel} "
                f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
                f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
                f"target acc {result['target_test_accuracy']:.3f}, "
@@ -421,12 +438,17 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
               help=_EVAL_PRETRAIN_HELP + " [default: the grid's, else 0]")
 @click.option("--surrogate-pretrain-epochs", type=PRETRAIN_EPOCHS, default=None,
               help=_SURROGATE_PRETRAIN_HELP + " [default: the grid's, else 0]")
+@click.option("--judges", type=COUNT, default=None, help=_JUDGES_HELP + " [default: the grid's, else 1]")
 @click.option("--prior-steps", type=COUNT, default=None, help="GMI WGAN-GP generator steps.")
 @click.option("--kedmi-steps", type=COUNT, default=None, help="KEDMI GAN steps.")
 @click.option("--gan-width", type=COUNT, default=None)
 @click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
               help="Surrogate architecture for MA/LOMMA (repeatable).")
 @click.option("--surrogate-steps", type=COUNT, default=None)
+@click.option("--min-surrogate-agreement", type=click.FloatRange(0, 1), default=None,
+              help=_MIN_AGREEMENT_HELP + " [default: the grid's, else 0]")
+@click.option("--regularise-surrogates/--no-regularise-surrogates", default=None,
+              help=_REGULARISE_SURROGATES_HELP + " [default: the grid's, else on]")
 @click.option("--miface-iterations", type=COUNT, default=None)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Results folder [default: mi_art_runs/evaluate-<grid name>]. Rerunning into the same "
@@ -456,9 +478,9 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
              attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
              iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
-             target_pretrain_epochs, eval_pretrain_epochs, surrogate_pretrain_epochs, prior_steps, kedmi_steps,
+             target_pretrain_epochs, eval_pretrain_epochs, surrogate_pretrain_epochs, judges, prior_steps, kedmi_steps,
              gan_width, surrogates,
-             surrogate_steps, miface_iterations,
+             surrogate_steps, min_surrogate_agreement, regularise_surrogates, miface_iterations,
              out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
              device: Optional[str], dry_run: bool, verbose: bool, progress: bool) -> None:
@@ -488,8 +510,9 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
                        target_arch=target_arch, eval_arch=eval_arch, target_epochs=target_epochs,
                        eval_epochs=eval_epochs, target_pretrain_epochs=target_pretrain_epochs,
                        eval_pretrain_epochs=eval_pretrain_epochs, surrogate_pretrain_epochs=surrogate_pretrain_epochs,
-                       prior_steps=prior_steps, kedmi_steps=kedmi_steps,
+                       judges=judges, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
                        gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
+                       min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
                        miface_iterations=miface_iterations)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
                                                 seeds, seed_scope, budgets, base))

@@ -123,8 +123,8 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
     start = time.perf_counter()
     data = load_data(config.dataset, config.data_root, config.data_options)
     bench = Workbench(config, LockingArtifactCache(cache_dir), data=data)
-    target, evaluator = bench.target(), bench.evaluator()
-    result = run_attack(bench, target=target, evaluator=evaluator)
+    target, judges = bench.target(), bench.evaluators()
+    result = run_attack(bench, target=target, evaluator=judges)
     record = bench.defense_record or {}
     row: Dict[str, Any] = {
         "cell_id": cell.id, "dataset": config.dataset, "defense": config.defense,
@@ -134,7 +134,10 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
         "attack": result["attack"], "variant": result["variant"], "seed": config.attack_seed,
         "artifact_seed": config.seed,
         **{k: finite_or_none(result[k]) for k in ("acc@1", "acc@1_std", "acc@5", "acc@5_std", "knn_dist",
-                                                  "fid_eval_features", "seconds", "evaluator_test_accuracy")},
+                                                  "fid_eval_features", "seconds", "evaluator_test_accuracy",
+                                                  "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std",
+                                                  "fid_eval_features_judge_std")},
+        "n_judges": int(result["n_judges"]),
         "cell_seconds": time.perf_counter() - start,
         "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
         "iterations": result["iterations"],
@@ -285,7 +288,8 @@ def summary_line(row: Dict[str, Any]) -> str:
     row = normalise_row(row)
     eps = "" if row.get("epsilon") is None else f", eps {row['epsilon']:.2f}"
     return (f"{row['dataset']} {row['defense_label']} {row['attack']}/{row['variant']} seed {row['seed']}: "
-            f"Acc@1 {f(row['acc@1'])} +- {f(row['acc@1_std'])} (chance {f(row.get('chance@1'))}), "
+            f"Acc@1 {f(row['acc@1'])} +- {f(row['acc@1_std'])} (chance {f(row.get('chance@1'))}"
+            + (f"; judges +- {f(row.get('acc@1_judge_std'))}" if (row.get("n_judges") or 1) > 1 else "") + "), "
             f"Acc@5 {f(row['acc@5'])} (chance {f(row.get('chance@5'))}), KNN {f(row['knn_dist'])}, "
             f"FID {f(row['fid_eval_features'])}, natural acc {f(row['natural_accuracy'])}{eps}, "
             f"{row['cell_seconds']:.1f} s")

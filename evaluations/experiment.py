@@ -22,10 +22,10 @@ from mi_art.data import MIDataset, load_dataset
 from mi_art.models import ARCHITECTURES
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, eval_mode, resolve_device, seed_everything
-from mi_art.validation import check_choice, check_count, check_int, check_labels, check_seed
+from mi_art.validation import check_bool, check_choice, check_count, check_int, check_labels, check_number, check_seed
 
 from .cache import ArtifactCache
-from .metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy, topk_applicable
+from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
 
 ATTACKS = ("gmi", "kedmi", "miface")
@@ -36,6 +36,15 @@ KEDMI_INITS = ("gmi", "none")
 SURROGATE_DATA = ("public+prior", "public")
 #: share of the public images held out from distillation (early stopping, agreement reported).
 HELD_OUT_PUBLIC = 0.1
+#: The evaluation models' initialisation seeds are ``config.seed + JUDGE_SEED_OFFSET + j`` for judge ``j``:
+#: other draws than the target's (``config.seed``).
+JUDGE_SEED_OFFSET = 1000
+#: A surrogate that agrees with the target on fewer held-out public images than this is used with a warning:
+#: the ensemble then pulls the reconstructions towards what the target does not do. Public images show
+#: none of the target's identities, so agreement there is lower than on private images: on LFW (50
+#: identities) surrogates agreeing on 0.52 / 0.62 of public images (0.70 / 0.83 of private ones) lifted GMI
+#: from 0.55 to 0.77 Acc@1 (benchmarks/results/attack_variants_lfw.md).
+WEAK_SURROGATE_AGREEMENT = 0.5
 
 
 @dataclass
@@ -56,6 +65,9 @@ class ExperimentConfig:
     target_pretrain_epochs: int = 0
     #: The same for the evaluation model (``eval_epochs`` of fine-tuning after it); 0: from scratch.
     eval_pretrain_epochs: int = 0
+    #: Independently trained evaluation models (the same recipe from other initialisation seeds): every
+    #: attack metric is their mean, with the spread over judges beside it. One judge is itself a draw.
+    judges: int = 1
     augment: str = "shift"
     attack: str = "gmi"
     variant: str = "lomma"
@@ -74,6 +86,12 @@ class ExperimentConfig:
     #: Epochs of pre-training each surrogate on the public identities before distillation (the paper's
     #: surrogates start from pre-trained weights); 0 distils from random weights.
     surrogate_pretrain_epochs: int = 0
+    #: Surrogates that agree with the target on fewer held-out public images than this are left out of the
+    #: ensemble, each with a warning (0: every surrogate is used; one below WEAK_SURROGATE_AGREEMENT warns).
+    min_surrogate_agreement: float = 0.0
+    #: Under LOMMA, give every surrogate's logit loss its own p_reg regulariser (each surrogate's mean public
+    #: feature), as the target's has; False: the paper's form, the target's regulariser alone.
+    regularise_surrogates: bool = True
     miface_iterations: int = 300
     seed: int = 0
     attack_seed: int = 0
@@ -89,7 +107,7 @@ class ExperimentConfig:
                            *((f"surrogate_archs[{i}]", a) for i, a in enumerate(self.surrogate_archs))):
             check_choice(name, arch, sorted(ARCHITECTURES))
         for name in ("target_epochs", "eval_epochs", "iterations", "n_reconstructions", "batch_size",
-                     "prior_steps", "kedmi_steps", "surrogate_steps", "miface_iterations", "gan_width"):
+                     "prior_steps", "kedmi_steps", "surrogate_steps", "miface_iterations", "gan_width", "judges"):
             check_count(name, getattr(self, name))
         for name in ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs"):
             check_int(name, getattr(self, name), low=0, hint=" (0 trains from scratch)")
@@ -102,6 +120,8 @@ class ExperimentConfig:
         check_seed("attack_seed", self.attack_seed)
         check_choice("kedmi_init", self.kedmi_init, KEDMI_INITS)
         check_choice("surrogate_data", self.surrogate_data, SURROGATE_DATA)
+        check_number("min_surrogate_agreement", self.min_surrogate_agreement, low=0, high=1)
+        check_bool("regularise_surrogates", self.regularise_surrogates)
         if self.variant in ("ma", "lomma") and not self.surrogate_archs:
             raise ValueError(f"variant {self.variant!r} needs at least one surrogate architecture")
 
@@ -269,30 +289,37 @@ class Workbench:
     def evaluator_key(self) -> Dict[str, Any]:
         c = self.config
         key = {"data": self._data_key, "arch": c.eval_arch, "epochs": c.eval_epochs, "augment": c.augment,
-               "seed": c.seed + 1000}
+               "seed": c.seed + JUDGE_SEED_OFFSET}
         if c.eval_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
             key["pretrain_epochs"] = c.eval_pretrain_epochs
         return key
 
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split (after
-        ``config.eval_pretrain_epochs`` of pre-training on the public identities, when > 0)."""
-        model = self._from_recipe("evaluator", self.config.seed + 1000, "evaluator")
+        ``config.eval_pretrain_epochs`` of pre-training on the public identities, when > 0). The first
+        of :meth:`evaluators`."""
+        model = self._from_recipe("evaluator", self.config.seed + JUDGE_SEED_OFFSET, "evaluator")
         self._own_evaluators.add(model)
         return model
+
+    def evaluators(self) -> List[nn.Module]:
+        """The panel of ``config.judges`` evaluation models: :meth:`evaluator`, then the same recipe from
+        the next initialisation seeds (``config.seed + JUDGE_SEED_OFFSET + j``), each cached."""
+        first = self.config.seed + JUDGE_SEED_OFFSET
+        return [self.evaluator()] + [self.redraw("evaluator", first + j) for j in range(1, self.config.judges)]
 
     def redraw(self, kind: str, seed: int) -> nn.Module:
         """The target's (``kind="target"``) or the evaluation model's (``"evaluator"``) recipe trained from
         initialisation ``seed`` instead of the configured one (cached), to measure how much a result owes
         to the draw of that model. The configured seed (``config.seed``; the judge's is ``config.seed +
-        1000``) gives :meth:`target` / :meth:`evaluator` themselves; any other model is not the
+        JUDGE_SEED_OFFSET``) gives :meth:`target` / :meth:`evaluator` themselves; any other model is not the
         workbench's own, so priors, surrogates and p_reg made for it are keyed by its weights."""
         c = self.config
         kind, seed = check_choice("kind", kind, ("target", "evaluator")), check_int("seed", seed, low=0)
         if kind == "target" and c.defense != "none":
             raise ValueError(f"redraw('target') trains the undefended recipe; config.defense is "
                              f"{c.defense!r}: train that target with another config.seed instead")
-        if seed == (c.seed if kind == "target" else c.seed + 1000):
+        if seed == (c.seed if kind == "target" else c.seed + JUDGE_SEED_OFFSET):
             return self.target() if kind == "target" else self.evaluator()
         return self._from_recipe(kind, seed, f"{kind} seed {seed}")
 
@@ -431,9 +458,44 @@ class Workbench:
                  "agreement_private_test": top1_agreement(target, s, self.data.private_test.x)}
                 for arch, s in zip(self.config.surrogate_archs, surrogates)]
 
+    def checked_surrogates(self, target: nn.Module) -> Tuple[List[nn.Module], List[Dict[str, Any]], List[str]]:
+        """:meth:`surrogates` with their :meth:`surrogate_report`, less those whose agreement with the target
+        on held-out public images is below ``config.min_surrogate_agreement``. Returns ``(the surrogates
+        used, the report of all of them with "used" set, warnings)``: one warning per surrogate left out,
+        and one per surrogate used with an agreement below :data:`WEAK_SURROGATE_AGREEMENT`. Each warning
+        is also issued through :mod:`warnings`."""
+        import warnings
+
+        surrogates = self.surrogates(target)
+        report = self.surrogate_report(target, surrogates)
+        floor = self.config.min_surrogate_agreement
+        used, notes = [], []
+        for i, (model, row) in enumerate(zip(surrogates, report)):
+            agreement = row["agreement_public_heldout"]
+            row["used"] = agreement >= floor
+            what = f"surrogate {i} ({row['arch']}) agrees with the target on {agreement:.2f} of held-out public images"
+            if not row["used"]:
+                notes.append(f"{what}, below min_surrogate_agreement={floor:g}: it is left out of the ensemble")
+            else:
+                used.append(model)
+                if agreement < WEAK_SURROGATE_AGREEMENT:
+                    notes.append(f"weak surrogate: {what} (< {WEAK_SURROGATE_AGREEMENT:g}); the ensemble may pull the "
+                                 "reconstructions away from the target's identities. Distil it longer "
+                                 "(surrogate_steps) or leave it out (min_surrogate_agreement)")
+        if surrogates and not used:
+            notes.append("every surrogate is below min_surrogate_agreement: model augmentation ran on the target alone")
+        for note in notes:
+            warnings.warn(note, stacklevel=2)
+        return used, report, notes
+
     def p_reg(self, target: nn.Module) -> torch.Tensor:
         return self.cache.tensor("p-reg", {"target": self._key_of(target), "version": 3},
                                  lambda: estimate_p_reg(target, self.data.public.x))
+
+    def surrogate_p_reg(self, target: nn.Module, index: int, surrogate: nn.Module) -> torch.Tensor:
+        """The mean public feature of surrogate ``index`` (:meth:`surrogates`), for its own regulariser."""
+        return self.cache.tensor("p-reg", {"surrogate": self.surrogate_key(index, target), "version": 1},
+                                 lambda: estimate_p_reg(surrogate, self.data.public.x))
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -508,7 +570,13 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     """Run one attack variant and measure it. Returns the result record (metrics, timings, settings)
     with the reconstructions under ``"reconstructions"`` and their labels under ``"labels"``.
 
-    ``target`` and ``evaluator`` default to the workbench's; either may be a module or an ART estimator,
+    Every attack metric is judged by a panel of evaluation models (:func:`~mi_art.evaluations.metrics.judge_panel`):
+    ``"acc@1"``, ``"knn_dist"``, ... are means over the judges, ``"acc@1_judges"`` each judge's value and
+    ``"acc@1_judge_std"`` the spread over judges; ``"evaluator_test_accuracy"`` is the judges' mean held-out
+    accuracy (``"evaluator_test_accuracies"`` each judge's).
+
+    ``target`` defaults to the workbench's target, ``evaluator`` to its panel (:meth:`Workbench.evaluators`);
+    ``evaluator`` may also be one judge or a list of judges. Each may be a module or an ART estimator,
     which is used as it is (never re-wrapped: its preprocessing and input range stay). The workbench's
     data is in [0, 1] channels first: everything the attack does not see through the target estimator
     (priors, surrogates, p_reg, the judge, the accuracies) gets it mapped to each model's input space by
@@ -521,7 +589,11 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     seed = c.attack_seed if attack_seed is None else attack_seed
     dataclasses.replace(c, attack=attack, variant=variant).validate()
     target = target if target is not None else bench.target()
-    evaluator = evaluator if evaluator is not None else bench.evaluator()
+    judges = bench.evaluators() if evaluator is None else (list(evaluator) if isinstance(evaluator, (list, tuple))
+                                                            else [evaluator])
+    if not judges:
+        raise ValueError("evaluator is an empty list: give at least one evaluation model, or None for the "
+                         "workbench's panel")
     identities = np.arange(d.num_classes) if c.identities is None else check_labels(c.identities, d.num_classes,
                                                                                     "identities")
     estimator = wrap_target(target, d, bench.device)
@@ -532,18 +604,27 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         view that maps them to its input space (the one place: EstimatorModule)."""
         return model if isinstance(model, nn.Module) else as_module(model, what, unit_input=True)
 
-    unit_target, unit_judge = on_unit_images(target, "target"), on_unit_images(evaluator, "evaluator")
+    unit_target = on_unit_images(target, "target")
+    unit_judges = [on_unit_images(j, f"evaluator[{i}]") for i, j in enumerate(judges)]
+    unit_judge = unit_judges[0]  # judges the priors' quality
     extra: Dict[str, Any] = {}
+    notes: List[str] = []
     seed_everything(seed)
     start = time.perf_counter()
     if attack == "miface":
         recs, labels, rec_index = _run_miface(target_view, identities, c, d)
     else:
         use_lom, use_ma = variant in ("lom", "lomma"), variant in ("ma", "lomma")
-        surrogates = bench.surrogates(unit_target) if use_ma else []
+        surrogates: List[nn.Module] = []
+        surrogate_p_reg = None
+        if use_ma:
+            surrogates, extra["surrogates"], notes = bench.checked_surrogates(unit_target)
+            if use_lom and c.regularise_surrogates:
+                used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
+                surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
         kwargs: Dict[str, Any] = dict(identity_loss="logit" if use_lom else "ce",
                                       p_reg=bench.p_reg(unit_target) if use_lom else None,
-                                      surrogates=surrogates,
+                                      surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
                                       batch_size=c.batch_size, seed=seed, verbose=c.verbose)
         if attack == "gmi":
@@ -553,35 +634,26 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
             g, disc = bench.kedmi_prior(unit_target)
             cls = KEDMI
         extra["prior"] = bench.prior_report(f"{attack}-prior", unit_target, unit_judge)
-        if surrogates:
-            extra["surrogates"] = bench.surrogate_report(unit_target, surrogates)
         start = time.perf_counter()  # artifacts above are shared work, not attack time
         runner = cls(estimator, g, disc, **kwargs)
         recs = runner.infer(None, identities)
         labels, rec_index = runner.labels_, runner.reconstruction_index_
         if use_lom:
             extra["reg_weight"] = runner.reg_weight_
+            extra["reg_weights"] = runner.reg_weights_
     seconds = time.perf_counter() - start
     recs = target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
     priv = d.private_all()
-    acc = attack_accuracy(unit_judge, recs, labels, rec_index=rec_index, top_k=(1, 5))
-    for k in (1, 5):  # Acc@k with k >= the judge's classes is 1 by construction: not applicable
-        if not topk_applicable(k, acc["num_classes"]):
-            acc[f"acc@{k}"] = acc[f"acc@{k}_std"] = None
-    knn = knn_distance(unit_judge, recs, labels, priv.x, priv.y)
-    success = acc["per_sample_top1"]
-    real = priv.x[np.isin(priv.y, identities)]
-    fid = fid_eval_features(unit_judge, recs[success], real) if success.sum() >= 2 else None
+    panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5))
     target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
-    judge_accuracy = natural_accuracy(unit_judge, d.private_test.x, d.private_test.y)
+    judge_accuracies = [natural_accuracy(j, d.private_test.x, d.private_test.y) for j in unit_judges]
+    judge_accuracy = float(np.mean(judge_accuracies))
     return {
-        "dataset": d.name, "attack": attack, "variant": variant, "attack_seed": seed,
-        "acc@1": acc["acc@1"], "acc@1_std": acc["acc@1_std"], "acc@5": acc["acc@5"], "acc@5_std": acc["acc@5_std"],
-        "chance@1": acc["chance@1"], "chance@5": acc["chance@5"], "num_classes": acc["num_classes"],
-        "knn_dist": knn["knn_dist"], "fid_eval_features": fid,
+        "dataset": d.name, "attack": attack, "variant": variant, "attack_seed": seed, **panel,
         "target_test_accuracy": target_accuracy, "evaluator_test_accuracy": judge_accuracy,
+        "evaluator_test_accuracies": judge_accuracies,
         "warnings": weak_model_warnings(target_accuracy=target_accuracy, judge_accuracy=judge_accuracy,
-                                        n_classes=acc["num_classes"], defended=c.defense != "none"),
+                                        n_classes=panel["num_classes"], defended=c.defense != "none") + notes,
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
         "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
         "iterations": c.miface_iterations if attack == "miface" else c.iterations,

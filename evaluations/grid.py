@@ -19,6 +19,7 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     target_pretrain_epochs = 20              # pre-train on the public identities first (0: from
     eval_pretrain_epochs = 20                # scratch), for the target, the evaluation model
     surrogate_pretrain_epochs = 0            # and the surrogates (before distillation)
+    judges = 3                               # evaluation models per cell: metrics are their mean
 
     [[datasets]]
     name = "digits"                          # mi_art.data.DATASETS
@@ -62,7 +63,7 @@ BUDGET_KEYS: Tuple[str, ...] = (
     "target_arch", "target_epochs", "target_pretrain_epochs", "eval_arch", "eval_epochs", "eval_pretrain_epochs",
     "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
     "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
-    "surrogate_pretrain_epochs", "miface_iterations")
+    "surrogate_pretrain_epochs", "min_surrogate_agreement", "regularise_surrogates", "miface_iterations", "judges")
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
 ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
 _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
@@ -72,9 +73,10 @@ _DEFENSE_KEYS = ("name", "params")
 SEED_SCOPES = ("all", "attack")
 #: Keys of a cell's configuration left out of its id.
 _NOT_IN_ID = ("device", "verbose")
-#: Keys left out of a cell's id while they hold their default (0: off), so that adding them did not
-#: change the ids of the cells of existing grids (which would rerun every finished cell).
-_IN_ID_WHEN_SET = ZERO_OK_KEYS
+#: Keys left out of a cell's id while they hold their default (0: off; one judge), so that adding them
+#: did not change the ids of the cells of existing grids (which would rerun every finished cell).
+_IN_ID_WHEN_SET: Dict[str, Any] = {**{k: 0 for k in ZERO_OK_KEYS}, "judges": 1, "min_surrogate_agreement": 0.0,
+                                   "regularise_surrogates": True}
 
 
 class GridError(ValueError):
@@ -151,7 +153,7 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
 def cell_id(config: ExperimentConfig) -> str:
     """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded)."""
     d = {k: v for k, v in config.to_dict().items()
-         if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v == 0)}
+         if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v == _IN_ID_WHEN_SET[k])}
     return config_key(d)
 
 
@@ -392,7 +394,9 @@ def _check_budget(p: _Problems, name: str, key: str, value: Any) -> None:
         p.run(check_choice, name, value, choices)
         return
     default = getattr(ExperimentConfig(), key, None)
-    if key in ZERO_OK_KEYS:
+    if key == "min_surrogate_agreement":
+        p.run(check_number, name, value, low=0, high=1)
+    elif key in ZERO_OK_KEYS:
         p.run(check_int, name, value, low=0, hint=" (0: off)")
     elif isinstance(default, bool):
         p.run(check_bool, name, value)

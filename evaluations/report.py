@@ -124,6 +124,8 @@ def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return out
 
 PathLike = Union[str, Path]
+#: Metrics judged by every evaluation model of a cell (a spread over judges is reported for them).
+JUDGED = ("acc@1", "acc@5", "knn_dist", "fid_eval_features")
 METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
            ("acc@5", "Attack accuracy Acc@5", ".3f"),
            ("knn_dist", "KNN distance to the closest private image, evaluator features (lower = closer)", ".2f"),
@@ -169,6 +171,10 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
         for key in ("natural_accuracy", "epsilon", "acc@1", "acc@5", "chance@1", "chance@5", "knn_dist",
                     "fid_eval_features", "seconds"):
             agg[key], agg[key + "_std"], agg[key + "_n"] = _mean_std([r.get(key) for r in rs])
+        # the spread over judges: each cell's std over its judges, averaged over seeds
+        agg["n_judges"] = max(int(r.get("n_judges") or 1) for r in rs)
+        for key in JUDGED:
+            agg[key + "_judge_std"] = _mean_std([r.get(key + "_judge_std") for r in rs])[0]
         out.append(agg)
     return out
 
@@ -219,12 +225,11 @@ def _chance_note(k: int, rows: Sequence[Dict[str, Any]]) -> str:
     return f"Acc@{k}: " + "; ".join(parts) + "."
 
 
-def _fmt(mean: Optional[float], std: Optional[float], n: int, spec: str) -> str:
+def _fmt(mean: Optional[float], std: Optional[float], n: int, spec: str, judge_std: Optional[float] = None) -> str:
     if mean is None:
         return "n/a"
-    if n > 1:
-        return f"{mean:{spec}} ± {std:{spec}}"
-    return f"{mean:{spec}}"
+    text = f"{mean:{spec}} ± {std:{spec}}" if n > 1 else f"{mean:{spec}}"
+    return text if judge_std is None else f"{text} (judges ± {judge_std:{spec}})"
 
 
 def _pairs(aggs: Sequence[Dict[str, Any]]) -> List[Tuple[str, str]]:
@@ -252,9 +257,10 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                      f"{budgets['identities'][-1]})" if budgets.get("identities") else "") + "."]
     lines += ["", "Each value is the mean ± sample std over seeds (one value: a single seed). Natural accuracy "
               "is the target's test accuracy on held-out private images; epsilon is DP-SGD's (epsilon, delta) "
-              "from Opacus's accountant. Acc@1/Acc@5 are judged by the independent evaluation model and mean "
+              "from Opacus's accountant. Acc@1/Acc@5 are judged by independent evaluation models and mean "
               "something only above their chance level (given under each table; n/a: not applicable); FID is "
-              "computed on its features, not Inception's.", ""]
+              "computed on their features, not Inception's. Where several judges score each cell, a value is "
+              "their mean and \"(judges ± s)\" the std over judges, averaged over seeds.", ""]
     for dataset in dict.fromkeys(a["dataset"] for a in aggs):
         da = [a for a in aggs if a["dataset"] == dataset]
         dr = [r for r in rows if r["dataset"] == dataset]
@@ -264,7 +270,9 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
         if evals[0] is not None:
             classes = sorted({r["n_classes"] for r in dr if isinstance(r.get("n_classes"), int)})
             chance = "" if len(classes) != 1 else f" (chance {1 / classes[0]:.3f} with {classes[0]} classes)"
-            lines += [f"Evaluation model test accuracy: {_fmt(*evals, '.3f')}{chance}.", ""]
+            n_judges = max(int(r.get("n_judges") or 1) for r in dr)
+            what = "Evaluation model" if n_judges == 1 else f"Evaluation models' (mean of {n_judges} judges)"
+            lines += [f"{what} test accuracy: {_fmt(*evals, '.3f')}{chance}.", ""]
         warned = _dataset_warnings(dr)
         if warned:
             lines += ["**Warnings** (the attack numbers below mean little where these apply):", ""]
@@ -286,7 +294,8 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                 cells = [label, _fmt(*nat, ".3f"), "-" if eps[0] is None else _fmt(*eps, ".2f")]
                 for a, v in pairs:
                     match = [x for x in la if (x["attack"], x["variant"]) == (a, v)]
-                    cells.append(_fmt(match[0][key], match[0][key + "_std"], match[0][key + "_n"], spec)
+                    judge_std = match[0].get(key + "_judge_std") if match and match[0]["n_judges"] > 1 else None
+                    cells.append(_fmt(match[0][key], match[0][key + "_std"], match[0][key + "_n"], spec, judge_std)
                                  if match else "-")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")

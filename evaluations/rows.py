@@ -19,11 +19,13 @@ PathLike = Union[str, Path]
 TOP_K = (1, 5)
 
 #: Columns of a result row, in the order of results.csv. ``chance@k`` is the Acc@k of a judge guessing
-#: uniformly among its ``n_classes`` classes; ``acc@k`` is None (``n/a``) when ``k >= n_classes``.
+#: uniformly among its ``n_classes`` classes; ``acc@k`` is None (``n/a``) when ``k >= n_classes``. Attack
+#: metrics are means over the cell's ``n_judges`` evaluation models; ``*_judge_std`` their spread over judges.
 ROW_KEYS = ("cell_id", "dataset", "defense", "defense_params", "defense_label", "natural_accuracy", "epsilon",
             "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5", "acc@5_std",
             "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
-            "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "iterations")
+            "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "iterations",
+            "n_judges", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std")
 
 
 def finite_or_none(x: Any) -> Optional[float]:
@@ -87,5 +89,5 @@ def normalise_row(row: Dict[str, Any]) -> Dict[str, Any]:
         if out.get(f"chance@{k}") is None:
             out[f"chance@{k}"] = chance_level(k, n_classes)
         if not topk_applicable(k, n_classes):
-            out[f"acc@{k}"] = out[f"acc@{k}_std"] = None
+            out[f"acc@{k}"] = out[f"acc@{k}_std"] = out[f"acc@{k}_judge_std"] = None
     return out

@@ -478,3 +478,81 @@ def test_a_model_returning_nan_stops_the_attack_with_a_clear_error(cls, target_c
 
     with pytest.raises(NonFiniteError, match="NaN or infinite"):
         make(cls, target_clf, priors, surrogates=[_NaNModel()]).infer(None, np.arange(2))
+
+
+# --------------------------------------------------------------------------- every model regularised (surrogate_p_reg)
+
+
+@pytest.fixture(scope="module")
+def surrogate_p_reg(surrogates, digits):
+    return [M.estimate_p_reg(s, digits.public.x) for s in surrogates]
+
+
+def test_surrogate_p_reg_gives_every_model_its_own_regulariser_and_weight(target_clf, priors, surrogates, p_reg,
+                                                                           surrogate_p_reg):
+    """With surrogate_p_reg the objective is the mean over the models of each one's logit loss plus its own
+    ||p_m - p_reg_m||^2, each weight set so that the regulariser's gradient is REG_GRADIENT_RATIO times that
+    model's own identity gradient."""
+    from mi_art.attacks.base import REG_GRADIENT_RATIO
+    from mi_art.features import logits_and_features
+
+    models = (target_clf.model, *surrogates)
+    refs = (p_reg, *surrogate_p_reg)
+    attack = make(M.GMI, target_clf, priors, identity_loss="logit", p_reg=p_reg, surrogates=surrogates,
+                  surrogate_p_reg=surrogate_p_reg)
+    torch.manual_seed(0)
+    images, y = torch.rand(6, *IMAGE_SHAPE), torch.arange(6) % NUM_CLASSES
+    got = attack._identity_objective(attack._target_view(), images, y)
+
+    weights, terms = [], []
+    for model, ref in zip(models, refs):
+        x = images.clone().requires_grad_(True)
+        g_id = _grad_norm(_logit_losses([model], x, y)[0], x)
+        x = images.clone().requires_grad_(True)
+        g_reg = _grad_norm(((logits_and_features(model, x)[1] - ref) ** 2).mean(1), x)
+        weights.append(float(REG_GRADIENT_RATIO * g_id / g_reg))
+        with torch.no_grad():
+            logits, feats = logits_and_features(model, images)
+            terms.append(-logits.gather(1, y[:, None])[:, 0] + weights[-1] * ((feats - ref) ** 2).mean(1))
+    assert attack.reg_weights_ == pytest.approx(weights, rel=1e-4)
+    assert attack.reg_weight_ == pytest.approx(weights[0], rel=1e-4)
+    torch.testing.assert_close(got.detach(), torch.stack(terms).mean(0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cls", ATTACKS)
+def test_surrogate_p_reg_holds_the_surrogates_features_near_their_public_mean(cls, target_clf, priors, surrogates,
+                                                                            p_reg, surrogate_p_reg, attack_labels):
+    """Under the logit loss a surrogate's feature, left unregularised (the paper's form), grows away from its
+    public mean; its own regulariser holds it closer (same seed and weight, same everything else)."""
+    from mi_art.features import extract_features
+
+    dist = {}
+    # every model's term is averaged over the 3 models: weight 15 there is the target's weight 5 of the paper's
+    # form, plus the surrogates' own regularisers
+    for name, extra in (("target only", dict(reg_weight=5.0)),
+                        ("every model", dict(reg_weight=15.0, surrogate_p_reg=surrogate_p_reg))):
+        rec = make(cls, target_clf, priors, identity_loss="logit", p_reg=p_reg, surrogates=surrogates,
+                   iterations=80, seed=0, **extra).infer(None, attack_labels)
+        dist[name] = float(np.mean([((extract_features(s, torch.from_numpy(rec)) - ref) ** 2).mean().item()
+                                    for s, ref in zip(surrogates, surrogate_p_reg)]))
+    assert dist["every model"] < 0.9 * dist["target only"], dist
+
+
+@pytest.mark.parametrize("value,match", [
+    ("no p_reg", "give p_reg too"),
+    ("one", "surrogate_p_reg has 1 entries for 2 surrogates"),
+    ("short", r"surrogate_p_reg\[0\] has 3 values but surrogates\[0\]'s penultimate feature has 64"),
+    ("nan", r"surrogate_p_reg\[1\] contains NaN"),
+    ("not a list", "surrogate_p_reg must be a list"),
+])
+def test_surrogate_p_reg_is_validated(value, match, target_clf, priors, surrogates, p_reg, surrogate_p_reg):
+    refs = {"no p_reg": surrogate_p_reg, "one": surrogate_p_reg[:1], "short": [np.zeros(3), surrogate_p_reg[1]],
+            "nan": [surrogate_p_reg[0], surrogate_p_reg[1] * float("nan")], "not a list": 3.0}[value]
+    with pytest.raises(ValueError, match=match):
+        make(M.GMI, target_clf, priors, identity_loss="logit", p_reg=None if value == "no p_reg" else p_reg,
+             surrogates=surrogates, surrogate_p_reg=refs)
+
+
+def test_surrogates_none_is_a_clear_error(target_clf, priors):
+    with pytest.raises(ValueError, match="surrogates must be a list of models, got NoneType"):
+        make(M.GMI, target_clf, priors, surrogates=None)

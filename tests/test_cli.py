@@ -7,6 +7,7 @@ import torch
 from click.testing import CliRunner
 
 import mi_art.evaluations.experiment as experiment
+import mi_art.evaluations.metrics as metrics
 from mi_art.evaluations.cli import main
 from mi_art.data import load_digits_data
 from mi_art.features import last_linear
@@ -62,7 +63,7 @@ def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant, mo
     targets, evaluators, judged = [], [], []
     _recording(monkeypatch, experiment.Workbench, "target", targets)
     _recording(monkeypatch, experiment.Workbench, "evaluator", evaluators)
-    _recording(monkeypatch, experiment, "attack_accuracy", judged)
+    _recording(monkeypatch, metrics, "attack_accuracy", judged)
     out = tmp_path / "run"
     args = ["attack", "--dataset", "digits", "--attack", attack, "--variant", variant, "--out", str(out),
             "--cache-dir", cache_dir, "--miface-iterations", "5", *TINY]
@@ -129,9 +130,10 @@ def test_cached_artifacts_are_reused(tmp_path, monkeypatch):
     args = ["attack", "--out", str(tmp_path / "a"), "--cache-dir", str(cache), *TINY]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
-    # gmi/lomma: target and evaluator, the GMI prior, the two default surrogates, p_reg
+    # gmi/lomma: target and evaluator, the GMI prior, the two default surrogates, p_reg of the target and of
+    # each surrogate (every model's logit loss is regularised)
     assert counts == {"train_classifier": 2, "train_gmi_prior": 1, "train_kedmi_prior": 0, "distill_surrogate": 2,
-                      "estimate_p_reg": 1}
+                      "estimate_p_reg": 3}
     files = sorted(p.name for p in cache.iterdir())
     counts.update(dict.fromkeys(counts, 0))
     second = CliRunner().invoke(main, args[:2] + [str(tmp_path / "b")] + args[3:])

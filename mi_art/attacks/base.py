@@ -37,18 +37,37 @@ REG_GRADIENT_RATIO = 0.25
 CHECK_EVERY = 50
 
 
+def _feature_reference(name: str, value: Any, dim: Optional[int], whose: str) -> torch.Tensor:
+    """A mean public feature (``p_reg``) as a flat float tensor of ``dim`` finite values (any size when
+    ``dim`` is None)."""
+    p = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor)
+                        else value.detach().float()).flatten()
+    if dim is not None and p.numel() != dim:
+        raise ValueError(f"{name} has {p.numel()} values but {whose} penultimate feature has {dim}")
+    if not torch.isfinite(p).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return p
+
+
+def _linear_inputs(model: nn.Module) -> Optional[int]:
+    """The penultimate feature size of a model read at its last ``nn.Linear`` (None for another layer)."""
+    layer = penultimate_layer(model)
+    return layer.in_features if isinstance(layer, nn.Linear) else None
+
+
 class GANInversionAttack(InferenceAttack, abc.ABC):
     """Base class of the GAN-based model inversion attacks (not used directly)."""
 
     attack_params = InferenceAttack.attack_params + [
-        "identity_loss", "p_reg", "reg_weight", "surrogates", "iterations", "learning_rate",
+        "identity_loss", "p_reg", "reg_weight", "surrogates", "surrogate_p_reg", "iterations", "learning_rate",
         "n_reconstructions", "batch_size", "id_weight", "feature_layer", "output_index", "seed", "verbose",
     ]
     _estimator_requirements = (BaseEstimator, PyTorchEstimator, ClassifierMixin, ClassGradientsMixin)
 
     def __init__(self, estimator: Any, generator: nn.Module, discriminator: nn.Module, *,
                  identity_loss: str = "ce", p_reg: Any = None, reg_weight: Optional[float] = None,
-                 surrogates: Sequence[Any] = (), iterations: int = 2400, learning_rate: float = 0.02,
+                 surrogates: Sequence[Any] = (), surrogate_p_reg: Optional[Sequence[Any]] = None,
+                 iterations: int = 2400, learning_rate: float = 0.02,
                  n_reconstructions: int = 5, batch_size: int = 60, id_weight: float = 100.0,
                  feature_layer: Optional[str] = None, output_index: Any = None,
                  seed: Optional[int] = None, verbose: bool = True) -> None:
@@ -60,7 +79,9 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         self.identity_loss = identity_loss
         self.p_reg = p_reg
         self.reg_weight = reg_weight
-        self.surrogates = list(surrogates)
+        self.surrogates = list(surrogates) if isinstance(surrogates, (list, tuple)) else surrogates
+        self.surrogate_p_reg = (list(surrogate_p_reg) if isinstance(surrogate_p_reg, (list, tuple))
+                                else surrogate_p_reg)
         self.iterations = iterations
         self.learning_rate = learning_rate
         self.n_reconstructions = n_reconstructions
@@ -74,6 +95,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         self.reconstruction_index_: Optional[np.ndarray] = None
         self.target_confidence_: Optional[np.ndarray] = None
         self.reg_weight_: Optional[float] = None
+        self.reg_weights_: Optional[List[float]] = None
         self._check_params()
 
     # ------------------------------------------------------------------ ART contract
@@ -96,16 +118,21 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                                    enumerate(check_list("surrogates", self.surrogates, item="model"))]
         self._p_reg_tensor = None
         if self.p_reg is not None:
-            p_reg = self.p_reg
-            p = torch.as_tensor(np.asarray(p_reg, dtype=np.float32) if not isinstance(p_reg, torch.Tensor)
-                                else p_reg.detach().float()).flatten()
             self._feature_module = penultimate_layer(self.estimator.model, layer_name)
-            feat_dim = self._feature_dim(self._feature_module)
-            if p.numel() != feat_dim:
-                raise ValueError(f"p_reg has {p.numel()} values but the target's penultimate feature has {feat_dim}")
-            if not torch.isfinite(p).all():
-                raise ValueError("p_reg contains NaN or infinite values")
-            self._p_reg_tensor = p
+            self._p_reg_tensor = _feature_reference("p_reg", self.p_reg, self._feature_dim(self._feature_module),
+                                                    "the target's")
+        self._surrogate_p_reg = None
+        if self.surrogate_p_reg is not None:
+            refs = check_list("surrogate_p_reg", self.surrogate_p_reg, item="feature reference")
+            if self.p_reg is None:
+                raise ValueError("surrogate_p_reg regularises the surrogates as p_reg regularises the target: "
+                                 "give p_reg too, or leave surrogate_p_reg out")
+            if len(refs) != len(self._surrogate_modules):
+                raise ValueError(f"surrogate_p_reg has {len(refs)} entries for {len(self._surrogate_modules)} "
+                                 "surrogates: give one per surrogate, in the same order")
+            self._surrogate_p_reg = [
+                _feature_reference(f"surrogate_p_reg[{i}]", ref, _linear_inputs(s), f"surrogates[{i}]'s")
+                for i, (ref, s) in enumerate(zip(refs, self._surrogate_modules))]
 
     def _target_view(self) -> EstimatorModule:
         """The target as the attack sees it (:class:`~mi_art.utils.EstimatorModule`): images in the unit
@@ -142,7 +169,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             raise ValueError("y is required: the identities (class indices) to reconstruct")
         labels = self._check_labels(y)
         seed_everything(self.seed)
-        self.reg_weight_ = None
+        self.reg_weight_, self.reg_weights_ = None, None
         target = self._target_view()
         saved = self._freeze()
         try:
@@ -224,22 +251,28 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             module.training = training
 
     def _identity_objective(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-sample identity loss: the mean over target and surrogates of the CE or logit loss, plus
-        ``reg_weight_ * ||p - p_reg||^2`` (the target's penultimate feature ``p``, mean over dimensions)
-        when ``p_reg`` is given. ``reg_weight_`` is ``reg_weight``, or when that is None the weight
-        calibrated on the first images (see :meth:`_calibrate_reg_weight`)."""
+        """Per-sample identity loss over the model set (the target, then the surrogates).
+
+        Without ``p_reg``: the mean over the models of their CE or logit loss. With ``p_reg`` only (the
+        paper's form): that mean plus ``reg_weight_ * ||p - p_reg||^2`` on the target's penultimate feature
+        ``p`` (mean over dimensions). With ``surrogate_p_reg`` too: the mean over the models of each one's
+        logit loss plus its own regulariser, each model's weight in ``reg_weights_``. The weights are
+        ``reg_weight``, or when that is None calibrated on the first images (:meth:`_calibrate_reg_weights`)."""
         x = target.from_unit(images)
         if self._p_reg_tensor is None:  # no feature needed: any head works, nn.Linear or not
-            logits = target(x)
-        else:
-            logits, feats = logits_and_features(target, x, self._feature_module)
-        loss = self._ensemble_identity_loss(logits, images, labels)
-        if self._p_reg_tensor is not None:
-            if self.reg_weight_ is None:
-                self.reg_weight_ = (float(self.reg_weight) if self.reg_weight is not None
-                                    else self._calibrate_reg_weight(target, images, labels))
-            loss = loss + self.reg_weight_ * feature_regulariser(feats, self._p_reg_tensor)
-        return loss
+            return self._ensemble_identity_loss(target(x), images, labels)
+        logits, feats = logits_and_features(target, x, self._feature_module)
+        if self.reg_weights_ is None:
+            self.reg_weights_ = self._calibrate_reg_weights(target, images, labels)
+            self.reg_weight_ = self.reg_weights_[0]
+        target_term = self.reg_weight_ * feature_regulariser(feats, self._p_reg_tensor)
+        if self._surrogate_p_reg is None:
+            return self._ensemble_identity_loss(logits, images, labels) + target_term
+        terms = [identity_loss(logits, labels, self.identity_loss) + target_term]
+        for s, ref, weight in zip(self._surrogate_modules, self._surrogate_p_reg, self.reg_weights_[1:]):
+            s_logits, s_feats = logits_and_features(s, s.from_unit(images))
+            terms.append(identity_loss(s_logits, labels, self.identity_loss) + weight * feature_regulariser(s_feats, ref))
+        return torch.stack(terms).mean(0)
 
     def _ensemble_identity_loss(self, logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-sample mean over target (its ``logits``) and surrogates (on unit-space ``images``) of the
@@ -248,25 +281,43 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         losses += [identity_loss(s(s.from_unit(images)), labels, self.identity_loss) for s in self._surrogate_modules]
         return torch.stack(losses).mean(0)
 
-    def _calibrate_reg_weight(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """The weight at which the regulariser's mean input-gradient norm is ``REG_GRADIENT_RATIO`` times
-        that of the identity loss (the mean over target and surrogates) on ``images``.
+    def _calibrate_reg_weights(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> List[float]:
+        """The regularisers' weights: ``reg_weight`` for every model when it is set; else, on ``images``, the
+        weight at which a regulariser's mean input-gradient norm is ``REG_GRADIENT_RATIO`` times that of
+        the identity loss it balances: the ensemble's mean identity loss for the target's regulariser in
+        the paper's form, each model's own identity loss when every model is regularised
+        (``surrogate_p_reg``). Target first, then the surrogates.
 
         The paper's weight of 1 belongs to its target, whose feature passes through BatchNorm1d; on a
         plain ReLU feature the same weight gives a regulariser whose gradient is 2x the identity
         gradient (AT&T faces), and under model augmentation the mean identity gradient of models that
         disagree shrinks (to 0.66x the target's) while the regulariser's does not. Fixing the ratio of
         the two gradients instead of the weight keeps LOM's balance for any feature scale and under MA."""
+        n_models = 1 + (len(self._surrogate_modules) if self._surrogate_p_reg is not None else 0)
+        if self.reg_weight is not None:
+            return [float(self.reg_weight)] * n_models
         xg = images.detach().requires_grad_(True)
         logits, feats = logits_and_features(target, target.from_unit(xg), self._feature_module)
-        g_id, = torch.autograd.grad(self._ensemble_identity_loss(logits, xg, labels).sum(), xg, retain_graph=True)
-        g_reg, = torch.autograd.grad(feature_regulariser(feats, self._p_reg_tensor).sum(), xg)
-        id_norm = g_id.flatten(1).norm(dim=1).mean()
-        reg_norm = g_reg.flatten(1).norm(dim=1).mean()
-        if not torch.isfinite(id_norm) or not torch.isfinite(reg_norm) or reg_norm <= 0:
-            raise ValueError("reg_weight=None could not be calibrated: the regulariser has no gradient on the "
-                             "prior's samples (p_reg equals their features?); pass reg_weight explicitly")
-        return float(REG_GRADIENT_RATIO * id_norm / reg_norm)
+        if self._surrogate_p_reg is None:
+            pairs = [(self._ensemble_identity_loss(logits, xg, labels), feats, self._p_reg_tensor)]
+        else:
+            pairs = [(identity_loss(logits, labels, self.identity_loss), feats, self._p_reg_tensor)]
+            for s, ref in zip(self._surrogate_modules, self._surrogate_p_reg):
+                s_logits, s_feats = logits_and_features(s, s.from_unit(xg))
+                pairs.append((identity_loss(s_logits, labels, self.identity_loss), s_feats, ref))
+        weights = []
+        for i, (id_loss, model_feats, ref) in enumerate(pairs):
+            g_id, = torch.autograd.grad(id_loss.sum(), xg, retain_graph=True)
+            g_reg, = torch.autograd.grad(feature_regulariser(model_feats, ref).sum(), xg, retain_graph=True)
+            id_norm = g_id.flatten(1).norm(dim=1).mean()
+            reg_norm = g_reg.flatten(1).norm(dim=1).mean()
+            if not torch.isfinite(id_norm) or not torch.isfinite(reg_norm) or reg_norm <= 0:
+                whose = "p_reg" if i == 0 else f"surrogate_p_reg[{i - 1}]"
+                raise ValueError(f"reg_weight=None could not be calibrated: the regulariser of {whose} has no "
+                                 "gradient on the prior's samples (the reference equals their features?); pass "
+                                 "reg_weight explicitly")
+            weights.append(float(REG_GRADIENT_RATIO * id_norm / reg_norm))
+        return weights
 
     def _objective(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    prior: torch.Tensor, iteration: int = 0) -> torch.Tensor:

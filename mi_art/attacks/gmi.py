@@ -42,6 +42,12 @@ class GMI(GANInversionAttack):
     :param surrogates: Models distilled from the target (:func:`mi_art.distill_surrogate`), ART
         estimators or torch modules (a bare module takes [0, 1] NCHW images); the identity loss is
         averaged over target and surrogates.
+    :param surrogate_p_reg: One mean public feature per surrogate (:func:`mi_art.estimate_p_reg` of each
+        surrogate, read at its last ``nn.Linear``), with ``p_reg``: every surrogate's logit loss then gets
+        its own regulariser, as the target's does, each weight calibrated to that model's own identity
+        gradient (``reg_weights_``). The paper regularises the target alone; a surrogate's logit,
+        distilled with a KL that fixes only differences of logits, is then free to grow with its feature
+        norm (docs/methods.md: measured on LFW). None: the paper's form.
     :param feature_layer: Name (in ``estimator.model.named_modules()``) of the module whose input is
         the penultimate feature; default the last ``nn.Linear``. Needed only with ``p_reg``.
     :param output_index: Where the logits are in a model returning a tuple (a position) or a dict (a key).
@@ -49,13 +55,15 @@ class GMI(GANInversionAttack):
 
     def __init__(self, estimator: Any, generator: nn.Module, discriminator: nn.Module, *,
                  identity_loss: str = "ce", p_reg: Any = None, reg_weight: Optional[float] = None,
-                 surrogates: Sequence[Any] = (), iterations: int = 2400, learning_rate: float = 0.02,
+                 surrogates: Sequence[Any] = (), surrogate_p_reg: Optional[Sequence[Any]] = None,
+                 iterations: int = 2400, learning_rate: float = 0.02,
                  n_reconstructions: int = 5, batch_size: int = 60, id_weight: float = 100.0,
                  momentum: float = 0.9, feature_layer: Optional[str] = None, output_index: Any = None,
                  seed: Optional[int] = None, verbose: bool = True) -> None:
         self.momentum = momentum
         super().__init__(estimator, generator, discriminator, identity_loss=identity_loss, p_reg=p_reg,
-                         reg_weight=reg_weight, surrogates=surrogates, iterations=iterations,
+                         reg_weight=reg_weight, surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
+                         iterations=iterations,
                          learning_rate=learning_rate, n_reconstructions=n_reconstructions,
                          batch_size=batch_size, id_weight=id_weight, feature_layer=feature_layer,
                          output_index=output_index, seed=seed, verbose=verbose)

@@ -36,6 +36,8 @@ class KEDMI(GANInversionAttack):
     :param reg_weight: None (default) calibrates it to the identity loss's gradient, a number fixes it
         (see :class:`mi_art.GMI`); the weight used is ``reg_weight_`` after ``infer``.
     :param surrogates: Models distilled from the target, ART estimators or torch modules.
+    :param surrogate_p_reg: One mean public feature per surrogate, with ``p_reg``: each surrogate's logit
+        loss gets its own regulariser (see :class:`mi_art.GMI`); None: the paper's form (the target's only).
     :param feature_layer: Name of the module whose input is the penultimate feature (default: the
         last ``nn.Linear``); needed only with ``p_reg``.
     :param output_index: Where the logits are in a tuple (position) or dict (key) output.

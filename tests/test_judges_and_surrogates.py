@@ -1,0 +1,141 @@
+"""A panel of judges is averaged, and surrogates are never left out, nor used weak, without a warning."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import mi_art as M
+from mi_art.evaluations import experiment as E
+from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.metrics import attack_accuracy, judge_panel, knn_distance, natural_accuracy
+
+TINY = dict(dataset="digits", target_epochs=2, eval_epochs=2, prior_steps=2, kedmi_steps=1, gan_width=8,
+            iterations=2, n_reconstructions=2, surrogate_steps=1, augment="none")
+
+
+def test_the_panel_is_the_mean_of_its_judges(target, eval_model, digits):
+    """Every metric of judge_panel is the mean of the judges' own, its spread their population std; judges that
+    disagree are not replaced by the first one."""
+    x = np.random.default_rng(0).uniform(0, 1, (40, 1, 8, 8)).astype(np.float32)
+    x[:20] = digits.private_test.x[:20]
+    y = np.tile(np.arange(5), 8)
+    rounds = np.repeat(np.arange(2), 20)
+    priv = digits.private_all()
+    judges = [eval_model, target]
+    panel = judge_panel(judges, x, y, priv.x, priv.y, rec_index=rounds, top_k=(1, 3))
+    acc = [attack_accuracy(j, x, y, rec_index=rounds, top_k=(1, 3)) for j in judges]
+    knn = [knn_distance(j, x, y, priv.x, priv.y)["knn_dist"] for j in judges]
+    assert acc[0]["acc@1"] != acc[1]["acc@1"]  # the judges disagree, so the mean is not either one
+    assert panel["n_judges"] == 2
+    assert panel["acc@1_judges"] == [a["acc@1"] for a in acc]
+    assert panel["acc@1"] == pytest.approx(np.mean([a["acc@1"] for a in acc]))
+    assert panel["acc@1_judge_std"] == pytest.approx(np.std([a["acc@1"] for a in acc]))
+    assert panel["acc@3"] == pytest.approx(np.mean([a["acc@3"] for a in acc]))
+    assert panel["acc@1_std"] == pytest.approx(np.mean([a["acc@1_std"] for a in acc]))
+    assert panel["knn_dist"] == pytest.approx(np.mean(knn)) and panel["knn_dist_judges"] == pytest.approx(knn)
+    assert panel["chance@1"] == pytest.approx(0.2) and panel["num_classes"] == 5
+    single = judge_panel(eval_model, x, y, priv.x, priv.y, rec_index=rounds, top_k=(1, 5))
+    assert single["acc@1"] == acc[0]["acc@1"] and single["acc@1_judge_std"] == 0.0
+    assert single["acc@5"] is None  # k >= K: not applicable
+
+
+def test_the_panel_refuses_judges_of_other_classes(eval_model, digits):
+    other = M.make_classifier("cnn", 1, 7, 8)
+    priv = digits.private_all()
+    with pytest.raises(ValueError, match=r"judges\[1\] has 7 classes, judges\[0\] 5"):
+        judge_panel([eval_model, other], digits.private_test.x[:10], digits.private_test.y[:10], priv.x, priv.y)
+    with pytest.raises(ValueError, match="judges is empty"):
+        judge_panel([], digits.private_test.x[:10], digits.private_test.y[:10], priv.x, priv.y)
+
+
+def test_run_attack_is_judged_by_the_workbench_panel(digits, tmp_path):
+    """config.judges evaluation models of one recipe from consecutive seeds; the record's metrics are their means."""
+    bench = E.Workbench(E.ExperimentConfig(attack="gmi", variant="baseline", judges=3, **TINY), ArtifactCache(tmp_path),
+                        data=digits)
+    judges = bench.evaluators()
+    assert len(judges) == 3 and judges[0] is not judges[1]
+    assert not torch.equal(judges[0].fc.weight, judges[1].fc.weight)
+    torch.testing.assert_close(judges[2].fc.weight, bench.redraw("evaluator", bench.config.seed + 1002).fc.weight)
+    result = E.run_attack(bench)
+    test = digits.private_test
+    assert result["n_judges"] == 3 and len(result["acc@1_judges"]) == 3
+    assert result["acc@1"] == pytest.approx(np.mean(result["acc@1_judges"]))
+    assert result["knn_dist"] == pytest.approx(np.mean(result["knn_dist_judges"]))
+    accuracies = [natural_accuracy(j, test.x, test.y) for j in judges]
+    assert result["evaluator_test_accuracies"] == pytest.approx(accuracies)
+    assert result["evaluator_test_accuracy"] == pytest.approx(np.mean(accuracies))
+    per_judge = [attack_accuracy(j, result["reconstructions"], result["labels"])["acc@1"] for j in judges]
+    assert result["acc@1_judges"] == pytest.approx(per_judge)
+
+
+def _with_agreements(monkeypatch, agreements):
+    """Make Workbench.surrogate_report report these held-out public agreements, one per surrogate."""
+    real = E.Workbench.surrogate_report
+
+    def report(self, target, surrogates):
+        rows = real(self, target, surrogates)
+        for row, agreement in zip(rows, agreements):
+            row["agreement_public_heldout"] = agreement
+        return rows
+
+    monkeypatch.setattr(E.Workbench, "surrogate_report", report)
+
+
+def _spy_surrogates(monkeypatch):
+    seen = []
+    real_init = M.GMI.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(list(kwargs["surrogates"]))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(M.GMI, "__init__", spy)
+    return seen
+
+
+def test_a_surrogate_below_min_agreement_is_left_out_with_a_warning(digits, tmp_path, monkeypatch):
+    config = E.ExperimentConfig(attack="gmi", variant="ma", surrogate_archs=("cnn-small", "cnn"),
+                                min_surrogate_agreement=0.5, **TINY)
+    bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
+    _with_agreements(monkeypatch, [0.9, 0.3])
+    seen = _spy_surrogates(monkeypatch)
+    with pytest.warns(UserWarning, match=r"surrogate 1 \(cnn\) agrees with the target on 0.30 .* left out"):
+        result = E.run_attack(bench)
+    kept = bench.surrogates(bench.target())[0].state_dict()  # the first one, cnn-small
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert seen[0][0].state_dict().keys() == kept.keys()
+    assert all(torch.equal(v, kept[k]) for k, v in seen[0][0].state_dict().items())
+    assert [s["used"] for s in result["surrogates"]] == [True, False]
+    assert any("surrogate 1 (cnn)" in w and "left out" in w for w in result["warnings"])
+
+    _with_agreements(monkeypatch, [0.2, 0.3])
+    with pytest.warns(UserWarning, match="model augmentation ran on the target alone"):
+        result = E.run_attack(bench)
+    assert seen[-1] == [] and [s["used"] for s in result["surrogates"]] == [False, False]
+
+
+def test_a_weak_surrogate_is_used_with_a_warning_and_a_good_one_without(digits, tmp_path, monkeypatch):
+    config = E.ExperimentConfig(attack="gmi", variant="ma", surrogate_archs=("cnn-small",), **TINY)
+    bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
+    seen = _spy_surrogates(monkeypatch)
+    _with_agreements(monkeypatch, [E.WEAK_SURROGATE_AGREEMENT - 0.05])
+    with pytest.warns(UserWarning, match=r"weak surrogate: surrogate 0 \(cnn-small\) agrees with the target on 0.45"):
+        result = E.run_attack(bench)
+    assert len(seen[-1]) == 1 and result["surrogates"][0]["used"]
+    assert any(w.startswith("weak surrogate") for w in result["warnings"])
+
+    _with_agreements(monkeypatch, [E.WEAK_SURROGATE_AGREEMENT + 0.05])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        result = E.run_attack(bench)
+    assert len(seen[-1]) == 1 and not any("surrogate" in w for w in result["warnings"])
+
+
+def test_min_surrogate_agreement_is_validated():
+    with pytest.raises(ValueError, match="min_surrogate_agreement"):
+        E.ExperimentConfig(min_surrogate_agreement=1.5).validate()
+    with pytest.raises(ValueError, match="judges"):
+        E.ExperimentConfig(judges=0).validate()
