@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _att_faces import DEFAULT_ROOT, REPO, att_faces_config
+from _settings import DEFAULT_ROOT, REPO, att_faces_config
 
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import Workbench, public_record, run_attack

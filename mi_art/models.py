@@ -254,6 +254,9 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
                                      feature_dim=64),
     "mlp": lambda c, k, s: MLP(c, k, s),
     "resnet": lambda c, k, s: ResNet(c, k, s),
+    # face targets and judges: four stages of basic blocks from 32 channels (half of torchvision's widths)
+    "resnet10": lambda c, k, s: ResNet(c, k, s, width=32, blocks_per_stage=(1, 1, 1, 1)),
+    "resnet18": lambda c, k, s: ResNet(c, k, s, width=32, blocks_per_stage=(2, 2, 2, 2)),
     "vgg16bn": lambda c, k, s: VGG16BN(c, k, s),
     "ir18": lambda c, k, s: IRNet(c, k, s, depth=18),
     "ir50": lambda c, k, s: IRNet(c, k, s, depth=50),

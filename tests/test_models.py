@@ -10,7 +10,7 @@ from torch import nn
 import mi_art as M
 from mi_art.features import extract_features, last_linear, logits_and_features
 
-SMALL_ARCHS = ["cnn", "cnn-wide", "cnn-small", "mlp", "resnet"]
+SMALL_ARCHS = ["cnn", "cnn-wide", "cnn-small", "mlp", "resnet", "resnet10", "resnet18"]
 BIG_ARCHS = ["vgg16bn", "ir18", "ir50", "ir152", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2"]
 
 
