@@ -66,9 +66,9 @@ def lfw_config(data_root: str, **overrides: Any) -> ExperimentConfig:
 
 #: Each benchmark: its data folder and its configuration.
 BENCHMARKS: Dict[str, Dict[str, Any]] = {
-    "att": {"root": DEFAULT_ROOT, "config": att_faces_config, "title": "AT&T faces 32x32, private s1-s20"},
+    "att": {"root": DEFAULT_ROOT, "config": att_faces_config, "title": "AT&T faces, grey, private s1-s20"},
     "lfw": {"root": LFW_ROOT, "config": lfw_config,
-            "title": "LFW 32x32 colour, private: the 50 persons with the most images (30 at most each)"},
+            "title": "LFW, colour, private: the 50 persons with the most images (30 at most each)"},
 }
 
 

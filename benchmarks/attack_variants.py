@@ -6,6 +6,8 @@ private, 30 images at most each, the other 108 persons public, 32x32 colour), th
 claims are made. The target, the evaluation models, the GAN priors and the surrogates are trained once
 (cached under --cache-dir) and reused by every method and seed. Each method runs with several attack
 seeds, and every reconstruction is judged by ``--judges`` independently trained evaluation models. The
+cache is locked per artifact, so processes that split the methods (``--methods``, each with its own
+``--out``, merged with ``--also``) share it and train each artifact once. The
 table gives, for Acc@1, Acc@5 (by the judges) and KNN distance (squared L2 in a judge's feature space),
 the mean over seeds and judges, the std over attack seeds (of the judges' mean) and the std over judges
 (of the seeds' mean); and attack seconds per reconstruction. Finished cells are stored in --out
@@ -28,7 +30,7 @@ import torch
 
 from _settings import BENCHMARKS, REPO, benchmark_config
 
-from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.utils import write_atomic
 
@@ -47,6 +49,8 @@ def main() -> None:
                         help="att: AT&T faces, the quick look; lfw: LFW, the harder benchmark (default att)")
     parser.add_argument("--data-root", default=None, help="the benchmark's data folder (default ../shared/data/...)")
     parser.add_argument("--quick", action="store_true", help="small budgets: a first look in minutes")
+    parser.add_argument("--image-size", type=int, default=None, help="side of the images (default: the benchmark's, "
+                                                                     "32; LFW takes up to 64)")
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
     parser.add_argument("--judges", type=int, default=None, help="evaluation models per reconstruction (default 3; "
                                                                  "quick 1)")
@@ -89,13 +93,16 @@ def main() -> None:
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     config = benchmark_config(args.benchmark, args.data_root, **overrides)
-    suffix = ("" if args.benchmark == "att" else f"-{args.benchmark}") + ("-quick" if q else "")
+    if args.image_size is not None:
+        config.data_options = {**config.data_options, "image_size": args.image_size}
+    suffix = (("" if args.benchmark == "att" else f"-{args.benchmark}") + ("-quick" if q else "")
+              + ("" if args.image_size is None else f"-{args.image_size}px"))
     out = Path(args.out or REPO / "mi_art_runs" / f"attack_variants{suffix}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
 
     start = time.perf_counter()
-    bench = Workbench(config, ArtifactCache(args.cache_dir))
+    bench = Workbench(config, LockingArtifactCache(args.cache_dir))
     target, judges = bench.target(), bench.evaluators()
     print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
           f"{bench.data.num_classes} identities, {len(bench.data.public)} public images; "
@@ -129,8 +136,15 @@ def main() -> None:
                   f"{record['seconds_per_reconstruction']:.3f} s/rec  (artifacts {prep:.0f}s)", flush=True)
     merged = dict(done)
     for extra in args.also:
+        if not Path(extra).is_file():
+            print(f"(no result file {extra}: its rows are missing)")
+            continue
         merged.update(json.loads(Path(extra).read_text()))
-    print_table(merged, config, BENCHMARKS[args.benchmark]["title"], out)
+    if not merged:
+        print("no finished cells yet")
+        return
+    size = config.data_options["image_size"]
+    print_table(merged, config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", out)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 
@@ -175,7 +189,8 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
           f"{config.n_reconstructions} reconstructions per identity. Each metric: mean, +- std over attack seeds, "
           f"[std over judges]")
     header = (f"| {'method':<12} | {'seeds':>5} | {'Acc@1':>23} | {'Acc@5':>23} | {'KNN dist':>24} | {'s / rec':>7} "
-              f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} |")
+              f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} "
+              f"| {'feature norm / public (T, S...)':<31} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for _, _, name in METHODS:
@@ -195,12 +210,18 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
                               + ("" if s.get("used", True) else " (dropped)")
                               for s in rows[0].get("surrogates") or []) or "-"
         sec = float(np.mean([r["seconds_per_reconstruction"] for r in rows]))
+        norms = [[n["reconstructions"] / n["public"] if n else np.nan for n in r.get("feature_norms") or []]
+                 for r in rows]
+        same_models = norms and norms[0] and len({len(n) for n in norms}) == 1
+        norm_text = ", ".join(f"{v:.2f}" for v in np.nanmean(np.array(norms, dtype=float), 0)) if same_models else "-"
         print(f"| {name:<12} | {len(rows):>5} | {cell('acc@1'):>23} | {cell('acc@5'):>23} | {cell('knn_dist', '.1f'):>24} "
               f"| {sec:>7.3f} | {_num(prior.get('train_seconds'), '.0f'):>7} "
-              f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} |")
+              f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} | {norm_text:<31} |")
     print(f"(MIFace is deterministic from its grey start: one run, {first['n_identities']} reconstructions. Prior s: "
           f"training seconds of the prior (KEDMI: its fine-tuning from the GMI generator); prior FID: 500 samples "
-          f"against the public images on the first evaluation model's features.) Raw records: {out}")
+          f"against the public images on the first evaluation model's features. Feature norm / public: each model's "
+          f"mean penultimate-feature norm on the reconstructions over its norm on public images, mean over seeds.) "
+          f"Raw records: {out}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 
 from _settings import BENCHMARKS, REPO, benchmark_config
 
-from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.models import ARCHITECTURES
@@ -54,13 +54,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="training / fine-tuning epochs (default: the "
                                                                   "benchmark's target epochs)")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--image-size", type=int, default=None, help="side of the images (default: the benchmark's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/face_models-<benchmark>.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = Path(args.out or REPO / "mi_art_runs" / f"face_models-{args.benchmark}.json")
+    size = "" if args.image_size is None else f"-{args.image_size}px"
+    out = Path(args.out or REPO / "mi_art_runs" / f"face_models-{args.benchmark}{size}.json")
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     choices = _choices(args.choices)
     data = None
@@ -73,8 +75,10 @@ def main() -> None:
             overrides = dict(target_arch=arch, target_pretrain_epochs=pre, seed=seed, device=args.device)
             if args.epochs is not None:
                 overrides["target_epochs"] = args.epochs
-            bench = Workbench(benchmark_config(args.benchmark, args.data_root, **overrides),
-                              ArtifactCache(args.cache_dir), data=data)
+            config = benchmark_config(args.benchmark, args.data_root, **overrides)
+            if args.image_size is not None:
+                config.data_options = {**config.data_options, "image_size": args.image_size}
+            bench = Workbench(config, LockingArtifactCache(args.cache_dir), data=data)
             data = bench.data
             c0, w0 = time.process_time(), time.perf_counter()
             model = bench.target()

@@ -643,6 +643,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
             extra["reg_weights"] = runner.reg_weights_
     seconds = time.perf_counter() - start
     recs = target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
+    if attack != "miface":
+        extra["feature_norms"] = feature_norms([unit_target, *surrogates], recs, d.public.x)
     priv = d.private_all()
     panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5))
     target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
@@ -674,6 +676,24 @@ def _run_miface(target_view: Any, identities: np.ndarray, c: ExperimentConfig,
     x0 = np.asarray(target_view.from_unit(grey), dtype=np.float32)
     recs = attack.infer(x0, identities).astype(np.float32)
     return recs, identities.copy(), np.zeros(len(identities), dtype=np.int64)
+
+
+def feature_norms(models: List[Any], recs: np.ndarray, public_x: np.ndarray, n_public: int = 500) -> List[Optional[Dict[str, float]]]:
+    """For each model (the target, then the surrogates): the mean norm of its penultimate feature on (up to
+    ``n_public``) public images and on the reconstructions, all in [0, 1] channels first. A look at what the
+    logit loss does to each model's features: a norm far above the public one is a feature no real image
+    gives. None for a model whose feature cannot be read at its last ``nn.Linear``."""
+    from mi_art.features import extract_features
+
+    out: List[Optional[Dict[str, float]]] = []
+    for model in models:
+        try:
+            norm = {name: float(extract_features(model, torch.from_numpy(np.ascontiguousarray(x))).norm(dim=1).mean())
+                    for name, x in (("public", public_x[:n_public]), ("reconstructions", recs))}
+        except ValueError:
+            norm = None
+        out.append(norm)
+    return out
 
 
 def public_record(result: Dict[str, Any]) -> Dict[str, Any]:

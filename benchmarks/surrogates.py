@@ -1,0 +1,99 @@
+"""Benchmark: how well model augmentation's surrogates learn the target, by distillation setting.
+
+Each setting (surrogate architecture, distillation steps at most, public pre-training epochs, distillation
+data) distils the benchmark's target through ``Workbench.surrogates`` (the pipeline's own distillation,
+cached: a setting the attack benchmark uses is shared with it). The table gives each surrogate's top-1
+agreement with the target on the held-out public images (what the attacker can measure) and on the
+private test images (a diagnostic the attacker cannot compute), and the seconds it took. Finished
+records are stored in --out and skipped when the script is run again.
+
+    python benchmarks/surrogates.py --benchmark lfw
+    python benchmarks/surrogates.py --benchmark lfw --settings cnn:3000:0,resnet10:10000:60
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+
+from _settings import BENCHMARKS, REPO, benchmark_config
+
+from mi_art.evaluations.executors import LockingArtifactCache
+from mi_art.evaluations.experiment import Workbench
+from mi_art.models import ARCHITECTURES
+from mi_art.utils import write_atomic
+
+DEFAULT_SETTINGS = ("cnn-small:3000:0,cnn:3000:0,cnn-small:10000:0,cnn:10000:0,cnn:3000:0:public,cnn:3000:60,"
+                    "cnn-wide:3000:0,resnet10:3000:0,resnet10:10000:0,resnet10:3000:60,efficientnet_b0:3000:0")
+
+
+def _settings(text: str) -> List[Tuple[str, int, int, str]]:
+    """``"cnn:3000:0,resnet10:10000:60:public"`` -> (architecture, steps, pre-training epochs, data)."""
+    out = []
+    for part in text.split(","):
+        arch, steps, pre, *data = part.strip().split(":")
+        if arch not in ARCHITECTURES:
+            raise SystemExit(f"unknown architecture {arch!r}; choose among {', '.join(sorted(ARCHITECTURES))}")
+        source = {"public": "public", "prior": "public+prior"}[data[0]] if data else "public+prior"
+        out.append((arch, int(steps), int(pre), source))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="lfw")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--settings", default=DEFAULT_SETTINGS,
+                        help="architecture:steps:pre-training epochs[:public|prior], comma-separated (default: "
+                             "public images plus GMI-prior samples, as the pipeline distils)")
+    parser.add_argument("--prior-steps", type=int, default=1500, help="the GMI prior's steps (its samples are "
+                                                                       "distillation data; default 1500)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
+    parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/surrogates-<benchmark>.json)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out or REPO / "mi_art_runs" / f"surrogates-{args.benchmark}.json")
+    done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
+    cache, data = LockingArtifactCache(args.cache_dir), None
+    for arch, steps, pre, source in _settings(args.settings):
+        key = f"{arch}/{steps}/pre{pre}/{source}"
+        if key in done:
+            continue
+        config = benchmark_config(args.benchmark, args.data_root, surrogate_archs=(arch,), surrogate_steps=steps,
+                                  surrogate_pretrain_epochs=pre, surrogate_data=source, prior_steps=args.prior_steps,
+                                  device=args.device)
+        bench = Workbench(config, cache, data=data)
+        data = bench.data
+        target = bench.target()
+        bench.gmi_prior()  # shared, and not part of a surrogate's time
+        start = time.perf_counter()
+        surrogate, = bench.surrogates(target)
+        seconds = time.perf_counter() - start
+        report, = bench.surrogate_report(target, [surrogate])
+        done[key] = {"arch": arch, "steps": steps, "pretrain_epochs": pre, "data": source, "seconds": seconds,
+                     "params": sum(p.numel() for p in surrogate.parameters()), **report}
+        write_atomic(out, json.dumps(done, indent=1))
+        print(f"{key:<36} agreement public {report['agreement_public_heldout']:.3f}  private "
+              f"{report['agreement_private_test']:.3f}  ({seconds:.0f} s; 0 when cached)", flush=True)
+    print("\n" + render_table(done, args.benchmark))
+
+
+def render_table(done: Dict[str, dict], benchmark: str) -> str:
+    lines = [f"{BENCHMARKS[benchmark]['title']}: each surrogate's top-1 agreement with the target on the held-out "
+             "public images and on the private test images, by distillation setting (one distillation each).", "",
+             "| surrogate | parameters | steps (at most) | public pre-training epochs | data | agreement public | "
+             "agreement private | seconds |", "|---|---|---|---|---|---|---|---|"]
+    for r in done.values():
+        lines.append(f"| {r['arch']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['pretrain_epochs']} | {r['data']} | "
+                     f"{r['agreement_public_heldout']:.3f} | {r['agreement_private_test']:.3f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
