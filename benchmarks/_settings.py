@@ -2,15 +2,14 @@
 LFW for the harder benchmark where claims are made."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+# mi-art must be installed (pip install -e .): mi_art.evaluations lives in evaluations/ and is mapped
+# into the package by the install, so the repository folder itself is not put on the path
+from mi_art.evaluations.experiment import ExperimentConfig
 
-from mi_art.evaluations.experiment import ExperimentConfig  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_ROOT = SHARED / "att_faces"
