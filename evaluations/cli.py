@@ -247,6 +247,9 @@ def main() -> None:
 @click.option("--prior-steps", type=COUNT, default=300, show_default=True, help="GMI WGAN-GP generator steps.")
 @click.option("--kedmi-steps", type=COUNT, default=150, show_default=True,
               help="KEDMI generator steps (each after 5 discriminator steps), warm-started from the GMI generator.")
+@click.option("--plgmi-steps", type=COUNT, default=300, show_default=True,
+              help="PLG-MI conditional generator steps (each after 5 discriminator steps), warm-started from the "
+                   "GMI generator.")
 @click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
               default=("cnn-small", "cnn"), show_default=True, help="Surrogate architecture (repeatable).")
 @click.option("--surrogate-steps", type=COUNT, default=300, show_default=True,
@@ -269,7 +272,8 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
            iterations: int, n_reconstructions: int, identities: Optional[str], batch_size: int, target_arch: str,
            eval_arch: str,
            target_epochs: int, eval_epochs: int, target_pretrain_epochs: int, eval_pretrain_epochs: int, judges: int,
-           surrogate_pretrain_epochs: int, prior_steps: int, kedmi_steps: int, surrogates: Tuple[str, ...],
+           surrogate_pretrain_epochs: int, prior_steps: int, kedmi_steps: int, plgmi_steps: int,
+           surrogates: Tuple[str, ...],
            surrogate_steps: int, min_surrogate_agreement: float, regularise_surrogates: bool, miface_iterations: int,
            seed: int, attack_seed: int,
            device: str,
@@ -299,8 +303,8 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         surrogate_pretrain_epochs=surrogate_pretrain_epochs, attack=attack, variant=variant,
         iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size, prior_steps=prior_steps,
         identities=ids,
-        kedmi_steps=kedmi_steps, surrogate_archs=tuple(surrogates), surrogate_steps=surrogate_steps,
-        min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
+        kedmi_steps=kedmi_steps, plgmi_steps=plgmi_steps, surrogate_archs=tuple(surrogates),
+        surrogate_steps=surrogate_steps, min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
         miface_iterations=miface_iterations, seed=seed,
         attack_seed=attack_seed, device=device, verbose=verbose)
     try:
@@ -441,6 +445,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--judges", type=COUNT, default=None, help=_JUDGES_HELP + " [default: the grid's, else 1]")
 @click.option("--prior-steps", type=COUNT, default=None, help="GMI WGAN-GP generator steps.")
 @click.option("--kedmi-steps", type=COUNT, default=None, help="KEDMI GAN steps.")
+@click.option("--plgmi-steps", type=COUNT, default=None, help="PLG-MI conditional GAN steps.")
 @click.option("--gan-width", type=COUNT, default=None)
 @click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
               help="Surrogate architecture for MA/LOMMA (repeatable).")
@@ -479,7 +484,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
              iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
              target_pretrain_epochs, eval_pretrain_epochs, surrogate_pretrain_epochs, judges, prior_steps, kedmi_steps,
-             gan_width, surrogates,
+             plgmi_steps, gan_width, surrogates,
              surrogate_steps, min_surrogate_agreement, regularise_surrogates, miface_iterations,
              out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
@@ -511,7 +516,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
                        eval_epochs=eval_epochs, target_pretrain_epochs=target_pretrain_epochs,
                        eval_pretrain_epochs=eval_pretrain_epochs, surrogate_pretrain_epochs=surrogate_pretrain_epochs,
                        judges=judges, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
-                       gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
+                       plgmi_steps=plgmi_steps, gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
                        min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
                        miface_iterations=miface_iterations)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,

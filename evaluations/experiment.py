@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -16,19 +15,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from mi_art import (GMI, KEDMI, Critic, Generator, KEDMIDiscriminator, distill_surrogate, estimate_p_reg,
-                    make_classifier, top1_agreement, train_classifier, train_gmi_prior, train_kedmi_prior)
+from mi_art import (ATTACKS as GAN_ATTACKS, ConditionalGenerator, Critic, Generator, KEDMIDiscriminator,
+                    ProjectionDiscriminator, distill_surrogate, estimate_p_reg, make_classifier, top1_agreement,
+                    train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
 from mi_art.data import MIDataset, load_dataset
 from mi_art.models import ARCHITECTURES
+from mi_art.priors import PRIORS, prior_samples, save_sample_grid
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
-from mi_art.utils import EstimatorModule, eval_mode, resolve_device, seed_everything
+from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.validation import check_bool, check_choice, check_count, check_int, check_labels, check_number, check_seed
 
 from .cache import ArtifactCache
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
 
-ATTACKS = ("gmi", "kedmi", "miface")
+#: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
+ATTACKS = (*GAN_ATTACKS, "miface")
 VARIANTS = ("baseline", "lom", "ma", "lomma")
 #: "gmi": the KEDMI generator starts from the (target-independent) GMI prior's; "none": from scratch.
 KEDMI_INITS = ("gmi", "none")
@@ -78,6 +80,9 @@ class ExperimentConfig:
     prior_steps: int = 300
     kedmi_steps: int = 150
     kedmi_init: str = "gmi"
+    #: Generator steps of PLG-MI's conditional GAN (each followed by 5 discriminator steps), started from the
+    #: GMI prior's generator.
+    plgmi_steps: int = 300
     gan_width: int = 32
     gan_augment: str = "none"
     surrogate_archs: Tuple[str, ...] = ("cnn-small", "cnn")
@@ -107,7 +112,8 @@ class ExperimentConfig:
                            *((f"surrogate_archs[{i}]", a) for i, a in enumerate(self.surrogate_archs))):
             check_choice(name, arch, sorted(ARCHITECTURES))
         for name in ("target_epochs", "eval_epochs", "iterations", "n_reconstructions", "batch_size",
-                     "prior_steps", "kedmi_steps", "surrogate_steps", "miface_iterations", "gan_width", "judges"):
+                     "prior_steps", "kedmi_steps", "plgmi_steps", "surrogate_steps", "miface_iterations", "gan_width",
+                     "judges"):
             check_count(name, getattr(self, name))
         for name in ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs"):
             check_int(name, getattr(self, name), low=0, hint=" (0 trains from scratch)")
@@ -154,7 +160,8 @@ class Workbench:
         """Before any training: every architecture the run can build (target, evaluation model and,
         for the GAN attacks, the surrogates and GAN parts) builds and runs at the data's size and
         channels. Cheap (no weights are allocated); a ValueError names the architecture and the size."""
-        from mi_art.models import LATENT_DIM, check_builds
+        from mi_art.models import check_builds
+        from mi_art.priors import LATENT_DIM
 
         c, (ch, s, _) = self.config, self._shape
         k = max(2, self.data.num_classes)
@@ -173,6 +180,7 @@ class Workbench:
             check_builds(f"the GMI critic (gan_width={w})", lambda: Critic(s, ch, width=w), (2, ch, s, s), (2,), where)
             check_builds(f"the KEDMI discriminator (gan_width={w})",
                          lambda: KEDMIDiscriminator(k, s, ch, width=w), (2, ch, s, s), (2, k), where)
+            # PLG-MI's conditional networks have the same layers as the generator and the critic
 
     # ---------------------------------------------------------------- keys and shapes
 
@@ -340,6 +348,9 @@ class Workbench:
         if kind == "gmi-prior":
             return {"data": self._data_key, "steps": c.prior_steps, "width": c.gan_width, "augment": c.gan_augment,
                     "seed": c.seed}
+        if kind == "plgmi-prior":
+            return {"target": self._key_of(target), "steps": c.plgmi_steps, "width": c.gan_width, "seed": c.seed,
+                    "init": self._prior_key("gmi-prior"), "version": 1}
         key = {"target": self._key_of(target), "steps": c.kedmi_steps, "width": c.gan_width,
                "augment": c.gan_augment, "seed": c.seed, "version": 2}
         if c.kedmi_init == "gmi":
@@ -392,12 +403,41 @@ class Workbench:
                                    "d": KEDMIDiscriminator(k, s, ch, width=c.gan_width)}), train)
         return pair["g"].eval(), pair["d"].eval()
 
+    def plgmi_prior(self, target: nn.Module) -> Tuple[nn.Module, nn.Module]:
+        """PLG-MI's conditional GAN for ``target`` (:func:`mi_art.train_plgmi_prior`), started from the GMI
+        prior's generator."""
+        c, (ch, s, _) = self.config, self._shape
+        k = self.data.num_classes
+
+        def train() -> nn.ModuleDict:
+            return nn.ModuleDict(dict(zip("gd", train_plgmi_prior(
+                target, self.data.public.x, steps=c.plgmi_steps, width=c.gan_width, init_generator=self.gmi_prior()[0],
+                device=self.device, seed=c.seed, verbose=c.verbose))))
+
+        pair = self._timed_prior(
+            "plgmi-prior", self._prior_key("plgmi-prior", target),
+            lambda: nn.ModuleDict({"g": ConditionalGenerator(s, ch, k, width=c.gan_width),
+                                   "d": ProjectionDiscriminator(s, ch, k, width=c.gan_width)}), train)
+        return pair["g"].eval(), pair["d"].eval()
+
+    def prior(self, name: str, target: Optional[nn.Module] = None) -> Tuple[nn.Module, nn.Module]:
+        """The prior ``name`` of :data:`mi_art.priors.PRIORS` (``gmi``, ``kedmi``, ``plgmi``): ``(generator,
+        discriminator)``, for ``target`` when the prior is made per target."""
+        spec = PRIORS[name]
+        if spec.per_target and target is None:
+            target = self.target()
+        return {"gmi": lambda: self.gmi_prior(), "kedmi": lambda: self.kedmi_prior(target),
+                "plgmi": lambda: self.plgmi_prior(target)}[name]()
+
     def prior_report(self, kind: str, target: Optional[nn.Module] = None,
                      evaluator: Optional[nn.Module] = None) -> Dict[str, Any]:
-        """Training seconds (None when it was trained before records were kept) and quality of a prior:
-        FID between 500 of its samples and the public images, on the evaluation model's features."""
-        key = self._prior_key(kind, target if kind == "kedmi-prior" else None)
-        gen = (self.gmi_prior() if kind == "gmi-prior" else self.kedmi_prior(target))[0]
+        """Training seconds (None when it was trained before records were kept) and quality of a prior
+        (``kind``: ``"gmi-prior"``, ``"kedmi-prior"`` or ``"plgmi-prior"``): FID between 500 of its samples and
+        the public images, on the evaluation model's features."""
+        name = kind[:-len("-prior")]
+        per_target = PRIORS[name].per_target
+        key = self._prior_key(kind, target if per_target else None)
+        gen = self.prior(name, target if per_target else None)[0]
         seconds = self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": None})["train_seconds"]
         evaluator = evaluator if evaluator is not None else self.evaluator()
         judge_key = (self.evaluator_key() if evaluator in self._own_evaluators
@@ -525,27 +565,6 @@ def data_fingerprint(data: MIDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def prior_samples(generator: nn.Module, n: int, *, seed: int = 0, batch_size: int = 256) -> np.ndarray:
-    """``n`` images of a GAN prior from latents drawn as the attacks start (N(0, 1) clamped to [-1, 1])."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, int(getattr(generator, "latent_dim", 100)), generator=gen).clamp(-1, 1)
-    device = next(generator.parameters()).device
-    with torch.no_grad(), eval_mode(generator):
-        return torch.cat([generator(z[i:i + batch_size].to(device)).cpu()
-                          for i in range(0, n, batch_size)]).numpy()
-
-
-def save_sample_grid(generator: nn.Module, path: Path, *, n: int = 64, seed: int = 0) -> Path:
-    """A PNG grid of ``n`` samples of a GAN prior (8 per row), written atomically."""
-    from torchvision.utils import save_image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    save_image(torch.from_numpy(prior_samples(generator, n, seed=seed)), tmp, nrow=8, padding=1)
-    os.replace(tmp, path)
-    return path
-
-
 def wrap_target(model: Any, data: MIDataset, device: torch.device):
     """The target as an ART ``PyTorchClassifier``: an ART estimator is returned as it is (its
     ``preprocessing``, ``clip_values`` and ``channels_first`` are the target's); a bare module is
@@ -622,18 +641,15 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
             if use_lom and c.regularise_surrogates:
                 used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
                 surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
-        kwargs: Dict[str, Any] = dict(identity_loss="logit" if use_lom else "ce",
-                                      p_reg=bench.p_reg(unit_target) if use_lom else None,
+        kwargs: Dict[str, Any] = dict(p_reg=bench.p_reg(unit_target) if use_lom else None,
                                       surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
                                       batch_size=c.batch_size, seed=seed, verbose=c.verbose)
-        if attack == "gmi":
-            g, disc = bench.gmi_prior()
-            cls = GMI
-        else:
-            g, disc = bench.kedmi_prior(unit_target)
-            cls = KEDMI
-        extra["prior"] = bench.prior_report(f"{attack}-prior", unit_target, unit_judge)
+        if use_lom:  # else each attack's own identity loss: CE, PLG-MI's margin
+            kwargs["identity_loss"] = "logit"
+        cls = GAN_ATTACKS[attack]
+        g, disc = bench.prior(cls.prior, unit_target)
+        extra["prior"] = bench.prior_report(f"{cls.prior}-prior", unit_target, unit_judge)
         start = time.perf_counter()  # artifacts above are shared work, not attack time
         runner = cls(estimator, g, disc, **kwargs)
         recs = runner.infer(None, identities)

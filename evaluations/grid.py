@@ -5,7 +5,7 @@ variants x seeds. It comes from a preset (:mod:`mi_art.evaluations.presets`), a 
 PyYAML is installed) and/or command-line options; all three share one dictionary format::
 
     name = "my-grid"
-    attacks = ["gmi", "kedmi"]               # gmi, kedmi, miface (miface runs its baseline only)
+    attacks = ["gmi", "kedmi"]               # gmi, kedmi, vmi, plgmi, miface (miface: baseline only)
     variants = ["baseline", "lomma"]         # baseline, lom, ma, lomma
     seeds = [0, 1]
     seed_scope = "all"                       # "all": a seed retrains target, evaluator, priors and
@@ -14,7 +14,7 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     iterations = 200                         # any ExperimentConfig budget: target_arch,
     prior_steps = 300                        # target_epochs, eval_arch, eval_epochs, augment,
                                              # n_reconstructions, identities, batch_size,
-                                             # kedmi_steps, gan_width, gan_augment,
+                                             # kedmi_steps, plgmi_steps, gan_width, gan_augment,
                                              # surrogate_archs, surrogate_steps, miface_iterations
     target_pretrain_epochs = 20              # pre-train on the public identities first (0: from
     eval_pretrain_epochs = 20                # scratch), for the target, the evaluation model
@@ -62,7 +62,7 @@ __all__ = ["BUDGET_KEYS", "Cell", "DatasetSpec", "DefenseSpec", "Grid", "GridErr
 BUDGET_KEYS: Tuple[str, ...] = (
     "target_arch", "target_epochs", "target_pretrain_epochs", "eval_arch", "eval_epochs", "eval_pretrain_epochs",
     "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
-    "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
+    "plgmi_steps", "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
     "surrogate_pretrain_epochs", "min_surrogate_agreement", "regularise_surrogates", "miface_iterations", "judges")
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
 ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
@@ -76,7 +76,7 @@ _NOT_IN_ID = ("device", "verbose")
 #: Keys left out of a cell's id while they hold their default (0: off; one judge), so that adding them
 #: did not change the ids of the cells of existing grids (which would rerun every finished cell).
 _IN_ID_WHEN_SET: Dict[str, Any] = {**{k: 0 for k in ZERO_OK_KEYS}, "judges": 1, "min_surrogate_agreement": 0.0,
-                                   "regularise_surrogates": True}
+                                   "regularise_surrogates": True, "plgmi_steps": 300}
 
 
 class GridError(ValueError):
@@ -738,7 +738,8 @@ class Grid:
         return warnings_out
 
     def _check_shapes(self, d: DatasetSpec, data: Any) -> None:
-        from mi_art.models import Generator, make_classifier
+        from mi_art.models import make_classifier
+        from mi_art.priors import Generator
 
         c, s, _ = data.input_shape
         pretrain = [k for k in ZERO_OK_KEYS if self._budget(d, k)]

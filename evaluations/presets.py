@@ -71,6 +71,7 @@ PAPER: Dict[str, Any] = {
     "batch_size": 60,
     "prior_steps": 30000,
     "kedmi_steps": 11000,
+    "plgmi_steps": 30000,
     "gan_width": 64,
     "surrogate_archs": ["efficientnet_b0", "efficientnet_b1", "efficientnet_b2"],
     "surrogate_steps": 10000,

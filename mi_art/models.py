@@ -1,7 +1,4 @@
-"""Classifiers, GAN generators and discriminators, all sized by image resolution.
-
-The GAN parts take any square image size >= 8: they run their layers at the next power of two and,
-when the size is not one, resize bilinearly at their edge (see :class:`Generator`).
+"""Classifiers, sized by image resolution (the GAN priors' networks are in :mod:`mi_art.priors`).
 
 Every classifier returns logits from ``forward`` and ends with an ``nn.Linear`` named ``fc`` whose
 input is the penultimate feature (see :mod:`mi_art.features`). No in-place activations are used,
@@ -13,48 +10,13 @@ import math
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .validation import check_int
-
-LATENT_DIM = 100
 
 
-#: Smallest image size of the GAN parts (one 2x stage above their 4x4 seed).
-MIN_GAN_SIZE = 8
-
-
-def _gan_size(image_size: int) -> Tuple[int, int]:
-    """``(base, stages)``: the power of two >= ``image_size`` the GAN layers run at, and its number of
-    2x resampling stages from 4x4. ``image_size`` is any integer >= :data:`MIN_GAN_SIZE`."""
-    image_size = check_int("image_size", image_size, low=MIN_GAN_SIZE,
-                           hint=" (the GAN generator, critic and discriminator need images of at least 8x8)")
-    base = 1 << (image_size - 1).bit_length()
-    return base, base.bit_length() - 3
-
-
-class Resize(nn.Module):
-    """Fixed, differentiable bilinear resize of ``(N, C, H, W)`` images to ``size`` x ``size``; no parameters.
-
-    Bilinear weights are non-negative and sum to one, so images in [0, 1] stay in [0, 1]. ``antialias``
-    low-pass filters when shrinking (as the data loaders do); it changes nothing when enlarging.
-    """
-
-    def __init__(self, size: int, antialias: bool) -> None:
-        super().__init__()
-        self.size, self.antialias = size, antialias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                             antialias=self.antialias)
-
-    def extra_repr(self) -> str:
-        return f"size={self.size}, antialias={self.antialias}"
-
-
-def _check_channels(channels: int) -> None:
+def check_image_channels(channels: int) -> None:
+    """Images have 1 (greyscale) or 3 (RGB) channels."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
 
@@ -72,7 +34,7 @@ class CNN(nn.Module):
                  blocks: int | None = None, feature_dim: int = 128, batch_norm: bool = True,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        _check_channels(in_channels)
+        check_image_channels(in_channels)
         blocks = blocks if blocks is not None else max(1, min(3, int(math.log2(image_size)) - 2))
         if image_size // 2 ** blocks < 1:
             raise ValueError(f"{blocks} pooling blocks are too many for {image_size}x{image_size} images")
@@ -100,7 +62,7 @@ class MLP(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int, feature_dim: int = 256) -> None:
         super().__init__()
-        _check_channels(in_channels)
+        check_image_channels(in_channels)
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, 2 * feature_dim),
                                    nn.ReLU(), nn.Linear(2 * feature_dim, feature_dim), nn.ReLU())
         self.fc = nn.Linear(feature_dim, num_classes)
@@ -131,7 +93,7 @@ class ResNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, image_size: int, width: int = 16,
                  blocks_per_stage: Tuple[int, ...] = (1, 1, 1)) -> None:
         super().__init__()
-        _check_channels(in_channels)
+        check_image_channels(in_channels)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         stages: List[nn.Module] = []
         c_in = width
@@ -155,7 +117,7 @@ class VGG16BN(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int = 64) -> None:
         super().__init__()
-        _check_channels(in_channels)
+        check_image_channels(in_channels)
         if image_size < 32:
             raise ValueError(f"VGG16-BN pools five times and needs image_size >= 32, got {image_size}")
         features = torchvision.models.vgg16_bn(weights=None).features
@@ -200,7 +162,7 @@ class IRNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, image_size: int = 64, depth: int = 18,
                  width: int = 64, embedding: int = 512) -> None:
         super().__init__()
-        _check_channels(in_channels)
+        check_image_channels(in_channels)
         if depth not in _IR_UNITS:
             raise ValueError(f"IR depth must be one of {sorted(_IR_UNITS)}, got {depth}")
         if image_size < 32:
@@ -229,7 +191,7 @@ class EfficientNet(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int = 64, variant: str = "b0") -> None:
         super().__init__()
-        _check_channels(in_channels)
+        check_image_channels(in_channels)
         builders = {"b0": torchvision.models.efficientnet_b0, "b1": torchvision.models.efficientnet_b1,
                     "b2": torchvision.models.efficientnet_b2}
         if variant not in builders:
@@ -277,136 +239,6 @@ def make_classifier(arch: str, in_channels: int, num_classes: int, image_size: i
     model = ARCHITECTURES[arch](in_channels, num_classes, image_size)
     model.architecture_name = arch
     return model
-
-
-# --------------------------------------------------------------------------- GAN parts
-
-
-class Generator(nn.Module):
-    """DCGAN generator of GMI: latent -> Linear -> 4x4 -> transposed convs -> Sigmoid image in [0, 1].
-
-    For 32 px and ``width=32`` the channels are 128-64-32, as in the reference notes.
-
-    Any ``image_size`` >= 8 works. The transposed convolutions double the side from 4x4, so they make
-    ``base_size`` = the next power of two >= ``image_size``; when ``image_size`` is not a power of two
-    a last, fixed layer (``resize``) shrinks the image bilinearly with antialiasing to ``image_size``
-    (28x28 MNIST: 32 -> 28), the way the data loaders resize images. The whole canvas is used, the
-    output stays in [0, 1] and gradients reach every pixel. At a power of two there is no such layer
-    (``resize`` is None): the architecture and its ``state_dict`` keys are unchanged.
-    ``image_size`` is the output's size.
-    """
-
-    def __init__(self, image_size: int, channels: int, latent_dim: int = LATENT_DIM, width: int = 32) -> None:
-        super().__init__()
-        _check_channels(channels)
-        base, stages = _gan_size(image_size)
-        self.latent_dim, self.image_size, self.channels, self.base_size = latent_dim, image_size, channels, base
-        c0 = width * 2 ** (stages - 1)
-        self.project = nn.Sequential(nn.Linear(latent_dim, c0 * 16, bias=False), nn.BatchNorm1d(c0 * 16), nn.ReLU())
-        layers: List[nn.Module] = []
-        c_in = c0
-        for _ in range(stages - 1):
-            layers += [nn.ConvTranspose2d(c_in, c_in // 2, 5, 2, 2, 1, bias=False), nn.BatchNorm2d(c_in // 2), nn.ReLU()]
-            c_in //= 2
-        layers += [nn.ConvTranspose2d(c_in, channels, 5, 2, 2, 1), nn.Sigmoid()]
-        self.body = nn.Sequential(*layers)
-        self._c0 = c0
-        self.resize: Optional[Resize] = Resize(image_size, antialias=True) if base != image_size else None
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.body(self.project(z).view(-1, self._c0, 4, 4))
-        # the clamp only removes float rounding: bilinear weights keep [0, 1]
-        return x if self.resize is None else self.resize(x).clamp(0, 1)
-
-
-def _down_stack(channels: int, stages: int, width: int, norm: Callable[[int], nn.Module]) -> Tuple[nn.Sequential, int]:
-    layers: List[nn.Module] = [nn.Conv2d(channels, width, 5, 2, 2), nn.LeakyReLU(0.2)]
-    c = width
-    for _ in range(stages - 1):
-        layers += [nn.Conv2d(c, 2 * c, 5, 2, 2), norm(2 * c), nn.LeakyReLU(0.2)]
-        c *= 2
-    return nn.Sequential(*layers), c
-
-
-def _input_resize(image_size: int, base: int) -> Optional[Resize]:
-    """The critic's and discriminator's first layer when ``image_size`` is not a power of two: bilinear
-    enlargement to ``base`` (the inverse of the generator's last layer)."""
-    return Resize(base, antialias=False) if base != image_size else None
-
-
-class Critic(nn.Module):
-    """WGAN-GP critic of GMI: strided convs with InstanceNorm, one unbounded score per image.
-
-    Any ``image_size`` >= 8 works. The convolutions run at ``base_size`` = the next power of two >=
-    ``image_size``; when ``image_size`` is not one, a fixed first layer (``resize``) enlarges the
-    input bilinearly to ``base_size`` (the mirror of :class:`Generator`'s last layer; it is
-    differentiable twice, as the gradient penalty needs). At a power of two there is no such layer
-    and the architecture and ``state_dict`` keys are unchanged.
-    """
-
-    def __init__(self, image_size: int, channels: int, width: int = 32) -> None:
-        super().__init__()
-        _check_channels(channels)
-        base, stages = _gan_size(image_size)
-        self.image_size, self.channels, self.base_size = image_size, channels, base
-        self.body, c = _down_stack(channels, stages, width, lambda n: nn.InstanceNorm2d(n, affine=True))
-        self.head = nn.Conv2d(c, 1, 4)
-        self.resize = _input_resize(image_size, base)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.resize is not None:
-            x = self.resize(x)
-        return self.head(self.body(x)).view(-1)
-
-
-class MinibatchDiscrimination(nn.Module):
-    """Minibatch discrimination (Salimans et al., 2016), as in KEDMI's discriminator."""
-
-    def __init__(self, in_features: int, out_features: int = 50, kernel_dims: int = 5) -> None:
-        super().__init__()
-        self.out_features, self.kernel_dims = out_features, kernel_dims
-        self.T = nn.Parameter(torch.randn(in_features, out_features * kernel_dims) * 0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = (x @ self.T).view(-1, self.out_features, self.kernel_dims)
-        l1 = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(3)
-        o = torch.exp(-l1).sum(0) - 1  # minus the self-similarity exp(0)
-        return torch.cat([x, o], 1)
-
-
-class KEDMIDiscriminator(nn.Module):
-    """KEDMI's inversion-specific discriminator: K class logits, "real" probability Z/(Z+1).
-
-    As in the authors' code: strided convolutions with instance normalisation (batch statistics would
-    mix real and generated batches), minibatch discrimination on the flattened convolutional features,
-    then the K logits. ``forward`` returns the logits; ``forward(x, return_features=True)`` returns
-    ``(features, logits)``, the flattened convolutional features being what the generator's
-    feature-matching loss compares.
-
-    Any ``image_size`` >= 8 works, as for :class:`Critic`: at a size that is not a power of two a
-    fixed first layer (``resize``) enlarges the input bilinearly to ``base_size``, the next power of
-    two, where the convolutions run; at a power of two the architecture is unchanged.
-    """
-
-    def __init__(self, num_classes: int, image_size: int, channels: int, width: int = 32) -> None:
-        super().__init__()
-        _check_channels(channels)
-        base, stages = _gan_size(image_size)
-        self.image_size, self.channels, self.base_size = image_size, channels, base
-        body, c = _down_stack(channels, stages, width, lambda n: nn.InstanceNorm2d(n, affine=True))
-        self.body = nn.Sequential(body, nn.Flatten())
-        self.feature_dim = c * 16
-        self.mbd = MinibatchDiscrimination(self.feature_dim)
-        self.fc = nn.Linear(self.feature_dim + self.mbd.out_features, num_classes)
-        self.num_classes = num_classes
-        self.resize = _input_resize(image_size, base)
-
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        if self.resize is not None:
-            x = self.resize(x)
-        feat = self.body(x)
-        logits = self.fc(self.mbd(feat))
-        return (feat, logits) if return_features else logits
 
 
 # --------------------------------------------------------------------------- early size checks

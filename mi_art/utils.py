@@ -244,6 +244,12 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
+@torch.no_grad()
+def batched_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model``'s outputs on ``x`` (already on its device), ``batch_size`` images at a time, without gradients."""
+    return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 def module_device(module: nn.Module) -> torch.device:
     try:
         return next(module.parameters()).device

@@ -71,6 +71,14 @@ def kedmi_prior(target, digits):
 
 
 @pytest.fixture(scope="session")
+def plgmi_prior(target, digits, gmi_prior):
+    """(ConditionalGenerator, ProjectionDiscriminator) of PLG-MI for the target, from the GMI generator
+    (about 10 s)."""
+    return M.train_plgmi_prior(target, digits.public.x, steps=300, width=16, batch_size=32,
+                               init_generator=gmi_prior[0], seed=0)
+
+
+@pytest.fixture(scope="session")
 def surrogates(target, digits, gmi_prior):
     """Two surrogates (a smaller CNN, and the target's architecture from another initialisation), distilled
     from the target on public data and prior samples."""

@@ -1,4 +1,4 @@
-"""GMI and KEDMI as ART inference attacks: contract, validation, bookkeeping and end-to-end success."""
+"""GMI, KEDMI, VMI and PLG-MI as ART inference attacks: contract, validation, bookkeeping and end-to-end success."""
 from __future__ import annotations
 
 import inspect
@@ -14,12 +14,12 @@ import mi_art as M
 from conftest import IMAGE_SHAPE, NUM_CLASSES, wrap
 from mi_art.evaluations import attack_accuracy
 
-ATTACKS = [M.GMI, M.KEDMI]
+ATTACKS = [M.GMI, M.KEDMI, M.VMI, M.PLGMI]
 
 
 @pytest.fixture(scope="session")
-def priors(gmi_prior, kedmi_prior):
-    return {M.GMI: gmi_prior, M.KEDMI: kedmi_prior}
+def priors(gmi_prior, kedmi_prior, plgmi_prior):
+    return {M.GMI: gmi_prior, M.KEDMI: kedmi_prior, M.VMI: gmi_prior, M.PLGMI: plgmi_prior}
 
 
 def make(cls, clf, priors, **kwargs):
@@ -262,10 +262,16 @@ def test_logit_loss_refuses_a_softmax_surrogate(cls, target_clf, priors, surroga
 @pytest.mark.parametrize("cls", ATTACKS)
 def test_generator_shape_must_match_estimator(cls, target_clf, priors):
     _, disc = priors[cls]
-    gen16 = M.Generator(16, 1, width=8)
+
+    def generator(size, channels):
+        if cls is M.PLGMI:
+            return M.ConditionalGenerator(size, channels, NUM_CLASSES, width=8)
+        return M.Generator(size, channels, width=8)
+
+    gen16 = generator(16, 1)
     with pytest.raises(ValueError, match="shape"):
         cls(target_clf, gen16, disc, iterations=1, verbose=False).infer(None, np.array([0]))
-    gen_rgb = M.Generator(8, 3, width=8)
+    gen_rgb = generator(8, 3)
     with pytest.raises(ValueError, match="shape"):
         cls(target_clf, gen_rgb, disc, iterations=1, verbose=False).infer(None, np.array([0]))
 
@@ -295,10 +301,13 @@ def test_lomma_reconstructions_fool_an_independent_evaluation_model(cls, target_
     rec = attack.infer(None, attack_labels)
     assert rec.shape == (len(attack_labels) * 4,) + IMAGE_SHAPE
     acc = attack_accuracy(eval_model, rec, attack.labels_, rec_index=attack.reconstruction_index_, top_k=(1,))
-    # Chance is 1/5. Measured 1.0 for both attacks; a regulariser 4x as strong as the calibrated default
-    # (REG_GRADIENT_RATIO 1.0) gives 0.90 (GMI) and 0.80 (KEDMI), 12x gives 0.35 and 0.50: at most one
+    # Chance is 1/5. Measured 1.0 for GMI, KEDMI and PLG-MI; a regulariser 4x as strong as the calibrated
+    # default (REG_GRADIENT_RATIO 1.0) gives 0.90 (GMI) and 0.80 (KEDMI), 12x gives 0.35 and 0.50: at most one
     # miss in the 20 reconstructions guards the main job's accuracy (0.64 under session 2's regulariser).
-    assert acc["acc@1"] >= 0.95, acc
+    # VMI's reconstructions are samples of a distribution, not each optimised: measured 0.90.
+    # PLG-MI (3 seeds on this target): 1.00 with its own margin loss, 0.90 / 0.90 / 0.90 with the logit loss and
+    # p_reg, 0.90 / 0.85 / 0.85 LOMMA (p_reg here is the mean feature of the public digits 5-9: other classes).
+    assert acc["acc@1"] >= (0.85 if cls in (M.VMI, M.PLGMI) else 0.95), acc
     # Every attacked identity is recovered at least once.
     hits = acc["per_sample_top1"]
     assert all(hits[attack.labels_ == k].any() for k in attack_labels)
@@ -340,8 +349,10 @@ def test_surrogates_make_reconstructions_that_the_surrogates_recognise(cls, targ
                                   for s in surrogates]))
 
     ce = {}
+    # PLG-MI's margin loss at learning rate 0.1 drives every model's CE near 0 within 150 steps: compare early
+    iterations = 10 if cls is M.PLGMI else 150
     for name, kwargs in (("off", {}), ("on", dict(surrogates=surrogates))):
-        attack = make(cls, target_clf, priors, iterations=150, seed=0, **kwargs)
+        attack = make(cls, target_clf, priors, iterations=iterations, seed=0, **kwargs)
         rec = attack.infer(None, attack_labels)
         ce[name] = surrogate_ce(rec, attack.labels_)
     assert ce["on"] < 0.95 * ce["off"], ce  # measured: 0.69 -> 0.59 for GMI

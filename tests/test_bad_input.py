@@ -101,7 +101,7 @@ def _estimator():
 
 @functools.lru_cache(maxsize=None)
 def _gan(kind: str = "gmi"):
-    from mi_art.models import Critic, Generator, KEDMIDiscriminator
+    from mi_art.priors import Critic, Generator, KEDMIDiscriminator
 
     torch.manual_seed(0)
     disc = Critic(8, 1, width=8) if kind == "gmi" else KEDMIDiscriminator(NUM_CLASSES, 8, 1, width=8)

@@ -111,7 +111,7 @@ def _count_trainings(monkeypatch) -> dict:
 
     counts = dict.fromkeys(TRAININGS, 0)
     for name in TRAININGS:
-        original = getattr(mi_art.training, name)
+        original = getattr(mi_art, name)
 
         def counted(*args, _name=name, _original=original, **kwargs):
             counts[_name] += 1

@@ -39,8 +39,8 @@ DOCS = ROOT / "docs"
 #: ``None`` are flags. Commands asking for ``--help`` run as written.
 TINY_CLI: Dict[str, Dict[str, Optional[str]]] = {
     "attack": {"--iterations": "3", "--n-reconstructions": "2", "--target-epochs": "1", "--eval-epochs": "1",
-               "--prior-steps": "2", "--kedmi-steps": "2", "--surrogate-steps": "1", "--miface-iterations": "2",
-               "--quiet": None},
+               "--prior-steps": "2", "--kedmi-steps": "2", "--plgmi-steps": "2", "--surrogate-steps": "1",
+               "--miface-iterations": "2", "--quiet": None},
     "evaluate": {"--seeds": "0", "--attack": "gmi", "--variant": "lomma", "--iterations": "2",
                  "--n-reconstructions": "1", "--target-epochs": "1", "--eval-epochs": "1", "--prior-steps": "2",
                  "--kedmi-steps": "2", "--surrogate-steps": "1", "--miface-iterations": "2", "--no-progress": None},
@@ -54,6 +54,8 @@ MIN_RUNNABLE = {
     "installation.md": 2,
     "recipes/attack-own-classifier.md": 5,
     "recipes/model-augmentation.md": 3,
+    "recipes/vmi.md": 4,
+    "recipes/plgmi.md": 4,
     "recipes/dp-target.md": 3,
     "recipes/defense-grid.md": 5,
     "recipes/own-data.md": 3,

@@ -405,7 +405,7 @@ def test_kedmi_refuses_a_gmi_critic_by_name(target_clf, gmi_prior, kedmi_prior):
 
 def _generator_makes_28x28() -> Optional[str]:
     try:
-        out = M.Generator(28, 1, width=8)(torch.rand(2, M.models.LATENT_DIM))
+        out = M.Generator(28, 1, width=8)(torch.rand(2, M.priors.LATENT_DIM))
     except Exception as err:  # noqa: BLE001 - any failure means: not there yet
         return f"Generator(28, ...) does not work yet: {type(err).__name__}: {err}"
     return None if tuple(out.shape) == (2, 1, 28, 28) else f"Generator(28, ...) makes {tuple(out.shape)}"

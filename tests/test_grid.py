@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import mi_art as M
 from mi_art.evaluations.cache import ArtifactCache, config_key
 from mi_art.evaluations.cli import main
 from mi_art.evaluations.executors import ROW_KEYS, evaluate_grid
@@ -371,16 +372,14 @@ def test_lom_and_ma_variants_through_the_cli(local_run, grid_file, tmp_path, mon
     """`--variant lom --variant ma`: LOM attacks with the logit loss and p_reg and no surrogate, MA with
     cross-entropy and the surrogates and no p_reg (artifacts from the local run's cache: only the
     attacks run)."""
-    import mi_art.evaluations.experiment as experiment
-
     made = []
 
-    class RecordingGMI(experiment.GMI):
+    class RecordingGMI(M.GMI):
         def __init__(self, *args, **kwargs):
-            made.append(kwargs)
             super().__init__(*args, **kwargs)
+            made.append({**kwargs, "identity_loss": self.identity_loss})  # MA: the attack's own loss, CE
 
-    monkeypatch.setattr(experiment, "GMI", RecordingGMI)
+    monkeypatch.setitem(M.ATTACKS, "gmi", RecordingGMI)  # the registry every run looks the attack up in
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["evaluate", "--config", str(grid_file), "--defense", "none", "--variant", "lom",
                                        "--variant", "ma", "--out", str(out), "--cache-dir", str(local_run[0] / "cache"),

@@ -16,8 +16,8 @@ from mi_art.evaluations import experiment
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 from mi_art.data import load_digits_data
-from mi_art.losses import gradient_penalty
-from mi_art.models import Resize, check_builds
+from mi_art.models import check_builds
+from mi_art.priors import Resize, gradient_penalty
 
 SIZES = [8, 24, 28, 32, 48]
 POWERS_OF_TWO = {8, 16, 32, 64}

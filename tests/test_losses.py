@@ -1,4 +1,4 @@
-"""mi_art.losses on small examples computed by hand."""
+"""The losses of the four parts of an attack (identity, priors, surrogates) on small examples computed by hand."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from mi_art.losses import (distillation_loss, entropy, feature_regulariser, gradient_penalty, identity_loss,
-                           kedmi_discriminator_loss, kedmi_prior_loss, soft_cross_entropy, wgan_prior_loss)
+from mi_art.identity import feature_regulariser, identity_loss
+from mi_art.priors import (entropy, gradient_penalty, kedmi_discriminator_loss, kedmi_prior_loss, soft_cross_entropy,
+                           wgan_prior_loss)
+from mi_art.surrogates import distillation_loss
 
 
 def t(rows):

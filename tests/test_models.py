@@ -1,4 +1,4 @@
-"""Shapes and contracts of the classifiers, GAN generators and discriminators in mi_art.models."""
+"""Shapes and contracts of the classifiers (mi_art.models) and the GAN priors' networks (mi_art.priors.networks)."""
 from __future__ import annotations
 
 import math
@@ -98,7 +98,7 @@ def test_logits_and_features_custom_model_with_named_layer():
 def test_generator_shape_and_range(size, channels):
     torch.manual_seed(0)
     gen = M.Generator(size, channels, width=8)
-    assert gen.latent_dim == M.models.LATENT_DIM
+    assert gen.latent_dim == M.priors.LATENT_DIM
     gen.train()
     out = gen(torch.randn(4, gen.latent_dim))
     assert out.shape == (4, channels, size, size)

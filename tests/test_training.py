@@ -198,7 +198,7 @@ def test_distillation_keeps_the_best_student_on_held_out_images(target, digits):
     torch.manual_seed(0)
     student = M.distill_surrogate(target, M.make_classifier("cnn-small", 1, NUM_CLASSES, 8), x, val_x=val,
                                   steps=400, eval_every=50, patience=100, seed=0)
-    from mi_art.losses import distillation_loss
+    from mi_art.surrogates import distillation_loss
 
     with torch.no_grad():
         kl = distillation_loss(student(torch.from_numpy(val)), target(torch.from_numpy(val))).item()

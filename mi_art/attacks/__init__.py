@@ -1,6 +1,14 @@
-"""GAN-based model inversion attacks as ART ``InferenceAttack`` classes."""
+"""GAN-based model inversion attacks as ART ``InferenceAttack`` classes, each a prior, an identity loss,
+a model set and a latent search (see :mod:`mi_art.attacks.base`)."""
+from typing import Dict, Type
+
 from .base import GANInversionAttack
 from .gmi import GMI
 from .kedmi import KEDMI
+from .plgmi import PLGMI
+from .vmi import VMI
 
-__all__ = ["GANInversionAttack", "GMI", "KEDMI"]
+#: The attacks by name (``mi-art attack --attack NAME``): adding one is its module and a line here.
+ATTACKS: Dict[str, Type[GANInversionAttack]] = {"gmi": GMI, "kedmi": KEDMI, "vmi": VMI, "plgmi": PLGMI}
+
+__all__ = ["ATTACKS", "GANInversionAttack", "GMI", "KEDMI", "PLGMI", "VMI"]

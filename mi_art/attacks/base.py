@@ -1,9 +1,14 @@
-"""What GMI and KEDMI share: the ART contract, the identity loss over an ensemble (model
-augmentation) with LOMMA's logit loss and ``p_reg`` regulariser, batching, and result bookkeeping.
+"""The ART side every GAN-based attack shares: the contract (``attack_params``, ``_check_params``, one verb
+``infer``), the model set and the identity objective it is given, the prior's term, and bookkeeping.
+
+An attack is four parts, each in its own place: a **prior** (:mod:`mi_art.priors`: networks, training,
+the prior's loss, samples), an **identity loss** (:mod:`mi_art.identity`: CE, logit, margin; ``p_reg`` and
+its calibration), a **model set** (:mod:`mi_art.surrogates`: the target and its surrogates) and a **latent
+search** (:mod:`mi_art.attacks.search`). A subclass says which prior term and which search it uses.
 
 LOMMA (Nguyen et al., "Re-thinking Model Inversion Attacks Against Deep Neural Networks",
 CVPR 2023, https://arxiv.org/abs/2304.01669) is not a separate attack: ``identity_loss="logit"``
-with ``p_reg`` and ``surrogates=[...]`` turn it on for either attack.
+with ``p_reg`` and ``surrogates=[...]`` turn it on for every attack.
 """
 from __future__ import annotations
 
@@ -21,50 +26,75 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..features import check_feature_layer, logits_and_features, penultimate_layer
-from ..losses import IDENTITY_LOSSES, feature_regulariser, identity_loss
-from ..utils import EstimatorModule, as_module, check_output_index, eval_mode, seed_everything
+from ..identity import IDENTITY_LOSSES, REG_GRADIENT_RATIO, IdentityObjective, feature_reference
+from ..surrogates import ModelSet
+from ..utils import EstimatorModule, check_output_index, eval_mode, seed_everything
 from ..validation import (check_bool, check_choice, check_count, check_finite, check_list, check_number,
                           check_positive, check_seed)
+
+__all__ = ["CHECK_EVERY", "GANInversionAttack", "REFERENCE_BATCH", "REG_GRADIENT_RATIO"]
 
 # The papers average their losses over a batch of 60 latents; dividing the per-latent sum by this
 # constant keeps their learning rates while making each latent's update independent of batch_size.
 REFERENCE_BATCH = 60
-#: With ``reg_weight=None`` the regulariser's weight is set, once per ``infer``, so that its mean input-gradient
-#: norm on the first prior samples is this fraction of the identity loss's (the ensemble's mean loss under
-#: model augmentation). The balance, not the weight, is what transfers between targets: see docs/methods.md.
-REG_GRADIENT_RATIO = 0.25
 #: the loss is checked for NaN/infinity every so many iterations (and at the last one)
 CHECK_EVERY = 50
 
 
-def _feature_reference(name: str, value: Any, dim: Optional[int], whose: str) -> torch.Tensor:
-    """A mean public feature (``p_reg``) as a flat float tensor of ``dim`` finite values (any size when
-    ``dim`` is None)."""
-    p = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor)
-                        else value.detach().float()).flatten()
-    if dim is not None and p.numel() != dim:
-        raise ValueError(f"{name} has {p.numel()} values but {whose} penultimate feature has {dim}")
-    if not torch.isfinite(p).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return p
-
-
-def _linear_inputs(model: nn.Module) -> Optional[int]:
-    """The penultimate feature size of a model read at its last ``nn.Linear`` (None for another layer)."""
-    layer = penultimate_layer(model)
-    return layer.in_features if isinstance(layer, nn.Linear) else None
-
-
 class GANInversionAttack(InferenceAttack, abc.ABC):
-    """Base class of the GAN-based model inversion attacks (not used directly)."""
+    """Base class of the GAN-based model inversion attacks (not used directly). The parameters every attack
+    takes:
+
+    :param estimator: The target, an ART ``PyTorchClassifier``. Its ``preprocessing``, ``clip_values``
+        and ``channels_first`` are applied as ``predict`` applies them (see :class:`mi_art.utils.EstimatorModule`).
+        It returns logits, or probabilities (a final softmax) under ``identity_loss="ce"``, whose logarithm
+        the attack then uses.
+    :param generator: The prior's generator (images in [0, 1], channels first).
+    :param discriminator: The prior's discriminator, on [0, 1] images, where the attack has a prior term.
+    :param identity_loss: "ce" (cross-entropy), "logit" (LOMMA's logit maximisation) or "margin" (PLG-MI's
+        max-margin loss); the last two need logits.
+    :param p_reg: The public feature reference of LOMMA's regulariser, the mean penultimate feature of
+        public images (:func:`mi_art.estimate_p_reg`, with the same ``feature_layer``). Adds
+        ``reg_weight * ||p - p_reg||^2`` (mean over dimensions) to the identity loss.
+    :param reg_weight: The regulariser's weight. None (default): calibrated once per ``infer`` so that
+        the regulariser's input gradient is ``REG_GRADIENT_RATIO`` (0.25) times the identity loss's on the
+        first prior samples, the ensemble's under model augmentation; the weights used are ``reg_weights_``
+        afterwards. A number fixes it (the paper's is 1, for a BatchNorm1d feature).
+    :param surrogates: Models distilled from the target (:func:`mi_art.distill_surrogate`), ART
+        estimators or torch modules (a bare module takes [0, 1] NCHW images); the identity loss is
+        averaged over target and surrogates (model augmentation).
+    :param surrogate_p_reg: One mean public feature per surrogate (:func:`mi_art.estimate_p_reg` of each
+        surrogate, read at its last ``nn.Linear``), with ``p_reg``: every surrogate's logit loss then gets
+        its own regulariser, as the target's does, each weight calibrated to that model's own identity
+        gradient. The paper regularises the target alone; a surrogate's logit, distilled with a KL that
+        fixes only differences of logits, is then free to grow with its feature norm (docs/methods.md:
+        measured on LFW). None: the paper's form.
+    :param iterations: Steps of the latent search.
+    :param learning_rate: The search's learning rate.
+    :param n_reconstructions: Reconstructions per identity.
+    :param batch_size: Codes (or identities, for the distributional searches) optimised together.
+    :param id_weight: Weight of the identity loss against the prior term (the papers' 100).
+    :param feature_layer: Name (in ``estimator.model.named_modules()``) of the module whose input is
+        the penultimate feature; default the last ``nn.Linear``. Needed only with ``p_reg``.
+    :param output_index: Where the logits are in a model returning a tuple (a position) or a dict (a key).
+    :param seed: Seed of the search (None: not seeded).
+    :param verbose: Show a progress bar.
+
+    A subclass sets :attr:`needs_discriminator`, checks its prior (:meth:`_check_discriminator`) and
+    implements :meth:`_run`, which calls one search of :mod:`mi_art.attacks.search` with the loss
+    :meth:`_objective` assembles."""
 
     attack_params = InferenceAttack.attack_params + [
         "identity_loss", "p_reg", "reg_weight", "surrogates", "surrogate_p_reg", "iterations", "learning_rate",
         "n_reconstructions", "batch_size", "id_weight", "feature_layer", "output_index", "seed", "verbose",
     ]
     _estimator_requirements = (BaseEstimator, PyTorchEstimator, ClassifierMixin, ClassGradientsMixin)
+    #: Whether the attack's loss has a prior term, for which it takes the prior's discriminator.
+    needs_discriminator = True
+    #: The name of the prior it inverts (:data:`mi_art.priors.PRIORS`).
+    prior: str = ""
 
-    def __init__(self, estimator: Any, generator: nn.Module, discriminator: nn.Module, *,
+    def __init__(self, estimator: Any, generator: nn.Module, discriminator: Optional[nn.Module] = None, *,
                  identity_loss: str = "ce", p_reg: Any = None, reg_weight: Optional[float] = None,
                  surrogates: Sequence[Any] = (), surrogate_p_reg: Optional[Sequence[Any]] = None,
                  iterations: int = 2400, learning_rate: float = 0.02,
@@ -72,8 +102,11 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                  feature_layer: Optional[str] = None, output_index: Any = None,
                  seed: Optional[int] = None, verbose: bool = True) -> None:
         super().__init__(estimator=estimator)
-        if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
-            raise ValueError("generator and discriminator must be torch.nn.Module instances")
+        if not isinstance(generator, nn.Module):
+            raise ValueError("generator must be a torch.nn.Module instance")
+        if self.needs_discriminator and not isinstance(discriminator, nn.Module):
+            raise ValueError("discriminator must be a torch.nn.Module instance: the prior's discriminator, whose "
+                             "score is the attack's prior term")
         self.generator = generator
         self.discriminator = discriminator
         self.identity_loss = identity_loss
@@ -94,8 +127,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         self.labels_: Optional[np.ndarray] = None
         self.reconstruction_index_: Optional[np.ndarray] = None
         self.target_confidence_: Optional[np.ndarray] = None
-        self.reg_weight_: Optional[float] = None
-        self.reg_weights_: Optional[List[float]] = None
+        self._identity: Optional[IdentityObjective] = None
         self._check_params()
 
     # ------------------------------------------------------------------ ART contract
@@ -114,13 +146,13 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         # the feature layer is looked for only when named or needed (p_reg): no nn.Linear is required otherwise
         layer_name = check_feature_layer(self.feature_layer)
         self._feature_module = None if layer_name is None else penultimate_layer(self.estimator.model, layer_name)
-        self._surrogate_modules = [as_module(s, f"surrogates[{i}]") for i, s in
-                                   enumerate(check_list("surrogates", self.surrogates, item="model"))]
+        self._model_set = ModelSet(self._target_view(), check_list("surrogates", self.surrogates, item="model"))
+        self._surrogate_modules = self._model_set.surrogates
         self._p_reg_tensor = None
         if self.p_reg is not None:
             self._feature_module = penultimate_layer(self.estimator.model, layer_name)
-            self._p_reg_tensor = _feature_reference("p_reg", self.p_reg, self._feature_dim(self._feature_module),
-                                                    "the target's")
+            self._p_reg_tensor = feature_reference("p_reg", self.p_reg, self._feature_dim(self._feature_module),
+                                                   "the target's")
         self._surrogate_p_reg = None
         if self.surrogate_p_reg is not None:
             refs = check_list("surrogate_p_reg", self.surrogate_p_reg, item="feature reference")
@@ -131,8 +163,9 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                 raise ValueError(f"surrogate_p_reg has {len(refs)} entries for {len(self._surrogate_modules)} "
                                  "surrogates: give one per surrogate, in the same order")
             self._surrogate_p_reg = [
-                _feature_reference(f"surrogate_p_reg[{i}]", ref, _linear_inputs(s), f"surrogates[{i}]'s")
-                for i, (ref, s) in enumerate(zip(refs, self._surrogate_modules))]
+                feature_reference(f"surrogate_p_reg[{i}]", ref, self._model_set.feature_size(i + 1),
+                                  f"surrogates[{i}]'s") for i, ref in enumerate(refs)]
+        self._identity = None
 
     def _target_view(self) -> EstimatorModule:
         """The target as the attack sees it (:class:`~mi_art.utils.EstimatorModule`): images in the unit
@@ -161,7 +194,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             takes), ordered as ``np.repeat(y, n_reconstructions)``. Afterwards ``labels_``,
             ``reconstruction_index_`` and ``target_confidence_`` (the target's probability of the attacked
             identity for each reconstruction, as ``estimator.predict`` gives it: the softmax of its
-            logits, or its own probabilities for a model ending in softmax) describe them.
+            logits, or its own probabilities for a model ending in softmax) describe them; ``reg_weights_``
+            the regularisers' weights (the target's first, ``reg_weight_``).
         """
         if x is not None:
             raise ValueError("x is not used by GAN-based model inversion: pass the identities to attack as y")
@@ -169,19 +203,35 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             raise ValueError("y is required: the identities (class indices) to reconstruct")
         labels = self._check_labels(y)
         seed_everything(self.seed)
-        self.reg_weight_, self.reg_weights_ = None, None
         target = self._target_view()
+        self._identity = self._new_identity(target)
         saved = self._freeze()
         try:
             self._check_models(target)
-            images, conf = self._run(target, labels)
+            images = self._run(torch.from_numpy(labels).to(self._device))
+            with torch.no_grad():
+                y_rep = torch.from_numpy(np.repeat(labels, self.n_reconstructions)).to(self._device)
+                confidence = torch.cat([self._confidence(target, images[i:i + 256], y_rep[i:i + 256])
+                                        for i in range(0, len(images), 256)])
+                out = target.from_unit(images).cpu().numpy()
         finally:
             self._restore(saved)
         n = self.n_reconstructions
         self.labels_ = np.repeat(labels, n)
         self.reconstruction_index_ = np.tile(np.arange(n), len(labels))
-        self.target_confidence_ = conf
-        return images
+        self.target_confidence_ = confidence.cpu().numpy()
+        return out
+
+    @property
+    def reg_weights_(self) -> Optional[List[float]]:
+        """The regularisers' weights of the last ``infer`` (the target's, then each regularised surrogate's)."""
+        return None if self._identity is None else self._identity.reg_weights
+
+    @property
+    def reg_weight_(self) -> Optional[float]:
+        """The target regulariser's weight of the last ``infer``."""
+        weights = self.reg_weights_
+        return None if weights is None else weights[0]
 
     # ------------------------------------------------------------------ shared machinery
 
@@ -194,38 +244,37 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
 
         return check_labels(y, self.estimator.nb_classes)
 
+    def _new_identity(self, target: EstimatorModule) -> IdentityObjective:
+        return IdentityObjective([target, *self._surrogate_modules], self.identity_loss,
+                                 feature_module=self._feature_module, p_reg=self._p_reg_tensor,
+                                 surrogate_p_reg=self._surrogate_p_reg, reg_weight=self.reg_weight)
+
+    def _probe(self) -> torch.Tensor:
+        """Two images of the generator, for the checks before the search."""
+        return self.generator(torch.zeros(2, self._latent_dim, device=self._device).uniform_(-1, 1))
+
     def _check_models(self, target: EstimatorModule) -> None:
-        """Shapes agree, outputs are logits when the logit loss is asked for (the first forward pass of
-        each view also detects a model returning probabilities, see :class:`~mi_art.utils.EstimatorModule`)."""
+        """Shapes agree, outputs are logits when the logit or margin loss is asked for (the first forward pass
+        of each view also detects a model returning probabilities, see :class:`~mi_art.utils.EstimatorModule`),
+        and the prior's discriminator scores the generator's images as the attack needs."""
         device = self._device
         for model in (self.generator, self.discriminator, *self._surrogate_modules):
-            model.to(device)
-        latent = self._latent_dim
+            if model is not None:
+                model.to(device)
         with torch.no_grad():
-            images = self.generator(torch.zeros(2, latent, device=device).uniform_(-1, 1))
+            images = self._probe()
             probe = target.from_unit(images)
             expected = tuple(self.estimator.input_shape)
             if tuple(probe.shape[1:]) != expected:
                 raise ValueError(f"the generator makes images of shape {tuple(probe.shape[1:])} (in the estimator's "
                                  f"layout) but the estimator expects inputs of shape {expected}")
-            out = target(probe)
-            if out.shape[1] != self.estimator.nb_classes:
-                raise ValueError(f"the estimator returns {out.shape[1]} outputs, nb_classes is {self.estimator.nb_classes}")
-            if self.identity_loss == "logit" and target.outputs_probabilities:
-                raise ValueError("identity_loss='logit' needs logits, but the estimator returns probabilities "
-                                 "(outputs in [0, 1] that sum to 1): remove the final softmax from the model "
-                                 "or use identity_loss='ce'")
-            for i, s in enumerate(self._surrogate_modules):
-                s_out = s(s.from_unit(images))
-                if s_out.shape != out.shape:
-                    raise ValueError(f"surrogates[{i}] returns outputs of shape {tuple(s_out.shape[1:])}, the "
-                                     f"target {tuple(out.shape[1:])}")
-                if self.identity_loss == "logit" and s.outputs_probabilities:
-                    raise ValueError(f"identity_loss='logit' needs logits, but surrogates[{i}] returns probabilities")
-            self._check_discriminator(self.discriminator(images))
+            self._model_set.check_outputs(images, self.estimator.nb_classes,
+                                          needs_logits=None if self.identity_loss == "ce" else self.identity_loss)
+            if self.discriminator is not None:
+                self._check_discriminator(images)
 
-    def _check_discriminator(self, scores: torch.Tensor) -> None:
-        """The prior's discriminator scores the generator's images as the attack needs (see subclasses)."""
+    def _check_discriminator(self, images: torch.Tensor) -> None:
+        """The prior's discriminator scores the generator's ``images`` as the attack needs (see subclasses)."""
 
     @property
     def _latent_dim(self) -> int:
@@ -233,7 +282,9 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
 
     def _freeze(self) -> Tuple[List[Tuple[nn.Parameter, bool]], List[Tuple[nn.Module, bool]]]:
         """Put every model in eval mode without parameter gradients; returns what to restore."""
-        models = [self.generator, self.discriminator, self.estimator.model, *self._surrogate_modules]
+        models = [self.generator, self.estimator.model, *self._surrogate_modules]
+        if self.discriminator is not None:
+            models.insert(1, self.discriminator)
         grads = [(p, p.requires_grad) for m in models for p in m.parameters()]
         modes = [(sub, sub.training) for m in models for sub in m.modules()]
         for p, _ in grads:
@@ -251,77 +302,18 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             module.training = training
 
     def _identity_objective(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-sample identity loss over the model set (the target, then the surrogates).
+        """Per-sample identity loss of unit-space ``images`` over the model set
+        (:class:`~mi_art.identity.IdentityObjective`)."""
+        if self._identity is None:
+            self._identity = self._new_identity(target)
+        return self._identity(images, labels)
 
-        Without ``p_reg``: the mean over the models of their CE or logit loss. With ``p_reg`` only (the
-        paper's form): that mean plus ``reg_weight_ * ||p - p_reg||^2`` on the target's penultimate feature
-        ``p`` (mean over dimensions). With ``surrogate_p_reg`` too: the mean over the models of each one's
-        logit loss plus its own regulariser, each model's weight in ``reg_weights_``. The weights are
-        ``reg_weight``, or when that is None calibrated on the first images (:meth:`_calibrate_reg_weights`)."""
-        x = target.from_unit(images)
-        if self._p_reg_tensor is None:  # no feature needed: any head works, nn.Linear or not
-            return self._ensemble_identity_loss(target(x), images, labels)
-        logits, feats = logits_and_features(target, x, self._feature_module)
-        if self.reg_weights_ is None:
-            self.reg_weights_ = self._calibrate_reg_weights(target, images, labels)
-            self.reg_weight_ = self.reg_weights_[0]
-        target_term = self.reg_weight_ * feature_regulariser(feats, self._p_reg_tensor)
-        if self._surrogate_p_reg is None:
-            return self._ensemble_identity_loss(logits, images, labels) + target_term
-        terms = [identity_loss(logits, labels, self.identity_loss) + target_term]
-        for s, ref, weight in zip(self._surrogate_modules, self._surrogate_p_reg, self.reg_weights_[1:]):
-            s_logits, s_feats = logits_and_features(s, s.from_unit(images))
-            terms.append(identity_loss(s_logits, labels, self.identity_loss) + weight * feature_regulariser(s_feats, ref))
-        return torch.stack(terms).mean(0)
-
-    def _ensemble_identity_loss(self, logits: torch.Tensor, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-sample mean over target (its ``logits``) and surrogates (on unit-space ``images``) of the
-        identity loss."""
-        losses = [identity_loss(logits, labels, self.identity_loss)]
-        losses += [identity_loss(s(s.from_unit(images)), labels, self.identity_loss) for s in self._surrogate_modules]
-        return torch.stack(losses).mean(0)
-
-    def _calibrate_reg_weights(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> List[float]:
-        """The regularisers' weights: ``reg_weight`` for every model when it is set; else, on ``images``, the
-        weight at which a regulariser's mean input-gradient norm is ``REG_GRADIENT_RATIO`` times that of
-        the identity loss it balances: the ensemble's mean identity loss for the target's regulariser in
-        the paper's form, each model's own identity loss when every model is regularised
-        (``surrogate_p_reg``). Target first, then the surrogates.
-
-        The paper's weight of 1 belongs to its target, whose feature passes through BatchNorm1d; on a
-        plain ReLU feature the same weight gives a regulariser whose gradient is 2x the identity
-        gradient (AT&T faces), and under model augmentation the mean identity gradient of models that
-        disagree shrinks (to 0.66x the target's) while the regulariser's does not. Fixing the ratio of
-        the two gradients instead of the weight keeps LOM's balance for any feature scale and under MA."""
-        n_models = 1 + (len(self._surrogate_modules) if self._surrogate_p_reg is not None else 0)
-        if self.reg_weight is not None:
-            return [float(self.reg_weight)] * n_models
-        xg = images.detach().requires_grad_(True)
-        logits, feats = logits_and_features(target, target.from_unit(xg), self._feature_module)
-        if self._surrogate_p_reg is None:
-            pairs = [(self._ensemble_identity_loss(logits, xg, labels), feats, self._p_reg_tensor)]
-        else:
-            pairs = [(identity_loss(logits, labels, self.identity_loss), feats, self._p_reg_tensor)]
-            for s, ref in zip(self._surrogate_modules, self._surrogate_p_reg):
-                s_logits, s_feats = logits_and_features(s, s.from_unit(xg))
-                pairs.append((identity_loss(s_logits, labels, self.identity_loss), s_feats, ref))
-        weights = []
-        for i, (id_loss, model_feats, ref) in enumerate(pairs):
-            g_id, = torch.autograd.grad(id_loss.sum(), xg, retain_graph=True)
-            g_reg, = torch.autograd.grad(feature_regulariser(model_feats, ref).sum(), xg, retain_graph=True)
-            id_norm = g_id.flatten(1).norm(dim=1).mean()
-            reg_norm = g_reg.flatten(1).norm(dim=1).mean()
-            if not torch.isfinite(id_norm) or not torch.isfinite(reg_norm) or reg_norm <= 0:
-                whose = "p_reg" if i == 0 else f"surrogate_p_reg[{i - 1}]"
-                raise ValueError(f"reg_weight=None could not be calibrated: the regulariser of {whose} has no "
-                                 "gradient on the prior's samples (the reference equals their features?); pass "
-                                 "reg_weight explicitly")
-            weights.append(float(REG_GRADIENT_RATIO * id_norm / reg_norm))
-        return weights
-
-    def _objective(self, target: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   prior: torch.Tensor, iteration: int = 0) -> torch.Tensor:
-        per_sample = prior + self.id_weight * self._identity_objective(target, images, labels)
+    def _objective(self, images: torch.Tensor, labels: torch.Tensor, prior: torch.Tensor,
+                   iteration: int = 0) -> torch.Tensor:
+        """The scalar loss of a search step: the per-sample ``prior`` term plus ``id_weight`` times the identity
+        loss, summed and divided by :data:`REFERENCE_BATCH`; checked for NaN every :data:`CHECK_EVERY`
+        iterations."""
+        per_sample = prior + self.id_weight * self._identity_objective(self._identity.target, images, labels)
         loss = per_sample.sum() / REFERENCE_BATCH
         if iteration % CHECK_EVERY == 0 or iteration == self.iterations - 1:  # a check is a device sync
             check_finite(loss, "the attack's loss (a prior, the target or a surrogate returned NaN or infinity)")
@@ -338,6 +330,6 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         return tqdm(total=total, desc=desc, disable=not self.verbose)
 
     @abc.abstractmethod
-    def _run(self, target: nn.Module, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """Return ``(images, target_confidence)`` ordered as ``np.repeat(labels, n_reconstructions)``."""
-
+    def _run(self, labels: torch.Tensor) -> torch.Tensor:
+        """Return the reconstructions in [0, 1] (the generator's space), on the device, ordered as
+        ``labels.repeat_interleave(n_reconstructions)``."""
