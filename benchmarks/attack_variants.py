@@ -1,4 +1,4 @@
-"""Benchmark: ART's MIFace against GMI and KEDMI with and without LOMMA's two improvements.
+"""Benchmark: ART's MIFace against GMI, KEDMI, VMI and PLG-MI with and without LOMMA's two improvements.
 
 Two face benchmarks (``benchmarks/_settings.py``): ``--benchmark att``, AT&T faces (private s1-s20, public
 s21-s40, 32x32 grey), the quick look; ``--benchmark lfw``, LFW (the 50 persons with the most images
@@ -30,13 +30,16 @@ import torch
 
 from _settings import BENCHMARKS, REPO, benchmark_config
 
+from mi_art.attacks import ATTACKS
 from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.utils import write_atomic
 
+#: Row names of the GAN attacks.
+ATTACK_NAMES = {"gmi": "GMI", "kedmi": "KEDMI", "vmi": "VMI", "plgmi": "PLG-MI"}
 METHODS = [("miface", "baseline", "ART MIFace")] + [
-    (attack, variant, f"{attack.upper()}{'' if variant == 'baseline' else '+' + variant.upper()}")
-    for attack in ("gmi", "kedmi") for variant in ("baseline", "lom", "ma", "lomma")]
+    (attack, variant, f"{name}{'' if variant == 'baseline' else '+' + variant.upper()}")
+    for attack, name in ATTACK_NAMES.items() for variant in ("baseline", "lom", "ma", "lomma")]
 #: LOMMA in the paper's form (the target's regulariser alone), beside the library's default (every model
 #: regularised): the measured reason for that deviation.
 PAPER_FORM = {f"{attack.upper()}+LOMMA (paper)": {"regularise_surrogates": False} for attack in ("gmi", "kedmi")}
@@ -59,6 +62,8 @@ def main() -> None:
     parser.add_argument("--kedmi-steps", type=int, default=None,
                         help="KEDMI generator steps, each after 5 discriminator steps, warm-started from the GMI "
                              "prior's generator (default 200)")
+    parser.add_argument("--plgmi-steps", type=int, default=None,
+                        help="PLG-MI conditional GAN generator steps, from the GMI generator (default 1000)")
     parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 3000)")
     parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
@@ -85,6 +90,7 @@ def main() -> None:
     overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=5,
                      prior_steps=args.prior_steps or (300 if q else 1500),
                      kedmi_steps=args.kedmi_steps or (60 if q else 200),
+                     plgmi_steps=args.plgmi_steps or (150 if q else 1000),
                      surrogate_steps=args.surrogate_steps or (1000 if q else 3000),
                      miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device,
                      judges=args.judges or (1 if q else 3), surrogate_pretrain_epochs=args.surrogate_pretrain_epochs)
@@ -115,10 +121,8 @@ def main() -> None:
             if key in done:
                 continue
             t0 = time.perf_counter()
-            if attack == "gmi":
-                bench.gmi_prior()
-            elif attack == "kedmi":
-                bench.kedmi_prior(target)
+            if attack != "miface":
+                bench.prior(ATTACKS[attack].prior, target)
             if variant in ("ma", "lomma"):
                 bench.surrogates(target)
             prep = time.perf_counter() - t0
