@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import trange
 
+from .access import PredictOracle
 from .features import penultimate_layer
 from .priors.networks import LATENT_DIM
 from .training import augment_batch, infinite_batches
@@ -70,6 +71,11 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     where the attacks feed a bare-module surrogate (:class:`mi_art.utils.EstimatorModule`); the target
     sees every batch mapped back to its own input space, through its preprocessing. Returns the student
     in eval mode.
+
+    ``target`` may also be a :class:`mi_art.access.PredictOracle`: the target behind an API, asked through
+    ``predict`` alone (black-box: its scores; label-only: its labels), every image a counted query. The
+    student then learns the answers with cross-entropy against them (``temperature`` is not used), and
+    training stops early, keeping the best student, when the oracle's budget cannot answer another batch.
     """
     steps, batch_size = check_count("steps", steps), check_count("batch_size", batch_size)
     eval_every, patience = check_count("eval_every", eval_every), check_count("patience", patience)
@@ -79,7 +85,8 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     lr_step = check_optional_count("lr_step", lr_step)
     seed_everything(seed)
     device = resolve_device(device)
-    teacher = as_module(target, "target", output_index=output_index).to(device).eval()
+    oracle = target if isinstance(target, PredictOracle) else None
+    teacher = None if oracle else as_module(target, "target", output_index=output_index).to(device).eval()
     x = check_images(public_x, "public_x")
     if val_x is None:
         check_number("val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True)
@@ -90,10 +97,20 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
         x, val = x[perm[n_val:]], x[perm[:n_val]]
     else:
         val = check_images(val_x, "val_x", shape=x.shape[1:])
-    x, val = torch.from_numpy(x).to(device), torch.from_numpy(val).to(device)
-    val_teacher = check_finite(batched_logits(teacher, val), "the target's outputs on public_x")
-    x, val = teacher.to_unit(x), teacher.to_unit(val)  # the student's space: [0, 1], channels first
-    teacher = teacher.unit_view()  # from now on the teacher takes the student's images
+    if oracle is not None:  # the student's space: [0, 1], channels first
+        x, val = (torch.from_numpy(oracle.to_unit(a)).to(device) for a in (x, val))
+        val_teacher = oracle.answers(val).clamp_min(1e-12).log()  # log-probabilities: the KL's teacher logits
+
+        def teach(images: torch.Tensor) -> torch.Tensor:
+            return oracle.answers(images)
+    else:
+        x, val = torch.from_numpy(x).to(device), torch.from_numpy(val).to(device)
+        val_teacher = check_finite(batched_logits(teacher, val), "the target's outputs on public_x")
+        x, val = teacher.to_unit(x), teacher.to_unit(val)  # the student's space: [0, 1], channels first
+        teacher = teacher.unit_view()  # from now on the teacher takes the student's images
+
+        def teach(images: torch.Tensor) -> torch.Tensor:
+            return teacher(images)
     if generator is not None:
         generator = generator.to(device).eval()
         latent = int(getattr(generator, "latent_dim", LATENT_DIM))
@@ -109,16 +126,23 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
             with torch.no_grad():
                 fake = generator(torch.randn(len(xb), latent, device=device).clamp(-1, 1))
             xb = torch.cat([xb, fake])
+        if oracle is not None and oracle.remaining() is not None and oracle.remaining() < len(xb):
+            break  # the budget cannot answer another batch: keep the best student so far
         with torch.no_grad():
-            teacher_logits = teacher(xb)
-        loss = check_finite(distillation_loss(student(xb), teacher_logits, temperature), "the distillation loss")
+            answer = teach(xb)
+        if oracle is not None:  # cross-entropy against the answers: the KL to them up to a constant
+            loss = -(answer * F.log_softmax(student(xb), 1)).sum(1).mean()
+        else:
+            loss = distillation_loss(student(xb), answer, temperature)
+        loss = check_finite(loss, "the distillation loss")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             with eval_mode(student):
-                val_kl = distillation_loss(batched_logits(student, val), val_teacher, temperature).item()
+                val_kl = distillation_loss(batched_logits(student, val), val_teacher,
+                                           1.0 if oracle is not None else temperature).item()
             bar.set_postfix(kl=f"{loss.item():.4f}", val_kl=f"{val_kl:.4f}")
             if val_kl < best:
                 best, stale = val_kl, 0

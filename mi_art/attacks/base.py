@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from ..features import check_feature_layer, logits_and_features, penultimate_layer
 from ..identity import IDENTITY_LOSSES, REG_GRADIENT_RATIO, IdentityObjective, feature_reference
+from ..access import ACCESS_LEVELS, PredictOracle
 from ..surrogates import ModelSet
-from ..utils import EstimatorModule, check_output_index, eval_mode, seed_everything
+from ..utils import EstimatorModule, check_output_index, eval_mode, module_device, seed_everything
 from ..validation import (check_bool, check_choice, check_count, check_finite, check_list, check_number,
                           check_positive, check_seed)
 
@@ -79,6 +80,16 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     :param output_index: Where the logits are in a model returning a tuple (a position) or a dict (a key).
     :param seed: Seed of the search (None: not seeded).
     :param verbose: Show a progress bar.
+    :param access: What the attack may ask of the target (:data:`mi_art.access.ACCESS_LEVELS`):
+        ``"white-box"`` (its gradients, the default), ``"black-box"`` (the scores ``predict`` returns) or
+        ``"label-only"`` (the label ``predict`` ranks first). In the last two the estimator is any ART
+        classifier with ``predict`` (``BlackBoxClassifier`` included) and is only ever asked through
+        ``predict``, once per reconstruction for ``target_confidence_`` (black-box: its score of the
+        identity; label-only: 1 when it answers the identity), counted in ``queries_``. The attack inverts
+        the ``surrogates``, which must be trained from the target's answers
+        (:func:`mi_art.distill_surrogate` with a :class:`mi_art.access.PredictOracle`): the first stands
+        in for the target (``p_reg`` is its feature reference, ``feature_layer`` names its layer), the
+        others are its ensemble (``surrogate_p_reg``: one reference each).
 
     A subclass sets :attr:`needs_discriminator`, checks its prior (:meth:`_check_discriminator`) and
     implements :meth:`_run`, which calls one search of :mod:`mi_art.attacks.search` with the loss
@@ -87,6 +98,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     attack_params = InferenceAttack.attack_params + [
         "identity_loss", "p_reg", "reg_weight", "surrogates", "surrogate_p_reg", "iterations", "learning_rate",
         "n_reconstructions", "batch_size", "id_weight", "feature_layer", "output_index", "seed", "verbose",
+        "access",
     ]
     _estimator_requirements = (BaseEstimator, PyTorchEstimator, ClassifierMixin, ClassGradientsMixin)
     #: Whether the attack's loss has a prior term, for which it takes the prior's discriminator.
@@ -100,7 +112,10 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                  iterations: int = 2400, learning_rate: float = 0.02,
                  n_reconstructions: int = 5, batch_size: int = 60, id_weight: float = 100.0,
                  feature_layer: Optional[str] = None, output_index: Any = None,
-                 seed: Optional[int] = None, verbose: bool = True) -> None:
+                 seed: Optional[int] = None, verbose: bool = True, access: str = "white-box") -> None:
+        self.access = check_choice("access", access, ACCESS_LEVELS)
+        if self.access != "white-box":  # predict alone: any ART classifier
+            self._estimator_requirements = (BaseEstimator, ClassifierMixin)
         super().__init__(estimator=estimator)
         if not isinstance(generator, nn.Module):
             raise ValueError("generator must be a torch.nn.Module instance")
@@ -127,6 +142,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         self.labels_: Optional[np.ndarray] = None
         self.reconstruction_index_: Optional[np.ndarray] = None
         self.target_confidence_: Optional[np.ndarray] = None
+        self.queries_: int = 0
         self._identity: Optional[IdentityObjective] = None
         self._check_params()
 
@@ -134,6 +150,15 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
 
     def _check_params(self) -> None:
         check_choice("identity_loss", self.identity_loss, IDENTITY_LOSSES)
+        check_choice("access", self.access, ACCESS_LEVELS)
+        surrogates = check_list("surrogates", self.surrogates, item="model")
+        self._oracle: Optional[PredictOracle] = None
+        if self.access != "white-box":
+            if not surrogates:
+                raise ValueError(f"access={self.access!r} inverts surrogates trained from the target's answers, "
+                                 "not the target: give surrogates=[...] (mi_art.distill_surrogate with a "
+                                 f"mi_art.PredictOracle(estimator, access={self.access!r}))")
+            self._oracle = PredictOracle(self.estimator, access=self.access)
         for name in ("iterations", "n_reconstructions", "batch_size"):
             check_count(name, getattr(self, name))
         for name in ("learning_rate", "id_weight"):
@@ -145,41 +170,56 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         check_output_index(self.output_index)
         # the feature layer is looked for only when named or needed (p_reg): no nn.Linear is required otherwise
         layer_name = check_feature_layer(self.feature_layer)
-        self._feature_module = None if layer_name is None else penultimate_layer(self.estimator.model, layer_name)
-        self._model_set = ModelSet(self._target_view(), check_list("surrogates", self.surrogates, item="model"))
+        self._feature_module = None if layer_name is None else penultimate_layer(self._attacked_model, layer_name)
+        self._model_set = ModelSet(self._target_view(), surrogates if self._oracle is None else surrogates[1:])
         self._surrogate_modules = self._model_set.surrogates
         self._p_reg_tensor = None
         if self.p_reg is not None:
-            self._feature_module = penultimate_layer(self.estimator.model, layer_name)
+            self._feature_module = penultimate_layer(self._attacked_model, layer_name)
             self._p_reg_tensor = feature_reference("p_reg", self.p_reg, self._feature_dim(self._feature_module),
-                                                   "the target's")
+                                                   "the target's" if self._oracle is None else "surrogates[0]'s")
         self._surrogate_p_reg = None
         if self.surrogate_p_reg is not None:
             refs = check_list("surrogate_p_reg", self.surrogate_p_reg, item="feature reference")
             if self.p_reg is None:
                 raise ValueError("surrogate_p_reg regularises the surrogates as p_reg regularises the target: "
                                  "give p_reg too, or leave surrogate_p_reg out")
+            first = 0 if self._oracle is None else 1  # black-box: surrogates[0] is the target's stand-in
             if len(refs) != len(self._surrogate_modules):
                 raise ValueError(f"surrogate_p_reg has {len(refs)} entries for {len(self._surrogate_modules)} "
-                                 "surrogates: give one per surrogate, in the same order")
+                                 "surrogates: give one per surrogate, in the same order"
+                                 + ("" if first == 0 else f" after surrogates[0] (access={self.access!r}: "
+                                                          "p_reg is surrogates[0]'s)"))
             self._surrogate_p_reg = [
                 feature_reference(f"surrogate_p_reg[{i}]", ref, self._model_set.feature_size(i + 1),
-                                  f"surrogates[{i}]'s") for i, ref in enumerate(refs)]
+                                  f"surrogates[{i + first}]'s") for i, ref in enumerate(refs)]
         self._identity = None
 
     def _target_view(self) -> EstimatorModule:
-        """The target as the attack sees it (:class:`~mi_art.utils.EstimatorModule`): images in the unit
-        space are mapped to its input space by ``from_unit``; ART preprocessing; ``output_index``."""
-        return EstimatorModule(self.estimator, output_index=self.output_index, what="target")
+        """The model whose gradients the attack follows in the target's place (:class:`~mi_art.utils.EstimatorModule`):
+        the target (white-box), else the first surrogate. Images in the unit space are mapped to its input
+        space by ``from_unit``; ART preprocessing; ``output_index``."""
+        if self._oracle is None:
+            return EstimatorModule(self.estimator, output_index=self.output_index, what="target")
+        return EstimatorModule(self.surrogates[0], output_index=self.output_index, what="surrogates[0]")
+
+    @property
+    def _attacked_model(self) -> nn.Module:
+        """The torch module behind :meth:`_target_view`."""
+        return self._target_view().model
+
+    def _input_shape(self) -> Tuple[int, ...]:
+        """The shape of one image in the input space of :meth:`_target_view`."""
+        return tuple(self.estimator.input_shape) if self._oracle is None else self._oracle.unit_shape
 
     def _feature_dim(self, layer: nn.Module) -> int:
-        """Size of the target's penultimate feature: an ``nn.Linear``'s ``in_features``, else measured on
-        two blank inputs."""
+        """Size of the attacked model's penultimate feature: an ``nn.Linear``'s ``in_features``, else measured
+        on two blank inputs."""
         if isinstance(layer, nn.Linear):
             return layer.in_features
         view = self._target_view()
-        x = torch.zeros(2, *self.estimator.input_shape, device=self._device)
-        with torch.no_grad(), eval_mode(self.estimator.model):
+        x = torch.zeros(2, *self._input_shape(), device=self._device)
+        with torch.no_grad(), eval_mode(view.model):
             return int(logits_and_features(view, x, layer)[1].shape[1])
 
     # ------------------------------------------------------------------ the verb
@@ -203,6 +243,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             raise ValueError("y is required: the identities (class indices) to reconstruct")
         labels = self._check_labels(y)
         seed_everything(self.seed)
+        if self._oracle is not None:
+            self._oracle.queries = 0
         target = self._target_view()
         self._identity = self._new_identity(target)
         saved = self._freeze()
@@ -213,7 +255,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                 y_rep = torch.from_numpy(np.repeat(labels, self.n_reconstructions)).to(self._device)
                 confidence = torch.cat([self._confidence(target, images[i:i + 256], y_rep[i:i + 256])
                                         for i in range(0, len(images), 256)])
-                out = target.from_unit(images).cpu().numpy()
+                out = (target.from_unit(images).cpu().numpy() if self._oracle is None
+                       else self._oracle.from_unit(images))
         finally:
             self._restore(saved)
         n = self.n_reconstructions
@@ -237,7 +280,10 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
 
     @property
     def _device(self) -> torch.device:
-        return self.estimator.device
+        if self._oracle is None:
+            return self.estimator.device
+        source = self._target_view().source
+        return source.device if hasattr(source, "device") else module_device(source)
 
     def _check_labels(self, y: Any) -> np.ndarray:
         from ..utils import check_labels
@@ -263,11 +309,14 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                 model.to(device)
         with torch.no_grad():
             images = self._probe()
-            probe = target.from_unit(images)
+            probe = target.from_unit(images) if self._oracle is None else torch.from_numpy(self._oracle.from_unit(images))
             expected = tuple(self.estimator.input_shape)
             if tuple(probe.shape[1:]) != expected:
                 raise ValueError(f"the generator makes images of shape {tuple(probe.shape[1:])} (in the estimator's "
                                  f"layout) but the estimator expects inputs of shape {expected}")
+            if self._oracle is not None and tuple(images.shape[1:]) != self._input_shape():
+                raise ValueError(f"the generator makes images of shape {tuple(images.shape[1:])} but surrogates[0] "
+                                 f"takes {self._input_shape()}")
             self._model_set.check_outputs(images, self.estimator.nb_classes,
                                           needs_logits=None if self.identity_loss == "ce" else self.identity_loss)
             if self.discriminator is not None:
@@ -282,7 +331,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
 
     def _freeze(self) -> Tuple[List[Tuple[nn.Parameter, bool]], List[Tuple[nn.Module, bool]]]:
         """Put every model in eval mode without parameter gradients; returns what to restore."""
-        models = [self.generator, self.estimator.model, *self._surrogate_modules]
+        models = [self.generator, self._attacked_model, *self._surrogate_modules]
         if self.discriminator is not None:
             models.insert(1, self.discriminator)
         grads = [(p, p.requires_grad) for m in models for p in m.parameters()]
@@ -322,7 +371,12 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     @torch.no_grad()
     def _confidence(self, target: EstimatorModule, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The target's probability of ``labels`` for unit-space ``images``: the softmax of its logits (of
-        the log-probabilities of a model returning probabilities: its own probabilities)."""
+        the log-probabilities of a model returning probabilities: its own probabilities); without white-box
+        access, what ``predict`` answers (label-only: 1 for the identity's label, else 0), counted."""
+        if self._oracle is not None:
+            probs = self._oracle.answers(images)
+            self.queries_ = self._oracle.queries
+            return probs.gather(1, labels.view(-1, 1)).squeeze(1)
         probs = F.softmax(target(target.from_unit(images)), 1)
         return probs.gather(1, labels.view(-1, 1)).squeeze(1)
 
