@@ -15,7 +15,7 @@ import click
 from mi_art.data import DATASETS
 from mi_art.models import ARCHITECTURES
 
-from .experiment import ATTACKS, VARIANTS
+from .experiment import ACCESS_LEVELS, ATTACKS, VARIANTS
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.
@@ -33,6 +33,10 @@ _TARGET_PRETRAIN_HELP = ("Epochs of pre-training the target on the public identi
                          "--target-epochs of fine-tuning every layer on the private ones; 0: from scratch.")
 _EVAL_PRETRAIN_HELP = ("Epochs of pre-training the evaluation model on the public identities before --eval-epochs "
                        "of fine-tuning on the private ones; 0: from scratch.")
+_ACCESS_HELP = ("What the attack may ask of the target: white-box (its gradients), black-box (its scores through "
+                "predict, an output defense applied) or label-only (its predicted label). Below white-box the "
+                "surrogates (--surrogate) are distilled from its answers and inverted.")
+_MAX_QUERIES_HELP = "Queries the target answers in all below white-box, shared by the surrogates [default: no limit]."
 _JUDGES_HELP = ("Evaluation models trained from independent initialisations: every attack metric is their mean, "
                 "reported with the spread over judges (a single judge is itself a draw).")
 _MIN_AGREEMENT_HELP = ("Leave out of the ensemble, with a warning, every surrogate that agrees with the target on "
@@ -259,6 +263,8 @@ def main() -> None:
 @click.option("--regularise-surrogates/--no-regularise-surrogates", default=True, show_default=True,
               help=_REGULARISE_SURROGATES_HELP)
 @click.option("--miface-iterations", type=COUNT, default=300, show_default=True)
+@click.option("--access", type=click.Choice(ACCESS_LEVELS), default="white-box", show_default=True, help=_ACCESS_HELP)
+@click.option("--max-queries", type=COUNT, default=None, help=_MAX_QUERIES_HELP)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of data split, models and priors.")
 @click.option("--attack-seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True,
@@ -275,7 +281,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
            surrogate_pretrain_epochs: int, prior_steps: int, kedmi_steps: int, plgmi_steps: int,
            surrogates: Tuple[str, ...],
            surrogate_steps: int, min_surrogate_agreement: float, regularise_surrogates: bool, miface_iterations: int,
-           seed: int, attack_seed: int,
+           access: str, max_queries: Optional[int], seed: int, attack_seed: int,
            device: str,
            out_dir: Optional[str], cache_dir: str, verbose: bool) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
@@ -305,7 +311,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         identities=ids,
         kedmi_steps=kedmi_steps, plgmi_steps=plgmi_steps, surrogate_archs=tuple(surrogates),
         surrogate_steps=surrogate_steps, min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
-        miface_iterations=miface_iterations, seed=seed,
+        miface_iterations=miface_iterations, access=access, max_queries=max_queries, seed=seed,
         attack_seed=attack_seed, device=device, verbose=verbose)
     try:
         bench = Workbench(config, ArtifactCache(cache_dir))
@@ -455,6 +461,9 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--regularise-surrogates/--no-regularise-surrogates", default=None,
               help=_REGULARISE_SURROGATES_HELP + " [default: the grid's, else on]")
 @click.option("--miface-iterations", type=COUNT, default=None)
+@click.option("--access", type=click.Choice(ACCESS_LEVELS), default=None,
+              help=_ACCESS_HELP + " [default: the grid's, else white-box]")
+@click.option("--max-queries", type=COUNT, default=None, help=_MAX_QUERIES_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Results folder [default: mi_art_runs/evaluate-<grid name>]. Rerunning into the same "
                    "folder resumes: finished cells are kept.")
@@ -485,7 +494,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
              target_pretrain_epochs, eval_pretrain_epochs, surrogate_pretrain_epochs, judges, prior_steps, kedmi_steps,
              plgmi_steps, gan_width, surrogates,
-             surrogate_steps, min_surrogate_agreement, regularise_surrogates, miface_iterations,
+             surrogate_steps, min_surrogate_agreement, regularise_surrogates, miface_iterations, access, max_queries,
              out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
              device: Optional[str], dry_run: bool, verbose: bool, progress: bool) -> None:
@@ -518,7 +527,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
                        judges=judges, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
                        plgmi_steps=plgmi_steps, gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
                        min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
-                       miface_iterations=miface_iterations)
+                       miface_iterations=miface_iterations, access=access, max_queries=max_queries)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
                                                 seeds, seed_scope, budgets, base))
         if name is not None:

@@ -131,7 +131,10 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
         "defense_params": dict(config.defense_params), "defense_label": cell.defense_label,
         "natural_accuracy": finite_or_none(result["target_test_accuracy"]),
         "epsilon": finite_or_none(record.get("epsilon")), "delta": finite_or_none(record.get("delta")),
-        "attack": result["attack"], "variant": result["variant"], "seed": config.attack_seed,
+        # below white-box the access level is part of the attack's name, so tables and plots keep it apart
+        "attack": result["attack"] if config.access == "white-box" else f"{result['attack']}[{config.access}]",
+        "variant": result["variant"], "seed": config.attack_seed, "access": config.access,
+        "queries": result.get("queries"),
         "artifact_seed": config.seed,
         **{k: finite_or_none(result[k]) for k in ("acc@1", "acc@1_std", "acc@5", "acc@5_std", "knn_dist",
                                                   "fid_eval_features", "seconds", "evaluator_test_accuracy",

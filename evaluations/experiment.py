@@ -23,7 +23,9 @@ from mi_art.models import ARCHITECTURES
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
-from mi_art.validation import check_bool, check_choice, check_count, check_int, check_labels, check_number, check_seed
+from mi_art.access import ACCESS_LEVELS, PredictOracle
+from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_labels, check_number,
+                               check_optional_count, check_seed)
 
 from .cache import ArtifactCache
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
@@ -98,6 +100,13 @@ class ExperimentConfig:
     #: feature), as the target's has; False: the paper's form, the target's regulariser alone.
     regularise_surrogates: bool = True
     miface_iterations: int = 300
+    #: What the attack may ask of the target (:data:`mi_art.access.ACCESS_LEVELS`): "white-box" (its
+    #: gradients), "black-box" (its scores through ``predict``, an output defense applied) or "label-only".
+    #: Below white-box, surrogates (``surrogate_archs``) are distilled from its answers and inverted.
+    access: str = "white-box"
+    #: Queries the target answers in all below white-box, shared equally by the surrogates' distillation
+    #: (None: no limit); the attack's own check of its reconstructions adds one per reconstruction.
+    max_queries: Optional[int] = None
     seed: int = 0
     attack_seed: int = 0
     device: Optional[str] = None
@@ -128,6 +137,14 @@ class ExperimentConfig:
         check_choice("surrogate_data", self.surrogate_data, SURROGATE_DATA)
         check_number("min_surrogate_agreement", self.min_surrogate_agreement, low=0, high=1)
         check_bool("regularise_surrogates", self.regularise_surrogates)
+        check_choice("access", self.access, ACCESS_LEVELS)
+        check_optional_count("max_queries", self.max_queries)
+        if self.access != "white-box":
+            if self.attack == "miface":
+                raise ValueError(f"ART's MIFace needs the target's gradients: it has no access={self.access!r} form")
+            if not self.surrogate_archs:
+                raise ValueError(f"access={self.access!r} inverts surrogates distilled from the target's answers: "
+                                 "give at least one surrogate architecture")
         if self.variant in ("ma", "lomma") and not self.surrogate_archs:
             raise ValueError(f"variant {self.variant!r} needs at least one surrogate architecture")
 
@@ -533,9 +550,62 @@ class Workbench:
                                  lambda: estimate_p_reg(target, self.data.public.x))
 
     def surrogate_p_reg(self, target: nn.Module, index: int, surrogate: nn.Module) -> torch.Tensor:
-        """The mean public feature of surrogate ``index`` (:meth:`surrogates`), for its own regulariser."""
-        return self.cache.tensor("p-reg", {"surrogate": self.surrogate_key(index, target), "version": 1},
+        """The mean public feature of surrogate ``index`` (:meth:`surrogates`, or :meth:`answer_surrogates`
+        below white-box), for its own regulariser."""
+        key = self.surrogate_key(index, target)
+        if self.config.access != "white-box":
+            key = self.answer_surrogate_key(index, target)
+        return self.cache.tensor("p-reg", {"surrogate": key, "version": 1},
                                  lambda: estimate_p_reg(surrogate, self.data.public.x))
+
+    def api(self, target: nn.Module) -> Any:
+        """The target as its users reach it: an ART ``PyTorchClassifier`` whose ``predict`` returns
+        probabilities, through the configured output defense (an ART postprocessor) when there is one."""
+        from art.estimators.classification import PyTorchClassifier
+
+        from mi_art.defenses.postprocessing import POSTPROCESSORS, Softmax, make_postprocessor
+
+        c, d = self.config, self.data
+        post = [Softmax()]
+        if c.defense in POSTPROCESSORS:
+            post.append(make_postprocessor(c.defense, dict(c.defense_params)))
+        model = target.model if isinstance(target, EstimatorModule) else target
+        return PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=d.input_shape, nb_classes=d.num_classes,
+                                 clip_values=(0.0, 1.0), postprocessing_defences=post,
+                                 device_type="gpu" if self.device.type == "cuda" else "cpu")
+
+    def answer_surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
+        c = self.config
+        return {**self.surrogate_key(i, target), "access": c.access, "max_queries": c.max_queries,
+                "defense": c.defense, "defense_params": dict(c.defense_params)}
+
+    def answer_surrogates(self, target: nn.Module) -> Tuple[List[nn.Module], List[int]]:
+        """Below white-box: the surrogates distilled from the answers of :meth:`api` alone (scores or labels,
+        ``config.access``), each with an equal share of ``config.max_queries``. Returns the surrogates and
+        the queries each one's distillation made."""
+        c = self.config
+        train_x, val_x = self.public_split()
+        share = None if c.max_queries is None else max(1, c.max_queries // len(c.surrogate_archs))
+        out, queries = [], []
+        for i, arch in enumerate(c.surrogate_archs):
+            key = self.answer_surrogate_key(i, target)
+            made: Dict[str, int] = {}
+
+            def train(arch: str = arch, i: int = i, made: Dict[str, int] = made) -> nn.Module:
+                oracle = PredictOracle(self.api(target), access=c.access, max_queries=share)
+                generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
+                model = distill_surrogate(oracle, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
+                                          generator=generator, steps=c.surrogate_steps, augment=c.augment,
+                                          device=self.device, seed=c.seed + i, verbose=c.verbose)
+                made["queries"] = oracle.queries
+                return model
+
+            out.append(self.cache.module("answer-surrogate", key, lambda arch=arch: self._classifier(arch),
+                                         train).to(self.device))
+            # written once, when the surrogate is trained (the cache then only reads it back)
+            record = self.cache.json("answer-surrogate-queries", key, lambda made=made: {"queries": made.get("queries")})
+            queries.append(record["queries"])
+        return out, queries
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -636,15 +706,31 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         use_lom, use_ma = variant in ("lom", "lomma"), variant in ("ma", "lomma")
         surrogates: List[nn.Module] = []
         surrogate_p_reg = None
-        if use_ma:
-            surrogates, extra["surrogates"], notes = bench.checked_surrogates(unit_target)
-            if use_lom and c.regularise_surrogates:
-                used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
-                surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
-        kwargs: Dict[str, Any] = dict(p_reg=bench.p_reg(unit_target) if use_lom else None,
-                                      surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
+        if c.access != "white-box":
+            # the target is reached through predict alone: the surrogates learnt from its answers are what is
+            # inverted, the first in the target's place; MA adds the others
+            estimator = bench.api(unit_target)
+            learnt, queries = bench.answer_surrogates(unit_target)
+            extra["surrogates"] = bench.surrogate_report(unit_target, learnt)
+            for row, q in zip(extra["surrogates"], queries):
+                row["queries"] = q
+            extra["access"], extra["query_budget"] = c.access, c.max_queries
+            surrogates = learnt if use_ma else learnt[:1]
+            for i, row in enumerate(extra["surrogates"]):
+                row["used"] = i < len(surrogates)
+            p_reg = bench.surrogate_p_reg(unit_target, 0, surrogates[0]) if use_lom else None
+            if use_lom and use_ma and c.regularise_surrogates and len(surrogates) > 1:
+                surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in enumerate(surrogates) if i]
+        else:
+            if use_ma:
+                surrogates, extra["surrogates"], notes = bench.checked_surrogates(unit_target)
+                if use_lom and c.regularise_surrogates:
+                    used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
+                    surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
+            p_reg = bench.p_reg(unit_target) if use_lom else None
+        kwargs: Dict[str, Any] = dict(p_reg=p_reg, surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
-                                      batch_size=c.batch_size, seed=seed, verbose=c.verbose)
+                                      batch_size=c.batch_size, seed=seed, verbose=c.verbose, access=c.access)
         if use_lom:  # else each attack's own identity loss: CE, PLG-MI's margin
             kwargs["identity_loss"] = "logit"
         cls = GAN_ATTACKS[attack]
@@ -654,6 +740,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         runner = cls(estimator, g, disc, **kwargs)
         recs = runner.infer(None, identities)
         labels, rec_index = runner.labels_, runner.reconstruction_index_
+        if c.access != "white-box":
+            extra["queries"] = sum(row["queries"] or 0 for row in extra["surrogates"]) + runner.queries_
         if use_lom:
             extra["reg_weight"] = runner.reg_weight_
             extra["reg_weights"] = runner.reg_weights_

@@ -63,7 +63,8 @@ BUDGET_KEYS: Tuple[str, ...] = (
     "target_arch", "target_epochs", "target_pretrain_epochs", "eval_arch", "eval_epochs", "eval_pretrain_epochs",
     "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
     "plgmi_steps", "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
-    "surrogate_pretrain_epochs", "min_surrogate_agreement", "regularise_surrogates", "miface_iterations", "judges")
+    "surrogate_pretrain_epochs", "min_surrogate_agreement", "regularise_surrogates", "miface_iterations", "judges",
+    "access", "max_queries")
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
 ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
 _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
@@ -76,7 +77,8 @@ _NOT_IN_ID = ("device", "verbose")
 #: Keys left out of a cell's id while they hold their default (0: off; one judge), so that adding them
 #: did not change the ids of the cells of existing grids (which would rerun every finished cell).
 _IN_ID_WHEN_SET: Dict[str, Any] = {**{k: 0 for k in ZERO_OK_KEYS}, "judges": 1, "min_surrogate_agreement": 0.0,
-                                   "regularise_surrogates": True, "plgmi_steps": 300}
+                                   "regularise_surrogates": True, "plgmi_steps": 300, "access": "white-box",
+                                   "max_queries": None}
 
 
 class GridError(ValueError):
@@ -371,6 +373,7 @@ def _budget_choices() -> Dict[str, Sequence[str]]:
 
     out: Dict[str, Sequence[str]] = {"target_arch": sorted(ARCHITECTURES), "eval_arch": sorted(ARCHITECTURES),
                                      "augment": AUGMENTATIONS, "gan_augment": AUGMENTATIONS}
+    out["access"] = experiment.ACCESS_LEVELS
     for key, const in (("kedmi_init", "KEDMI_INITS"), ("surrogate_data", "SURROGATE_DATA")):
         if hasattr(experiment, const):
             out[key] = getattr(experiment, const)
@@ -394,7 +397,10 @@ def _check_budget(p: _Problems, name: str, key: str, value: Any) -> None:
         p.run(check_choice, name, value, choices)
         return
     default = getattr(ExperimentConfig(), key, None)
-    if key == "min_surrogate_agreement":
+    if key == "max_queries":
+        if value is not None:
+            p.run(check_count, name, value, hint=" (None: no limit)")
+    elif key == "min_surrogate_agreement":
         p.run(check_number, name, value, low=0, high=1)
     elif key in ZERO_OK_KEYS:
         p.run(check_int, name, value, low=0, hint=" (0: off)")

@@ -130,7 +130,9 @@ METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
            ("acc@5", "Attack accuracy Acc@5", ".3f"),
            ("knn_dist", "KNN distance to the closest private image, evaluator features (lower = closer)", ".2f"),
            ("fid_eval_features", "FID on evaluator features (lower = closer)", ".2f"),
-           ("seconds", "Attack seconds per cell (shared artifacts excluded)", ".1f"))
+           ("seconds", "Attack seconds per cell (shared artifacts excluded)", ".1f"),
+           ("queries", "Queries to the target through predict (black-box and label-only attacks: the surrogates' "
+                       "distillation and one per reconstruction)", ".0f"))
 
 
 def load_rows(out_dir: PathLike) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
@@ -169,7 +171,7 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                                "defense_params": rs[0]["defense_params"], "attack": attack, "variant": variant,
                                "seeds": [r["seed"] for r in rs], "n": len(rs)}
         for key in ("natural_accuracy", "epsilon", "acc@1", "acc@5", "chance@1", "chance@5", "knn_dist",
-                    "fid_eval_features", "seconds"):
+                    "fid_eval_features", "seconds", "queries"):
             agg[key], agg[key + "_std"], agg[key + "_n"] = _mean_std([r.get(key) for r in rs])
         # the spread over judges: each cell's std over its judges, averaged over seeds
         agg["n_judges"] = max(int(r.get("n_judges") or 1) for r in rs)
@@ -278,6 +280,8 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
             lines += ["**Warnings** (the attack numbers below mean little where these apply):", ""]
             lines += [f"- {w}" for w in warned] + [""]
         for key, title, spec in METRICS:
+            if key == "queries" and not any(r.get("queries") is not None for r in dr):
+                continue  # white-box attacks only: no query is made
             lines += [f"### {title}", ""]
             if key.startswith("acc@"):
                 lines += [_chance_note(int(key[4:]), dr), ""]

@@ -25,7 +25,8 @@ ROW_KEYS = ("cell_id", "dataset", "defense", "defense_params", "defense_label", 
             "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5", "acc@5_std",
             "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
             "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "iterations",
-            "n_judges", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std")
+            "n_judges", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std",
+            "access", "queries")
 
 
 def finite_or_none(x: Any) -> Optional[float]:

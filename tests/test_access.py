@@ -140,3 +140,54 @@ def test_oracle_maps_unit_images_to_the_estimators_space():
     assert np.allclose(oracle.to_unit(seen["x"]), 0.5)
     with pytest.raises(ValueError, match="predict"):
         M.PredictOracle(object())
+
+
+# --------------------------------------------------------------------------- the pipeline: config, CLI, grids
+
+
+def test_workbench_attacks_an_output_defense_through_predict(digits, tmp_path):
+    """A label-only GMI+LOMMA cell against a target behind ART's ClassLabels postprocessor: surrogates learnt
+    from its labels within the budget, every query counted in the record."""
+    from mi_art.evaluations.cache import ArtifactCache
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench, run_attack
+
+    config = ExperimentConfig(defense="class-labels", attack="gmi", variant="lomma", access="label-only",
+                              max_queries=6000, target_epochs=3, eval_epochs=3, prior_steps=20, surrogate_steps=40,
+                              iterations=20, n_reconstructions=2, gan_width=16)
+    record = run_attack(Workbench(config, ArtifactCache(tmp_path), data=digits))
+    assert record["access"] == "label-only" and record["query_budget"] == 6000
+    per_surrogate = [s["queries"] for s in record["surrogates"]]
+    assert all(0 < q <= 3000 for q in per_surrogate)  # an equal share each
+    assert record["queries"] == sum(per_surrogate) + len(record["reconstructions"])
+    assert all(s["used"] for s in record["surrogates"])  # LOMMA: the whole ensemble
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(access="black-box", attack="miface", variant="baseline"), "gradients"),
+    (dict(access="label-only", surrogate_archs=()), "surrogate"),
+    (dict(access="grey-box"), "access"),
+    (dict(access="black-box", max_queries=0), "max_queries"),
+])
+def test_config_refuses_what_predict_alone_cannot_do(changes, match):
+    from mi_art.evaluations.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig(**changes).validate()
+
+
+def test_cli_attack_with_label_only_access(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from mi_art.evaluations.cli import main
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "attack", "--dataset", "digits", "--attack", "kedmi", "--variant", "lom", "--access", "label-only",
+        "--max-queries", "4000", "--iterations", "3", "--n-reconstructions", "1", "--target-epochs", "1",
+        "--eval-epochs", "1", "--prior-steps", "2", "--kedmi-steps", "2", "--surrogate-steps", "5", "--quiet",
+        "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    assert record["access"] == "label-only" and record["queries"] <= 4000 + record["n_identities"]

@@ -42,6 +42,7 @@ TINY_CLI: Dict[str, Dict[str, Optional[str]]] = {
                "--prior-steps": "2", "--kedmi-steps": "2", "--plgmi-steps": "2", "--surrogate-steps": "1",
                "--miface-iterations": "2", "--quiet": None},
     "evaluate": {"--seeds": "0", "--attack": "gmi", "--variant": "lomma", "--iterations": "2",
+                 "--max-queries": "2000",
                  "--n-reconstructions": "1", "--target-epochs": "1", "--eval-epochs": "1", "--prior-steps": "2",
                  "--kedmi-steps": "2", "--surrogate-steps": "1", "--miface-iterations": "2", "--no-progress": None},
 }
@@ -56,6 +57,7 @@ MIN_RUNNABLE = {
     "recipes/model-augmentation.md": 3,
     "recipes/vmi.md": 4,
     "recipes/plgmi.md": 4,
+    "recipes/model-behind-an-api.md": 4,
     "recipes/dp-target.md": 3,
     "recipes/defense-grid.md": 5,
     "recipes/own-data.md": 3,
