@@ -734,8 +734,11 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         if use_lom:  # else each attack's own identity loss: CE, PLG-MI's margin
             kwargs["identity_loss"] = "logit"
         cls = GAN_ATTACKS[attack]
-        g, disc = bench.prior(cls.prior, unit_target)
-        extra["prior"] = bench.prior_report(f"{cls.prior}-prior", unit_target, unit_judge)
+        # a prior made against the target (KEDMI's soft labels, PLG-MI's pseudo-labels and margin loss) is
+        # made against the first surrogate when the target answers through predict alone
+        prior_target = unit_target if c.access == "white-box" else surrogates[0]
+        g, disc = bench.prior(cls.prior, prior_target)
+        extra["prior"] = bench.prior_report(f"{cls.prior}-prior", prior_target, unit_judge)
         start = time.perf_counter()  # artifacts above are shared work, not attack time
         runner = cls(estimator, g, disc, **kwargs)
         recs = runner.infer(None, identities)

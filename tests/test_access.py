@@ -175,6 +175,30 @@ def test_config_refuses_what_predict_alone_cannot_do(changes, match):
         ExperimentConfig(**changes).validate()
 
 
+def test_a_prior_made_against_the_target_is_made_against_the_first_surrogate(digits, tmp_path, monkeypatch):
+    """KEDMI's prior learns a target's soft labels through its forward pass: below white-box it learns the
+    stand-in surrogate's instead, and the target is never run but through predict."""
+    import mi_art.evaluations.experiment as experiment
+    from mi_art.evaluations.cache import ArtifactCache
+
+    config = experiment.ExperimentConfig(attack="kedmi", variant="baseline", access="black-box", target_epochs=2,
+                                         eval_epochs=2, prior_steps=5, kedmi_steps=3, surrogate_steps=10,
+                                         iterations=2, n_reconstructions=1, gan_width=16)
+    bench = experiment.Workbench(config, ArtifactCache(tmp_path), data=digits)
+    target = bench.target()
+    seen = []
+    real = experiment.Workbench.kedmi_prior
+    monkeypatch.setattr(experiment.Workbench, "kedmi_prior", lambda self, t: seen.append(t) or real(self, t))
+    api_calls = []
+    real_api = experiment.Workbench.api
+    monkeypatch.setattr(experiment.Workbench, "api", lambda self, t: api_calls.append(t) or real_api(self, t))
+    experiment.run_attack(bench, target=target)
+    surrogate = bench.answer_surrogates(target)[0][0]
+    assert seen and all(t is not target and experiment.model_fingerprint(t) == experiment.model_fingerprint(surrogate)
+                        for t in seen)
+    assert api_calls
+
+
 def test_cli_attack_with_label_only_access(tmp_path):
     import json
 
