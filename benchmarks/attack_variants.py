@@ -44,6 +44,12 @@ METHODS = [("miface", "baseline", "ART MIFace")] + [
 #: regularised): the measured reason for that deviation.
 PAPER_FORM = {f"{attack.upper()}+LOMMA (paper)": {"regularise_surrogates": False} for attack in ("gmi", "kedmi")}
 METHODS += [(attack, "lomma", name) for attack in ("gmi", "kedmi") for name in PAPER_FORM if name.startswith(attack.upper())]
+#: LOMMA through predict alone (surrogates learnt from the target's scores or labels), and BREP-MI.
+ACCESS_FORM = {f"{attack.upper()}+LOMMA [{access}]": {"access": access}
+               for attack in ("gmi", "kedmi") for access in ("black-box", "label-only")}
+METHODS += [(name.split("+")[0].lower(), "lomma", name) for name in ACCESS_FORM] + [("brepmi", "baseline", "BREP-MI")]
+#: Rows whose configuration differs from the benchmark's (same data, cache and artifacts otherwise).
+CONFIG_FORM = {**PAPER_FORM, **ACCESS_FORM}
 
 
 def main() -> None:
@@ -72,6 +78,8 @@ def main() -> None:
     parser.add_argument("--surrogate-pretrain-epochs", type=int, default=0,
                         help="pre-train each surrogate this many epochs on the public identities before distilling "
                              "the target into it (the paper's surrogates start from pre-trained weights; default 0)")
+    parser.add_argument("--max-queries", type=int, default=None,
+                        help="query budget of the black-box, label-only and BREP-MI rows (default: no limit)")
     parser.add_argument("--methods", default=None, help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="latent codes (GMI) or identities (KEDMI) optimised together (default 100; all at "
@@ -93,7 +101,8 @@ def main() -> None:
                      plgmi_steps=args.plgmi_steps or (150 if q else 1000),
                      surrogate_steps=args.surrogate_steps or (1000 if q else 3000),
                      miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device,
-                     judges=args.judges or (1 if q else 3), surrogate_pretrain_epochs=args.surrogate_pretrain_epochs)
+                     judges=args.judges or (1 if q else 3), surrogate_pretrain_epochs=args.surrogate_pretrain_epochs,
+                     max_queries=args.max_queries)
     if args.pretrain_epochs is not None:
         overrides.update(target_pretrain_epochs=args.pretrain_epochs, eval_pretrain_epochs=args.pretrain_epochs)
     if args.batch_size is not None:
@@ -116,19 +125,19 @@ def main() -> None:
     for attack, variant, name in METHODS:
         if wanted is not None and name not in wanted:
             continue
-        for seed in range(1 if attack == "miface" else seeds):
+        for seed in range(1 if attack == "miface" else seeds):  # MIFace is deterministic
             key = f"{name}/seed{seed}"
             if key in done:
                 continue
             t0 = time.perf_counter()
-            if attack != "miface":
+            if attack in ATTACKS and name not in ACCESS_FORM:
                 bench.prior(ATTACKS[attack].prior, target)
-            if variant in ("ma", "lomma"):
+            if variant in ("ma", "lomma") and name not in ACCESS_FORM:
                 bench.surrogates(target)
             prep = time.perf_counter() - t0
             runner, attacked = bench, target
-            if name in PAPER_FORM:  # the same data, cache and artifacts (its own target is the same cached one)
-                runner = Workbench(dataclasses.replace(config, **PAPER_FORM[name]), bench.cache, data=bench.data)
+            if name in CONFIG_FORM:  # the same data, cache and artifacts (its own target is the same cached one)
+                runner = Workbench(dataclasses.replace(config, **CONFIG_FORM[name]), bench.cache, data=bench.data)
                 attacked = runner.target()
             record = public_record(run_attack(runner, attack=attack, variant=variant, attack_seed=seed,
                                               target=attacked, evaluator=judges))
@@ -192,9 +201,9 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
           f"(test acc {' / '.join(f'{a:.3f}' for a in judge_acc)}); GAN attacks: {config.iterations} iterations, "
           f"{config.n_reconstructions} reconstructions per identity. Each metric: mean, +- std over attack seeds, "
           f"[std over judges]")
-    header = (f"| {'method':<12} | {'seeds':>5} | {'Acc@1':>23} | {'Acc@5':>23} | {'KNN dist':>24} | {'s / rec':>7} "
+    header = (f"| {'method':<24} | {'seeds':>5} | {'Acc@1':>23} | {'Acc@5':>23} | {'KNN dist':>24} | {'s / rec':>7} "
               f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} "
-              f"| {'feature norm / public (T, S...)':<31} |")
+              f"| {'feature norm / public (T, S...)':<31} | {'queries':>9} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for _, _, name in METHODS:
@@ -218,9 +227,11 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
                  for r in rows]
         same_models = norms and norms[0] and len({len(n) for n in norms}) == 1
         norm_text = ", ".join(f"{v:.2f}" for v in np.nanmean(np.array(norms, dtype=float), 0)) if same_models else "-"
-        print(f"| {name:<12} | {len(rows):>5} | {cell('acc@1'):>23} | {cell('acc@5'):>23} | {cell('knn_dist', '.1f'):>24} "
+        queries = [r["queries"] for r in rows if r.get("queries") is not None]
+        query_text = f"{np.mean(queries):.0f}" if queries else "-"
+        print(f"| {name:<24} | {len(rows):>5} | {cell('acc@1'):>23} | {cell('acc@5'):>23} | {cell('knn_dist', '.1f'):>24} "
               f"| {sec:>7.3f} | {_num(prior.get('train_seconds'), '.0f'):>7} "
-              f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} | {norm_text:<31} |")
+              f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} | {norm_text:<31} | {query_text:>9} |")
     print(f"(MIFace is deterministic from its grey start: one run, {first['n_identities']} reconstructions. Prior s: "
           f"training seconds of the prior (KEDMI: its fine-tuning from the GMI generator); prior FID: 500 samples "
           f"against the public images on the first evaluation model's features. Feature norm / public: each model's "

@@ -292,7 +292,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     from .plots import save_reconstruction_grid
 
     # every option is checked before any work starts
-    if attack == "miface" and variant != "baseline":
+    if attack in ("miface", "brepmi") and variant != "baseline":
         variant = "baseline"
     _check_device_option(device)
     options = _parse_options(data_options)

@@ -32,7 +32,9 @@ from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
 
 #: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
-ATTACKS = (*GAN_ATTACKS, "miface")
+ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
+#: Attacks without LOM/MA variants: ART's MIFace (white-box) and BREP-MI (label-only, no surrogate).
+BASELINE_ONLY = ("miface", "brepmi")
 VARIANTS = ("baseline", "lom", "ma", "lomma")
 #: "gmi": the KEDMI generator starts from the (target-independent) GMI prior's; "none": from scratch.
 KEDMI_INITS = ("gmi", "none")
@@ -115,8 +117,9 @@ class ExperimentConfig:
     def validate(self) -> None:
         check_choice("attack", self.attack, ATTACKS)
         check_choice("variant", self.variant, VARIANTS)
-        if self.attack == "miface" and self.variant != "baseline":
-            raise ValueError("ART's MIFace has no LOM/MA variants: use variant='baseline'")
+        if self.attack in BASELINE_ONLY and self.variant != "baseline":
+            raise ValueError(f"{'ART MIFace' if self.attack == 'miface' else 'BREP-MI'} has no LOM/MA variants: "
+                             "use variant='baseline'")
         for name, arch in (("target_arch", self.target_arch), ("eval_arch", self.eval_arch),
                            *((f"surrogate_archs[{i}]", a) for i, a in enumerate(self.surrogate_archs))):
             check_choice(name, arch, sorted(ARCHITECTURES))
@@ -142,7 +145,7 @@ class ExperimentConfig:
         if self.access != "white-box":
             if self.attack == "miface":
                 raise ValueError(f"ART's MIFace needs the target's gradients: it has no access={self.access!r} form")
-            if not self.surrogate_archs:
+            if not self.surrogate_archs and self.attack != "brepmi":
                 raise ValueError(f"access={self.access!r} inverts surrogates distilled from the target's answers: "
                                  "give at least one surrogate architecture")
         if self.variant in ("ma", "lomma") and not self.surrogate_archs:
@@ -702,6 +705,9 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     start = time.perf_counter()
     if attack == "miface":
         recs, labels, rec_index = _run_miface(target_view, identities, c, d)
+    elif attack == "brepmi":
+        recs, labels, rec_index, extra["queries"] = _run_brepmi(bench, unit_target, identities, seed)
+        extra["access"], extra["query_budget"] = "label-only", c.max_queries
     else:
         use_lom, use_ma = variant in ("lom", "lomma"), variant in ("ma", "lomma")
         surrogates: List[nn.Module] = []
@@ -750,7 +756,7 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
             extra["reg_weights"] = runner.reg_weights_
     seconds = time.perf_counter() - start
     recs = target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
-    if attack != "miface":
+    if attack not in BASELINE_ONLY:
         extra["feature_norms"] = feature_norms([unit_target, *surrogates], recs, d.public.x)
     priv = d.private_all()
     panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5))
@@ -768,6 +774,19 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         "iterations": c.miface_iterations if attack == "miface" else c.iterations,
         **extra, "reconstructions": recs, "labels": labels,
     }
+
+
+def _run_brepmi(bench: Workbench, target: nn.Module, identities: np.ndarray,
+                seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """BREP-MI (:class:`mi_art.BREPMI`) on the labels of the target's ``predict`` (:meth:`Workbench.api`, the
+    cell's output defense applied), with the GMI prior, ``iterations`` steps at most and ``max_queries``."""
+    from mi_art import BREPMI
+
+    c = bench.config
+    attack = BREPMI(bench.api(target), bench.gmi_prior()[0], max_iterations=c.iterations,
+                    n_reconstructions=c.n_reconstructions, max_queries=c.max_queries, seed=seed, verbose=c.verbose)
+    recs = attack.infer(None, identities)
+    return recs.astype(np.float32), attack.labels_, attack.reconstruction_index_, attack.queries_
 
 
 def _run_miface(target_view: Any, identities: np.ndarray, c: ExperimentConfig,

@@ -5,7 +5,8 @@ variants x seeds. It comes from a preset (:mod:`mi_art.evaluations.presets`), a 
 PyYAML is installed) and/or command-line options; all three share one dictionary format::
 
     name = "my-grid"
-    attacks = ["gmi", "kedmi"]               # gmi, kedmi, vmi, plgmi, miface (miface: baseline only)
+    attacks = ["gmi", "kedmi"]               # gmi, kedmi, vmi, plgmi, miface, brepmi (the last two:
+                                             # baseline only)
     variants = ["baseline", "lomma"]         # baseline, lom, ma, lomma
     seeds = [0, 1]
     seed_scope = "all"                       # "all": a seed retrains target, evaluator, priors and
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .cache import config_key
-from .experiment import ATTACKS, VARIANTS, ExperimentConfig
+from .experiment import ATTACKS, BASELINE_ONLY, VARIANTS, ExperimentConfig
 
 __all__ = ["BUDGET_KEYS", "Cell", "DatasetSpec", "DefenseSpec", "Grid", "GridError", "cell_id", "check_device_form",
            "check_grid", "data_option_keys", "defense_label", "grid_to_toml", "load_grid_file", "merge_grid"]
@@ -713,7 +714,7 @@ class Grid:
         # budgets and architectures, through the configuration of a representative cell per dataset
         for d in self.datasets:
             for attack in self.attacks:
-                for variant in (self.variants if attack != "miface" else ["baseline"]):
+                for variant in (self.variants if attack not in BASELINE_ONLY else ["baseline"]):
                     try:
                         self._config(d, "none", {}, attack, variant, self.seeds[0]).validate()
                     except (ValueError, TypeError) as err:
@@ -804,7 +805,7 @@ class Grid:
                 for spec in self.defenses:
                     for params in spec.params:
                         for attack in self.attacks:
-                            for variant in (self.variants if attack != "miface" else ["baseline"]):
+                            for variant in (self.variants if attack not in BASELINE_ONLY else ["baseline"]):
                                 config = self._config(d, spec.name, params, attack, variant, seed)
                                 out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out)))
         return out

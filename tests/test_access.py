@@ -215,3 +215,38 @@ def test_cli_attack_with_label_only_access(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
     assert record["access"] == "label-only" and record["queries"] <= 4000 + record["n_identities"]
+
+
+# --------------------------------------------------------------------------- BREP-MI: labels only, no surrogate
+
+
+def test_brepmi_reconstructs_from_labels_alone(api_target, gmi_prior, eval_model, attack_labels):
+    """Through predict alone (the API's guard) and within its budget, boundary repulsion moves each code
+    deeper into its identity's region (the radius grows) and beats chance (measured: Acc@1 1.00, chance 0.20)."""
+    api = API(api_target)
+    try:
+        attack = M.BREPMI(api.classifier(), gmi_prior[0], patience=30, max_iterations=150, n_reconstructions=2,
+                          max_queries=60_000, seed=0, verbose=False)
+        rec = attack.infer(None, attack_labels)
+    finally:
+        api.close()
+    assert rec.shape == (len(attack_labels) * 2,) + IMAGE_SHAPE
+    assert attack.initialised_.all() and (attack.radius_ > attack.initial_radius).all()
+    assert attack.queries_ == api.images <= 60_000
+    acc = attack_accuracy(eval_model, rec, attack.labels_, rec_index=attack.reconstruction_index_, top_k=(1,))
+    assert acc["acc@1"] >= 0.8, acc
+
+
+def test_brepmi_stops_at_its_budget_and_validates(api_target, gmi_prior):
+    api = API(api_target)
+    try:
+        attack = M.BREPMI(api.classifier(), gmi_prior[0], max_iterations=1000, max_queries=2000, seed=0,
+                          verbose=False)
+        attack.infer(None, np.arange(NUM_CLASSES))
+    finally:
+        api.close()
+    assert attack.queries_ <= 2000 and api.images == attack.queries_
+    with pytest.raises(ValueError, match="expansion"):
+        M.BREPMI(api.classifier(), gmi_prior[0], expansion=1.0)
+    with pytest.raises(ValueError, match="y is required"):
+        attack.infer(None, None)
