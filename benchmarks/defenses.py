@@ -11,6 +11,8 @@ Finished cells are stored in --out (atomically) and skipped when the script is r
 
     python benchmarks/defenses.py            # full grid
     python benchmarks/defenses.py --quick    # fewer defenses, smaller budgets
+    python benchmarks/defenses.py --output-defenses --access black-box,label-only --attacks gmi,brepmi
+                                             # ART's postprocessors, judged by attacks that see them
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ DEFENSES = [
     ("tl", {"freeze": 0.8}), ("bido", {"lambda_x": 0.1, "lambda_y": 1.0}), ("dp-sgd", {"noise_multiplier": 2.0}),
 ]
 QUICK = [("none", {}), ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.02}), ("nls", {"alpha": -0.2})]
+#: ART's output postprocessors (``--output-defenses``): they change what predict returns, so they are judged
+#: by attacks that see only that, black-box and label-only (``--access``), beside the undefended target.
+OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}), ("rounded", {"decimals": 1}),
+                   ("gaussian-noise", {}), ("class-labels", {})]
 
 
 def label(defense: str, params: dict) -> str:
@@ -57,7 +63,12 @@ def main() -> None:
     parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 1000)")
     parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
     parser.add_argument("--only", default=None, help="comma-separated defense names to run")
-    parser.add_argument("--attacks", default="gmi,kedmi", help="comma-separated: gmi, kedmi")
+    parser.add_argument("--attacks", default="gmi,kedmi", help="comma-separated: gmi, kedmi, brepmi (label-only)")
+    parser.add_argument("--output-defenses", action="store_true",
+                        help="the grid of ART output postprocessors instead of the training-time defenses")
+    parser.add_argument("--access", default="white-box",
+                        help="comma-separated access levels of the attacks: white-box, black-box, label-only")
+    parser.add_argument("--max-queries", type=int, default=None, help="query budget below white-box")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
@@ -73,10 +84,12 @@ def main() -> None:
         n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
         kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
         surrogate_steps=args.surrogate_steps or (300 if q else 1000),
-        device=args.device)
-    out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'-quick' if q else ''}.json")
+        device=args.device, max_queries=args.max_queries)
+    out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'-quick' if q else ''}"
+               f"{'-output' if args.output_defenses else ''}.json")
     done = json.loads(out.read_text()) if out.is_file() else {}
-    grid = QUICK if q else DEFENSES
+    grid = OUTPUT_DEFENSES if args.output_defenses else QUICK if q else DEFENSES
+    levels = [a.strip() for a in args.access.split(",")]
     if args.only:
         names = {n.strip() for n in args.only.split(",")}
         grid = [g for g in grid if g[0] in names]
@@ -93,17 +106,23 @@ def main() -> None:
         natural = natural_accuracy(target, bench.data.private_test.x, bench.data.private_test.y)
         print(f"{name}: natural accuracy {natural:.3f}, epsilon {record.get('epsilon')}, "
               f"target {time.perf_counter() - t0:.0f}s", flush=True)
-        for attack in [a.strip() for a in args.attacks.split(",")]:
+        for attack, access in [(a.strip(), level) for a in args.attacks.split(",") for level in levels]:
+            if attack == "brepmi" and access != "label-only":
+                continue  # BREP-MI is label-only by construction
+            runner = bench if access == "white-box" else Workbench(dataclasses.replace(bench.config, access=access),
+                                                                     cache, data=bench.data)
             for seed in range(seeds):
-                key = f"{name}/{attack}/seed{seed}"
+                key = f"{name}/{attack}/seed{seed}" if access == "white-box" else f"{name}/{attack}[{access}]/seed{seed}"
                 if key in done:
                     continue
                 t1 = time.perf_counter()
-                (bench.gmi_prior() if attack == "gmi" else bench.kedmi_prior(target))
-                bench.surrogates(target)
+                if access == "white-box":
+                    (bench.gmi_prior() if attack == "gmi" else bench.kedmi_prior(target))
+                    bench.surrogates(target)
                 prep = time.perf_counter() - t1
-                row = public_record(run_attack(bench, attack=attack, variant="lomma", attack_seed=seed,
-                                               target=target, evaluator=evaluator))
+                row = public_record(run_attack(runner, attack=attack, attack_seed=seed, target=runner.target(),
+                                               evaluator=evaluator,
+                                               variant="baseline" if attack == "brepmi" else "lomma"))
                 row.update(defense=defense, defense_params=params, natural_accuracy=natural,
                            epsilon=record.get("epsilon"), delta=record.get("delta"), artifact_seconds=prep)
                 done[key] = row
@@ -113,7 +132,10 @@ def main() -> None:
     merged = dict(done)
     for extra in args.also:
         merged.update(json.loads(Path(extra).read_text()))
-    print_table(merged, QUICK if q else DEFENSES, base, seeds, out)
+    if args.output_defenses:
+        print_access_table(merged, OUTPUT_DEFENSES, out)
+    else:
+        print_table(merged, QUICK if q else DEFENSES, base, seeds, out)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 
@@ -133,6 +155,29 @@ def _kedmi_prior_fid(rows: list) -> str:
         if fid is not None:
             return f"{fid:.0f}"
     return "-"
+
+
+def print_access_table(done: dict, grid: list, out: Path) -> None:
+    """Acc@1 (mean +- std over seeds) and queries of every attack column (``attack[access]``) per output defense."""
+    columns = list(dict.fromkeys(k.split("/")[1] for k in done))
+    print(f"\nAT&T faces 32x32, ART output postprocessors; Acc@1 by the judge (mean +- std over attack seeds), "
+          f"and the queries each attack made (mean)")
+    print("| defense | natural acc | " + " | ".join(f"{c} Acc@1 | queries" for c in columns) + " |")
+    print("|---|---|" + "---|---|" * len(columns))
+    for defense, params in grid:
+        name = label(defense, params)
+        rows = {c: [v for k, v in done.items() if k.startswith(f"{name}/{c}/")] for c in columns}
+        found = [r for rs in rows.values() for r in rs]
+        if not found:
+            continue
+        cells = []
+        for c in columns:
+            acc = np.array([r["acc@1"] for r in rows[c]], dtype=float)
+            queries = [r.get("queries") for r in rows[c] if r.get("queries") is not None]
+            cells += ["-" if not len(acc) else f"{acc.mean():.3f} +- {acc.std():.3f}",
+                      f"{np.mean(queries):.0f}" if queries else "-"]
+        print(f"| {name} | {found[0]['natural_accuracy']:.3f} | " + " | ".join(cells) + " |")
+    print(f"Raw records: {out}")
 
 
 def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path) -> None:
