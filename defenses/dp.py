@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mi_art.training import augment_batch, make_optimizer
 from mi_art.utils import check_images, check_labels, seed_everything
-from mi_art.validation import (check_choice, check_count, check_finite, check_int, check_number, check_optional_count,
-                               check_positive)
+from mi_art.validation import (check_bool, check_choice, check_count, check_finite, check_int, check_number,
+                               check_optional_count, check_positive)
 
 from .common import check_keys
 
 DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0, "delta": None,
+                            "allow_large_delta": False,
                             "accountant": "rdp", "max_physical_batch_size": None}
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
@@ -57,6 +58,12 @@ def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
         out["delta"] = 1.0 / n_train
     out["delta"] = check_number("delta", out["delta"], low=0, high=1, low_open=True, high_open=True,
                                 hint=f" (should be below 1/N = {1.0 / n_train:.3g})")
+    out["allow_large_delta"] = check_bool("allow_large_delta", out["allow_large_delta"])
+    if out["delta"] > 1.0 / n_train * (1 + 1e-9) and not out["allow_large_delta"]:
+        raise ValueError(f"delta={out['delta']:g} is above 1/N = {1.0 / n_train:.3g} for N={n_train} training images: "
+                         "(epsilon, delta)-DP with delta >= 1/N allows releasing a training image outright, so the "
+                         "epsilon would mean nothing; give delta <= 1/N (the default is 1/N), or "
+                         "allow_large_delta=True to accept it")
     out["accountant"] = check_choice("accountant", out["accountant"], ACCOUNTANTS)
     out["max_physical_batch_size"] = check_optional_count(
         "max_physical_batch_size", out["max_physical_batch_size"], hint=" (or None: the batch size)")
@@ -144,7 +151,7 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
         "max_grad_norm": float(params["max_grad_norm"]),
         "max_physical_batch_size": int(physical),
         "module_validator_fixed": fixed,
-        "epsilon": float(engine.get_epsilon(params["delta"])),
+        "epsilon": nonnegative_epsilon(engine.get_epsilon(params["delta"])),
     }
     for p in plain.parameters():
         p.grad = None
@@ -164,7 +171,14 @@ def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, 
     accountant = check_choice("accountant", accountant, ACCOUNTANTS)
     acc = create_accountant(mechanism=accountant)
     acc.history = [(noise_multiplier, sample_rate, steps)]
-    return float(acc.get_epsilon(delta))
+    return nonnegative_epsilon(acc.get_epsilon(delta))
+
+
+def nonnegative_epsilon(epsilon: float) -> float:
+    """The accountant's epsilon, at least 0: epsilon >= 0 by definition, and the RDP-to-DP conversion can
+    return a slightly negative number when the noise is so large that the privacy loss is nil (measured:
+    -0.69 for noise 1e6 and delta 0.5, -0.02 for noise 50 and delta 1/30)."""
+    return max(0.0, float(epsilon))
 
 
 __all__ = ["DEFAULTS", "ACCOUNTANTS", "check_params", "train_dp", "accountant_epsilon", "make_private_compatible"]

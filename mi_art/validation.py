@@ -78,9 +78,13 @@ def check_optional_count(name: str, value: Any, hint: str = "") -> Optional[int]
     return None if value is None else check_count(name, value, hint=hint)
 
 
+#: The largest seed torch accepts (``torch.manual_seed`` takes a signed 64-bit integer).
+MAX_SEED = 2 ** 63 - 1
+
+
 def check_seed(name: str, value: Any) -> Optional[int]:
-    """``None`` or a non-negative integer."""
-    return None if value is None else check_int(name, value, low=0)
+    """``None`` or an integer from 0 to :data:`MAX_SEED`."""
+    return None if value is None else check_int(name, value, low=0, high=MAX_SEED, hint=" (at most 2**63 - 1, torch's limit)")
 
 
 def check_bool(name: str, value: Any) -> bool:

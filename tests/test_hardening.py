@@ -1,0 +1,34 @@
+"""Settings that used to give a silent wrong number or a traceback from deep inside torch or Opacus now
+give a clear error or the right number."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mi_art as M
+from mi_art.defenses import dp
+
+
+def test_a_seed_beyond_torchs_range_is_refused_by_name(target_clf, gmi_prior):
+    from mi_art.evaluations.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match=r"seed must be an integer .*2\*\*63 - 1"):
+        ExperimentConfig(seed=2 ** 70).validate()
+    with pytest.raises(ValueError, match="seed"):
+        M.GMI(target_clf, *gmi_prior, seed=2 ** 70)
+    M.GMI(target_clf, *gmi_prior, seed=2 ** 63 - 1, iterations=1, n_reconstructions=1,
+          verbose=False).infer(None, np.array([0]))  # the largest accepted seed works
+
+
+def test_dp_refuses_a_delta_above_one_over_n():
+    with pytest.raises(ValueError, match=r"delta=0.5 is above 1/N"):
+        dp.check_params({"noise_multiplier": 1.0, "delta": 0.5}, n_train=30)
+    assert dp.check_params({"noise_multiplier": 1.0}, n_train=30)["delta"] == pytest.approx(1 / 30)
+    assert dp.check_params({"noise_multiplier": 1.0, "delta": 0.5, "allow_large_delta": True}, 30)["delta"] == 0.5
+
+
+@pytest.mark.parametrize("noise, delta", [(1e6, 0.5), (1e6, 1 / 30), (50.0, 1 / 30)])
+def test_epsilon_is_never_negative(noise, delta):
+    """Opacus's RDP conversion returns -0.69, -0.03 and -0.02 here (privacy loss nil): reported as 0."""
+    assert dp.accountant_epsilon(noise, 0.1, 100, delta) == 0.0
+    assert dp.accountant_epsilon(1.0, 0.1, 100, 1 / 30) > 0  # and a real epsilon stays as it is
