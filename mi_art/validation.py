@@ -115,6 +115,28 @@ def as_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def check_unit_images(x: Any, name: str = "x", clip_values: Optional[Tuple[float, float]] = None) -> np.ndarray:
+    """Images for a GAN prior, which works in [0, 1] channels first (its generator ends in a sigmoid):
+    ``clip_values`` ``(lo, hi)`` maps them from that range first. Channels-last input and values outside
+    the range are refused with the fix named. Returns float32 NCHW in [0, 1]."""
+    arr = as_numpy(x)
+    if arr.ndim == 4 and arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
+        raise ValueError(f"{name} looks channels-last, shape {arr.shape} (N, H, W, C): give (N, C, H, W) images, "
+                         f"e.g. {name}.transpose(0, 3, 1, 2)")
+    arr = check_images(arr, name)
+    if clip_values is not None:
+        lo, hi = (check_number(f"clip_values[{i}]", v) for i, v in enumerate(clip_values))
+        if not lo < hi:
+            raise ValueError(f"clip_values must be (min, max) with min < max, got {clip_values!r}")
+        arr = (arr - lo) / (hi - lo)
+    low, high = float(arr.min()), float(arr.max())
+    if low < -1e-6 or high > 1 + 1e-6:
+        raise ValueError(f"{name} has values from {low:g} to {high:g}, but a GAN prior works on images in [0, 1]: "
+                         + ("scale them to [0, 1] (e.g. divide 0..255 images by 255) or pass clip_values=(0, 255)"
+                            if clip_values is None else f"they are outside clip_values={tuple(clip_values)}"))
+    return arr
+
+
 def check_images(x: Any, name: str = "x", shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:
     """Validate an image batch (N, C, H, W) of finite real numbers; returns it as float32 numpy."""
     x = as_numpy(x)

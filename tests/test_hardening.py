@@ -32,3 +32,15 @@ def test_epsilon_is_never_negative(noise, delta):
     """Opacus's RDP conversion returns -0.69, -0.03 and -0.02 here (privacy loss nil): reported as 0."""
     assert dp.accountant_epsilon(noise, 0.1, 100, delta) == 0.0
     assert dp.accountant_epsilon(1.0, 0.1, 100, 1 / 30) > 0  # and a real epsilon stays as it is
+
+
+def test_gan_prior_refuses_images_outside_zero_one_and_channels_last(digits):
+    x = digits.public.x[:64]
+    with pytest.raises(ValueError, match=r"values from 0 to 255.*clip_values=\(0, 255\)"):
+        M.train_gmi_prior(x * 255, steps=1, width=8)
+    with pytest.raises(ValueError, match=r"channels-last.*transpose\(0, 3, 1, 2\)"):
+        M.train_gmi_prior(x.transpose(0, 2, 3, 1), steps=1, width=8)
+    # the range said: the same prior as from [0, 1] images
+    a, _ = M.train_gmi_prior(x * 255, clip_values=(0, 255), steps=2, width=8, batch_size=16, seed=0)
+    b, _ = M.train_gmi_prior(x, steps=2, width=8, batch_size=16, seed=0)
+    assert all(np.allclose(p.detach(), q.detach(), atol=1e-5) for p, q in zip(a.parameters(), b.parameters()))

@@ -10,7 +10,7 @@ from tqdm.auto import trange
 
 from ..training import augment_batch, infinite_batches
 from ..utils import DeviceLike, resolve_device, seed_everything
-from ..validation import check_count, check_finite, check_images, check_number, check_positive
+from ..validation import check_count, check_finite, check_number, check_positive, check_unit_images
 from .networks import LATENT_DIM, Critic, Generator
 
 
@@ -30,15 +30,18 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
 def train_gmi_prior(public_x: Any, *, steps: int = 1500, batch_size: int = 64, n_critic: int = 5,
                     gp_weight: float = 10.0, lr: float = 2e-4, betas: Tuple[float, float] = (0.5, 0.999),
                     augment: str = "none", width: int = 32, latent_dim: int = LATENT_DIM,
-                    device: DeviceLike = None, seed: Optional[int] = 0,
-                    verbose: bool = False) -> Tuple[Generator, Critic]:
-    """GMI's general prior: WGAN-GP on public images (``n_critic`` critic steps per generator step)."""
+                    clip_values: Optional[Tuple[float, float]] = None, device: DeviceLike = None,
+                    seed: Optional[int] = 0, verbose: bool = False) -> Tuple[Generator, Critic]:
+    """GMI's general prior: WGAN-GP on public images (``n_critic`` critic steps per generator step).
+
+    ``public_x`` are NCHW images in [0, 1], where the generator's sigmoid puts its samples, or in
+    ``clip_values`` ``(lo, hi)`` (e.g. ``(0, 255)``, a target estimator's range), mapped to [0, 1] here."""
     steps, n_critic = check_count("steps", steps), check_count("n_critic", n_critic)
     batch_size, lr = check_count("batch_size", batch_size), check_positive("lr", lr)
     check_number("gp_weight", gp_weight, low=0)
     seed_everything(seed)
     device = resolve_device(device)
-    x = torch.from_numpy(check_images(public_x, "public_x")).to(device)
+    x = torch.from_numpy(check_unit_images(public_x, "public_x", clip_values)).to(device)
     _, c, s, _ = x.shape
     batch_size = min(batch_size, len(x))
     gen, critic = Generator(s, c, latent_dim, width).to(device), Critic(s, c, width).to(device)
