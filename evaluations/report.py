@@ -135,6 +135,14 @@ METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
                        "distillation and one per reconstruction)", ".0f"))
 
 
+def safe_file_name(name: str) -> str:
+    """``name`` as one file name: characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``,
+    and no leading dot (``../x`` becomes ``_x``, never a path out of the folder)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "_"
+
+
 def load_rows(out_dir: PathLike) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """The finished rows in grid order (normalised: Acc@k None where not applicable, chance levels
     filled in, see :func:`mi_art.evaluations.rows.normalise_row`), and the grid description (``grid.json``;
@@ -416,7 +424,7 @@ def _cell_image(out: Path, row: Dict[str, Any], redraw: bool) -> Optional[Path]:
     _, npz = cell_paths(out, row["cell_id"])
     if not npz.is_file():
         return None
-    path = out / "images" / f"{row['cell_id']}.png"
+    path = out / "images" / f"{safe_file_name(str(row['cell_id']))}.png"
     if not redraw and path.is_file() and path.stat().st_mtime >= npz.stat().st_mtime:
         return path
     with np.load(npz) as z:
@@ -447,8 +455,9 @@ def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Pat
     figures: Dict[str, List[Path]] = {}
     for dataset in dict.fromkeys(a["dataset"] for a in aggs):
         da = [a for a in aggs if a["dataset"] == dataset]
-        figures[dataset] = [_frontier(out / "plots" / f"frontier-{dataset}.png", dataset, da),
-                            _bars(out / "plots" / f"bars-{dataset}.png", dataset, da)]
+        name = safe_file_name(dataset)  # the name comes from cell files: it must not leave plots/
+        figures[dataset] = [_frontier(out / "plots" / f"frontier-{name}.png", dataset, da),
+                            _bars(out / "plots" / f"bars-{name}.png", dataset, da)]
     images = {r["cell_id"]: p for r in rows if (p := _cell_image(out, r, redraw_images)) is not None}
     md_path = write_atomic(out / "report.md", _markdown(rows, aggs, meta, figures, images, out))
     return [csv_path, json_path, md_path, out / "plots"]

@@ -44,3 +44,25 @@ def test_gan_prior_refuses_images_outside_zero_one_and_channels_last(digits):
     a, _ = M.train_gmi_prior(x * 255, clip_values=(0, 255), steps=2, width=8, batch_size=16, seed=0)
     b, _ = M.train_gmi_prior(x, steps=2, width=8, batch_size=16, seed=0)
     assert all(np.allclose(p.detach(), q.detach(), atol=1e-5) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_report_file_names_from_cell_files_stay_in_their_folders(tmp_path):
+    """A dataset name or cell id read from a cell file cannot put a plot or an image outside the output folder."""
+    import json
+
+    from mi_art.evaluations.report import render_report, safe_file_name
+
+    out = tmp_path / "a" / "out"
+    cells = out / "cells"
+    cells.mkdir(parents=True)
+    row = {"cell_id": "c0", "index": 0, "dataset": "../../escape", "defense": "none", "defense_params": {},
+           "defense_label": "none", "natural_accuracy": 0.9, "epsilon": None, "delta": None, "attack": "gmi",
+           "variant": "baseline", "seed": 0, "artifact_seed": 0, "acc@1": 0.5, "acc@1_std": 0.1, "acc@5": 1.0,
+           "acc@5_std": 0.0, "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0,
+           "evaluator_test_accuracy": 0.9, "n_identities": 2, "n_reconstructions": 2, "iterations": 1, "n_classes": 5}
+    (cells / "c0.json").write_text(json.dumps(row))
+    render_report(out)
+    written = list(tmp_path.rglob("*escape*.png"))
+    assert written and all(p.parent == out / "plots" for p in written), written
+    assert (out / "plots" / f"frontier-{safe_file_name('../../escape')}.png").is_file()
+    assert safe_file_name("../x/y") == "_x_y" and safe_file_name("digits-32px_v1.0") == "digits-32px_v1.0"
