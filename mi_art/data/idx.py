@@ -60,6 +60,10 @@ def read_idx_pair(root: Path, prefix: str, fashion: bool) -> Tuple[np.ndarray, n
     labels = read_idx(find_idx_file(root, f"{prefix}-labels-idx1-ubyte", fashion), 1)
     if len(images) != len(labels):
         raise ValueError(f"{prefix} split has {len(images)} images but {len(labels)} labels in {root}")
+    if len(labels) and labels.max() > 9:
+        bad = np.unique(labels[labels > 9])[:5].tolist()
+        raise ValueError(f"{prefix} split in {root} has labels {bad} outside MNIST's classes 0-9: the labels file "
+                         "is damaged or belongs to another data set")
     return images, labels.astype(np.int64)
 
 
