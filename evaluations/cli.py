@@ -129,6 +129,23 @@ def _check_data_options(dataset: str, options: Dict[str, Any]) -> None:
         raise click.BadParameter("; ".join(problems), param_hint="'--data-option'")
 
 
+def _check_out_dir(out: Path, option: str = "--out") -> None:
+    """The output folder can be written, checked before any training: an existing file, or a folder that
+    cannot be created or written to, is refused now, not after an hour of work."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} is a file, not a folder: name a folder for the results",
+                                 param_hint=f"'{option}'")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise click.BadParameter(f"cannot write results to {out}: {err.strerror or err}", param_hint=f"'{option}'") \
+            from None
+
+
 def _check_data_root(dataset: str, data_root: Optional[str]) -> None:
     """digits takes no ``--data-root``; every other dataset needs an existing folder."""
     if dataset == "digits":
@@ -301,6 +318,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     ids = None if identities is None else _check_int_list(_parse_int_list(identities, "--identities"),
                                                             "--identities")
     out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}")
+    _check_out_dir(out)
     click.get_current_context().meta[_LOG_DIR] = out
     config = ExperimentConfig(
         dataset=dataset, data_root=data_root, data_options=options, target_arch=target_arch,
@@ -547,6 +565,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         raise click.ClickException(f"invalid grid: {err}") from None
     out = Path(out_dir or f"mi_art_runs/evaluate-{grid.name}")
     if not dry_run:  # a dry run writes nothing under --out, not even an error log
+        _check_out_dir(out)
         click.get_current_context().meta[_LOG_DIR] = out
     if dry_run:
         for p in problems:
