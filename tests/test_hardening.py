@@ -102,3 +102,21 @@ def test_an_output_path_that_cannot_hold_results_is_refused_before_training(comm
     # a folder that cannot be made (under a file): refused with the reason, before any work
     result = CliRunner().invoke(main, args[command] + ["--out", str(a_file / "run")])
     assert result.exit_code == 2 and "cannot write results" in result.output, result.output
+
+
+def test_kedmi_generator_entropy_term_is_used(target, digits):
+    """KEDMI's generator loss has the entropy of the discriminator's classes on its images: a weight large
+    enough to see (0.1; the authors' 1e-4 is too small to show in 40 steps) makes the generated images'
+    class entropy lower (measured 0.136 against 0.192 without the term)."""
+    import torch
+
+    from mi_art.priors.kedmi import entropy
+
+    def class_entropy(weight):
+        g, d = M.train_kedmi_prior(target, digits.public.x, steps=40, width=16, batch_size=32, lr=1e-3,
+                                   entropy_weight=weight, seed=0)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return float(entropy(d(g(torch.randn(500, g.latent_dim)))))
+
+    assert class_entropy(0.1) < 0.85 * class_entropy(0.0)
