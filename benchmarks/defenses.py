@@ -27,6 +27,7 @@ import torch
 
 from _settings import DEFAULT_ROOT, REPO, att_faces_config
 
+from mi_art.attacks import ATTACKS
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.evaluations.metrics import natural_accuracy
@@ -63,7 +64,8 @@ def main() -> None:
     parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 1000)")
     parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
     parser.add_argument("--only", default=None, help="comma-separated defense names to run")
-    parser.add_argument("--attacks", default="gmi,kedmi", help="comma-separated: gmi, kedmi, brepmi (label-only)")
+    parser.add_argument("--attacks", default="gmi,kedmi",
+                        help="comma-separated: gmi, kedmi, vmi, plgmi, brepmi (label-only)")
     parser.add_argument("--output-defenses", action="store_true",
                         help="the grid of ART output postprocessors instead of the training-time defenses")
     parser.add_argument("--access", default="white-box",
@@ -117,7 +119,7 @@ def main() -> None:
                     continue
                 t1 = time.perf_counter()
                 if access == "white-box":
-                    (bench.gmi_prior() if attack == "gmi" else bench.kedmi_prior(target))
+                    bench.prior(ATTACKS[attack].prior, target)
                     bench.surrogates(target)
                 prep = time.perf_counter() - t1
                 row = public_record(run_attack(runner, attack=attack, attack_seed=seed, target=runner.target(),
@@ -136,6 +138,8 @@ def main() -> None:
         print_access_table(merged, OUTPUT_DEFENSES, out)
     else:
         print_table(merged, QUICK if q else DEFENSES, base, seeds, out)
+        if any(k.split("/")[1] not in ("gmi", "kedmi") for k in merged):  # VMI, PLG-MI, ...: every column
+            print_access_table(merged, QUICK if q else DEFENSES, out)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 
@@ -160,8 +164,8 @@ def _kedmi_prior_fid(rows: list) -> str:
 def print_access_table(done: dict, grid: list, out: Path) -> None:
     """Acc@1 (mean +- std over seeds) and queries of every attack column (``attack[access]``) per output defense."""
     columns = list(dict.fromkeys(k.split("/")[1] for k in done))
-    print(f"\nAT&T faces 32x32, ART output postprocessors; Acc@1 by the judge (mean +- std over attack seeds), "
-          f"and the queries each attack made (mean)")
+    print("\nAT&T faces 32x32; Acc@1 by the judge (mean +- std over attack seeds) and the queries each attack "
+          "made (mean; '-' for white-box attacks)")
     print("| defense | natural acc | " + " | ".join(f"{c} Acc@1 | queries" for c in columns) + " |")
     print("|---|---|" + "---|---|" * len(columns))
     for defense, params in grid:
