@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -21,8 +24,22 @@ def config_key(config: Dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: What reading a damaged cache file raises (truncated, empty, not a checkpoint, another format).
+_UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, pickle.UnpicklingError,
+               zipfile.BadZipFile)
+
+
+class WrongArtifact(ValueError):
+    """A cache file that reads but was written for another key or kind."""
+
+
 class ArtifactCache:
-    """Checkpoints under ``root/<kind>-<hash of config>.pt``. With ``root=None`` nothing is stored."""
+    """Checkpoints under ``root/<kind>-<hash of config>.pt``. With ``root=None`` nothing is stored.
+
+    A cache cannot lie: a checkpoint carries its kind and configuration and is checked against them on
+    load; a file that cannot be read (truncated by a full disk or an interrupted copy, empty, damaged) or
+    that belongs to another key is reported in one warning naming it, moved aside (``<name>.damaged``)
+    and rebuilt, and the run goes on. Writes are atomic."""
 
     def __init__(self, root: Optional[Union[str, Path]]) -> None:
         self.root = Path(root) if root is not None else None
@@ -35,14 +52,28 @@ class ArtifactCache:
         path = self.path(kind, config)
         return None if path is None else path.with_suffix(suffix)
 
+    @staticmethod
+    def _set_aside(path: Path, err: BaseException) -> None:
+        aside = path.with_name(path.name + ".damaged")
+        os.replace(path, aside)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        warnings.warn(f"cache file {path} is damaged or belongs to another artifact ({reason[:200]}): moved to "
+                      f"{aside.name}, rebuilding it", stacklevel=3)
+
     def module(self, kind: str, config: Dict[str, Any], build: Callable[[], nn.Module],
                train: Callable[[], nn.Module]) -> nn.Module:
         """Load the module trained under ``config`` (built empty by ``build``), or ``train`` and store it."""
         path = self.path(kind, config)
         if path is not None and path.is_file():
             module = build()
-            load_checkpoint(module, path)
-            return module.eval()
+            try:
+                meta = load_checkpoint(module, path)
+                expected = json.dumps(config, sort_keys=True, default=str)
+                if meta.get("kind", kind) != kind or meta.get("config", expected) != expected:
+                    raise WrongArtifact(f"it holds a {meta.get('kind')!r} made for another configuration")
+                return module.eval()
+            except _UNREADABLE as err:
+                self._set_aside(path, err)
         module = train()
         if path is not None:
             save_checkpoint(module, path, kind=kind, config=json.dumps(config, sort_keys=True, default=str))
@@ -54,7 +85,10 @@ class ArtifactCache:
         if path is not None:
             path = path.with_suffix(".json")
             if path.is_file():
-                return json.loads(path.read_text())
+                try:
+                    return json.loads(path.read_text())
+                except (_UNREADABLE + (UnicodeDecodeError,)) as err:
+                    self._set_aside(path, err)
         value = compute()
         if path is not None:
             write_atomic(path, json.dumps(value, sort_keys=True, default=str))
@@ -63,13 +97,24 @@ class ArtifactCache:
     def tensor(self, kind: str, config: Dict[str, Any], compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Load a tensor computed under ``config``, or compute and store it."""
         path = self.path(kind, config)
+        key = json.dumps({"kind": kind, "config": config}, sort_keys=True, default=str)
         if path is not None and path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+                if isinstance(stored, dict):  # {"key", "tensor"}; a bare tensor is an older cache's
+                    if stored.get("key") != key:
+                        raise WrongArtifact("it was computed for another configuration")
+                    stored = stored["tensor"]
+                if not isinstance(stored, torch.Tensor):
+                    raise WrongArtifact(f"it holds a {type(stored).__name__}, not a tensor")
+                return stored
+            except _UNREADABLE as err:
+                self._set_aside(path, err)
         value = compute()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             os.close(fd)
-            torch.save(value, tmp)
+            torch.save({"key": key, "tensor": value}, tmp)
             os.replace(tmp, path)
         return value
