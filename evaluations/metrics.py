@@ -498,8 +498,8 @@ class _FidFeatureAdapter(nn.Module):
 def fid(
     fake_x: ArrayLike,
     real_x: ArrayLike,
-    *,
-    feature_extractor: nn.Module,
+    *misplaced: Any,
+    feature_extractor: Optional[nn.Module] = None,
     batch_size: int = 256,
     device: DeviceLike = None,
 ) -> float:
@@ -535,6 +535,10 @@ def fid(
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
+    if misplaced or isinstance(fake_x, nn.Module) or hasattr(fake_x, "predict") or feature_extractor is None:
+        raise ValueError("fid(fake_x, real_x, feature_extractor=...) takes the images first; for the FID on a "
+                         "model's features, model first as every other metric, use fid_eval_features(model, "
+                         "fake_x, real_x)")
     check_count("batch_size", batch_size)
     fake = _check_images(fake_x, "fake_x")
     real = _check_images(real_x, "real_x")

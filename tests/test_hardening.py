@@ -164,3 +164,11 @@ def test_a_damaged_or_foreign_cache_file_is_set_aside_and_rebuilt(tmp_path):
     cache.path("p-reg", {"a": 1}).write_bytes(cache.path("p-reg", {"a": 2}).read_bytes())
     with pytest.warns(UserWarning, match="another configuration"):
         assert torch.equal(cache.tensor("p-reg", {"a": 1}, lambda: torch.ones(2)), torch.ones(2))
+
+
+def test_fid_called_model_first_says_which_function_takes_the_model(target):
+    from mi_art.evaluations.metrics import fid
+
+    x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"fid_eval_features\(model, fake_x, real_x\)"):
+        fid(target, x, x)
