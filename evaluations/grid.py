@@ -179,12 +179,18 @@ def defense_label(name: str, params: Mapping[str, Any]) -> str:
 
 
 def load_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
-    """Read a grid dictionary from TOML (``.toml``) or YAML (``.yaml``/``.yml``, needs PyYAML)."""
+    """Read a grid dictionary from TOML (``.toml``), JSON (``.json``) or YAML (``.yaml``/``.yml``, needs
+    PyYAML)."""
     path = Path(path)
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
+    if suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise GridError(f"{path}: invalid JSON: {err}") from err
+    elif suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError as err:

@@ -172,3 +172,20 @@ def test_fid_called_model_first_says_which_function_takes_the_model(target):
     x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
     with pytest.raises(ValueError, match=r"fid_eval_features\(model, fake_x, real_x\)"):
         fid(target, x, x)
+
+
+def test_a_grid_file_in_json_reads_like_toml(tmp_path):
+    import json
+
+    from mi_art.evaluations.grid import GridError, load_grid_file
+
+    spec = {"name": "g", "attacks": ["gmi"], "variants": ["baseline"], "seeds": [0], "iterations": 5,
+            "datasets": [{"name": "digits"}], "defenses": [{"name": "none"}]}
+    (tmp_path / "grid.json").write_text(json.dumps(spec))
+    toml = tmp_path / "grid.toml"
+    toml.write_text('name = "g"\nattacks = ["gmi"]\nvariants = ["baseline"]\nseeds = [0]\niterations = 5\n'
+                    '[[datasets]]\nname = "digits"\n[[defenses]]\nname = "none"\n')
+    assert load_grid_file(tmp_path / "grid.json") == load_grid_file(toml)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(GridError, match="invalid JSON"):
+        load_grid_file(tmp_path / "bad.json")
