@@ -433,7 +433,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
               help="quick: digits, none/DP-SGD/MID, GMI+KEDMI baseline/LOMMA, 2 seeds, minutes on a CPU. "
                    "paper: the LOMMA paper's CelebA grid for a GPU (needs --data-root).")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Grid file: TOML, or YAML when PyYAML is installed (see evaluations/grid.py). Its keys "
+              help="Grid file: TOML, JSON, or YAML when PyYAML is installed (see evaluations/grid.py). Its keys "
                    "override the preset's; options below override both.")
 @click.option("--name", default=None, callback=_check_name_option,
               help="Name of the grid (default: the preset's or 'grid').")
