@@ -129,6 +129,18 @@ def _check_data_options(dataset: str, options: Dict[str, Any]) -> None:
         raise click.BadParameter("; ".join(problems), param_hint="'--data-option'")
 
 
+def _options_suffix(options: Dict[str, Any]) -> str:
+    """What tells runs of one dataset apart in a default folder name: ``-32px``, ``-3ch`` and a short hash of
+    any other loader options ("" without options), so that runs at other sizes do not overwrite each other."""
+    from .cache import config_key
+
+    parts = [f"{options['image_size']}px"] if "image_size" in options else []
+    parts += [f"{options['channels']}ch"] if "channels" in options else []
+    rest = {k: v for k, v in options.items() if k not in ("image_size", "channels")}
+    parts += [config_key(rest)[:6]] if rest else []
+    return "".join(f"-{p}" for p in parts)
+
+
 def _check_out_dir(out: Path, option: str = "--out") -> None:
     """The output folder can be written, checked before any training: an existing file, or a folder that
     cannot be created or written to, is refused now, not after an hour of work."""
@@ -317,7 +329,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     _check_data_root(dataset, data_root)
     ids = None if identities is None else _check_int_list(_parse_int_list(identities, "--identities"),
                                                             "--identities")
-    out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}")
+    out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}{_options_suffix(options)}")
     _check_out_dir(out)
     click.get_current_context().meta[_LOG_DIR] = out
     config = ExperimentConfig(

@@ -189,3 +189,12 @@ def test_a_grid_file_in_json_reads_like_toml(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(GridError, match="invalid JSON"):
         load_grid_file(tmp_path / "bad.json")
+
+
+def test_default_output_folders_differ_with_the_images_size_and_channels():
+    from mi_art.evaluations.cli import _options_suffix
+
+    assert _options_suffix({}) == ""  # mi_art_runs/digits-gmi-lomma, as the README says
+    a, b = _options_suffix({"image_size": 32, "channels": 1}), _options_suffix({"image_size": 64, "channels": 3})
+    assert a == "-32px-1ch" and b == "-64px-3ch"
+    assert _options_suffix({"private": 20}) != _options_suffix({"private": 30})
