@@ -11,9 +11,10 @@ from torch import nn
 from tqdm.auto import trange
 
 from ..training import augment_batch, infinite_batches
-from ..utils import DeviceLike, as_module, batched_logits, resolve_device, seed_everything
-from ..validation import check_count, check_finite, check_images, check_number, check_positive
+from ..utils import DeviceLike, resolve_device, seed_everything
+from ..validation import check_count, check_finite, check_number, check_positive
 from .networks import LATENT_DIM, Generator, KEDMIDiscriminator
+from .target_answers import public_through_target
 
 
 def kedmi_prior_loss(d_logits: torch.Tensor) -> torch.Tensor:
@@ -88,10 +89,8 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 600, n_critic:
     check_number("adversarial_weight", adversarial_weight, low=0)
     seed_everything(seed)
     device = resolve_device(device)
-    target = as_module(target, "target", output_index=output_index).to(device).eval()
-    x = torch.from_numpy(check_images(public_x, "public_x")).to(device)
-    probs = F.softmax(check_finite(batched_logits(target, x), "the target's outputs on public_x"), 1)
-    x = target.to_unit(x)  # the GAN (generator and discriminator) works in [0, 1], channels first
+    # the GAN (generator and discriminator) works in [0, 1], channels first
+    _, x, probs = public_through_target(target, public_x, output_index=output_index, device=device)
     _, c, s, _ = x.shape
     batch_size = min(batch_size, len(x))
     num_classes = probs.shape[1]

@@ -27,9 +27,10 @@ from tqdm.auto import trange
 
 from ..identity import identity_loss
 from ..training import infinite_batches
-from ..utils import DeviceLike, as_module, batched_logits, resolve_device, seed_everything
-from ..validation import check_count, check_finite, check_images, check_number, check_positive
+from ..utils import DeviceLike, resolve_device, seed_everything
+from ..validation import check_count, check_finite, check_number, check_positive
 from .networks import LATENT_DIM, ConditionalGenerator, Generator, ProjectionDiscriminator
+from .target_answers import public_through_target
 
 #: The authors' number of pseudo-labelled public images per class (``--top_n=30``).
 PSEUDO_LABELS_PER_CLASS = 30
@@ -100,12 +101,10 @@ def train_plgmi_prior(target: Any, public_x: Any, *, steps: int = 1000, n_critic
     check_number("alpha", alpha, low=0)
     seed_everything(seed)
     device = resolve_device(device)
-    target = as_module(target, "target", output_index=output_index).to(device).eval()
-    x = torch.from_numpy(check_images(public_x, "public_x")).to(device)
-    probs = F.softmax(check_finite(batched_logits(target, x), "the target's outputs on public_x"), 1)
+    # the GAN works in [0, 1], channels first
+    target, x, probs = public_through_target(target, public_x, output_index=output_index, device=device)
     num_classes = probs.shape[1]
     picked, pseudo = select_pseudo_labels(probs, top_n)
-    x = target.to_unit(x)  # the GAN works in [0, 1], channels first
     _, c, s, _ = x.shape
     gen = ConditionalGenerator(s, c, num_classes, latent_dim, width)
     if init_generator is not None:
