@@ -555,9 +555,8 @@ class Workbench:
     def surrogate_p_reg(self, target: nn.Module, index: int, surrogate: nn.Module) -> torch.Tensor:
         """The mean public feature of surrogate ``index`` (:meth:`surrogates`, or :meth:`answer_surrogates`
         below white-box), for its own regulariser."""
-        key = self.surrogate_key(index, target)
-        if self.config.access != "white-box":
-            key = self.answer_surrogate_key(index, target)
+        key = (self.surrogate_key(index, target) if self.config.access == "white-box"
+               else self.answer_surrogate_key(index, target))
         return self.cache.tensor("p-reg", {"surrogate": key, "version": 1},
                                  lambda: estimate_p_reg(surrogate, self.data.public.x))
 
