@@ -36,6 +36,9 @@ from torch import nn
 from mi_art.features import last_linear
 from mi_art.validation import check_choice, check_count, check_number, check_positive
 
+from mi_art.training import train_classifier
+
+from .base import Defense, Trained
 from .common import check_keys
 
 DEFAULTS: Dict[str, Any] = {"lambda_x": 0.05, "lambda_y": 0.5, "measure": "hsic", "sigma": 5.0, "layers": None}
@@ -202,3 +205,23 @@ def bido_loss(store: List[torch.Tensor], num_classes: int, *, lambda_x: float, l
         return loss
 
     return loss_fn
+
+
+class BiDO(Defense):
+    """BiDO: cross-entropy plus the bilateral dependency terms on the hidden layers."""
+
+    name = "bido"
+    summary = "bilateral dependency optimisation (https://arxiv.org/abs/2206.05483)"
+    defaults = DEFAULTS
+
+    def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
+        return check_params(params)
+
+    def train(self, model: nn.Module, dataset: Any, params: Dict[str, Any], settings: Dict[str, Any]) -> Trained:
+        names = hidden_modules(model, params["layers"])
+        train = dataset.private_train
+        with capture_hidden(model, names) as store:
+            loss_fn = bido_loss(store, dataset.num_classes, lambda_x=params["lambda_x"], lambda_y=params["lambda_y"],
+                                measure=params["measure"], sigma=params["sigma"])
+            model = train_classifier(model, train.x, train.y, loss_fn=loss_fn, desc="BiDO", **settings)
+        return Trained(model, details={"hidden_layers": [n or "<penultimate>" for n in names]})

@@ -17,24 +17,33 @@ With ``target_epsilon`` Opacus picks the noise multiplier for ``epochs`` epochs 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mi_art.training import augment_batch, make_optimizer
+from mi_art.training import AUGMENTATIONS, OPTIMIZERS, augment_batch, make_optimizer
 from mi_art.utils import check_images, check_labels, seed_everything
 from mi_art.validation import (check_bool, check_choice, check_count, check_finite, check_int, check_number,
-                               check_optional_count, check_positive)
+                               check_optional_count, check_optional_positive, check_positive, is_int)
 
-from .common import check_keys
+from .base import Defense, Trained
+from .common import check_keys, check_output_classes, last_linear_name, parameterised_leaves
 
 DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0, "delta": None,
                             "allow_large_delta": False,
-                            "accountant": "rdp", "max_physical_batch_size": None}
+                            "accountant": "rdp", "max_physical_batch_size": None, "trainable": "all",
+                            "dp_epochs": None, "dp_lr": None, "dp_optimizer": None, "dp_batch_size": None,
+                            "dp_augment": None}
+#: ``dp_<setting>`` parameters: the DP-SGD run's own training settings (None: the target's). DP-SGD wants
+#: other settings than plain training (large batches, a large learning rate, no plain augmentation: De et
+#: al. 2022, https://arxiv.org/abs/2204.13650), and a grid or a Workbench passes one recipe for all targets.
+OWN_SETTINGS = ("epochs", "lr", "optimizer", "batch_size", "augment")
 ACCOUNTANTS = ("rdp", "prv", "gdp")
+#: ``trainable`` names: every layer, or the classification layer only (an int: that many last layers).
+TRAINABLE = ("all", "head")
 
 
 def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
@@ -67,13 +76,51 @@ def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
     out["accountant"] = check_choice("accountant", out["accountant"], ACCOUNTANTS)
     out["max_physical_batch_size"] = check_optional_count(
         "max_physical_batch_size", out["max_physical_batch_size"], hint=" (or None: the batch size)")
+    out["trainable"] = check_trainable(out["trainable"])
+    hint = " (or None: the target's setting)"
+    out["dp_epochs"] = check_optional_count("dp_epochs", out["dp_epochs"], hint=hint)
+    out["dp_batch_size"] = check_optional_count("dp_batch_size", out["dp_batch_size"], hint=hint)
+    out["dp_lr"] = check_optional_positive("dp_lr", out["dp_lr"], hint=hint)
+    if out["dp_optimizer"] is not None:
+        out["dp_optimizer"] = check_choice("dp_optimizer", out["dp_optimizer"], OPTIMIZERS)
+    if out["dp_augment"] is not None:
+        out["dp_augment"] = check_choice("dp_augment", out["dp_augment"], AUGMENTATIONS)
     return out
+
+
+def own_settings(params: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The training ``settings`` with the DP run's own ``dp_<setting>`` parameters put in where given."""
+    return {**settings, **{k: params[f"dp_{k}"] for k in OWN_SETTINGS if params.get(f"dp_{k}") is not None}}
+
+
+def check_trainable(trainable: Any) -> Union[str, int]:
+    """``trainable``: "all" (every layer), "head" (the classification layer) or a count of last layers."""
+    if is_int(trainable):
+        return check_count("trainable", trainable, hint=" (the number of last parameterised layers DP-SGD trains; "
+                                                        "or 'all' / 'head')")
+    return check_choice("trainable", trainable, TRAINABLE)
+
+
+def trained_layers(model: nn.Module, trainable: Union[str, int]) -> List[str]:
+    """Names of the parameterised layers DP-SGD trains: all, the last ``nn.Linear`` (``"head"``), or the
+    last ``trainable`` layers in module order (the classification layer among them)."""
+    layers = parameterised_leaves(model)
+    if trainable == "all":
+        return [n for n, _ in layers]
+    if trainable == "head":
+        return [last_linear_name(model)]
+    if trainable > len(layers):
+        raise ValueError(f"trainable={trainable} asks to train more layers than the model has: it has {len(layers)} "
+                         f"parameterised layers; use trainable <= {len(layers)} or 'all'")
+    return [n for n, _ in layers[len(layers) - trainable:]]
 
 
 def make_private_compatible(model: nn.Module) -> Tuple[nn.Module, bool]:
     """``ModuleValidator.fix`` if needed; ValueError listing what Opacus still cannot handle."""
     from opacus.validators import ModuleValidator
 
+    was_training = model.training
+    model.train()  # Opacus validates the structure in training mode; a model fresh from training is in eval mode
     fixed = False
     if ModuleValidator.validate(model, strict=False):
         model = ModuleValidator.fix(model)
@@ -81,7 +128,7 @@ def make_private_compatible(model: nn.Module) -> Tuple[nn.Module, bool]:
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise ValueError(f"Opacus cannot train this model even after ModuleValidator.fix: {errors}")
-    return model, fixed
+    return model.train(was_training), fixed
 
 
 def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int, batch_size: int, lr: float,
@@ -100,6 +147,11 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
     params = check_params(dict(params), len(x))
     seed_everything(seed)
     model, fixed = make_private_compatible(model)
+    trained = set(trained_layers(model, params["trainable"]))
+    frozen = [p for n, m in parameterised_leaves(model) if n not in trained for p in m.parameters()
+              if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
     model.to(device).train()
     opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator()
@@ -143,6 +195,8 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
                     bar.set_postfix(eps=f"{engine.get_epsilon(params['delta']):.2f}")
     finally:
         plain = dp_model.to_standard_module()
+        for p in frozen:
+            p.requires_grad_(True)
     history = list(getattr(engine.accountant, "history", []))
     facts = {
         "noise_multiplier": float(dp_opt.noise_multiplier),
@@ -151,11 +205,60 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
         "max_grad_norm": float(params["max_grad_norm"]),
         "max_physical_batch_size": int(physical),
         "module_validator_fixed": fixed,
+        "trainable": params["trainable"],
+        "trained_layers": len(trained),
+        "trained_parameters": int(sum(p.numel() for n, m in parameterised_leaves(plain) if n in trained
+                                      for p in m.parameters())),
         "epsilon": nonnegative_epsilon(engine.get_epsilon(params["delta"])),
     }
     for p in plain.parameters():
         p.grad = None
     return plain.eval(), facts
+
+
+def private_architecture(model: nn.Module) -> nn.Module:
+    """``model`` in the structure Opacus trains (BatchNorm -> GroupNorm, :func:`make_private_compatible`):
+    pre-train this one on public data, and DP fine-tuning starts from every pre-trained weight."""
+    return make_private_compatible(model)[0]
+
+
+class DPSGD(Defense):
+    """DP-SGD with Opacus, from scratch or as fine-tuning of a publicly pre-trained model (pass the
+    pre-trained module as ``model``; ``trainable`` picks the layers DP-SGD trains)."""
+
+    name = "dp-sgd"
+    summary = "DP-SGD with Opacus (https://arxiv.org/abs/1607.00133)"
+    defaults = DEFAULTS
+    pretraining_tag = "groupnorm"
+
+    def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
+        return check_params(params, n_train)
+
+    def architecture(self, model: nn.Module, num_classes: int, params: Dict[str, Any]) -> nn.Module:
+        check_output_classes(model, num_classes)
+        trained_norms = [n for n, m in model.named_modules()
+                         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None
+                         and int(m.num_batches_tracked) > 0]
+        model, _ = make_private_compatible(model)
+        trained_layers(model, params["trainable"])  # a count the model cannot meet is refused before training
+        if trained_norms:
+            warnings.warn(f"the model's trained BatchNorm layers ({', '.join(trained_norms[:3])}"
+                          f"{', ...' if len(trained_norms) > 3 else ''}) were replaced by fresh GroupNorm layers, "
+                          "because Opacus cannot train BatchNorm: their pre-trained weights are lost. Pre-train "
+                          "mi_art.defenses.dp.private_architecture(model) instead, so that DP fine-tuning starts "
+                          "from every pre-trained weight", UserWarning, stacklevel=4)
+        return model
+
+    def pretraining_architecture(self, model: nn.Module) -> nn.Module:
+        return private_architecture(model)
+
+    def train(self, model: nn.Module, dataset: Any, params: Dict[str, Any], settings: Dict[str, Any]) -> Trained:
+        train = dataset.private_train
+        settings = own_settings(params, settings)
+        model, facts = train_dp(model, train.x, train.y, dataset.num_classes, params=params, **settings)
+        facts["training"] = {k: settings[k] for k in OWN_SETTINGS}
+        return Trained(model, details=facts, epsilon=facts.pop("epsilon"), delta=params["delta"],
+                       accountant=params["accountant"])
 
 
 def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float,
@@ -181,4 +284,5 @@ def nonnegative_epsilon(epsilon: float) -> float:
     return max(0.0, float(epsilon))
 
 
-__all__ = ["DEFAULTS", "ACCOUNTANTS", "check_params", "train_dp", "accountant_epsilon", "make_private_compatible"]
+__all__ = ["DEFAULTS", "ACCOUNTANTS", "DPSGD", "TRAINABLE", "accountant_epsilon", "check_params", "check_trainable",
+           "make_private_compatible", "private_architecture", "train_dp", "trained_layers"]

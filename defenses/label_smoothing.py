@@ -27,6 +27,9 @@ from torch import nn
 
 from mi_art.validation import check_count, check_int, check_number
 
+from mi_art.training import train_classifier
+
+from .base import Defense, Trained
 from .common import check_keys
 
 DEFAULTS: Dict[str, Any] = {"alpha": -0.05, "warmup": 0.5, "ramp": 0.25}
@@ -117,3 +120,22 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     """Batches per epoch of ``n`` samples: ``ceil(n / batch_size)``."""
     n, batch_size = check_count("n", n), check_count("batch_size", batch_size)
     return math.ceil(n / batch_size)
+
+
+class NegativeLabelSmoothing(Defense):
+    """Negative label smoothing with the warm-up schedule."""
+
+    name = "nls"
+    summary = "negative label smoothing (https://arxiv.org/abs/2310.06549)"
+    defaults = DEFAULTS
+
+    def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
+        return check_params(params)
+
+    def train(self, model: nn.Module, dataset: Any, params: Dict[str, Any], settings: Dict[str, Any]) -> Trained:
+        train = dataset.private_train
+        loss_fn = NegativeLabelSmoothingLoss(dataset.num_classes, params["alpha"], settings["epochs"],
+                                             steps_per_epoch(len(train), settings["batch_size"]),
+                                             warmup=params["warmup"], ramp=params["ramp"])
+        model = train_classifier(model, train.x, train.y, loss_fn=loss_fn, desc="NLS", **settings)
+        return Trained(model, details={"alpha_per_epoch": list(loss_fn.history)})

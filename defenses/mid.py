@@ -22,6 +22,9 @@ from torch import nn
 from mi_art.features import last_linear
 from mi_art.validation import check_bool, check_count, check_number, check_optional_count
 
+from mi_art.training import train_classifier
+
+from .base import Defense, Trained
 from .common import check_keys, last_linear_name, replace_module
 
 DEFAULTS: Dict[str, Any] = {"beta": 0.003, "bottleneck_dim": None}
@@ -128,3 +131,27 @@ def mid_loss(head: VIBHead, beta: float):
 def clear(head: VIBHead) -> None:
     """Drop the stored training statistics (so the returned model holds no stale tensors)."""
     head.last_mu = head.last_sigma = None
+
+
+class MID(Defense):
+    """MID: the classification layer becomes a variational information bottleneck (:class:`VIBHead`)."""
+
+    name = "mid"
+    summary = "mutual information regularisation, a variational bottleneck (https://arxiv.org/abs/2009.05241)"
+    defaults = DEFAULTS
+
+    def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
+        return check_params(params)
+
+    def architecture(self, model: nn.Module, num_classes: int, params: Dict[str, Any]) -> nn.Module:
+        add_vib_head(model, num_classes, params["bottleneck_dim"])
+        return model
+
+    def train(self, model: nn.Module, dataset: Any, params: Dict[str, Any], settings: Dict[str, Any]) -> Trained:
+        heads = [m for m in model.modules() if isinstance(m, VIBHead)]
+        head = heads[-1] if heads else add_vib_head(model, dataset.num_classes, params["bottleneck_dim"])
+        train = dataset.private_train
+        model = train_classifier(model, train.x, train.y, loss_fn=mid_loss(head, params["beta"]), desc="MID",
+                                 **settings)
+        clear(head)
+        return Trained(model, details={"bottleneck_dim": head.k})

@@ -23,6 +23,9 @@ from torch import nn
 
 from mi_art.validation import check_bool, check_count, check_number, check_positive, is_number
 
+from mi_art.training import train_classifier
+
+from .base import Defense, Trained
 from .common import check_keys
 
 
@@ -90,6 +93,26 @@ def make_postprocessor(defense: str, params: Dict[str, Any]) -> Postprocessor:
     return cls(**check_params(defense, dict(params)))
 
 
+class OutputPostprocessor(Defense):
+    """An ART output postprocessor: the model is trained as for "none"; ``predict`` applies the
+    postprocessor (:func:`wrap_with_defense`), gradients never see it."""
+
+    def __init__(self, name: str) -> None:
+        if name not in POSTPROCESSORS:
+            raise ValueError(f"unknown postprocessor {name!r}; valid names: {', '.join(POSTPROCESSORS)}")
+        cls, defaults = POSTPROCESSORS[name]
+        self.name, self.defaults = name, dict(defaults)
+        self.summary = f"ART's {cls.__name__} output postprocessor (predict only; no effect on gradients)"
+
+    def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
+        return check_params(self.name, params)
+
+    def train(self, model: nn.Module, dataset: Any, params: Dict[str, Any], settings: Dict[str, Any]) -> Trained:
+        train = dataset.private_train
+        model = train_classifier(model, train.x, train.y, desc=self.name, **settings)
+        return Trained(model, postprocessor=make_postprocessor(self.name, params))
+
+
 def wrap_with_defense(model: nn.Module, record: Any, *, clip_values: Optional[Tuple[float, float]] = (0.0, 1.0),
                       probabilities: Optional[bool] = None, loss: Optional[nn.Module] = None):
     """Build the ART ``PyTorchClassifier`` for a model returned by :func:`mi_art.defenses.train_defended_target`.
@@ -134,5 +157,5 @@ def wrap_with_defense(model: nn.Module, record: Any, *, clip_values: Optional[Tu
                              device_type="gpu" if device.type == "cuda" else "cpu")
 
 
-__all__ = ["POSTPROCESSORS", "Softmax", "RowwiseClassLabels", "check_params", "make_postprocessor",
+__all__ = ["POSTPROCESSORS", "OutputPostprocessor", "Softmax", "RowwiseClassLabels", "check_params", "make_postprocessor",
            "wrap_with_defense"]

@@ -21,10 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.features import last_linear
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head  # noqa: F401 (re-exported)
 from mi_art.validation import check_int, check_optional_count, check_optional_positive, is_int, is_number
 
+from .base import Defense, Trained
 from .common import check_keys, parameterised_leaves
 
 DEFAULTS: Dict[str, Any] = {"freeze": 0.5, "pretrain_epochs": None, "pretrain_lr": None}
@@ -120,3 +122,29 @@ def fine_tune_private(model: nn.Module, dataset: Any, freeze: int | float,
             for p in m.parameters():
                 p.requires_grad_(True)
     return model, [n for n, _ in frozen]
+
+
+class TransferLearning(Defense):
+    """TL-DMI: public pre-training, the first layers frozen, the rest fine-tuned on the private data."""
+
+    name = "tl"
+    summary = "TL-DMI, transfer learning with frozen early layers (https://arxiv.org/abs/2405.05588)"
+    defaults = DEFAULTS
+
+    def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
+        return check_params(params)
+
+    def architecture(self, model: nn.Module, num_classes: int, params: Dict[str, Any]) -> nn.Module:
+        resolve_freeze(model, params["freeze"])  # a count the model cannot meet is refused before training
+        return model  # the head is replaced twice: for the public identities, then for the private ones
+
+    def train(self, model: nn.Module, dataset: Any, params: Dict[str, Any], settings: Dict[str, Any]) -> Trained:
+        count = resolve_freeze(model, params["freeze"])
+        pre = dict(settings, epochs=params["pretrain_epochs"] or settings["epochs"],
+                   lr=params["pretrain_lr"] or settings["lr"])
+        model = pretrain_public(model, dataset, **pre)
+        public_accuracy = natural_accuracy(model, dataset.public.x, dataset.public.y)
+        model, frozen = fine_tune_private(model, dataset, count, **settings)
+        return Trained(model, details={
+            "public_train_accuracy": public_accuracy, "frozen_layers": frozen, "frozen_count": count,
+            "trainable_layers": [n for n, _ in freezable_layers(model)][count:]})

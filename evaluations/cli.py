@@ -390,13 +390,13 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
     except click.BadParameter as err:
         raise click.BadParameter(f"{err.message} in {spec!r}; write NAME or NAME:KEY=VALUE[,KEY=VALUE...]",
                                  param_hint="'--defense'") from None
-    from mi_art.defenses import api
+    from mi_art.defenses import check_defense_params, get_defense
 
     try:
-        name = api._check_name(name)
+        name = get_defense(name).name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            api._check_params(name, dict(params), 1000)  # types and ranges; a real run checks again with the data
+            check_defense_params(name, params)  # types and ranges; a real run checks again with the data
     except ValueError as err:
         raise click.BadParameter(f"{err} (in {spec!r})", param_hint="'--defense'") from None
     return name, params

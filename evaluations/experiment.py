@@ -232,21 +232,26 @@ class Workbench:
         return {"data": self._data_key, "arch": arch, "epochs": epochs, "augment": self.config.augment,
                 "seed": seed}
 
-    def _pretrained(self, arch: str, epochs: int, seed: int, desc: str) -> nn.Module:
+    def _pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None) -> nn.Module:
         """A fresh ``arch`` (initialised from ``seed``) pre-trained ``epochs`` on the public identities, with
-        their classification layer (cached: the target under every defense shares one)."""
+        their classification layer (cached: the target under every defense shares one, except a defense
+        whose fine-tuning needs another structure from the start: ``defense.pretraining_architecture``,
+        e.g. DP-SGD's GroupNorm, keyed apart by its ``pretraining_tag``)."""
         c, d = self.config, self.data
+        key = self._pretrained_key(arch, epochs, seed)
+        shape = (lambda m: m) if defense is None or not defense.pretraining_tag else defense.pretraining_architecture
+        if defense is not None and defense.pretraining_tag:
+            key["architecture"] = defense.pretraining_tag
         return self.cache.module(
-            "pretrained", self._pretrained_key(arch, epochs, seed),
-            lambda: self._classifier(arch, d.num_public_classes),
-            lambda: pretrain_classifier(self._initialised(arch, seed), d.public.x, d.public.y,
+            "pretrained", key, lambda: shape(self._classifier(arch, d.num_public_classes)),
+            lambda: pretrain_classifier(shape(self._initialised(arch, seed)), d.public.x, d.public.y,
                                         num_classes=d.num_public_classes, epochs=epochs, augment=c.augment,
                                         device=self.device, seed=seed, verbose=c.verbose,
                                         desc=f"{desc}: pre-train (public)")).to(self.device)
 
-    def _pretrained_body(self, arch: str, epochs: int, seed: int, desc: str) -> nn.Module:
+    def _pretrained_body(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None) -> nn.Module:
         """:meth:`_pretrained` with a fresh classification layer for the private identities (seeded by ``seed``)."""
-        model = self._pretrained(arch, epochs, seed, desc)
+        model = self._pretrained(arch, epochs, seed, desc, defense)
         seed_everything(seed)
         replace_head(model, self.data.num_classes)
         return model
@@ -284,9 +289,10 @@ class Workbench:
         return {"given-target": model_fingerprint(target)}
 
     def _defended_target(self) -> nn.Module:
-        from mi_art.defenses import defended_architecture, train_defended_target
+        from mi_art.defenses import defended_architecture, get_defense, train_defended_target
 
         c, key = self.config, self.target_key()
+        defense = get_defense(c.defense)
         trained: Dict[str, Any] = {}
 
         params = dict(c.defense_params)
@@ -297,12 +303,14 @@ class Workbench:
             model: Any = c.target_arch
             from_body = bool(c.target_pretrain_epochs) and c.defense != "tl"
             if from_body:  # the defense trains from the pre-trained body
-                model = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target")
+                model = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target", defense)
             model, record = train_defended_target(c.defense, self.data, model=model, epochs=c.target_epochs,
                                                   augment=c.augment, device=self.device, seed=c.seed,
                                                   verbose=c.verbose, **params)
             if from_body:
                 record.details["pretrain_epochs"] = c.target_pretrain_epochs
+                if defense.pretraining_tag:
+                    record.details["pretrained_architecture"] = defense.pretraining_tag
             trained["record"] = record.to_dict()
             # the record is stored before the checkpoint: a run killed between the two writes then
             # finds no checkpoint and retrains, instead of finding a checkpoint without its record

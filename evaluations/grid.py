@@ -464,7 +464,7 @@ def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
 
 
 def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
-    from mi_art.defenses import api
+    from mi_art.defenses import DEFENSES, check_defense_params
 
     if isinstance(item, str):
         item = {"name": item}
@@ -475,9 +475,9 @@ def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
     if unknown:
         p.add(f"unknown key(s) {', '.join(map(repr, unknown))} in {name}; valid keys: {', '.join(_DEFENSE_KEYS)}")
     dname = item.get("name")
-    if not isinstance(dname, str) or dname not in api.DEFENSES:
-        p.add(f"{name}.name: unknown defense {dname!r}; choose one of {', '.join(api.DEFENSES)}"
-              if "name" in item else f"{name} has no 'name': give one of {', '.join(api.DEFENSES)}")
+    if not isinstance(dname, str) or dname not in DEFENSES:
+        p.add(f"{name}.name: unknown defense {dname!r}; choose one of {', '.join(DEFENSES)}"
+              if "name" in item else f"{name} has no 'name': give one of {', '.join(DEFENSES)}")
         dname = None
     params = item.get("params")
     if params is None or params == []:
@@ -498,7 +498,7 @@ def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    api._check_params(dname, dict(setting), 1000)
+                    check_defense_params(dname, dict(setting))
             except ValueError as err:
                 p.add(f"{where} of defense {dname!r}: {err}")
 
@@ -670,7 +670,7 @@ class Grid:
         :return: Warnings (problems tolerated because ``check_data`` is False).
         :raises GridError: The first problem found, named.
         """
-        from mi_art.defenses.api import DEFENSES, defense_defaults
+        from mi_art.defenses import DEFENSES, defense_defaults
         from mi_art.data import DATASETS
 
         warnings_out: List[str] = []
@@ -896,22 +896,15 @@ def _load(d: DatasetSpec) -> Any:
 def _check_defense_params(name: str, params: Dict[str, Any], n_train: int, data: Any, target_arch: str) -> None:
     """``mi_art.defenses.api`` validation of one parameter setting; with data, also builds the defended
     architecture (TL's freeze count against the model, MID's bottleneck, DP's Opacus fixes)."""
-    from mi_art.defenses import api
+    from mi_art.defenses import check_defense_params, defended_architecture
 
     label = defense_label(name, params)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            api._check_params(name, dict(params), max(1, n_train))
+            check_defense_params(name, dict(params), n_train=n_train)
             if data is not None:
-                if name == "tl":
-                    from mi_art.defenses.transfer import resolve_freeze
-                    from mi_art.models import make_classifier
-
-                    checked = api._check_params(name, dict(params), max(1, n_train))
-                    net = make_classifier(target_arch, data.channels, data.num_public_classes, data.image_size)
-                    resolve_freeze(net, checked["freeze"])
-                api.defended_architecture(name, data, model=target_arch, **params)
+                defended_architecture(name, data, model=target_arch, **params)
     except (ValueError, TypeError) as err:
         raise GridError(f"defense {label}: {err}") from None
 

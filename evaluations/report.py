@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -250,6 +251,78 @@ def _labels(aggs: Sequence[Dict[str, Any]]) -> List[str]:
     return list(dict.fromkeys(a["defense_label"] for a in aggs))
 
 
+#: What DP's epsilon bounds, and what it does not, for model inversion: printed wherever a DP target is.
+EPSILON_NOTE = (
+    "What epsilon means here: (epsilon, delta)-DP bounds how much any *one training image* can change the "
+    "trained model, so it limits what an attack can learn about that image beyond what the other images "
+    "already reveal. Model inversion reconstructs an *identity's* typical face from everything the model "
+    "learned about the class, which comes from many images of that person; DP does not bound that, and a "
+    "model that classifies the identity well has, by design, learned it. Read epsilon as a bound on "
+    "membership of single images, not as a guarantee against reconstruction: the Acc@1 columns measure "
+    "the latter.")
+
+
+def _dp_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
+    """A table of every DP-SGD target: epsilon, delta, accountant, noise, sample rate, steps, the layers
+    trained and natural accuracy (from the defense record each row carries)."""
+    seen: "OrderedDict[Tuple[Any, Any], Dict[str, Any]]" = OrderedDict()
+    for r in rows:
+        if r.get("defense") == "dp-sgd":
+            seen.setdefault((r["defense_label"], r.get("artifact_seed")), r)
+    if not seen:
+        return []
+    lines = ["### DP-SGD targets", "", "The accountant's epsilon at delta, and the noise multiplier, Poisson sample "
+             "rate and optimiser steps it was computed from (Opacus; recompute it with "
+             "`mi_art.defenses.accountant_epsilon`).", "",
+             "| defense | seed | natural acc | epsilon | delta | accountant | noise | sample rate | steps | "
+             "trained | pre-trained |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(v: Any, spec: str) -> str:
+        return "-" if finite_or_none(v) is None else f"{float(v):{spec}}"
+
+    for (label, seed), r in seen.items():
+        rec = r.get("defense_record") or {}
+        d = rec.get("details") or {}
+        trained = d.get("trainable", "all")
+        if d.get("trained_parameters") is not None:
+            trained = f"{trained} ({d['trained_parameters']} parameters)"
+        lines.append(f"| {label} | {seed} | {num(r.get('natural_accuracy'), '.3f')} | {num(r.get('epsilon'), '.2f')} | "
+                     f"{num(r.get('delta'), '.3g')} | {rec.get('accountant') or '-'} | "
+                     f"{num(d.get('noise_multiplier'), '.3f')} | {num(d.get('sample_rate'), '.3f')} | "
+                     f"{d.get('steps', '-')} | {trained} | {'yes' if d.get('pretrain_epochs') else 'no'} |")
+    return lines + ["", EPSILON_NOTE, ""]
+
+
+def _what_it_bought(aggs: Sequence[Dict[str, Any]]) -> List[str]:
+    """One sentence per defense setting: its natural accuracy and the Acc@1 of the strongest attack on it,
+    each against the undefended target of the same grid when there is one."""
+    labels = _labels(aggs)
+    ref = [a for a in aggs if a["defense"] == "none" and a["acc@1"] is not None]
+    ref_nat = ref[0]["natural_accuracy"] if ref else None
+    ref_acc = {(a["attack"], a["variant"]): a["acc@1"] for a in ref}
+    lines = []
+    for label in labels:
+        la = [a for a in aggs if a["defense_label"] == label and a["acc@1"] is not None]
+        if not la or la[0]["defense"] == "none":
+            continue
+        best = max(la, key=lambda a: a["acc@1"])
+        nat = la[0]["natural_accuracy"]
+        eps = f" at epsilon {la[0]['epsilon']:.2f}" if la[0].get("epsilon") is not None else ""
+        cost = "" if nat is None else f"natural accuracy {nat:.3f}"
+        if nat is not None and ref_nat is not None:
+            cost += f" ({100 * (nat - ref_nat):+.1f} points against the undefended {ref_nat:.3f})"
+        pair = (best["attack"], best["variant"])
+        gain = f"the strongest attack on it, {pair[0]}/{pair[1]}, reaches Acc@1 {best['acc@1']:.3f}"
+        if pair in ref_acc:
+            gain += f" ({100 * (best['acc@1'] - ref_acc[pair]):+.1f} points against {ref_acc[pair]:.3f} undefended)"
+        if best.get("chance@1") is not None:
+            gain += f"; chance is {best['chance@1']:.3f}"
+        lines.append(f"- **{label}**{eps}: {cost or 'natural accuracy unknown'}; {gain}.")
+    if not lines:
+        return []
+    return ["### What each defense bought and what it cost", ""] + lines + [""]
+
+
 def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict[str, Any],
               figures: Dict[str, List[Path]], images: Dict[str, Path], out: Path) -> str:
     grid = meta.get("grid", {})
@@ -311,6 +384,7 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                                  if match else "-")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+        lines += _what_it_bought(da) + _dp_targets(dr)
         if figures.get(dataset):
             lines += ["### Figures", ""]
             for p in figures[dataset]:
@@ -370,6 +444,8 @@ def _frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
             if len(pts) > 1 or pts[0]["defense_params"]:
                 for a in pts:
                     tag = a["defense_label"][len(d):].strip("()") or d
+                    if a.get("epsilon") is not None:  # a DP point is read by its privacy budget
+                        tag = f"ε={a['epsilon']:.3g}"
                     ax.annotate(tag, (a["natural_accuracy"], a["acc@1"]), fontsize=6, xytext=(3, 3),
                                 textcoords="offset points")
         _chance_line(ax, pa)
@@ -379,8 +455,8 @@ def _frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"Privacy-utility frontier on {dataset} (up and right: useful but leaky; mean ± std over seeds)",
-                 fontsize=9)
+    title = f"Privacy-utility frontier on {dataset} (up and right: useful but leaky; mean ± std over seeds)"
+    fig.suptitle(textwrap.fill(title, width=int(14 * 4.2 * len(pairs))), fontsize=9)  # ~14 characters per inch at 9 pt
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -392,7 +468,8 @@ def _bars(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     plt = _pyplot()
     pairs, labels = _pairs(aggs), _labels(aggs)
     width = 0.8 / max(1, len(pairs))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.9 * len(labels) * max(1, len(pairs)) * 0.5), 3.8))
+    width_in = max(5.0, 1.0 + 0.9 * len(labels) * max(1, len(pairs)) * 0.5)
+    fig, ax = plt.subplots(figsize=(width_in, 3.8))
     x = np.arange(len(labels))
     for j, (attack, variant) in enumerate(pairs):
         means, stds = [], []
@@ -409,7 +486,8 @@ def _bars(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     ax.set_ylim(0, 1.22)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.legend(fontsize=7, ncol=min(4, len(pairs)), loc="upper center")
-    ax.set_title(f"Attack accuracy per defense and attack variant on {dataset} (mean ± std over seeds)", fontsize=9)
+    ax.set_title(textwrap.fill(f"Attack accuracy per defense and attack variant on {dataset} (mean ± std over seeds)",
+                               width=int(14 * width_in)), fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

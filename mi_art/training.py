@@ -16,6 +16,8 @@ from .validation import (check_count, check_finite, check_images, check_labels, 
                          check_positive)
 
 AUGMENTATIONS = ("none", "shift", "flip", "flip-shift")
+#: Optimizers of :func:`make_optimizer`.
+OPTIMIZERS = ("adam", "sgd")
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
