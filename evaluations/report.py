@@ -293,31 +293,40 @@ def _dp_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return lines + ["", EPSILON_NOTE, ""]
 
 
+def _access_of(attack: str) -> str:
+    """The access level written in an attack's name (``gmi[black-box]``), white-box when none is."""
+    return attack[attack.index("[") + 1:-1] if attack.endswith("]") and "[" in attack else "white-box"
+
+
 def _what_it_bought(aggs: Sequence[Dict[str, Any]]) -> List[str]:
-    """One sentence per defense setting: its natural accuracy and the Acc@1 of the strongest attack on it,
-    each against the undefended target of the same grid when there is one."""
-    labels = _labels(aggs)
+    """One sentence per defense setting: its natural accuracy, and for each access level the Acc@1 of the
+    strongest attack on it, each against the undefended target of the same grid when there is one."""
     ref = [a for a in aggs if a["defense"] == "none" and a["acc@1"] is not None]
     ref_nat = ref[0]["natural_accuracy"] if ref else None
     ref_acc = {(a["attack"], a["variant"]): a["acc@1"] for a in ref}
     lines = []
-    for label in labels:
+    for label in _labels(aggs):
         la = [a for a in aggs if a["defense_label"] == label and a["acc@1"] is not None]
         if not la or la[0]["defense"] == "none":
             continue
-        best = max(la, key=lambda a: a["acc@1"])
         nat = la[0]["natural_accuracy"]
         eps = f" at epsilon {la[0]['epsilon']:.2f}" if la[0].get("epsilon") is not None else ""
-        cost = "" if nat is None else f"natural accuracy {nat:.3f}"
+        cost = "natural accuracy unknown" if nat is None else f"natural accuracy {nat:.3f}"
         if nat is not None and ref_nat is not None:
             cost += f" ({100 * (nat - ref_nat):+.1f} points against the undefended {ref_nat:.3f})"
-        pair = (best["attack"], best["variant"])
-        gain = f"the strongest attack on it, {pair[0]}/{pair[1]}, reaches Acc@1 {best['acc@1']:.3f}"
-        if pair in ref_acc:
-            gain += f" ({100 * (best['acc@1'] - ref_acc[pair]):+.1f} points against {ref_acc[pair]:.3f} undefended)"
-        if best.get("chance@1") is not None:
-            gain += f"; chance is {best['chance@1']:.3f}"
-        lines.append(f"- **{label}**{eps}: {cost or 'natural accuracy unknown'}; {gain}.")
+        levels = list(dict.fromkeys(_access_of(a["attack"]) for a in la))
+        gains = []
+        for level in levels:
+            best = max((a for a in la if _access_of(a["attack"]) == level), key=lambda a: a["acc@1"])
+            pair = (best["attack"], best["variant"])
+            gain = (f"the strongest attack on it, {pair[0]}/{pair[1]}, reaches Acc@1 {best['acc@1']:.3f}" if len(levels) == 1
+                    else f"{level}: {pair[0]}/{pair[1]} reaches {best['acc@1']:.3f}")
+            if pair in ref_acc:
+                gain += f" ({100 * (best['acc@1'] - ref_acc[pair]):+.1f} points against {ref_acc[pair]:.3f} undefended)"
+            gains.append(gain)
+        chance = la[0].get("chance@1")
+        tail = "" if chance is None else f"; chance is {chance:.3f}"
+        lines.append(f"- **{label}**{eps}: {cost}; {'; '.join(gains)}{tail}.")
     if not lines:
         return []
     return ["### What each defense bought and what it cost", ""] + lines + [""]

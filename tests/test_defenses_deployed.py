@@ -310,3 +310,22 @@ def test_report_without_dp_targets_has_no_epsilon_note(tmp_path):
     render_report(out)
     md = (out / "report.md").read_text()
     assert EPSILON_NOTE not in md and "### DP-SGD targets" not in md
+
+
+def test_report_says_what_a_postprocessor_changed_at_each_access_level(tmp_path):
+    from mi_art.evaluations.report import render_report
+
+    out = tmp_path / "out"
+    _cell(out, "a", 0, "none", "none", {}, 0.95, 0.80)
+    _cell(out, "b", 1, "none", "none", {}, 0.95, 0.70)
+    _cell(out, "c", 2, "reverse-sigmoid", "reverse-sigmoid", {}, 0.95, 0.80)
+    _cell(out, "d", 3, "reverse-sigmoid", "reverse-sigmoid", {}, 0.95, 0.20)
+    for cid in "bd":  # the second cell of each target: the same attack through predict's scores
+        path = out / "cells" / f"{cid}.json"
+        row = json.loads(path.read_text())
+        path.write_text(json.dumps({**row, "attack": "gmi[black-box]", "access": "black-box"}))
+    render_report(out)
+    md = (out / "report.md").read_text()
+    assert ("**reverse-sigmoid**: natural accuracy 0.950 (+0.0 points against the undefended 0.950); white-box: "
+            "gmi/lomma reaches 0.800 (+0.0 points against 0.800 undefended); black-box: gmi[black-box]/lomma reaches "
+            "0.200 (-50.0 points against 0.700 undefended); chance is 0.200.") in md
