@@ -404,6 +404,8 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
 
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,
                     budgets: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
+    from .grid import renamed_dataset_keys
+
     over: Dict[str, Any] = {k: v for k, v in budgets.items() if v is not None and v != ()}
     if "surrogate_archs" in over:
         over["surrogate_archs"] = list(over["surrogate_archs"])
@@ -411,17 +413,17 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
         over["datasets"] = [{"name": d} for d in datasets]
     if data_root is not None or data_options:
         items = over.get("datasets", base.get("datasets", ["digits"]))
-        items = [dict(x) if isinstance(x, dict) else {"name": x} for x in (items if isinstance(items, list)
-                                                                            else [items])]
+        items = [renamed_dataset_keys(dict(x), f"dataset {x.get('name')!r}") if isinstance(x, dict) else {"name": x}
+                 for x in (items if isinstance(items, list) else [items])]
         parsed = _parse_options(data_options)
         for item in items:
             if data_root is not None:
-                item["root"] = data_root
+                item["data_root"] = data_root
             if data_options:
                 name = item.get("name")
                 if isinstance(name, str) and name.strip().lower().replace("_", "-") in DATASETS:
                     _check_data_options(name.strip().lower().replace("_", "-"), parsed)
-                item["options"] = {**(item.get("options") or {}), **parsed}
+                item["data_options"] = {**(item.get("data_options") or {}), **parsed}
         over["datasets"] = items
     if defenses:
         grouped: Dict[str, list] = {}

@@ -24,8 +24,8 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
 
     [[datasets]]
     name = "digits"                          # mi_art.data.DATASETS
-    # root = "../shared/data/att_faces"      # required by every dataset but digits
-    # options = { private = 20, image_size = 32 }   # loader arguments
+    # data_root = "../shared/data/att_faces"   # required by every dataset but digits
+    # data_options = { private = 20, image_size = 32 }   # loader arguments (earlier files: root, options)
     # target_epochs = 30                     # budgets may be overridden per dataset
 
     [[defenses]]
@@ -70,7 +70,9 @@ BUDGET_KEYS: Tuple[str, ...] = (
 ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
 _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
               "device", *BUDGET_KEYS)
-_DATASET_KEYS = ("name", "root", "options", *BUDGET_KEYS)
+_DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
+#: Dataset keys of earlier grid files and their names now (the names of the config and the CLI).
+_RENAMED_DATASET_KEYS = {"root": "data_root", "options": "data_options"}
 _DEFENSE_KEYS = ("name", "params")
 SEED_SCOPES = ("all", "attack")
 #: Keys of a cell's configuration left out of its id.
@@ -100,9 +102,9 @@ class DatasetSpec:
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"name": self.name}
         if self.root is not None:
-            out["root"] = self.root
+            out["data_root"] = self.root
         if self.options:
-            out["options"] = dict(self.options)
+            out["data_options"] = dict(self.options)
         out.update({k: (_compact_identities(v) if k == "identities" else v) for k, v in self.overrides.items()})
         return out
 
@@ -261,16 +263,35 @@ def _compact_identities(value: Any) -> Any:
     return ids
 
 
+def renamed_dataset_keys(item: Any, where: str = "dataset") -> Any:
+    """``item`` (a dataset table of a grid file) with the keys of earlier grid files, ``root`` and
+    ``options``, under their names now, ``data_root`` and ``data_options`` (a warning says so); both
+    names at once is an error. Anything but a table is returned as it is."""
+    if not isinstance(item, Mapping):
+        return item
+    out = dict(item)
+    for old, new in _RENAMED_DATASET_KEYS.items():
+        if old in out:
+            if new in out:
+                raise GridError(f"{where} gives both {old!r} and {new!r}: {old!r} is the earlier name of {new!r}; "
+                                f"keep {new!r} only")
+            out[new] = out.pop(old)
+            warnings.warn(f"{where}: the grid key {old!r} is now called {new!r} (as in the config and the CLI); "
+                          f"the file still works, rename it there", FutureWarning, stacklevel=3)
+    return out
+
+
 def _parse_dataset(item: Any) -> DatasetSpec:
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict) or "name" not in item:
         raise GridError(f"a dataset is a name or a table with a 'name', got {item!r}")
+    item = renamed_dataset_keys(item, f"dataset {item['name']!r}")
     _check_keys(item, _DATASET_KEYS, f"dataset {item['name']!r}")
-    options = item.get("options") or {}
+    options = item.get("data_options") or {}
     if not isinstance(options, dict):
-        raise GridError(f"dataset {item['name']!r}: options must be a table of loader arguments, got {options!r}")
-    root = item.get("root")
+        raise GridError(f"dataset {item['name']!r}: data_options must be a table of loader arguments, got {options!r}")
+    root = item.get("data_root")
     return DatasetSpec(name=str(item["name"]), root=None if root in (None, "") else str(root), options=dict(options),
                        overrides={k: (_identities(v) if k == "identities" else v) for k, v in item.items()
                                   if k in BUDGET_KEYS})
@@ -442,6 +463,13 @@ def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
     if not isinstance(item, Mapping):
         p.add(f"{name} must be a dataset name or a table with a 'name', got {item!r}")
         return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # said once, when the grid is parsed
+            item = renamed_dataset_keys(item, name)
+    except GridError as err:
+        p.add(str(err))
+        return
     unknown = sorted(str(k) for k in item if k not in _DATASET_KEYS)
     if unknown:
         p.add(f"unknown key(s) {', '.join(map(repr, unknown))} in {name}; valid keys: {', '.join(_DATASET_KEYS)}")
@@ -451,13 +479,13 @@ def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
         p.add(f"{name}.name: unknown dataset {dname!r}; choose one of {', '.join(DATASETS)}"
               if "name" in item else f"{name} has no 'name': give one of {', '.join(DATASETS)}")
         key = None
-    root = item.get("root")
+    root = item.get("data_root")
     if root is not None and not isinstance(root, str):
-        p.add(f"{name}.root must be the path of the data folder (a string), got {root!r}")
-    if item.get("options") is not None and key is not None:
-        _check_data_options(p, f"{name}.options", key, item["options"])
-    elif item.get("options") is not None and not isinstance(item["options"], Mapping):
-        p.add(f"{name}.options must be a table of loader arguments, got {item['options']!r}")
+        p.add(f"{name}.data_root must be the path of the data folder (a string), got {root!r}")
+    if item.get("data_options") is not None and key is not None:
+        _check_data_options(p, f"{name}.data_options", key, item["data_options"])
+    elif item.get("data_options") is not None and not isinstance(item["data_options"], Mapping):
+        p.add(f"{name}.data_options must be a table of loader arguments, got {item['data_options']!r}")
     for k in BUDGET_KEYS:
         if k in item:
             _check_budget(p, f"{name}.{k}", k, item[k])
@@ -589,7 +617,7 @@ def check_device_form(name: str, value: Any) -> Optional[str]:
 
 
 def data_option_keys(dataset: str) -> Tuple[str, ...]:
-    """The loader arguments ``--data-option`` / a grid's ``options`` may set for ``dataset``
+    """The loader arguments ``--data-option`` / a grid's ``data_options`` may set for ``dataset``
     (:func:`mi_art.data.dataset_options`)."""
     from mi_art.data import dataset_options
 
@@ -824,7 +852,7 @@ class Grid:
                  f"defense setting(s) x {len(self.seeds)} seed(s) x attack/variant pairs "
                  f"{sorted({(c.config.attack, c.config.variant) for c in cells})}"]
         for d in self.datasets:
-            lines.append(f"  dataset {d.name}: root={d.root or '-'} options={json.dumps(d.options, sort_keys=True)}"
+            lines.append(f"  dataset {d.name}: data_root={d.root or '-'} data_options={json.dumps(d.options, sort_keys=True)}"
                          + (f" overrides={json.dumps(d.overrides, sort_keys=True)}" if d.overrides else ""))
         for s in self.defenses:
             for p in s.params:
@@ -855,10 +883,10 @@ def _data_path_problem(d: DatasetSpec) -> Optional[str]:
     key = d.name.strip().lower().replace("_", "-")
     if key == "digits":
         if d.root is not None:
-            return f"dataset 'digits' ships with scikit-learn and takes no root (got root={d.root!r})"
+            return f"dataset 'digits' ships with scikit-learn and takes no data_root (got data_root={d.root!r})"
         return None
     if d.root is None:
-        return (f"dataset {d.name!r} needs a data folder: set root in the grid or pass --data-root"
+        return (f"dataset {d.name!r} needs a data folder: set data_root in the grid or pass --data-root"
                 + (" (the CelebA folder with img_align_celeba/ and identity_CelebA.txt)" if key == "celeba" else ""))
     path = Path(d.root).expanduser()
     if not path.exists():
@@ -890,7 +918,7 @@ def _load(d: DatasetSpec) -> Any:
     try:
         return load_data(d.name, d.root, d.options)
     except (ValueError, TypeError, OSError) as err:
-        raise GridError(f"dataset {d.name!r} (root={d.root!r}, options={d.options}): {err}") from None
+        raise GridError(f"dataset {d.name!r} (data_root={d.root!r}, data_options={d.options}): {err}") from None
 
 
 def _check_defense_params(name: str, params: Dict[str, Any], n_train: int, data: Any, target_arch: str) -> None:

@@ -35,7 +35,7 @@ QUICK: Dict[str, Any] = {
 #: required: ``--data-root /path/to/celeba`` (img_align_celeba/ and identity_CelebA.txt).
 PAPER: Dict[str, Any] = {
     "name": "paper",
-    "datasets": [{"name": "celeba", "options": {"num_private": 1000, "image_size": 64, "channels": 3}}],
+    "datasets": [{"name": "celeba", "data_options": {"num_private": 1000, "image_size": 64, "channels": 3}}],
     "defenses": [
         {"name": "none"},
         # MID: the paper's betas (CelebA VGG16 natural accuracy 77.59 / 73.60 / 67.72 / 59.24)

@@ -464,7 +464,10 @@ def test_seed_scope_attack_shares_artifacts_across_seeds(tmp_path, monkeypatch):
     ('[[datasets]]\nname = "cifar"\n', [], "unknown dataset 'cifar'"),
     ('[[datasets]]\nname = "image-folder"\nroot = "/nonexistent/faces"\n', [], "/nonexistent/faces"),
     ('[[datasets]]\nname = "mnist"\n', [], "dataset 'mnist' needs a data folder"),
+    ('[[datasets]]\nname = "image-folder"\ndata_root = "/nonexistent/faces"\n', [], "/nonexistent/faces"),
+    ('[[datasets]]\nname = "digits"\ndata_options = { test_fraction = 2.0 }\n', [], "test_fraction"),
     ('[[datasets]]\nname = "digits"\noptions = { test_fraction = 2.0 }\n', [], "test_fraction"),
+    ('[[datasets]]\nname = "digits"\noptions = {}\ndata_options = {}\n', [], "both 'options' and 'data_options'"),
 ])
 def test_invalid_grids_fail_before_any_training(tmp_path, extra, args, message):
     config = tmp_path / "bad.toml"
@@ -517,3 +520,32 @@ def test_presets_validate_and_print(tmp_path):
     assert quick.validate() == []
     assert len(quick.cells()) == 24
     assert grid_to_toml(quick.to_dict()).count("[[defenses]]") == 3
+
+
+def test_grid_files_name_the_data_as_the_config_does_and_accept_the_old_names():
+    """``data_root``/``data_options`` as in ExperimentConfig and the CLI; the earlier ``root``/``options``
+    still load, with a FutureWarning that names the new key, into the same grid."""
+    new = {"datasets": [{"name": "image-folder", "data_root": "/faces", "data_options": {"image_size": 32}}]}
+    old = {"datasets": [{"name": "image-folder", "root": "/faces", "options": {"image_size": 32}}]}
+    grid = Grid.from_dict(new)
+    with pytest.warns(FutureWarning, match="'root' is now called 'data_root'"):
+        legacy = Grid.from_dict(old)
+    assert (legacy.datasets[0].root, legacy.datasets[0].options) == ("/faces", {"image_size": 32})
+    assert [c.id for c in legacy.cells()] == [c.id for c in grid.cells()]
+    assert grid.datasets[0].to_dict() == new["datasets"][0]  # written back under the new names
+    assert "data_root" in grid_to_toml(grid.to_dict())
+
+
+def test_evaluate_says_which_stage_runs_and_warns_on_the_cells_line(local_run):
+    """Each trained artifact, the attack and the report's rendering get a console line with their seconds;
+    a cell's weak-model warnings follow its result line (not only in report.md)."""
+    from mi_art.evaluations.report import row_warnings
+
+    out, output = local_run
+    for stage in ("made the target in", "made the evaluator in", "made the gmi prior in", "made the surrogate in",
+                  "attacking (20 iterations)", "attack and its metrics done in", "rendering the report of 4 cells"):
+        assert stage in output, stage
+    rows = json.loads((out / "results.json").read_text())
+    warned = [w for r in rows for w in row_warnings(r)]
+    assert warned, "the tiny grid's 2-epoch judge is weak: its warning is what this test looks for"
+    assert all(f"WARNING: {w}" in output for w in warned)
