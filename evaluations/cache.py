@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import tempfile
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -41,8 +42,18 @@ class ArtifactCache:
     that belongs to another key is reported in one warning naming it, moved aside (``<name>.damaged``)
     and rebuilt, and the run goes on. Writes are atomic."""
 
-    def __init__(self, root: Optional[Union[str, Path]]) -> None:
+    def __init__(self, root: Optional[Union[str, Path]], *,
+                 on_made: Optional[Callable[[str, float], None]] = None) -> None:
         self.root = Path(root) if root is not None else None
+        #: Called with (kind, seconds) each time an artifact is made rather than loaded (progress reports).
+        self.on_made = on_made
+
+    def _made(self, kind: str, make: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = make()
+        if self.on_made is not None:
+            self.on_made(kind, time.perf_counter() - start)
+        return value
 
     def path(self, kind: str, config: Dict[str, Any]) -> Optional[Path]:
         return None if self.root is None else self.root / f"{kind}-{config_key(config)}.pt"
@@ -74,7 +85,7 @@ class ArtifactCache:
                 return module.eval()
             except _UNREADABLE as err:
                 self._set_aside(path, err)
-        module = train()
+        module = self._made(kind, train)
         if path is not None:
             save_checkpoint(module, path, kind=kind, config=json.dumps(config, sort_keys=True, default=str))
         return module
@@ -89,7 +100,7 @@ class ArtifactCache:
                     return json.loads(path.read_text())
                 except (_UNREADABLE + (UnicodeDecodeError,)) as err:
                     self._set_aside(path, err)
-        value = compute()
+        value = self._made(kind, compute)
         if path is not None:
             write_atomic(path, json.dumps(value, sort_keys=True, default=str))
         return value
@@ -110,7 +121,7 @@ class ArtifactCache:
                 return stored
             except _UNREADABLE as err:
                 self._set_aside(path, err)
-        value = compute()
+        value = self._made(kind, compute)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -108,8 +108,11 @@ def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
 
 
 def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Optional[PathLike], *,
-             verbose: bool = False, threads: Optional[int] = None, device: Optional[str] = None) -> Dict[str, Any]:
-    """Run one cell end to end (shared artifacts from the cache), write its files, return its row."""
+             verbose: bool = False, threads: Optional[int] = None, device: Optional[str] = None,
+             echo: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Run one cell end to end (shared artifacts from the cache), write its files, return its row.
+    ``echo``, when given, receives a line for each stage: every artifact trained (target, judges, prior,
+    surrogates, p_reg, ...) with its seconds, and the attack."""
     import dataclasses
 
     import torch
@@ -121,10 +124,22 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
     cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
     config = dataclasses.replace(cell.config, verbose=verbose, device=device or cell.config.device)
     start = time.perf_counter()
+    tag = f"{config.dataset} {cell.defense_label} {config.attack}/{config.variant} seed {config.attack_seed}"
+
+    def made(kind: str, seconds: float) -> None:
+        if echo is not None:
+            echo(f"  {tag}: made the {kind.replace('-', ' ')} in {seconds:.1f} s")
+
     data = load_data(config.dataset, config.data_root, config.data_options)
-    bench = Workbench(config, LockingArtifactCache(cache_dir), data=data)
+    bench = Workbench(config, LockingArtifactCache(cache_dir, on_made=made), data=data)
     target, judges = bench.target(), bench.evaluators()
+    if echo is not None:
+        echo(f"  {tag}: attacking ({config.iterations if config.attack != 'miface' else config.miface_iterations} "
+             f"iterations)")
+    attack_start = time.perf_counter()
     result = run_attack(bench, target=target, evaluator=judges)
+    if echo is not None:
+        echo(f"  {tag}: attack and its metrics done in {time.perf_counter() - attack_start:.1f} s")
     record = bench.defense_record or {}
     row: Dict[str, Any] = {
         "cell_id": cell.id, "dataset": config.dataset, "defense": config.defense,
@@ -187,10 +202,10 @@ Outcome = Tuple[Cell, Optional[Dict[str, Any]], Optional[BaseException]]
 
 
 def _run_local(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: bool, threads: Optional[int],
-               device: Optional[str], **_: Any) -> Iterator[Outcome]:
+               device: Optional[str], echo: Optional[Callable[[str], None]] = None, **_: Any) -> Iterator[Outcome]:
     for cell in cells:
         try:
-            yield cell, run_cell(cell, out, cache, verbose=verbose, threads=threads, device=device), None
+            yield cell, run_cell(cell, out, cache, verbose=verbose, threads=threads, device=device, echo=echo), None
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # noqa: BLE001 - a failed cell must not stop the grid
@@ -285,6 +300,9 @@ def _spread(cells: Sequence[Cell]) -> List[Cell]:
 
 
 def summary_line(row: Dict[str, Any]) -> str:
+    """The console line of a finished cell: its metrics, then each weak-model warning on a line of its own."""
+    from .report import row_warnings
+
     def f(v: Any, spec: str = ".3f") -> str:
         return "n/a" if v is None else format(v, spec)
 
@@ -295,7 +313,7 @@ def summary_line(row: Dict[str, Any]) -> str:
             + (f"; judges +- {f(row.get('acc@1_judge_std'))}" if (row.get("n_judges") or 1) > 1 else "") + "), "
             f"Acc@5 {f(row['acc@5'])} (chance {f(row.get('chance@5'))}), KNN {f(row['knn_dist'])}, "
             f"FID {f(row['fid_eval_features'])}, natural acc {f(row['natural_accuracy'])}{eps}, "
-            f"{row['cell_seconds']:.1f} s")
+            f"{row['cell_seconds']:.1f} s" + "".join(f"\n  WARNING: {w}" for w in row_warnings(row)))
 
 
 def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike] = None, executor: str = "local",
@@ -346,7 +364,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
         # nothing to run: start no worker pool and no Ray instance
         runner = _RUNNERS[executor](todo, str(out), str(cache), verbose=verbose, threads=threads, device=device,
                                     workers=workers, address=address, gpus_per_task=gpus_per_task,
-                                    cpus_per_task=cpus_per_task) if todo else iter(())
+                                    cpus_per_task=cpus_per_task, echo=write) if todo else iter(())
         for cell, row, err in runner:
             bar.update(1)
             if err is not None:
@@ -366,8 +384,10 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     if report and rows:
         from .report import render_report
 
+        echo(f"rendering the report of {len(rows)} cells (tables, figures, one image grid per cell) ...")
+        report_start = time.perf_counter()
         paths = render_report(out)
-        echo(f"wrote {', '.join(str(p) for p in paths)}")
+        echo(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - report_start:.1f} s")
     if failures:
         lines = "\n".join(f"  {c.id} {c.config.dataset} {c.defense_label} {c.config.attack}/{c.config.variant} "
                           f"seed {c.config.attack_seed}: {type(e).__name__}: {e}" for c, e in failures)
