@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _settings import DEFAULT_ROOT, REPO, att_faces_config
+from _settings import BENCHMARKS, REPO, benchmark_config
 
 from mi_art.attacks import ATTACKS
 from mi_art.evaluations.cache import ArtifactCache
@@ -42,19 +42,54 @@ DEFENSES = [
     ("tl", {"freeze": 0.8}), ("bido", {"lambda_x": 0.1, "lambda_y": 1.0}), ("dp-sgd", {"noise_multiplier": 2.0}),
 ]
 QUICK = [("none", {}), ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.02}), ("nls", {"alpha": -0.2})]
+#: ``--deployed``: defenses as they are deployed. Every target starts from 60 epochs of pre-training on the
+#: public identities (a third element: the target's configuration). DP-SGD fine-tunes the pre-trained
+#: network (pre-trained in GroupNorm, so every pre-trained weight is kept) with its own recipe: the last two
+#: layers, full batches of the 160 private images, SGD, no augmentation (De et al. 2022's advice for DP; the
+#: layers, learning rate and epochs chosen by a sweep at epsilon 8 on AT&T seed 0, see
+#: benchmarks/results/defenses_deployed.md); Trap-MID with the authors' blend (alpha 0.02) at two weights.
+PRETRAINED = {"target_pretrain_epochs": 60}
+
+
+def deployed_grid(n_train: int) -> list:
+    """The ``--deployed`` grid for ``n_train`` private training images (DP-SGD's full batch)."""
+    dp = {"trainable": 2, "dp_optimizer": "sgd", "dp_lr": 0.25, "dp_epochs": 40, "dp_batch_size": n_train,
+          "dp_augment": "none"}
+    return [
+        ("none", {}, PRETRAINED),
+        ("dp-sgd", {"target_epsilon": 8.0, **dp}, PRETRAINED),
+        ("trap-mid", {}, PRETRAINED),
+        ("dp-sgd", {"target_epsilon": 3.0, **dp}, PRETRAINED),
+        ("trap-mid", {"beta": 0.5}, PRETRAINED),
+        ("dp-sgd", {"target_epsilon": 1.0, **dp}, PRETRAINED),
+    ]
 #: ART's output postprocessors (``--output-defenses``): they change what predict returns, so they are judged
 #: by attacks that see only that, black-box and label-only (``--access``), beside the undefended target.
 OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}), ("rounded", {"decimals": 1}),
                    ("gaussian-noise", {}), ("class-labels", {})]
 
 
-def label(defense: str, params: dict) -> str:
-    return defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+def label(defense: str, params: dict, overrides: dict | None = None) -> str:
+    """The row's name: the defense and its parameters (DP fine-tuning: its epsilon), '[pre-trained]' when the
+    target starts from public pre-training."""
+    if overrides and overrides.get("target_pretrain_epochs") and defense == "dp-sgd" and "target_epsilon" in params:
+        return f"dp-sgd fine-tuned (epsilon={params['target_epsilon']:g})"
+    name = defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    return f"{name} [pre-trained]" if overrides and overrides.get("target_pretrain_epochs") else name
+
+
+def _rows(grid: list):
+    """(defense, params, config overrides) of every grid entry."""
+    return [(g[0], g[1], g[2] if len(g) > 2 else {}) for g in grid]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="att",
+                        help="att: AT&T faces (default); lfw: LFW, the harder benchmark (targets pre-trained)")
+    parser.add_argument("--data-root", default=None, help="the benchmark's data folder (default ../shared/data/...)")
+    parser.add_argument("--judges", type=int, default=None, help="evaluation models per reconstruction "
+                                                                  "(default 1; lfw 3)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
     parser.add_argument("--iterations", type=int, default=None, help="attack iterations (default 300; quick 150)")
@@ -68,6 +103,9 @@ def main() -> None:
                         help="comma-separated: gmi, kedmi, vmi, plgmi, brepmi (label-only)")
     parser.add_argument("--output-defenses", action="store_true",
                         help="the grid of ART output postprocessors instead of the training-time defenses")
+    parser.add_argument("--deployed", action="store_true",
+                        help="defenses as deployed: pre-trained targets, DP-SGD fine-tuning at epsilon 8, 3, 1, "
+                             "Trap-MID at two strengths")
     parser.add_argument("--access", default="white-box",
                         help="comma-separated access levels of the attacks: white-box, black-box, label-only")
     parser.add_argument("--max-queries", type=int, default=None, help="query budget below white-box")
@@ -81,26 +119,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
-    base = att_faces_config(
-        args.data_root, variant="lomma", iterations=args.iterations or (150 if q else 300),
+    base = benchmark_config(
+        args.benchmark, args.data_root, variant="lomma", judges=args.judges or (3 if args.benchmark == "lfw" else 1), iterations=args.iterations or (150 if q else 300),
         n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
         kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
         surrogate_steps=args.surrogate_steps or (300 if q else 1000),
         device=args.device, max_queries=args.max_queries)
-    out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'-quick' if q else ''}"
-               f"{'-output' if args.output_defenses else ''}.json")
+    out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'' if args.benchmark == 'att' else '-' + args.benchmark}"
+               f"{'-quick' if q else ''}{'-output' if args.output_defenses else ''}{'-deployed' if args.deployed else ''}"
+               ".json")
     done = json.loads(out.read_text()) if out.is_file() else {}
-    grid = OUTPUT_DEFENSES if args.output_defenses else QUICK if q else DEFENSES
+    cache = ArtifactCache(args.cache_dir)
+    if args.deployed:
+        grid = _rows(deployed_grid(len(Workbench(base, cache).data.private_train)))
+    else:
+        grid = _rows(OUTPUT_DEFENSES if args.output_defenses else QUICK if q else DEFENSES)
     levels = [a.strip() for a in args.access.split(",")]
     if args.only:
         names = {n.strip() for n in args.only.split(",")}
         grid = [g for g in grid if g[0] in names]
-    cache = ArtifactCache(args.cache_dir)
     start = time.perf_counter()
     evaluator = None
-    for defense, params in grid:
-        name = label(defense, params)
-        bench = Workbench(dataclasses.replace(base, defense=defense, defense_params=params), cache)
+    for defense, params, overrides in grid:
+        name = label(defense, params, overrides)
+        bench = Workbench(dataclasses.replace(base, defense=defense, defense_params=params, **overrides), cache)
         t0 = time.perf_counter()
         target = bench.target()
         evaluator = evaluator or bench.evaluator()
@@ -126,7 +168,9 @@ def main() -> None:
                                                evaluator=evaluator,
                                                variant="baseline" if attack == "brepmi" else "lomma"))
                 row.update(defense=defense, defense_params=params, natural_accuracy=natural,
-                           epsilon=record.get("epsilon"), delta=record.get("delta"), artifact_seconds=prep)
+                           epsilon=record.get("epsilon"), delta=record.get("delta"), artifact_seconds=prep,
+                           target_config=overrides, defense_record={k: record.get(k) for k in (
+                               "accountant", "details", "train_time_s")})
                 done[key] = row
                 write_atomic(out, json.dumps(done, indent=1, default=str))
                 print(f"  {key:<40} Acc@1 {row['acc@1']:.3f}  KNN {row['knn_dist']:.2f}  "
@@ -134,12 +178,14 @@ def main() -> None:
     merged = dict(done)
     for extra in args.also:
         merged.update(json.loads(Path(extra).read_text()))
+    title = BENCHMARKS[args.benchmark]["title"]
     if args.output_defenses:
-        print_access_table(merged, OUTPUT_DEFENSES, out)
+        print_access_table(merged, grid, out, title)
     else:
-        print_table(merged, QUICK if q else DEFENSES, base, seeds, out)
+        print_table(merged, grid, base, seeds, out, title)
         if any(k.split("/")[1] not in ("gmi", "kedmi") for k in merged):  # VMI, PLG-MI, ...: every column
-            print_access_table(merged, QUICK if q else DEFENSES, out)
+            print_access_table(merged, grid, out, title)
+        print_privacy_table(merged, grid)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 
@@ -161,15 +207,15 @@ def _kedmi_prior_fid(rows: list) -> str:
     return "-"
 
 
-def print_access_table(done: dict, grid: list, out: Path) -> None:
+def print_access_table(done: dict, grid: list, out: Path, title: str) -> None:
     """Acc@1 (mean +- std over seeds) and queries of every attack column (``attack[access]``) per output defense."""
     columns = list(dict.fromkeys(k.split("/")[1] for k in done))
-    print("\nAT&T faces 32x32; Acc@1 by the judge (mean +- std over attack seeds) and the queries each attack "
+    print(f"\n{title}, 32x32; Acc@1 by the judge (mean +- std over attack seeds) and the queries each attack "
           "made (mean; '-' for white-box attacks)")
     print("| defense | natural acc | " + " | ".join(f"{c} Acc@1 | queries" for c in columns) + " |")
     print("|---|---|" + "---|---|" * len(columns))
-    for defense, params in grid:
-        name = label(defense, params)
+    for defense, params, overrides in grid:
+        name = label(defense, params, overrides)
         rows = {c: [v for k, v in done.items() if k.startswith(f"{name}/{c}/")] for c in columns}
         found = [r for rs in rows.values() for r in rs]
         if not found:
@@ -184,22 +230,23 @@ def print_access_table(done: dict, grid: list, out: Path) -> None:
     print(f"Raw records: {out}")
 
 
-def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path) -> None:
-    print(f"\nAT&T faces 32x32, 20 private identities; target {base.target_arch} ({base.target_epochs} epochs); "
+def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path, title: str) -> None:
+    print(f"\n{title}, 32x32; target {base.target_arch} ({base.target_epochs} epochs); "
           f"LOMMA attacks: {base.iterations} iterations, {base.n_reconstructions} reconstructions per identity; "
           f"Acc@1 by the {base.eval_arch} evaluation model, mean +- std over attack seeds")
     first = next(iter(done.values()), None)
     if first is None:
         return
-    print(f"Evaluation model held-out accuracy {first['evaluator_test_accuracy']:.3f}; chance Acc@1 "
+    print(f"Evaluation model held-out accuracy {first['evaluator_test_accuracy']:.3f}"
+          f"{' (first judge; Acc@1 is the mean of ' + str(base.judges) + ' judges)' if base.judges > 1 else ''}; chance Acc@1 "
           f"{first.get('chance@1', 0.05):.3f}")
     header = (f"| {'defense':<36} | {'natural acc':>11} | {'epsilon':>8} | {'GMI+LOMMA Acc@1':>15} | "
               f"{'KEDMI+LOMMA Acc@1':>17} | {'GMI KNN':>7} | {'KEDMI KNN':>9} | {'KEDMI prior FID':>15} | "
               f"{'surrogate agreement':>19} |")
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
-    for defense, params in grid:
-        name = label(defense, params)
+    for defense, params, overrides in grid:
+        name = label(defense, params, overrides)
         cells = {a: [v for k, v in done.items() if k.startswith(f"{name}/{a}/")] for a in ("gmi", "kedmi")}
         rows = cells["gmi"] + cells["kedmi"]
         if not rows:
@@ -215,6 +262,31 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
               f"{stat('gmi', 'knn_dist', '.1f').split(' +-')[0]:>7} | {stat('kedmi', 'knn_dist', '.1f').split(' +-')[0]:>9} | "
               f"{_kedmi_prior_fid(cells['kedmi']):>15} | {_agreement(rows):>19} |")
     print(f"Raw records: {out}")
+
+
+def print_privacy_table(done: dict, grid: list) -> None:
+    """What the accountant says of every DP-SGD target: epsilon, delta, accountant, noise, sample rate,
+    optimiser steps, the layers trained, and the natural accuracy bought with it."""
+    lines = []
+    for defense, params, overrides in grid:
+        name = label(defense, params, overrides)
+        rows = [v for k, v in done.items() if k.startswith(f"{name}/")]
+        if defense != "dp-sgd" or not rows:
+            continue
+        r = rows[0]
+        d = (r.get("defense_record") or {}).get("details") or {}
+        acc = (r.get("defense_record") or {}).get("accountant") or "rdp"
+        lines.append(f"| {name} | {r['natural_accuracy']:.3f} | {r['epsilon']:.2f} | {r['delta']:.3g} | {acc} | "
+                     f"{d.get('noise_multiplier', float('nan')):.2f} | {d.get('sample_rate', float('nan')):.3f} | "
+                     f"{d.get('steps', '-')} | {d.get('trainable', 'all')} ({d.get('trained_parameters', '-')} "
+                     f"parameters) | {'yes' if overrides.get('target_pretrain_epochs') else 'no'} |")
+    if lines:
+        print("\nDP-SGD targets: the accountant's epsilon at delta, the noise multiplier, Poisson sample rate and "
+              "optimiser steps it was computed from, and the layers DP-SGD trained")
+        print("| target | natural acc | epsilon | delta | accountant | noise | sample rate | steps | trained | "
+              "pre-trained |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":
