@@ -69,9 +69,6 @@ class Defense:
     summary: str = ""
     #: Parameter names and their defaults (``None``: derived from the data or the training settings).
     defaults: Mapping[str, Any] = {}
-    #: Non-empty when :meth:`pretraining_architecture` changes the model: it keys pre-trained weights
-    #: made for this defense apart from the plain ones.
-    pretraining_tag: str = ""
 
     def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
         """``params`` checked (unknown names refused) with the defaults filled in; ``n_train`` is the number
@@ -85,7 +82,12 @@ class Defense:
         check_output_classes(model, num_classes)
         return model
 
-    def pretraining_architecture(self, model: nn.Module) -> nn.Module:
+    def pretraining_tag(self, params: Dict[str, Any]) -> str:
+        """Non-empty when :meth:`pretraining_architecture` changes the model for these (checked) ``params``:
+        it keys pre-trained weights made for this defense apart from the plain ones."""
+        return ""
+
+    def pretraining_architecture(self, model: nn.Module, params: Dict[str, Any]) -> nn.Module:
         """The structure public pre-training should use for a target this defense fine-tunes."""
         return model
 

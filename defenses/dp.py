@@ -36,7 +36,12 @@ DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "m
                             "allow_large_delta": False,
                             "accountant": "rdp", "max_physical_batch_size": None, "trainable": "all",
                             "dp_epochs": None, "dp_lr": None, "dp_optimizer": None, "dp_batch_size": None,
-                            "dp_augment": None}
+                            "dp_augment": None, "batch_norm": "group-norm"}
+#: What becomes of BatchNorm, which Opacus cannot train: "group-norm" replaces it by GroupNorm (a model that
+#: is pre-trained for DP should then be pre-trained with GroupNorm, :func:`private_architecture`); "freeze"
+#: turns each BatchNorm into the fixed per-channel affine map it computes in eval mode
+#: (:class:`FrozenBatchNorm`), which keeps a BatchNorm-pre-trained model's normalisation exactly.
+BATCH_NORM = ("group-norm", "freeze")
 #: ``dp_<setting>`` parameters: the DP-SGD run's own training settings (None: the target's). DP-SGD wants
 #: other settings than plain training (large batches, a large learning rate, no plain augmentation: De et
 #: al. 2022, https://arxiv.org/abs/2204.13650), and a grid or a Workbench passes one recipe for all targets.
@@ -77,6 +82,7 @@ def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
     out["max_physical_batch_size"] = check_optional_count(
         "max_physical_batch_size", out["max_physical_batch_size"], hint=" (or None: the batch size)")
     out["trainable"] = check_trainable(out["trainable"])
+    out["batch_norm"] = check_choice("batch_norm", out["batch_norm"], BATCH_NORM)
     hint = " (or None: the target's setting)"
     out["dp_epochs"] = check_optional_count("dp_epochs", out["dp_epochs"], hint=hint)
     out["dp_batch_size"] = check_optional_count("dp_batch_size", out["dp_batch_size"], hint=hint)
@@ -113,6 +119,38 @@ def trained_layers(model: nn.Module, trainable: Union[str, int]) -> List[str]:
         raise ValueError(f"trainable={trainable} asks to train more layers than the model has: it has {len(layers)} "
                          f"parameterised layers; use trainable <= {len(layers)} or 'all'")
     return [n for n, _ in layers[len(layers) - trainable:]]
+
+
+class FrozenBatchNorm(nn.Module):
+    """A BatchNorm layer frozen into the affine map it computes in eval mode,
+    ``x * weight / sqrt(running_var + eps) + (bias - running_mean * weight / sqrt(running_var + eps))`` per
+    channel, held as buffers: each sample is normalised by the pre-trained statistics alone (no batch
+    statistics mix samples, as DP-SGD's per-sample gradients need), and nothing in it is trained."""
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        with torch.no_grad():
+            var = norm.running_var if norm.running_var is not None else torch.ones(norm.num_features)
+            mean = norm.running_mean if norm.running_mean is not None else torch.zeros(norm.num_features)
+            weight = norm.weight if norm.weight is not None else torch.ones_like(var)
+            bias = norm.bias if norm.bias is not None else torch.zeros_like(var)
+            scale = weight / torch.sqrt(var + norm.eps)
+            self.register_buffer("scale", scale.detach().clone())
+            self.register_buffer("shift", (bias - mean * scale).detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.view(shape) + self.shift.view(shape)
+
+
+def freeze_batch_norm(model: nn.Module) -> List[str]:
+    """Replace every BatchNorm of ``model`` (in place) by its :class:`FrozenBatchNorm`; returns their names."""
+    from .common import replace_module
+
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for name in names:
+        replace_module(model, name, FrozenBatchNorm(model.get_submodule(name)))
+    return names
 
 
 def make_private_compatible(model: nn.Module) -> Tuple[nn.Module, bool]:
@@ -229,13 +267,14 @@ class DPSGD(Defense):
     name = "dp-sgd"
     summary = "DP-SGD with Opacus (https://arxiv.org/abs/1607.00133)"
     defaults = DEFAULTS
-    pretraining_tag = "groupnorm"
 
     def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
         return check_params(params, n_train)
 
     def architecture(self, model: nn.Module, num_classes: int, params: Dict[str, Any]) -> nn.Module:
         check_output_classes(model, num_classes)
+        if params["batch_norm"] == "freeze":
+            freeze_batch_norm(model)
         trained_norms = [n for n, m in model.named_modules()
                          if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None
                          and int(m.num_batches_tracked) > 0]
@@ -249,8 +288,11 @@ class DPSGD(Defense):
                           "from every pre-trained weight", UserWarning, stacklevel=4)
         return model
 
-    def pretraining_architecture(self, model: nn.Module) -> nn.Module:
-        return private_architecture(model)
+    def pretraining_tag(self, params: Dict[str, Any]) -> str:
+        return "groupnorm" if params["batch_norm"] == "group-norm" else ""
+
+    def pretraining_architecture(self, model: nn.Module, params: Dict[str, Any]) -> nn.Module:
+        return private_architecture(model) if params["batch_norm"] == "group-norm" else model
 
     def train(self, model: nn.Module, dataset: Any, params: Dict[str, Any], settings: Dict[str, Any]) -> Trained:
         train = dataset.private_train
@@ -284,5 +326,5 @@ def nonnegative_epsilon(epsilon: float) -> float:
     return max(0.0, float(epsilon))
 
 
-__all__ = ["DEFAULTS", "ACCOUNTANTS", "DPSGD", "TRAINABLE", "accountant_epsilon", "check_params", "check_trainable",
+__all__ = ["DEFAULTS", "ACCOUNTANTS", "BATCH_NORM", "DPSGD", "FrozenBatchNorm", "freeze_batch_norm", "TRAINABLE", "accountant_epsilon", "check_params", "check_trainable",
            "make_private_compatible", "private_architecture", "train_dp", "trained_layers"]

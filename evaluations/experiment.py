@@ -232,16 +232,19 @@ class Workbench:
         return {"data": self._data_key, "arch": arch, "epochs": epochs, "augment": self.config.augment,
                 "seed": seed}
 
-    def _pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None) -> nn.Module:
+    def _pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
+                    params: Optional[Dict[str, Any]] = None) -> nn.Module:
         """A fresh ``arch`` (initialised from ``seed``) pre-trained ``epochs`` on the public identities, with
         their classification layer (cached: the target under every defense shares one, except a defense
         whose fine-tuning needs another structure from the start: ``defense.pretraining_architecture``,
         e.g. DP-SGD's GroupNorm, keyed apart by its ``pretraining_tag``)."""
         c, d = self.config, self.data
         key = self._pretrained_key(arch, epochs, seed)
-        shape = (lambda m: m) if defense is None or not defense.pretraining_tag else defense.pretraining_architecture
-        if defense is not None and defense.pretraining_tag:
-            key["architecture"] = defense.pretraining_tag
+        params = None if defense is None else {**defense.defaults, **(params or {})}
+        tag = "" if defense is None else defense.pretraining_tag(params)
+        shape = (lambda m: defense.pretraining_architecture(m, params)) if tag else (lambda m: m)
+        if tag:
+            key["architecture"] = tag
         return self.cache.module(
             "pretrained", key, lambda: shape(self._classifier(arch, d.num_public_classes)),
             lambda: pretrain_classifier(shape(self._initialised(arch, seed)), d.public.x, d.public.y,
@@ -249,9 +252,10 @@ class Workbench:
                                         device=self.device, seed=seed, verbose=c.verbose,
                                         desc=f"{desc}: pre-train (public)")).to(self.device)
 
-    def _pretrained_body(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None) -> nn.Module:
+    def _pretrained_body(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
+                         params: Optional[Dict[str, Any]] = None) -> nn.Module:
         """:meth:`_pretrained` with a fresh classification layer for the private identities (seeded by ``seed``)."""
-        model = self._pretrained(arch, epochs, seed, desc, defense)
+        model = self._pretrained(arch, epochs, seed, desc, defense, params)
         seed_everything(seed)
         replace_head(model, self.data.num_classes)
         return model
@@ -289,10 +293,11 @@ class Workbench:
         return {"given-target": model_fingerprint(target)}
 
     def _defended_target(self) -> nn.Module:
-        from mi_art.defenses import defended_architecture, get_defense, train_defended_target
+        from mi_art.defenses import check_defense_params, defended_architecture, get_defense, train_defended_target
 
         c, key = self.config, self.target_key()
         defense = get_defense(c.defense)
+        checked = check_defense_params(c.defense, dict(c.defense_params), n_train=len(self.data.private_train))
         trained: Dict[str, Any] = {}
 
         params = dict(c.defense_params)
@@ -303,14 +308,15 @@ class Workbench:
             model: Any = c.target_arch
             from_body = bool(c.target_pretrain_epochs) and c.defense != "tl"
             if from_body:  # the defense trains from the pre-trained body
-                model = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target", defense)
+                model = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target", defense,
+                                              checked)
             model, record = train_defended_target(c.defense, self.data, model=model, epochs=c.target_epochs,
                                                   augment=c.augment, device=self.device, seed=c.seed,
                                                   verbose=c.verbose, **params)
             if from_body:
                 record.details["pretrain_epochs"] = c.target_pretrain_epochs
-                if defense.pretraining_tag:
-                    record.details["pretrained_architecture"] = defense.pretraining_tag
+                if defense.pretraining_tag(checked):
+                    record.details["pretrained_architecture"] = defense.pretraining_tag(checked)
             trained["record"] = record.to_dict()
             # the record is stored before the checkpoint: a run killed between the two writes then
             # finds no checkpoint and retrains, instead of finding a checkpoint without its record

@@ -349,9 +349,9 @@ def _data_option_cases() -> List[Case]:
                  ("image_size=-8", {"image_size": -8}, "image_size"),
                  ("channels=2", {"channels": 2}, "channels"),
                  ("test_fraction=nan", {"test_fraction": NAN}, "test_fraction"),
-                 ("not-a-table", [("image_size", 8)], "options")]
+                 ("not-a-table", [("image_size", 8)], "data_options")]
     cases += [Case("data options", f"grid options {label}", param,
-                   call=(lambda o=o: _grid(datasets=[{"name": "digits", "options": o}])))
+                   call=(lambda o=o: _grid(datasets=[{"name": "digits", "data_options": o}])))
               for label, o, param in grid_rows]
     return cases
 
@@ -389,7 +389,7 @@ def _grid_cases() -> List[Case]:
         ("unknown dataset", {"datasets": [{"name": "cifar"}]}, "datasets"),
         ("unknown dataset key", {"datasets": [{"name": "digits", "rooot": "/x"}]}, "rooot"),
         ("dataset budget", {"datasets": [{"name": "digits", "eval_epochs": 0}]}, "eval_epochs"),
-        ("dataset root not a string", {"datasets": [{"name": "mnist", "root": 3}]}, "root"),
+        ("dataset data_root not a string", {"datasets": [{"name": "mnist", "data_root": 3}]}, "data_root"),
         ("defenses as a table", {"defenses": {"name": "none"}}, "defenses"),
         ("unknown defense", {"defenses": ["nonsense"]}, "defenses"),
         ("unknown defense key", {"defenses": [{"name": "mid", "param": {"beta": 0.1}}]}, "param"),

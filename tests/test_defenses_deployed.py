@@ -329,3 +329,66 @@ def test_report_says_what_a_postprocessor_changed_at_each_access_level(tmp_path)
     assert ("**reverse-sigmoid**: natural accuracy 0.950 (+0.0 points against the undefended 0.950); white-box: "
             "gmi/lomma reaches 0.800 (+0.0 points against 0.800 undefended); black-box: gmi[black-box]/lomma reaches "
             "0.200 (-50.0 points against 0.700 undefended); chance is 0.200.") in md
+
+
+def test_trap_mid_says_when_its_trapdoors_were_not_learned(data):
+    with pytest.warns(UserWarning, match="Trap-MID did not plant its trapdoors"):
+        _, rec = train_defended_target("trap-mid", data, **dict(FAST, epochs=1), alpha=0.02)
+    assert rec.details["trapdoor_test_accuracy"] < trap.TRAPDOOR_LEARNED
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # learned (0.97 measured): no warning
+        train_defended_target("trap-mid", data, **dict(FAST, epochs=12), alpha=0.5)
+
+
+def test_frozen_batch_norm_computes_what_batch_norm_computes_in_eval_mode():
+    from mi_art.defenses.dp import FrozenBatchNorm
+
+    torch.manual_seed(0)
+    norm = nn.BatchNorm2d(4)
+    norm.train()(torch.randn(16, 4, 5, 5) * 3 + 1)  # running statistics away from (0, 1)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(3, 4, 5, 5)
+    assert torch.allclose(FrozenBatchNorm(norm)(x), norm.eval()(x), atol=1e-6)
+    assert list(FrozenBatchNorm(norm).parameters()) == []  # nothing in it is trained
+
+
+def test_dp_fine_tuning_of_a_batchnorm_pretrained_model_keeps_its_normalisation(data):
+    """batch_norm='freeze': a BatchNorm-pre-trained model is fine-tuned under DP with each BatchNorm frozen into
+    its eval-mode map, so the body computes what it computed before (no fresh GroupNorm, no warning)."""
+    torch.manual_seed(0)
+    model = mi_art.make_classifier("cnn", 1, data.num_public_classes, 8)
+    model = pretrain_classifier(model, data.public.x, data.public.y, num_classes=data.num_public_classes, **FAST)
+    replace_head(model, data.num_classes)
+    x = torch.as_tensor(data.private_test.x[:32])
+    with torch.no_grad():
+        features_before = mi_art.features.extract_features(model.eval(), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*alpha.*")
+        tuned, rec = train_defended_target("dp-sgd", data, model=model, **FAST, noise_multiplier=1.0,
+                                           trainable="head", batch_norm="freeze")
+    with torch.no_grad():
+        features_after = mi_art.features.extract_features(tuned, x)
+    assert torch.allclose(features_after, features_before, atol=1e-5)  # the whole body as pre-trained
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in tuned.modules())
+    assert rec.details["module_validator_fixed"] is False
+    arch = defended_architecture("dp-sgd", data, model="cnn", noise_multiplier=1.0, batch_norm="freeze")
+    arch.load_state_dict(tuned.state_dict())  # the cache can rebuild the structure to load it
+
+
+def test_workbench_dp_with_frozen_batch_norm_fine_tunes_the_undefended_targets_pretraining(tmp_path, data):
+    config = ExperimentConfig(dataset="digits", target_arch="cnn", target_epochs=1, target_pretrain_epochs=2,
+                              defense="dp-sgd", defense_params={"noise_multiplier": 1.0, "trainable": "head",
+                                                                "batch_norm": "freeze"},
+                              device="cpu", seed=0)
+    bench = Workbench(config, ArtifactCache(tmp_path / "cache"), data=data)
+    target = bench.target()
+    pre = bench._pretrained("cnn", 2, 0, "target")  # the plain (BatchNorm) pre-training, shared with "none"
+    assert any(isinstance(m, nn.BatchNorm2d) for m in pre.modules())
+    x = torch.as_tensor(data.private_test.x[:16])
+    with torch.no_grad():
+        assert torch.allclose(mi_art.features.extract_features(target, x),
+                              mi_art.features.extract_features(pre.eval(), x), atol=1e-5)
+    assert "pretrained_architecture" not in bench.defense_record["details"]
