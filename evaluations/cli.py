@@ -75,7 +75,7 @@ def _check_device_option(value: Optional[str], executor: str = "local") -> None:
     runs on the cluster's machines: there only the form is checked."""
     from mi_art.validation import check_device
 
-    from .grid import check_device_form
+    from .grid_schema import check_device_form
 
     if value is None:
         return
@@ -117,7 +117,7 @@ def _parse_options(pairs: Tuple[str, ...], option: str = "--data-option") -> Dic
 def _check_data_options(dataset: str, options: Dict[str, Any]) -> None:
     """Every ``--data-option`` key must be an argument of the dataset's loader (the valid keys are
     listed otherwise), and values that can be checked without the data must be valid."""
-    from .grid import data_option_keys, data_option_problems
+    from .grid_schema import data_option_keys, data_option_problems
 
     valid = data_option_keys(dataset)
     unknown = sorted(k for k in options if k not in valid)
@@ -404,7 +404,7 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
 
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,
                     budgets: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
-    from .grid import renamed_dataset_keys
+    from .grid_schema import renamed_dataset_keys
 
     over: Dict[str, Any] = {k: v for k, v in budgets.items() if v is not None and v != ()}
     if "surrogate_archs" in over:
@@ -544,7 +544,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
     from mi_art.validation import check_device
 
     from .executors import GridRunError, completed_cells, evaluate_grid
-    from .grid import Grid, GridError, grid_to_toml, load_grid_file, merge_grid
+    from .grid import Grid, GridError
+    from .grid_files import grid_to_toml, load_grid_file, merge_grid
     from .presets import preset as get_preset
 
     _check_device_option(device, executor)

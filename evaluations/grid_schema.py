@@ -1,0 +1,423 @@
+"""The grid file's schema: its keys, and the load-time checks of every key's type and range, which report
+all problems of a grid at once in one :class:`GridError` (:func:`check_grid`). The grid itself, its cells
+and its preflight are in :mod:`mi_art.evaluations.grid`; reading and writing grid files in
+:mod:`mi_art.evaluations.grid_files`."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .experiment import ExperimentConfig
+
+__all__ = ["BUDGET_KEYS", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
+           "data_option_keys", "data_option_problems", "renamed_dataset_keys"]
+
+#: ExperimentConfig fields a grid may set globally or per dataset.
+BUDGET_KEYS: Tuple[str, ...] = (
+    "target_arch", "target_epochs", "target_pretrain_epochs", "eval_arch", "eval_epochs", "eval_pretrain_epochs",
+    "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
+    "plgmi_steps", "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
+    "surrogate_pretrain_epochs", "min_surrogate_agreement", "regularise_surrogates", "miface_iterations", "judges",
+    "access", "max_queries")
+#: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
+ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
+_GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
+              "device", *BUDGET_KEYS)
+_DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
+#: Dataset keys of earlier grid files and their names now (the names of the config and the CLI).
+_RENAMED_DATASET_KEYS = {"root": "data_root", "options": "data_options"}
+_DEFENSE_KEYS = ("name", "params")
+SEED_SCOPES = ("all", "attack")
+#: Keys of a cell's configuration left out of its id.
+_NOT_IN_ID = ("device", "verbose")
+#: Keys left out of a cell's id while they hold their default (0: off; one judge), so that adding them
+#: did not change the ids of the cells of existing grids (which would rerun every finished cell).
+_IN_ID_WHEN_SET: Dict[str, Any] = {**{k: 0 for k in ZERO_OK_KEYS}, "judges": 1, "min_surrogate_agreement": 0.0,
+                                   "regularise_surrogates": True, "plgmi_steps": 300, "access": "white-box",
+                                   "max_queries": None}
+
+
+class GridError(ValueError):
+    """An invalid grid: the message names the problem(s); ``problems`` lists them one by one."""
+
+    def __init__(self, message: str, problems: Optional[Sequence[str]] = None) -> None:
+        super().__init__(message)
+        self.problems: List[str] = list(problems) if problems is not None else [message]
+
+
+def _as_list(value: Any, what: str) -> List[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise GridError(f"{what} must be a list, got {value!r}")
+
+
+def _check_keys(d: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise GridError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
+
+
+def _identities(value: Any) -> Any:
+    """``"0-299"`` -> ``[0, ..., 299]``; lists and None unchanged."""
+    if isinstance(value, str):
+        lo, sep, hi = value.partition("-")
+        try:
+            return list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+        except ValueError:
+            raise GridError(f"identities must be a list of integers or a range like \"0-299\", got {value!r}") from None
+    return value
+
+
+def _compact_identities(value: Any) -> Any:
+    ids = list(value) if isinstance(value, (list, tuple)) else value
+    if isinstance(ids, list) and len(ids) > 2 and all(isinstance(i, int) for i in ids) \
+            and ids == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}-{ids[-1]}"
+    return ids
+
+
+def renamed_dataset_keys(item: Any, where: str = "dataset") -> Any:
+    """``item`` (a dataset table of a grid file) with the keys of earlier grid files, ``root`` and
+    ``options``, under their names now, ``data_root`` and ``data_options`` (a warning says so); both
+    names at once is an error. Anything but a table is returned as it is."""
+    if not isinstance(item, Mapping):
+        return item
+    out = dict(item)
+    for old, new in _RENAMED_DATASET_KEYS.items():
+        if old in out:
+            if new in out:
+                raise GridError(f"{where} gives both {old!r} and {new!r}: {old!r} is the earlier name of {new!r}; "
+                                f"keep {new!r} only")
+            out[new] = out.pop(old)
+            warnings.warn(f"{where}: the grid key {old!r} is now called {new!r} (as in the config and the CLI); "
+                          f"the file still works, rename it there", FutureWarning, stacklevel=3)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Load-time checks: every key's type and range, all problems reported at once
+# --------------------------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects the problems of a grid so that one error lists them all (as Opacus's
+    ``ModuleValidator.validate`` does for a model)."""
+
+    def __init__(self) -> None:
+        self.items: List[str] = []
+
+    def add(self, message: str) -> None:
+        self.items.append(message)
+
+    def run(self, check: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call a :mod:`mi_art.validation` helper; record its ``ValueError`` instead of raising it."""
+        try:
+            return check(*args, **kwargs)
+        except ValueError as err:
+            self.add(str(err))
+            return None
+
+
+def _list_problem(name: str, value: Any, items: str) -> Optional[str]:
+    """A message if ``value`` is not a list (a string is not a list of one)."""
+    if not isinstance(value, (list, tuple)):
+        if isinstance(value, str):
+            shown = f"the string {value!r}; write [{value!r}]"
+        elif isinstance(value, Mapping):
+            shown = f"a single table {value!r:.60}; wrap it in a list (in TOML: [[{name}]])"
+        else:
+            shown = f"{type(value).__name__} {value!r:.60}"
+        return f"{name} must be a list of {items}, got {shown}"
+    return None
+
+
+def _check_names(p: _Problems, name: str, value: Any, choices: Sequence[str], kind: str, *,
+                 allow_empty: bool = False) -> None:
+    """A list (not a string) of distinct ``kind`` names among ``choices``."""
+    problem = _list_problem(name, value, f"{kind} names")
+    if problem is not None:
+        p.add(problem)
+        return
+    if not value and not allow_empty:
+        p.add(f"{name} is empty: the grid has no {kind}s; give at least one of {', '.join(choices)}")
+    for i, v in enumerate(value):
+        if not isinstance(v, str) or v not in choices:
+            p.add(f"{name}[{i}]: unknown {kind} {v!r}; choose one of {', '.join(choices)}")
+    repeated = sorted({v for v in value if isinstance(v, str) and list(value).count(v) > 1})
+    if repeated:
+        p.add(f"{name} repeats {', '.join(map(repr, repeated))}: list each once")
+
+
+def _check_identities(p: _Problems, name: str, value: Any) -> None:
+    """None (all), a range string "0-299" or "7", or a non-empty list of distinct indices >= 0."""
+    from mi_art.validation import check_int
+
+    if value is None:
+        return
+    if isinstance(value, str):
+        lo, sep, hi = value.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            a, b = -1, -1
+        if not (0 <= a <= b):
+            p.add(f"{name} must be a list of class indices or a range like \"0-299\", got {value!r}")
+        return
+    problem = _list_problem(name, value, "class indices (or a range like \"0-299\")")
+    if problem is not None:
+        p.add(problem)
+        return
+    if not value:
+        p.add(f"{name} is empty: leave it out to attack every identity, or list some")
+    for i, v in enumerate(value):
+        p.run(check_int, f"{name}[{i}]", v, low=0)
+    ints = [v for v in value if isinstance(v, int)]
+    if len(set(ints)) != len(ints):
+        p.add(f"{name} repeats an identity: list each once")
+
+
+def _budget_choices() -> Dict[str, Sequence[str]]:
+    from mi_art.models import ARCHITECTURES
+    from mi_art.training import AUGMENTATIONS
+
+    from . import experiment
+
+    out: Dict[str, Sequence[str]] = {"target_arch": sorted(ARCHITECTURES), "eval_arch": sorted(ARCHITECTURES),
+                                     "augment": AUGMENTATIONS, "gan_augment": AUGMENTATIONS}
+    out["access"] = experiment.ACCESS_LEVELS
+    for key, const in (("kedmi_init", "KEDMI_INITS"), ("surrogate_data", "SURROGATE_DATA")):
+        if hasattr(experiment, const):
+            out[key] = getattr(experiment, const)
+    return out
+
+
+def _check_budget(p: _Problems, name: str, key: str, value: Any) -> None:
+    """One ``ExperimentConfig`` budget: its rule comes from the key (names, identities) or from the
+    type of its default (an int default is a positive integer: epochs, steps, sizes, widths)."""
+    from mi_art.models import ARCHITECTURES
+    from mi_art.validation import check_bool, check_choice, check_count, check_int, check_number
+
+    if key == "identities":
+        _check_identities(p, name, value)
+        return
+    if key == "surrogate_archs":
+        _check_names(p, name, value, sorted(ARCHITECTURES), "architecture", allow_empty=True)
+        return
+    choices = _budget_choices().get(key)
+    if choices is not None:
+        p.run(check_choice, name, value, choices)
+        return
+    default = getattr(ExperimentConfig(), key, None)
+    if key == "max_queries":
+        if value is not None:
+            p.run(check_count, name, value, hint=" (None: no limit)")
+    elif key == "min_surrogate_agreement":
+        p.run(check_number, name, value, low=0, high=1)
+    elif key in ZERO_OK_KEYS:
+        p.run(check_int, name, value, low=0, hint=" (0: off)")
+    elif isinstance(default, bool):
+        p.run(check_bool, name, value)
+    elif isinstance(default, int):
+        p.run(check_count, name, value)
+    elif isinstance(default, float):
+        p.run(check_number, name, value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        p.add(f"{name} must be a string, got {value!r}")
+
+
+def _check_data_options(p: _Problems, name: str, dataset: str, options: Any) -> None:
+    if not isinstance(options, Mapping):
+        p.add(f"{name} must be a table of loader arguments (e.g. {{ image_size = 32 }}), got {options!r}")
+        return
+    valid = data_option_keys(dataset)
+    unknown = sorted(str(k) for k in options if k not in valid)
+    if unknown:
+        p.add(f"{name}: unknown option(s) {', '.join(map(repr, unknown))} for dataset {dataset!r}; valid options: "
+              f"{', '.join(valid)}")
+    for problem in data_option_problems(dataset, {k: v for k, v in options.items() if k in valid}):
+        p.add(f"{name}: {problem}")
+
+
+def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
+    from mi_art.data import DATASETS
+
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, Mapping):
+        p.add(f"{name} must be a dataset name or a table with a 'name', got {item!r}")
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # said once, when the grid is parsed
+            item = renamed_dataset_keys(item, name)
+    except GridError as err:
+        p.add(str(err))
+        return
+    unknown = sorted(str(k) for k in item if k not in _DATASET_KEYS)
+    if unknown:
+        p.add(f"unknown key(s) {', '.join(map(repr, unknown))} in {name}; valid keys: {', '.join(_DATASET_KEYS)}")
+    dname = item.get("name")
+    key = dname.strip().lower().replace("_", "-") if isinstance(dname, str) else None
+    if key not in DATASETS:
+        p.add(f"{name}.name: unknown dataset {dname!r}; choose one of {', '.join(DATASETS)}"
+              if "name" in item else f"{name} has no 'name': give one of {', '.join(DATASETS)}")
+        key = None
+    root = item.get("data_root")
+    if root is not None and not isinstance(root, str):
+        p.add(f"{name}.data_root must be the path of the data folder (a string), got {root!r}")
+    if item.get("data_options") is not None and key is not None:
+        _check_data_options(p, f"{name}.data_options", key, item["data_options"])
+    elif item.get("data_options") is not None and not isinstance(item["data_options"], Mapping):
+        p.add(f"{name}.data_options must be a table of loader arguments, got {item['data_options']!r}")
+    for k in BUDGET_KEYS:
+        if k in item:
+            _check_budget(p, f"{name}.{k}", k, item[k])
+
+
+def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
+    from mi_art.defenses import DEFENSES, check_defense_params
+
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, Mapping):
+        p.add(f"{name} must be a defense name or a table with a 'name' (and 'params'), got {item!r}")
+        return
+    unknown = sorted(str(k) for k in item if k not in _DEFENSE_KEYS)
+    if unknown:
+        p.add(f"unknown key(s) {', '.join(map(repr, unknown))} in {name}; valid keys: {', '.join(_DEFENSE_KEYS)}")
+    dname = item.get("name")
+    if not isinstance(dname, str) or dname not in DEFENSES:
+        p.add(f"{name}.name: unknown defense {dname!r}; choose one of {', '.join(DEFENSES)}"
+              if "name" in item else f"{name} has no 'name': give one of {', '.join(DEFENSES)}")
+        dname = None
+    params = item.get("params")
+    if params is None or params == []:
+        settings: List[Any] = [{}]
+    elif isinstance(params, Mapping):
+        settings = [params]
+    elif isinstance(params, (list, tuple)):
+        settings = list(params)
+    else:
+        p.add(f"{name}.params must be a table of parameters or a list of such tables (one per strength), "
+              f"got {params!r}")
+        return
+    for i, setting in enumerate(settings):
+        where = f"{name}.params[{i}]" if isinstance(params, (list, tuple)) else f"{name}.params"
+        if not isinstance(setting, Mapping):
+            p.add(f"{where} must be a table of parameters, e.g. {{ beta = 0.01 }}, got {setting!r}")
+        elif dname is not None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    check_defense_params(dname, dict(setting))
+            except ValueError as err:
+                p.add(f"{where} of defense {dname!r}: {err}")
+
+
+def check_grid(d: Any, where: str = "the grid") -> None:
+    """Check the type and range of every key of a grid dictionary (a grid file, a preset, the merged
+    options) without loading data or training anything.
+
+    :raises GridError: Listing every problem found (``err.problems``), each naming the key, the value
+        and what would be valid.
+    """
+    from mi_art.validation import check_choice, check_int
+
+    from .experiment import ATTACKS as attacks, VARIANTS as variants
+
+    if not isinstance(d, Mapping):
+        raise GridError(f"{where}: a grid is a mapping (a table of keys), got {type(d).__name__}")
+    p = _Problems()
+    unknown = sorted(str(k) for k in d if k not in _GRID_KEYS)
+    if unknown:
+        p.add(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(_GRID_KEYS)}")
+    if "name" in d:
+        n = d["name"]
+        if not isinstance(n, str) or not n.strip() or any(c in n for c in "/\\\\") or n.strip() in (".", ".."):
+            p.add(f"name must be a non-empty string without path separators (it names the results folder), "
+                  f"got {n!r}")
+    for key, item_check in (("datasets", _check_dataset_item), ("defenses", _check_defense_item)):
+        if key in d:
+            value = d[key]
+            problem = _list_problem(key, value, f"{key[:-1]} names or tables")
+            if problem is not None:
+                p.add(problem)
+            elif not value:
+                p.add(f"{key} is empty: the grid has no {key}; give at least one"
+                      + (" ('none' is the undefended target)" if key == "defenses" else ""))
+            else:
+                for i, item in enumerate(value):
+                    item_check(p, f"{key}[{i}]", item)
+    if "attacks" in d:
+        _check_names(p, "attacks", d["attacks"], attacks, "attack")
+    if "variants" in d:
+        _check_names(p, "variants", d["variants"], variants, "variant")
+    if "seeds" in d:
+        seeds = d["seeds"]
+        problem = _list_problem("seeds", seeds, "non-negative integers")
+        if problem is not None:
+            p.add(problem)
+        elif not seeds:
+            p.add("seeds is empty: the grid has no seeds; give at least one, e.g. seeds = [0]")
+        else:
+            for i, s in enumerate(seeds):
+                p.run(check_int, f"seeds[{i}]", s, low=0)
+            if len({s for s in seeds if isinstance(s, int)}) != len(seeds):
+                p.add(f"seeds repeat a value: {list(seeds)}")
+    if "seed_scope" in d:
+        p.run(check_choice, "seed_scope", d["seed_scope"], SEED_SCOPES)
+    if "artifact_seed" in d:
+        p.run(check_int, "artifact_seed", d["artifact_seed"], low=0)
+    if d.get("device") is not None:
+        p.run(check_device_form, "device", d["device"])
+    for k in BUDGET_KEYS:
+        if k in d:
+            _check_budget(p, k, k, d[k])
+    if p.items:
+        head = f"{where}: " if where != "the grid" else ""
+        if len(p.items) == 1:
+            raise GridError(head + p.items[0], p.items)
+        raise GridError(f"{head}{len(p.items)} problems:\n" + "\n".join(f"  - {m}" for m in p.items), p.items)
+
+
+def check_device_form(name: str, value: Any) -> Optional[str]:
+    """'auto', 'cpu', 'cuda', 'cuda:N' or 'mps' by form only: a grid may be written on one machine
+    and run on another (``--device`` on the command line is checked against this machine)."""
+    import torch
+
+    valid = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        device = torch.device(value.strip().lower())
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{name} must be {valid}, got {value!r}") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+    return str(device)
+
+
+def data_option_keys(dataset: str) -> Tuple[str, ...]:
+    """The loader arguments ``--data-option`` / a grid's ``data_options`` may set for ``dataset``
+    (:func:`mi_art.data.dataset_options`)."""
+    from mi_art.data import dataset_options
+
+    return dataset_options(dataset)
+
+
+def data_option_problems(dataset: str, options: Mapping[str, Any]) -> List[str]:
+    """Problems with the values of loader arguments, found without reading any data
+    (:func:`mi_art.data.check_dataset_options`; it reports the first one)."""
+    from mi_art.data import check_dataset_options
+
+    try:
+        check_dataset_options(dataset, dict(options))
+    except ValueError as err:
+        return [str(err)]
+    return []
