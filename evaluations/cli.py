@@ -215,9 +215,38 @@ class _Main(click.Group):
         except Exception as err:  # noqa: BLE001 - the one place every other error is reported
             log = _internal_error_log(ctx, err)
             text = " ".join(str(err).split())
-            what = text if isinstance(err, ValueError) and text else \
-                f"unexpected {type(err).__name__}" + (f": {text}" if text else "") + " (a bug: please report it)"
+            engine = _engine_of(err)
+            if engine is not None:
+                name, advice = engine
+                what = f"{name} failed ({type(err).__name__}" + (f": {text}" if text else "") + \
+                    f"); the error is {name}'s, not mi-art's: {advice}"
+            elif isinstance(err, ValueError) and text:
+                what = text
+            else:
+                what = f"unexpected {type(err).__name__}" + (f": {text}" if text else "") + " (a bug: please report it)"
             raise click.ClickException(f"{what}; full traceback in {log}") from None
+
+
+#: Third-party engines whose errors are theirs, with what the user can do.
+_ENGINES = {
+    "ray": ("Ray", "check that Ray can start on this machine ('ray status', or --address of a running cluster), "
+                   "or run without it: --executor local or --executor process"),
+}
+
+
+def _engine_of(err: BaseException) -> Optional[Tuple[str, str]]:
+    """``(name, advice)`` when ``err`` was raised by a third-party engine of :data:`_ENGINES` (its class is
+    theirs, or the innermost frame of its traceback is in their package), else None."""
+    top = type(err).__module__.split(".")[0]
+    if top in _ENGINES:
+        return _ENGINES[top]
+    frames = traceback.extract_tb(err.__traceback__)
+    if frames:
+        parts = Path(frames[-1].filename).parts
+        for package in _ENGINES:
+            if package in parts and "site-packages" in parts[:parts.index(package)]:
+                return _ENGINES[package]
+    return None
 
 
 def _parse_int_list(text: str, option: str) -> list:

@@ -624,6 +624,28 @@ def test_an_unexpected_error_is_one_line_and_a_log(tmp_path, monkeypatch):
     assert "Traceback" in log.read_text() and "unsupported operand" in log.read_text()
 
 
+def test_an_error_of_ray_is_reported_as_rays_with_what_to_do(tmp_path, monkeypatch):
+    """A Ray start-up timeout is Ray's error, not a bug of mi-art: the line says so and how to run without Ray."""
+    from mi_art.evaluations import executors
+    from mi_art.evaluations.cli import main
+
+    class GetTimeoutError(Exception):
+        pass
+
+    GetTimeoutError.__module__ = "ray.exceptions"  # as Ray's own class is
+
+    def timeout(*args: Any, **kwargs: Any) -> None:
+        raise GetTimeoutError("Timed out while waiting for the Ray head node to start")
+
+    monkeypatch.setattr(executors, "evaluate_grid", timeout)
+    result = CliRunner().invoke(main, ["evaluate", "--preset", "quick", "--out", str(tmp_path / "run"),
+                                       "--executor", "ray", "--no-progress"])
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: Ray failed (GetTimeoutError: Timed out while waiting"), result.output
+    assert "not mi-art's" in line and "--executor local" in line and "a bug" not in line
+
+
 @pytest.mark.parametrize("defense, params", [("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {})])
 def test_defended_training_that_diverges_stops_with_a_clear_error(defense, params):
     """A learning rate that blows the weights up ends in NonFiniteError, never in NaN weights returned
