@@ -66,6 +66,9 @@ def deployed_grid(n_train: int) -> list:
         # the paper's blend plants no trapdoor in AT&T's 180 steps (trapdoor accuracy 0.075, chance 0.05); 0.1 does
         ("trap-mid", {"alpha": 0.1}, PRETRAINED),
         ("trap-mid", {"alpha": 0.1, "beta": 0.5}, PRETRAINED),
+        # the earlier defenses on the same pre-trained targets
+        ("mid", {"beta": 0.01}, PRETRAINED), ("nls", {"alpha": -0.05}, PRETRAINED),
+        ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}, PRETRAINED), ("tl", {"freeze": 0.5}, PRETRAINED),
     ]
 #: ART's output postprocessors (``--output-defenses``): they change what predict returns, so they are judged
 #: by attacks that see only that, black-box and label-only (``--access``), beside the undefended target.
