@@ -272,46 +272,45 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
     print(f"Raw records: {out}")
 
 
+def _targets_of(done: dict, grid: list, defense_name: str):
+    """(row name, the first finished row, config overrides) of each target of ``defense_name`` in the grid."""
+    for defense, params, overrides in grid:
+        name = label(defense, params, overrides)
+        rows = [v for k, v in done.items() if k.startswith(f"{name}/")]
+        if defense == defense_name and rows:
+            yield name, rows[0], overrides
+
+
+def _print_table(title: str, header: list, lines: list) -> None:
+    if lines:
+        print(f"\n{title}\n| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join(lines))
+
+
 def print_privacy_table(done: dict, grid: list) -> None:
     """What the accountant says of every DP-SGD target: epsilon, delta, accountant, noise, sample rate,
     optimiser steps, the layers trained, and the natural accuracy bought with it."""
     lines = []
-    for defense, params, overrides in grid:
-        name = label(defense, params, overrides)
-        rows = [v for k, v in done.items() if k.startswith(f"{name}/")]
-        if defense != "dp-sgd" or not rows:
-            continue
-        r = rows[0]
+    for name, r, overrides in _targets_of(done, grid, "dp-sgd"):
         d = (r.get("defense_record") or {}).get("details") or {}
         acc = (r.get("defense_record") or {}).get("accountant") or "rdp"
         lines.append(f"| {name} | {r['natural_accuracy']:.3f} | {r['epsilon']:.2f} | {r['delta']:.3g} | {acc} | "
                      f"{d.get('noise_multiplier', float('nan')):.2f} | {d.get('sample_rate', float('nan')):.3f} | "
                      f"{d.get('steps', '-')} | {d.get('trainable', 'all')} ({d.get('trained_parameters', '-')} "
                      f"parameters) | {'yes' if overrides.get('target_pretrain_epochs') else 'no'} |")
-    if lines:
-        print("\nDP-SGD targets: the accountant's epsilon at delta, the noise multiplier, Poisson sample rate and "
-              "optimiser steps it was computed from, and the layers DP-SGD trained")
-        print("| target | natural acc | epsilon | delta | accountant | noise | sample rate | steps | trained | "
-              "pre-trained |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        print("\n".join(lines))
+    _print_table("DP-SGD targets: the accountant's epsilon at delta, the noise multiplier, Poisson sample rate and "
+                 "optimiser steps it was computed from, and the layers DP-SGD trained",
+                 ["target", "natural acc", "epsilon", "delta", "accountant", "noise", "sample rate", "steps",
+                  "trained", "pre-trained"], lines)
 
 
 def print_trapdoor_table(done: dict, grid: list) -> None:
     """Whether each Trap-MID target learned its trapdoors: the share of triggered private test images it gives
     to the trigger's class (chance: one over the classes)."""
-    lines = []
-    for defense, params, overrides in grid:
-        name = label(defense, params, overrides)
-        rows = [v for k, v in done.items() if k.startswith(f"{name}/")]
-        if defense != "trap-mid" or not rows:
-            continue
-        d = (rows[0].get("defense_record") or {}).get("details") or {}
-        lines.append(f"| {name} | {rows[0]['natural_accuracy']:.3f} | {d.get('trapdoor_test_accuracy', float('nan')):.3f} |")
-    if lines:
-        print("\nTrap-MID targets: trapdoor accuracy (triggered test images given to the trigger's class)")
-        print("| target | natural acc | trapdoor acc |\n|---|---|---|")
-        print("\n".join(lines))
+    lines = [f"| {name} | {r['natural_accuracy']:.3f} | "
+             f"{((r.get('defense_record') or {}).get('details') or {}).get('trapdoor_test_accuracy', float('nan')):.3f} |"
+             for name, r, _ in _targets_of(done, grid, "trap-mid")]
+    _print_table("Trap-MID targets: trapdoor accuracy (triggered test images given to the trigger's class)",
+                 ["target", "natural acc", "trapdoor acc"], lines)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,21 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def small_digits(digits):
+    """Digits with 30 private training and 30 public images per class: defended trainings in seconds."""
+    import dataclasses
+
+    from mi_art.data import Split
+
+    def subset(split: Split, per_class: int) -> Split:
+        idx = np.concatenate([np.flatnonzero(split.y == c)[:per_class] for c in np.unique(split.y)])
+        return Split(split.x[idx], split.y[idx])
+
+    return dataclasses.replace(digits, private_train=subset(digits.private_train, 30),
+                               public=subset(digits.public, 30))
+
+
+@pytest.fixture(scope="session")
 def target(digits):
     """The attacked model: the default 'cnn', trained on private digits 0-4."""
     torch.manual_seed(0)  # initial weights too: the same target in every process, whatever ran before

@@ -3,7 +3,6 @@ Opacus, TL freezing, every defended model through ART's class_gradient and a tin
 the parameter checks. Small data (a subset of scikit-learn digits) and 1-4 epochs keep it fast."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import warnings
@@ -26,22 +25,14 @@ from mi_art.defenses import transfer
 from mi_art.defenses.common import hooks_left, snapshot
 from mi_art.defenses.label_smoothing import soft_cross_entropy
 from mi_art.defenses.postprocessing import RowwiseClassLabels
-from mi_art.data import Split, load_digits_data
 from mi_art.features import last_linear, logits_and_features
 
 FAST = dict(epochs=1, batch_size=32, lr=2e-3, device="cpu", seed=0)
 
 
-def _subset(split: Split, per_class: int) -> Split:
-    idx = np.concatenate([np.flatnonzero(split.y == c)[:per_class] for c in np.unique(split.y)])
-    return Split(split.x[idx], split.y[idx])
-
-
 @pytest.fixture(scope="module")
-def data():
-    full = load_digits_data()
-    return dataclasses.replace(full, private_train=_subset(full.private_train, 30),
-                               public=_subset(full.public, 30))
+def data(small_digits):
+    return small_digits
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,9 @@ the registry every defense is looked up in (a defense registered here runs in th
 epochs: each test trains seconds."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -15,7 +13,6 @@ from opacus.accountants import RDPAccountant
 from torch import nn
 
 import mi_art
-from mi_art.data import Split, load_digits_data
 from mi_art.defenses import (DEFENSES, Defense, Trained, check_defense_params, defended_architecture, get_defense,
                              register_defense, train_defended_target, unregister_defense)
 from mi_art.defenses import trap
@@ -30,15 +27,9 @@ from mi_art.training import train_classifier
 FAST = dict(epochs=2, batch_size=32, lr=2e-3, device="cpu", seed=0)
 
 
-def _subset(split: Split, per_class: int) -> Split:
-    idx = np.concatenate([np.flatnonzero(split.y == c)[:per_class] for c in np.unique(split.y)])
-    return Split(split.x[idx], split.y[idx])
-
-
 @pytest.fixture(scope="module")
-def data():
-    full = load_digits_data()
-    return dataclasses.replace(full, private_train=_subset(full.private_train, 30), public=_subset(full.public, 30))
+def data(small_digits):
+    return small_digits
 
 
 @pytest.fixture(scope="module")
