@@ -168,6 +168,8 @@ def predict_logits(model: ModelLike, x: ArrayLike, *, batch_size: int = 256,
     check_count("batch_size", batch_size)
     images = _check_images(x, "x")
     view = _view(model, output_index)
+    if isinstance(view, EstimatorModule):
+        view.check_input_range(images, "x")
     device = _resolve_device(view, device)
     out = []
     with eval_mode(view):

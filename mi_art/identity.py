@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .features import extract_features, logits_and_features
-from .utils import DeviceLike, as_module, resolve_device
+from .utils import DeviceLike, EstimatorModule, as_module, resolve_device
 from .validation import check_count, check_finite, check_images
 
 IDENTITY_LOSSES = ("ce", "logit", "margin")
@@ -54,6 +54,8 @@ def estimate_p_reg(target: Any, public_x: Any, *, n: int = 5000, batch_size: int
     if len(x) > n:
         x = x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
     model = as_module(target, "target", output_index=output_index)
+    if isinstance(model, EstimatorModule):
+        model.check_input_range(x, "public_x")
     device = resolve_device(device) if device is not None else None
     feats = check_finite(extract_features(model, torch.from_numpy(x), batch_size, device, layer=feature_layer),
                          "the target's features")

@@ -140,6 +140,31 @@ class EstimatorModule(nn.Module):
         u = x if r is None else (x - r[0]) / (r[1] - r[0])
         return u if self.channels_first else u.permute(0, 3, 1, 2)
 
+    def check_input_range(self, x: Any, name: str) -> None:
+        """``x``, images meant for this view's input space (what the estimator's ``predict`` takes), must be
+        able to be there: ValueError when a value lies outside the estimator's ``clip_values``, or when every
+        value is within 1 of the range's low end although the range spans far more (e.g. [0, 1] images
+        for a (0, 255) estimator: no real 8-bit image is that dark). Unit views and estimators without
+        ``clip_values`` take anything."""
+        clip = self.clip_values
+        if self.unit_input or clip is None:
+            return
+        lo, hi = float(np.min(np.asarray(clip[0]))), float(np.max(np.asarray(clip[1])))
+        values = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if values.numel() == 0:
+            return
+        vmin, vmax = float(values.min()), float(values.max())
+        slack = 1e-3 * (hi - lo)
+        if vmin < lo - slack or vmax > hi + slack:
+            raise ValueError(f"{name} has values in [{vmin:.4g}, {vmax:.4g}], outside the {self.what}'s clip_values "
+                             f"({lo:g}, {hi:g}): give the images in the estimator's input space, as its predict "
+                             "takes them")
+        if hi - lo > 2 and vmax <= lo + 1 and values.numel() >= 64:
+            raise ValueError(f"{name} lies in [{vmin:.4g}, {vmax:.4g}] but the {self.what}'s clip_values are "
+                             f"({lo:g}, {hi:g}): these look like images in [0, 1]; give them in the estimator's "
+                             f"input space (e.g. {'' if lo == 0 else f'{lo:g} + '}x * {hi - lo:g}), as its predict "
+                             "takes them")
+
     def from_unit(self, images: Any) -> Any:
         """NCHW images in [0, 1] (tensor or array) -> this view's input space (array in, array out)."""
         return images if self.unit_input else _on_tensor(self._unit_to_model, images)

@@ -17,5 +17,6 @@ def public_through_target(target: Any, public_x: Any, *, output_index: Any = Non
     (given in its input space, as for ``predict``) mapped to [0, 1] channels first, and its softmax on them."""
     view = as_module(target, "target", output_index=output_index).to(device).eval()
     x = torch.from_numpy(check_images(public_x, "public_x")).to(device)
+    view.check_input_range(x, "public_x")
     probs = F.softmax(check_finite(batched_logits(view, x), "the target's outputs on public_x"), 1)
     return view, view.to_unit(x), probs
