@@ -30,7 +30,7 @@ from mi_art.validation import (check_bool, check_choice, check_count, check_fini
                                check_optional_count, check_optional_positive, check_positive, is_int)
 
 from .base import Defense, Trained
-from .common import check_keys, check_output_classes, last_linear_name, parameterised_leaves
+from .common import check_keys, check_output_classes, last_linear_name, parameterised_leaves, replace_module
 
 DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0, "delta": None,
                             "allow_large_delta": False,
@@ -145,8 +145,6 @@ class FrozenBatchNorm(nn.Module):
 
 def freeze_batch_norm(model: nn.Module) -> List[str]:
     """Replace every BatchNorm of ``model`` (in place) by its :class:`FrozenBatchNorm`; returns their names."""
-    from .common import replace_module
-
     names = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for name in names:
         replace_module(model, name, FrozenBatchNorm(model.get_submodule(name)))
@@ -326,5 +324,6 @@ def nonnegative_epsilon(epsilon: float) -> float:
     return max(0.0, float(epsilon))
 
 
-__all__ = ["DEFAULTS", "ACCOUNTANTS", "BATCH_NORM", "DPSGD", "FrozenBatchNorm", "freeze_batch_norm", "TRAINABLE", "accountant_epsilon", "check_params", "check_trainable",
-           "make_private_compatible", "private_architecture", "train_dp", "trained_layers"]
+__all__ = ["ACCOUNTANTS", "BATCH_NORM", "DEFAULTS", "DPSGD", "FrozenBatchNorm", "TRAINABLE", "accountant_epsilon",
+           "check_params", "check_trainable", "freeze_batch_norm", "make_private_compatible", "private_architecture",
+           "train_dp", "trained_layers"]
