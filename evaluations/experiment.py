@@ -315,8 +315,9 @@ class Workbench:
                                                   verbose=c.verbose, **params)
             if from_body:
                 record.details["pretrain_epochs"] = c.target_pretrain_epochs
-                if defense.pretraining_tag(checked):
-                    record.details["pretrained_architecture"] = defense.pretraining_tag(checked)
+                tag = defense.pretraining_tag(checked)
+                if tag:
+                    record.details["pretrained_architecture"] = tag
             trained["record"] = record.to_dict()
             # the record is stored before the checkpoint: a run killed between the two writes then
             # finds no checkpoint and retrains, instead of finding a checkpoint without its record
