@@ -71,7 +71,9 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
       ``accountant="rdp"`` ("prv", "gdp"); ``max_physical_batch_size=None`` (= ``batch_size``). Poisson
       sampling; BatchNorm becomes GroupNorm (``ModuleValidator.fix``). DP fine-tuning: pass a module pre-trained
       in :func:`mi_art.defenses.dp.private_architecture` as ``model`` and ``trainable="all"`` (every layer),
-      ``"head"`` or a count of last layers. See :mod:`mi_art.defenses.dp`.
+      ``"head"`` or a count of last layers; or pass a BatchNorm-pre-trained module with ``batch_norm="freeze"``
+      (each BatchNorm becomes its fixed eval-mode map); the DP run's own ``dp_epochs``, ``dp_lr``,
+      ``dp_optimizer``, ``dp_batch_size``, ``dp_augment``. See :mod:`mi_art.defenses.dp`.
     * ``"mid"``: variational information bottleneck (https://arxiv.org/abs/2009.05241): ``beta=0.003``,
       ``bottleneck_dim=None`` (half the feature size). See :mod:`mi_art.defenses.mid`.
     * ``"bido"``: bilateral dependency optimisation (https://arxiv.org/abs/2206.05483): ``lambda_x=0.05``,
