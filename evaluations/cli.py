@@ -43,6 +43,9 @@ _MIN_AGREEMENT_HELP = ("Leave out of the ensemble, with a warning, every surroga
                        "fewer held-out public images than this share (0: use every surrogate).")
 _REGULARISE_SURROGATES_HELP = ("Under LOMMA, every surrogate's logit loss gets its own p_reg regulariser, as the "
                                "target's has (the paper regularises the target only: --no-regularise-surrogates).")
+_MIXED_PRECISION_HELP = ("Train the target, the judges, their pre-training and the surrogates with bfloat16 "
+                         "forward passes (faster on CPUs with AVX-512 BF16 or AMX and on recent GPUs; the GAN "
+                         "priors and defended training stay float32); cached apart from float32 models.")
 _SURROGATE_PRETRAIN_HELP = ("Epochs of pre-training each surrogate on the public identities before distilling the "
                             "target into it (the paper's surrogates start from pre-trained weights); 0: from "
                             "random weights.")
@@ -320,6 +323,7 @@ def main() -> None:
               help=_MIN_AGREEMENT_HELP)
 @click.option("--regularise-surrogates/--no-regularise-surrogates", default=True, show_default=True,
               help=_REGULARISE_SURROGATES_HELP)
+@click.option("--mixed-precision/--full-precision", default=False, show_default=True, help=_MIXED_PRECISION_HELP)
 @click.option("--miface-iterations", type=COUNT, default=300, show_default=True)
 @click.option("--access", type=click.Choice(ACCESS_LEVELS), default="white-box", show_default=True, help=_ACCESS_HELP)
 @click.option("--max-queries", type=COUNT, default=None, help=_MAX_QUERIES_HELP)
@@ -338,8 +342,8 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
            target_epochs: int, eval_epochs: int, target_pretrain_epochs: int, eval_pretrain_epochs: int, judges: int,
            surrogate_pretrain_epochs: int, prior_steps: int, kedmi_steps: int, plgmi_steps: int,
            surrogates: Tuple[str, ...],
-           surrogate_steps: int, min_surrogate_agreement: float, regularise_surrogates: bool, miface_iterations: int,
-           access: str, max_queries: Optional[int], seed: int, attack_seed: int,
+           surrogate_steps: int, min_surrogate_agreement: float, regularise_surrogates: bool, mixed_precision: bool,
+           miface_iterations: int, access: str, max_queries: Optional[int], seed: int, attack_seed: int,
            device: str,
            out_dir: Optional[str], cache_dir: str, verbose: bool) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
@@ -370,6 +374,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         identities=ids,
         kedmi_steps=kedmi_steps, plgmi_steps=plgmi_steps, surrogate_archs=tuple(surrogates),
         surrogate_steps=surrogate_steps, min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
+        mixed_precision=mixed_precision,
         miface_iterations=miface_iterations, access=access, max_queries=max_queries, seed=seed,
         attack_seed=attack_seed, device=device, verbose=verbose)
     try:
@@ -519,6 +524,8 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--surrogate-steps", type=COUNT, default=None)
 @click.option("--min-surrogate-agreement", type=click.FloatRange(0, 1), default=None,
               help=_MIN_AGREEMENT_HELP + " [default: the grid's, else 0]")
+@click.option("--mixed-precision/--full-precision", default=None,
+              help=_MIXED_PRECISION_HELP + " [default: the grid's, else full precision]")
 @click.option("--regularise-surrogates/--no-regularise-surrogates", default=None,
               help=_REGULARISE_SURROGATES_HELP + " [default: the grid's, else on]")
 @click.option("--miface-iterations", type=COUNT, default=None)
@@ -555,8 +562,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
              target_pretrain_epochs, eval_pretrain_epochs, surrogate_pretrain_epochs, judges, prior_steps, kedmi_steps,
              plgmi_steps, gan_width, surrogates,
-             surrogate_steps, min_surrogate_agreement, regularise_surrogates, miface_iterations, access, max_queries,
-             out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
+             surrogate_steps, min_surrogate_agreement, mixed_precision, regularise_surrogates, miface_iterations, access,
+             max_queries, out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
              device: Optional[str], dry_run: bool, verbose: bool, progress: bool) -> None:
     """Evaluate a grid of defenses x attacks x variants x seeds; resumable; writes results.csv,
@@ -589,7 +596,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
                        judges=judges, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
                        plgmi_steps=plgmi_steps, gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
                        min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
-                       miface_iterations=miface_iterations, access=access, max_queries=max_queries)
+                       miface_iterations=miface_iterations, access=access, max_queries=max_queries,
+                       mixed_precision=mixed_precision)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
                                                 seeds, seed_scope, budgets, base))
         if name is not None:

@@ -111,6 +111,10 @@ class ExperimentConfig:
     max_queries: Optional[int] = None
     seed: int = 0
     attack_seed: int = 0
+    #: Train the undefended target, the judges, their public pre-training and the surrogates with bfloat16
+    #: forward passes (:func:`mi_art.training.mixed_precision_context`); defended targets and the GAN priors
+    #: train in float32 either way. Models trained so are cached apart from float32 ones.
+    mixed_precision: bool = False
     device: Optional[str] = None
     verbose: bool = False
 
@@ -140,6 +144,7 @@ class ExperimentConfig:
         check_choice("surrogate_data", self.surrogate_data, SURROGATE_DATA)
         check_number("min_surrogate_agreement", self.min_surrogate_agreement, low=0, high=1)
         check_bool("regularise_surrogates", self.regularise_surrogates)
+        check_bool("mixed_precision", self.mixed_precision)
         check_choice("access", self.access, ACCESS_LEVELS)
         check_optional_count("max_queries", self.max_queries)
         if self.access != "white-box":
@@ -226,11 +231,15 @@ class Workbench:
             key["pretrain_epochs"] = c.target_pretrain_epochs
         if c.defense != "none":
             key.update(defense=c.defense, defense_params=c.defense_params)
-        return key
+        return {**key, **self._precision_key()}
+
+    def _precision_key(self) -> Dict[str, Any]:
+        """What mixed precision adds to a classifier's key: nothing in float32 (older keys stay valid)."""
+        return {"mixed_precision": True} if self.config.mixed_precision else {}
 
     def _pretrained_key(self, arch: str, epochs: int, seed: int) -> Dict[str, Any]:
         return {"data": self._data_key, "arch": arch, "epochs": epochs, "augment": self.config.augment,
-                "seed": seed}
+                "seed": seed, **self._precision_key()}
 
     def _pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
                     params: Optional[Dict[str, Any]] = None) -> nn.Module:
@@ -249,7 +258,8 @@ class Workbench:
             "pretrained", key, lambda: shape(self._classifier(arch, d.num_public_classes)),
             lambda: pretrain_classifier(shape(self._initialised(arch, seed)), d.public.x, d.public.y,
                                         num_classes=d.num_public_classes, epochs=epochs, augment=c.augment,
-                                        device=self.device, seed=seed, verbose=c.verbose,
+                                        mixed_precision=c.mixed_precision, device=self.device, seed=seed,
+                                        verbose=c.verbose,
                                         desc=f"{desc}: pre-train (public)")).to(self.device)
 
     def _pretrained_body(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
@@ -265,7 +275,8 @@ class Workbench:
         the public pre-training when ``pretrain_epochs`` > 0."""
         c, d = self.config, self.data
         train = d.private_train
-        kwargs = dict(epochs=epochs, augment=c.augment, device=self.device, seed=seed, verbose=c.verbose)
+        kwargs = dict(epochs=epochs, augment=c.augment, mixed_precision=c.mixed_precision, device=self.device,
+                      seed=seed, verbose=c.verbose)
         if not pretrain_epochs:
             return train_classifier(self._initialised(arch, seed), train.x, train.y, desc=desc, **kwargs)
         model = self._pretrained(arch, pretrain_epochs, seed, desc)
@@ -335,7 +346,7 @@ class Workbench:
                "seed": c.seed + JUDGE_SEED_OFFSET}
         if c.eval_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
             key["pretrain_epochs"] = c.eval_pretrain_epochs
-        return key
+        return {**key, **self._precision_key()}
 
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split (after
@@ -501,7 +512,7 @@ class Workbench:
             key["prior"] = self._prior_key("gmi-prior")
         if c.surrogate_pretrain_epochs:  # only then: the keys of surrogates distilled from scratch stay as they were
             key["pretrain_epochs"] = c.surrogate_pretrain_epochs
-        return key
+        return {**key, **self._precision_key()}
 
     def _surrogate_start(self, arch: str, seed: int) -> nn.Module:
         """The model a surrogate is distilled into: random weights, or ``arch`` pre-trained on the public
@@ -518,7 +529,8 @@ class Workbench:
                 generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
                 return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
                                          generator=generator, steps=c.surrogate_steps, augment=c.augment,
-                                         device=self.device, seed=c.seed + i, verbose=c.verbose)
+                                         mixed_precision=c.mixed_precision, device=self.device, seed=c.seed + i,
+                                         verbose=c.verbose)
 
             out.append(self.cache.module("surrogate", self.surrogate_key(i, target),
                                          lambda arch=arch: self._classifier(arch), train).to(self.device))

@@ -14,10 +14,10 @@ from tqdm.auto import trange
 from .access import PredictOracle
 from .features import penultimate_layer
 from .priors.networks import LATENT_DIM
-from .training import augment_batch, infinite_batches
+from .training import augment_batch, infinite_batches, mixed_precision_context, show_progress
 from .utils import DeviceLike, as_module, batched_logits, eval_mode, module_device, resolve_device, seed_everything
-from .validation import (check_count, check_finite, check_images, check_module_finite, check_number,
-                         check_optional_count, check_positive)
+from .validation import (check_count, check_finite, check_finite_at, check_images, check_module_finite,
+                         check_number, check_optional_count, check_positive)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -51,7 +51,8 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
                       lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4,
                       lr_step: Optional[int] = None, temperature: float = 1.0, augment: str = "shift",
                       eval_every: int = 100, patience: int = 5, output_index: Any = None,
-                      device: DeviceLike = None, seed: Optional[int] = 0, verbose: bool = False) -> nn.Module:
+                      mixed_precision: bool = False, device: DeviceLike = None, seed: Optional[int] = 0,
+                      verbose: bool = False) -> nn.Module:
     """Model augmentation (https://arxiv.org/abs/2304.01669): distil ``target`` into ``student`` on public
     data only, with KL divergence at ``temperature`` and SGD with momentum (the paper's settings).
 
@@ -76,6 +77,9 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     ``predict`` alone (black-box: its scores; label-only: its labels), every image a counted query. The
     student then learns the answers with cross-entropy against them (``temperature`` is not used), and
     training stops early, keeping the best student, when the oracle's budget cannot answer another batch.
+
+    ``mixed_precision`` runs the student's forward passes in bfloat16
+    (:func:`mi_art.training.mixed_precision_context`); the target answers in its own precision.
     """
     steps, batch_size = check_count("steps", steps), check_count("batch_size", batch_size)
     eval_every, patience = check_count("eval_every", eval_every), check_count("patience", patience)
@@ -85,6 +89,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     lr_step = check_optional_count("lr_step", lr_step)
     seed_everything(seed)
     device = resolve_device(device)
+    precision = mixed_precision_context(mixed_precision, device)
     oracle = target if isinstance(target, PredictOracle) else None
     teacher = None if oracle else as_module(target, "target", output_index=output_index).to(device).eval()
     x = check_images(public_x, "public_x")
@@ -130,11 +135,13 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
             break  # the budget cannot answer another batch: keep the best student so far
         with torch.no_grad():
             answer = teach(xb)
+        with precision:
+            logits = student(xb).float()
         if oracle is not None:  # cross-entropy against the answers: the KL to them up to a constant
-            loss = -(answer * F.log_softmax(student(xb), 1)).sum(1).mean()
+            loss = -(answer * F.log_softmax(logits, 1)).sum(1).mean()
         else:
-            loss = distillation_loss(student(xb), answer, temperature)
-        loss = check_finite(loss, "the distillation loss")
+            loss = distillation_loss(logits, answer, temperature)
+        loss = check_finite_at(loss, "the distillation loss", step, steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -143,7 +150,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
             with eval_mode(student):
                 val_kl = distillation_loss(batched_logits(student, val), val_teacher,
                                            1.0 if oracle is not None else temperature).item()
-            bar.set_postfix(kl=f"{loss.item():.4f}", val_kl=f"{val_kl:.4f}")
+            show_progress(bar, len(xb), kl=f"{loss.item():.4f}", val_kl=f"{val_kl:.4f}")
             if val_kl < best:
                 best, stale = val_kl, 0
                 best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}

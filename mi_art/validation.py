@@ -187,6 +187,20 @@ def check_labels(y: Any, num_classes: int, name: str = "y", length: Optional[int
     return y
 
 
+#: How often a training loop or an attack reads whether its loss is still finite (and always at its last
+#: step): on an accelerator each read is a host-device synchronisation that would stall every step. A NaN
+#: or infinite loss leaves NaN weights or codes behind it, so the next read still sees it.
+CHECK_EVERY = 50
+
+
+def check_finite_at(value: torch.Tensor, what: str, step: int, steps: int) -> torch.Tensor:
+    """:func:`check_finite` at step 0, every :data:`CHECK_EVERY` steps and the last of ``steps``; ``value``
+    unchanged (and unread) at the others."""
+    if step % CHECK_EVERY == 0 or step == steps - 1:
+        check_finite(value, what)
+    return value
+
+
 def check_finite(value: torch.Tensor, what: str) -> torch.Tensor:
     """Stop a training run or an attack as soon as ``value`` (a loss, outputs) stops being finite."""
     if not bool(torch.isfinite(value).all()):

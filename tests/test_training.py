@@ -332,3 +332,109 @@ def test_a_loss_that_becomes_nan_stops_training_with_a_clear_error(digits):
     with pytest.raises(NonFiniteError, match="training loss of the classifier"):
         M.train_classifier(M.make_classifier("mlp", 1, NUM_CLASSES, 8), x, y, epochs=1,
                            loss_fn=lambda model, xb, yb: model(xb).sum() * float("nan"))
+
+
+def test_finiteness_is_read_at_the_first_every_check_every_and_the_last_step_only():
+    """A loop's loss is read (a host-device synchronisation on an accelerator) at step 0, every CHECK_EVERY
+    steps and the last: a NaN at another step passes unread, and is caught at the next read."""
+    from mi_art.validation import CHECK_EVERY, NonFiniteError, check_finite_at
+
+    nan = torch.tensor(float("nan"))
+    steps = 3 * CHECK_EVERY
+    for step in (0, CHECK_EVERY, 2 * CHECK_EVERY, steps - 1):
+        with pytest.raises(NonFiniteError, match="the test loss"):
+            check_finite_at(nan, "the test loss", step, steps)
+    for step in (1, CHECK_EVERY - 1, CHECK_EVERY + 1, steps - 2):
+        assert check_finite_at(nan, "the test loss", step, steps) is nan
+
+
+@pytest.mark.parametrize("which", ["gmi", "kedmi"])
+def test_a_prior_whose_loss_becomes_nan_stops_with_a_clear_error(digits, which, monkeypatch):
+    """The GAN priors read their losses through check_finite_at: a critic that answers NaN stops the
+    training at its first step, with the loss named."""
+    from mi_art.priors import Critic, KEDMIDiscriminator
+    from mi_art.validation import NonFiniteError
+
+    public = digits.public.x[:64]
+    if which == "gmi":
+        original = Critic.forward
+        monkeypatch.setattr(Critic, "forward", lambda self, x: original(self, x) * float("nan"))
+        with pytest.raises(NonFiniteError, match="WGAN-GP critic's loss"):
+            M.train_gmi_prior(public, steps=3, batch_size=16)
+    else:
+        original = KEDMIDiscriminator.forward
+        monkeypatch.setattr(KEDMIDiscriminator, "forward", lambda self, x, return_features=False: (
+            tuple(t * float("nan") for t in original(self, x, True)) if return_features
+            else original(self, x) * float("nan")))
+        target = M.make_classifier("mlp", 1, NUM_CLASSES, 8).eval()
+        with pytest.raises(NonFiniteError, match="KEDMI discriminator's loss"):
+            M.train_kedmi_prior(target, public, steps=3, batch_size=16)
+
+
+def test_progress_bars_show_images_per_second_and_a_disabled_bar_nothing():
+    import io
+    import re
+    import time
+
+    from tqdm import tqdm
+
+    from mi_art.training import show_progress
+
+    out = io.StringIO()
+    bar = tqdm(range(3), file=out, mininterval=0)
+    for _ in bar:
+        time.sleep(0.01)
+        show_progress(bar, 64, loss="1.0")
+    rate = float(re.findall(r"img_s=(\d+)", out.getvalue())[-1])
+    assert 64 <= rate <= 64 / 0.01  # at most one step per 10 ms, 64 images each
+    quiet = tqdm(range(2), disable=True)
+    for _ in quiet:
+        show_progress(quiet, 64, loss="1.0")  # no output, no error
+
+
+def _conv_output_dtypes(model: nn.Module) -> set:
+    dtypes: set = set()
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda mod, inp, out: dtypes.add(out.dtype) if mod.training else None)
+    return dtypes
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_mixed_precision_runs_the_training_forward_passes_in_bfloat16_and_keeps_float32_weights(digits, mixed):
+    x, y = digits.private_train.x, digits.private_train.y
+    model = M.make_classifier("cnn", 1, NUM_CLASSES, 8)
+    dtypes = _conv_output_dtypes(model)
+    M.train_classifier(model, x, y, epochs=8, mixed_precision=mixed, device="cpu")
+    assert dtypes == ({torch.bfloat16} if mixed else {torch.float32})
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with torch.no_grad():
+        accuracy = (model(torch.from_numpy(digits.private_test.x)).argmax(1).numpy() == digits.private_test.y).mean()
+    assert accuracy > 0.8  # it learns in bfloat16 too (chance 0.2)
+
+
+def test_mixed_precision_distils_the_student_in_bfloat16_against_a_float32_teacher(digits, target):
+    student = M.make_classifier("cnn-small", 1, NUM_CLASSES, 8)
+    student_dtypes, teacher_dtypes = _conv_output_dtypes(student), set()
+    for m in target.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda mod, inp, out: teacher_dtypes.add(out.dtype))
+    M.distill_surrogate(target, student, digits.public.x, steps=100, eval_every=20, mixed_precision=True,
+                        device="cpu", seed=0)
+    assert student_dtypes == {torch.bfloat16} and teacher_dtypes == {torch.float32}
+    assert M.top1_agreement(target, student, digits.private_test.x) > 0.8  # float32: 0.96 (chance about 0.2)
+
+
+def test_mixed_precision_is_checked_and_keys_its_models_apart():
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+
+    with pytest.raises(ValueError, match="mixed_precision"):
+        M.train_classifier(M.make_classifier("mlp", 1, 2, 8), np.zeros((4, 1, 8, 8), np.float32), np.array([0, 1, 0, 1]),
+                           mixed_precision="yes")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        ExperimentConfig(mixed_precision=1).validate()
+    plain, mixed = Workbench(ExperimentConfig()), Workbench(ExperimentConfig(mixed_precision=True))
+    assert "mixed_precision" not in plain.target_key()  # float32 keys as they were: caches stay valid
+    for key in ("target_key", "evaluator_key"):
+        assert getattr(mixed, key)() == {**getattr(plain, key)(), "mixed_precision": True}
+    assert mixed.surrogate_key(0) != plain.surrogate_key(0)

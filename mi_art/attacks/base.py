@@ -30,16 +30,14 @@ from ..identity import IDENTITY_LOSSES, REG_GRADIENT_RATIO, IdentityObjective, f
 from ..access import ACCESS_LEVELS, PredictOracle
 from ..surrogates import ModelSet
 from ..utils import EstimatorModule, check_output_index, eval_mode, module_device, seed_everything
-from ..validation import (check_bool, check_choice, check_count, check_finite, check_list, check_number,
-                          check_positive, check_seed)
+from ..validation import (CHECK_EVERY, check_bool, check_choice, check_count, check_finite_at, check_list,
+                          check_number, check_positive, check_seed)
 
 __all__ = ["CHECK_EVERY", "GANInversionAttack", "REFERENCE_BATCH", "REG_GRADIENT_RATIO"]
 
 # The papers average their losses over a batch of 60 latents; dividing the per-latent sum by this
 # constant keeps their learning rates while making each latent's update independent of batch_size.
 REFERENCE_BATCH = 60
-#: the loss is checked for NaN/infinity every so many iterations (and at the last one)
-CHECK_EVERY = 50
 
 
 class GANInversionAttack(InferenceAttack, abc.ABC):
@@ -364,9 +362,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         iterations."""
         per_sample = prior + self.id_weight * self._identity_objective(self._identity.target, images, labels)
         loss = per_sample.sum() / REFERENCE_BATCH
-        if iteration % CHECK_EVERY == 0 or iteration == self.iterations - 1:  # a check is a device sync
-            check_finite(loss, "the attack's loss (a prior, the target or a surrogate returned NaN or infinity)")
-        return loss
+        return check_finite_at(loss, "the attack's loss (a prior, the target or a surrogate returned NaN or "
+                               "infinity)", iteration, self.iterations)
 
     @torch.no_grad()
     def _confidence(self, target: EstimatorModule, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from tqdm.auto import trange
 
-from ..training import augment_batch, infinite_batches
+from ..training import augment_batch, infinite_batches, show_progress
 from ..utils import DeviceLike, resolve_device, seed_everything
-from ..validation import check_count, check_finite, check_number, check_positive, check_unit_images
+from ..validation import check_count, check_finite_at, check_number, check_positive, check_unit_images
 from .networks import LATENT_DIM, Critic, Generator
 
 
@@ -55,15 +55,15 @@ def train_gmi_prior(public_x: Any, *, steps: int = 1500, batch_size: int = 64, n
             with torch.no_grad():
                 fake = gen(torch.randn(batch_size, latent_dim, device=device))
             d_loss = critic(fake).mean() - critic(real).mean() + gp_weight * gradient_penalty(critic, real, fake)
-            check_finite(d_loss, "the WGAN-GP critic's loss")
+            check_finite_at(d_loss, "the WGAN-GP critic's loss", step, steps)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-        g_loss = check_finite(-critic(gen(torch.randn(batch_size, latent_dim, device=device))).mean(),
-                              "the WGAN-GP generator's loss")
+        g_loss = check_finite_at(-critic(gen(torch.randn(batch_size, latent_dim, device=device))).mean(),
+                                 "the WGAN-GP generator's loss", step, steps)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
         if step % 50 == 0:
-            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
+            show_progress(bar, (n_critic + 1) * batch_size, d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
     return gen.eval(), critic.eval()

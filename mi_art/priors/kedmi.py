@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import trange
 
-from ..training import augment_batch, infinite_batches
+from ..training import augment_batch, infinite_batches, show_progress
 from ..utils import DeviceLike, resolve_device, seed_everything
-from ..validation import check_count, check_finite, check_number, check_positive
+from ..validation import check_count, check_finite_at, check_number, check_positive
 from .networks import LATENT_DIM, Generator, KEDMIDiscriminator
 from .target_answers import public_through_target
 
@@ -110,7 +110,7 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 600, n_critic:
             with torch.no_grad():
                 fake = gen(torch.randn(batch_size, latent_dim, device=device))
             d_loss = kedmi_discriminator_loss(disc(x_lab), probs[lab], disc(x_unl), disc(fake))
-            check_finite(d_loss, "the KEDMI discriminator's loss")
+            check_finite_at(d_loss, "the KEDMI discriminator's loss", step, steps)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -120,10 +120,10 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 600, n_critic:
         g_loss = ((feat_fake.mean(0) - feat_real.mean(0)).abs().mean()
                   + entropy_weight * entropy(logits_fake) * len(logits_fake)
                   + adversarial_weight * kedmi_prior_loss(logits_fake).mean())
-        check_finite(g_loss, "the KEDMI generator's loss")
+        check_finite_at(g_loss, "the KEDMI generator's loss", step, steps)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
         if step % 50 == 0:
-            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
+            show_progress(bar, (n_critic + 1) * batch_size, d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
     return gen.eval(), disc.eval()

@@ -26,9 +26,9 @@ from torch import nn
 from tqdm.auto import trange
 
 from ..identity import identity_loss
-from ..training import infinite_batches
+from ..training import infinite_batches, show_progress
 from ..utils import DeviceLike, resolve_device, seed_everything
-from ..validation import check_count, check_finite, check_number, check_positive
+from ..validation import check_count, check_finite_at, check_number, check_positive
 from .networks import LATENT_DIM, ConditionalGenerator, Generator, ProjectionDiscriminator
 from .target_answers import public_through_target
 
@@ -130,7 +130,8 @@ def train_plgmi_prior(target: Any, public_x: Any, *, steps: int = 1000, n_critic
         for step in bar:
             fake, y = fake_batch()
             inversion = identity_loss(target(target.from_unit(random_views(fake))), y, "margin").mean()
-            g_loss = check_finite(-disc(fake, y).mean() + alpha * inversion, "the PLG-MI generator's loss")
+            g_loss = check_finite_at(-disc(fake, y).mean() + alpha * inversion, "the PLG-MI generator's loss",
+                                     step, steps)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
@@ -139,12 +140,13 @@ def train_plgmi_prior(target: Any, public_x: Any, *, steps: int = 1000, n_critic
                 with torch.no_grad():
                     fake, y = fake_batch()
                 d_loss = F.relu(1 - disc(x[picked[idx]], pseudo[idx])).mean() + F.relu(1 + disc(fake, y)).mean()
-                check_finite(d_loss, "the PLG-MI discriminator's loss")
+                check_finite_at(d_loss, "the PLG-MI discriminator's loss", step, steps)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
             if step % 50 == 0:
-                bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", margin=f"{inversion.item():.2f}")
+                show_progress(bar, (n_critic + 1) * batch_size, d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}",
+                              margin=f"{inversion.item():.2f}")
     finally:
         for p, flag in frozen:
             p.requires_grad_(flag)
