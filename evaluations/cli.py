@@ -14,6 +14,7 @@ import click
 
 from mi_art.data import DATASETS
 from mi_art.models import ARCHITECTURES
+from mi_art.training import AUGMENTATIONS
 
 from .experiment import ACCESS_LEVELS, ATTACKS, VARIANTS
 
@@ -46,6 +47,20 @@ _REGULARISE_SURROGATES_HELP = ("Under LOMMA, every surrogate's logit loss gets i
 _MIXED_PRECISION_HELP = ("Train the target, the judges, their pre-training and the surrogates with bfloat16 "
                          "forward passes (faster on CPUs with AVX-512 BF16 or AMX and on recent GPUs; the GAN "
                          "priors and defended training stay float32); cached apart from float32 models.")
+#: Datasets whose mirrored images are images of the data too (faces), where --gan-augment auto flips.
+MIRROR_SAFE_DATASETS = ("image-folder", "folder", "celeba")
+_GAN_AUGMENT_HELP = ("Augmentation of the public images the GAN priors train on. auto: 'flip' for face folders and "
+                     "CelebA (a mirrored face is a face), 'none' for digits and MNIST (a mirrored digit is not a "
+                     "digit). Without flips KEDMI's prior on a few hundred public faces turns to noise.")
+
+
+def gan_augment_for(dataset: str, gan_augment: str) -> str:
+    """``--gan-augment``'s value for ``dataset``: "auto" resolved (see :data:`MIRROR_SAFE_DATASETS`)."""
+    if gan_augment != "auto":
+        return gan_augment
+    return "flip" if dataset in MIRROR_SAFE_DATASETS else "none"
+
+
 _SURROGATE_PRETRAIN_HELP = ("Epochs of pre-training each surrogate on the public identities before distilling the "
                             "target into it (the paper's surrogates start from pre-trained weights); 0: from "
                             "random weights.")
@@ -310,6 +325,8 @@ def main() -> None:
 @click.option("--surrogate-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True,
               help=_SURROGATE_PRETRAIN_HELP)
 @click.option("--prior-steps", type=COUNT, default=300, show_default=True, help="GMI WGAN-GP generator steps.")
+@click.option("--gan-augment", type=click.Choice(["auto", *AUGMENTATIONS]), default="auto", show_default=True,
+              help=_GAN_AUGMENT_HELP)
 @click.option("--kedmi-steps", type=COUNT, default=150, show_default=True,
               help="KEDMI generator steps (each after 5 discriminator steps), warm-started from the GMI generator.")
 @click.option("--plgmi-steps", type=COUNT, default=300, show_default=True,
@@ -340,7 +357,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
            iterations: int, n_reconstructions: int, identities: Optional[str], batch_size: int, target_arch: str,
            eval_arch: str,
            target_epochs: int, eval_epochs: int, target_pretrain_epochs: int, eval_pretrain_epochs: int, judges: int,
-           surrogate_pretrain_epochs: int, prior_steps: int, kedmi_steps: int, plgmi_steps: int,
+           surrogate_pretrain_epochs: int, prior_steps: int, gan_augment: str, kedmi_steps: int, plgmi_steps: int,
            surrogates: Tuple[str, ...],
            surrogate_steps: int, min_surrogate_agreement: float, regularise_surrogates: bool, mixed_precision: bool,
            miface_iterations: int, access: str, max_queries: Optional[int], seed: int, attack_seed: int,
@@ -371,6 +388,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         target_pretrain_epochs=target_pretrain_epochs, eval_pretrain_epochs=eval_pretrain_epochs, judges=judges,
         surrogate_pretrain_epochs=surrogate_pretrain_epochs, attack=attack, variant=variant,
         iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size, prior_steps=prior_steps,
+        gan_augment=gan_augment_for(dataset, gan_augment),
         identities=ids,
         kedmi_steps=kedmi_steps, plgmi_steps=plgmi_steps, surrogate_archs=tuple(surrogates),
         surrogate_steps=surrogate_steps, min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,

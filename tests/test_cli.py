@@ -179,3 +179,25 @@ def test_identities_option_selects_and_validates(tmp_path, cache_dir):
     bad = CliRunner().invoke(main, ["attack", "--identities", "2,7", "--out", str(out), "--cache-dir", cache_dir,
                                     *TINY])
     assert bad.exit_code != 0 and "out of range" in bad.output and "7" in bad.output
+
+
+@pytest.mark.parametrize("dataset, given, expected", [("digits", "auto", "none"), ("mnist", "auto", "none"),
+                                                      ("image-folder", "auto", "flip"), ("celeba", "auto", "flip"),
+                                                      ("image-folder", "none", "none"), ("digits", "flip", "flip")])
+def test_attack_flips_the_gan_priors_public_images_for_faces_only(tmp_path, monkeypatch, dataset, given, expected):
+    """--gan-augment auto: a mirrored face is a face (flip: without it KEDMI's prior on a few hundred public
+    faces is noise), a mirrored digit is not (none); an explicit value is kept."""
+    seen = []
+
+    class Stop(experiment.Workbench):
+        def __init__(self, config, *args, **kwargs):
+            seen.append(config)
+            raise ValueError("stopped before any work")
+
+    monkeypatch.setattr(experiment, "Workbench", Stop)
+    args = ["attack", "--dataset", dataset, "--gan-augment", given, "--out", str(tmp_path / "out"), "--quiet"]
+    if dataset != "digits":
+        args += ["--data-root", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert "stopped before any work" in result.output
+    assert seen[0].gan_augment == expected
