@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mi_art import distill_surrogate, make_classifier, train_classifier, train_gmi_prior, train_kedmi_prior
 from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.cli import gan_augment_for
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, run_attack
 from mi_art.utils import write_atomic
 
@@ -230,7 +231,8 @@ def main() -> None:
         # --data-option private=20 --data-option image_size=32`, every other option at its default
         options = ({"private": 20, "image_size": 32} if args.benchmark == "att" else base.data_options)
         config = ExperimentConfig(dataset="image-folder", data_root=str(args.data_root or spec["root"]),
-                                  data_options=options, mixed_precision=args.mixed_precision, device=args.device)
+                                  data_options=options, gan_augment=gan_augment_for("image-folder", "auto"),
+                                  mixed_precision=args.mixed_precision, device=args.device)
     else:
         config = benchmark_config(args.benchmark, args.data_root, iterations=1000, n_reconstructions=5,
                                   prior_steps=1500, kedmi_steps=200, surrogate_steps=3000, judges=3,
