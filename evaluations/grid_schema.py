@@ -56,7 +56,7 @@ def _as_list(value: Any, what: str) -> List[Any]:
 
 
 def _check_keys(d: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
-    unknown = sorted(set(d) - set(valid))
+    unknown = sorted(str(k) for k in d if k not in valid)
     if unknown:
         raise GridError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
 
@@ -242,13 +242,22 @@ def _check_data_options(p: _Problems, name: str, dataset: str, options: Any) -> 
         p.add(f"{name}: {problem}")
 
 
+def _as_table(p: _Problems, name: str, item: Any, what: str) -> Optional[Mapping]:
+    """A grid list's item as a table: a bare name is ``{"name": item}``; anything else that is not a table is
+    a problem (``None``), described as ``what``."""
+    if isinstance(item, str):
+        return {"name": item}
+    if not isinstance(item, Mapping):
+        p.add(f"{name} must be {what}, got {item!r}")
+        return None
+    return item
+
+
 def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
     from mi_art.data import DATASETS
 
-    if isinstance(item, str):
-        item = {"name": item}
-    if not isinstance(item, Mapping):
-        p.add(f"{name} must be a dataset name or a table with a 'name', got {item!r}")
+    item = _as_table(p, name, item, "a dataset name or a table with a 'name'")
+    if item is None:
         return
     try:
         with warnings.catch_warnings():
@@ -257,9 +266,7 @@ def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
     except GridError as err:
         p.add(str(err))
         return
-    unknown = sorted(str(k) for k in item if k not in _DATASET_KEYS)
-    if unknown:
-        p.add(f"unknown key(s) {', '.join(map(repr, unknown))} in {name}; valid keys: {', '.join(_DATASET_KEYS)}")
+    p.run(_check_keys, item, _DATASET_KEYS, name)
     dname = item.get("name")
     key = dname.strip().lower().replace("_", "-") if isinstance(dname, str) else None
     if key not in DATASETS:
@@ -281,14 +288,10 @@ def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
 def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
     from mi_art.defenses import DEFENSES, check_defense_params
 
-    if isinstance(item, str):
-        item = {"name": item}
-    if not isinstance(item, Mapping):
-        p.add(f"{name} must be a defense name or a table with a 'name' (and 'params'), got {item!r}")
+    item = _as_table(p, name, item, "a defense name or a table with a 'name' (and 'params')")
+    if item is None:
         return
-    unknown = sorted(str(k) for k in item if k not in _DEFENSE_KEYS)
-    if unknown:
-        p.add(f"unknown key(s) {', '.join(map(repr, unknown))} in {name}; valid keys: {', '.join(_DEFENSE_KEYS)}")
+    p.run(_check_keys, item, _DEFENSE_KEYS, name)
     dname = item.get("name")
     if not isinstance(dname, str) or dname not in DEFENSES:
         p.add(f"{name}.name: unknown defense {dname!r}; choose one of {', '.join(DEFENSES)}"
@@ -332,9 +335,7 @@ def check_grid(d: Any, where: str = "the grid") -> None:
     if not isinstance(d, Mapping):
         raise GridError(f"{where}: a grid is a mapping (a table of keys), got {type(d).__name__}")
     p = _Problems()
-    unknown = sorted(str(k) for k in d if k not in _GRID_KEYS)
-    if unknown:
-        p.add(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(_GRID_KEYS)}")
+    p.run(_check_keys, d, _GRID_KEYS, where)
     if "name" in d:
         n = d["name"]
         if not isinstance(n, str) or not n.strip() or any(c in n for c in "/\\\\") or n.strip() in (".", ".."):
