@@ -507,7 +507,7 @@ class Workbench:
     def surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
         key = {"target": self._key_of(target), "arch": c.surrogate_archs[i], "steps": c.surrogate_steps,
-               "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 2}
+               "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 3}
         if c.surrogate_data == "public+prior":
             key["prior"] = self._prior_key("gmi-prior")
         if c.surrogate_pretrain_epochs:  # only then: the keys of surrogates distilled from scratch stay as they were

@@ -56,13 +56,16 @@ def mixed_precision_context(enabled: bool, device: torch.device) -> ContextManag
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def show_progress(bar: Any, images_per_step: int, **values: str) -> None:
-    """Put ``values`` and the images per second (the bar's steps per second times ``images_per_step``) in a
-    progress bar's postfix; nothing for a disabled bar (``verbose=False``)."""
+def show_progress(bar: Any, images_per_step: int, **values: Any) -> None:
+    """Put ``values`` (strings as they are; numbers and one-element tensors to 4 significant digits) and the
+    images per second (the bar's steps per second times ``images_per_step``) in a progress bar's postfix.
+    Nothing for a disabled bar (``verbose=False``): no tensor is read, so no device is synchronised."""
     if bar.disable:
         return
     rate = bar.format_dict.get("rate")
-    bar.set_postfix(**values, img_s="-" if not rate else f"{rate * images_per_step:.0f}")
+    shown = {k: v if isinstance(v, str) else f"{float(v.detach() if torch.is_tensor(v) else v):.4g}"
+             for k, v in values.items()}
+    bar.set_postfix(**shown, img_s="-" if not rate else f"{rate * images_per_step:.0f}")
 
 
 def _batches(n: int, batch_size: int) -> Iterator[torch.Tensor]:
@@ -132,7 +135,7 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
             sched.step()
             total += loss.detach() * len(idx)
         check_finite(total, f"the training loss of the {desc}")
-        show_progress(bar, len(x), loss=f"{total.item() / len(x):.4f}")
+        show_progress(bar, len(x), loss=total / len(x))
     opt.zero_grad(set_to_none=True)
     check_module_finite(model, f"the {desc}")
     return model.eval()

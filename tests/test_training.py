@@ -208,6 +208,28 @@ def test_distillation_keeps_the_best_student_on_held_out_images(target, digits):
     assert kl < 0.5 * kl_fresh
 
 
+def test_distillation_runs_every_step_unless_patience_is_given(target, digits):
+    """The held-out KL of a few public images can stall while the student still learns the target on the
+    private faces (LFW): by default no early stop; ``patience`` restores it."""
+    class Stalled(nn.Module):  # its outputs never change, so the held-out KL never improves
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, NUM_CLASSES)
+            self.steps = 0
+
+        def forward(self, x):
+            self.steps += int(self.training)
+            return self.fc(x.flatten(1)) * 0
+
+    x = digits.public.x[:64]
+    runs = {}
+    for patience in (None, 2):
+        student = Stalled()
+        M.distill_surrogate(target, student, x, steps=60, eval_every=10, patience=patience, seed=0)
+        runs[patience] = student.steps
+    assert runs == {None: 60, 2: 30}, runs
+
+
 def test_distillation_with_a_generator_learns_the_target_on_prior_samples(target, digits, gmi_prior):
     """With ``generator=``, the student is trained on prior samples too: it agrees with the target on
     fresh prior samples (the images the attack explores) far better than a student of public images alone."""
@@ -384,12 +406,23 @@ def test_progress_bars_show_images_per_second_and_a_disabled_bar_nothing():
     bar = tqdm(range(3), file=out, mininterval=0)
     for _ in bar:
         time.sleep(0.01)
-        show_progress(bar, 64, loss="1.0")
+        show_progress(bar, 64, loss=torch.tensor(0.123456), step="first")
+    assert "loss=0.1235" in out.getvalue() and "step=first" in out.getvalue()
     rate = float(re.findall(r"img_s=(\d+)", out.getvalue())[-1])
     assert 64 <= rate <= 64 / 0.01  # at most one step per 10 ms, 64 images each
+
+    class Unreadable(torch.Tensor):  # reading it would synchronise a device: a disabled bar must not
+        def item(self):
+            raise AssertionError("a disabled bar read a tensor")
+
+        __float__ = item
+
+        def detach(self):
+            return self
+
     quiet = tqdm(range(2), disable=True)
     for _ in quiet:
-        show_progress(quiet, 64, loss="1.0")  # no output, no error
+        show_progress(quiet, 64, loss=torch.tensor(1.0).as_subclass(Unreadable))  # no output, no read
 
 
 def _conv_output_dtypes(model: nn.Module) -> set:

@@ -65,5 +65,5 @@ def train_gmi_prior(public_x: Any, *, steps: int = 1500, batch_size: int = 64, n
         g_loss.backward()
         opt_g.step()
         if step % 50 == 0:
-            show_progress(bar, (n_critic + 1) * batch_size, d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}")
+            show_progress(bar, (n_critic + 1) * batch_size, d=d_loss, g=g_loss)
     return gen.eval(), critic.eval()

@@ -145,8 +145,8 @@ def train_plgmi_prior(target: Any, public_x: Any, *, steps: int = 1000, n_critic
                 d_loss.backward()
                 opt_d.step()
             if step % 50 == 0:
-                show_progress(bar, (n_critic + 1) * batch_size, d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}",
-                              margin=f"{inversion.item():.2f}")
+                show_progress(bar, (n_critic + 1) * batch_size, d=d_loss, g=g_loss,
+                              margin=inversion)
     finally:
         for p, flag in frozen:
             p.requires_grad_(flag)
