@@ -4,7 +4,8 @@ and the check that a returned model carries no training hooks. Numbers are check
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Iterable, List, Mapping, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple, Union
 
 import torch
 from torch import nn
@@ -81,3 +82,17 @@ def parameterised_leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 def snapshot(module: nn.Module) -> Dict[str, torch.Tensor]:
     """Detached CPU copies of a module's parameters and buffers."""
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+@contextmanager
+def frozen(modules: Iterable[nn.Module]) -> Iterator[List[nn.Parameter]]:
+    """Within the block, the parameters of ``modules`` that required gradients do not; afterwards they do
+    again (also when the block raises). Yields the parameters frozen."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield params
+    finally:
+        for p in params:
+            p.requires_grad_(True)

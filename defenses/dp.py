@@ -30,7 +30,8 @@ from mi_art.validation import (check_bool, check_choice, check_count, check_fini
                                check_optional_count, check_optional_positive, check_positive, is_int)
 
 from .base import Defense, Trained
-from .common import check_keys, check_output_classes, last_linear_name, parameterised_leaves, replace_module
+from .common import (check_keys, check_output_classes, frozen, last_linear_name, parameterised_leaves,
+                     replace_module)
 
 DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0, "delta": None,
                             "allow_large_delta": False,
@@ -167,27 +168,15 @@ def make_private_compatible(model: nn.Module) -> Tuple[nn.Module, bool]:
     return model.train(was_training), fixed
 
 
-def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int, batch_size: int, lr: float,
-             weight_decay: float, optimizer: str, augment: str, device: torch.device, seed: int, verbose: bool,
-             params: Dict[str, Any]) -> Tuple[nn.Module, Dict[str, Any]]:
-    """Train ``model`` with DP-SGD; returns the plain module (eval mode) and the privacy facts."""
+def _dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: Dict[str, Any], *, epochs: int,
+            batch_size: int, lr: float, weight_decay: float, optimizer: str, augment: str, device: torch.device,
+            seed: int, verbose: bool) -> Tuple[nn.Module, Any, Any, Any]:
+    """The DP-SGD run of :func:`train_dp` on checked inputs: (the plain module, the DP optimizer, the
+    Poisson loader, the privacy engine)."""
     from opacus import PrivacyEngine
     from opacus.utils.batch_memory_manager import BatchMemoryManager
     from tqdm.auto import trange
 
-    epochs, batch_size = check_count("epochs", epochs), check_count("batch_size", batch_size)
-    lr = check_positive("lr", lr)
-    weight_decay = check_number("weight_decay", weight_decay, low=0)
-    x = torch.from_numpy(check_images(x))
-    y = torch.from_numpy(check_labels(y, num_classes, length=len(x)))
-    params = check_params(dict(params), len(x))
-    seed_everything(seed)
-    model, fixed = make_private_compatible(model)
-    trained = set(trained_layers(model, params["trainable"]))
-    frozen = [p for n, m in parameterised_leaves(model) if n not in trained for p in m.parameters()
-              if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
     model.to(device).train()
     opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator()
@@ -230,16 +219,34 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
                 if verbose:
                     bar.set_postfix(eps=f"{engine.get_epsilon(params['delta']):.2f}")
     finally:
-        plain = dp_model.to_standard_module()
-        for p in frozen:
-            p.requires_grad_(True)
+        plain = dp_model.to_standard_module()  # Opacus's hooks removed, also when training failed
+    return plain, dp_opt, dp_loader, engine
+
+
+def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int, batch_size: int, lr: float,
+             weight_decay: float, optimizer: str, augment: str, device: torch.device, seed: int, verbose: bool,
+             params: Dict[str, Any]) -> Tuple[nn.Module, Dict[str, Any]]:
+    """Train ``model`` with DP-SGD; returns the plain module (eval mode) and the privacy facts."""
+    epochs, batch_size = check_count("epochs", epochs), check_count("batch_size", batch_size)
+    lr = check_positive("lr", lr)
+    weight_decay = check_number("weight_decay", weight_decay, low=0)
+    x = torch.from_numpy(check_images(x))
+    y = torch.from_numpy(check_labels(y, num_classes, length=len(x)))
+    params = check_params(dict(params), len(x))
+    seed_everything(seed)
+    model, fixed = make_private_compatible(model)
+    trained = set(trained_layers(model, params["trainable"]))
+    with frozen(m for n, m in parameterised_leaves(model) if n not in trained):
+        plain, dp_opt, dp_loader, engine = _dp_sgd(model, x, y, params, epochs=epochs, batch_size=batch_size,
+                                                   lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                                                   augment=augment, device=device, seed=seed, verbose=verbose)
     history = list(getattr(engine.accountant, "history", []))
     facts = {
         "noise_multiplier": float(dp_opt.noise_multiplier),
         "sample_rate": float(1.0 / len(dp_loader)),
         "steps": int(sum(h[2] for h in history)),
         "max_grad_norm": float(params["max_grad_norm"]),
-        "max_physical_batch_size": int(physical),
+        "max_physical_batch_size": int(params["max_physical_batch_size"] or batch_size),
         "module_validator_fixed": fixed,
         "trainable": params["trainable"],
         "trained_layers": len(trained),

@@ -24,10 +24,10 @@ from torch import nn
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.features import last_linear
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head  # noqa: F401 (re-exported)
-from mi_art.validation import check_int, check_optional_count, check_optional_positive, is_int, is_number
+from mi_art.validation import check_optional_count, check_optional_positive, is_int, is_number
 
 from .base import Defense, Trained
-from .common import check_keys, parameterised_leaves
+from .common import check_keys, frozen, parameterised_leaves
 
 DEFAULTS: Dict[str, Any] = {"freeze": 0.5, "pretrain_epochs": None, "pretrain_lr": None}
 
@@ -74,16 +74,6 @@ def resolve_freeze(model: nn.Module, freeze: int | float) -> int:
     return freeze
 
 
-def freeze_layers(model: nn.Module, count: int) -> List[Tuple[str, nn.Module]]:
-    """Set ``requires_grad=False`` on the parameters of the first ``count`` freezable layers."""
-    count = check_int("count", count, low=0)
-    frozen = freezable_layers(model)[:count]
-    for _, m in frozen:
-        for p in m.parameters():
-            p.requires_grad_(False)
-    return frozen
-
-
 def frozen_eval_loss(frozen: List[nn.Module]):
     """Cross-entropy ``loss_fn`` that first puts the frozen modules into eval mode (no BatchNorm
     statistics updates, no dropout inside the frozen part)."""
@@ -110,18 +100,14 @@ def fine_tune_private(model: nn.Module, dataset: Any, freeze: int | float,
     fine-tune the rest on ``dataset.private_train`` (:func:`mi_art.pretraining.fine_tune_classifier`).
     The frozen parameters and buffers are left bit-identical; ``requires_grad`` is restored afterwards.
     Returns the model and the frozen layer names."""
-    count = resolve_freeze(model, freeze)
-    frozen = freeze_layers(model, count)  # the head is never among them: replacing it after is the same
+    # the head is never among the frozen layers: replacing it after freezing is the same
+    layers = freezable_layers(model)[:resolve_freeze(model, freeze)]
     train = dataset.private_train
-    try:
+    with frozen(m for _, m in layers):
         model = fine_tune_classifier(model, train.x, train.y, dataset.num_classes, reseed_head=False,
-                                     loss_fn=frozen_eval_loss([m for _, m in frozen]),
+                                     loss_fn=frozen_eval_loss([m for _, m in layers]),
                                      desc="TL fine-tune (private)", **train_kwargs)
-    finally:
-        for _, m in frozen:
-            for p in m.parameters():
-                p.requires_grad_(True)
-    return model, [n for n, _ in frozen]
+    return model, [n for n, _ in layers]
 
 
 class TransferLearning(Defense):
