@@ -231,15 +231,20 @@ class Workbench:
             key["pretrain_epochs"] = c.target_pretrain_epochs
         if c.defense != "none":
             key.update(defense=c.defense, defense_params=c.defense_params)
-        return {**key, **self._precision_key()}
+        return {**key, **self._classifier_recipe_key()}
 
     def _precision_key(self) -> Dict[str, Any]:
-        """What mixed precision adds to a classifier's key: nothing in float32 (older keys stay valid)."""
+        """What mixed precision adds to a model's key: nothing in float32 (older keys stay valid)."""
         return {"mixed_precision": True} if self.config.mixed_precision else {}
+
+    def _classifier_recipe_key(self) -> Dict[str, Any]:
+        """What a trained classifier's key owes to the training code: its BatchNorm statistics re-estimated
+        after training (``train_classifier``'s default), so that no checkpoint trained before is served."""
+        return {"batch_norm": "re-estimated", **self._precision_key()}
 
     def _pretrained_key(self, arch: str, epochs: int, seed: int) -> Dict[str, Any]:
         return {"data": self._data_key, "arch": arch, "epochs": epochs, "augment": self.config.augment,
-                "seed": seed, **self._precision_key()}
+                "seed": seed, **self._classifier_recipe_key()}
 
     def _pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
                     params: Optional[Dict[str, Any]] = None) -> nn.Module:
@@ -346,7 +351,7 @@ class Workbench:
                "seed": c.seed + JUDGE_SEED_OFFSET}
         if c.eval_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
             key["pretrain_epochs"] = c.eval_pretrain_epochs
-        return {**key, **self._precision_key()}
+        return {**key, **self._classifier_recipe_key()}
 
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split (after
