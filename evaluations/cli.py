@@ -40,6 +40,8 @@ _ACCESS_HELP = ("What the attack may ask of the target: white-box (its gradients
 _MAX_QUERIES_HELP = "Queries the target answers in all below white-box, shared by the surrogates [default: no limit]."
 _JUDGES_HELP = ("Evaluation models trained from independent initialisations: every attack metric is their mean, "
                 "reported with the spread over judges (a single judge is itself a draw).")
+_SURROGATE_STEPS_HELP = ("Distillation steps per surrogate, every one run (the student with the lowest KL on "
+                         "held-out public images is kept).")
 _MIN_AGREEMENT_HELP = ("Leave out of the ensemble, with a warning, every surrogate that agrees with the target on "
                        "fewer held-out public images than this share (0: use every surrogate).")
 _REGULARISE_SURROGATES_HELP = ("Under LOMMA, every surrogate's logit loss gets its own p_reg regulariser, as the "
@@ -335,7 +337,7 @@ def main() -> None:
 @click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
               default=("cnn-small", "cnn"), show_default=True, help="Surrogate architecture (repeatable).")
 @click.option("--surrogate-steps", type=COUNT, default=300, show_default=True,
-              help="Distillation steps per surrogate (at most: it stops when the held-out KL stops falling).")
+              help=_SURROGATE_STEPS_HELP)
 @click.option("--min-surrogate-agreement", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help=_MIN_AGREEMENT_HELP)
 @click.option("--regularise-surrogates/--no-regularise-surrogates", default=True, show_default=True,
@@ -539,7 +541,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--gan-width", type=COUNT, default=None)
 @click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
               help="Surrogate architecture for MA/LOMMA (repeatable).")
-@click.option("--surrogate-steps", type=COUNT, default=None)
+@click.option("--surrogate-steps", type=COUNT, default=None, help=_SURROGATE_STEPS_HELP)
 @click.option("--min-surrogate-agreement", type=click.FloatRange(0, 1), default=None,
               help=_MIN_AGREEMENT_HELP + " [default: the grid's, else 0]")
 @click.option("--mixed-precision/--full-precision", default=None,
