@@ -451,7 +451,8 @@ def test_run_attack_keeps_a_given_estimator(target, digits, monkeypatch):
 
     case = make_case("clip255+preprocessing", target, None)
     config = E.ExperimentConfig(dataset="digits", attack="gmi", variant="lom", target_epochs=1, eval_epochs=1,
-                                prior_steps=2, iterations=2, n_reconstructions=1, gan_width=8, surrogate_archs=())
+                                eval_arch="cnn-small", prior_steps=2, iterations=2, n_reconstructions=1, gan_width=8,
+                                surrogate_archs=())
     bench = E.Workbench(config)
     assert E.wrap_target(case.clf, bench.data, bench.device) is case.clf
     attacked = []

@@ -34,7 +34,8 @@ attacks = ["gmi"]
 variants = ["baseline", "lomma"]
 seeds = [0]
 target_epochs = 4
-eval_epochs = 2
+eval_arch = "cnn-small"
+eval_epochs = 1
 iterations = 20
 n_reconstructions = 2
 prior_steps = 5
@@ -547,5 +548,5 @@ def test_evaluate_says_which_stage_runs_and_warns_on_the_cells_line(local_run):
         assert stage in output, stage
     rows = json.loads((out / "results.json").read_text())
     warned = [w for r in rows for w in row_warnings(r)]
-    assert warned, "the tiny grid's 2-epoch judge is weak: its warning is what this test looks for"
+    assert warned, "the tiny grid's 1-epoch cnn-small judge is weak: its warning is what this test looks for"
     assert all(f"WARNING: {w}" in output for w in warned)
