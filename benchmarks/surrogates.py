@@ -1,6 +1,6 @@
 """Benchmark: how well model augmentation's surrogates learn the target, by distillation setting.
 
-Each setting (surrogate architecture, distillation steps at most, public pre-training epochs, distillation
+Each setting (surrogate architecture, distillation steps, public pre-training epochs, distillation
 data) distils the benchmark's target through ``Workbench.surrogates`` (the pipeline's own distillation,
 cached: a setting the attack benchmark uses is shared with it). The table gives each surrogate's top-1
 agreement with the target on the held-out public images (what the attacker can measure) and on the
@@ -87,7 +87,7 @@ def main() -> None:
 def render_table(done: Dict[str, dict], benchmark: str) -> str:
     lines = [f"{BENCHMARKS[benchmark]['title']}: each surrogate's top-1 agreement with the target on the held-out "
              "public images and on the private test images, by distillation setting (one distillation each).", "",
-             "| surrogate | parameters | steps (at most) | public pre-training epochs | data | agreement public | "
+             "| surrogate | parameters | steps | public pre-training epochs | data | agreement public | "
              "agreement private | seconds |", "|---|---|---|---|---|---|---|---|"]
     for r in done.values():
         lines.append(f"| {r['arch']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['pretrain_epochs']} | {r['data']} | "
