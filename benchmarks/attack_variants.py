@@ -70,7 +70,7 @@ def main() -> None:
                              "prior's generator (default 200)")
     parser.add_argument("--plgmi-steps", type=int, default=None,
                         help="PLG-MI conditional GAN generator steps, from the GMI generator (default 1000)")
-    parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps (default 6000; quick 1000)")
+    parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps (default 10000, as the paper preset; quick 1000)")
     parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="pre-train target and judges this many epochs on the public identities before "
@@ -99,7 +99,7 @@ def main() -> None:
                      prior_steps=args.prior_steps or (300 if q else 1500),
                      kedmi_steps=args.kedmi_steps or (60 if q else 200),
                      plgmi_steps=args.plgmi_steps or (150 if q else 1000),
-                     surrogate_steps=args.surrogate_steps or (1000 if q else 6000),
+                     surrogate_steps=args.surrogate_steps or (1000 if q else 10000),
                      miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device,
                      judges=args.judges or (1 if q else 3), surrogate_pretrain_epochs=args.surrogate_pretrain_epochs,
                      max_queries=args.max_queries)
