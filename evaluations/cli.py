@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 import traceback
@@ -13,47 +12,16 @@ from typing import Any, Dict, Optional, Tuple
 import click
 
 from mi_art.data import DATASETS
-from mi_art.models import ARCHITECTURES
-from mi_art.training import AUGMENTATIONS
 
-from .experiment import ACCESS_LEVELS, ATTACKS, VARIANTS
+from .config_options import COUNT, SEED, FiniteFloat, field_options, field_values
+from .experiment import ATTACKS, VARIANTS
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.
 _LOG_DIR = "mi_art.log_dir"
 
-# ------------------------------------------------------------------------------------------ option types
-
-#: A count (epochs, steps, iterations, sizes, workers): an integer >= 1.
-COUNT = click.IntRange(min=1)
-#: A seed: an integer >= 0.
-SEED = click.IntRange(min=0)
-#: Epochs of public pre-training: an integer >= 0 (0: train from scratch).
-PRETRAIN_EPOCHS = click.IntRange(min=0)
-_TARGET_PRETRAIN_HELP = ("Epochs of pre-training the target on the public identities (their own labels) before "
-                         "--target-epochs of fine-tuning every layer on the private ones; 0: from scratch.")
-_EVAL_PRETRAIN_HELP = ("Epochs of pre-training the evaluation model on the public identities before --eval-epochs "
-                       "of fine-tuning on the private ones; 0: from scratch.")
-_ACCESS_HELP = ("What the attack may ask of the target: white-box (its gradients), black-box (its scores through "
-                "predict, an output defense applied) or label-only (its predicted label). Below white-box the "
-                "surrogates (--surrogate) are distilled from its answers and inverted.")
-_MAX_QUERIES_HELP = "Queries the target answers in all below white-box, shared by the surrogates [default: no limit]."
-_JUDGES_HELP = ("Evaluation models trained from independent initialisations: every attack metric is their mean, "
-                "reported with the spread over judges (a single judge is itself a draw).")
-_SURROGATE_STEPS_HELP = ("Distillation steps per surrogate, every one run (the student with the lowest KL on "
-                         "held-out public images is kept).")
-_MIN_AGREEMENT_HELP = ("Leave out of the ensemble, with a warning, every surrogate that agrees with the target on "
-                       "fewer held-out public images than this share (0: use every surrogate).")
-_REGULARISE_SURROGATES_HELP = ("Under LOMMA, every surrogate's logit loss gets its own p_reg regulariser, as the "
-                               "target's has (the paper regularises the target only: --no-regularise-surrogates).")
-_MIXED_PRECISION_HELP = ("Train the target, the judges, their pre-training and the surrogates with bfloat16 "
-                         "forward passes (faster on CPUs with AVX-512 BF16 or AMX and on recent GPUs; the GAN "
-                         "priors and defended training stay float32); cached apart from float32 models.")
 #: Datasets whose mirrored images are images of the data too (faces), where --gan-augment auto flips.
 MIRROR_SAFE_DATASETS = ("image-folder", "folder", "celeba")
-_GAN_AUGMENT_HELP = ("Augmentation of the public images the GAN priors train on. auto: 'flip' for face folders and "
-                     "CelebA (a mirrored face is a face), 'none' for digits and MNIST (a mirrored digit is not a "
-                     "digit). Without flips KEDMI's prior on a few hundred public faces turns to noise.")
 
 
 def gan_augment_for(dataset: str, gan_augment: str) -> str:
@@ -61,32 +29,6 @@ def gan_augment_for(dataset: str, gan_augment: str) -> str:
     if gan_augment != "auto":
         return gan_augment
     return "flip" if dataset in MIRROR_SAFE_DATASETS else "none"
-
-
-_SURROGATE_PRETRAIN_HELP = ("Epochs of pre-training each surrogate on the public identities before distilling the "
-                            "target into it (the paper's surrogates start from pre-trained weights); 0: from "
-                            "random weights.")
-
-
-class FiniteFloat(click.ParamType):
-    """A finite float in ``[low, inf)`` (``(low, inf)`` when ``low_open``): click's ``FloatRange``
-    lets "nan" and "inf" through."""
-
-    name = "float"
-
-    def __init__(self, low: float = 0.0, low_open: bool = False) -> None:
-        self.low, self.low_open = low, low_open
-
-    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(v):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        if v < self.low or (self.low_open and v == self.low):
-            self.fail(f"{value!r} must be {'>' if self.low_open else '>='} {self.low:g}", param, ctx)
-        return v
 
 
 def _check_device_option(value: Optional[str], executor: str = "local") -> None:
@@ -311,41 +253,9 @@ def main() -> None:
 @click.option("--attack", type=click.Choice(ATTACKS), default="gmi", show_default=True)
 @click.option("--variant", type=click.Choice(VARIANTS), default="lomma", show_default=True,
               help="baseline: CE on the target; lom: logit loss + p_reg; ma: surrogate ensemble; lomma: both.")
-@click.option("--iterations", type=COUNT, default=300, show_default=True, help="Attack iterations.")
-@click.option("--n-reconstructions", type=COUNT, default=5, show_default=True, help="Reconstructions per identity.")
 @click.option("--identities", default=None, metavar="0-299|0,3,7",
               help="Private identities (class indices) to attack [default: all].")
-@click.option("--batch-size", type=COUNT, default=60, show_default=True)
-@click.option("--target-arch", type=click.Choice(sorted(ARCHITECTURES)), default="cnn", show_default=True)
-@click.option("--eval-arch", type=click.Choice(sorted(ARCHITECTURES)), default="cnn-wide", show_default=True)
-@click.option("--target-epochs", type=COUNT, default=20, show_default=True)
-@click.option("--eval-epochs", type=COUNT, default=30, show_default=True)
-@click.option("--target-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True,
-              help=_TARGET_PRETRAIN_HELP)
-@click.option("--eval-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True, help=_EVAL_PRETRAIN_HELP)
-@click.option("--judges", type=COUNT, default=1, show_default=True, help=_JUDGES_HELP)
-@click.option("--surrogate-pretrain-epochs", type=PRETRAIN_EPOCHS, default=0, show_default=True,
-              help=_SURROGATE_PRETRAIN_HELP)
-@click.option("--prior-steps", type=COUNT, default=300, show_default=True, help="GMI WGAN-GP generator steps.")
-@click.option("--gan-augment", type=click.Choice(["auto", *AUGMENTATIONS]), default="auto", show_default=True,
-              help=_GAN_AUGMENT_HELP)
-@click.option("--kedmi-steps", type=COUNT, default=150, show_default=True,
-              help="KEDMI generator steps (each after 5 discriminator steps), warm-started from the GMI generator.")
-@click.option("--plgmi-steps", type=COUNT, default=300, show_default=True,
-              help="PLG-MI conditional generator steps (each after 5 discriminator steps), warm-started from the "
-                   "GMI generator.")
-@click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
-              default=("cnn-small", "cnn"), show_default=True, help="Surrogate architecture (repeatable).")
-@click.option("--surrogate-steps", type=COUNT, default=300, show_default=True,
-              help=_SURROGATE_STEPS_HELP)
-@click.option("--min-surrogate-agreement", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help=_MIN_AGREEMENT_HELP)
-@click.option("--regularise-surrogates/--no-regularise-surrogates", default=True, show_default=True,
-              help=_REGULARISE_SURROGATES_HELP)
-@click.option("--mixed-precision/--full-precision", default=False, show_default=True, help=_MIXED_PRECISION_HELP)
-@click.option("--miface-iterations", type=COUNT, default=300, show_default=True)
-@click.option("--access", type=click.Choice(ACCESS_LEVELS), default="white-box", show_default=True, help=_ACCESS_HELP)
-@click.option("--max-queries", type=COUNT, default=None, help=_MAX_QUERIES_HELP)
+@field_options("attack")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of data split, models and priors.")
 @click.option("--attack-seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True,
@@ -356,15 +266,8 @@ def main() -> None:
               help="Where trained targets, priors and surrogates are cached and reused.")
 @click.option("--verbose/--quiet", default=True, show_default=True)
 def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...], attack: str, variant: str,
-           iterations: int, n_reconstructions: int, identities: Optional[str], batch_size: int, target_arch: str,
-           eval_arch: str,
-           target_epochs: int, eval_epochs: int, target_pretrain_epochs: int, eval_pretrain_epochs: int, judges: int,
-           surrogate_pretrain_epochs: int, prior_steps: int, gan_augment: str, kedmi_steps: int, plgmi_steps: int,
-           surrogates: Tuple[str, ...],
-           surrogate_steps: int, min_surrogate_agreement: float, regularise_surrogates: bool, mixed_precision: bool,
-           miface_iterations: int, access: str, max_queries: Optional[int], seed: int, attack_seed: int,
-           device: str,
-           out_dir: Optional[str], cache_dir: str, verbose: bool) -> None:
+           identities: Optional[str], seed: int, attack_seed: int, device: str, out_dir: Optional[str],
+           cache_dir: str, verbose: bool, **fields: Any) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
     from mi_art.utils import write_atomic
 
@@ -384,19 +287,12 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}{_options_suffix(options)}")
     _check_out_dir(out)
     click.get_current_context().meta[_LOG_DIR] = out
-    config = ExperimentConfig(
-        dataset=dataset, data_root=data_root, data_options=options, target_arch=target_arch,
-        target_epochs=target_epochs, eval_arch=eval_arch, eval_epochs=eval_epochs,
-        target_pretrain_epochs=target_pretrain_epochs, eval_pretrain_epochs=eval_pretrain_epochs, judges=judges,
-        surrogate_pretrain_epochs=surrogate_pretrain_epochs, attack=attack, variant=variant,
-        iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size, prior_steps=prior_steps,
-        gan_augment=gan_augment_for(dataset, gan_augment),
-        identities=ids,
-        kedmi_steps=kedmi_steps, plgmi_steps=plgmi_steps, surrogate_archs=tuple(surrogates),
-        surrogate_steps=surrogate_steps, min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
-        mixed_precision=mixed_precision,
-        miface_iterations=miface_iterations, access=access, max_queries=max_queries, seed=seed,
-        attack_seed=attack_seed, device=device, verbose=verbose)
+    fields = field_values("attack", fields) | {
+        "gan_augment": gan_augment_for(dataset, fields["gan_augment"]),
+        "surrogate_archs": tuple(fields["surrogate_archs"])}
+    config = ExperimentConfig(dataset=dataset, data_root=data_root, data_options=options, attack=attack,
+                              variant=variant, identities=ids, seed=seed, attack_seed=attack_seed, device=device,
+                              verbose=verbose, **fields)
     try:
         bench = Workbench(config, ArtifactCache(cache_dir))
         result = run_attack(bench)
@@ -411,7 +307,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
                              title=f"{attack.upper()} {variant} on {dataset}: Acc@1 {result['acc@1']:.2f}")
     fid = result["fid_eval_features"]
     acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"
-    panel = "" if judges == 1 else (f" (mean of {judges} judges: "
+    panel = "" if config.judges == 1 else (f" (mean of {config.judges} judges: "
                                     + " / ".join(f"{a:.3f}" for a in result["acc@1_judges"]) + ")")
     click.echo(f"{attack}/{variant} on {dataset}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}{panel} "
                f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
@@ -521,37 +417,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--seeds", default=None, metavar="0,1,2|0-4", help="Seeds of the grid.")
 @click.option("--seed-scope", type=click.Choice(["all", "attack"]), default=None,
               help="all: a seed retrains targets, evaluator, priors and surrogates; attack: only the attack's.")
-@click.option("--iterations", type=COUNT, default=None, help="Attack iterations.")
-@click.option("--n-reconstructions", type=COUNT, default=None, help="Reconstructions per identity.")
-@click.option("--batch-size", type=COUNT, default=None, help="Identities attacked per batch.")
-@click.option("--target-arch", type=click.Choice(sorted(ARCHITECTURES)), default=None)
-@click.option("--eval-arch", type=click.Choice(sorted(ARCHITECTURES)), default=None)
-@click.option("--target-epochs", type=COUNT, default=None)
-@click.option("--eval-epochs", type=COUNT, default=None)
-@click.option("--target-pretrain-epochs", type=PRETRAIN_EPOCHS, default=None,
-              help=_TARGET_PRETRAIN_HELP + " [default: the grid's, else 0]")
-@click.option("--eval-pretrain-epochs", type=PRETRAIN_EPOCHS, default=None,
-              help=_EVAL_PRETRAIN_HELP + " [default: the grid's, else 0]")
-@click.option("--surrogate-pretrain-epochs", type=PRETRAIN_EPOCHS, default=None,
-              help=_SURROGATE_PRETRAIN_HELP + " [default: the grid's, else 0]")
-@click.option("--judges", type=COUNT, default=None, help=_JUDGES_HELP + " [default: the grid's, else 1]")
-@click.option("--prior-steps", type=COUNT, default=None, help="GMI WGAN-GP generator steps.")
-@click.option("--kedmi-steps", type=COUNT, default=None, help="KEDMI GAN steps.")
-@click.option("--plgmi-steps", type=COUNT, default=None, help="PLG-MI conditional GAN steps.")
-@click.option("--gan-width", type=COUNT, default=None)
-@click.option("--surrogate", "surrogates", multiple=True, type=click.Choice(sorted(ARCHITECTURES)),
-              help="Surrogate architecture for MA/LOMMA (repeatable).")
-@click.option("--surrogate-steps", type=COUNT, default=None, help=_SURROGATE_STEPS_HELP)
-@click.option("--min-surrogate-agreement", type=click.FloatRange(0, 1), default=None,
-              help=_MIN_AGREEMENT_HELP + " [default: the grid's, else 0]")
-@click.option("--mixed-precision/--full-precision", default=None,
-              help=_MIXED_PRECISION_HELP + " [default: the grid's, else full precision]")
-@click.option("--regularise-surrogates/--no-regularise-surrogates", default=None,
-              help=_REGULARISE_SURROGATES_HELP + " [default: the grid's, else on]")
-@click.option("--miface-iterations", type=COUNT, default=None)
-@click.option("--access", type=click.Choice(ACCESS_LEVELS), default=None,
-              help=_ACCESS_HELP + " [default: the grid's, else white-box]")
-@click.option("--max-queries", type=COUNT, default=None, help=_MAX_QUERIES_HELP)
+@field_options("evaluate")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Results folder [default: mi_art_runs/evaluate-<grid name>]. Rerunning into the same "
                    "folder resumes: finished cells are kept.")
@@ -579,13 +445,9 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[str], datasets: Tuple[str, ...],
              data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
              attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
-             iterations, n_reconstructions, batch_size, target_arch, eval_arch, target_epochs, eval_epochs,
-             target_pretrain_epochs, eval_pretrain_epochs, surrogate_pretrain_epochs, judges, prior_steps, kedmi_steps,
-             plgmi_steps, gan_width, surrogates,
-             surrogate_steps, min_surrogate_agreement, mixed_precision, regularise_surrogates, miface_iterations, access,
-             max_queries, out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
+             out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
-             device: Optional[str], dry_run: bool, verbose: bool, progress: bool) -> None:
+             device: Optional[str], dry_run: bool, verbose: bool, progress: bool, **fields: Any) -> None:
     """Evaluate a grid of defenses x attacks x variants x seeds; resumable; writes results.csv,
     results.json, report.md, plots and reconstruction images under --out.
 
@@ -609,15 +471,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         base: Dict[str, Any] = get_preset(preset) if preset else {}
         if config_file:
             base = merge_grid(base, load_grid_file(config_file))
-        budgets = dict(iterations=iterations, n_reconstructions=n_reconstructions, batch_size=batch_size,
-                       target_arch=target_arch, eval_arch=eval_arch, target_epochs=target_epochs,
-                       eval_epochs=eval_epochs, target_pretrain_epochs=target_pretrain_epochs,
-                       eval_pretrain_epochs=eval_pretrain_epochs, surrogate_pretrain_epochs=surrogate_pretrain_epochs,
-                       judges=judges, prior_steps=prior_steps, kedmi_steps=kedmi_steps,
-                       plgmi_steps=plgmi_steps, gan_width=gan_width, surrogate_archs=surrogates, surrogate_steps=surrogate_steps,
-                       min_surrogate_agreement=min_surrogate_agreement, regularise_surrogates=regularise_surrogates,
-                       miface_iterations=miface_iterations, access=access, max_queries=max_queries,
-                       mixed_precision=mixed_precision)
+        budgets = field_values("evaluate", fields)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
                                                 seeds, seed_scope, budgets, base))
         if name is not None:

@@ -1,0 +1,73 @@
+"""The commands' options for config fields come from one table (evaluations/config_options.py)."""
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from mi_art.evaluations.cli import attack, evaluate, main
+from mi_art.evaluations.config_options import FIELD_OPTIONS
+from mi_art.evaluations.experiment import ExperimentConfig
+from mi_art.evaluations.grid_schema import BUDGET_KEYS
+
+
+def _options(command):
+    return {p.name: p for p in command.params}
+
+
+def test_every_grid_budget_is_an_option_of_both_commands():
+    # identities has its own parser ("0-4,7") in attack; a grid names gan_augment per dataset, where
+    # attack resolves "auto" for the one dataset it runs
+    for key in BUDGET_KEYS:
+        if key != "identities":
+            assert key in _options(attack), f"mi-art attack has no option for the config field {key!r}"
+        if key not in ("identities", "gan_augment"):
+            assert key in _options(evaluate), f"mi-art evaluate has no option for the config field {key!r}"
+
+
+def test_attack_defaults_are_the_configs_and_evaluate_defers_to_the_grid():
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(ExperimentConfig)}
+    attack_options, evaluate_options = _options(attack), _options(evaluate)
+    for spec in FIELD_OPTIONS:
+        option = attack_options[spec.field]
+        expected = "auto" if spec.field == "gan_augment" else defaults[spec.field]
+        assert option.default == expected, spec.field
+        if spec.field in evaluate_options:
+            assert evaluate_options[spec.field].default in (None, ()), spec.field
+            assert "the grid's" in evaluate_options[spec.field].help, spec.field
+
+
+def test_a_field_option_reaches_the_config(tmp_path, monkeypatch):
+    import mi_art.evaluations.experiment as experiment
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_workbench(config, cache):
+        seen["config"] = config
+        raise Stop
+
+    monkeypatch.setattr(experiment, "Workbench", fake_workbench)
+    result = CliRunner().invoke(main, ["attack", "--kedmi-init", "none", "--surrogate", "mlp", "--surrogate",
+                                       "cnn", "--no-regularise-surrogates", "--gan-width", "16",
+                                       "--out", str(tmp_path / "o"), "--quiet"])
+    assert "unexpected Stop" in result.output, result.output
+    config = seen["config"]
+    assert (config.kedmi_init, config.surrogate_archs, config.regularise_surrogates, config.gan_width) == \
+        ("none", ("mlp", "cnn"), False, 16)
+    assert config.gan_augment == "none"  # auto on digits
+
+
+@pytest.mark.parametrize("args, key, value", [
+    (["--kedmi-init", "none"], "kedmi_init", '"none"'),
+    (["--surrogate-data", "public"], "surrogate_data", '"public"'),
+    (["--surrogate", "mlp"], "surrogate_archs", '["mlp"]'),
+    (["--full-precision"], "mixed_precision", "false"),
+])
+def test_a_field_option_reaches_the_grid(tmp_path, args, key, value):
+    result = CliRunner().invoke(main, ["evaluate", "--preset", "quick", "--dry-run", "--out", str(tmp_path), *args])
+    assert result.exit_code == 0, result.output
+    toml = result.output.split("grid file (TOML")[1]
+    assert f"{key} = {value}" in toml, toml
