@@ -14,7 +14,7 @@ import click
 from mi_art.data import DATASETS
 
 from .config_options import COUNT, SEED, FiniteFloat, field_options, field_values
-from .experiment import ATTACKS, VARIANTS
+from .config_rules import ATTACKS, VARIANTS
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.

@@ -14,7 +14,8 @@ from mi_art.access import ACCESS_LEVELS
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
 
-from .experiment import KEDMI_INITS, SURROGATE_DATA, ExperimentConfig
+from .config_rules import KEDMI_INITS, SURROGATE_DATA
+from .experiment import ExperimentConfig
 
 __all__ = ["COUNT", "FIELD_OPTIONS", "FieldOption", "FiniteFloat", "PRETRAIN_EPOCHS", "SEED", "field_options"]
 

@@ -19,27 +19,17 @@ from mi_art import (ATTACKS as GAN_ATTACKS, ConditionalGenerator, Critic, Genera
                     ProjectionDiscriminator, distill_surrogate, estimate_p_reg, make_classifier, top1_agreement,
                     train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
 from mi_art.data import MIDataset, load_dataset
-from mi_art.models import ARCHITECTURES
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
-from mi_art.access import ACCESS_LEVELS, PredictOracle
-from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_labels, check_number,
-                               check_optional_count, check_seed)
+from mi_art.access import PredictOracle
+from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
+from .config_rules import BASELINE_ONLY, PARAMETER_RULES
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
 
-#: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
-ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
-#: Attacks without LOM/MA variants: ART's MIFace (white-box) and BREP-MI (label-only, no surrogate).
-BASELINE_ONLY = ("miface", "brepmi")
-VARIANTS = ("baseline", "lom", "ma", "lomma")
-#: "gmi": the KEDMI generator starts from the (target-independent) GMI prior's; "none": from scratch.
-KEDMI_INITS = ("gmi", "none")
-#: what surrogates are distilled on: public images alone, or public images plus fresh GMI-prior samples.
-SURROGATE_DATA = ("public+prior", "public")
 #: share of the public images held out from distillation (early stopping, agreement reported).
 HELD_OUT_PUBLIC = 0.1
 #: The evaluation models' initialisation seeds are ``config.seed + JUDGE_SEED_OFFSET + j`` for judge ``j``:
@@ -119,34 +109,18 @@ class ExperimentConfig:
     verbose: bool = False
 
     def validate(self) -> None:
-        check_choice("attack", self.attack, ATTACKS)
-        check_choice("variant", self.variant, VARIANTS)
+        """Every field by its rule (:data:`~mi_art.evaluations.config_rules.PARAMETER_RULES`), then the
+        rules between fields."""
+        for key, rule in PARAMETER_RULES.items():
+            rule(key, getattr(self, key))
         if self.attack in BASELINE_ONLY and self.variant != "baseline":
             raise ValueError(f"{'ART MIFace' if self.attack == 'miface' else 'BREP-MI'} has no LOM/MA variants: "
                              "use variant='baseline'")
-        for name, arch in (("target_arch", self.target_arch), ("eval_arch", self.eval_arch),
-                           *((f"surrogate_archs[{i}]", a) for i, a in enumerate(self.surrogate_archs))):
-            check_choice(name, arch, sorted(ARCHITECTURES))
-        for name in ("target_epochs", "eval_epochs", "iterations", "n_reconstructions", "batch_size",
-                     "prior_steps", "kedmi_steps", "plgmi_steps", "surrogate_steps", "miface_iterations", "gan_width",
-                     "judges"):
-            check_count(name, getattr(self, name))
-        for name in ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs"):
-            check_int(name, getattr(self, name), low=0, hint=" (0 trains from scratch)")
         tl_epochs = self.defense_params.get("pretrain_epochs") if self.defense == "tl" else None
         if self.target_pretrain_epochs and tl_epochs is not None and tl_epochs != self.target_pretrain_epochs:
             raise ValueError(f"target_pretrain_epochs={self.target_pretrain_epochs} and defense 'tl' with "
                              f"pretrain_epochs={tl_epochs!r}: TL-DMI's pre-training is the target's; give one "
                              "number of epochs (leave pretrain_epochs out to use target_pretrain_epochs)")
-        check_seed("seed", self.seed)
-        check_seed("attack_seed", self.attack_seed)
-        check_choice("kedmi_init", self.kedmi_init, KEDMI_INITS)
-        check_choice("surrogate_data", self.surrogate_data, SURROGATE_DATA)
-        check_number("min_surrogate_agreement", self.min_surrogate_agreement, low=0, high=1)
-        check_bool("regularise_surrogates", self.regularise_surrogates)
-        check_bool("mixed_precision", self.mixed_precision)
-        check_choice("access", self.access, ACCESS_LEVELS)
-        check_optional_count("max_queries", self.max_queries)
         if self.access != "white-box":
             if self.attack == "miface":
                 raise ValueError(f"ART's MIFace needs the target's gradients: it has no access={self.access!r} form")

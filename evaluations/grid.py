@@ -53,7 +53,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .cache import config_key
-from .experiment import ATTACKS, BASELINE_ONLY, VARIANTS, ExperimentConfig
+from .config_rules import ATTACKS, BASELINE_ONLY, VARIANTS
+from .experiment import ExperimentConfig
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
                           SEED_SCOPES, ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,

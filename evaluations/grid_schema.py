@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .experiment import ExperimentConfig
 
 __all__ = ["BUDGET_KEYS", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
            "data_option_keys", "data_option_problems", "renamed_dataset_keys"]
@@ -180,53 +179,20 @@ def _check_identities(p: _Problems, name: str, value: Any) -> None:
         p.add(f"{name} repeats an identity: list each once")
 
 
-def _budget_choices() -> Dict[str, Sequence[str]]:
-    from mi_art.models import ARCHITECTURES
-    from mi_art.training import AUGMENTATIONS
-
-    from . import experiment
-
-    out: Dict[str, Sequence[str]] = {"target_arch": sorted(ARCHITECTURES), "eval_arch": sorted(ARCHITECTURES),
-                                     "augment": AUGMENTATIONS, "gan_augment": AUGMENTATIONS}
-    out["access"] = experiment.ACCESS_LEVELS
-    for key, const in (("kedmi_init", "KEDMI_INITS"), ("surrogate_data", "SURROGATE_DATA")):
-        if hasattr(experiment, const):
-            out[key] = getattr(experiment, const)
-    return out
-
-
 def _check_budget(p: _Problems, name: str, key: str, value: Any) -> None:
-    """One ``ExperimentConfig`` budget: its rule comes from the key (names, identities) or from the
-    type of its default (an int default is a positive integer: epochs, steps, sizes, widths)."""
+    """One ``ExperimentConfig`` budget by the config's own rule
+    (:data:`~mi_art.evaluations.config_rules.PARAMETER_RULES`); identities and surrogate architectures, which
+    a grid file may write in other forms, report every problem of their list."""
     from mi_art.models import ARCHITECTURES
-    from mi_art.validation import check_bool, check_choice, check_count, check_int, check_number
+
+    from .config_rules import check_field
 
     if key == "identities":
         _check_identities(p, name, value)
-        return
-    if key == "surrogate_archs":
+    elif key == "surrogate_archs":
         _check_names(p, name, value, sorted(ARCHITECTURES), "architecture", allow_empty=True)
-        return
-    choices = _budget_choices().get(key)
-    if choices is not None:
-        p.run(check_choice, name, value, choices)
-        return
-    default = getattr(ExperimentConfig(), key, None)
-    if key == "max_queries":
-        if value is not None:
-            p.run(check_count, name, value, hint=" (None: no limit)")
-    elif key == "min_surrogate_agreement":
-        p.run(check_number, name, value, low=0, high=1)
-    elif key in ZERO_OK_KEYS:
-        p.run(check_int, name, value, low=0, hint=" (0: off)")
-    elif isinstance(default, bool):
-        p.run(check_bool, name, value)
-    elif isinstance(default, int):
-        p.run(check_count, name, value)
-    elif isinstance(default, float):
-        p.run(check_number, name, value)
-    elif isinstance(default, str) and not isinstance(value, str):
-        p.add(f"{name} must be a string, got {value!r}")
+    else:
+        p.run(check_field, name, key, value)
 
 
 def _check_data_options(p: _Problems, name: str, dataset: str, options: Any) -> None:
@@ -330,7 +296,7 @@ def check_grid(d: Any, where: str = "the grid") -> None:
     """
     from mi_art.validation import check_choice, check_int
 
-    from .experiment import ATTACKS as attacks, VARIANTS as variants
+    from .config_rules import ATTACKS as attacks, VARIANTS as variants
 
     if not isinstance(d, Mapping):
         raise GridError(f"{where}: a grid is a mapping (a table of keys), got {type(d).__name__}")

@@ -71,3 +71,47 @@ def test_a_field_option_reaches_the_grid(tmp_path, args, key, value):
     assert result.exit_code == 0, result.output
     toml = result.output.split("grid file (TOML")[1]
     assert f"{key} = {value}" in toml, toml
+
+
+# ------------------------------------------------------------------------- one rule per field
+
+
+def _bad_value(key, default):
+    """A value the field's rule must refuse."""
+    if key == "surrogate_archs":
+        return ("no-such-arch",)
+    if key in ("seed", "attack_seed") or key.endswith("pretrain_epochs"):
+        return -1
+    if key == "min_surrogate_agreement":
+        return 1.5
+    if isinstance(default, bool):
+        return "yes"
+    if isinstance(default, str):
+        return "no-such-choice"
+    return 0  # counts (and max_queries, whose default None means no limit)
+
+
+def test_every_config_field_has_a_rule_or_a_named_checker():
+    from mi_art.evaluations.config_rules import CHECKED_ELSEWHERE, PARAMETER_RULES
+
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    assert fields == set(PARAMETER_RULES) | set(CHECKED_ELSEWHERE)
+    assert not set(PARAMETER_RULES) & set(CHECKED_ELSEWHERE)
+
+
+@pytest.mark.parametrize("key", sorted(__import__("mi_art.evaluations.config_rules",
+                                                  fromlist=["PARAMETER_RULES"]).PARAMETER_RULES))
+def test_config_and_grid_refuse_a_bad_value_with_the_same_message(key):
+    from mi_art.evaluations.grid_schema import GridError, check_grid
+
+    bad = _bad_value(key, getattr(ExperimentConfig(), key))
+    with pytest.raises(ValueError, match=key) as from_config:
+        ExperimentConfig(**{key: bad}).validate()
+    if key in BUDGET_KEYS:
+        with pytest.raises(GridError) as from_grid:
+            check_grid({key: list(bad) if isinstance(bad, tuple) else bad})
+        if key == "surrogate_archs":  # a grid file's list reports every unknown name, repeats too
+            return
+        message = str(from_config.value).split(" must ", 1)[1]
+        assert any(message in p for p in from_grid.value.problems), \
+            (str(from_config.value), from_grid.value.problems)

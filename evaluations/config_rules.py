@@ -1,0 +1,92 @@
+"""The rule of every checked :class:`~mi_art.evaluations.experiment.ExperimentConfig` field, in one table
+(:data:`PARAMETER_RULES`, like scikit-learn's ``_parameter_constraints``). The config's ``validate`` and the
+grid files' checks both apply it, through the shared helpers of :mod:`mi_art.validation`, so a value is
+refused with the same message wherever it is given."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable, Dict, Sequence, Tuple
+
+from mi_art import ATTACKS as GAN_ATTACKS
+from mi_art.access import ACCESS_LEVELS
+from mi_art.models import ARCHITECTURES
+from mi_art.training import AUGMENTATIONS
+from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
+                               check_optional_count, check_seed)
+
+__all__ = ["ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "KEDMI_INITS", "PARAMETER_RULES", "SURROGATE_DATA",
+           "VARIANTS", "check_field"]
+
+#: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
+ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
+#: Attacks without LOM/MA variants: ART's MIFace (white-box) and BREP-MI (label-only, no surrogate).
+BASELINE_ONLY = ("miface", "brepmi")
+VARIANTS = ("baseline", "lom", "ma", "lomma")
+#: "gmi": the KEDMI generator starts from the (target-independent) GMI prior's; "none": from scratch.
+KEDMI_INITS = ("gmi", "none")
+#: what surrogates are distilled on: public images alone, or public images plus fresh GMI-prior samples.
+SURROGATE_DATA = ("public+prior", "public")
+
+Rule = Callable[[str, Any], Any]
+
+
+def _choice(choices: Sequence[str]) -> Rule:
+    return partial(_check_choice, choices=tuple(choices))
+
+
+def _check_choice(name: str, value: Any, *, choices: Tuple[str, ...]) -> Any:
+    return check_choice(name, value, choices)
+
+
+def _check_names(name: str, value: Any, *, choices: Tuple[str, ...]) -> list:
+    """A list of names among ``choices`` (an empty list is allowed: no surrogate)."""
+    for i, item in enumerate(check_list(name, value, item="name")):
+        check_choice(f"{name}[{i}]", item, choices)
+    return list(value)
+
+
+_ARCHITECTURE = _choice(sorted(ARCHITECTURES))
+_PRETRAIN_EPOCHS = partial(check_int, low=0, hint=" (0 trains from scratch)")
+
+#: field -> ``rule(name, value)``, which raises a ValueError naming ``name``, the value and what is valid.
+PARAMETER_RULES: Dict[str, Rule] = {
+    "attack": _choice(ATTACKS),
+    "variant": _choice(VARIANTS),
+    "target_arch": _ARCHITECTURE,
+    "eval_arch": _ARCHITECTURE,
+    "surrogate_archs": partial(_check_names, choices=tuple(sorted(ARCHITECTURES))),
+    **{key: check_count for key in ("target_epochs", "eval_epochs", "iterations", "n_reconstructions", "batch_size",
+                                    "prior_steps", "kedmi_steps", "plgmi_steps", "surrogate_steps",
+                                    "miface_iterations", "gan_width", "judges")},
+    **{key: _PRETRAIN_EPOCHS for key in ("target_pretrain_epochs", "eval_pretrain_epochs",
+                                         "surrogate_pretrain_epochs")},
+    "augment": _choice(AUGMENTATIONS),
+    "gan_augment": _choice(AUGMENTATIONS),
+    "kedmi_init": _choice(KEDMI_INITS),
+    "surrogate_data": _choice(SURROGATE_DATA),
+    "min_surrogate_agreement": partial(check_number, low=0, high=1),
+    "regularise_surrogates": check_bool,
+    "mixed_precision": check_bool,
+    "verbose": check_bool,
+    "access": _choice(ACCESS_LEVELS),
+    "max_queries": partial(check_optional_count, hint=" (None: no limit)"),
+    "seed": check_seed,
+    "attack_seed": check_seed,
+}
+
+#: Fields without a rule here, and where they are checked: against the data or the machine, not alone.
+CHECKED_ELSEWHERE: Dict[str, str] = {
+    "dataset": "load_dataset (mi_art.data), with the data folder",
+    "data_root": "load_dataset (mi_art.data): the folder must exist",
+    "data_options": "load_dataset (mi_art.data): the loader's own arguments",
+    "defense": "the defense registry (mi_art.defenses.get_defense)",
+    "defense_params": "the defense's own parameter check (mi_art.defenses.check_defense_params)",
+    "identities": "the Workbench, against the data's number of identities",
+    "device": "mi_art.utils.resolve_device, against this machine's GPUs",
+}
+
+
+def check_field(name: str, field: str, value: Any) -> Any:
+    """Check ``value`` for the config field ``field`` by its rule; ``name`` is what the message calls it
+    (the field, or where a grid file sets it)."""
+    return PARAMETER_RULES[field](name, value)
