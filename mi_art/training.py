@@ -145,7 +145,7 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
         show_progress(bar, len(x), loss=total / len(x))
     opt.zero_grad(set_to_none=True)
     if reestimate_batch_norm:
-        reestimate_batch_norm_statistics(model, x, batch_size=batch_size, device=device)
+        _reestimate_batch_norm(model, x, batch_size, device)
     check_module_finite(model, f"the {desc}")
     return model.eval()
 
@@ -160,13 +160,19 @@ def reestimate_batch_norm_statistics(model: nn.Module, x: Any, *, batch_size: in
     :func:`torch.optim.swa_utils.update_bn` does not allow: it resets every BatchNorm and runs dropout).
     A model without such a BatchNorm is returned as it is."""
     batch_size = check_count("batch_size", batch_size)
+    x = torch.as_tensor(check_images(x.cpu().numpy() if torch.is_tensor(x) else x))
+    return _reestimate_batch_norm(model, x, batch_size, resolve_device(device) if device is not None else None)
+
+
+def _reestimate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int,
+                           device: Optional[torch.device]) -> nn.Module:
+    """:func:`reestimate_batch_norm_statistics` on images already checked (a CPU tensor)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and all(p.requires_grad for p in m.parameters())]
     model.eval()
     if not norms:
         return model
-    device = resolve_device(device) if device is not None else module_device(model)
-    x = torch.as_tensor(check_images(x.cpu().numpy() if torch.is_tensor(x) else x))
+    device = device if device is not None else module_device(model)
     momenta = {m: m.momentum for m in norms}
     for m in norms:
         m.reset_running_stats()
