@@ -6,7 +6,7 @@ from typing import Any, Dict, Tuple
 
 from torch import nn
 
-from mi_art.evaluations.metrics import natural_accuracy
+from mi_art.predictions import natural_accuracy
 from mi_art.data import MIDataset
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS, OPTIMIZERS

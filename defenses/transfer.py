@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mi_art.evaluations.metrics import natural_accuracy
+from mi_art.predictions import natural_accuracy
 from mi_art.features import last_linear
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head  # noqa: F401 (re-exported)
 from mi_art.validation import check_optional_count, check_optional_positive, is_int, is_number

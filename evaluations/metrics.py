@@ -34,8 +34,9 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
 from mi_art.features import extract_features, penultimate_layer
-from mi_art.utils import EstimatorModule, as_module, eval_mode
-from mi_art.validation import check_count
+from mi_art.predictions import check_model_labels, natural_accuracy, predict_logits
+from mi_art.utils import EstimatorModule, as_module, device_for, eval_mode
+from mi_art.validation import check_count, check_images, check_index_vector
 
 __all__ = [
     "predict_logits",
@@ -60,125 +61,14 @@ ModelLike = Any
 # --------------------------------------------------------------------------------------------------
 # Input validation helpers
 # --------------------------------------------------------------------------------------------------
-def _model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (or buffer); the CPU for a model with neither."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _resolve_device(model: nn.Module, device: DeviceLike) -> torch.device:
-    return torch.device(device) if device is not None else _model_device(model)
-
-
 def _check_images(x: ArrayLike, name: str = "x") -> torch.Tensor:
-    """Return ``x`` as a float32 tensor (on its own device) after checking it is a non-empty,
-    NaN-free batch of ``(N, C, H, W)`` images."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-    else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # pragma: no cover - exotic inputs
-            raise ValueError(f"{name} must be a numpy array or torch tensor of images") from exc
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-            raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
-        t = torch.as_tensor(arr)
-    if t.ndim != 4:
-        raise ValueError(f"{name} must be a 4-d batch of images (N, C, H, W), got ndim={t.ndim} "
-                         f"(shape {tuple(t.shape)})")
-    if t.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it holds no images")
-    if t.is_complex():
-        raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
-    t = t.to(torch.float32)
-    if not bool(torch.isfinite(t).all()):
-        n_bad = int((~torch.isfinite(t)).flatten(1).any(dim=1).sum())
-        raise ValueError(f"{name} contains NaN or infinite values (in {n_bad} image(s))")
-    return t
-
-
-def _check_int_vector(v: ArrayLike, name: str, length: int, length_name: str) -> np.ndarray:
-    """Return ``v`` as a 1-d int64 numpy array of the given length, rejecting non-integer values."""
-    arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-d, got ndim={arr.ndim} (shape {arr.shape})")
-    if len(arr) != length:
-        raise ValueError(f"length mismatch: {name} has {len(arr)} entries but {length_name} has {length}")
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{name} must hold integer values, got dtype {arr.dtype}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must hold integer values, got non-integer entries")
-    return arr.astype(np.int64)
-
-
-def _check_labels(y: ArrayLike, n: int, num_classes: Optional[int], name: str = "y",
-                  images_name: str = "x") -> np.ndarray:
-    labels = _check_int_vector(y, name, n, images_name)
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"labels out of range: {name} contains negative label {int(labels.min())}")
-    if num_classes is not None and labels.size and labels.max() >= num_classes:
-        raise ValueError(
-            f"labels out of range: {name} contains label {int(labels.max())} but the model has only "
-            f"{num_classes} outputs (valid labels 0..{num_classes - 1})"
-        )
-    return labels
+    """``x`` checked by the shared :func:`~mi_art.validation.check_images`, as a float32 CPU tensor."""
+    return torch.as_tensor(check_images(x, name))
 
 
 # --------------------------------------------------------------------------------------------------
 # Predictions and accuracies
 # --------------------------------------------------------------------------------------------------
-def _view(model: ModelLike, output_index: Any = None) -> EstimatorModule:
-    """``model`` as the one module view every metric uses (ART preprocessing, output selection)."""
-    return as_module(model, "model", output_index=output_index)
-
-
-@torch.no_grad()
-def predict_logits(model: ModelLike, x: ArrayLike, *, batch_size: int = 256,
-                   device: DeviceLike = None, output_index: Any = None) -> torch.Tensor:
-    """Logits of ``model`` on ``x``, computed in eval mode without gradients, in batches.
-
-    Parameters
-    ----------
-    model : ART PyTorch estimator or nn.Module
-        Classifier returning logits of shape ``(batch, num_classes)`` (probabilities: their logarithm
-        is returned).
-    x : np.ndarray or torch.Tensor
-        Images in the model's input space (see the module docstring).
-    batch_size : int, default 256
-        Images per forward pass.
-    device : str or torch.device, optional
-        Where the forward passes run; defaults to the model's device.
-    output_index : int or str, optional
-        Position (tuple output) or key (dict output) of the logits.
-
-    Returns
-    -------
-    torch.Tensor
-        Float32 logits of shape ``(N, num_classes)``, on the CPU.
-
-    Raises
-    ------
-    ValueError
-        If ``x`` is empty, not 4-d or contains NaN, or the model does not return 2-d logits.
-    """
-    check_count("batch_size", batch_size)
-    images = _check_images(x, "x")
-    view = _view(model, output_index)
-    if isinstance(view, EstimatorModule):
-        view.check_input_range(images, "x")
-    device = _resolve_device(view, device)
-    out = []
-    with eval_mode(view):
-        for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size].to(device)
-            out.append(view(batch).detach().float().cpu())
-    return torch.cat(out)
-
-
 def attack_accuracy(
     model: ModelLike,
     x: ArrayLike,
@@ -235,16 +125,12 @@ def attack_accuracy(
     """
     images = _check_images(x, "x")
     n = len(images)
-    labels = _check_int_vector(y, "y", n, "x")
+    check_index_vector("y", y, length=n, length_name="x", low=None)  # before the forward passes
     ks = _check_top_k(top_k)
-    rounds = None
-    if rec_index is not None:
-        rounds = _check_int_vector(rec_index, "rec_index", n, "x")
-        if rounds.min() < 0:
-            raise ValueError(f"rec_index must be non-negative, got {int(rounds.min())}")
+    rounds = None if rec_index is None else check_index_vector("rec_index", rec_index, length=n, length_name="x")
     logits = predict_logits(model, images, batch_size=batch_size, device=device, output_index=output_index)
     num_classes = logits.shape[1]
-    labels = _check_labels(labels, n, num_classes)
+    labels = check_model_labels(y, num_classes, length=n)
 
     target = torch.as_tensor(labels)
     max_k = min(max(ks), num_classes)
@@ -312,42 +198,6 @@ def _check_top_k(top_k: Sequence[int]) -> list:
     return [int(k) for k in ks]
 
 
-def natural_accuracy(model: ModelLike, x: ArrayLike, y: ArrayLike, *, batch_size: int = 256,
-                     device: DeviceLike = None, output_index: Any = None) -> float:
-    """Top-1 accuracy of ``model`` on labelled test images (the utility of a target or defense).
-
-    Parameters
-    ----------
-    model : ART PyTorch estimator or nn.Module
-        Classifier returning logits (or probabilities).
-    x : np.ndarray or torch.Tensor
-        Test images in the model's input space (for an estimator, what its ``predict`` takes).
-    y : array-like of int
-        True labels, shape ``(N,)``.
-    batch_size : int, default 256
-        Images per forward pass.
-    device : str or torch.device, optional
-        Where the model runs; defaults to the model's device.
-    output_index : int or str, optional
-        Position (tuple output) or key (dict output) of the logits.
-
-    Returns
-    -------
-    float
-        Share of images whose arg-max logit is the label.
-
-    Raises
-    ------
-    ValueError
-        On empty input, wrong ndim, NaN in images, length mismatch or labels outside the model's outputs.
-    """
-    images = _check_images(x, "x")
-    labels = _check_int_vector(y, "y", len(images), "x")
-    logits = predict_logits(model, images, batch_size=batch_size, device=device, output_index=output_index)
-    labels = _check_labels(labels, len(images), logits.shape[1])
-    return float((logits.argmax(dim=1).numpy() == labels).mean())
-
-
 # --------------------------------------------------------------------------------------------------
 # KNN distance
 # --------------------------------------------------------------------------------------------------
@@ -403,17 +253,18 @@ def knn_distance(
     check_count("batch_size", batch_size)
     images = _check_images(x, "x")
     private = _check_images(private_x, "private_x")
-    view = _view(model, output_index)
+    view = as_module(model, "model", output_index=output_index)
     num_classes = predict_logits(view, images[:1], device=device).shape[1]
-    labels = _check_labels(y, len(images), num_classes, "y", "x")
-    private_labels = _check_labels(private_y, len(private), num_classes, "private_y", "private_x")
+    labels = check_model_labels(y, num_classes, length=len(images))
+    private_labels = check_model_labels(private_y, num_classes, "private_y", length=len(private),
+                                        length_name="private_x")
     missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(private_labels).tolist()))
     if missing:
         raise ValueError(
             f"no private image for identity {missing[0]}" + (f" (nor for {missing[1:]})" if len(missing) > 1 else "")
             + ": the KNN distance needs private images of every attacked identity"
         )
-    device = _resolve_device(view, device)
+    device = device_for(view, device)
     with eval_mode(view):
         feats = extract_features(view, images, batch_size, device, layer=feature_layer).double().numpy()
         private_feats = extract_features(view, private, batch_size, device, layer=feature_layer).double().numpy()
@@ -463,9 +314,9 @@ class PenultimateFeatures(nn.Module):
                  feature_layer: Optional[str] = None, output_index: Any = None) -> None:
         super().__init__()
         check_count("batch_size", batch_size)
-        self.model = _view(model, output_index)
+        self.model = as_module(model, "model", output_index=output_index)
         self.batch_size = int(batch_size)
-        self.device = _resolve_device(self.model, device)
+        self.device = device_for(self.model, device)
         self.feature_layer = feature_layer
         penultimate_layer(self.model, feature_layer)  # a wrong name fails here, not inside torchmetrics
 
@@ -549,7 +400,7 @@ def fid(
             raise ValueError(f"FID needs at least 2 images on each side; {name} has {len(imgs)}")
     if not isinstance(feature_extractor, nn.Module):
         raise ValueError(f"feature_extractor must be a torch nn.Module, got {type(feature_extractor).__name__}")
-    device = _resolve_device(feature_extractor, device)
+    device = device_for(feature_extractor, device)
     adapter = _FidFeatureAdapter(feature_extractor, device, real[:1])
     # normalize=True: float images are expected; with a custom feature network torchmetrics passes them
     # through unchanged (no conversion to uint8).

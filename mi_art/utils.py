@@ -275,11 +275,16 @@ def batched_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> 
     return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+def device_for(module: nn.Module, device: DeviceLike = None) -> torch.device:
+    """``device`` resolved (:func:`resolve_device`), or the module's own device when it is None."""
+    return resolve_device(device) if device is not None else module_device(module)
+
+
 def module_device(module: nn.Module) -> torch.device:
-    try:
-        return next(module.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    """Device of the module's first parameter (or buffer); the CPU for a module with neither."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def save_checkpoint(module: nn.Module, path: Union[str, Path], **meta: Any) -> Path:

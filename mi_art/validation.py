@@ -143,7 +143,7 @@ def check_images(x: Any, name: str = "x", shape: Optional[Tuple[int, ...]] = Non
     if x.dtype.kind not in "fiub":
         raise ValueError(f"{name} must hold numbers, got an array of dtype {x.dtype}")
     if x.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got an array of shape {x.shape}")
+        raise ValueError(f"{name} must be a 4-d batch of images (N, C, H, W), got an array of shape {x.shape}")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"{name} has images of shape {tuple(x.shape[1:])}, expected {tuple(shape)}")
     if len(x) == 0:
@@ -154,10 +154,34 @@ def check_images(x: Any, name: str = "x", shape: Optional[Tuple[int, ...]] = Non
     return x
 
 
-def check_labels(y: Any, num_classes: int, name: str = "y", length: Optional[int] = None) -> np.ndarray:
+def check_index_vector(name: str, value: Any, *, length: Optional[int] = None, length_name: str = "the inputs",
+                       low: Optional[int] = 0) -> np.ndarray:
+    """A 1-D array of integers (integral floats allowed) >= ``low``, of ``length`` entries when given (the
+    length of ``length_name``). Returns int64."""
+    y = as_numpy(value)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be a 1-d array of integers, got shape {y.shape}")
+    if length is not None and len(y) != length:
+        raise ValueError(f"length mismatch: {name} has {len(y)} entries but {length_name} has {length}")
+    if y.dtype.kind == "b":
+        raise ValueError(f"{name} must hold integer values, got booleans")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise ValueError(f"{name} must hold integer values, got non-integer values")
+    elif y.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer values, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if low is not None and y.size and y.min() < low:
+        raise ValueError(f"{name} must hold values >= {low}, got {int(y.min())}")
+    return y
+
+
+def check_labels(y: Any, num_classes: int, name: str = "y", length: Optional[int] = None, *,
+                 length_name: str = "the inputs", classes: str = "") -> np.ndarray:
     """Validate class labels in ``[0, num_classes)``: a 1-D array of integer indices, or exact one-hot
     rows (a single 1 per row, zeros elsewhere). Anything else (probabilities, scores) is refused,
-    never argmax-ed. Returns int64 indices."""
+    never argmax-ed. ``length``: the number of inputs ``length_name`` holds; ``classes``: where the
+    classes come from, for the message (e.g. " (the model has 10 outputs)"). Returns int64 indices."""
     y = as_numpy(y)
     if y.ndim == 2:
         if y.shape[1] != num_classes:
@@ -167,23 +191,13 @@ def check_labels(y: Any, num_classes: int, name: str = "y", length: Optional[int
             raise ValueError(f"{name} is 2-D but its rows are not one-hot (a single 1, zeros elsewhere): give "
                              f"class indices, not probabilities or scores")
         y = y.argmax(1)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of class indices, got shape {y.shape}")
-    if len(y) == 0:
+    if y.ndim == 1 and len(y) == 0:
         raise ValueError(f"{name} is empty: give at least one class")
-    if y.dtype.kind == "b":
-        raise ValueError(f"{name} must hold integer class indices, got booleans")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or (y != np.round(y)).any():
-            raise ValueError(f"{name} must hold integer class indices, got non-integer values")
-    elif y.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integer class indices, got dtype {y.dtype}")
-    y = y.astype(np.int64)
+    y = check_index_vector(name, y, length=length, length_name=length_name, low=None)
     bad = y[(y < 0) | (y >= num_classes)]
     if bad.size:
-        raise ValueError(f"{name} has labels out of range [0, {num_classes - 1}]: {sorted(set(bad.tolist()))[:10]}")
-    if length is not None and len(y) != length:
-        raise ValueError(f"{name} has {len(y)} labels for {length} inputs")
+        raise ValueError(f"{name} has labels out of range [0, {num_classes - 1}]{classes}: "
+                         f"{sorted(set(bad.tolist()))[:10]}")
     return y
 
 

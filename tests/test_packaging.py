@@ -62,3 +62,21 @@ def test_installed_names():
     assert mi_art.defenses.__name__ == "mi_art.defenses"
     assert callable(mi_art.defenses.train_defended_target)
     assert mi_art.evaluations.cli.main.name in ("main", "cli", "mi-art")
+
+
+def test_the_library_does_not_import_the_harness():
+    """Dependencies point one way: evaluations/ (the harness) uses mi_art/ and defenses/, never the reverse."""
+    import ast
+
+    offenders = []
+    for folder in ("mi_art", "defenses"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                if isinstance(node, ast.ImportFrom) and node.level:  # from ..evaluations import x
+                    names = [n.replace("evaluations", "mi_art.evaluations", 1) for n in names]
+                if any(n.split(".")[:2] == ["mi_art", "evaluations"] for n in names):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, f"library modules import the harness: {offenders}"
