@@ -88,7 +88,7 @@ def main() -> None:
             judges = []
             first = bench.config.seed + JUDGE_SEED_OFFSET
             for seed in range(first, first + args.seeds):
-                judge = bench._classifier(bench.config.eval_arch)  # its architecture (the epochs do not matter)
+                judge = bench.untrained_classifier(bench.config.eval_arch)  # its architecture (the epochs do not matter)
                 judge.load_state_dict(torch.load(out.with_name(f"{out.stem}-evaluator-{precision}-seed{seed}.pt")))
                 judges.append(judge.eval())
             panel = judge_panel(judges, result["reconstructions"], result["labels"], priv.x, priv.y,

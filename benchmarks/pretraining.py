@@ -88,10 +88,10 @@ def main() -> None:
                     pre_seconds, pre_trained_here = None, False
                     if pretrained:  # time the pre-training (trained once, then cached) apart from the fine-tuning
                         pre_seed = seed if model == "target" else seed + 1000
-                        path = bench.cache.path("pretrained", bench._pretrained_key(arch, pre[model], pre_seed))
+                        path = bench.cache.path("pretrained", bench.pretrained_key(arch, pre[model], pre_seed))
                         pre_trained_here = not path.is_file()
                         c0 = time.process_time()
-                        bench._pretrained(arch, pre[model], pre_seed, model)
+                        bench.pretrained(arch, pre[model], pre_seed, model)
                         pre_seconds = time.process_time() - c0
                     c0 = time.process_time()
                     net = bench.target() if model == "target" else bench.evaluator()

@@ -187,7 +187,8 @@ class Workbench:
     def _shape(self) -> Tuple[int, int, int]:
         return self.data.input_shape
 
-    def _classifier(self, arch: str, num_classes: Optional[int] = None) -> nn.Module:
+    def untrained_classifier(self, arch: str, num_classes: Optional[int] = None) -> nn.Module:
+        """A fresh ``arch`` for this data's images (``num_classes`` outputs; default: the private identities)."""
         c, s, _ = self._shape
         return make_classifier(arch, c, num_classes or self.data.num_classes, s)
 
@@ -195,7 +196,7 @@ class Workbench:
         """A fresh classifier whose initial weights depend on ``seed`` alone, not on what the process
         ran before (a cached artifact loaded or trained earlier, a validation pass)."""
         seed_everything(seed)
-        return self._classifier(arch)
+        return self.untrained_classifier(arch)
 
     def target_key(self) -> Dict[str, Any]:
         c = self.config
@@ -216,25 +217,26 @@ class Workbench:
         after training (``train_classifier``'s default), so that no checkpoint trained before is served."""
         return {"batch_norm": "re-estimated", **self._precision_key()}
 
-    def _pretrained_key(self, arch: str, epochs: int, seed: int) -> Dict[str, Any]:
+    def pretrained_key(self, arch: str, epochs: int, seed: int) -> Dict[str, Any]:
+        """The cache key of :meth:`pretrained`'s model (without a defense's architecture tag)."""
         return {"data": self._data_key, "arch": arch, "epochs": epochs, "augment": self.config.augment,
                 "seed": seed, **self._classifier_recipe_key()}
 
-    def _pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
-                    params: Optional[Dict[str, Any]] = None) -> nn.Module:
+    def pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
+                   params: Optional[Dict[str, Any]] = None) -> nn.Module:
         """A fresh ``arch`` (initialised from ``seed``) pre-trained ``epochs`` on the public identities, with
         their classification layer (cached: the target under every defense shares one, except a defense
         whose fine-tuning needs another structure from the start: ``defense.pretraining_architecture``,
         e.g. DP-SGD's GroupNorm, keyed apart by its ``pretraining_tag``)."""
         c, d = self.config, self.data
-        key = self._pretrained_key(arch, epochs, seed)
+        key = self.pretrained_key(arch, epochs, seed)
         params = None if defense is None else {**defense.defaults, **(params or {})}
         tag = "" if defense is None else defense.pretraining_tag(params)
         shape = (lambda m: defense.pretraining_architecture(m, params)) if tag else (lambda m: m)
         if tag:
             key["architecture"] = tag
         return self.cache.module(
-            "pretrained", key, lambda: shape(self._classifier(arch, d.num_public_classes)),
+            "pretrained", key, lambda: shape(self.untrained_classifier(arch, d.num_public_classes)),
             lambda: pretrain_classifier(shape(self._initialised(arch, seed)), d.public.x, d.public.y,
                                         num_classes=d.num_public_classes, epochs=epochs, augment=c.augment,
                                         mixed_precision=c.mixed_precision, device=self.device, seed=seed,
@@ -243,8 +245,8 @@ class Workbench:
 
     def _pretrained_body(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
                          params: Optional[Dict[str, Any]] = None) -> nn.Module:
-        """:meth:`_pretrained` with a fresh classification layer for the private identities (seeded by ``seed``)."""
-        model = self._pretrained(arch, epochs, seed, desc, defense, params)
+        """:meth:`pretrained` with a fresh classification layer for the private identities (seeded by ``seed``)."""
+        model = self.pretrained(arch, epochs, seed, desc, defense, params)
         seed_everything(seed)
         replace_head(model, self.data.num_classes)
         return model
@@ -258,7 +260,7 @@ class Workbench:
                       seed=seed, verbose=c.verbose)
         if not pretrain_epochs:
             return train_classifier(self._initialised(arch, seed), train.x, train.y, desc=desc, **kwargs)
-        model = self._pretrained(arch, pretrain_epochs, seed, desc)
+        model = self.pretrained(arch, pretrain_epochs, seed, desc)
         return fine_tune_classifier(model, train.x, train.y, d.num_classes, desc=f"{desc}: fine-tune (private)",
                                     **kwargs)
 
@@ -365,7 +367,7 @@ class Workbench:
         else:
             arch, epochs, pre, key = c.eval_arch, c.eval_epochs, c.eval_pretrain_epochs, self.evaluator_key()
         return self.cache.module(
-            kind, {**key, "seed": seed}, lambda: self._classifier(arch),
+            kind, {**key, "seed": seed}, lambda: self.untrained_classifier(arch),
             lambda: self._trained_classifier(arch, epochs, pre, seed, desc)).to(self.device)
 
     def _prior_key(self, kind: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
@@ -512,7 +514,7 @@ class Workbench:
                                          verbose=c.verbose)
 
             out.append(self.cache.module("surrogate", self.surrogate_key(i, target),
-                                         lambda arch=arch: self._classifier(arch), train).to(self.device))
+                                         lambda arch=arch: self.untrained_classifier(arch), train).to(self.device))
         return out
 
     def surrogate_report(self, target: nn.Module, surrogates: List[nn.Module]) -> List[Dict[str, Any]]:
@@ -608,7 +610,7 @@ class Workbench:
                 made["queries"] = oracle.queries
                 return model
 
-            out.append(self.cache.module("answer-surrogate", key, lambda arch=arch: self._classifier(arch),
+            out.append(self.cache.module("answer-surrogate", key, lambda arch=arch: self.untrained_classifier(arch),
                                          train).to(self.device))
             # written once, when the surrogate is trained (the cache then only reads it back)
             record = self.cache.json("answer-surrogate-queries", key, lambda made=made: {"queries": made.get("queries")})

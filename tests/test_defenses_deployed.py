@@ -109,7 +109,7 @@ def test_workbench_dp_target_is_fine_tuned_from_its_groupnorm_pretraining(tmp_pa
                               device="cpu", seed=0)
     bench = Workbench(config, ArtifactCache(tmp_path / "cache"), data=data)
     target = bench.target()
-    pre = bench._pretrained("cnn", 2, 0, "target", get_defense("dp-sgd"))
+    pre = bench.pretrained("cnn", 2, 0, "target", get_defense("dp-sgd"))
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in pre.modules())
     body_pre, body_target = _weights(pre), _weights(target)
     for name in list(body_target)[:-1]:
@@ -376,7 +376,7 @@ def test_workbench_dp_with_frozen_batch_norm_fine_tunes_the_undefended_targets_p
                               device="cpu", seed=0)
     bench = Workbench(config, ArtifactCache(tmp_path / "cache"), data=data)
     target = bench.target()
-    pre = bench._pretrained("cnn", 2, 0, "target")  # the plain (BatchNorm) pre-training, shared with "none"
+    pre = bench.pretrained("cnn", 2, 0, "target")  # the plain (BatchNorm) pre-training, shared with "none"
     assert any(isinstance(m, nn.BatchNorm2d) for m in pre.modules())
     x = torch.as_tensor(data.private_test.x[:16])
     with torch.no_grad():

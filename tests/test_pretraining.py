@@ -190,8 +190,8 @@ def test_workbench_target_and_judge_start_from_the_cached_pretrained_body(digits
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.pt")) == ["evaluator", "pretrained", "pretrained",
                                                                            "target"]
     # the body each fine-tuning started from is the cached pre-trained one, not a fresh initialisation
-    pre_t = bench._pretrained("cnn", 1, config.seed, "target")
-    pre_e = bench._pretrained("cnn-wide", 2, config.seed + 1000, "evaluator")
+    pre_t = bench.pretrained("cnn", 1, config.seed, "target")
+    pre_e = bench.pretrained("cnn-wide", 2, config.seed + 1000, "evaluator")
     assert torch.equal(seen[0]["conv"], _first_conv(pre_t).to(seen[0]["conv"].device))
     assert torch.equal(seen[1]["conv"], _first_conv(pre_e).to(seen[1]["conv"].device))
     assert not torch.equal(_first_conv(pre_t).cpu(), _first_conv(bench._initialised("cnn", config.seed)))
@@ -217,7 +217,7 @@ def test_surrogates_start_from_the_cached_pretrained_body(digits, tmp_path, monk
     bench.surrogates(target)
     assert [s["out"] for s in seen] == [digits.num_classes] * 2
     for i, arch in enumerate(config.surrogate_archs):
-        pre = bench._pretrained(arch, 1, config.seed + i, "surrogate")
+        pre = bench.pretrained(arch, 1, config.seed + i, "surrogate")
         assert torch.equal(seen[i]["conv"], _first_conv(pre).to(seen[i]["conv"].device))
         assert not torch.equal(seen[i]["conv"].cpu(), _first_conv(bench._initialised(arch, config.seed + i)))
     # off (0) keeps the keys of surrogates distilled from scratch; on, they differ
@@ -243,7 +243,7 @@ def test_defended_target_fine_tunes_the_pretrained_body(digits, tmp_path, monkey
 
     monkeypatch.setattr(defenses, "train_defended_target", spy)
     target = bench.target()
-    pre = bench._pretrained("cnn", 1, config.seed, "target")
+    pre = bench.pretrained("cnn", 1, config.seed, "target")
     assert isinstance(seen[0], torch.nn.Module) and seen[0].fc.out_features == digits.num_classes
     assert torch.equal(_first_conv(seen[0]).cpu(), _first_conv(pre).cpu())
     assert target.fc.out_features == digits.num_classes and bench.defense_record["defense"] == "rounded"
