@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="side of the images (default: the benchmark's, "
                                                                      "32; LFW takes up to 64)")
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first attack seed (default 0): --first-seed 1 --seeds 2 runs seeds 1 and 2, e.g. in "
+                             "a second process whose --out is merged with --also")
     parser.add_argument("--judges", type=int, default=None, help="evaluation models per reconstruction (default 3; "
                                                                  "quick 1)")
     parser.add_argument("--iterations", type=int, default=None, help="GAN attack iterations (default 1000)")
@@ -125,7 +128,8 @@ def main() -> None:
     for attack, variant, name in METHODS:
         if wanted is not None and name not in wanted:
             continue
-        for seed in range(1 if attack == "miface" else seeds):  # MIFace is deterministic
+        attack_seeds = range(args.first_seed, args.first_seed + seeds)
+        for seed in attack_seeds[:1] if attack == "miface" else attack_seeds:  # MIFace is deterministic
             key = f"{name}/seed{seed}"
             if key in done:
                 continue
