@@ -30,3 +30,30 @@ def test_speed_table_gives_shares_and_speed_ups():
     assert "| target | 10.0 | 12% | 500 | 50.0 | 50% | 30.0 | 3.0x |" in table
     assert "| GMI prior | 70.0 | 88% | - | - | - | 70.0 | 1.0x |" in table
     assert "| **total** | 80.0 | 100% | | | | 100.0 | 1.2x |" in table
+
+
+def test_plgmi_prior_measures_accuracy_on_the_condition_and_feature_norm():
+    """A sampler that draws each identity's own image scores 1.0 on the condition with both models and the
+    public images' feature norm; one that draws the next identity's image scores 0."""
+    import torch
+    from torch import nn
+
+    import plgmi_prior
+
+    k = 4
+    eye = torch.eye(k).view(k, 1, 1, k)  # identity y's image: a one-hot row
+
+    def model() -> nn.Module:
+        first, last = nn.Linear(k, k), nn.Linear(k, k)
+        for layer in (first, last):
+            nn.init.eye_(layer.weight), nn.init.zeros_(layer.bias)
+        return nn.Sequential(nn.Flatten(), first, last)
+
+    right = lambda z, y: eye[y]  # noqa: E731
+    wrong = lambda z, y: eye[(y + 1) % k]  # noqa: E731
+    metrics, samples = plgmi_prior.measure(right, 3, model(), model(), eye, k)
+    assert len(samples) == k * plgmi_prior.SAMPLES_PER_IDENTITY
+    assert metrics["target_acc"] == metrics["judge_acc"] == 1.0
+    assert metrics["feature_norm"] == pytest.approx(1.0)
+    metrics, _ = plgmi_prior.measure(wrong, 3, model(), model(), eye, k)
+    assert metrics["target_acc"] == metrics["judge_acc"] == 0.0
