@@ -7,7 +7,6 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-
 __all__ = ["BUDGET_KEYS", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
            "data_option_keys", "data_option_problems", "renamed_dataset_keys"]
 
