@@ -71,6 +71,20 @@ BENCHMARKS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def add_run_arguments(parser: Any, results: str, device: str = "auto") -> None:
+    """The options every resumable benchmark script takes: threads, device, artifact cache and its results
+    file (``--out``, default ``mi_art_runs/<results>-<benchmark>.json``)."""
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default=device)
+    parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
+    parser.add_argument("--out", default=None, help=f"results JSON (default mi_art_runs/{results}-<benchmark>.json)")
+
+
+def results_path(args: Any, results: str, suffix: str = "") -> Path:
+    """``--out``, or ``mi_art_runs/<results>-<benchmark><suffix>.json``."""
+    return Path(args.out or REPO / "mi_art_runs" / f"{results}-{args.benchmark}{suffix}.json")
+
+
 def benchmark_config(name: str, data_root: str = None, **overrides: Any) -> ExperimentConfig:
     """The configuration of benchmark ``name`` ("att" or "lfw") on ``data_root`` (default: ../shared/data)."""
     spec = BENCHMARKS[name]

@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 
-from _settings import BENCHMARKS, REPO, benchmark_config
+from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
 
 from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
@@ -55,14 +54,11 @@ def main() -> None:
                                                                   "benchmark's target epochs)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=None, help="side of the images (default: the benchmark's)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
-    parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/face_models-<benchmark>.json)")
+    add_run_arguments(parser, "face_models", device="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     size = "" if args.image_size is None else f"-{args.image_size}px"
-    out = Path(args.out or REPO / "mi_art_runs" / f"face_models-{args.benchmark}{size}.json")
+    out = results_path(args, "face_models", size)
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     choices = _choices(args.choices)
     data = None

@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch
 from torchvision.utils import save_image
 
-from _settings import BENCHMARKS, REPO, benchmark_config
+from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
 
 from mi_art import train_plgmi_prior
 from mi_art.evaluations.executors import LockingArtifactCache
@@ -69,13 +68,10 @@ def main() -> None:
     parser.add_argument("--settings", default=DEFAULT_SETTINGS, help="lr:alpha:steps, comma-separated")
     parser.add_argument("--prior-steps", type=int, default=1500, help="the GMI prior's steps (default 1500)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
-    parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/plgmi-prior-<benchmark>.json)")
+    add_run_arguments(parser, "plgmi-prior")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = Path(args.out or REPO / "mi_art_runs" / f"plgmi-prior-{args.benchmark}.json")
+    out = results_path(args, "plgmi-prior")
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     config = benchmark_config(args.benchmark, args.data_root, prior_steps=args.prior_steps, device=args.device)
     bench = Workbench(config, LockingArtifactCache(args.cache_dir))

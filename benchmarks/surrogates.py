@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch
 
-from _settings import BENCHMARKS, REPO, benchmark_config
+from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
 
 from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
@@ -52,13 +51,10 @@ def main() -> None:
                              "public images plus GMI-prior samples, as the pipeline distils)")
     parser.add_argument("--prior-steps", type=int, default=1500, help="the GMI prior's steps (its samples are "
                                                                        "distillation data; default 1500)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
-    parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/surrogates-<benchmark>.json)")
+    add_run_arguments(parser, "surrogates")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = Path(args.out or REPO / "mi_art_runs" / f"surrogates-{args.benchmark}.json")
+    out = results_path(args, "surrogates")
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     cache, data = LockingArtifactCache(args.cache_dir), None
     for arch, steps, pre, source in _settings(args.settings):
