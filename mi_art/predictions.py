@@ -20,12 +20,14 @@ DeviceLike = Optional[Union[str, torch.device]]
 #: an ART PyTorch estimator or a ``torch.nn.Module``
 ModelLike = Any
 
+
 def check_model_labels(y: Any, num_classes: int, name: str = "y", *, length: int,
                        length_name: str = "x") -> np.ndarray:
     """:func:`~mi_art.validation.check_labels` for labels of images a model with ``num_classes`` outputs
     classifies (the message says where the range comes from)."""
     return check_labels(y, num_classes, name, length, length_name=length_name,
                         classes=f" (the model has {num_classes} outputs)")
+
 
 @torch.no_grad()
 def predict_logits(model: ModelLike, x: ArrayLike, *, batch_size: int = 256,
@@ -68,6 +70,7 @@ def predict_logits(model: ModelLike, x: ArrayLike, *, batch_size: int = 256,
             batch = images[start:start + batch_size].to(device)
             out.append(view(batch).detach().float().cpu())
     return torch.cat(out)
+
 
 def natural_accuracy(model: ModelLike, x: ArrayLike, y: ArrayLike, *, batch_size: int = 256,
                      device: DeviceLike = None, output_index: Any = None) -> float:
