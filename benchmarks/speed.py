@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 

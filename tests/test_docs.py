@@ -24,7 +24,6 @@ import shlex
 import subprocess
 import sys
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
