@@ -21,6 +21,7 @@ import json
 import time
 from typing import Dict, List, Tuple
 
+import numpy as np
 import torch
 from torchvision.utils import save_image
 
@@ -30,6 +31,7 @@ from mi_art import train_plgmi_prior
 from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import PenultimateFeatures, fid_eval_features, predict_logits
+from mi_art.priors.sampling import prior_samples
 from mi_art.utils import seed_everything, write_atomic
 
 DEFAULT_SETTINGS = "1e-3:0.2:1,1e-3:0.2:5,2e-4:0.2:5,1e-3:0:5,1e-3:0.2:150,2e-4:0.2:600"
@@ -68,6 +70,9 @@ def main() -> None:
     parser.add_argument("--settings", default=DEFAULT_SETTINGS, help="lr:alpha:steps, comma-separated")
     parser.add_argument("--prior-steps", type=int, default=1500, help="the GMI prior's steps (default 1500)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior-samples", type=int, default=0,
+                        help="add this many GMI-prior samples to the public images the target pseudo-labels "
+                             "(PLG-MI's paper had 30k+ public images; the benchmarks have a few hundred)")
     add_run_arguments(parser, "plgmi-prior")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,24 +85,29 @@ def main() -> None:
     public_x = torch.as_tensor(bench.data.public.x)
     k = bench.data.num_classes
     target, judge, gmi_generator = target.cpu(), judge.cpu(), gmi_generator.cpu()
+    labelled = bench.data.public.x
+    if args.prior_samples:
+        labelled = np.concatenate([labelled, prior_samples(gmi_generator, args.prior_samples, seed=args.seed + 1)])
     reference = "GMI prior (unconditional: its accuracies are chance)"
     if reference not in done:
         metrics, _ = measure(lambda z, y: gmi_generator(z), gmi_generator.latent_dim, target, judge, public_x, k,
                              args.seed)
         done[reference] = {"seconds": 0.0, "seed": args.seed, **metrics}
     for lr, alpha, steps in _settings(args.settings):
-        key = f"lr {lr:g}, alpha {alpha:g}, {steps} steps"
+        key = f"lr {lr:g}, alpha {alpha:g}, {steps} steps" + (
+            f", {args.prior_samples} prior samples pseudo-labelled too" if args.prior_samples else "")
         if key in done:
             continue
         start = time.perf_counter()
-        generator, _ = train_plgmi_prior(target, bench.data.public.x, steps=steps, lr=lr, alpha=alpha,
+        generator, _ = train_plgmi_prior(target, labelled, steps=steps, lr=lr, alpha=alpha,
                                          width=config.gan_width, init_generator=gmi_generator, device=bench.device,
                                          seed=args.seed)
         seconds = time.perf_counter() - start
         generator = generator.cpu()
         metrics, samples = measure(generator, generator.latent_dim, target, judge, public_x, k, args.seed)
         done[key] = {"lr": lr, "alpha": alpha, "steps": steps, "seconds": seconds, "seed": args.seed, **metrics}
-        grid = out.with_name(f"{out.stem}-lr{lr:g}-a{alpha:g}-{steps}.png")
+        grid = out.with_name(f"{out.stem}-lr{lr:g}-a{alpha:g}-{steps}"
+                             + (f"-p{args.prior_samples}" if args.prior_samples else "") + ".png")
         save_image(samples[::SAMPLES_PER_IDENTITY][:64], grid, nrow=8)
         write_atomic(out, json.dumps(done, indent=1))
         print(f"{key:<36} FID {metrics['fid']:.1f}  target acc {metrics['target_acc']:.3f}  judge acc "
