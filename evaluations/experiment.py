@@ -20,6 +20,7 @@ from mi_art import (ATTACKS as GAN_ATTACKS, ConditionalGenerator, Critic, Genera
                     train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
 from mi_art.data import MIDataset, load_dataset
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
+from mi_art.priors.plgmi import few_public_images_note
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.access import PredictOracle
@@ -741,6 +742,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                     used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
                     surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
             p_reg = bench.p_reg(unit_target) if use_lom else None
+        if attack == "plgmi":
+            notes += [n for n in [few_public_images_note(len(d.public.x), d.num_classes)] if n]
         kwargs: Dict[str, Any] = dict(p_reg=p_reg, surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
                                       batch_size=c.batch_size, seed=seed, verbose=c.verbose, access=c.access)

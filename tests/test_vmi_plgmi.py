@@ -106,6 +106,17 @@ def test_plgmi_pseudo_labels_pick_each_class_most_confident_public_images():
     assert len(labels) == 10
 
 
+def test_plgmi_prior_warns_when_the_public_set_leaves_its_pseudo_labels_little_to_choose_from(target, digits):
+    """Under the authors' 30 public images per class (AT&T's 10 gave no faces) the prior says so, naming the
+    count; with 30 per class it is silent."""
+    k = NUM_CLASSES
+    few = digits.public.x[:10 * k]
+    with pytest.warns(UserWarning, match=rf"{10 * k} public images for {k} classes \(10.0 per class"):
+        M.train_plgmi_prior(target, few, steps=1, n_critic=1, width=8, batch_size=8, seed=0)
+    assert plgmi_prior_module.few_public_images_note(30 * k, k) is None
+    assert "29.0 per class" in plgmi_prior_module.few_public_images_note(29 * k, k)
+
+
 def test_plgmi_discriminator_learns_the_pseudo_labels(plgmi_priors, target, digits):
     """The projection discriminator, trained on pseudo-labelled public images, scores such an image highest
     under its own pseudo-label: measured 0.61 of them after 300 steps (0.19 with the pseudo-labels shuffled;

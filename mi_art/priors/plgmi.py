@@ -18,6 +18,7 @@ shuffled), after 1000 steps at 2e-4 for 0.29 only.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Optional, Tuple
 
 import torch
@@ -34,6 +35,18 @@ from .target_answers import public_through_target
 
 #: The authors' number of pseudo-labelled public images per class (``--top_n=30``).
 PSEUDO_LABELS_PER_CLASS = 30
+
+
+def few_public_images_note(n_public: int, num_classes: int) -> Optional[str]:
+    """A warning, or None: fewer public images than PLG-MI's ``PSEUDO_LABELS_PER_CLASS`` per class leave its
+    pseudo-labels little to choose from (AT&T, 10 per class: the conditional samples were far from faces;
+    LFW, 30 per class: faces the judge put in their identity 0.54 of the time; docs/methods.md, PLG-MI)."""
+    if n_public >= PSEUDO_LABELS_PER_CLASS * num_classes:
+        return None
+    return (f"PLG-MI's prior pseudo-labels {n_public} public images for {num_classes} classes "
+            f"({n_public / num_classes:.1f} per class, under the authors' {PSEUDO_LABELS_PER_CLASS}): on AT&T faces "
+            "(10 per class) its conditional samples were not faces and PLG-MI was the weakest attack. Give it more "
+            "public images, or prefer GMI or KEDMI (docs/methods.md, PLG-MI)")
 
 
 def select_pseudo_labels(probs: torch.Tensor, top_n: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +117,9 @@ def train_plgmi_prior(target: Any, public_x: Any, *, steps: int = 1000, n_critic
     # the GAN works in [0, 1], channels first
     target, x, probs = public_through_target(target, public_x, output_index=output_index, device=device)
     num_classes = probs.shape[1]
+    note = few_public_images_note(len(x), num_classes)
+    if note:
+        warnings.warn(note, stacklevel=2)
     picked, pseudo = select_pseudo_labels(probs, top_n)
     _, c, s, _ = x.shape
     gen = ConditionalGenerator(s, c, num_classes, latent_dim, width)
