@@ -85,17 +85,17 @@ def main() -> None:
     public_x = torch.as_tensor(bench.data.public.x)
     k = bench.data.num_classes
     target, judge, gmi_generator = target.cpu(), judge.cpu(), gmi_generator.cpu()
-    labelled = bench.data.public.x
+    labelled, tag, file_tag = bench.data.public.x, "", ""
     if args.prior_samples:
         labelled = np.concatenate([labelled, prior_samples(gmi_generator, args.prior_samples, seed=args.seed + 1)])
+        tag, file_tag = f", {args.prior_samples} prior samples pseudo-labelled too", f"-p{args.prior_samples}"
     reference = "GMI prior (unconditional: its accuracies are chance)"
     if reference not in done:
         metrics, _ = measure(lambda z, y: gmi_generator(z), gmi_generator.latent_dim, target, judge, public_x, k,
                              args.seed)
         done[reference] = {"seconds": 0.0, "seed": args.seed, **metrics}
     for lr, alpha, steps in _settings(args.settings):
-        key = f"lr {lr:g}, alpha {alpha:g}, {steps} steps" + (
-            f", {args.prior_samples} prior samples pseudo-labelled too" if args.prior_samples else "")
+        key = f"lr {lr:g}, alpha {alpha:g}, {steps} steps{tag}"
         if key in done:
             continue
         start = time.perf_counter()
@@ -106,8 +106,7 @@ def main() -> None:
         generator = generator.cpu()
         metrics, samples = measure(generator, generator.latent_dim, target, judge, public_x, k, args.seed)
         done[key] = {"lr": lr, "alpha": alpha, "steps": steps, "seconds": seconds, "seed": args.seed, **metrics}
-        grid = out.with_name(f"{out.stem}-lr{lr:g}-a{alpha:g}-{steps}"
-                             + (f"-p{args.prior_samples}" if args.prior_samples else "") + ".png")
+        grid = out.with_name(f"{out.stem}-lr{lr:g}-a{alpha:g}-{steps}{file_tag}.png")
         save_image(samples[::SAMPLES_PER_IDENTITY][:64], grid, nrow=8)
         write_atomic(out, json.dumps(done, indent=1))
         print(f"{key:<36} FID {metrics['fid']:.1f}  target acc {metrics['target_acc']:.3f}  judge acc "

@@ -742,8 +742,9 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                     used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
                     surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
             p_reg = bench.p_reg(unit_target) if use_lom else None
-        if attack == "plgmi":
-            notes += [n for n in [few_public_images_note(len(d.public.x), d.num_classes)] if n]
+        data_note = few_public_images_note(len(d.public.x), d.num_classes) if attack == "plgmi" else None
+        if data_note:
+            notes.append(data_note)
         kwargs: Dict[str, Any] = dict(p_reg=p_reg, surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
                                       batch_size=c.batch_size, seed=seed, verbose=c.verbose, access=c.access)
