@@ -35,8 +35,8 @@ from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.utils import write_atomic
 
-#: Row names of the GAN attacks.
-ATTACK_NAMES = {"gmi": "GMI", "kedmi": "KEDMI", "vmi": "VMI", "plgmi": "PLG-MI"}
+#: Row names of the GAN attacks: every attack of the registry, by its title.
+ATTACK_NAMES = {name: cls.title for name, cls in ATTACKS.items()}
 METHODS = [("miface", "baseline", "ART MIFace")] + [
     (attack, variant, f"{name}{'' if variant == 'baseline' else '+' + variant.upper()}")
     for attack, name in ATTACK_NAMES.items() for variant in ("baseline", "lom", "ma", "lomma")]

@@ -103,6 +103,13 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     needs_discriminator = True
     #: The name of the prior it inverts (:data:`mi_art.priors.PRIORS`).
     prior: str = ""
+    #: Its name in progress bars and result tables; a subclass that does not set it gets its class name.
+    title: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "title" not in cls.__dict__:
+            cls.title = cls.__name__
 
     def __init__(self, estimator: Any, generator: nn.Module, discriminator: Optional[nn.Module] = None, *,
                  identity_loss: str = "ce", p_reg: Any = None, reg_weight: Optional[float] = None,
@@ -377,8 +384,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         probs = F.softmax(target(target.from_unit(images)), 1)
         return probs.gather(1, labels.view(-1, 1)).squeeze(1)
 
-    def _progress(self, total: int, desc: str):
-        return tqdm(total=total, desc=desc, disable=not self.verbose)
+    def _progress(self, total: int):
+        return tqdm(total=total, desc=self.title, disable=not self.verbose)
 
     @abc.abstractmethod
     def _run(self, labels: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ class PLGMI(GANInversionAttack):
     attack_params = GANInversionAttack.attack_params + ["views"]
     needs_discriminator = False
     prior = "plgmi"
+    title = "PLG-MI"
 
     def __init__(self, estimator: Any, generator: nn.Module, discriminator: Any = None, *, views: int = 2,
                  **kwargs: Any) -> None:
@@ -70,7 +71,7 @@ class PLGMI(GANInversionAttack):
 
     def _run(self, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.repeat_interleave(self.n_reconstructions)
-        bar = self._progress(self.iterations * -(-len(labels) // self.batch_size), "PLG-MI")
+        bar = self._progress(self.iterations * -(-len(labels) // self.batch_size))
         try:
             return conditional_search(self.generator, labels, self._loss, latent_dim=self._latent_dim,
                                       iterations=self.iterations, learning_rate=self.learning_rate,
