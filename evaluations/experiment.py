@@ -20,7 +20,6 @@ from mi_art import (ATTACKS as GAN_ATTACKS, ConditionalGenerator, Critic, Genera
                     train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
 from mi_art.data import MIDataset, load_dataset
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
-from mi_art.priors.plgmi import few_public_images_note
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.access import PredictOracle
@@ -742,15 +741,15 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                     used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
                     surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
             p_reg = bench.p_reg(unit_target) if use_lom else None
-        data_note = few_public_images_note(len(d.public.x), d.num_classes) if attack == "plgmi" else None
-        if data_note:
-            notes.append(data_note)
         kwargs: Dict[str, Any] = dict(p_reg=p_reg, surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
                                       batch_size=c.batch_size, seed=seed, verbose=c.verbose, access=c.access)
         if use_lom:  # else each attack's own identity loss: CE, PLG-MI's margin
             kwargs["identity_loss"] = "logit"
         cls = GAN_ATTACKS[attack]
+        data_note = PRIORS[cls.prior].data_note(len(d.public.x), d.num_classes)
+        if data_note:
+            notes.append(data_note)
         # a prior made against the target (KEDMI's soft labels, PLG-MI's pseudo-labels and margin loss) is
         # made against the first surrogate when the target answers through predict alone
         prior_target = unit_target if c.access == "white-box" else surrogates[0]

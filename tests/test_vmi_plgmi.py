@@ -170,3 +170,24 @@ def test_plgmi_generator_must_have_the_targets_classes(target_clf):
     gen = M.ConditionalGenerator(8, 1, NUM_CLASSES + 2, width=8)
     with pytest.raises(ValueError, match="classes"):
         M.PLGMI(target_clf, gen, iterations=1, verbose=False).infer(None, np.array([0]))
+
+
+def test_plgmi_records_say_when_the_public_set_is_small(digits, tmp_path):
+    """The prior's data note reaches every PLG-MI result record (through mi_art.priors.PRIORS), not only
+    the training log; GMI's prior has none."""
+    import dataclasses
+
+    from mi_art.data.dataset import Split
+    from mi_art.evaluations.cache import ArtifactCache
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench, run_attack
+
+    k = digits.num_classes
+    small = dataclasses.replace(digits, public=Split(digits.public.x[:10 * k], digits.public.y[:10 * k]))
+    config = ExperimentConfig(attack="plgmi", target_epochs=2, eval_epochs=2, prior_steps=2, plgmi_steps=1,
+                              iterations=2, n_reconstructions=1, gan_width=8, verbose=False)
+    bench = Workbench(config, ArtifactCache(tmp_path), data=small)
+    with pytest.warns(UserWarning, match="per class"):
+        plgmi = run_attack(bench)
+    gmi = run_attack(bench, attack="gmi")
+    assert any(f"{10 * k} public images for {k} classes" in w for w in plgmi["warnings"]), plgmi["warnings"]
+    assert not any("public images for" in w for w in gmi["warnings"]), gmi["warnings"]
