@@ -23,7 +23,7 @@ FIFTH_ATTACK = textwrap.dedent('''
 
         def _run(self, labels):
             labels = labels.repeat_interleave(self.n_reconstructions)
-            bar = self._progress(self.iterations * -(-len(labels) // self.batch_size))
+            bar = self._progress(len(labels))
             try:
                 return point_search(self.generator, labels,
                                     lambda x, y, it: self._objective(x, y, x.new_zeros(len(x)), it),

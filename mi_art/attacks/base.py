@@ -384,8 +384,9 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         probs = F.softmax(target(target.from_unit(images)), 1)
         return probs.gather(1, labels.view(-1, 1)).squeeze(1)
 
-    def _progress(self, total: int):
-        return tqdm(total=total, desc=self.title, disable=not self.verbose)
+    def _progress(self, n_codes: int):
+        """A bar over the search's steps: ``iterations`` for each batch of ``batch_size`` of ``n_codes``."""
+        return tqdm(total=self.iterations * -(-n_codes // self.batch_size), desc=self.title, disable=not self.verbose)
 
     @abc.abstractmethod
     def _run(self, labels: torch.Tensor) -> torch.Tensor:

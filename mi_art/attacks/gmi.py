@@ -57,7 +57,7 @@ class GMI(GANInversionAttack):
 
     def _run(self, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.repeat_interleave(self.n_reconstructions)
-        bar = self._progress(self.iterations * -(-len(labels) // self.batch_size))
+        bar = self._progress(len(labels))
         try:
             return point_search(self.generator, labels, self._loss, latent_dim=self._latent_dim,
                                 iterations=self.iterations, learning_rate=self.learning_rate, momentum=self.momentum,

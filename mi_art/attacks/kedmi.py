@@ -55,7 +55,7 @@ class KEDMI(GANInversionAttack):
         return self._objective(images, labels, kedmi_prior_loss(self.discriminator(images)), iteration)
 
     def _run(self, labels: torch.Tensor) -> torch.Tensor:
-        bar = self._progress(self.iterations * -(-len(labels) // self.batch_size))
+        bar = self._progress(len(labels))
         try:
             return gaussian_search(self.generator, labels, self._loss, latent_dim=self._latent_dim,
                                    iterations=self.iterations, learning_rate=self.learning_rate,

@@ -59,7 +59,7 @@ class VMI(GANInversionAttack):
         return self._objective(images, labels, torch.zeros(len(images), device=images.device), iteration)
 
     def _run(self, labels: torch.Tensor) -> torch.Tensor:
-        bar = self._progress(self.iterations * -(-len(labels) // self.batch_size))
+        bar = self._progress(len(labels))
         try:  # the KL in the units of one image's identity term of _objective
             images, mean, scale = variational_search(
                 self.generator, labels, self._loss, latent_dim=self._latent_dim, iterations=self.iterations,
