@@ -161,6 +161,35 @@ def test_baseline_reconstructions_are_recognised_by_the_judge(cls, target_clf, g
     assert acc["acc@1"] >= 0.8, acc  # chance 0.2
 
 
+def _final_code_norms(attack, labels):
+    """The norms of the codes the generator was last given during ``attack.infer`` (the final images')."""
+    seen = []
+    hook = attack.generator.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().norm(dim=1)))
+    try:
+        attack.infer(None, labels)
+    finally:
+        hook.remove()
+    return seen[-1]
+
+
+def test_plgmi_keeps_its_codes_on_the_prior_sphere(target_clf, plgmi_priors, attack_labels):
+    """The margin loss is unbounded and Adam at 0.1 carries unconstrained codes far from where N(0, I)'s
+    codes lie (LFW: Acc@1 0.480 unconstrained, 0.811 on the sphere, seed 0); ``project_codes`` keeps them at
+    norm sqrt(d)."""
+    generator = plgmi_priors[0.2][0]
+    radius = generator.latent_dim ** 0.5
+    kwargs = dict(iterations=30, n_reconstructions=2, verbose=False, seed=0)
+    kept = _final_code_norms(M.PLGMI(target_clf, generator, **kwargs), attack_labels)
+    free = _final_code_norms(M.PLGMI(target_clf, generator, project_codes=False, **kwargs), attack_labels)
+    assert torch.allclose(kept, torch.full_like(kept, radius), rtol=1e-4), kept
+    assert free.mean() > 1.2 * radius, (free.mean(), radius)  # what the sphere prevents
+
+
+def test_plgmi_project_codes_is_validated(target_clf, plgmi_prior):
+    with pytest.raises(ValueError, match="project_codes must be True or False"):
+        M.PLGMI(target_clf, *plgmi_prior, project_codes="yes")
+
+
 def test_plgmi_refuses_an_unconditional_generator(target_clf, gmi_prior):
     with pytest.raises(ValueError, match="class-conditional"):
         M.PLGMI(target_clf, gmi_prior[0])

@@ -11,7 +11,7 @@ from torch import nn
 from ..priors.networks import ConditionalGenerator
 from ..priors.plgmi import random_views
 from ..utils import EstimatorModule
-from ..validation import check_count
+from ..validation import check_bool, check_count
 from .base import GANInversionAttack
 from .search import conditional_search
 
@@ -24,32 +24,38 @@ class PLGMI(GANInversionAttack):
     Each step's loss is the sum over ``views`` random views of the images (:func:`~mi_art.priors.plgmi.random_views`:
     crop, flip, rotation, brightness and contrast) of the identity loss, by default the max-margin loss
     ``max_{k != y} l_k - l_y``; one code per reconstruction, ``z ~ N(0, I)``, Adam at ``learning_rate`` 0.1,
-    no clamp, no prior term (:func:`~mi_art.attacks.search.conditional_search`), as the authors' code. With
-    ``identity_loss="logit"`` and ``p_reg``, and ``surrogates``: PLG-MI+LOM, +MA and LOMMA.
+    no prior term, as the authors' code (:func:`~mi_art.attacks.search.conditional_search`), except that
+    each code is kept on the sphere of radius ``sqrt(latent_dim)``, where ``N(0, I)``'s codes lie
+    (``project_codes``): the authors' unconstrained codes leave the prior's faces as the margin grows
+    (docs/methods.md, PLG-MI). With ``identity_loss="logit"`` and ``p_reg``, and ``surrogates``: PLG-MI+LOM,
+    +MA and LOMMA.
 
     :param generator: The target's conditional generator (:class:`~mi_art.priors.networks.ConditionalGenerator`
         with the target's number of classes).
     :param discriminator: Not used in the attack (its prior is the generator's conditioning); may be None.
     :param views: Random views of the images per step (the authors' 2).
+    :param project_codes: Rescale each code to norm ``sqrt(latent_dim)`` after every step (default); False
+        searches without any constraint, as the authors' code.
 
     The other parameters are those of every attack (:class:`~mi_art.attacks.base.GANInversionAttack`), with
     ``identity_loss="margin"``, ``learning_rate=0.1`` and ``id_weight=1`` by default.
     """
 
-    attack_params = GANInversionAttack.attack_params + ["views"]
+    attack_params = GANInversionAttack.attack_params + ["views", "project_codes"]
     needs_discriminator = False
     prior = "plgmi"
     title = "PLG-MI"
 
     def __init__(self, estimator: Any, generator: nn.Module, discriminator: Any = None, *, views: int = 2,
-                 **kwargs: Any) -> None:
-        self.views = views
+                 project_codes: bool = True, **kwargs: Any) -> None:
+        self.views, self.project_codes = views, project_codes
         kwargs = {"identity_loss": "margin", "learning_rate": 0.1, "id_weight": 1.0, **kwargs}
         super().__init__(estimator, generator, discriminator, **kwargs)
 
     def _check_params(self) -> None:
         super()._check_params()
         check_count("views", self.views)
+        check_bool("project_codes", self.project_codes)
         if not isinstance(self.generator, ConditionalGenerator) and getattr(self.generator, "num_classes", None) is None:
             raise ValueError("generator must be a class-conditional generator G(z, y) with num_classes "
                              "(mi_art.train_plgmi_prior); a GMI or KEDMI generator takes no class")
@@ -75,6 +81,7 @@ class PLGMI(GANInversionAttack):
         try:
             return conditional_search(self.generator, labels, self._loss, latent_dim=self._latent_dim,
                                       iterations=self.iterations, learning_rate=self.learning_rate,
-                                      batch_size=self.batch_size, bar=bar)
+                                      batch_size=self.batch_size,
+                                      radius=self._latent_dim ** 0.5 if self.project_codes else None, bar=bar)
         finally:
             bar.close()

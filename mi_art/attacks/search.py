@@ -12,7 +12,7 @@ reconstructions in [0, 1] (the generator's space), on the device, in the order o
 - :func:`variational_search`: VMI's, a full-covariance Gaussian per identity, several samples a step, its
   KL divergence to the prior N(0, I) in the loss;
 - :func:`conditional_search`: PLG-MI's, one code per reconstruction of the identity's conditional generator
-  ``G(z, y)``, Adam, no clamp.
+  ``G(z, y)``, Adam, kept on the sphere where ``N(0, I)``'s codes lie (or, as the authors' code, not at all).
 """
 from __future__ import annotations
 
@@ -124,10 +124,13 @@ def variational_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *
 
 
 def conditional_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *, latent_dim: int, iterations: int,
-                       learning_rate: float, batch_size: int, bar: Optional[object] = None) -> torch.Tensor:
+                       learning_rate: float, batch_size: int, radius: Optional[float] = None,
+                       bar: Optional[object] = None) -> torch.Tensor:
     """PLG-MI (https://arxiv.org/abs/2302.09814): for every entry of ``labels`` (one per reconstruction) a code
-    ``z ~ N(0, I)`` of the conditional generator ``G(z, y)``, optimised with Adam, not clamped;
-    ``batch_size`` codes at a time."""
+    ``z ~ N(0, I)`` of the conditional generator ``G(z, y)``, optimised with Adam; with ``radius`` each code is
+    rescaled to that norm after every step (the sphere of radius ``sqrt(latent_dim)`` is where ``N(0, I)``'s
+    codes lie), without it the codes are not constrained at all (the authors' code). ``batch_size`` codes at a
+    time."""
     device = labels.device
     images = []
     for start in range(0, len(labels), batch_size):
@@ -136,6 +139,9 @@ def conditional_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *
         opt = torch.optim.Adam([z], lr=learning_rate)
         for it in range(iterations):
             _step(loss(generator(z, y), y, it), [z], opt)
+            if radius is not None:
+                with torch.no_grad():
+                    z.mul_(radius / z.norm(dim=1, keepdim=True).clamp_min(1e-12))
             if bar is not None:
                 bar.update(1)
         with torch.no_grad():
