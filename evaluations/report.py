@@ -431,7 +431,9 @@ def _chance_line(ax: Any, aggs: Sequence[Dict[str, Any]]) -> None:
         ax.axhline(level, color="grey", linestyle=":", linewidth=1, label="chance" if i == 0 else None)
 
 
-def _frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
+def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
+    """The privacy-utility frontier of :func:`aggregate`'s rows: Acc@1 against natural accuracy per defense
+    strength, with their spread over seeds, one panel per (attack, variant); DP points labelled by epsilon."""
     plt = _pyplot()
     pairs = _pairs(aggs)
     defenses = list(dict.fromkeys(a["defense"] for a in aggs))
@@ -543,7 +545,7 @@ def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Pat
     for dataset in dict.fromkeys(a["dataset"] for a in aggs):
         da = [a for a in aggs if a["dataset"] == dataset]
         name = safe_file_name(dataset)  # the name comes from cell files: it must not leave plots/
-        figures[dataset] = [_frontier(out / "plots" / f"frontier-{name}.png", dataset, da),
+        figures[dataset] = [plot_frontier(out / "plots" / f"frontier-{name}.png", dataset, da),
                             _bars(out / "plots" / f"bars-{name}.png", dataset, da)]
     images = {r["cell_id"]: p for r in rows if (p := _cell_image(out, r, redraw_images)) is not None}
     md_path = write_atomic(out / "report.md", _markdown(rows, aggs, meta, figures, images, out))
