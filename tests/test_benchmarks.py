@@ -57,3 +57,59 @@ def test_plgmi_prior_measures_accuracy_on_the_condition_and_feature_norm():
     assert metrics["feature_norm"] == pytest.approx(1.0)
     metrics, _ = plgmi_prior.measure(wrong, 3, model(), model(), eye, k)
     assert metrics["target_acc"] == metrics["judge_acc"] == 0.0
+
+
+def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(tmp_path, monkeypatch):
+    """``--judges 3``: each attack is scored by the panel of three judges (not the first alone); the records
+    give the frontier one point per defense strength, the mean over attack seeds, DP points with epsilon."""
+    import json
+    import types
+
+    import defenses
+
+    seen = []
+
+    class FakeWorkbench:
+        def __init__(self, config, cache, data=None):
+            self.config = config
+            self.data = types.SimpleNamespace(private_train=[0] * 10, private_test=types.SimpleNamespace(x=0, y=0))
+            dp = config.defense == "dp-sgd"
+            self.defense_record = {"epsilon": config.defense_params.get("target_epsilon"), "delta": 0.1} if dp else {}
+
+        def target(self):
+            return "target"
+
+        def evaluator(self):
+            return "judge-0"
+
+        def evaluators(self):
+            return [f"judge-{j}" for j in range(self.config.judges)]
+
+        def prior(self, *args):
+            return None
+
+        def surrogates(self, target):
+            return []
+
+    def fake_run_attack(bench, *, attack, attack_seed, target, evaluator, variant):
+        seen.append(evaluator)
+        acc = 0.9 - 0.1 * attack_seed if bench.config.defense == "none" else 0.2
+        return {"dataset": "fake", "attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
+                "knn_dist": 1.0, "seconds": 0.0, "n_judges": len(evaluator), "chance@1": 0.1,
+                "evaluator_test_accuracy": 0.9, "evaluator_test_accuracies": [0.9] * len(evaluator)}
+
+    monkeypatch.setattr(defenses, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(defenses, "run_attack", fake_run_attack)
+    monkeypatch.setattr(defenses, "public_record", dict)
+    monkeypatch.setattr(defenses, "natural_accuracy", lambda *a: 0.8)
+    out = tmp_path / "cells.json"
+    monkeypatch.setattr(sys, "argv", ["defenses.py", "--deployed", "--only", "none,dp-sgd", "--seeds", "2",
+                                      "--judges", "3", "--attacks", "gmi", "--cache-dir", str(tmp_path),
+                                      "--out", str(out)])
+    defenses.main()
+    assert seen and all(judges == ["judge-0", "judge-1", "judge-2"] for judges in seen)
+    done = json.loads(out.read_text())
+    points = defenses.frontier_rows(done, defenses._rows(defenses.deployed_grid(10)))
+    undefended = next(p for p in points if p["defense"] == "none")
+    assert undefended["acc@1"] == pytest.approx(0.85) and undefended["n"] == 2
+    assert sorted(p["epsilon"] for p in points if p["defense"] == "dp-sgd") == [1.0, 3.0, 8.0]
