@@ -2,12 +2,15 @@
 
 Trap-MID (https://arxiv.org/abs/2411.08460) lures an inversion attack only if the attack can reach a
 triggered image. The attacks search the latent space of a GAN prior, so the question is whether the
-generator can draw the triggers. This probe trains the AT&T pre-trained target with Trap-MID at ``--alpha``
-(the library's defense, its triggers kept), blends public images with the trigger of a random class, and
-reports how often the target gives the trigger's class to: the clean images, the triggered ones, prior
-samples blended with the trigger (the trapdoor works on the generator's images too), and the generator's
-closest images to the triggered and to the clean ones (``z`` minimising the squared pixel distance, Adam).
-If the projections of triggered images lose the trapdoor, the prior cannot draw the trigger.
+generator can draw the triggers. This probe trains the
+pre-trained target of the AT&T benchmark (``--benchmark lfw``: LFW's) with Trap-MID at ``--alpha`` (the
+library's defense, its triggers kept), blends public images with the trigger of a random class, and reports
+how often the target gives the trigger's class to: the clean images, the triggered ones, prior samples
+blended with the trigger (the trapdoor works on the generator's images too), and the generator's closest
+images to the triggered and to the clean ones (``z`` minimising the squared pixel distance, Adam).
+If the projections of triggered images lose the trapdoor, the prior cannot draw the trigger. Last, GMI
+(cross-entropy, no surrogate) attacks the target, and each reconstruction's correlation with its class's
+trigger is compared with its correlation with the other classes' triggers: a lured attack draws its class's.
 
     python benchmarks/trap_reach.py --alpha 0.1
 """
@@ -18,11 +21,11 @@ import dataclasses
 
 import torch
 
-from _settings import REPO, benchmark_config
+from _settings import BENCHMARKS, REPO, benchmark_config
 
 import mi_art.defenses.trap as trap
 from mi_art.evaluations.cache import ArtifactCache
-from mi_art.evaluations.experiment import Workbench
+from mi_art.evaluations.experiment import Workbench, run_attack
 
 N_IMAGES = 100
 
@@ -58,7 +61,9 @@ def project(generator: torch.nn.Module, images: torch.Tensor, steps: int, seed: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="att")
     parser.add_argument("--alpha", type=float, default=0.1, help="Trap-MID's blend (the paper's is 0.02)")
+    parser.add_argument("--beta", type=float, default=None, help="Trap-MID's trapdoor loss weight (default the paper's)")
     parser.add_argument("--steps", type=int, default=500, help="projection steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -66,8 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     trap.TrapdoorLoss = _KeepTriggers  # TrapMID.train builds its loss from the module's name
-    config = dataclasses.replace(benchmark_config("att", None, prior_steps=1500), defense="trap-mid",
-                                 defense_params={"alpha": args.alpha}, target_pretrain_epochs=60)
+    config = dataclasses.replace(benchmark_config(args.benchmark, None, prior_steps=1500), defense="trap-mid",
+                                 defense_params={"alpha": args.alpha, **({} if args.beta is None else {"beta": args.beta})},
+                                 target_pretrain_epochs=60, iterations=300, n_reconstructions=3)
     bench = Workbench(config, _FreshTargets(args.cache_dir))
     target = bench.target().eval()
     triggers = _KeepTriggers.made[-1].triggers
@@ -85,7 +91,7 @@ def main() -> None:
             return f"{float((target(images).argmax(1) == classes).float().mean()):.3f}"
 
         trapdoors = (bench.defense_record.get("details") or {}).get("trapdoor_test_accuracy")
-        print(f"Trap-MID alpha {args.alpha:g} on AT&T (pre-trained target; trapdoor accuracy {trapdoors:.3f} on the "
+        print(f"Trap-MID alpha {args.alpha:g} on {args.benchmark} (pre-trained target; trapdoor accuracy {trapdoors:.3f} on the "
               f"private test images); {len(x)} public images, chance {1 / len(triggers):.3f}")
         print("| images | given the trigger's class |\n|---|---|")
         for name, images in [("clean public images", x), ("the same, blended with the trigger", triggered),
@@ -101,6 +107,27 @@ def main() -> None:
               f"projection residual {float((near_triggered - triggered).pow(2).flatten(1).sum(1).mean()):.2f} "
               f"(triggered) / {float((near_clean - x).pow(2).flatten(1).sum(1).mean()):.2f} (clean)")
 
+    undefended = Workbench(dataclasses.replace(config, defense="none", defense_params={}), bench.cache, data=bench.data)
+    for name, model in [("this target", target), ("the undefended target (control: no triggers)", undefended.target())]:
+        record = run_attack(bench, attack="gmi", variant="baseline", attack_seed=args.seed, target=model)
+        recs = torch.as_tensor(record["reconstructions"], dtype=torch.float32)
+        labels = torch.as_tensor(record["labels"]).long()
+        with torch.no_grad():
+            on_target = float((model.eval()(recs).argmax(1) == labels).float().mean())
+        own, others = trigger_correlation(recs, labels, triggers)
+        print(f"GMI (baseline) against {name}: Acc@1 {record['acc@1']:.3f} by the judge, {on_target:.3f} by the "
+              f"target; correlation of each reconstruction with its class's trigger {float(own.mean()):.3f} +- "
+              f"{float(own.std() / len(own) ** 0.5):.3f} (standard error), with the other classes' "
+              f"{float(others.mean()):.3f}")
+
+
+def trigger_correlation(recs: torch.Tensor, labels: torch.Tensor, triggers: torch.Tensor):
+    """Per reconstruction: the cosine between it and its class's trigger, and the mean cosine with the other
+    classes' triggers (both centred on their means over reconstructions and over triggers)."""
+    cos = torch.nn.functional.cosine_similarity(
+        (recs - recs.mean(0)).flatten(1)[:, None], (triggers - triggers.mean(0)).flatten(1)[None], dim=2)
+    own = cos[torch.arange(len(labels)), labels]
+    return own, (cos.sum(1) - own) / (len(triggers) - 1)
 
 if __name__ == "__main__":
     main()
