@@ -105,6 +105,9 @@ def main() -> None:
                                                                   "(default 1; lfw 3)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seeds", type=int, default=None, help="attack seeds (default 3; quick 2)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first attack seed (default 0): --first-seed 1 --seeds 1 runs seed 1 alone, e.g. in "
+                             "a second process whose --out is merged with --also")
     parser.add_argument("--iterations", type=int, default=None, help="attack iterations (default 300; quick 150)")
     parser.add_argument("--n-reconstructions", type=int, default=3)
     parser.add_argument("--kedmi-steps", type=int, default=None,
@@ -170,7 +173,7 @@ def main() -> None:
                 continue  # BREP-MI is label-only by construction
             runner = bench if access == "white-box" else Workbench(dataclasses.replace(bench.config, access=access),
                                                                      cache, data=bench.data)
-            for seed in range(seeds):
+            for seed in range(args.first_seed, args.first_seed + seeds):
                 key = f"{name}/{attack}/seed{seed}" if access == "white-box" else f"{name}/{attack}[{access}]/seed{seed}"
                 if key in done:
                     continue
