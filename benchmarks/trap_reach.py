@@ -129,5 +129,6 @@ def trigger_correlation(recs: torch.Tensor, labels: torch.Tensor, triggers: torc
     own = cos[torch.arange(len(labels)), labels]
     return own, (cos.sum(1) - own) / (len(triggers) - 1)
 
+
 if __name__ == "__main__":
     main()
