@@ -277,7 +277,7 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     for defense, params, overrides in grid:
         name = label(defense, params, overrides)
-        cells = {a: [v for k, v in done.items() if k.startswith(f"{name}/{a}/")] for a in ("gmi", "kedmi")}
+        cells = _white_box_cells(done, name)
         rows = cells["gmi"] + cells["kedmi"]
         if not rows:
             continue
@@ -301,8 +301,13 @@ def frontier_rows(done: dict, grid: list) -> list:
     for defense, params, overrides in grid:
         name = label(defense, params, overrides)
         rows += [{**r, "defense_label": name.replace(" [pre-trained]", ""), "seed": r["attack_seed"]}
-                 for k, r in done.items() if k.startswith(f"{name}/") and k.split("/")[1] in ("gmi", "kedmi")]
+                 for cells in _white_box_cells(done, name).values() for r in cells]
     return aggregate(rows)
+
+
+def _white_box_cells(done: dict, name: str) -> dict:
+    """The finished GMI+LOMMA and KEDMI+LOMMA records of the grid row ``name``, by attack."""
+    return {a: [v for k, v in done.items() if k.startswith(f"{name}/{a}/")] for a in ("gmi", "kedmi")}
 
 
 def _targets_of(done: dict, grid: list, defense_name: str):
