@@ -40,7 +40,7 @@ class _KeepTriggers(trap.TrapdoorLoss):
 
 
 class _FreshTargets(ArtifactCache):
-    """The artifact cache, except that the target is always trained (its triggers are not stored)."""
+    """The artifact cache, except that the target is always trained (Trap-MID's triggers are not stored)."""
 
     def module(self, kind, config, build, train):
         return train() if kind == "target" else super().module(kind, config, build, train)
@@ -107,7 +107,8 @@ def main() -> None:
               f"projection residual {float((near_triggered - triggered).pow(2).flatten(1).sum(1).mean()):.2f} "
               f"(triggered) / {float((near_clean - x).pow(2).flatten(1).sum(1).mean()):.2f} (clean)")
 
-    undefended = Workbench(dataclasses.replace(config, defense="none", defense_params={}), bench.cache, data=bench.data)
+    undefended = Workbench(dataclasses.replace(config, defense="none", defense_params={}),
+                           ArtifactCache(args.cache_dir), data=bench.data)  # the benchmark's cached target
     for name, model in [("this target", target), ("the undefended target (control: no triggers)", undefended.target())]:
         record = run_attack(bench, attack="gmi", variant="baseline", attack_seed=args.seed, target=model)
         recs = torch.as_tensor(record["reconstructions"], dtype=torch.float32)
