@@ -71,10 +71,20 @@ BENCHMARKS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def add_threads_argument(parser: Any) -> None:
+    """``--threads``: torch's CPU threads, as the library's commands take them (default: the library's
+    policy, applied when mi_art is imported; see :mod:`mi_art.threads`). Apply it with ``set_threads``."""
+    from mi_art.threads import check_threads
+
+    parser.add_argument("--threads", type=lambda v: check_threads("--threads", v), default=None,
+                        help="torch CPU threads: N, auto or torch (default: MI_ART_THREADS, else OMP_NUM_THREADS, "
+                             "else auto: half the usable CPUs; benchmarks/results/threads.md)")
+
+
 def add_run_arguments(parser: Any, results: str, device: str = "auto") -> None:
     """The options every resumable benchmark script takes: threads, device, artifact cache and its results
     file (``--out``, default ``mi_art_runs/<results>-<benchmark>.json``)."""
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads_argument(parser)
     parser.add_argument("--device", default=device)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=None, help=f"results JSON (default mi_art_runs/{results}-<benchmark>.json)")

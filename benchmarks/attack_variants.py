@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _settings import BENCHMARKS, REPO, benchmark_config
+from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
+from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
 from mi_art.evaluations.executors import LockingArtifactCache
@@ -88,14 +89,14 @@ def main() -> None:
                         help="latent codes (GMI) or identities (KEDMI) optimised together (default 100; all at "
                              "once is fastest on a GPU)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
+    add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=None,
                         help="results JSON (default mi_art_runs/attack_variants[-lfw][-quick].json)")
     parser.add_argument("--also", nargs="*", default=(), help="more result files to merge into the table (another "
                                                               "process's --out, e.g. for a second CPU core)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
     overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=5,

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _settings import BENCHMARKS, REPO, benchmark_config
+from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
+from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
 from mi_art.evaluations.cache import ArtifactCache
@@ -126,7 +127,7 @@ def main() -> None:
                         help="comma-separated access levels of the attacks: white-box, black-box, label-only")
     parser.add_argument("--max-queries", type=int, default=None, help="query budget below white-box")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None, help="also draw the privacy-utility frontier of the table into "
@@ -134,7 +135,7 @@ def main() -> None:
     parser.add_argument("--also", nargs="*", default=(), help="more result files to merge into the table (another "
                                                               "process's --out, e.g. for a second CPU core)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
     base = benchmark_config(

@@ -26,6 +26,7 @@ import torch
 from torchvision.utils import save_image
 
 from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
+from mi_art.threads import set_threads
 
 from mi_art import train_plgmi_prior
 from mi_art.evaluations.executors import LockingArtifactCache
@@ -75,7 +76,7 @@ def main() -> None:
                              "(PLG-MI's paper had 30k+ public images; the benchmarks have a few hundred)")
     add_run_arguments(parser, "plgmi-prior")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = results_path(args, "plgmi-prior")
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     config = benchmark_config(args.benchmark, args.data_root, prior_steps=args.prior_steps, device=args.device)

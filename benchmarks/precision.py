@@ -26,7 +26,8 @@ from mi_art.evaluations.experiment import JUDGE_SEED_OFFSET, Workbench, run_atta
 from mi_art.evaluations.metrics import judge_panel, natural_accuracy
 from mi_art.utils import write_atomic
 
-from _settings import BENCHMARKS, REPO, benchmark_config
+from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
+from mi_art.threads import set_threads
 
 
 def main() -> None:
@@ -37,13 +38,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=1000, help="GMI+LOM iterations (default 1000)")
     parser.add_argument("--eval-epochs", type=int, default=None,
                         help="the judges' epochs (default: the benchmark's); the target keeps its recipe")
-    parser.add_argument("--threads", type=int, default=None)
+    add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"),
                         help="where the float32 target and GMI prior of the reconstructions are cached")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out or REPO / "mi_art_runs" / f"precision-{args.benchmark}.json")
     record = json.loads(out.read_text()) if out.is_file() else {"models": {}}
 

@@ -27,7 +27,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from _settings import DEFAULT_ROOT, REPO, att_faces_config
+from _settings import DEFAULT_ROOT, REPO, add_threads_argument, att_faces_config
+from mi_art.threads import set_threads
 
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import Workbench
@@ -56,12 +57,12 @@ def main() -> None:
                              "(60/80: the budgets of the AT&T attack benchmarks)")
     parser.add_argument("--target-pretrain-epochs", type=int, default=60)
     parser.add_argument("--eval-pretrain-epochs", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "pretraining-cache"))
     parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/pretraining-<size>.json)")
     parser.add_argument("--md", default=None, help="also write the table (with the command and date) to this file")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = Path(args.out or REPO / "mi_art_runs" / f"pretraining-{args.image_size}.json")
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     regimes = _regimes(args.regimes)

@@ -38,7 +38,8 @@ from mi_art.evaluations.cli import gan_augment_for
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, run_attack
 from mi_art.utils import write_atomic
 
-from _settings import BENCHMARKS, REPO, benchmark_config
+from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
+from mi_art.threads import set_threads
 
 #: Cache kinds -> the stage they belong to.
 STAGES = {"pretrained": "pre-training (public)", "target": "target", "evaluator": "judges",
@@ -209,7 +210,7 @@ def main() -> None:
                         help="cli: the budgets of `mi-art attack` (the README's face command); benchmark: "
                              "attack_variants.py's (default cli)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_threads_argument(parser)
     parser.add_argument("--out", default=None, help="JSON record (default mi_art_runs/speed-<benchmark>-<budget>.json)")
     parser.add_argument("--compare", default=None, help="an earlier JSON record: its seconds beside these")
     parser.add_argument("--no-rates", action="store_true", help="skip the per-loop GFLOP/s measurements")
@@ -220,8 +221,7 @@ def main() -> None:
     parser.add_argument("--mixed-precision", action="store_true",
                         help="train the target, judges, pre-training and surrogates in bfloat16 (mixed_precision=True)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = torch.device(args.device)
     if args.budget == "cli":
         spec = BENCHMARKS[args.benchmark]

@@ -20,6 +20,7 @@ from typing import Dict, List, Tuple
 import torch
 
 from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
+from mi_art.threads import set_threads
 
 from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
@@ -53,7 +54,7 @@ def main() -> None:
                                                                        "distillation data; default 1500)")
     add_run_arguments(parser, "surrogates")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     out = results_path(args, "surrogates")
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     cache, data = LockingArtifactCache(args.cache_dir), None

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _settings import DEFAULT_ROOT, REPO, att_faces_config
+from _settings import DEFAULT_ROOT, REPO, add_threads_argument, att_faces_config
+from mi_art.threads import set_threads
 
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import Workbench, public_record, run_attack
@@ -41,11 +42,11 @@ def main() -> None:
     parser.add_argument("--methods", default="GMI,KEDMI", help="e.g. 'GMI,KEDMI,KEDMI+LOM'")
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=2)
+    add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=str(REPO / "mi_art_runs" / "target_draws.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     config = att_faces_config(args.data_root, iterations=args.iterations, n_reconstructions=5, prior_steps=1500,
                               kedmi_steps=200, surrogate_steps=3000, device=args.device)
     bench = Workbench(config, ArtifactCache(args.cache_dir))

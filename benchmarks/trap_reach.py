@@ -21,7 +21,8 @@ import dataclasses
 
 import torch
 
-from _settings import BENCHMARKS, REPO, benchmark_config
+from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
+from mi_art.threads import set_threads
 
 import mi_art.defenses.trap as trap
 from mi_art.evaluations.cache import ArtifactCache
@@ -66,10 +67,10 @@ def main() -> None:
     parser.add_argument("--beta", type=float, default=None, help="Trap-MID's trapdoor loss weight (default the paper's)")
     parser.add_argument("--steps", type=int, default=500, help="projection steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     trap.TrapdoorLoss = _KeepTriggers  # TrapMID.train builds its loss from the module's name
     config = dataclasses.replace(benchmark_config(args.benchmark, None, prior_steps=1500), defense="trap-mid",
                                  defense_params={"alpha": args.alpha, **({} if args.beta is None else {"beta": args.beta})},

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mi_art.training import AUGMENTATIONS, OPTIMIZERS, augment_batch, make_optimizer
+from mi_art.training import AUGMENTATIONS, OPTIMIZERS, augment_batch, make_optimizer, show_progress
 from mi_art.utils import check_images, check_labels, seed_everything
 from mi_art.validation import (check_bool, check_choice, check_count, check_finite, check_int, check_number,
                                check_optional_count, check_optional_positive, check_positive, is_int)
@@ -217,7 +217,7 @@ def _dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: Dict[str
                         dp_opt.step()
                 sched.step()
                 if verbose:
-                    bar.set_postfix(eps=f"{engine.get_epsilon(params['delta']):.2f}")
+                    show_progress(bar, len(dp_loader.dataset), eps=f"{engine.get_epsilon(params['delta']):.2f}")
     finally:
         plain = dp_model.to_standard_module()  # Opacus's hooks removed, also when training failed
     return plain, dp_opt, dp_loader, engine

@@ -13,12 +13,17 @@ import click
 
 from mi_art.data import DATASETS
 
-from .config_options import COUNT, SEED, FiniteFloat, field_options, field_values
+from .config_options import COUNT, SEED, THREADS, FiniteFloat, field_options, field_values
 from .config_rules import ATTACKS, VARIANTS
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.
 _LOG_DIR = "mi_art.log_dir"
+
+THREADS_HELP = ("torch's CPU threads: a count, 'auto' (half the CPUs this process may use, at least 1: torch's "
+                "default of one per core is several times slower when another job holds a core; "
+                "benchmarks/results/threads.md) or 'torch' (torch's default) [default: $MI_ART_THREADS, else "
+                "$OMP_NUM_THREADS, else auto].")
 
 #: Datasets whose mirrored images are images of the data too (faces), where --gan-augment auto flips.
 MIRROR_SAFE_DATASETS = ("image-folder", "folder", "celeba")
@@ -264,11 +269,13 @@ def main() -> None:
               help="Output folder [default: mi_art_runs/<dataset>-<attack>-<variant>].")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default="mi_art_runs/cache", show_default=True,
               help="Where trained targets, priors and surrogates are cached and reused.")
+@click.option("--threads", type=THREADS, default=None, help=THREADS_HELP)
 @click.option("--verbose/--quiet", default=True, show_default=True)
 def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...], attack: str, variant: str,
            identities: Optional[str], seed: int, attack_seed: int, device: str, out_dir: Optional[str],
-           cache_dir: str, verbose: bool, **fields: Any) -> None:
+           cache_dir: str, threads: Any, verbose: bool, **fields: Any) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
+    from mi_art.threads import set_threads
     from mi_art.utils import write_atomic
 
     from .cache import ArtifactCache
@@ -293,6 +300,8 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     config = ExperimentConfig(dataset=dataset, data_root=data_root, data_options=options, attack=attack,
                               variant=variant, identities=ids, seed=seed, attack_seed=attack_seed, device=device,
                               verbose=verbose, **fields)
+    if threads is not None:
+        set_threads(threads)
     try:
         bench = Workbench(config, ArtifactCache(cache_dir))
         result = run_attack(bench)
@@ -433,10 +442,11 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
               help="GPUs requested per Ray task.")
 @click.option("--cpus-per-task", type=FiniteFloat(0.0, low_open=True), default=1.0, show_default=True,
               help="CPUs requested per Ray task.")
-@click.option("--threads", type=COUNT, default=None,
-              help="torch threads per worker [default: 1 in process (the grid's small models train fastest "
-                   "that way on a CPU; raise it for big models), CPUs / workers for process, the task's CPUs "
-                   "for ray].")
+@click.option("--threads", type=THREADS, default=None,
+              help="torch's CPU threads per worker, never more than the CPUs the worker was given: a count, "
+                   "'auto' or 'torch' (torch's default) [default: local: auto (half the CPUs this process may "
+                   "use, at least 1; benchmarks/results/threads.md); process: the usable CPUs divided among the "
+                   "workers; ray: --cpus-per-task].")
 @click.option("--device", default=None, help="'auto', 'cpu' or 'cuda[:N]' [default: the grid's, else auto].")
 @click.option("--dry-run", is_flag=True, help="Validate the grid and print the plan; train nothing. A missing "
                                               "data folder is a warning here, an error in a real run.")
@@ -446,7 +456,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
              attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
              out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
-             address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Optional[int],
+             address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Any,
              device: Optional[str], dry_run: bool, verbose: bool, progress: bool, **fields: Any) -> None:
     """Evaluate a grid of defenses x attacks x variants x seeds; resumable; writes results.csv,
     results.json, report.md, plots and reconstruction images under --out.
@@ -461,12 +471,16 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
     """
     from mi_art.validation import check_device
 
-    from .executors import GridRunError, completed_cells, evaluate_grid
+    from .executors import GridRunError, completed_cells, evaluate_grid, worker_threads
     from .grid import Grid, GridError
     from .grid_files import grid_to_toml, load_grid_file, merge_grid
     from .presets import preset as get_preset
 
     _check_device_option(device, executor)
+    try:
+        worker_threads(executor, threads, workers=workers, cpus_per_task=cpus_per_task)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="'--threads'") from None
     try:
         base: Dict[str, Any] = get_preset(preset) if preset else {}
         if config_file:

@@ -27,6 +27,24 @@ SEED = click.IntRange(min=0)
 PRETRAIN_EPOCHS = click.IntRange(min=0)
 
 
+class Threads(click.ParamType):
+    """torch's CPU threads: a positive count, ``auto`` or ``torch`` (:func:`mi_art.threads.check_threads`)."""
+
+    name = "N|auto|torch"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        from mi_art.threads import check_threads
+
+        try:
+            return check_threads("threads", value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+#: A ``--threads`` value.
+THREADS = Threads()
+
+
 class FiniteFloat(click.ParamType):
     """A finite float in ``[low, inf)`` (``(low, inf)`` when ``low_open``): click's ``FloatRange``
     lets "nan" and "inf" through."""

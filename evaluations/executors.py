@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from mi_art.threads import check_threads, set_threads, usable_cpus
 from mi_art.utils import write_atomic
 
 from .cache import ArtifactCache
@@ -108,19 +109,17 @@ def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
 
 
 def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Optional[PathLike], *,
-             verbose: bool = False, threads: Optional[int] = None, device: Optional[str] = None,
+             verbose: bool = False, threads: Union[int, str, None] = None, device: Optional[str] = None,
              echo: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Run one cell end to end (shared artifacts from the cache), write its files, return its row.
     ``echo``, when given, receives a line for each stage: every artifact trained (target, judges, prior,
     surrogates, p_reg, ...) with its seconds, and the attack."""
     import dataclasses
 
-    import torch
-
     from .experiment import Workbench, run_attack
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    if threads is not None:
+        set_threads(threads)
     cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
     config = dataclasses.replace(cell.config, verbose=verbose, device=device or cell.config.device)
     start = time.perf_counter()
@@ -169,6 +168,7 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
     row["config"] = {k: v for k, v in config.to_dict().items() if k not in ("verbose",)}
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     row["host"], row["pid"] = socket.gethostname(), os.getpid()
+    row.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus") if k in result})
     row["index"] = cell.index
 
     # reconstructions and a few real private images of the attacked identities, for the figures
@@ -187,11 +187,38 @@ def _ray_run_cell(cell: Dict[str, Any], out_dir: str, cache_dir: Optional[str], 
     return run_cell(cell, out_dir, cache_dir, verbose=verbose, threads=threads, device=device)
 
 
-def _init_worker(threads: Optional[int]) -> None:
-    if threads:
-        import torch
+def _init_worker(threads: Union[int, str, None]) -> None:
+    if threads is not None:
+        set_threads(threads)
 
-        torch.set_num_threads(int(threads))
+
+def worker_threads(executor: str, threads: Union[int, str, None] = None, *, workers: Optional[int] = None,
+                   cpus_per_task: float = 1.0) -> Union[int, str]:
+    """The torch threads each worker of ``executor`` runs: never more than the CPUs it was given.
+
+    ``local``: ``threads``, else the library's policy (``"auto"``, :mod:`mi_art.threads`); ``process``: the
+    CPUs this process may use divided among ``workers`` (the pool fills the machine on purpose: each worker
+    takes its share); ``ray``: ``cpus_per_task`` (rounded down, at least 1). ``"torch"`` leaves torch's
+    default, as asked. A count above a worker's CPUs is refused (threads that wait on each other's busy
+    cores make every worker several times slower).
+
+    :raises ValueError: ``threads`` is not a thread setting, or more than a worker's CPUs."""
+    if executor not in _RUNNERS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    threads = None if threads is None else check_threads("threads", threads)
+    if executor == "local":
+        return "auto" if threads is None else threads
+    if executor == "process":
+        n_workers = max(1, int(workers or usable_cpus()))
+        given, what = max(1, usable_cpus() // n_workers), f"{usable_cpus()} usable CPUs / {n_workers} workers"
+    else:
+        given, what = max(1, int(cpus_per_task)), f"--cpus-per-task {cpus_per_task:g}"
+    if threads in (None, "auto"):
+        return given
+    if threads != "torch" and threads > given:
+        raise ValueError(f"threads={threads} is more than the {given} CPU(s) each {executor} worker is given "
+                         f"({what}); give --threads {given} or fewer, or more CPUs per worker")
+    return threads
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,8 +246,7 @@ def _run_process(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbo
 
     if not cells:  # nothing to run: spawn no worker
         return
-    workers = max(1, int(workers or os.cpu_count() or 1))
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    workers = max(1, int(workers or usable_cpus()))
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(threads,))
     try:
@@ -254,7 +280,6 @@ def _run_ray(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: 
         started = True
     try:
         task = ray.remote(_ray_run_cell).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=1)
-        threads = threads or max(1, int(cpus_per_task))
         refs = {task.remote(cell.to_dict(), out, cache, verbose, threads, device): cell for cell in cells}
         pending = list(refs)
         try:
@@ -318,7 +343,8 @@ def summary_line(row: Dict[str, Any]) -> str:
 
 def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike] = None, executor: str = "local",
                   workers: Optional[int] = None, address: Optional[str] = None, gpus_per_task: float = 0.0,
-                  cpus_per_task: float = 1.0, threads: Optional[int] = None, device: Optional[str] = None,
+                  cpus_per_task: float = 1.0, threads: Union[int, str, None] = None,
+                  device: Optional[str] = None,
                   verbose: bool = False, progress: bool = True, report: bool = True,
                   echo: Callable[[str], None] = print, validate: bool = True) -> List[Dict[str, Any]]:
     """Run every unfinished cell of ``grid``, then write the report. Returns the rows in grid order.
@@ -326,15 +352,15 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     :param out_dir: Results folder: ``cells/``, ``grid.json``, the report; ``cache/`` by default.
     :param cache_dir: Shared artifact cache (default ``<out_dir>/cache``).
     :param executor: "local" (in this process), "process" (``workers`` spawned processes), "ray".
-    :param threads: torch threads per worker (default: 1 in process; process: CPUs divided among the
-        workers; ray: the task's CPUs).
+    :param threads: torch threads per worker: a count, "auto" or "torch" (:func:`worker_threads`; default:
+        the library's policy in process, the usable CPUs divided among the workers for process, the task's
+        CPUs for ray).
     :raises GridError: An invalid grid, before anything is trained.
     :raises GridRunError: Some cells failed (the others are saved; rerun to retry the failed ones).
     """
     from tqdm.auto import tqdm
 
-    if executor not in _RUNNERS:
-        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    threads = worker_threads(executor, threads, workers=workers, cpus_per_task=cpus_per_task)
     if executor == "ray":
         import_ray()  # fail before any training when Ray is missing
     if validate:
@@ -353,10 +379,6 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
          f"(executor {executor}, cache {cache})")
     if executor != "local":
         todo = _spread(todo)
-    elif threads is None:
-        # the grid's models are small: on a CPU one intra-op thread beats several (GAN training with
-        # its double backward is several times slower with 2 threads on a busy 2-core machine)
-        threads = 1
     failures: List[Tuple[Cell, BaseException]] = []
     bar = tqdm(total=len(cells), initial=len(done), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
     write = bar.write if progress else echo

@@ -22,6 +22,7 @@ from mi_art.data import MIDataset, load_dataset
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
+from mi_art.threads import thread_record
 from mi_art.access import PredictOracle
 from mi_art.validation import check_choice, check_int, check_labels
 
@@ -41,6 +42,11 @@ JUDGE_SEED_OFFSET = 1000
 #: identities) surrogates agreeing on 0.52 / 0.62 of public images (0.70 / 0.83 of private ones) lifted GMI
 #: from 0.55 to 0.77 Acc@1 (benchmarks/results/attack_variants_lfw.md).
 WEAK_SURROGATE_AGREEMENT = 0.5
+#: A prior's quality is the FID between this many of its samples and the public images, at most
+#: PRIOR_FID_PUBLIC of them (a seeded sample): beyond a few thousand the real side's statistics change little,
+#: and each image costs a pass through the judge.
+PRIOR_FID_SAMPLES = 500
+PRIOR_FID_PUBLIC = 5000
 
 
 @dataclass
@@ -459,8 +465,9 @@ class Workbench:
     def prior_report(self, kind: str, target: Optional[nn.Module] = None,
                      evaluator: Optional[nn.Module] = None) -> Dict[str, Any]:
         """Training seconds (None when it was trained before records were kept) and quality of a prior
-        (``kind``: ``"gmi-prior"``, ``"kedmi-prior"`` or ``"plgmi-prior"``): FID between 500 of its samples and
-        the public images, on the evaluation model's features."""
+        (``kind``: ``"gmi-prior"``, ``"kedmi-prior"`` or ``"plgmi-prior"``): FID between
+        :data:`PRIOR_FID_SAMPLES` of its samples and the public images (a seeded sample of
+        :data:`PRIOR_FID_PUBLIC` of a larger set), on the evaluation model's features."""
         name = kind[:-len("-prior")]
         per_target = PRIORS[name].per_target
         key = self._prior_key(kind, target if per_target else None)
@@ -471,8 +478,11 @@ class Workbench:
                      else {"given-evaluator": model_fingerprint(evaluator)})
 
         def quality() -> Dict[str, Any]:
-            fake = prior_samples(gen, 500, seed=self.config.seed)
-            return {"fid_public": fid_eval_features(evaluator, fake, self.data.public.x)}
+            fake = prior_samples(gen, PRIOR_FID_SAMPLES, seed=self.config.seed)
+            public = self.data.public.x
+            if len(public) > PRIOR_FID_PUBLIC:  # a seeded sample: every public image's features cost a pass
+                public = public[np.random.default_rng(self.config.seed).permutation(len(public))[:PRIOR_FID_PUBLIC]]
+            return {"fid_public": fid_eval_features(evaluator, fake, public)}
 
         fid = self.cache.json(f"{kind}-quality", {"prior": key, "evaluator": judge_key}, quality)
         return {"train_seconds": seconds, **fid}
@@ -781,7 +791,7 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                                         n_classes=panel["num_classes"], defended=c.defense != "none") + notes,
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
         "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
-        "iterations": c.miface_iterations if attack == "miface" else c.iterations,
+        "iterations": c.miface_iterations if attack == "miface" else c.iterations, **thread_record(),
         **extra, "reconstructions": recs, "labels": labels,
     }
 

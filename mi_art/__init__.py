@@ -6,6 +6,10 @@ CVPR 2023, https://arxiv.org/abs/2304.01669). An attack is four parts: a prior (
 identity loss (:mod:`mi_art.identity`), a model set (:mod:`mi_art.surrogates`) and a latent search
 (:mod:`mi_art.attacks.search`).
 """
+from .threads import apply_default_threads, set_threads
+
+apply_default_threads()  # before any work: see mi_art.threads (MI_ART_THREADS or OMP_NUM_THREADS override it)
+
 from .access import ACCESS_LEVELS, PredictOracle, QueryBudgetError
 from . import attacks
 from .attacks import *  # noqa: F401,F403 (the registry module's attacks: adding one does not touch this file)
@@ -26,5 +30,5 @@ __all__ = [
     "VGG16BN", "IRNet", "ConditionalGenerator", "ProjectionDiscriminator", "PRIORS", "ModelSet", "make_classifier",
     "distill_surrogate", "estimate_p_reg", "prior_samples", "top1_agreement", "train_classifier", "train_gmi_prior",
     "train_kedmi_prior", "train_plgmi_prior", "load_checkpoint", "resolve_device", "save_checkpoint",
-    "seed_everything",
+    "seed_everything", "set_threads",
 ]

@@ -348,7 +348,7 @@ def test_ray_executor_gives_the_local_rows(local_run, grid_file, tmp_path):
     grid = Grid.from_dict(load_grid_file(grid_file))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
-        rows = evaluate_grid(grid, tmp_path / "ray", cache_dir=out / "cache", executor="ray", threads=1,
+        rows = evaluate_grid(grid, tmp_path / "ray", cache_dir=out / "cache", executor="ray", cpus_per_task=1,
                              progress=False, report=False, echo=lambda s: None)
     finally:
         ray.shutdown()
@@ -357,6 +357,7 @@ def test_ray_executor_gives_the_local_rows(local_run, grid_file, tmp_path):
     assert {p.stem for p in (tmp_path / "ray" / "cells").glob("*.json")} == set(local)
     for r in rows:
         assert r["pid"] != os.getpid()  # computed in a Ray worker
+        assert r["threads"] == 1  # from --cpus-per-task 1, never more
         _same_metrics(r, local[r["cell_id"]])
         for k in ("dataset", "defense", "defense_params", "defense_label", "attack", "variant", "seed"):
             assert r[k] == local[r["cell_id"]][k]

@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..access import PredictOracle
+from ..training import show_progress
 from ..utils import module_device, seed_everything
 from ..validation import (check_bool, check_count, check_labels, check_number, check_optional_count, check_positive,
                           check_seed)
@@ -131,6 +132,7 @@ class BREPMI(InferenceAttack):
                 since_change[idx[grow]] = 0
                 active[idx[since_change[idx] >= self.patience]] = False
                 bar.update(1)
+                show_progress(bar, cost + len(idx))  # the sphere's points and the moved codes, each one query
         finally:
             bar.close()
         self.labels_ = labels

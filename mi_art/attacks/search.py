@@ -21,7 +21,16 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..training import show_progress
+
 Loss = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def _tick(bar: Optional[object], images: int) -> None:
+    """One step of the search on the progress bar, with the images a second it synthesises."""
+    if bar is not None:
+        bar.update(1)
+        show_progress(bar, images)
 
 
 def _step(loss: torch.Tensor, params: List[torch.Tensor], opt: torch.optim.Optimizer) -> None:
@@ -46,8 +55,7 @@ def point_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *, late
             _step(loss(generator(z), y, it), [z], opt)
             with torch.no_grad():
                 z.clamp_(-1, 1)
-            if bar is not None:
-                bar.update(1)
+            _tick(bar, len(y))
         with torch.no_grad():
             images.append(generator(z))
     return torch.cat(images)
@@ -68,8 +76,7 @@ def gaussian_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *, l
         for it in range(iterations):
             z = (mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)).clamp(-1, 1)
             _step(loss(generator(z), y, it), [mu, log_var], opt)
-            if bar is not None:
-                bar.update(1)
+            _tick(bar, len(y))
         with torch.no_grad():
             std = torch.exp(0.5 * log_var)
             z = (mu.repeat_interleave(n, 0) + std.repeat_interleave(n, 0) * torch.randn(len(y) * n, latent_dim,
@@ -111,8 +118,7 @@ def variational_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *
             z = mean[:, None, :] + eps @ scale.transpose(1, 2)
             attack = loss(generator(z.reshape(k * samples, latent_dim)), y_rep, it) / samples
             _step(attack + kl_weight * gaussian_kl(mean, scale).sum(), [mean, tril], opt)
-            if bar is not None:
-                bar.update(1)
+            _tick(bar, k * samples)
         with torch.no_grad():
             scale = torch.tril(tril)
             eps = torch.randn(k, n, latent_dim, device=device)
@@ -142,8 +148,7 @@ def conditional_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *
             if radius is not None:
                 with torch.no_grad():
                     z.mul_(radius / z.norm(dim=1, keepdim=True).clamp_min(1e-12))
-            if bar is not None:
-                bar.update(1)
+            _tick(bar, len(y))
         with torch.no_grad():
             images.append(generator(z, y))
     return torch.cat(images)
