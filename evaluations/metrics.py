@@ -265,6 +265,8 @@ def knn_distance(
             + ": the KNN distance needs private images of every attacked identity"
         )
     device = device_for(view, device)
+    attacked = np.isin(private_labels, labels)  # the other identities' images can be nobody's nearest
+    private, private_labels = private[torch.from_numpy(attacked)], private_labels[attacked]
     with eval_mode(view):
         feats = extract_features(view, images, batch_size, device, layer=feature_layer).double().numpy()
         private_feats = extract_features(view, private, batch_size, device, layer=feature_layer).double().numpy()

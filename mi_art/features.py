@@ -19,7 +19,7 @@ from typing import Any, Iterator, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .utils import eval_mode
+from .utils import channels_last_on_cpu, eval_mode
 
 LayerLike = Union[None, str, nn.Module]
 
@@ -110,7 +110,8 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 256, d
     device = device if device is not None else next(model.parameters()).device
     layer = penultimate_layer(model, layer)
     out = []
-    with eval_mode(model):  # per module: sub-modules deliberately kept in eval mode stay so
+    # per module: sub-modules deliberately kept in eval mode stay so
+    with eval_mode(model), channels_last_on_cpu(_root(model), torch.device(device)):
         for start in range(0, len(x), batch_size):
             batch = torch.as_tensor(x[start:start + batch_size], dtype=torch.float32, device=device)
             out.append(logits_and_features(model, batch, layer)[1].cpu())

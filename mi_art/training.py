@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import trange
 
-from .utils import DeviceLike, module_device, resolve_device, seed_everything
+from .utils import DeviceLike, channels_last_on_cpu, module_device, resolve_device, seed_everything
 from .validation import (check_bool, check_count, check_finite, check_images, check_labels, check_module_finite,
                          check_number, check_positive)
 
@@ -65,7 +65,7 @@ def show_progress(bar: Any, images_per_step: int, **values: Any) -> None:
     rate = bar.format_dict.get("rate")
     shown = {k: v if isinstance(v, str) else f"{float(v.detach() if torch.is_tensor(v) else v):.4g}"
              for k, v in values.items()}
-    bar.set_postfix(**shown, img_s="-" if not rate else f"{rate * images_per_step:.0f}")
+    bar.set_postfix(**shown, img_s="-" if not rate else f"{rate * images_per_step:.0f}", refresh=False)
 
 
 def _batches(n: int, batch_size: int, shuffle: bool = True) -> Iterator[torch.Tensor]:
@@ -125,10 +125,23 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
     out_dim = getattr(getattr(model, "fc", None), "out_features", None)
     y = torch.from_numpy(check_labels(y, out_dim or int(np.max(y)) + 1, length=len(x)))
     model.to(device).train()
+    with channels_last_on_cpu(model, device):
+        _fit(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+             optimizer=optimizer, augment=augment, loss_fn=loss_fn or _cross_entropy, precision=precision,
+             device=device, verbose=verbose, desc=desc)
+        if reestimate_batch_norm:
+            _reestimate_batch_norm(model, x, batch_size, device)
+    check_module_finite(model, f"the {desc}")
+    return model.eval()
+
+
+def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+         weight_decay: float, optimizer: str, augment: str, loss_fn: LossFn, precision: ContextManager,
+         device: torch.device, verbose: bool, desc: str) -> None:
+    """:func:`train_classifier`'s epochs, on checked arguments."""
     opt = make_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(x) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
-    loss_fn = loss_fn or _cross_entropy
     bar = trange(epochs, desc=f"train {desc}", disable=not verbose)
     for _ in bar:
         total = torch.zeros((), device=device)  # summed on the device: read once an epoch, not every step
@@ -144,16 +157,13 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
         check_finite(total, f"the training loss of the {desc}")
         show_progress(bar, len(x), loss=total / len(x))
     opt.zero_grad(set_to_none=True)
-    if reestimate_batch_norm:
-        _reestimate_batch_norm(model, x, batch_size, device)
-    check_module_finite(model, f"the {desc}")
-    return model.eval()
 
 
 def reestimate_batch_norm_statistics(model: nn.Module, x: Any, *, batch_size: int = 256,
                                      device: DeviceLike = None) -> nn.Module:
     """Recompute the running mean and variance of every trained BatchNorm of ``model`` as the plain average
-    over ``x`` (images it takes, unaugmented) with its current weights; returns ``model`` in eval mode.
+    over ``x`` (images it takes, unaugmented; a seeded sample of :data:`BATCH_NORM_SAMPLE` of a larger set) with
+    its current weights; returns ``model`` in eval mode.
 
     A BatchNorm whose affine parameters are frozen (``requires_grad=False``, e.g. TL-DMI's first layers)
     keeps its statistics, and every other module runs in eval mode during the pass (what
@@ -164,9 +174,16 @@ def reestimate_batch_norm_statistics(model: nn.Module, x: Any, *, batch_size: in
     return _reestimate_batch_norm(model, x, batch_size, resolve_device(device) if device is not None else None)
 
 
+#: Images the BatchNorm statistics are re-estimated on after training at most (a seeded sample of the training
+#: images beyond that): the estimate's error is already far below the statistics' spread between batches, and a
+#: full pass over a large set (MNIST's 30,596 private images) costs as much as another epoch's forward passes.
+BATCH_NORM_SAMPLE = 4096
+
+
 def _reestimate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int,
                            device: Optional[torch.device]) -> nn.Module:
-    """:func:`reestimate_batch_norm_statistics` on images already checked (a CPU tensor)."""
+    """:func:`reestimate_batch_norm_statistics` on images already checked (a CPU tensor), at most
+    :data:`BATCH_NORM_SAMPLE` of them."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and all(p.requires_grad for p in m.parameters())]
     model.eval()
@@ -178,6 +195,8 @@ def _reestimate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int,
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches
         m.train()
+    if len(x) > BATCH_NORM_SAMPLE:
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:BATCH_NORM_SAMPLE]]
     try:
         with torch.no_grad():
             for idx in _batches(len(x), batch_size, shuffle=False):
