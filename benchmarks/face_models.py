@@ -10,6 +10,10 @@ stored in --out and skipped when the script is run again.
 
     python benchmarks/face_models.py --benchmark lfw
     python benchmarks/face_models.py --benchmark lfw --choices cnn:0,cnn:60,resnet10:60 --seeds 2
+    python benchmarks/face_models.py --benchmark lfw --choices dlib-head:0,dlib-finetune:0 --epochs 30 --dlib-judge
+
+``dlib-head`` / ``dlib-finetune`` are targets as deployed (dlib's pretrained recogniser with a head for the
+private identities, :mod:`mi_art.deployed_faces`); ``--dlib-judge`` adds the independent judge's own accuracy.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
+from mi_art.threads import set_threads
 
 from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
@@ -54,9 +59,11 @@ def main() -> None:
                                                                   "benchmark's target epochs)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=None, help="side of the images (default: the benchmark's)")
+    parser.add_argument("--dlib-judge", action="store_true",
+                        help="add the row of dlib's recogniser as the independent judge (nearest identity centroid)")
     add_run_arguments(parser, "face_models", device="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     size = "" if args.image_size is None else f"-{args.image_size}px"
     out = results_path(args, "face_models", size)
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
@@ -88,12 +95,28 @@ def main() -> None:
                          "num_classes": data.num_classes, "num_public_classes": data.num_public_classes}
             write_atomic(out, json.dumps(done, indent=1))
             print(f"{key:<28} test acc {acc:.3f}  ({cpu:.0f} CPU s; 0 when loaded from the cache)", flush=True)
+    if data is not None and "dlib-centroid" not in done and args.dlib_judge:
+        done["dlib-centroid"] = dlib_centroid_record(data)
+        write_atomic(out, json.dumps(done, indent=1))
     print("\n" + render_table(done, args.benchmark, choices))
     print(f"wall time of this run {time.perf_counter() - start:.0f}s")
 
 
+def dlib_centroid_record(data) -> dict:
+    """dlib's recogniser untrained here (the independent judge): nearest identity centroid of its descriptors of
+    the private training images, on the private test images at this size."""
+    from mi_art.evaluations.independent import make_dlib_judge
+
+    start = time.process_time()
+    judge = make_dlib_judge(data.private_train.x, data.private_train.y, data.num_classes)
+    acc = judge.accuracy(data.private_test.x, data.private_test.y)
+    print(f"dlib nearest centroid (no training) test acc {acc:.3f}", flush=True)
+    return {"arch": "dlib-centroid", "pretrain_epochs": None, "epochs": 0, "seed": None, "test_accuracy": acc,
+            "cpu_seconds": time.process_time() - start, "params": sum(p.numel() for p in judge.embedder.parameters())}
+
+
 def render_table(done: Dict[str, dict], benchmark: str, choices: List[Tuple[str, int]]) -> str:
-    first = next(iter(done.values()))
+    first = next(r for key, r in done.items() if key != "dlib-centroid")
     k = first["num_classes"]
     lines = [f"{BENCHMARKS[benchmark]['title']}: {first['image_size']}x{first['image_size']}, {first['channels']} "
              f"channel(s), {k} private identities ({first['n_train']} training / {first['n_test']} test images; "
@@ -111,6 +134,11 @@ def render_table(done: Dict[str, dict], benchmark: str, choices: List[Tuple[str,
         cpu = f"{np.mean(trained):.0f}" if trained else "cached"
         lines.append(f"| {arch} | {rows[0]['params'] / 1e6:.2f}M | {pre or 'none (from scratch)'} | {rows[0]['epochs']} "
                      f"| {np.mean(acc):.3f} ± {std:.3f} | {len(acc)} | {cpu} |")
+    judge = done.get("dlib-centroid")
+    if judge:
+        lines.append(f"| dlib's recogniser, nearest identity centroid (no training: the independent judge) | "
+                     f"{judge['params'] / 1e6:.2f}M | ~3M faces (dlib) | none | {judge['test_accuracy']:.3f} | - | "
+                     f"{judge['cpu_seconds']:.0f} |")
     return "\n".join(lines)
 
 

@@ -324,6 +324,17 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
                f"target acc {result['target_test_accuracy']:.3f}, "
                f"evaluator acc {result['evaluator_test_accuracy']:.3f} (chance {result['chance@1']:.2f}), "
                f"{result['seconds_per_reconstruction']:.3f} s/reconstruction")
+    if result.get("independent_acc@1") is not None:
+        acc5 = result["independent_acc@5"]
+        ratio = result["independent_ratio"]
+        click.echo(f"independent judge ({result['independent_judge']}"
+                   + ("" if result["independent"] else ", NOT independent: it shares "
+                      + ", ".join(result["independent_shares"]) + " with the target")
+                   + f"): Acc@1 {result['independent_acc@1']:.3f} +- {result['independent_acc@1_se']:.3f}, "
+                   f"Acc@5 {'n/a' if acc5 is None else f'{acc5:.3f}'}, distance to the nearest training image "
+                   f"{result['independent_dist']:.3f}, ratio to the trained judges "
+                   f"{'n/a' if ratio is None else f'{ratio:.2f}'}, its accuracy on real private test images "
+                   f"{result['independent_test_accuracy']:.3f}")
     for line in warned:
         click.echo(f"warning: {line}", err=True)
     click.echo(f"wrote {out / 'results.json'} and {out / 'reconstructions.png'}")

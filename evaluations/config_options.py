@@ -15,6 +15,7 @@ from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
 
 from .config_rules import KEDMI_INITS, SURROGATE_DATA
+from .independent import INDEPENDENT_JUDGES
 from .experiment import ExperimentConfig
 
 __all__ = ["COUNT", "FIELD_OPTIONS", "FieldOption", "FiniteFloat", "PRETRAIN_EPOCHS", "SEED", "field_options"]
@@ -156,6 +157,11 @@ FIELD_OPTIONS: Tuple[FieldOption, ...] = (
                 "What the attack may ask of the target: white-box (its gradients), black-box (its scores through "
                 "predict, an output defense applied) or label-only (its predicted label). Below white-box the "
                 "surrogates (--surrogate) are distilled from its answers and inverted."),
+    FieldOption("independent_judge", click.Choice(INDEPENDENT_JUDGES),
+                "A judge we did not train, reported beside the trained judges and never averaged with them: dlib's "
+                "public face recogniser (nearest identity centroid of its descriptors of the private training "
+                "images; pip install \"mi-art[faces]\"), none, or auto (dlib for face folders and CelebA when "
+                "installed)."),
     FieldOption("max_queries", COUNT,
                 "Queries the target answers in all below white-box, shared by the surrogates.", none_means="no limit"),
 )

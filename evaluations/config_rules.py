@@ -46,6 +46,18 @@ def _check_names(name: str, value: Any, *, choices: Tuple[str, ...]) -> list:
 
 
 _ARCHITECTURE = _choice(sorted(ARCHITECTURES))
+
+
+def _independent_judge(name: str, value: Any) -> str:
+    """One of :data:`~mi_art.evaluations.independent.INDEPENDENT_JUDGES`; "dlib" needs its weights installed."""
+    from .independent import INDEPENDENT_JUDGES, resolve_independent_judge
+
+    value = check_choice(name, value, INDEPENDENT_JUDGES)
+    if value == "dlib":
+        resolve_independent_judge(value, "image-folder")  # raises with the install hint when the weights are missing
+    return value
+
+
 _PRETRAIN_EPOCHS = partial(check_int, low=0, hint=" (0 trains from scratch)")
 
 #: field -> ``rule(name, value)``, which raises a ValueError naming ``name``, the value and what is valid.
@@ -69,6 +81,7 @@ PARAMETER_RULES: Dict[str, Rule] = {
     "mixed_precision": check_bool,
     "verbose": check_bool,
     "access": _choice(ACCESS_LEVELS),
+    "independent_judge": _independent_judge,
     "max_queries": partial(check_optional_count, hint=" (None: no limit)"),
     "seed": check_seed,
     "attack_seed": check_seed,

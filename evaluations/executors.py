@@ -160,6 +160,8 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
         "iterations": result["iterations"],
         # the judge's number of classes: Acc@k against chance, and n/a where k >= n_classes
         "n_classes": int(result.get("num_classes", bench.data.num_classes)),
+        **{k: finite_or_none(result.get(k)) for k in ("independent_acc@1", "independent_acc@5", "independent_dist",
+                                                       "independent_test_accuracy", "independent_ratio")},
     }
     row.update({f"chance@{k}": result[f"chance@{k}"] for k in TOP_K if result.get(f"chance@{k}") is not None})
     row = normalise_row(row)
@@ -168,7 +170,8 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
     row["config"] = {k: v for k, v in config.to_dict().items() if k not in ("verbose",)}
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     row["host"], row["pid"] = socket.gethostname(), os.getpid()
-    row.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus") if k in result})
+    row.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus", "independent_judge", "independent",
+                                       "independent_shares") if k in result})
     row["index"] = cell.index
 
     # reconstructions and a few real private images of the attacked identities, for the figures

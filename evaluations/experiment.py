@@ -28,6 +28,7 @@ from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
 from .config_rules import BASELINE_ONLY, PARAMETER_RULES
+from .independent import FACE_DATASETS, EmbeddingJudge, independent_record, make_dlib_judge, resolve_independent_judge
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
 
@@ -111,6 +112,10 @@ class ExperimentConfig:
     #: forward passes (:func:`mi_art.training.mixed_precision_context`); defended targets and the GAN priors
     #: train in float32 either way. Models trained so are cached apart from float32 ones.
     mixed_precision: bool = False
+    #: A judge we did not train (:mod:`mi_art.evaluations.independent`), reported beside the trained panel and
+    #: never averaged into it: "dlib" (dlib's public face recogniser), "none", or "auto" (dlib for face data
+    #: when its weights are installed).
+    independent_judge: str = "auto"
     device: Optional[str] = None
     verbose: bool = False
 
@@ -342,6 +347,16 @@ class Workbench:
         model = self._from_recipe("evaluator", self.config.seed + JUDGE_SEED_OFFSET, "evaluator")
         self._own_evaluators.add(model)
         return model
+
+    def independent_judge(self) -> Optional[EmbeddingJudge]:
+        """The judge we did not train (``config.independent_judge``; :mod:`mi_art.evaluations.independent`) over
+        the private training images, or None when there is none. Built once per workbench."""
+        if not hasattr(self, "_independent"):
+            which = resolve_independent_judge(self.config.independent_judge, self.config.dataset)
+            train = self.data.private_train
+            self._independent = (None if which is None else
+                                 make_dlib_judge(train.x, train.y, self.data.num_classes, device=self.device))
+        return self._independent
 
     def evaluators(self) -> List[nn.Module]:
         """The panel of ``config.judges`` evaluation models: :meth:`evaluator`, then the same recipe from
@@ -780,6 +795,13 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         extra["feature_norms"] = feature_norms([unit_target, *surrogates], recs, d.public.x)
     priv = d.private_all()
     panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5))
+    independent = bench.independent_judge()
+    if independent is not None:
+        extra.update(independent_record(independent, target, recs, labels, d.private_test.x, d.private_test.y, panel))
+        notes.extend(extra["independent_warnings"])
+    elif c.independent_judge == "auto" and c.dataset in FACE_DATASETS:
+        notes.append("no independent judge: dlib's face recogniser is not installed (pip install \"mi-art[faces]\"); "
+                     "every figure here is the trained judges' alone")
     target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
     judge_accuracies = [natural_accuracy(j, d.private_test.x, d.private_test.y) for j in unit_judges]
     judge_accuracy = float(np.mean(judge_accuracies))

@@ -133,7 +133,14 @@ METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
            ("fid_eval_features", "FID on evaluator features (lower = closer)", ".2f"),
            ("seconds", "Attack seconds per cell (shared artifacts excluded)", ".1f"),
            ("queries", "Queries to the target through predict (black-box and label-only attacks: the surrogates' "
-                       "distillation and one per reconstruction)", ".0f"))
+                       "distillation and one per reconstruction)", ".0f"),
+           ("independent_acc@1", "Independent judge Acc@1 (a public face recogniser trained on nothing here: nearest "
+                                 "identity centroid of its embedding; its own column, never averaged into the "
+                                 "trained judges')", ".3f"),
+           ("independent_dist", "Distance to the nearest private training image of the identity in the independent "
+                                "judge's embedding (dlib: one person below 0.6; lower = closer)", ".3f"))
+#: Metrics only some rows have: their table is left out when no row of a data set has them.
+OPTIONAL_METRICS = ("queries", "independent_acc@1", "independent_dist")
 
 
 def safe_file_name(name: str) -> str:
@@ -180,7 +187,8 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                                "defense_params": rs[0]["defense_params"], "attack": attack, "variant": variant,
                                "seeds": [r["seed"] for r in rs], "n": len(rs)}
         for key in ("natural_accuracy", "epsilon", "acc@1", "acc@5", "chance@1", "chance@5", "knn_dist",
-                    "fid_eval_features", "seconds", "queries"):
+                    "fid_eval_features", "seconds", "queries", "independent_acc@1", "independent_acc@5",
+                    "independent_dist"):
             agg[key], agg[key + "_std"], agg[key + "_n"] = _mean_std([r.get(key) for r in rs])
         # the spread over judges: each cell's std over its judges, averaged over seeds
         agg["n_judges"] = max(int(r.get("n_judges") or 1) for r in rs)
@@ -365,13 +373,20 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
             n_judges = max(int(r.get("n_judges") or 1) for r in dr)
             what = "Evaluation model" if n_judges == 1 else f"Evaluation models' (mean of {n_judges} judges)"
             lines += [f"{what} test accuracy: {_fmt(*evals, '.3f')}{chance}.", ""]
+        independent = _mean_std(list({r["artifact_seed"]: r.get("independent_test_accuracy") for r in dr}.values()))
+        if independent[0] is not None:
+            shared = sorted({s for r in dr for s in r.get("independent_shares") or []})
+            lines += [f"Independent judge ({dr[0].get('independent_judge') or 'dlib'}) accuracy on the real private test "
+                      f"images at the attack's resolution: {_fmt(*independent, '.3f')}"
+                      + (f"; it shares {', '.join(shared)} with the target, so it is not independent of it"
+                         if shared else "") + ".", ""]
         warned = _dataset_warnings(dr)
         if warned:
             lines += ["**Warnings** (the attack numbers below mean little where these apply):", ""]
             lines += [f"- {w}" for w in warned] + [""]
         for key, title, spec in METRICS:
-            if key == "queries" and not any(r.get("queries") is not None for r in dr):
-                continue  # white-box attacks only: no query is made
+            if key in OPTIONAL_METRICS and not any(r.get(key) is not None for r in dr):
+                continue  # white-box attacks make no query; no independent judge without its weights
             lines += [f"### {title}", ""]
             if key.startswith("acc@"):
                 lines += [_chance_note(int(key[4:]), dr), ""]

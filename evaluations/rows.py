@@ -26,7 +26,8 @@ ROW_KEYS = ("cell_id", "dataset", "defense", "defense_params", "defense_label", 
             "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
             "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "iterations",
             "n_judges", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std",
-            "access", "queries")
+            "access", "queries", "independent_acc@1", "independent_acc@5", "independent_dist",
+            "independent_test_accuracy", "independent_ratio")
 
 
 def finite_or_none(x: Any) -> Optional[float]:

