@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .face_recognizer import DESCRIPTOR_SIZE, DlibResNet, dlib_state_dict
@@ -29,7 +30,8 @@ TRAINABLE = ("head", "last-unit")
 
 
 class PretrainedFaceClassifier(nn.Module):
-    """dlib's pretrained face recogniser (``backbone``) and a linear head ``fc`` over its 128-D descriptor.
+    """dlib's pretrained face recogniser (``backbone``) and a linear head ``fc`` over its 128-D descriptor
+    (normalised: :meth:`embedding`).
 
     :param in_channels: 1 or 3 (grey images are repeated to RGB inside the recogniser).
     :param num_classes: The enrolled identities.
@@ -54,7 +56,14 @@ class PretrainedFaceClassifier(nn.Module):
         self.fc = nn.Linear(DESCRIPTOR_SIZE, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.backbone(x))
+        return self.fc(self.embedding(x))
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's input: the descriptor, L2-normalised and scaled to unit variance per entry
+        (``sqrt(128)``), as deployed heads take embeddings. dlib's raw descriptors have entries of about 0.09:
+        a head trained on them with the library's recipe (Adam, 1e-3) barely leaves its initialisation (LFW at
+        32 px: 0.66 test accuracy after 30 epochs, where nearest centroid reaches 0.94)."""
+        return F.normalize(self.backbone(x), dim=1) * DESCRIPTOR_SIZE ** 0.5
 
     def frozen_parameters(self) -> Iterator[nn.Parameter]:
         """The recogniser's parameters that training leaves as dlib published them."""
