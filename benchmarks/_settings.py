@@ -93,7 +93,7 @@ def add_threads_argument(parser: Any) -> None:
 
     parser.add_argument("--threads", type=lambda v: check_threads("--threads", v), default=None,
                         help="torch CPU threads: N, auto or torch (default: MI_ART_THREADS, else OMP_NUM_THREADS, "
-                             "else auto: half the usable CPUs; benchmarks/results/threads.md)")
+                             "else auto: the usable CPUs other processes leave idle; benchmarks/results/threads.md)")
 
 
 def add_run_arguments(parser: Any, results: str, device: str = "auto") -> None:
