@@ -13,9 +13,9 @@ Jobs, each in a fresh process (so that torch starts with the setting, as a user'
 Settings: ``1`` thread; ``all`` (one per usable CPU); ``torch`` (torch's default, untouched); ``passive``
 (torch's default with ``OMP_WAIT_POLICY=PASSIVE``: waiting threads sleep instead of spinning); ``spin``
 (torch's default with ``GOMP_SPINCOUNT=10000``: a waiting thread spins 30x shorter than libgomp's default, then
-sleeps); ``auto`` (the library's policy). Loads: ``idle``; ``busy``, a busy loop on each other usable core (a browser tab, a
-compiler); ``torch``, a second torch job training a CNN with torch's default threads (a second audit, a
-colleague's job). The script starts and stops the loads itself.
+sleeps); ``auto`` (the library's policy). Loads: ``idle``; ``busy``, a busy loop on each other usable core (a
+browser tab, a compiler); ``torch``, a second torch job training a CNN with torch's default threads (a second
+audit, a colleague's job). The script starts and stops the loads itself.
 
     python benchmarks/threads.py                                   # readme, prior, attack; 2 repeats
     python benchmarks/threads.py --jobs mnist --settings 1,torch,auto --repeats 1
@@ -69,8 +69,9 @@ print("SECONDS", time.perf_counter() - start)
 
 LOAD_TORCH = """
 import torch
-model = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),
-                            torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+nn = torch.nn
+model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
 x, y = torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
 while True:

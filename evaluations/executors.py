@@ -340,7 +340,10 @@ def summary_line(row: Dict[str, Any]) -> str:
             f"Acc@1 {f(row['acc@1'])} +- {f(row['acc@1_std'])} (chance {f(row.get('chance@1'))}"
             + (f"; judges +- {f(row.get('acc@1_judge_std'))}" if (row.get("n_judges") or 1) > 1 else "") + "), "
             f"Acc@5 {f(row['acc@5'])} (chance {f(row.get('chance@5'))}), KNN {f(row['knn_dist'])}, "
-            f"FID {f(row['fid_eval_features'])}, natural acc {f(row['natural_accuracy'])}{eps}, "
+            f"FID {f(row['fid_eval_features'])}, "
+            + ("" if row.get("independent_acc@1") is None else f"independent judge Acc@1 "
+               f"{f(row['independent_acc@1'])} (ratio {f(row.get('independent_ratio'), '.2f')}), ")
+            + f"natural acc {f(row['natural_accuracy'])}{eps}, "
             f"{row['cell_seconds']:.1f} s" + "".join(f"\n  WARNING: {w}" for w in row_warnings(row)))
 
 
