@@ -50,11 +50,11 @@ _ARCHITECTURE = _choice(sorted(ARCHITECTURES))
 
 def _independent_judge(name: str, value: Any) -> str:
     """One of :data:`~mi_art.evaluations.independent.INDEPENDENT_JUDGES`; "dlib" needs its weights installed."""
-    from .independent import INDEPENDENT_JUDGES, resolve_independent_judge
+    from .independent import INDEPENDENT_JUDGES, dlib_weights_installed
 
     value = check_choice(name, value, INDEPENDENT_JUDGES)
     if value == "dlib":
-        resolve_independent_judge(value, "image-folder")  # raises with the install hint when the weights are missing
+        dlib_weights_installed(required=True)
     return value
 
 

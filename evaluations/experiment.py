@@ -22,13 +22,14 @@ from mi_art.data import MIDataset, load_dataset
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
+from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
 from mi_art.threads import thread_record
 from mi_art.access import PredictOracle
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
 from .config_rules import BASELINE_ONLY, PARAMETER_RULES
-from .independent import FACE_DATASETS, EmbeddingJudge, independent_record, make_dlib_judge, resolve_independent_judge
+from .independent import FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, resolve_independent_judge
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
 
@@ -352,10 +353,15 @@ class Workbench:
         """The judge we did not train (``config.independent_judge``; :mod:`mi_art.evaluations.independent`) over
         the private training images, or None when there is none. Built once per workbench."""
         if not hasattr(self, "_independent"):
-            which = resolve_independent_judge(self.config.independent_judge, self.config.dataset)
-            train = self.data.private_train
-            self._independent = (None if which is None else
-                                 make_dlib_judge(train.x, train.y, self.data.num_classes, device=self.device))
+            self._independent = None
+            if resolve_independent_judge(self.config.independent_judge, self.config.dataset) is not None:
+                train, embedder = self.data.private_train, load_dlib_face_recognizer(device="cpu")
+                key = {"data": self._data_key, "judge": "dlib", "weights": DLIB_WEIGHTS_SHA256}
+                # the training images' descriptors are the same for every cell of a data set: cached
+                features = self.cache.tensor("independent-descriptors", key, lambda: torch.from_numpy(
+                    embed_images(embedder, train.x, device=self.device)))
+                self._independent = EmbeddingJudge(embedder, train.x, train.y, self.data.num_classes, name="dlib",
+                                                   device=self.device, train_features=features.numpy())
         return self._independent
 
     def evaluators(self) -> List[nn.Module]:

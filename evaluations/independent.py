@@ -38,6 +38,17 @@ FACE_DATASETS = ("image-folder", "folder", "celeba")
 DLIB_SAME_PERSON = 0.6
 
 
+@torch.no_grad()
+def embed_images(embedder: nn.Module, x: Any, *, batch_size: int = 64, device: Any = None) -> np.ndarray:
+    """``embedder``'s descriptors of ``x`` (images in [0, 1]) as float64, in batches on ``device``."""
+    images = check_images(x.cpu().numpy() if torch.is_tensor(x) else np.asarray(x), "x")
+    device = resolve_device(device)
+    embedder.to(device).eval()
+    out = [embedder(torch.from_numpy(images[i:i + batch_size]).to(device)).double().cpu()
+           for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+
+
 class EmbeddingJudge:
     """Nearest-centroid identification in a pretrained embedding, against the private training images.
 
@@ -46,10 +57,11 @@ class EmbeddingJudge:
     :param train_x: The private training images, in [0, 1].
     :param train_y: Their identities, ``0 .. num_classes - 1``.
     :param name: How records name it.
+    :param train_features: ``embed(train_x)``, when already computed (e.g. cached): not computed again.
     """
 
     def __init__(self, embedder: nn.Module, train_x: Any, train_y: Any, num_classes: int, *, name: str = "dlib",
-                 batch_size: int = 64, device: Any = None) -> None:
+                 batch_size: int = 64, device: Any = None, train_features: Optional[np.ndarray] = None) -> None:
         self.embedder = embedder.eval()
         self.name = name
         self.batch_size = batch_size
@@ -60,16 +72,14 @@ class EmbeddingJudge:
         missing = sorted(set(range(self.num_classes)) - set(np.unique(self.train_y).tolist()))
         if missing:
             raise ValueError(f"the embedding judge needs training images of every identity; none for {missing[:5]}")
-        self.train_features = self.embed(train_x)
+        self.train_features = self.embed(train_x) if train_features is None else np.asarray(train_features, np.float64)
+        if self.train_features.shape[0] != len(self.train_y):
+            raise ValueError(f"train_features has {self.train_features.shape[0]} rows for {len(self.train_y)} images")
         self.centroids = np.stack([self.train_features[self.train_y == k].mean(0) for k in range(self.num_classes)])
 
-    @torch.no_grad()
     def embed(self, x: Any) -> np.ndarray:
         """Descriptors of ``x`` (images in [0, 1]) as float64."""
-        images = check_images(x.cpu().numpy() if torch.is_tensor(x) else np.asarray(x), "x")
-        out = [self.embedder(torch.from_numpy(images[i:i + self.batch_size]).to(self.device)).double().cpu()
-               for i in range(0, len(images), self.batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, 0))
+        return embed_images(self.embedder, x, batch_size=self.batch_size, device=self.device)
 
     def rank(self, features: np.ndarray) -> np.ndarray:
         """Identities by distance to their centroid, nearest first, ``(N, num_classes)``."""
@@ -123,22 +133,28 @@ def make_dlib_judge(train_x: Any, train_y: Any, num_classes: int, *, device: Any
                           device=device)
 
 
+def dlib_weights_installed(required: bool = False) -> bool:
+    """Whether dlib's weights can be found; with ``required`` a ValueError saying how to install them instead
+    of False."""
+    from mi_art.face_recognizer import dlib_weights_path
+
+    try:
+        dlib_weights_path()
+    except FileNotFoundError as err:
+        if required:
+            raise ValueError(f"independent_judge='dlib': {err}") from None
+        return False
+    return True
+
+
 def resolve_independent_judge(setting: str, dataset: str) -> Optional[str]:
     """``"dlib"`` or None for ``setting`` on ``dataset`` ("auto": dlib for face data when its weights are
     installed). Raises ValueError for "dlib" without its weights, saying how to install them."""
-    from mi_art.face_recognizer import dlib_weights_path
-
     if setting not in INDEPENDENT_JUDGES:
         raise ValueError(f"independent_judge must be one of {', '.join(INDEPENDENT_JUDGES)}, got {setting!r}")
     if setting == "none" or (setting == "auto" and dataset not in FACE_DATASETS):
         return None
-    try:
-        dlib_weights_path()
-    except FileNotFoundError as err:
-        if setting == "dlib":
-            raise ValueError(f"independent_judge='dlib': {err}") from None
-        return None
-    return "dlib"
+    return "dlib" if dlib_weights_installed(required=setting == "dlib") else None
 
 
 def independent_record(judge: EmbeddingJudge, target: Any, recs: Any, labels: Any, test_x: Any, test_y: Any,

@@ -133,3 +133,16 @@ def test_attack_records_the_independent_judge(dlib_state, tmp_path):
     assert 0 <= record["independent_acc@1"] <= 1 and record["independent_dist"] > 0
     assert 0 <= record["independent_test_accuracy"] <= 1
     assert "independent judge (dlib)" in result.output
+    assert len(list((tmp_path / "cache").glob("independent-descriptors-*"))) == 1  # reused by the next cell
+
+
+def test_given_training_descriptors_are_not_computed_again(colour_judge):
+    judge, centres = colour_judge
+
+    class _Refuses(nn.Module):
+        def forward(self, x):
+            raise AssertionError("the training images were embedded again")
+
+    y = np.repeat(np.arange(8), 4)
+    again = EmbeddingJudge(_Refuses(), _coloured(centres[y]), y, 8, device="cpu", train_features=judge.train_features)
+    np.testing.assert_array_equal(again.centroids, judge.centroids)

@@ -60,6 +60,8 @@ def test_the_load_of_other_processes_is_measured():
     others = other_cpu_load(0.3)
     if others is None:
         pytest.skip("no /proc/stat on this system")
+    if others > (os.cpu_count() or 1) - 1:
+        pytest.skip(f"other processes already keep {others:.1f} of {os.cpu_count()} CPUs busy: no idle CPU for a new load")
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.5)
