@@ -15,18 +15,19 @@ from mi_art.data import DATASETS
 
 from .config_options import COUNT, SEED, THREADS, FiniteFloat, field_options, field_values
 from .config_rules import ATTACKS, VARIANTS
+from .independent import FACE_DATASETS
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.
 _LOG_DIR = "mi_art.log_dir"
 
-THREADS_HELP = ("torch's CPU threads: a count, 'auto' (half the CPUs this process may use, at least 1: torch's "
-                "default of one per core is several times slower when another job holds a core; "
-                "benchmarks/results/threads.md) or 'torch' (torch's default) [default: $MI_ART_THREADS, else "
-                "$OMP_NUM_THREADS, else auto].")
+THREADS_HELP = ("torch's CPU threads: a count, 'auto' (the CPUs this process may use that other processes leave "
+                "idle when it starts, at least 1: torch's default of one per core is several times slower when "
+                "another job holds a core; benchmarks/results/threads.md) or 'torch' (torch's default) "
+                "[default: $MI_ART_THREADS, else $OMP_NUM_THREADS, else auto].")
 
 #: Datasets whose mirrored images are images of the data too (faces), where --gan-augment auto flips.
-MIRROR_SAFE_DATASETS = ("image-folder", "folder", "celeba")
+MIRROR_SAFE_DATASETS = FACE_DATASETS
 
 
 def gan_augment_for(dataset: str, gan_augment: str) -> str:
@@ -455,8 +456,8 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
               help="CPUs requested per Ray task.")
 @click.option("--threads", type=THREADS, default=None,
               help="torch's CPU threads per worker, never more than the CPUs the worker was given: a count, "
-                   "'auto' or 'torch' (torch's default) [default: local: auto (half the CPUs this process may "
-                   "use, at least 1; benchmarks/results/threads.md); process: the usable CPUs divided among the "
+                   "'auto' or 'torch' (torch's default) [default: local: auto (the CPUs this process may use "
+                   "that other processes leave idle, at least 1; benchmarks/results/threads.md); process: the usable CPUs divided among the "
                    "workers; ray: --cpus-per-task].")
 @click.option("--device", default=None, help="'auto', 'cpu' or 'cuda[:N]' [default: the grid's, else auto].")
 @click.option("--dry-run", is_flag=True, help="Validate the grid and print the plan; train nothing. A missing "
