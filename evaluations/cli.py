@@ -457,8 +457,8 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--threads", type=THREADS, default=None,
               help="torch's CPU threads per worker, never more than the CPUs the worker was given: a count, "
                    "'auto' or 'torch' (torch's default) [default: local: auto (the CPUs this process may use "
-                   "that other processes leave idle, at least 1; benchmarks/results/threads.md); process: the usable CPUs divided among the "
-                   "workers; ray: --cpus-per-task].")
+                   "that other processes leave idle, at least 1; benchmarks/results/threads.md); process: the "
+                   "usable CPUs divided among the workers; ray: --cpus-per-task].")
 @click.option("--device", default=None, help="'auto', 'cpu' or 'cuda[:N]' [default: the grid's, else auto].")
 @click.option("--dry-run", is_flag=True, help="Validate the grid and print the plan; train nothing. A missing "
                                               "data folder is a warning here, an error in a real run.")
