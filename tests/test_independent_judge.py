@@ -146,3 +146,43 @@ def test_given_training_descriptors_are_not_computed_again(colour_judge):
     y = np.repeat(np.arange(8), 4)
     again = EmbeddingJudge(_Refuses(), _coloured(centres[y]), y, 8, device="cpu", train_features=judge.train_features)
     np.testing.assert_array_equal(again.centroids, judge.centroids)
+
+
+def test_centre_on_takes_the_public_faces_common_direction_out_of_the_heads_input(dlib_state):
+    from mi_art import make_classifier
+
+    rng = np.random.default_rng(0)
+    public, x = rng.random((10, 3, 16, 16), dtype=np.float32), torch.from_numpy(rng.random((4, 3, 16, 16),
+                                                                                           dtype=np.float32))
+    model = make_classifier("dlib-head", 3, 3, 16)
+    plain = model.embedding(x)
+    model.centre_on(torch.from_numpy(public))
+    with torch.no_grad():
+        units = nn.functional.normalize(model.backbone(torch.from_numpy(public)), dim=1)
+    assert torch.allclose(model.centre, units.mean(0), atol=1e-6) and model.centre.norm() > 0.5
+    assert torch.allclose((units - model.centre).mean(0), torch.zeros(128), atol=1e-6)
+    centred = model.embedding(x)
+    assert torch.allclose(centred.norm(dim=1), torch.full((4,), 128 ** 0.5), atol=1e-3)
+    assert (centred - plain).abs().max() > 0.5  # the head sees the centred descriptor
+    assert torch.equal(model.state_dict()["centre"], model.centre)  # saved and loaded with the model
+
+
+def test_workbench_centres_deployed_targets_on_public_images_and_dp_trains_the_head_alone(dlib_state, small_digits,
+                                                                                         tmp_path):
+    from mi_art.evaluations.cache import ArtifactCache
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+
+    dp = {"target_epsilon": 8.0, "trainable": "head", "dp_epochs": 1, "dp_optimizer": "sgd", "dp_lr": 1.0,
+          "delta": 1e-5, "dp_augment": "none"}
+    config = ExperimentConfig(dataset="digits", target_arch="dlib-head", target_epochs=1, defense="dp-sgd",
+                              defense_params=dp, device="cpu")
+    bench = Workbench(config, ArtifactCache(tmp_path), data=small_digits)
+    assert bench.target_key()["embedding"] == "centred-on-public"
+    target = bench.target()
+    with torch.no_grad():
+        units = nn.functional.normalize(target.backbone(torch.from_numpy(small_digits.public.x)), dim=1)
+    assert torch.allclose(target.centre, units.mean(0), atol=1e-5)
+    state = target.backbone.state_dict()
+    assert all(torch.equal(state[k], dlib_state[k]) for k in dlib_state)  # DP-SGD trained no recogniser weight
+    assert bench.defense_record["details"]["trainable"] == "head"
+    assert bench.defense_record["delta"] == 1e-5 and 0 < bench.defense_record["epsilon"] <= 8.0 + 1e-6
