@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict
 
+import numpy as np
+
 # mi-art must be installed (pip install -e .): mi_art.evaluations lives in evaluations/ and is mapped
 # into the package by the install, so the repository folder itself is not put on the path
 from mi_art.evaluations.experiment import ExperimentConfig
@@ -85,6 +87,14 @@ BENCHMARKS: Dict[str, Dict[str, Any]] = {
     "lfw-deployed": {"root": LFW_ROOT, "config": lfw_deployed_config,
                      "title": "LFW as for 'lfw', against dlib's pretrained recogniser with a trained head"},
 }
+
+
+def spaced_identities(count: int, num_classes: int) -> list:
+    """``count`` of the ``num_classes`` identities, evenly spaced (the first included); ValueError naming
+    ``--identities`` when ``count`` is not between 1 and ``num_classes``."""
+    if not 1 <= count <= num_classes:
+        raise ValueError(f"--identities={count}: give a count between 1 and the {num_classes} private identities")
+    return sorted({int(i) for i in np.linspace(0, num_classes - 1, count).round()})
 
 
 def add_threads_argument(parser: Any) -> None:

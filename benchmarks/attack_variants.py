@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
+from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config, spaced_identities
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
@@ -44,7 +44,8 @@ METHODS = [("miface", "baseline", "ART MIFace")] + [
 #: LOMMA in the paper's form (the target's regulariser alone), beside the library's default (every model
 #: regularised): the measured reason for that deviation.
 PAPER_FORM = {f"{attack.upper()}+LOMMA (paper)": {"regularise_surrogates": False} for attack in ("gmi", "kedmi")}
-METHODS += [(attack, "lomma", name) for attack in ("gmi", "kedmi") for name in PAPER_FORM if name.startswith(attack.upper())]
+METHODS += [(attack, "lomma", name) for attack in ("gmi", "kedmi") for name in PAPER_FORM
+            if name.startswith(attack.upper())]
 #: LOMMA through predict alone (surrogates learnt from the target's scores or labels), and BREP-MI.
 ACCESS_FORM = {f"{attack.upper()}+LOMMA [{access}]": {"access": access}
                for attack in ("gmi", "kedmi") for access in ("black-box", "label-only")}
@@ -74,7 +75,12 @@ def main() -> None:
                              "prior's generator (default 200)")
     parser.add_argument("--plgmi-steps", type=int, default=None,
                         help="PLG-MI conditional GAN generator steps, from the GMI generator (default 1000)")
-    parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps (default 10000, as the paper preset; quick 1000)")
+    parser.add_argument("--surrogate-steps", type=int, default=None,
+                        help="distillation steps (default 10000, as the paper preset; quick 1000)")
+    parser.add_argument("--identities", type=int, default=None,
+                        help="attack this many private identities, evenly spaced over them (default: all); a budget "
+                             "for targets that are slow to differentiate, stated in the table")
+    parser.add_argument("--n-reconstructions", type=int, default=5, help="reconstructions per identity (default 5)")
     parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="pre-train target and judges this many epochs on the public identities before "
@@ -99,7 +105,7 @@ def main() -> None:
     set_threads(args.threads)
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
-    overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=5,
+    overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=args.n_reconstructions,
                      prior_steps=args.prior_steps or (300 if q else 1500),
                      kedmi_steps=args.kedmi_steps or (60 if q else 200),
                      plgmi_steps=args.plgmi_steps or (150 if q else 1000),
@@ -122,6 +128,9 @@ def main() -> None:
 
     start = time.perf_counter()
     bench = Workbench(config, LockingArtifactCache(args.cache_dir))
+    if args.identities is not None:
+        config = dataclasses.replace(config, identities=spaced_identities(args.identities, bench.data.num_classes))
+        bench = Workbench(config, bench.cache, data=bench.data)
     target, judges = bench.target(), bench.evaluators()
     print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
           f"{bench.data.num_classes} identities, {len(bench.data.public)} public images; "
@@ -166,6 +175,23 @@ def main() -> None:
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 
+def _independent(rows: list, metric: str) -> str:
+    """The independent judge's ``metric``: mean +- std over attack seeds ('-' where it did not judge)."""
+    values = [r[metric] for r in rows if r.get(metric) is not None]
+    return f"{np.mean(values):.3f} +- {np.std(values):.3f}" if values else "-"
+
+
+def _independent_header(record: dict) -> str:
+    """What the independent judge is and how well it knows the real private faces (its own columns)."""
+    if record.get("independent_acc@1") is None:
+        return "No independent judge."
+    shares = record.get("independent_shares") or []
+    return (f"Independent judge: {record.get('independent_judge')} (no training; identifies "
+            f"{record['independent_test_accuracy']:.3f} of the real private test images at this size"
+            + (f"; shares {', '.join(shares)} with the target, so it is not independent of it" if shares else "")
+            + "); dist: its descriptor distance to the nearest training image of the identity.")
+
+
 def _num(value, fmt: str = ".3f") -> str:
     return "n/a" if value is None else f"{value:{fmt}}"
 
@@ -204,11 +230,13 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
           f"{_pretraining(config)}target {config.target_arch} "
           f"(test acc {first['target_test_accuracy']:.3f}), {len(judge_acc)} evaluation model(s) {config.eval_arch} "
           f"(test acc {' / '.join(f'{a:.3f}' for a in judge_acc)}); GAN attacks: {config.iterations} iterations, "
-          f"{config.n_reconstructions} reconstructions per identity. Each metric: mean, +- std over attack seeds, "
-          f"[std over judges]")
+          f"{config.n_reconstructions} reconstructions per identity"
+          f"{'' if config.identities is None else f' of {len(config.identities)} identities evenly spaced'}. "
+          f"Each metric: mean, +- std over attack seeds, [std over judges]. {_independent_header(first)}")
     header = (f"| {'method':<24} | {'seeds':>5} | {'Acc@1':>23} | {'Acc@5':>23} | {'KNN dist':>24} | {'s / rec':>7} "
               f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} "
-              f"| {'feature norm / public (T, S...)':<31} | {'queries':>9} |")
+              f"| {'feature norm / public (T, S...)':<31} | {'queries':>9} | {'independent Acc@1':>17} "
+              f"| {'independent Acc@5':>17} | {'independent dist':>16} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for _, _, name in METHODS:
@@ -234,9 +262,12 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
         norm_text = ", ".join(f"{v:.2f}" for v in np.nanmean(np.array(norms, dtype=float), 0)) if same_models else "-"
         queries = [r["queries"] for r in rows if r.get("queries") is not None]
         query_text = f"{np.mean(queries):.0f}" if queries else "-"
-        print(f"| {name:<24} | {len(rows):>5} | {cell('acc@1'):>23} | {cell('acc@5'):>23} | {cell('knn_dist', '.1f'):>24} "
+        print(f"| {name:<24} | {len(rows):>5} | {cell('acc@1'):>23} | {cell('acc@5'):>23} "
+              f"| {cell('knn_dist', '.1f'):>24} "
               f"| {sec:>7.3f} | {_num(prior.get('train_seconds'), '.0f'):>7} "
-              f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} | {norm_text:<31} | {query_text:>9} |")
+              f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} | {norm_text:<31} | {query_text:>9} "
+              f"| {_independent(rows, 'independent_acc@1'):>17} | {_independent(rows, 'independent_acc@5'):>17} "
+              f"| {_independent(rows, 'independent_dist'):>16} |")
     print(f"(MIFace is deterministic from its grey start: one run, {first['n_identities']} reconstructions. Prior s: "
           f"training seconds of the prior (KEDMI: its fine-tuning from the GMI generator); prior FID: 500 samples "
           f"against the public images on the first evaluation model's features. Feature norm / public: each model's "

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
+from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config, spaced_identities
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
@@ -56,26 +56,33 @@ PRETRAINED = {"target_pretrain_epochs": 60}
 #: fine-tuned with its BatchNorm frozen (GroupNorm pre-training fails on LFW's public identities: 0.18 on
 #: their own training images) for 100 epochs (the best of the LFW sweep in defenses_deployed.md, 0.486 at
 #: epsilon 8, against 0.178 with AT&T's recipe).
-DP_RECIPE = {"att": {}, "lfw": {"batch_norm": "freeze", "dp_epochs": 100}}
+DP_RECIPE = {"att": {}, "lfw": {"batch_norm": "freeze", "dp_epochs": 100},
+             # the head alone on the frozen recogniser, delta 1e-5 (N = 1,135: well below 1/N); learning rate and
+             # epochs from a sweep at epsilons 8, 3 and 1 on fixed descriptors (face_recogniser.md)
+             "lfw-deployed": {"trainable": "head", "dp_lr": 4.0, "dp_epochs": 30, "delta": 1e-5}}
+#: The targets' configuration per benchmark: pre-trained on the public identities, except a deployed face
+#: recogniser, whose pre-training is its own (dlib's, on millions of faces).
+TARGET_START = {"att": PRETRAINED, "lfw": PRETRAINED, "lfw-deployed": {}}
 
 
 def deployed_grid(n_train: int, benchmark: str = "att") -> list:
     """The ``--deployed`` grid for ``n_train`` private training images (DP-SGD's full batch)."""
     dp = {"trainable": 2, "dp_optimizer": "sgd", "dp_lr": 0.25, "dp_epochs": 40, "dp_batch_size": n_train,
           "dp_augment": "none", **DP_RECIPE[benchmark]}
+    start = TARGET_START[benchmark]
     return [
-        ("none", {}, PRETRAINED),
-        ("dp-sgd", {"target_epsilon": 8.0, **dp}, PRETRAINED),
-        ("trap-mid", {}, PRETRAINED),
-        ("dp-sgd", {"target_epsilon": 3.0, **dp}, PRETRAINED),
-        ("trap-mid", {"beta": 0.5}, PRETRAINED),
-        ("dp-sgd", {"target_epsilon": 1.0, **dp}, PRETRAINED),
+        ("none", {}, start),
+        ("dp-sgd", {"target_epsilon": 8.0, **dp}, start),
+        ("trap-mid", {}, start),
+        ("dp-sgd", {"target_epsilon": 3.0, **dp}, start),
+        ("trap-mid", {"beta": 0.5}, start),
+        ("dp-sgd", {"target_epsilon": 1.0, **dp}, start),
         # the paper's blend plants no trapdoor in AT&T's 180 steps (trapdoor accuracy 0.075, chance 0.05); 0.1 does
-        ("trap-mid", {"alpha": 0.1}, PRETRAINED),
-        ("trap-mid", {"alpha": 0.1, "beta": 0.5}, PRETRAINED),
+        ("trap-mid", {"alpha": 0.1}, start),
+        ("trap-mid", {"alpha": 0.1, "beta": 0.5}, start),
         # the earlier defenses on the same pre-trained targets
-        ("mid", {"beta": 0.01}, PRETRAINED), ("nls", {"alpha": -0.05}, PRETRAINED),
-        ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}, PRETRAINED), ("tl", {"freeze": 0.5}, PRETRAINED),
+        ("mid", {"beta": 0.01}, start), ("nls", {"alpha": -0.05}, start),
+        ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}, start), ("tl", {"freeze": 0.5}, start),
     ]
 #: ART's output postprocessors (``--output-defenses``): they change what predict returns, so they are judged
 #: by attacks that see only that, black-box and label-only (``--access``), beside the undefended target.
@@ -86,6 +93,8 @@ OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}
 def label(defense: str, params: dict, overrides: dict | None = None) -> str:
     """The row's name: the defense and its parameters (DP fine-tuning: its epsilon), '[pre-trained]' when the
     target starts from public pre-training."""
+    if defense == "dp-sgd" and "target_epsilon" in params and params.get("trainable") == "head":
+        return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('delta', '1/N')})"
     if overrides and overrides.get("target_pretrain_epochs") and defense == "dp-sgd" and "target_epsilon" in params:
         return f"dp-sgd fine-tuned (epsilon={params['target_epsilon']:g})"
     name = defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
@@ -111,6 +120,8 @@ def main() -> None:
                              "a second process whose --out is merged with --also")
     parser.add_argument("--iterations", type=int, default=None, help="attack iterations (default 300; quick 150)")
     parser.add_argument("--n-reconstructions", type=int, default=3)
+    parser.add_argument("--identities", type=int, default=None,
+                        help="attack this many private identities, evenly spaced (default: all)")
     parser.add_argument("--kedmi-steps", type=int, default=None,
                         help="KEDMI generator steps per target, from the GMI generator (default 100)")
     parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 1000)")
@@ -149,6 +160,9 @@ def main() -> None:
                ".json")
     done = json.loads(out.read_text()) if out.is_file() else {}
     cache = ArtifactCache(args.cache_dir)
+    if args.identities is not None:
+        base = dataclasses.replace(base, identities=spaced_identities(
+            args.identities, Workbench(base, cache).data.num_classes))
     if args.deployed:
         grid = _rows(deployed_grid(len(Workbench(base, cache).data.private_train), args.benchmark))
     else:
