@@ -102,6 +102,9 @@ _ARCH = click.Choice(sorted(ARCHITECTURES))
 FIELD_OPTIONS: Tuple[FieldOption, ...] = (
     FieldOption("iterations", COUNT, "Attack iterations."),
     FieldOption("n_reconstructions", COUNT, "Reconstructions per identity."),
+    FieldOption("n_candidates", COUNT,
+                "Candidates searched per identity; the --n-reconstructions the target recognises best under random "
+                "crops, flips and small rotations are kept (Plug & Play Attacks).", none_means="no selection"),
     FieldOption("batch_size", COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together."),
     FieldOption("target_arch", _ARCH, "Architecture of the target."),
     FieldOption("eval_arch", _ARCH, "Architecture of the evaluation models (judges)."),

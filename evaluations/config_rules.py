@@ -83,6 +83,7 @@ PARAMETER_RULES: Dict[str, Rule] = {
     "access": _choice(ACCESS_LEVELS),
     "independent_judge": _independent_judge,
     "max_queries": partial(check_optional_count, hint=" (None: no limit)"),
+    "n_candidates": partial(check_optional_count, hint=" (None: no selection)"),
     "seed": check_seed,
     "attack_seed": check_seed,
 }

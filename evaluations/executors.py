@@ -157,7 +157,7 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
         "n_judges": int(result["n_judges"]),
         "cell_seconds": time.perf_counter() - start,
         "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
-        "iterations": result["iterations"],
+        "n_candidates": result.get("n_candidates"), "iterations": result["iterations"],
         # the judge's number of classes: Acc@k against chance, and n/a where k >= n_classes
         "n_classes": int(result.get("num_classes", bench.data.num_classes)),
         **{k: finite_or_none(result.get(k)) for k in ("independent_acc@1", "independent_acc@5", "independent_dist",

@@ -78,6 +78,9 @@ class ExperimentConfig:
     variant: str = "lomma"
     iterations: int = 300
     n_reconstructions: int = 5
+    #: Candidates searched per identity, the most robust ``n_reconstructions`` kept (Plug & Play Attacks'
+    #: selection, :mod:`mi_art.attacks.selection`); None: no selection.
+    n_candidates: Optional[int] = None
     identities: Optional[List[int]] = None
     batch_size: int = 60
     prior_steps: int = 300
@@ -142,6 +145,10 @@ class ExperimentConfig:
                                  "give at least one surrogate architecture")
         if self.variant in ("ma", "lomma") and not self.surrogate_archs:
             raise ValueError(f"variant {self.variant!r} needs at least one surrogate architecture")
+        if self.n_candidates is not None and self.n_candidates < self.n_reconstructions:
+            raise ValueError(f"n_candidates={self.n_candidates} is below n_reconstructions={self.n_reconstructions}: "
+                             "the kept reconstructions are chosen among the candidates (give n_candidates >= "
+                             "n_reconstructions, or None: no selection)")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -793,7 +800,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
             p_reg = bench.p_reg(unit_target) if use_lom else None
         kwargs: Dict[str, Any] = dict(p_reg=p_reg, surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
-                                      batch_size=c.batch_size, seed=seed, verbose=c.verbose, access=c.access)
+                                      n_candidates=c.n_candidates, batch_size=c.batch_size, seed=seed, verbose=c.verbose,
+                                      access=c.access)
         if use_lom:  # else each attack's own identity loss: CE, PLG-MI's margin
             kwargs["identity_loss"] = "logit"
         cls = GAN_ATTACKS[attack]
@@ -818,6 +826,9 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     recs = target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
     if attack not in BASELINE_ONLY:
         extra["feature_norms"] = feature_norms([unit_target, *surrogates], recs, d.public.x)
+        extra["n_candidates"] = c.n_candidates
+    elif c.n_candidates is not None:
+        notes.append(f"n_candidates={c.n_candidates} was not used: {attack} selects no candidates (the GAN attacks do)")
     priv = d.private_all()
     panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5))
     independent = bench.independent_judge()

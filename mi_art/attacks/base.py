@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ..features import check_feature_layer, logits_and_features, penultimate_layer
 from ..identity import IDENTITY_LOSSES, REG_GRADIENT_RATIO, IdentityObjective, feature_reference
 from ..access import ACCESS_LEVELS, PredictOracle
+from .selection import keep_best, robust_confidence
 from ..surrogates import ModelSet
 from ..utils import EstimatorModule, check_output_index, eval_mode, module_device, seed_everything
 from ..validation import (CHECK_EVERY, check_bool, check_choice, check_count, check_finite_at, check_list,
@@ -71,6 +72,12 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     :param iterations: Steps of the latent search.
     :param learning_rate: The search's learning rate.
     :param n_reconstructions: Reconstructions per identity.
+    :param n_candidates: Candidates searched per identity, of which the ``n_reconstructions`` the target
+        recognises best under random crops, flips and small rotations are kept (Plug & Play Attacks' candidate
+        selection, :mod:`mi_art.attacks.selection`; their scores in ``selection_scores_``). None (default):
+        ``n_reconstructions``, no selection. GMI and PLG-MI search each candidate (cost grows with it); KEDMI
+        and VMI draw them from the distribution they learnt. Scoring asks the target (``predict`` without
+        white-box access: counted in ``queries_``).
     :param batch_size: Codes (or identities, for the distributional searches) optimised together.
     :param id_weight: Weight of the identity loss against the prior term (the papers' 100).
     :param feature_layer: Name (in ``estimator.model.named_modules()``) of the module whose input is
@@ -95,8 +102,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
 
     attack_params = InferenceAttack.attack_params + [
         "identity_loss", "p_reg", "reg_weight", "surrogates", "surrogate_p_reg", "iterations", "learning_rate",
-        "n_reconstructions", "batch_size", "id_weight", "feature_layer", "output_index", "seed", "verbose",
-        "access",
+        "n_reconstructions", "n_candidates", "batch_size", "id_weight", "feature_layer", "output_index", "seed",
+        "verbose", "access",
     ]
     _estimator_requirements = (BaseEstimator, PyTorchEstimator, ClassifierMixin, ClassGradientsMixin)
     #: Whether the attack's loss has a prior term, for which it takes the prior's discriminator.
@@ -115,7 +122,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                  identity_loss: str = "ce", p_reg: Any = None, reg_weight: Optional[float] = None,
                  surrogates: Sequence[Any] = (), surrogate_p_reg: Optional[Sequence[Any]] = None,
                  iterations: int = 2400, learning_rate: float = 0.02,
-                 n_reconstructions: int = 5, batch_size: int = 60, id_weight: float = 100.0,
+                 n_reconstructions: int = 5, n_candidates: Optional[int] = None, batch_size: int = 60,
+                 id_weight: float = 100.0,
                  feature_layer: Optional[str] = None, output_index: Any = None,
                  seed: Optional[int] = None, verbose: bool = True, access: str = "white-box") -> None:
         self.access = check_choice("access", access, ACCESS_LEVELS)
@@ -138,6 +146,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         self.iterations = iterations
         self.learning_rate = learning_rate
         self.n_reconstructions = n_reconstructions
+        self.n_candidates = n_candidates
         self.batch_size = batch_size
         self.id_weight = id_weight
         self.feature_layer = feature_layer
@@ -147,6 +156,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         self.labels_: Optional[np.ndarray] = None
         self.reconstruction_index_: Optional[np.ndarray] = None
         self.target_confidence_: Optional[np.ndarray] = None
+        self.selection_scores_: Optional[np.ndarray] = None
         self.queries_: int = 0
         self._identity: Optional[IdentityObjective] = None
         self._check_params()
@@ -166,6 +176,12 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
             self._oracle = PredictOracle(self.estimator, access=self.access)
         for name in ("iterations", "n_reconstructions", "batch_size"):
             check_count(name, getattr(self, name))
+        if self.n_candidates is not None:
+            check_count("n_candidates", self.n_candidates)
+            if self.n_candidates < self.n_reconstructions:
+                raise ValueError(f"n_candidates={self.n_candidates} is below n_reconstructions="
+                                 f"{self.n_reconstructions}: the kept reconstructions are chosen among the "
+                                 "candidates, so give n_candidates >= n_reconstructions (or None: no selection)")
         for name in ("learning_rate", "id_weight"):
             check_positive(name, getattr(self, name))
         if self.reg_weight is not None:
@@ -256,6 +272,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         try:
             self._check_models(target)
             images = self._run(torch.from_numpy(labels).to(self._device))
+            images = self._select(target, images, labels)
             with torch.no_grad():
                 y_rep = torch.from_numpy(np.repeat(labels, self.n_reconstructions)).to(self._device)
                 confidence = torch.cat([self._confidence(target, images[i:i + 256], y_rep[i:i + 256])
@@ -269,6 +286,25 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         self.reconstruction_index_ = np.tile(np.arange(n), len(labels))
         self.target_confidence_ = confidence.cpu().numpy()
         return out
+
+    @property
+    def _codes_per_identity(self) -> int:
+        """Images the search makes per identity: ``n_candidates`` when selecting, else ``n_reconstructions``."""
+        return self.n_candidates or self.n_reconstructions
+
+    def _select(self, target: EstimatorModule, images: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+        """The ``n_reconstructions`` of each identity's candidates that keep the target's confidence best
+        under random views (:mod:`mi_art.attacks.selection`); all of them without selection."""
+        codes, keep = self._codes_per_identity, self.n_reconstructions
+        self.selection_scores_ = None
+        if codes == keep:
+            return images
+        y = torch.from_numpy(np.repeat(labels, codes)).to(images.device)
+        scores = robust_confidence(lambda views, ys: self._confidence(target, views, ys), images, y,
+                                   seed=self.seed)
+        kept = keep_best(scores, codes, keep)
+        self.selection_scores_ = scores[kept].cpu().numpy()
+        return images[kept]
 
     @property
     def reg_weights_(self) -> Optional[List[float]]:

@@ -56,7 +56,7 @@ class GMI(GANInversionAttack):
         return self._objective(images, labels, wgan_prior_loss(self.discriminator(images)), iteration)
 
     def _run(self, labels: torch.Tensor) -> torch.Tensor:
-        labels = labels.repeat_interleave(self.n_reconstructions)
+        labels = labels.repeat_interleave(self._codes_per_identity)
         bar = self._progress(len(labels))
         try:
             return point_search(self.generator, labels, self._loss, latent_dim=self._latent_dim,

@@ -59,6 +59,6 @@ class KEDMI(GANInversionAttack):
         try:
             return gaussian_search(self.generator, labels, self._loss, latent_dim=self._latent_dim,
                                    iterations=self.iterations, learning_rate=self.learning_rate,
-                                   batch_size=self.batch_size, n=self.n_reconstructions, bar=bar)
+                                   batch_size=self.batch_size, n=self._codes_per_identity, bar=bar)
         finally:
             bar.close()

@@ -76,7 +76,7 @@ class PLGMI(GANInversionAttack):
         return sum(self._objective(random_views(images), labels, zero, iteration) for _ in range(self.views))
 
     def _run(self, labels: torch.Tensor) -> torch.Tensor:
-        labels = labels.repeat_interleave(self.n_reconstructions)
+        labels = labels.repeat_interleave(self._codes_per_identity)
         bar = self._progress(len(labels))
         try:
             return conditional_search(self.generator, labels, self._loss, latent_dim=self._latent_dim,

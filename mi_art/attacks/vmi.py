@@ -64,7 +64,7 @@ class VMI(GANInversionAttack):
             images, mean, scale = variational_search(
                 self.generator, labels, self._loss, latent_dim=self._latent_dim, iterations=self.iterations,
                 learning_rate=self.learning_rate, batch_size=self.batch_size, samples=self.samples,
-                kl_weight=self.kl_weight * self.id_weight / REFERENCE_BATCH, n=self.n_reconstructions, bar=bar)
+                kl_weight=self.kl_weight * self.id_weight / REFERENCE_BATCH, n=self._codes_per_identity, bar=bar)
         finally:
             bar.close()
         self.posterior_mean_, self.posterior_scale_tril_ = mean.cpu().numpy(), scale.cpu().numpy()
