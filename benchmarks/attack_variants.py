@@ -81,6 +81,9 @@ def main() -> None:
                         help="attack this many private identities, evenly spaced over them (default: all); a budget "
                              "for targets that are slow to differentiate, stated in the table")
     parser.add_argument("--n-reconstructions", type=int, default=5, help="reconstructions per identity (default 5)")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="candidates searched per identity, the most robust --n-reconstructions kept (Plug & Play "
+                             "Attacks' selection; default: none)")
     parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="pre-train target and judges this many epochs on the public identities before "
@@ -106,6 +109,7 @@ def main() -> None:
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
     overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=args.n_reconstructions,
+                     n_candidates=args.candidates,
                      prior_steps=args.prior_steps or (300 if q else 1500),
                      kedmi_steps=args.kedmi_steps or (60 if q else 200),
                      plgmi_steps=args.plgmi_steps or (150 if q else 1000),
@@ -231,7 +235,8 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
           f"(test acc {first['target_test_accuracy']:.3f}), {len(judge_acc)} evaluation model(s) {config.eval_arch} "
           f"(test acc {' / '.join(f'{a:.3f}' for a in judge_acc)}); GAN attacks: {config.iterations} iterations, "
           f"{config.n_reconstructions} reconstructions per identity"
-          f"{'' if config.identities is None else f' of {len(config.identities)} identities evenly spaced'}. "
+          f"{'' if config.identities is None else f' of {len(config.identities)} identities evenly spaced'}"
+          f"{'' if config.n_candidates is None else f', kept from {config.n_candidates} candidates'}. "
           f"Each metric: mean, +- std over attack seeds, [std over judges]. {_independent_header(first)}")
     header = (f"| {'method':<24} | {'seeds':>5} | {'Acc@1':>23} | {'Acc@5':>23} | {'KNN dist':>24} | {'s / rec':>7} "
               f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} "
