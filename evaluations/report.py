@@ -36,7 +36,7 @@ from mi_art.utils import write_atomic
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
 
 __all__ = ["NEAR_CHANCE_FACTOR", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate", "load_rows",
-           "render_report", "weak_model_warnings"]
+           "render_report", "transfer_lines", "weak_model_warnings"]
 
 #: The evaluation model (the judge) is weak below this test accuracy on held-out private images. It then
 #: misclassifies more than one real private image in five, so a failed reconstruction and the judge's
@@ -340,6 +340,44 @@ def _what_it_bought(aggs: Sequence[Dict[str, Any]]) -> List[str]:
     return ["### What each defense bought and what it cost", ""] + lines + [""]
 
 
+#: Below this ratio of the independent judge's Acc@1 to the panel's, the panel's figure is not confirmed.
+TRANSFER_RATIO = 0.5
+#: Two judges disagree on a defense when the shares of the undefended Acc@1 it removes differ by more than this.
+DISAGREEMENT = 0.3
+
+
+def transfer_lines(aggs: Sequence[Dict[str, Any]]) -> List[str]:
+    """The transfer table: per defense and attack, the trained panel's Acc@1, the independent judge's and their
+    ratio; then one line per defense that looks effective by one judge and not by the other (the share of the
+    undefended Acc@1 it removes differs by more than :data:`DISAGREEMENT`). Nothing without an independent
+    judge."""
+    judged = [a for a in aggs if a.get("independent_acc@1") is not None and a.get("acc@1") is not None]
+    if not judged:
+        return []
+    lines = ["### Transfer: what a judge we did not train confirms", "",
+             f"The ratio is the independent judge's Acc@1 over the trained panel's; below {TRANSFER_RATIO} the "
+             "panel's figure is not confirmed.", "",
+             "| defense | attack/variant | panel Acc@1 | independent Acc@1 | ratio |", "|---|---|---|---|---|"]
+    for a in judged:
+        ratio = a["independent_acc@1"] / a["acc@1"] if a["acc@1"] > 0 else None
+        flag = "" if ratio is None or ratio >= TRANSFER_RATIO else " (not confirmed)"
+        lines.append(f"| {a['defense_label']} | {a['attack']}/{a['variant']} | {a['acc@1']:.3f} | "
+                     f"{a['independent_acc@1']:.3f} | {'-' if ratio is None else f'{ratio:.2f}'}{flag} |")
+    ref = {(a["attack"], a["variant"]): a for a in judged if a["defense"] == "none"}
+    verdicts = []
+    for a in judged:
+        base = ref.get((a["attack"], a["variant"]))
+        if a["defense"] == "none" or base is None or base["acc@1"] <= 0 or base["independent_acc@1"] <= 0:
+            continue
+        panel_cut = 1 - a["acc@1"] / base["acc@1"]
+        independent_cut = 1 - a["independent_acc@1"] / base["independent_acc@1"]
+        if abs(panel_cut - independent_cut) > DISAGREEMENT:
+            verdicts.append(f"- **{a['defense_label']}** against {a['attack']}/{a['variant']}: the trained panel says "
+                            f"it removes {100 * panel_cut:.0f}% of the undefended Acc@1, the independent judge "
+                            f"{100 * independent_cut:.0f}%: the judges disagree on this defense.")
+    return lines + [""] + (verdicts + [""] if verdicts else [])
+
+
 def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict[str, Any],
               figures: Dict[str, List[Path]], images: Dict[str, Path], out: Path) -> str:
     grid = meta.get("grid", {})
@@ -408,7 +446,7 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                                  if match else "-")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
-        lines += _what_it_bought(da) + _dp_targets(dr)
+        lines += _what_it_bought(da) + transfer_lines(da) + _dp_targets(dr)
         if figures.get(dataset):
             lines += ["### Figures", ""]
             for p in figures[dataset]:
@@ -448,7 +486,9 @@ def _chance_line(ax: Any, aggs: Sequence[Dict[str, Any]]) -> None:
 
 def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     """The privacy-utility frontier of :func:`aggregate`'s rows: Acc@1 against natural accuracy per defense
-    strength, with their spread over seeds, one panel per (attack, variant); DP points labelled by epsilon."""
+    strength, with their spread over seeds, one panel per (attack, variant); DP points labelled by epsilon. Where
+    an independent judge scored the cells, its Acc@1 of the same reconstructions is drawn too (hollow markers,
+    dotted), so a defense that looks effective by one judge and not the other shows."""
     plt = _pyplot()
     pairs = _pairs(aggs)
     defenses = list(dict.fromkeys(a["defense"] for a in aggs))
@@ -467,6 +507,11 @@ def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
             ax.errorbar(x, y, xerr=[a["natural_accuracy_std"] or 0 for a in pts],
                         yerr=[a["acc@1_std"] or 0 for a in pts], color=colors[d], marker=markers[i % len(markers)],
                         linestyle="-" if len(pts) > 1 else "none", capsize=2, label=d)
+            independent = [a for a in pts if a.get("independent_acc@1") is not None]
+            if independent:  # the same targets judged by a model we did not train: hollow, dotted
+                ax.plot([a["natural_accuracy"] for a in independent], [a["independent_acc@1"] for a in independent],
+                        color=colors[d], marker=markers[i % len(markers)], markerfacecolor="none",
+                        linestyle=":" if len(independent) > 1 else "none", label=f"{d} (independent judge)")
             if len(pts) > 1 or pts[0]["defense_params"]:
                 for a in pts:
                     tag = a["defense_label"][len(d):].strip("()") or d
