@@ -123,6 +123,97 @@ def test_a_record_without_the_fields_asked_for_is_set_aside(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# Records made as a side effect of training
+# --------------------------------------------------------------------------------------------------
+
+
+def _dp_config(**params):
+    from mi_art.evaluations.experiment import ExperimentConfig
+
+    return ExperimentConfig(dataset="digits", target_arch="mlp", target_epochs=1, defense="dp-sgd",
+                            defense_params={"noise_multiplier": 1.0, **params}, eval_epochs=1, prior_steps=2,
+                            gan_width=8, augment="none", device="cpu")
+
+
+#: What a defense record reports, training time aside.
+_REPORTED = ("defense", "test_accuracy", "epsilon", "delta", "details")
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "foreign", "flipped target"])
+def test_a_bad_defense_record_or_target_is_rebuilt_with_the_same_metrics(tmp_path, small_digits, damage):
+    """The defense record is written while the target trains. Missing, truncated or another target's beside
+    a sound target, it used to fail every cell with ``KeyError: 'record'`` (or report the other target's
+    epsilon); now the target is trained again with its record, and the same numbers come out."""
+    from mi_art.evaluations.experiment import Workbench
+
+    cache = LockingArtifactCache(tmp_path)
+    bench = Workbench(_dp_config(), cache, data=small_digits)
+    target = bench.target()
+    record = bench.defense_record
+    key = bench.target_key()
+    path = cache.json_path("defense-record", key)
+    if damage == "missing":
+        path.unlink()
+        expected = [r"its defense-record record .* is missing or was set aside.*training the target again"]
+    elif damage == "truncated":
+        path.write_text(path.read_text()[:40])
+        expected = [rf"cache file {path} is damaged: unreadable or truncated", "training the target again"]
+    elif damage == "foreign":
+        other = Workbench(_dp_config(noise_multiplier=3.0), cache, data=small_digits)
+        other.target()
+        assert other.defense_record["epsilon"] != record["epsilon"]
+        shutil.copy(cache.json_path("defense-record", other.target_key()), path)
+        expected = [rf"cache file {path} was written for another artifact", "training the target again"]
+    else:
+        target_path = cache.path("target", key)
+        first = next(p for p in target.parameters() if p.numel() >= 64)
+        flip(target_path, first.detach().cpu().numpy().tobytes())
+        expected = [rf"cache file {target_path} is damaged \(its tensors do not match"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = Workbench(_dp_config(), LockingArtifactCache(tmp_path), data=small_digits)
+        rebuilt = again.target()
+    messages = [str(w.message) for w in caught if "cache" in str(w.message)]
+    assert len(messages) == len(expected), messages
+    for pattern, message in zip(expected, messages):
+        assert __import__("re").search(pattern, message), (pattern, message)
+    assert {k: again.defense_record[k] for k in _REPORTED} == {k: record[k] for k in _REPORTED}
+    for a, b in zip(rebuilt.state_dict().values(), target.state_dict().values()):
+        torch.testing.assert_close(a, b)  # seeded training: the same target again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and now everything checks out
+        third = Workbench(_dp_config(), LockingArtifactCache(tmp_path), data=small_digits)
+        third.target()
+    assert third.defense_record == again.defense_record
+
+
+def test_swapped_prior_record_and_quality_are_set_aside_and_rebuilt(tmp_path, small_digits):
+    """The prior's training-seconds record and its quality record, each in the other's file: every cell
+    failed with ``KeyError: 'train_seconds'`` and neither file was named. Now both are named and set aside;
+    the quality is computed again (the same FID) and the training seconds, which only the training
+    measured, are reported unknown (None) rather than training the prior again for a timing."""
+    from mi_art.evaluations.experiment import Workbench
+
+    bench = Workbench(_dp_config(), ArtifactCache(tmp_path), data=small_digits)
+    report = bench.prior_report("gmi-prior")
+    assert report["train_seconds"] > 0
+    record = next(tmp_path.glob("gmi-prior-record-*.json"))
+    quality = next(tmp_path.glob("gmi-prior-quality-*.json"))
+    swap = tmp_path / "swap"
+    os.replace(record, swap)
+    os.replace(quality, record)
+    os.replace(swap, quality)
+    again = Workbench(_dp_config(), ArtifactCache(tmp_path), data=small_digits)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rebuilt = again.prior_report("gmi-prior")
+    messages = [str(w.message) for w in caught if "cache file" in str(w.message)]
+    assert len(messages) == 2 and f"cache file {record} was written for another artifact" in messages[0]
+    assert f"cache file {quality} was written for another artifact" in messages[1]
+    assert rebuilt == {"train_seconds": None, "fid_public": pytest.approx(report["fid_public"])}
+
+
+# --------------------------------------------------------------------------------------------------
 # Temporary files and files written before checksums
 # --------------------------------------------------------------------------------------------------
 
