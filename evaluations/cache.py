@@ -71,7 +71,8 @@ def tensors_digest(key: str, tensors: Mapping[str, Any]) -> str:
         if isinstance(value, torch.Tensor):
             t = value.detach().cpu().contiguous().reshape(-1)
             h.update(f"\0{name}\0{value.dtype}\0{tuple(value.shape)}\0".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            if t.numel():
+                h.update(t.view(torch.uint8).numpy())  # the tensor's own buffer, not a copy
         else:  # a module's extra state, stored by pickle
             h.update(f"\0{name}\0{value!r}\0".encode())
     return h.hexdigest()
