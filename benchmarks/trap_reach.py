@@ -43,8 +43,8 @@ class _KeepTriggers(trap.TrapdoorLoss):
 class _FreshTargets(ArtifactCache):
     """The artifact cache, except that the target is always trained (Trap-MID's triggers are not stored)."""
 
-    def module(self, kind, config, build, train):
-        return train() if kind == "target" else super().module(kind, config, build, train)
+    def module(self, kind, config, build, train, records=()):
+        return train() if kind == "target" else super().module(kind, config, build, train, records)
 
 
 def project(generator: torch.nn.Module, images: torch.Tensor, steps: int, seed: int) -> torch.Tensor:

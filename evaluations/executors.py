@@ -57,7 +57,12 @@ class CellFailure(RuntimeError):
 
 class LockingArtifactCache(ArtifactCache):
     """An :class:`ArtifactCache` whose artifacts are computed under an exclusive file lock
-    (``<artifact>.lock``), so that concurrent processes sharing the directory train each once."""
+    (``<artifact>.lock``), so that concurrent processes sharing the directory train each once. A record
+    is read, set aside or written under its own lock, also when a module checks the records beside it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: Dict[str, int] = {}  # the locks this process holds: taken again, they are not re-locked
 
     @contextmanager
     def _locked(self, kind: str, config: Dict[str, Any]) -> Iterator[None]:
@@ -69,22 +74,40 @@ class LockingArtifactCache(ArtifactCache):
         if path is None or fcntl is None:
             yield
             return
-        locks = path.parent / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / f"{kind}-{path.stem.rsplit('-', 1)[-1]}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        name = f"{kind}-{path.stem.rsplit('-', 1)[-1]}.lock"
+        if self._held.get(name):  # flock on a second descriptor of the same file would wait for ourselves
+            self._held[name] += 1
             try:
                 yield
             finally:
+                self._held[name] -= 1
+            return
+        locks = path.parent / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / name, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._held[name] = 1
+            try:
+                yield
+            finally:
+                self._held[name] = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def module(self, kind, config, build, train):  # type: ignore[override]
+    def module(self, kind, config, build, train, records=()):  # type: ignore[override]
         with self._locked(kind, config):
-            return super().module(kind, config, build, train)
+            return super().module(kind, config, build, train, records)
 
-    def json(self, kind, config, compute):  # type: ignore[override]
+    def json(self, kind, config, compute, fields=()):  # type: ignore[override]
         with self._locked(kind + ".json", config):
-            return super().json(kind, config, compute)
+            return super().json(kind, config, compute, fields)
+
+    def _read_json(self, kind, config, fields=()):  # type: ignore[override]
+        with self._locked(kind + ".json", config):
+            return super()._read_json(kind, config, fields)
+
+    def store_json(self, kind, config, value):  # type: ignore[override]
+        with self._locked(kind + ".json", config):
+            super().store_json(kind, config, value)
 
     def tensor(self, kind, config, compute):  # type: ignore[override]
         with self._locked(kind, config):

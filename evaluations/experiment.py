@@ -50,6 +50,8 @@ WEAK_SURROGATE_AGREEMENT = 0.5
 #: and each image costs a pass through the judge.
 PRIOR_FID_SAMPLES = 500
 PRIOR_FID_PUBLIC = 5000
+#: What every defense record holds: a cached record without them is another artifact's, set aside.
+DEFENSE_RECORD_FIELDS = ("defense", "params", "test_accuracy", "epsilon", "delta")
 
 
 @dataclass
@@ -349,14 +351,20 @@ class Workbench:
                 if tag:
                     record.details["pretrained_architecture"] = tag
             trained["record"] = record.to_dict()
-            # the record is stored before the checkpoint: a run killed between the two writes then
-            # finds no checkpoint and retrains, instead of finding a checkpoint without its record
-            self.cache.json("defense-record", key, lambda: trained["record"])
+            self.cache.store_json("defense-record", key, trained["record"])
             return model
 
+        def lost() -> Dict[str, Any]:
+            where = self.cache.json_path("defense-record", key)
+            raise RuntimeError(f"the defense record of the cached target ({where}) is missing after the target "
+                               "was loaded or trained")
+
+        # the record (epsilon, steps, training time, TL's pre-training accuracy) is a fact of the training:
+        # a target whose record is missing or bad is trained again with it (records=)
         model = self.cache.module("target", key, lambda: defended_architecture(
-            c.defense, self.data, model=c.target_arch, **params), train)
-        self.defense_record = self.cache.json("defense-record", key, lambda: trained["record"])
+            c.defense, self.data, model=c.target_arch, **params), train, records=("defense-record",))
+        self.defense_record = self.cache.json("defense-record", key, lambda: trained.get("record") or lost(),
+                                              fields=DEFENSE_RECORD_FIELDS)
         return model.to(self.device)
 
     def evaluator_key(self) -> Dict[str, Any]:
@@ -446,7 +454,7 @@ class Workbench:
             start = time.perf_counter()
             pair = train()
             timing["seconds"] = time.perf_counter() - start
-            self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": timing["seconds"]})
+            self.cache.store_json(f"{kind}-record", key, {"train_seconds": timing["seconds"]})
             return pair
 
         pair = self.cache.module(kind, key, build, timed).to(self.device)
@@ -519,7 +527,9 @@ class Workbench:
         per_target = PRIORS[name].per_target
         key = self._prior_key(kind, target if per_target else None)
         gen = self.prior(name, target if per_target else None)[0]
-        seconds = self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": None})["train_seconds"]
+        # a record lost or set aside is not worth training the prior again: its seconds are then unknown
+        seconds = self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": None},
+                                  fields=("train_seconds",))["train_seconds"]
         evaluator = evaluator if evaluator is not None else self.evaluator()
         judge_key = (self.evaluator_key() if evaluator in self._own_evaluators
                      else {"given-evaluator": model_fingerprint(evaluator)})
@@ -531,7 +541,8 @@ class Workbench:
                 public = public[np.random.default_rng(self.config.seed).permutation(len(public))[:PRIOR_FID_PUBLIC]]
             return {"fid_public": fid_eval_features(evaluator, fake, public)}
 
-        fid = self.cache.json(f"{kind}-quality", {"prior": key, "evaluator": judge_key}, quality)
+        fid = self.cache.json(f"{kind}-quality", {"prior": key, "evaluator": judge_key}, quality,
+                              fields=("fid_public",))
         return {"train_seconds": seconds, **fid}
 
     def public_split(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -665,12 +676,15 @@ class Workbench:
                                           generator=generator, steps=c.surrogate_steps, augment=c.augment,
                                           device=self.device, seed=c.seed + i, verbose=c.verbose)
                 made["queries"] = oracle.queries
+                self.cache.store_json("answer-surrogate-queries", key, {"queries": oracle.queries})
                 return model
 
+            # the queries are counted while the surrogate is distilled: a surrogate whose count is missing or
+            # bad is distilled again
             out.append(self.cache.module("answer-surrogate", key, lambda arch=arch: self.untrained_classifier(arch),
-                                         train).to(self.device))
-            # written once, when the surrogate is trained (the cache then only reads it back)
-            record = self.cache.json("answer-surrogate-queries", key, lambda made=made: {"queries": made.get("queries")})
+                                         train, records=("answer-surrogate-queries",)).to(self.device))
+            record = self.cache.json("answer-surrogate-queries", key,
+                                     lambda made=made: {"queries": made.get("queries")}, fields=("queries",))
             queries.append(record["queries"])
         return out, queries
 
