@@ -241,7 +241,10 @@ class Workbench:
         if c.target_pretrain_epochs:  # only then: the keys of targets trained from scratch stay as they were
             key["pretrain_epochs"] = c.target_pretrain_epochs
         if c.defense != "none":
-            key.update(defense=c.defense, defense_params=c.defense_params)
+            from mi_art.defenses import get_defense
+
+            key.update(defense=c.defense, defense_params=c.defense_params,
+                       **get_defense(c.defense).defaults_key(c.defense_params))
         return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.target_arch)}
 
     def _precision_key(self) -> Dict[str, Any]:
@@ -838,6 +841,11 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     elif c.independent_judge == "auto" and c.dataset in FACE_DATASETS:
         notes.append("no independent judge: dlib's face recogniser is not installed (pip install \"mi-art[faces]\"); "
                      "every figure here is the trained judges' alone")
+    if bench.defense_record is not None:
+        from mi_art.defenses.dp import delta_warning
+
+        warned = delta_warning(bench.defense_record.get("delta"), len(d.private_train))
+        notes.extend([warned] if warned else [])
     target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
     judge_accuracies = [natural_accuracy(j, d.private_test.x, d.private_test.y) for j in unit_judges]
     judge_accuracy = float(np.mean(judge_accuracies))

@@ -128,9 +128,16 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
 
 
 def cell_id(config: ExperimentConfig) -> str:
-    """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded)."""
+    """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded), with the
+    defense's :meth:`~mi_art.defenses.Defense.defaults_key` where it has one (DP-SGD's default delta)."""
+    from mi_art.defenses import get_defense
+
     d = {k: v for k, v in config.to_dict().items()
          if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v == _IN_ID_WHEN_SET[k])}
+    try:
+        d.update(get_defense(config.defense).defaults_key(config.defense_params))
+    except ValueError:  # an unknown defense: Grid.validate names it
+        pass
     return config_key(d)
 
 

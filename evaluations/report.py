@@ -35,8 +35,8 @@ from mi_art.utils import write_atomic
 
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
 
-__all__ = ["NEAR_CHANCE_FACTOR", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate", "load_rows",
-           "render_report", "weak_model_warnings"]
+__all__ = ["NEAR_CHANCE_FACTOR", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate", "dp_delta_warnings",
+           "load_rows", "render_report", "row_warnings", "weak_model_warnings"]
 
 #: The evaluation model (the judge) is weak below this test accuracy on held-out private images. It then
 #: misclassifies more than one real private image in five, so a failed reconstruction and the judge's
@@ -97,11 +97,25 @@ def weak_model_warnings(*, target_accuracy: Optional[float] = None, judge_accura
     return out
 
 
+def dp_delta_warnings(row: Dict[str, Any]) -> List[str]:
+    """The warning of :func:`mi_art.defenses.dp.delta_warning` for a row's DP-SGD target whose delta is at or
+    above 1/(10 N); N is the row's ``n_train`` or its defense record's (rows written before either was kept
+    are not checked)."""
+    from mi_art.defenses.dp import delta_warning
+
+    details = (row.get("defense_record") or {}).get("details") or {}
+    warned = delta_warning(row.get("delta"), row.get("n_train", details.get("n_train")))
+    return [warned] if warned else []
+
+
 def row_warnings(row: Dict[str, Any]) -> List[str]:
-    """:func:`weak_model_warnings` for one result row of a grid."""
-    return weak_model_warnings(target_accuracy=row.get("natural_accuracy"),
-                               judge_accuracy=row.get("evaluator_test_accuracy"), n_classes=row.get("n_classes"),
-                               defended=row.get("defense", "none") != "none")
+    """Every warning of one result row of a grid: those its run recorded (``row["warnings"]``: weak
+    surrogates, the prior's data, the independent judge, ...), :func:`weak_model_warnings` and
+    :func:`dp_delta_warnings`, each once."""
+    recorded = [w for w in row.get("warnings") or [] if isinstance(w, str)]
+    return list(dict.fromkeys(recorded + weak_model_warnings(
+        target_accuracy=row.get("natural_accuracy"), judge_accuracy=row.get("evaluator_test_accuracy"),
+        n_classes=row.get("n_classes"), defended=row.get("defense", "none") != "none") + dp_delta_warnings(row)))
 
 
 def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -121,7 +135,7 @@ def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
         where = f"{label}" + (f", seed {seed}" if len(seeds) > 1 else "")
         out += [f"{where}: {w}" for w in weak_model_warnings(
             target_accuracy=r.get("natural_accuracy"), n_classes=r.get("n_classes"),
-            defended=r.get("defense", "none") != "none")]
+            defended=r.get("defense", "none") != "none") + dp_delta_warnings(r)]
     return out
 
 PathLike = Union[str, Path]
