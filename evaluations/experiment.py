@@ -29,7 +29,7 @@ from mi_art.access import PredictOracle
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
-from .config_rules import BASELINE_ONLY, PARAMETER_RULES
+from .config_rules import BASELINE_ONLY, PARAMETER_RULES, gan_augment_for
 from .independent import FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, resolve_independent_judge
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
@@ -90,7 +90,10 @@ class ExperimentConfig:
     #: GMI prior's generator.
     plgmi_steps: int = 300
     gan_width: int = 32
-    gan_augment: str = "none"
+    #: Augmentation of the public images the GAN priors train on (:data:`mi_art.training.AUGMENTATIONS`), or
+    #: "auto": "flip" for face data, "none" otherwise (:func:`~mi_art.evaluations.config_rules.gan_augment_for`,
+    #: resolved when the config is made: the field then holds the value the run uses).
+    gan_augment: str = "auto"
     surrogate_archs: Tuple[str, ...] = ("cnn-small", "cnn")
     surrogate_steps: int = 300
     surrogate_data: str = "public+prior"
@@ -124,9 +127,13 @@ class ExperimentConfig:
     device: Optional[str] = None
     verbose: bool = False
 
+    def __post_init__(self) -> None:
+        self.gan_augment = gan_augment_for(self.dataset, self.gan_augment)
+
     def validate(self) -> None:
         """Every field by its rule (:data:`~mi_art.evaluations.config_rules.PARAMETER_RULES`), then the
-        rules between fields."""
+        rules between fields. A ``gan_augment`` of "auto" set after the config was made is resolved here."""
+        self.gan_augment = gan_augment_for(self.dataset, self.gan_augment)
         for key, rule in PARAMETER_RULES.items():
             rule(key, getattr(self, key))
         if self.attack in BASELINE_ONLY and self.variant != "baseline":
@@ -152,6 +159,13 @@ class ExperimentConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def config_defaults() -> Dict[str, Any]:
+    """Every :class:`ExperimentConfig` field's declared default (``gan_augment``: "auto", before any dataset
+    resolves it), for the commands' options and the grid's budgets."""
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(ExperimentConfig)}
 
 
 class Workbench:
