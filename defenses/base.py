@@ -72,7 +72,7 @@ class Defense:
 
     def check_params(self, params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
         """``params`` checked (unknown names refused) with the defaults filled in; ``n_train`` is the number
-        of private training images (DP's delta defaults to its inverse)."""
+        of private training images (DP's default delta depends on it)."""
         check_keys(self.name, params, self.defaults)
         return {**self.defaults, **params}
 
@@ -90,6 +90,12 @@ class Defense:
     def pretraining_architecture(self, model: nn.Module, params: Dict[str, Any]) -> nn.Module:
         """The structure public pre-training should use for a target this defense fine-tunes."""
         return model
+
+    def defaults_key(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        """What a target's cache key and a grid cell's id add for the defaults these (unchecked, as given)
+        ``params`` leave to the defense, when such a default has changed since results were first cached:
+        a target made under the earlier default is then never served for this one. Empty by default."""
+        return {}
 
     def train(self, model: nn.Module, dataset: Any, params: Dict[str, Any], settings: Dict[str, Any]) -> Trained:
         """Train ``model`` (from :meth:`architecture`) on ``dataset.private_train`` under the defense.

@@ -13,11 +13,19 @@ Opacus runs without ``secure_mode`` (its warning about that is silenced): the no
 seeded generator, which is right for experiments and reproducibility, not for a production release.
 With ``target_epsilon`` Opacus picks the noise multiplier for ``epochs`` epochs at the sample rate
 ``1 / ceil(N / batch_size)``; the epsilon reported is always the accountant's after training.
+
+``delta`` defaults to ``min(1e-5, 1 / (100 N))`` for ``N`` private training images (:func:`default_delta`).
+An (epsilon, delta)-DP mechanism may, with probability delta, do anything, including releasing one of
+the ``N`` training images outright, so delta must be far below 1/N (Dwork and Roth, "The Algorithmic
+Foundations of Differential Privacy", section 2.3, https://www.cis.upenn.edu/~aaroth/Papers/privacybook.pdf).
+1e-5 is the delta of Opacus's examples and of Abadi et al.; the cap keeps it two orders of magnitude below
+1/N on larger data, one below the 1/(10 N) at which :func:`delta_warning` warns.
 """
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +56,43 @@ BATCH_NORM = ("group-norm", "freeze")
 #: al. 2022, https://arxiv.org/abs/2204.13650), and a grid or a Workbench passes one recipe for all targets.
 OWN_SETTINGS = ("epochs", "lr", "optimizer", "batch_size", "augment")
 ACCOUNTANTS = ("rdp", "prv", "gdp")
+#: The default delta: Opacus's examples' 1e-5, capped at 1 / (DEFAULT_DELTA_FACTOR x N).
+DEFAULT_DELTA = 1e-5
+DEFAULT_DELTA_FACTOR = 100
+#: A delta at or above 1 / (LARGE_DELTA_FACTOR x N) is warned about (:func:`delta_warning`).
+LARGE_DELTA_FACTOR = 10
+#: Written into the cache key and the grid cell id of a DP-SGD target that leaves delta to its default, so
+#: that a target made under the earlier default (1/N) is never served for this one (its epsilon, and with
+#: target_epsilon its noise, were computed at that delta).
+DEFAULT_DELTA_RULE = "min(1e-5, 1/(100N))"
 #: ``trainable`` names: every layer, or the classification layer only (an int: that many last layers).
 TRAINABLE = ("all", "head")
 
 
+def default_delta(n_train: int) -> float:
+    """The delta DP-SGD uses when none is given: ``min(1e-5, 1 / (100 n_train))`` (see the module's docstring)."""
+    n_train = check_count("n_train", n_train, hint=" (the number of private training images)")
+    return min(DEFAULT_DELTA, 1.0 / (DEFAULT_DELTA_FACTOR * n_train))
+
+
+def delta_warning(delta: Any, n_train: Any) -> Optional[str]:
+    """A warning when ``delta`` is at or above ``1 / (10 n_train)``, else None (also when either is unknown):
+    (epsilon, delta)-DP lets a mechanism release a training image with probability about delta per image, so
+    near 1/N the epsilon bounds little."""
+    try:
+        delta, n_train = float(delta), int(n_train)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(delta) and n_train >= 1) or delta < 1.0 / (LARGE_DELTA_FACTOR * n_train):
+        return None
+    return (f"DP-SGD's delta={delta:.3g} is at or above 1/(10 N) = {1.0 / (LARGE_DELTA_FACTOR * n_train):.3g} for "
+            f"N={n_train} training images ({delta * n_train:.2g} x 1/N): (epsilon, delta)-DP allows a training image "
+            f"to be released outright with probability about delta each, so this epsilon bounds little; give "
+            f"delta <= {default_delta(n_train):.3g} (the default)")
+
+
 def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
-    """Validate DP parameters (defaults filled; ``delta`` defaults to ``1 / n_train``)."""
+    """Validate DP parameters (defaults filled; ``delta`` defaults to :func:`default_delta` of ``n_train``)."""
     check_keys("dp-sgd", params, DEFAULTS)
     out = {**DEFAULTS, **params}
     eps, sigma = out["target_epsilon"], out["noise_multiplier"]
@@ -70,14 +109,16 @@ def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
     out["max_grad_norm"] = check_number("max_grad_norm", out["max_grad_norm"], low=0, low_open=True,
                                         hint=" (the per-sample clipping bound)")
     if out["delta"] is None:
-        out["delta"] = 1.0 / n_train
+        out["delta"] = default_delta(n_train)
     out["delta"] = check_number("delta", out["delta"], low=0, high=1, low_open=True, high_open=True,
-                                hint=f" (should be below 1/N = {1.0 / n_train:.3g})")
+                                hint=f" (should be far below 1/N = {1.0 / n_train:.3g}; None: "
+                                     f"{default_delta(n_train):.3g})")
     out["allow_large_delta"] = check_bool("allow_large_delta", out["allow_large_delta"])
     if out["delta"] > 1.0 / n_train * (1 + 1e-9) and not out["allow_large_delta"]:
         raise ValueError(f"delta={out['delta']:g} is above 1/N = {1.0 / n_train:.3g} for N={n_train} training images: "
                          "(epsilon, delta)-DP with delta >= 1/N allows releasing a training image outright, so the "
-                         "epsilon would mean nothing; give delta <= 1/N (the default is 1/N), or "
+                         "epsilon would mean nothing; give delta far below 1/N (None: the default, "
+                         f"{default_delta(n_train):.3g}), or "
                          "allow_large_delta=True to accept it")
     out["accountant"] = check_choice("accountant", out["accountant"], ACCOUNTANTS)
     out["max_physical_batch_size"] = check_optional_count(
@@ -296,6 +337,9 @@ class DPSGD(Defense):
     def pretraining_tag(self, params: Dict[str, Any]) -> str:
         return "groupnorm" if params["batch_norm"] == "group-norm" else ""
 
+    def defaults_key(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        return {"default_delta": DEFAULT_DELTA_RULE} if params.get("delta") is None else {}
+
     def pretraining_architecture(self, model: nn.Module, params: Dict[str, Any]) -> nn.Module:
         return private_architecture(model) if params["batch_norm"] == "group-norm" else model
 
@@ -304,6 +348,10 @@ class DPSGD(Defense):
         settings = own_settings(params, settings)
         model, facts = train_dp(model, train.x, train.y, dataset.num_classes, params=params, **settings)
         facts["training"] = {k: settings[k] for k in OWN_SETTINGS}
+        facts["n_train"] = len(train)
+        warned = delta_warning(params["delta"], len(train))
+        if warned:
+            warnings.warn(warned, UserWarning, stacklevel=4)
         return Trained(model, details=facts, epsilon=facts.pop("epsilon"), delta=params["delta"],
                        accountant=params["accountant"])
 
@@ -331,6 +379,7 @@ def nonnegative_epsilon(epsilon: float) -> float:
     return max(0.0, float(epsilon))
 
 
-__all__ = ["ACCOUNTANTS", "BATCH_NORM", "DEFAULTS", "DPSGD", "FrozenBatchNorm", "TRAINABLE", "accountant_epsilon",
-           "check_params", "check_trainable", "freeze_batch_norm", "make_private_compatible", "private_architecture",
+__all__ = ["ACCOUNTANTS", "BATCH_NORM", "DEFAULTS", "DEFAULT_DELTA", "DEFAULT_DELTA_RULE", "DPSGD", "FrozenBatchNorm",
+           "LARGE_DELTA_FACTOR", "TRAINABLE", "accountant_epsilon", "check_params", "check_trainable", "default_delta",
+           "delta_warning", "freeze_batch_norm", "make_private_compatible", "private_architecture",
            "train_dp", "trained_layers"]

@@ -53,7 +53,7 @@ def check_defense_params(defense: Any, params: Optional[Dict[str, Any]] = None, 
                          n_train: int = 1000) -> Dict[str, Any]:
     """The parameters of ``defense`` checked (names, types, ranges) with its defaults filled in, as
     :func:`mi_art.defenses.train_defended_target` would check them; ``n_train`` stands for the number of
-    private training images where a parameter depends on it (DP's delta <= 1/N)."""
+    private training images where a parameter depends on it (DP's default delta, and delta <= 1/N)."""
     if params is not None and not isinstance(params, dict):
         raise ValueError(f"the parameters of defense {defense!r} must be a dict of name -> value, got "
                          f"{type(params).__name__}")

@@ -14,8 +14,7 @@ import click
 from mi_art.data import DATASETS
 
 from .config_options import COUNT, SEED, THREADS, FiniteFloat, field_options, field_values
-from .config_rules import ATTACKS, VARIANTS
-from .independent import FACE_DATASETS
+from .config_rules import ATTACKS, MIRROR_SAFE_DATASETS, VARIANTS, gan_augment_for  # noqa: F401 - importable here
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.
@@ -25,17 +24,6 @@ THREADS_HELP = ("torch's CPU threads: a count, 'auto' (the CPUs this process may
                 "idle when it starts, at least 1: torch's default of one per core is several times slower when "
                 "another job holds a core; benchmarks/results/threads.md) or 'torch' (torch's default) "
                 "[default: $MI_ART_THREADS, else $OMP_NUM_THREADS, else auto].")
-
-#: Datasets whose mirrored images are images of the data too (faces), where --gan-augment auto flips.
-MIRROR_SAFE_DATASETS = FACE_DATASETS
-
-
-def gan_augment_for(dataset: str, gan_augment: str) -> str:
-    """``--gan-augment``'s value for ``dataset``: "auto" resolved (see :data:`MIRROR_SAFE_DATASETS`)."""
-    if gan_augment != "auto":
-        return gan_augment
-    return "flip" if dataset in MIRROR_SAFE_DATASETS else "none"
-
 
 def _check_device_option(value: Optional[str], executor: str = "local") -> None:
     """``--device`` against what this machine has: a usage error for cuda without CUDA (checked in the
@@ -295,9 +283,8 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}{_options_suffix(options)}")
     _check_out_dir(out)
     click.get_current_context().meta[_LOG_DIR] = out
-    fields = field_values("attack", fields) | {
-        "gan_augment": gan_augment_for(dataset, fields["gan_augment"]),
-        "surrogate_archs": tuple(fields["surrogate_archs"])}
+    # gan_augment "auto" is resolved by the config, for the dataset, as for the grid's cells
+    fields = field_values("attack", fields) | {"surrogate_archs": tuple(fields["surrogate_archs"])}
     config = ExperimentConfig(dataset=dataset, data_root=data_root, data_options=options, attack=attack,
                               variant=variant, identities=ids, seed=seed, attack_seed=attack_seed, device=device,
                               verbose=verbose, **fields)

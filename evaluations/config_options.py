@@ -3,7 +3,6 @@ table (:data:`FIELD_OPTIONS`) from which ``mi-art attack`` (defaults: the config
 (default: the grid's value) generate theirs, so that adding a field to the config adds one row here."""
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
@@ -14,9 +13,9 @@ from mi_art.access import ACCESS_LEVELS
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
 
-from .config_rules import KEDMI_INITS, SURROGATE_DATA
+from .config_rules import GAN_AUGMENTATIONS, KEDMI_INITS, SURROGATE_DATA
 from .independent import INDEPENDENT_JUDGES
-from .experiment import ExperimentConfig
+from .experiment import config_defaults
 
 __all__ = ["COUNT", "FIELD_OPTIONS", "FieldOption", "FiniteFloat", "PRETRAIN_EPOCHS", "SEED", "field_options"]
 
@@ -125,11 +124,11 @@ FIELD_OPTIONS: Tuple[FieldOption, ...] = (
                 "it (the paper's surrogates start from pre-trained weights); 0: from random weights."),
     FieldOption("prior_steps", COUNT, "GMI WGAN-GP generator steps."),
     FieldOption("gan_width", COUNT, "Channel width of the GAN priors' generator and discriminator."),
-    FieldOption("gan_augment", click.Choice(["auto", *AUGMENTATIONS]),
+    FieldOption("gan_augment", click.Choice(GAN_AUGMENTATIONS),
                 "Augmentation of the public images the GAN priors train on. auto: 'flip' for face folders and "
                 "CelebA (a mirrored face is a face), 'none' for digits and MNIST (a mirrored digit is not a "
-                "digit). Without flips KEDMI's prior on a few hundred public faces turns to noise.",
-                commands=("attack",), attack_default="auto"),  # a grid names it per dataset
+                "digit), for each dataset of a grid. Without flips KEDMI's prior on a few hundred public faces "
+                "turns to noise."),
     FieldOption("kedmi_steps", COUNT,
                 "KEDMI generator steps (each after 5 discriminator steps), warm-started from the GMI generator."),
     FieldOption("kedmi_init", click.Choice(KEDMI_INITS),
@@ -169,8 +168,7 @@ FIELD_OPTIONS: Tuple[FieldOption, ...] = (
                 "Queries the target answers in all below white-box, shared by the surrogates.", none_means="no limit"),
 )
 
-_CONFIG_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-                    for f in dataclasses.fields(ExperimentConfig)}
+_CONFIG_DEFAULTS = config_defaults()
 
 
 def _shown(value: Any, none_means: str) -> str:

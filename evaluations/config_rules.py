@@ -14,8 +14,10 @@ from mi_art.training import AUGMENTATIONS
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
                                check_optional_count, check_seed)
 
-__all__ = ["ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "KEDMI_INITS", "PARAMETER_RULES", "SURROGATE_DATA",
-           "VARIANTS", "check_field"]
+from .independent import FACE_DATASETS
+
+__all__ = ["ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "GAN_AUGMENTATIONS", "KEDMI_INITS", "MIRROR_SAFE_DATASETS",
+           "PARAMETER_RULES", "SURROGATE_DATA", "VARIANTS", "check_field", "gan_augment_for"]
 
 #: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
 ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
@@ -26,6 +28,23 @@ VARIANTS = ("baseline", "lom", "ma", "lomma")
 KEDMI_INITS = ("gmi", "none")
 #: what surrogates are distilled on: public images alone, or public images plus fresh GMI-prior samples.
 SURROGATE_DATA = ("public+prior", "public")
+#: Augmentations of the public images the GAN priors train on; "auto" is resolved per dataset by
+#: :func:`gan_augment_for` (the config's, the grid's and both commands' default).
+GAN_AUGMENTATIONS = ("auto", *AUGMENTATIONS)
+#: Datasets whose mirrored images are images of the data too (faces), where gan_augment "auto" flips.
+MIRROR_SAFE_DATASETS = FACE_DATASETS
+
+
+def gan_augment_for(dataset: str, gan_augment: str) -> str:
+    """``gan_augment`` for ``dataset`` with "auto" resolved: "flip" for face folders and CelebA
+    (:data:`MIRROR_SAFE_DATASETS`: a mirrored face is a face; without flips KEDMI's prior on a few hundred
+    public faces turns to noise), "none" elsewhere (a mirrored digit is not a digit). Any other value is
+    returned as it is. The one place "auto" is decided: :class:`~mi_art.evaluations.experiment.ExperimentConfig`
+    calls it when it is made, so cache keys and grid cell ids hold the resolved value."""
+    if gan_augment != "auto":
+        return gan_augment
+    name = dataset.strip().lower().replace("_", "-") if isinstance(dataset, str) else dataset
+    return "flip" if name in MIRROR_SAFE_DATASETS else "none"
 
 Rule = Callable[[str, Any], Any]
 
@@ -73,7 +92,7 @@ PARAMETER_RULES: Dict[str, Rule] = {
     **{key: _PRETRAIN_EPOCHS for key in ("target_pretrain_epochs", "eval_pretrain_epochs",
                                          "surrogate_pretrain_epochs")},
     "augment": _choice(AUGMENTATIONS),
-    "gan_augment": _choice(AUGMENTATIONS),
+    "gan_augment": _choice(GAN_AUGMENTATIONS),
     "kedmi_init": _choice(KEDMI_INITS),
     "surrogate_data": _choice(SURROGATE_DATA),
     "min_surrogate_agreement": partial(check_number, low=0, high=1),

@@ -195,6 +195,11 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
     row["host"], row["pid"] = socket.gethostname(), os.getpid()
     row.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus", "independent_judge", "independent",
                                        "independent_shares") if k in result})
+    # what the single run's record holds beside its metrics: every warning it gave, each surrogate's agreement
+    # with the target, the prior's quality; and N, against which the report reads DP's delta
+    row["warnings"] = list(result["warnings"])
+    row.update({k: result.get(k) for k in ("surrogates", "prior")})
+    row["n_train"] = len(bench.data.private_train)
     row["index"] = cell.index
 
     # reconstructions and a few real private images of the attacked identities, for the figures

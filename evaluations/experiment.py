@@ -29,7 +29,7 @@ from mi_art.access import PredictOracle
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
-from .config_rules import BASELINE_ONLY, PARAMETER_RULES
+from .config_rules import BASELINE_ONLY, PARAMETER_RULES, gan_augment_for
 from .independent import FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, resolve_independent_judge
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
@@ -92,7 +92,10 @@ class ExperimentConfig:
     #: GMI prior's generator.
     plgmi_steps: int = 300
     gan_width: int = 32
-    gan_augment: str = "none"
+    #: Augmentation of the public images the GAN priors train on (:data:`mi_art.training.AUGMENTATIONS`), or
+    #: "auto": "flip" for face data, "none" otherwise (:func:`~mi_art.evaluations.config_rules.gan_augment_for`,
+    #: resolved when the config is made: the field then holds the value the run uses).
+    gan_augment: str = "auto"
     surrogate_archs: Tuple[str, ...] = ("cnn-small", "cnn")
     surrogate_steps: int = 300
     surrogate_data: str = "public+prior"
@@ -126,9 +129,13 @@ class ExperimentConfig:
     device: Optional[str] = None
     verbose: bool = False
 
+    def __post_init__(self) -> None:
+        self.gan_augment = gan_augment_for(self.dataset, self.gan_augment)
+
     def validate(self) -> None:
         """Every field by its rule (:data:`~mi_art.evaluations.config_rules.PARAMETER_RULES`), then the
-        rules between fields."""
+        rules between fields. A ``gan_augment`` of "auto" set after the config was made is resolved here."""
+        self.gan_augment = gan_augment_for(self.dataset, self.gan_augment)
         for key, rule in PARAMETER_RULES.items():
             rule(key, getattr(self, key))
         if self.attack in BASELINE_ONLY and self.variant != "baseline":
@@ -154,6 +161,13 @@ class ExperimentConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def config_defaults() -> Dict[str, Any]:
+    """Every :class:`ExperimentConfig` field's declared default (``gan_augment``: "auto", before any dataset
+    resolves it), for the commands' options and the grid's budgets."""
+    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(ExperimentConfig)}
 
 
 class Workbench:
@@ -243,7 +257,10 @@ class Workbench:
         if c.target_pretrain_epochs:  # only then: the keys of targets trained from scratch stay as they were
             key["pretrain_epochs"] = c.target_pretrain_epochs
         if c.defense != "none":
-            key.update(defense=c.defense, defense_params=c.defense_params)
+            from mi_art.defenses import get_defense
+
+            key.update(defense=c.defense, defense_params=c.defense_params,
+                       **get_defense(c.defense).defaults_key(c.defense_params))
         return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.target_arch)}
 
     def _precision_key(self) -> Dict[str, Any]:
@@ -852,6 +869,11 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     elif c.independent_judge == "auto" and c.dataset in FACE_DATASETS:
         notes.append("no independent judge: dlib's face recogniser is not installed (pip install \"mi-art[faces]\"); "
                      "every figure here is the trained judges' alone")
+    if bench.defense_record is not None:
+        from mi_art.defenses.dp import delta_warning
+
+        warned = delta_warning(bench.defense_record.get("delta"), len(d.private_train))
+        notes.extend([warned] if warned else [])
     target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
     judge_accuracies = [natural_accuracy(j, d.private_test.x, d.private_test.y) for j in unit_judges]
     judge_accuracy = float(np.mean(judge_accuracies))

@@ -54,7 +54,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .cache import config_key
 from .config_rules import ATTACKS, BASELINE_ONLY, VARIANTS
-from .experiment import ExperimentConfig
+from .experiment import ExperimentConfig, config_defaults
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
                           SEED_SCOPES, ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,
@@ -128,9 +128,16 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
 
 
 def cell_id(config: ExperimentConfig) -> str:
-    """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded)."""
+    """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded), with the
+    defense's :meth:`~mi_art.defenses.Defense.defaults_key` where it has one (DP-SGD's default delta)."""
+    from mi_art.defenses import get_defense
+
     d = {k: v for k, v in config.to_dict().items()
          if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v == _IN_ID_WHEN_SET[k])}
+    try:
+        d.update(get_defense(config.defense).defaults_key(config.defense_params))
+    except ValueError:  # an unknown defense: Grid.validate names it
+        pass
     return config_key(d)
 
 
@@ -360,7 +367,7 @@ class Grid:
             return d.overrides[key]
         if key in self.budgets:
             return self.budgets[key]
-        return getattr(ExperimentConfig(), key)
+        return config_defaults()[key]  # the declared default: gan_augment "auto" is resolved per dataset
 
     def _config(self, d: DatasetSpec, defense: str, params: Dict[str, Any], attack: str, variant: str,
                 seed: int) -> ExperimentConfig:

@@ -16,7 +16,10 @@ not applicable, written None in JSON, ``n/a`` in the CSV and the tables, and lef
 A weak evaluation model or target makes attack numbers mean little: :func:`weak_model_warnings` names
 them (thresholds :data:`WEAK_JUDGE_ACCURACY`, :data:`WEAK_TARGET_ACCURACY`, :data:`NEAR_CHANCE_FACTOR`);
 ``report.md`` lists the warnings at the top of each dataset, each row of ``results.json`` carries its
-own under ``"warnings"``, and ``mi-art attack`` prints them and saves them in its results.json.
+own under ``"warnings"`` (with every other warning its run gave: weak surrogates, the prior's data, the
+independent judge, DP's delta), and ``mi-art attack`` prints them and saves them in its results.json.
+Each row also carries its surrogates' agreement with the target and its prior's quality
+(:data:`RECORD_KEYS`), as ``mi-art attack``'s record does.
 """
 from __future__ import annotations
 
@@ -35,8 +38,8 @@ from mi_art.utils import write_atomic
 
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
 
-__all__ = ["NEAR_CHANCE_FACTOR", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate", "load_rows",
-           "render_report", "transfer_lines", "weak_model_warnings"]
+__all__ = ["NEAR_CHANCE_FACTOR", "RECORD_KEYS", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate",
+           "dp_delta_warnings", "load_rows", "render_report", "row_warnings", "transfer_lines", "weak_model_warnings"]
 
 #: The evaluation model (the judge) is weak below this test accuracy on held-out private images. It then
 #: misclassifies more than one real private image in five, so a failed reconstruction and the judge's
@@ -97,15 +100,30 @@ def weak_model_warnings(*, target_accuracy: Optional[float] = None, judge_accura
     return out
 
 
+def dp_delta_warnings(row: Dict[str, Any]) -> List[str]:
+    """The warning of :func:`mi_art.defenses.dp.delta_warning` for a row's DP-SGD target whose delta is at or
+    above 1/(10 N); N is the row's ``n_train`` or its defense record's (rows written before either was kept
+    are not checked)."""
+    from mi_art.defenses.dp import delta_warning
+
+    details = (row.get("defense_record") or {}).get("details") or {}
+    warned = delta_warning(row.get("delta"), row.get("n_train", details.get("n_train")))
+    return [warned] if warned else []
+
+
 def row_warnings(row: Dict[str, Any]) -> List[str]:
-    """:func:`weak_model_warnings` for one result row of a grid."""
-    return weak_model_warnings(target_accuracy=row.get("natural_accuracy"),
-                               judge_accuracy=row.get("evaluator_test_accuracy"), n_classes=row.get("n_classes"),
-                               defended=row.get("defense", "none") != "none")
+    """Every warning of one result row of a grid: those its run recorded (``row["warnings"]``: weak
+    surrogates, the prior's data, the independent judge, ...), :func:`weak_model_warnings` and
+    :func:`dp_delta_warnings`, each once."""
+    recorded = [w for w in row.get("warnings") or [] if isinstance(w, str)]
+    return list(dict.fromkeys(recorded + weak_model_warnings(
+        target_accuracy=row.get("natural_accuracy"), judge_accuracy=row.get("evaluator_test_accuracy"),
+        n_classes=row.get("n_classes"), defended=row.get("defense", "none") != "none") + dp_delta_warnings(row)))
 
 
 def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
-    """The warnings of one dataset's rows, once per judge (seed) and per target (defense setting, seed)."""
+    """The warnings of one dataset's rows, once per judge (seed) and per target (defense setting, seed), then
+    those the cells' runs recorded (weak surrogates, ...), each once per defense setting (and seed)."""
     seeds = sorted({r.get("artifact_seed") for r in rows}, key=str)
     out: List[str] = []
     judges: Dict[Any, Dict[str, Any]] = {}
@@ -121,8 +139,17 @@ def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
         where = f"{label}" + (f", seed {seed}" if len(seeds) > 1 else "")
         out += [f"{where}: {w}" for w in weak_model_warnings(
             target_accuracy=r.get("natural_accuracy"), n_classes=r.get("n_classes"),
-            defended=r.get("defense", "none") != "none")]
-    return out
+            defended=r.get("defense", "none") != "none") + dp_delta_warnings(r)]
+    recorded: Dict[str, None] = {}
+    for r in rows:
+        said = set(weak_model_warnings(target_accuracy=r.get("natural_accuracy"),
+                                       judge_accuracy=r.get("evaluator_test_accuracy"), n_classes=r.get("n_classes"),
+                                       defended=r.get("defense", "none") != "none") + dp_delta_warnings(r))
+        where = f"{r.get('defense_label')}" + (f", seed {r.get('artifact_seed')}" if len(seeds) > 1 else "")
+        for w in r.get("warnings") or []:
+            if isinstance(w, str) and w not in said:
+                recorded.setdefault(f"{where}: {w}")
+    return out + list(recorded)
 
 PathLike = Union[str, Path]
 #: Metrics judged by every evaluation model of a cell (a spread over judges is reported for them).
@@ -139,6 +166,11 @@ METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
                                  "trained judges')", ".3f"),
            ("independent_dist", "Distance to the nearest private training image of the identity in the independent "
                                 "judge's embedding (dlib: one person below 0.6; lower = closer)", ".3f"))
+#: What results.json carries of a row beside :data:`ROW_KEYS` and its warnings, as ``mi-art attack``'s record
+#: does: each surrogate's agreement with the target (``"surrogates"``), the prior's training seconds and
+#: quality (``"prior"``: FID to the public images) and the private training images ``"n_train"`` (None in
+#: rows written before they were kept, and where the attack has no surrogate or prior).
+RECORD_KEYS = ("surrogates", "prior", "n_train")
 #: Metrics only some rows have: their table is left out when no row of a data set has them.
 OPTIONAL_METRICS = ("queries", "independent_acc@1", "independent_dist")
 
@@ -596,8 +628,8 @@ def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Pat
     rows, meta = load_rows(out)
     if not rows:
         raise ValueError(f"no finished cells under {out / 'cells'}: nothing to report")
-    public = [{**{k: r.get(k) for k in ROW_KEYS}, "warnings": row_warnings(r), "config": r.get("config")}
-              for r in rows]  # normalised rows
+    public = [{**{k: r.get(k) for k in ROW_KEYS}, "warnings": row_warnings(r),
+               **{k: r.get(k) for k in RECORD_KEYS}, "config": r.get("config")} for r in rows]  # normalised rows
     csv_path = write_atomic(out / "results.csv", _csv_text(rows))
     json_path = write_atomic(out / "results.json", json.dumps(public, indent=1, default=str))
     aggs = aggregate(rows)

@@ -15,12 +15,10 @@ def _options(command):
 
 
 def test_every_grid_budget_is_an_option_of_both_commands():
-    # identities has its own parser ("0-4,7") in attack; a grid names gan_augment per dataset, where
-    # attack resolves "auto" for the one dataset it runs
+    # identities has its own parser ("0-4,7") in attack
     for key in BUDGET_KEYS:
         if key != "identities":
             assert key in _options(attack), f"mi-art attack has no option for the config field {key!r}"
-        if key not in ("identities", "gan_augment"):
             assert key in _options(evaluate), f"mi-art evaluate has no option for the config field {key!r}"
 
 
@@ -30,8 +28,7 @@ def test_attack_defaults_are_the_configs_and_evaluate_defers_to_the_grid():
     attack_options, evaluate_options = _options(attack), _options(evaluate)
     for spec in FIELD_OPTIONS:
         option = attack_options[spec.field]
-        expected = "auto" if spec.field == "gan_augment" else defaults[spec.field]
-        assert option.default == expected, spec.field
+        assert option.default == defaults[spec.field], spec.field
         if spec.field in evaluate_options:
             assert evaluate_options[spec.field].default in (None, ()), spec.field
             assert "the grid's" in evaluate_options[spec.field].help, spec.field

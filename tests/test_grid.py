@@ -551,3 +551,42 @@ def test_evaluate_says_which_stage_runs_and_warns_on_the_cells_line(local_run):
     warned = [w for r in rows for w in row_warnings(r)]
     assert warned, "the tiny grid's 1-epoch cnn-small judge is weak: its warning is what this test looks for"
     assert all(f"WARNING: {w}" in output for w in warned)
+
+
+def test_grid_rows_carry_the_single_runs_surrogates_prior_and_warnings(local_run, grid_file):
+    """A results.json row holds what `mi-art attack`'s record holds beside the metrics: each surrogate's
+    agreement with the target, the prior's quality and every warning the run gave (rows once had the
+    weak-model warnings alone: a weak surrogate was said on stderr only)."""
+    from mi_art.evaluations.experiment import run_attack
+
+    out, _ = local_run
+    rows = {r["cell_id"]: r for r in json.loads((out / "results.json").read_text())}
+    cell = next(c for c in Grid.from_dict(load_grid_file(grid_file)).cells()
+                if c.config.defense == "none" and c.config.variant == "lomma")
+    with pytest.warns(UserWarning):  # the 2-step surrogate is weak: the single run warns of it
+        result = run_attack(Workbench(dataclasses.replace(cell.config), ArtifactCache(out / "cache")))
+    row = rows[cell.id]
+    assert row["surrogates"] == result["surrogates"] and len(row["surrogates"]) == 1
+    assert 0 <= row["surrogates"][0]["agreement_public_heldout"] <= 1 and row["surrogates"][0]["used"]
+    assert row["prior"] == result["prior"] and row["prior"]["fid_public"] > 0
+    assert any("surrogate" in w for w in result["warnings"])  # a warning beyond the weak-model ones
+    assert set(result["warnings"]) <= set(row["warnings"])
+    assert row["n_train"] == len(load_digits_data().private_train)
+    baseline = next(r for r in rows.values() if r["defense"] == "none" and r["variant"] == "baseline")
+    assert baseline["surrogates"] is None and baseline["prior"]["fid_public"] == row["prior"]["fid_public"]
+
+
+def test_a_dp_cell_records_the_delta_warning_its_run_gave(tmp_path):
+    """A DP-SGD cell at delta = 1/(5 N) (>= 1/(10 N)) keeps its run's warning, naming delta and N, in its row and in
+    results.json; the grid's undefended cells say nothing of delta."""
+    n = len(load_digits_data().private_train)
+    grid = Grid.from_dict(_tiny_grid(variants=["baseline"], target_epochs=1, defenses=[
+        {"name": "none"}, {"name": "dp-sgd", "params": [{"noise_multiplier": 1.0, "delta": 1 / (5 * n)}]}]))
+    rows = evaluate_grid(grid, tmp_path / "out", threads=1, progress=False, echo=lambda s: None)
+    plain, private = rows
+    said = [w for w in private["warnings"] if "delta" in w]  # the run's own (run_cell's row)
+    assert len(said) == 1 and f"N={n}" in said[0] and f"delta={1 / (5 * n):.3g}" in said[0]
+    assert not any("delta" in w for w in plain["warnings"])
+    public = {r["defense"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())}
+    assert said[0] in public["dp-sgd"]["warnings"] and public["dp-sgd"]["n_train"] == n
+    assert said[0] in (tmp_path / "out" / "report.md").read_text()

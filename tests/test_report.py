@@ -203,3 +203,22 @@ def test_report_and_executors_do_not_import_each_other():
     # the moved names stay importable from the executors, as the same objects
     assert executors.ROW_KEYS is rows.ROW_KEYS and executors.completed_cells is rows.completed_cells
     assert executors.cell_paths is rows.cell_paths
+
+
+@pytest.mark.parametrize("delta, warned", [(1 / 160, True), (1 / 1600, True), (1e-5, False)])
+def test_report_warns_of_a_dp_delta_at_or_above_one_over_ten_n(tmp_path, delta, warned):
+    """A DP-SGD cell whose delta is >= 1/(10 N) is warned about in results.json and report.md, naming delta and
+    N (from the defense record); below, nothing is said."""
+    out = tmp_path / "out"
+    row = _row("dp", 0, dataset="faces", n_classes=10) | {
+        "defense": "dp-sgd", "defense_params": {"noise_multiplier": 1.0}, "defense_label": "dp-sgd(noise=1)",
+        "epsilon": 9.45, "delta": delta, "defense_record": {"accountant": "rdp", "details": {"n_train": 160}}}
+    _write_cell(out, row)
+    render_report(out)
+    said = [w for w in json.loads((out / "results.json").read_text())[0]["warnings"] if "delta" in w]
+    md = (out / "report.md").read_text()
+    if warned:
+        assert len(said) == 1 and f"delta={delta:.3g}" in said[0] and "N=160" in said[0]
+        assert said[0] in md
+    else:
+        assert said == [] and "1/(10 N)" not in md
