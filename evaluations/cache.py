@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import time
 import warnings
 import zipfile
@@ -16,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 from torch import nn
 
-from mi_art.utils import load_checkpoint, save_checkpoint, write_atomic
+from mi_art.utils import atomic_file, load_checkpoint, save_checkpoint, write_atomic
 
 
 def config_key(config: Dict[str, Any]) -> str:
@@ -123,9 +122,7 @@ class ArtifactCache:
                 self._set_aside(path, err)
         value = self._made(kind, compute)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            os.close(fd)
-            torch.save({"key": key, "tensor": value}, tmp)
-            os.replace(tmp, path)
+            size = value.numel() * value.element_size() if isinstance(value, torch.Tensor) else None
+            with atomic_file(path, size=size) as f:
+                torch.save({"key": key, "tensor": value}, f)
         return value

@@ -181,6 +181,11 @@ class _Main(click.Group):
                 KeyboardInterrupt, EOFError, BrokenPipeError):
             raise  # click reports these itself (a closed pipe, e.g. `| head`, ends quietly)
         except Exception as err:  # noqa: BLE001 - the one place every other error is reported
+            from mi_art.utils import find_disk_full
+
+            full = find_disk_full(err)
+            if full is not None:  # not a bug, and the log would not fit either
+                raise click.ClickException(str(full)) from None
             log = _internal_error_log(ctx, err)
             text = " ".join(str(err).split())
             engine = _engine_of(err)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from mi_art.threads import check_threads, set_threads, usable_cpus
-from mi_art.utils import write_atomic
+from mi_art.utils import atomic_file, write_atomic
 
 from .cache import ArtifactCache
 from .grid import Cell, Grid, load_data
@@ -97,15 +97,10 @@ class LockingArtifactCache(ArtifactCache):
 
 
 def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path, size=buffer.getbuffer().nbytes) as f:
+        f.write(buffer.getbuffer())
 
 
 def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Optional[PathLike], *,
