@@ -442,7 +442,8 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                     else "(no saved reconstructions)")
             acc = "n/a" if r.get("acc@1") is None else f"{r['acc@1']:.3f}"
             pair = markdown_text(f"{r['attack']}/{r['variant']}")
-            lines.append(f"| {markdown_text(r['defense_label'])} | {pair} | {markdown_text(r['seed'])} | {acc} | {link} |")
+            label, seed = markdown_text(r["defense_label"]), markdown_text(r["seed"])
+            lines.append(f"| {label} | {pair} | {seed} | {acc} | {link} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from mi_art.evaluations.rows import ROW_KEYS
 from mi_art.utils import DiskFullError, find_disk_full, load_checkpoint, save_checkpoint, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,3 +218,181 @@ def test_markdown_text(text, escaped):
     from mi_art.evaluations.report import markdown_text
 
     assert markdown_text(text) == escaped
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray listens on the loopback interface unless given a cluster
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_private_ray_instance_listens_on_loopback_only(monkeypatch):
+    from mi_art.evaluations.executors import RAY_CLUSTER_SWITCH, ray_init_settings
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for address in (None, "local"):
+        kwargs, env = ray_init_settings(address)
+        assert kwargs["_node_ip_address"] == "127.0.0.1" and env == {RAY_CLUSTER_SWITCH: "0"}
+        assert kwargs["include_dashboard"] is False
+    # a cluster: its own `ray start` settings decide, nothing is forced on it
+    for address in ("auto", "10.0.0.1:6379", "ray://head:10001"):
+        kwargs, env = ray_init_settings(address)
+        assert "_node_ip_address" not in kwargs and env == {} and kwargs["address"] == address
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert ray_init_settings(None)[1] == {}
+
+
+def test_the_ray_executor_starts_ray_with_the_loopback_settings(tmp_path, monkeypatch):
+    """Ray read its switch when it was imported: the executor sets it for the start and restores it after."""
+    from mi_art.evaluations import executors
+    from mi_art.evaluations.grid import Grid
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(executors.RAY_CLUSTER_SWITCH, raising=False)
+    constants = types.ModuleType("ray._private.ray_constants")
+    constants.ENABLE_RAY_CLUSTER = True
+    monkeypatch.setitem(sys.modules, "ray._private.ray_constants", constants)
+    seen = []
+
+    def init(**kwargs):
+        seen.append((kwargs, os.environ.get(executors.RAY_CLUSTER_SWITCH), constants.ENABLE_RAY_CLUSTER))
+        raise RuntimeError("stop here")
+
+    ray = types.ModuleType("ray")
+    ray.is_initialized, ray.init = (lambda: False), init
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    cell = Grid.from_dict(_GRID).cells()[0]
+    with pytest.raises(RuntimeError, match="stop here"):
+        list(executors._run_ray([cell], str(tmp_path), None, verbose=False, threads=None, device=None))
+    assert seen == [({"address": None, "include_dashboard": False, "log_to_driver": False,
+                      "logging_level": "WARNING", "_node_ip_address": "127.0.0.1"}, "0", False)]
+    assert constants.ENABLE_RAY_CLUSTER is True and executors.RAY_CLUSTER_SWITCH not in os.environ
+
+
+# --------------------------------------------------------------------------------------------------
+# Cells are claimed: two runs on one folder attack each cell once
+# --------------------------------------------------------------------------------------------------
+
+_GRID = {"name": "claims", "attacks": ["gmi"], "variants": ["baseline", "lomma"], "seeds": [0, 1],
+         "datasets": [{"name": "digits"}], "defenses": [{"name": "none"}]}
+ATTACK_SECONDS = 0.3
+
+
+def _stub_attack(log: Path, fail_on: int = -1):
+    """A stand-in for the attack of a cell: a line in ``log``, ATTACK_SECONDS of work, the cell's row saved
+    as the real one is (or a full disk on the ``fail_on``-th call)."""
+    calls = []
+
+    def attack(cell, out_dir, cache_dir, **kwargs):
+        from mi_art.evaluations.executors import cell_paths
+
+        calls.append(cell.id)
+        with open(log, "a") as f:
+            f.write(f"{cell.id} {os.getpid()}\n")
+        time.sleep(ATTACK_SECONDS)
+        json_path, _ = cell_paths(out_dir, cell.id)
+        if len(calls) - 1 == fail_on:
+            raise DiskFullError(json_path, 1234, 0)
+        row = {**dict.fromkeys(ROW_KEYS), "cell_id": cell.id, "index": cell.index, "dataset": "digits",
+               "defense": "none", "defense_params": {}, "defense_label": "none", "attack": "gmi",
+               "variant": cell.config.variant, "seed": cell.config.attack_seed, "artifact_seed": 0, "acc@1": 0.5,
+               "n_classes": 5, "natural_accuracy": 0.9, "cell_seconds": ATTACK_SECONDS}
+        write_atomic(json_path, json.dumps(row))
+        return row
+
+    return attack
+
+
+def _evaluate(out: str, barrier, results) -> None:
+    from mi_art.evaluations.executors import evaluate_grid
+    from mi_art.evaluations.grid import Grid
+
+    barrier.wait()  # both runs start on the same folder at the same moment
+    rows = evaluate_grid(Grid.from_dict(_GRID), out, executor="local", validate=False, progress=False, report=False,
+                         echo=lambda line: None)
+    results.put(sorted(r["cell_id"] for r in rows))
+
+
+def test_two_runs_on_one_folder_attack_each_cell_once(tmp_path, monkeypatch):
+    from mi_art.evaluations import executors
+    from mi_art.evaluations.grid import Grid
+
+    log = tmp_path / "attacks.log"
+    monkeypatch.setattr(executors, "_attack_cell", _stub_attack(log))
+    monkeypatch.setattr(executors, "CLAIM_POLL_SECONDS", 0.05)
+    ctx = multiprocessing.get_context("fork")  # the children keep the stub
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_evaluate, args=(str(tmp_path / "out"), barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    outcomes = [results.get(timeout=5) for _ in procs]
+    ids = sorted(c.id for c in Grid.from_dict(_GRID).cells())
+    attacked = [line.split()[0] for line in log.read_text().splitlines()]
+    # without claims both runs attack all 4 cells (8 lines); with them each cell once, the work shared
+    assert sorted(attacked) == ids
+    assert len({line.split()[1] for line in log.read_text().splitlines()}) == 2
+    assert outcomes == [ids, ids]  # each run waited for the other's cells and returns the whole grid
+    assert list((tmp_path / "out" / "cells").glob("*.claim")) == []  # released when done
+
+
+def test_a_stale_claim_is_taken_over_and_a_live_one_is_not(tmp_path):
+    import socket
+    import subprocess
+
+    from mi_art.evaluations.claims import CellClaimed, claim_cell, claim_path
+
+    path = claim_path(tmp_path, "c")
+    path.parent.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here, elsewhere = socket.gethostname(), "another-host"
+    live = [{"host": here, "pid": os.getpid(), "started": "t0", "token": "a"},
+            {"host": elsewhere, "pid": dead.pid, "started": "t0", "token": "b"}]  # another host: only time tells
+    for holder in live:
+        path.write_text(json.dumps(holder))
+        with pytest.raises(CellClaimed, match=f"cell c is being run by pid {holder['pid']} on {holder['host']}"):
+            with claim_cell(tmp_path, "c", timeout=60):
+                pass
+        assert json.loads(path.read_text()) == holder  # left alone
+    stale = [({"host": here, "pid": dead.pid, "token": "c"}, 0),  # its process is gone
+             ({"host": elsewhere, "pid": 1, "token": "d"}, 120)]  # not refreshed for longer than the timeout
+    for holder, age in stale:
+        path.write_text(json.dumps(holder))
+        os.utime(path, (time.time() - age, time.time() - age))
+        with claim_cell(tmp_path, "c", timeout=60) as mine:
+            assert json.loads(path.read_text()) == mine and mine["pid"] == os.getpid() and mine["host"] == here
+        assert not path.exists()
+
+
+def test_a_running_cell_refreshes_its_claim(tmp_path):
+    from mi_art.evaluations.claims import claim_cell, claim_path
+
+    with claim_cell(tmp_path, "c", timeout=10, heartbeat=0.05):
+        path = claim_path(tmp_path, "c")
+        os.utime(path, (time.time() - 5, time.time() - 5))
+        time.sleep(0.3)
+        assert time.time() - path.stat().st_mtime < 1
+    with pytest.raises(ValueError, match="heartbeat=20.0 must be positive and below timeout=10.0"):
+        with claim_cell(tmp_path, "c", timeout=10, heartbeat=20):
+            pass
+
+
+def test_a_full_disk_stops_the_grid_and_keeps_the_finished_cells(tmp_path, monkeypatch):
+    from mi_art.evaluations import executors
+    from mi_art.evaluations.executors import GridRunError, evaluate_grid
+    from mi_art.evaluations.grid import Grid
+
+    log = tmp_path / "attacks.log"
+    monkeypatch.setattr(executors, "_attack_cell", _stub_attack(log, fail_on=1))
+    out = tmp_path / "out"
+    with pytest.raises(GridRunError) as info:
+        evaluate_grid(Grid.from_dict(_GRID), out, executor="local", validate=False, progress=False,
+                      echo=lambda line: None)
+    message = str(info.value)
+    assert message.startswith("no space left on device while writing ") and "(1,234 bytes needed" in message
+    assert "1 of 4 cells are finished and saved" in message
+    assert len(log.read_text().splitlines()) == 2  # the cells after the full disk were not attempted
+    assert len(list((out / "cells").glob("*.json"))) == 1 and not list((out / "cells").glob("*.claim"))
+    assert not (out / "report.md").exists()
