@@ -89,7 +89,8 @@ def main() -> None:
             first = bench.config.seed + JUDGE_SEED_OFFSET
             for seed in range(first, first + args.seeds):
                 judge = bench.untrained_classifier(bench.config.eval_arch)  # its architecture (the epochs do not matter)
-                judge.load_state_dict(torch.load(out.with_name(f"{out.stem}-evaluator-{precision}-seed{seed}.pt")))
+                judge.load_state_dict(torch.load(out.with_name(f"{out.stem}-evaluator-{precision}-seed{seed}.pt"),
+                                                 weights_only=True))
                 judges.append(judge.eval())
             panel = judge_panel(judges, result["reconstructions"], result["labels"], priv.x, priv.y,
                                 rec_index=np.tile(np.arange(bench.config.n_reconstructions), len(result["labels"]) //

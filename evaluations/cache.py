@@ -26,7 +26,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import time
 import warnings
 import zipfile
@@ -36,7 +35,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Set, Union
 import torch
 from torch import nn
 
-from mi_art.utils import save_checkpoint
+from mi_art.utils import atomic_file, save_checkpoint
 
 #: The ``format`` of a JSON record written with its key and checksum.
 JSON_FORMAT = "mi-art-cache/1"
@@ -99,19 +98,10 @@ _MISSING = object()
 
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (``<name>.<random>.tmp``), flush it to disk and
-    rename it over ``path``; the temporary file is removed if anything fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``data`` to ``path`` atomically (:func:`mi_art.utils.atomic_file`: flushed to disk, the umask's
+    mode, a full disk named as such); the temporary file is removed if anything fails."""
+    with atomic_file(path, size=len(data)) as f:
+        f.write(data)
 
 
 class ArtifactCache:

@@ -169,6 +169,11 @@ class _Main(click.Group):
                 KeyboardInterrupt, EOFError, BrokenPipeError):
             raise  # click reports these itself (a closed pipe, e.g. `| head`, ends quietly)
         except Exception as err:  # noqa: BLE001 - the one place every other error is reported
+            from mi_art.utils import find_disk_full
+
+            full = find_disk_full(err)
+            if full is not None:  # not a bug, and the log would not fit either
+                raise click.ClickException(str(full)) from None
             log = _internal_error_log(ctx, err)
             text = " ".join(str(err).split())
             engine = _engine_of(err)
@@ -428,15 +433,16 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @field_options("evaluate")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Results folder [default: mi_art_runs/evaluate-<grid name>]. Rerunning into the same "
-                   "folder resumes: finished cells are kept.")
+                   "folder resumes: finished cells are kept; two runs on one folder share its cells.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="Shared artifact cache [default: <out>/cache].")
 @click.option("--executor", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True,
               help="local: in this process; process: a local process pool (--workers); ray: one Ray task per "
                    "cell (pip install 'mi-art[ray]'; out and cache dirs on a shared file system).")
 @click.option("--workers", type=COUNT, default=None, help="Processes of --executor process [default: CPU count].")
-@click.option("--address", default=None, help="Ray cluster address (e.g. 'auto' or ray://host:10001) "
-                                              "[default: start a local Ray instance].")
+@click.option("--address", default=None, help="Ray cluster address (e.g. 'auto' or ray://host:10001; secure "
+                                              "the cluster: docs, Scale the grid out on Ray) [default: start a "
+                                              "local Ray instance listening on 127.0.0.1 only].")
 @click.option("--gpus-per-task", type=FiniteFloat(0.0), default=0.0, show_default=True,
               help="GPUs requested per Ray task.")
 @click.option("--cpus-per-task", type=FiniteFloat(0.0, low_open=True), default=1.0, show_default=True,

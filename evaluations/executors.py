@@ -4,7 +4,13 @@ Every cell runs :func:`run_cell`, which writes its result atomically when it fin
 ``<out>/cells/<cell-id>.npz`` (reconstructions and real private images, for the report's figures),
 then ``<out>/cells/<cell-id>.json`` (the row; its presence marks the cell done). Running the same
 grid again skips finished cells, so an interrupted evaluation (Ctrl-C, ``kill -9``, a lost node)
-resumes where it stopped and loses at most the cells that were running.
+resumes where it stopped and loses at most the cells that were running. A cell is claimed before it runs
+(:mod:`mi_art.evaluations.claims`): two evaluations on one output folder share the cells instead of
+running each twice, and each waits for the other's cells at the end, so both write the whole report.
+
+Files are written atomically with the mode the umask gives (:func:`mi_art.utils.atomic_file`); a full disk
+stops the grid with a :class:`~mi_art.utils.DiskFullError` naming the file, the finished cells kept.
+A local Ray instance (no ``address``) listens on 127.0.0.1 only (:func:`ray_init_settings`).
 
 Trained artifacts (targets, evaluators, GAN priors, surrogates, p_reg) go through one
 :class:`~mi_art.evaluations.cache.ArtifactCache` directory shared by all workers; a file lock per artifact
@@ -17,6 +23,7 @@ import io
 import json
 import os
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -26,9 +33,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from mi_art.threads import check_threads, set_threads, usable_cpus
-from mi_art.utils import write_atomic
+from mi_art.utils import DiskFullError, atomic_file, find_disk_full, write_atomic
 
 from .cache import ArtifactCache
+from .claims import CLAIM_TIMEOUT_SECONDS, CellClaimed, claim_cell, claim_state, find_claimed  # noqa: F401
 from .grid import Cell, Grid, load_data
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row, read_cell
 
@@ -36,7 +44,7 @@ from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, 
 # they stay importable from here.
 
 __all__ = ["EXECUTORS", "ROW_KEYS", "CellFailure", "GridRunError", "LockingArtifactCache", "cell_paths",
-           "completed_cells", "evaluate_grid", "read_cell", "run_cell"]
+           "completed_cells", "evaluate_grid", "ray_init_settings", "read_cell", "run_cell"]
 
 EXECUTORS = ("local", "process", "ray")
 PathLike = Union[str, Path]
@@ -120,15 +128,10 @@ class LockingArtifactCache(ArtifactCache):
 
 
 def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(buffer.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_file(path, size=buffer.getbuffer().nbytes) as f:
+        f.write(buffer.getbuffer())
 
 
 def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Optional[PathLike], *,
@@ -136,14 +139,30 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
              echo: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Run one cell end to end (shared artifacts from the cache), write its files, return its row.
     ``echo``, when given, receives a line for each stage: every artifact trained (target, judges, prior,
-    surrogates, p_reg, ...) with its seconds, and the attack."""
+    surrogates, p_reg, ...) with its seconds, and the attack.
+
+    The cell is claimed first (:mod:`mi_art.evaluations.claims`), so that processes sharing ``out_dir`` run
+    it once: a cell another process finished meanwhile is not run again (its saved row is returned).
+
+    :raises CellClaimed: Another live process is running the cell."""
+    cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
+    with claim_cell(out_dir, cell.id):
+        row = read_cell(cell_paths(out_dir, cell.id)[0])
+        if row is not None and row["cell_id"] == cell.id:
+            return row
+        return _attack_cell(cell, out_dir, cache_dir, verbose=verbose, threads=threads, device=device, echo=echo)
+
+
+def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *, verbose: bool,
+                 threads: Union[int, str, None], device: Optional[str],
+                 echo: Optional[Callable[[str], None]]) -> Dict[str, Any]:
+    """:func:`run_cell`'s work, under the cell's claim."""
     import dataclasses
 
     from .experiment import Workbench, run_attack
 
     if threads is not None:
         set_threads(threads)
-    cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
     config = dataclasses.replace(cell.config, verbose=verbose, device=device or cell.config.device)
     start = time.perf_counter()
     tag = f"{config.dataset} {cell.defense_label} {config.attack}/{config.variant} seed {config.attack_seed}"
@@ -299,6 +318,57 @@ def import_ray() -> Any:
     return ray
 
 
+#: Ray's switch between a node that takes this machine's network address (a cluster member: its servers
+#: listen on every interface) and one on the loopback address. Ray offers no public bind setting.
+RAY_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def ray_init_settings(address: Optional[str], verbose: bool = False) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The keyword arguments of ``ray.init`` and the environment variables to set while Ray starts.
+
+    Without a cluster address (``address`` None or ``"local"``, and no ``RAY_ADDRESS`` in the environment)
+    Ray starts a private instance for this run, and it listens on 127.0.0.1 only: its GCS, raylet, object
+    manager, workers and agents are then out of reach of other users and machines (by default Ray takes the
+    machine's network address and its servers listen on every interface). Ray has no public setting for
+    this: the node address is 127.0.0.1 and ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` stops Ray from replacing
+    it by the network address.
+
+    With a cluster address (``"auto"``, ``host:6379``, ``ray://host:10001``) the cluster's own ``ray start``
+    decides where it listens, on every interface of its nodes: keep them in a private network or behind a
+    firewall that admits only the cluster's nodes, and turn on Ray's token authentication
+    (``RAY_AUTH_MODE=token``, Ray >= 2.52) and TLS (``RAY_USE_TLS=1``) on every node; Ray's security
+    documentation has the details."""
+    kwargs: Dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": verbose,
+                              "logging_level": "WARNING"}
+    if address in (None, "local") and not os.environ.get("RAY_ADDRESS"):
+        kwargs["_node_ip_address"] = "127.0.0.1"
+        return kwargs, {RAY_CLUSTER_SWITCH: "0"}
+    return kwargs, {}
+
+
+def _start_ray(ray: Any, address: Optional[str], verbose: bool) -> None:
+    """``ray.init`` with :func:`ray_init_settings`; the environment is restored once Ray has started (its
+    processes keep the settings)."""
+    kwargs, env = ray_init_settings(address, verbose)
+    saved = {k: os.environ.get(k) for k in env}
+    # ray read the switch when it was imported: set the value it reads now as well
+    constants = sys.modules.get("ray._private.ray_constants") if env else None
+    switch = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ.update(env)
+    if switch is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(**kwargs)
+    finally:
+        if switch is not None:
+            constants.ENABLE_RAY_CLUSTER = switch
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _run_ray(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: bool, threads: Optional[int],
              device: Optional[str], address: Optional[str] = None, gpus_per_task: float = 0.0,
              cpus_per_task: float = 1.0, **_: Any) -> Iterator[Outcome]:
@@ -307,7 +377,7 @@ def _run_ray(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: 
     ray = import_ray()
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level="WARNING")
+        _start_ray(ray, address, verbose)
         started = True
     try:
         task = ray.remote(_ray_run_cell).options(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=1)
@@ -353,6 +423,35 @@ def _spread(cells: Sequence[Cell]) -> List[Cell]:
 # --------------------------------------------------------------------------------------------------
 # The grid
 # --------------------------------------------------------------------------------------------------
+
+
+#: Seconds between two looks at the cells another process runs.
+CLAIM_POLL_SECONDS = 10.0
+
+
+def _wait_for_claims(out: Path, waiting: Dict[str, Cell], finished: Callable[[Cell, Dict[str, Any]], None],
+                     write: Callable[[str], None]) -> List[Cell]:
+    """Wait until a cell of ``waiting`` (claimed by other processes) is finished (then ``finished`` gets its
+    row) or free again (its process stopped without finishing it: then it is returned, to be run here).
+    Returns the cells to run, or nothing once no cell is left waiting."""
+    if waiting:
+        write(f"waiting for {len(waiting)} cell(s) that other processes are running; a cell is taken over here "
+              f"once its process stops (on this host) or its claim goes {CLAIM_TIMEOUT_SECONDS / 60:g} min without "
+              f"a refresh (delete {out / 'cells'}/<cell-id>.claim to take it over now). Ctrl-C stops waiting: the "
+              "finished cells are kept and the same command resumes")
+    while waiting:
+        free: List[Cell] = []
+        for cid, cell in list(waiting.items()):
+            row = read_cell(cell_paths(out, cid)[0])
+            if row is not None and row["cell_id"] == cid:
+                finished(waiting.pop(cid), row)
+            elif claim_state(out, cid) is None:
+                free.append(waiting.pop(cid))
+        if free:
+            return free
+        if waiting:
+            time.sleep(CLAIM_POLL_SECONDS)
+    return []
 
 
 def summary_line(row: Dict[str, Any]) -> str:
@@ -414,28 +513,48 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     if executor != "local":
         todo = _spread(todo)
     failures: List[Tuple[Cell, BaseException]] = []
+    full: Optional[DiskFullError] = None
+    waiting: Dict[str, Cell] = {}  # claimed by another process
     bar = tqdm(total=len(cells), initial=len(done), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
     write = bar.write if progress else echo
+
+    def finished(cell: Cell, row: Dict[str, Any]) -> None:
+        bar.update(1)
+        done[cell.id] = row
+        write(summary_line(row))
+
     try:
-        # nothing to run: start no worker pool and no Ray instance
-        runner = _RUNNERS[executor](todo, str(out), str(cache), verbose=verbose, threads=threads, device=device,
-                                    workers=workers, address=address, gpus_per_task=gpus_per_task,
-                                    cpus_per_task=cpus_per_task, echo=write) if todo else iter(())
-        for cell, row, err in runner:
-            bar.update(1)
-            if err is not None:
-                failures.append((cell, err))
-                write(f"FAILED {cell.config.dataset} {cell.defense_label} {cell.config.attack}/{cell.config.variant} "
-                      f"seed {cell.config.attack_seed}: {type(err).__name__}: {err}")
-                continue
-            assert row is not None
-            json_path, _ = cell_paths(out, cell.id)
-            if not json_path.is_file():  # a worker whose file system the driver does not see
-                write_atomic(json_path, json.dumps(row, indent=1, default=str))
-            done[cell.id] = row
-            write(summary_line(row))
+        while todo and full is None:
+            # nothing to run: start no worker pool and no Ray instance
+            runner = _RUNNERS[executor](todo, str(out), str(cache), verbose=verbose, threads=threads, device=device,
+                                        workers=workers, address=address, gpus_per_task=gpus_per_task,
+                                        cpus_per_task=cpus_per_task, echo=write)
+            for cell, row, err in runner:
+                claimed = find_claimed(err)
+                if claimed is not None:
+                    waiting[cell.id] = cell
+                    write(f"{cell.id}: {claimed}")
+                    continue
+                if err is not None:
+                    bar.update(1)
+                    failures.append((cell, err))
+                    write(f"FAILED {cell.config.dataset} {cell.defense_label} {cell.config.attack}/"
+                          f"{cell.config.variant} seed {cell.config.attack_seed}: {type(err).__name__}: {err}")
+                    full = find_disk_full(err)
+                    if full is not None:  # every later cell would fail too: stop, keeping what is saved
+                        break
+                    continue
+                assert row is not None
+                json_path, _ = cell_paths(out, cell.id)
+                if not json_path.is_file():  # a worker whose file system the driver does not see
+                    write_atomic(json_path, json.dumps(row, indent=1, default=str))
+                finished(cell, row)
+            todo = [] if full is not None else _wait_for_claims(out, waiting, finished, write)
     finally:
         bar.close()
+    if full is not None:
+        raise GridRunError(f"{full}. The grid stopped there: {len(done)} of {len(cells)} cells are finished and "
+                           f"saved under {out / 'cells'}; the report was not rendered")
     rows = [done[c.id] for c in cells if c.id in done]
     if report and rows:
         from .report import render_report

@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import math
+import re
 import textwrap
 from collections import OrderedDict
 from pathlib import Path
@@ -39,7 +40,8 @@ from mi_art.utils import write_atomic
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
 
 __all__ = ["NEAR_CHANCE_FACTOR", "RECORD_KEYS", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate",
-           "dp_delta_warnings", "load_rows", "render_report", "row_warnings", "transfer_lines", "weak_model_warnings"]
+           "dp_delta_warnings", "load_rows", "markdown_text", "render_report", "row_warnings", "transfer_lines",
+           "weak_model_warnings"]
 
 #: The evaluation model (the judge) is weak below this test accuracy on held-out private images. It then
 #: misclassifies more than one real private image in five, so a failed reconstruction and the judge's
@@ -175,11 +177,26 @@ RECORD_KEYS = ("surrogates", "prior", "n_train")
 OPTIONAL_METRICS = ("queries", "independent_acc@1", "independent_dist")
 
 
+#: Characters that start markup wherever they stand; ``]`` only where a link or image would follow (the
+#: access level in ``gmi[black-box]`` stays as it is), ``_`` only at a word's edge (handled apart).
+_MARKUP = re.compile(r"([\\`*~$#|]|\](?=[(\[]))")
+_EDGE_UNDERSCORE = re.compile(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def markdown_text(value: Any) -> str:
+    """``value`` as literal text inside a line of markdown, a table cell included: whitespace runs (newlines
+    too) become one space, ``|`` and markup characters are escaped, and HTML is written as entities. Every
+    string the report takes from cell files (data set names, defense labels, attacks, seeds, records) goes
+    through here, so a name cannot break a table or inject markup."""
+    text = " ".join(str(value).split())
+    text = "".join(_HTML.get(c, c) for c in _MARKUP.sub(r"\\\1", text))
+    return _EDGE_UNDERSCORE.sub(r"\\_", text)
+
+
 def safe_file_name(name: str) -> str:
     """``name`` as one file name: characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``,
     and no leading dot (``../x`` becomes ``_x``, never a path out of the folder)."""
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".") or "_"
 
 
@@ -326,10 +343,11 @@ def _dp_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
         trained = d.get("trainable", "all")
         if d.get("trained_parameters") is not None:
             trained = f"{trained} ({d['trained_parameters']} parameters)"
-        lines.append(f"| {label} | {seed} | {num(r.get('natural_accuracy'), '.3f')} | {num(r.get('epsilon'), '.2f')} | "
-                     f"{num(r.get('delta'), '.3g')} | {rec.get('accountant') or '-'} | "
-                     f"{num(d.get('noise_multiplier'), '.3f')} | {num(d.get('sample_rate'), '.3f')} | "
-                     f"{d.get('steps', '-')} | {trained} | {'yes' if d.get('pretrain_epochs') else 'no'} |")
+        lines.append(f"| {markdown_text(label)} | {markdown_text(seed)} | {num(r.get('natural_accuracy'), '.3f')} | "
+                     f"{num(r.get('epsilon'), '.2f')} | {num(r.get('delta'), '.3g')} | "
+                     f"{markdown_text(rec.get('accountant') or '-')} | {num(d.get('noise_multiplier'), '.3f')} | "
+                     f"{num(d.get('sample_rate'), '.3f')} | {markdown_text(d.get('steps', '-'))} | "
+                     f"{markdown_text(trained)} | {'yes' if d.get('pretrain_epochs') else 'no'} |")
     return lines + ["", EPSILON_NOTE, ""]
 
 
@@ -359,14 +377,15 @@ def _what_it_bought(aggs: Sequence[Dict[str, Any]]) -> List[str]:
         for level in levels:
             best = max((a for a in la if _access_of(a["attack"]) == level), key=lambda a: a["acc@1"])
             pair = (best["attack"], best["variant"])
-            gain = (f"the strongest attack on it, {pair[0]}/{pair[1]}, reaches Acc@1 {best['acc@1']:.3f}" if len(levels) == 1
-                    else f"{level}: {pair[0]}/{pair[1]} reaches {best['acc@1']:.3f}")
+            name = markdown_text(f"{pair[0]}/{pair[1]}")
+            gain = (f"the strongest attack on it, {name}, reaches Acc@1 {best['acc@1']:.3f}" if len(levels) == 1
+                    else f"{markdown_text(level)}: {name} reaches {best['acc@1']:.3f}")
             if pair in ref_acc:
                 gain += f" ({100 * (best['acc@1'] - ref_acc[pair]):+.1f} points against {ref_acc[pair]:.3f} undefended)"
             gains.append(gain)
         chance = la[0].get("chance@1")
         tail = "" if chance is None else f"; chance is {chance:.3f}"
-        lines.append(f"- **{label}**{eps}: {cost}; {'; '.join(gains)}{tail}.")
+        lines.append(f"- **{markdown_text(label)}**{eps}: {cost}; {'; '.join(gains)}{tail}.")
     if not lines:
         return []
     return ["### What each defense bought and what it cost", ""] + lines + [""]
@@ -414,17 +433,18 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
               figures: Dict[str, List[Path]], images: Dict[str, Path], out: Path) -> str:
     grid = meta.get("grid", {})
     n_cells = len(meta.get("cells", [])) or len(rows)
-    lines = [f"# Model inversion defense grid: {grid.get('name', out.name)}", ""]
+    lines = [f"# Model inversion defense grid: {markdown_text(grid.get('name', out.name))}", ""]
     missing = n_cells - len(rows)
     lines.append(f"{len(rows)} of {n_cells} cells finished" + (f" ({missing} missing: run the same "
                                                                  "`mi-art evaluate` command to finish them)"
                                                                  if missing else "") + ".")
     if grid:
         budgets = {k: v for k, v in grid.items() if k not in ("datasets", "defenses", "name")}
-        lines += ["", "Grid: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in budgets.items()
-                                           if k != "identities" or v is None)
-                  + (f", identities={len(budgets['identities'])} ({budgets['identities'][0]}-"
-                     f"{budgets['identities'][-1]})" if budgets.get("identities") else "") + "."]
+        lines += ["", "Grid: " + markdown_text(", ".join(f"{k}={json.dumps(v)}" for k, v in budgets.items()
+                                                         if k != "identities" or v is None)
+                                               + (f", identities={len(budgets['identities'])} "
+                                                  f"({budgets['identities'][0]}-{budgets['identities'][-1]})"
+                                                  if budgets.get("identities") else "")) + "."]
     lines += ["", "Each value is the mean ± sample std over seeds (one value: a single seed). Natural accuracy "
               "is the target's test accuracy on held-out private images; epsilon is DP-SGD's (epsilon, delta) "
               "from Opacus's accountant. Acc@1/Acc@5 are judged by independent evaluation models and mean "
@@ -435,7 +455,7 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
         da = [a for a in aggs if a["dataset"] == dataset]
         dr = [r for r in rows if r["dataset"] == dataset]
         pairs, labels = _pairs(da), _labels(da)
-        lines += [f"## {dataset}", ""]
+        lines += [f"## {markdown_text(dataset)}", ""]
         evals = _mean_std(list({r["artifact_seed"]: r.get("evaluator_test_accuracy") for r in dr}.values()))
         if evals[0] is not None:
             classes = sorted({r["n_classes"] for r in dr if isinstance(r.get("n_classes"), int)})
@@ -446,21 +466,22 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
         independent = _mean_std(list({r["artifact_seed"]: r.get("independent_test_accuracy") for r in dr}.values()))
         if independent[0] is not None:
             shared = sorted({s for r in dr for s in r.get("independent_shares") or []})
-            lines += [f"Independent judge ({dr[0].get('independent_judge') or 'dlib'}) accuracy on the real private test "
-                      f"images at the attack's resolution: {_fmt(*independent, '.3f')}"
-                      + (f"; it shares {', '.join(shared)} with the target, so it is not independent of it"
+            lines += [f"Independent judge ({markdown_text(dr[0].get('independent_judge') or 'dlib')}) accuracy on the "
+                      f"real private test images at the attack's resolution: {_fmt(*independent, '.3f')}"
+                      + (f"; it shares {markdown_text(', '.join(map(str, shared)))} with the target, so it is not "
+                         "independent of it"
                          if shared else "") + ".", ""]
         warned = _dataset_warnings(dr)
         if warned:
             lines += ["**Warnings** (the attack numbers below mean little where these apply):", ""]
-            lines += [f"- {w}" for w in warned] + [""]
+            lines += [f"- {markdown_text(w)}" for w in warned] + [""]
         for key, title, spec in METRICS:
             if key in OPTIONAL_METRICS and not any(r.get(key) is not None for r in dr):
                 continue  # white-box attacks make no query; no independent judge without its weights
             lines += [f"### {title}", ""]
             if key.startswith("acc@"):
                 lines += [_chance_note(int(key[4:]), dr), ""]
-            header = ["defense", "natural acc", "epsilon"] + [f"{a}/{v}" for a, v in pairs]
+            header = ["defense", "natural acc", "epsilon"] + [markdown_text(f"{a}/{v}") for a, v in pairs]
             lines.append("| " + " | ".join(header) + " |")
             lines.append("|" + "---|" * len(header))
             for label in labels:
@@ -470,7 +491,7 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                 per_seed = {(r["artifact_seed"]): r.get("natural_accuracy") for r in lr}
                 nat = _mean_std(list(per_seed.values()))
                 eps = _mean_std(list({r["artifact_seed"]: r.get("epsilon") for r in lr}.values()))
-                cells = [label, _fmt(*nat, ".3f"), "-" if eps[0] is None else _fmt(*eps, ".2f")]
+                cells = [markdown_text(label), _fmt(*nat, ".3f"), "-" if eps[0] is None else _fmt(*eps, ".2f")]
                 for a, v in pairs:
                     match = [x for x in la if (x["attack"], x["variant"]) == (a, v)]
                     judge_std = match[0].get(key + "_judge_std") if match and match[0]["n_judges"] > 1 else None
@@ -488,9 +509,12 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                   "| defense | attack/variant | seed | Acc@1 | image |", "|---|---|---|---|---|"]
         for r in dr:
             img = images.get(r["cell_id"])
-            link = f"[{r['cell_id']}]({img.relative_to(out).as_posix()})" if img else "(no saved reconstructions)"
+            link = (f"[{markdown_text(r['cell_id'])}]({img.relative_to(out).as_posix()})" if img
+                    else "(no saved reconstructions)")
             acc = "n/a" if r.get("acc@1") is None else f"{r['acc@1']:.3f}"
-            lines.append(f"| {r['defense_label']} | {r['attack']}/{r['variant']} | {r['seed']} | {acc} | {link} |")
+            pair = markdown_text(f"{r['attack']}/{r['variant']}")
+            label, seed = markdown_text(r["defense_label"]), markdown_text(r["seed"])
+            lines.append(f"| {label} | {pair} | {seed} | {acc} | {link} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -2,12 +2,15 @@
 ART estimators and bare modules, input ranges, outputs), atomic checkpoints."""
 from __future__ import annotations
 
+import errno
 import os
-from contextlib import contextmanager
 import random
-import tempfile
+import re
+import secrets
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -305,19 +308,13 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 def save_checkpoint(module: nn.Module, path: Union[str, Path], **meta: Any) -> Path:
-    """Write ``{"state_dict", "meta"}`` atomically (temporary file + rename). ``meta`` holds plain types."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``{"state_dict", "meta"}`` atomically (:func:`atomic_file`). ``meta`` holds plain types.
+
+    :raises DiskFullError: The disk filled up; ``path`` keeps its previous content."""
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"state_dict": state, "meta": meta}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    with atomic_file(path, size=sum(v.numel() * v.element_size() for v in state.values())) as f:
+        torch.save({"state_dict": state, "meta": meta}, f)
+    return Path(path)
 
 
 def load_checkpoint(module: nn.Module, path: Union[str, Path]) -> Dict[str, Any]:
@@ -333,15 +330,108 @@ def load_checkpoint(module: nn.Module, path: Union[str, Path]) -> Dict[str, Any]
 
 
 def write_atomic(path: Union[str, Path], text: str) -> Path:
-    """Write a text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    """Write a text file (UTF-8) atomically (:func:`atomic_file`).
+
+    :raises DiskFullError: The disk filled up; ``path`` keeps its previous content."""
+    data = text.encode("utf-8")
+    with atomic_file(path, size=len(data)) as f:
+        f.write(data)
+    return Path(path)
+
+
+#: What torch's zip writer raises when a write fails (``[enforce fail at inline_container.cc:...] . unexpected
+#: pos ...`` or ``PytorchStreamWriter failed writing file ...``): it does not keep the OSError.
+_TORCH_WRITE_FAILED = re.compile(r"PytorchStreamWriter failed|file write failed|inline_container\.cc.*unexpected pos",
+                                 re.DOTALL)
+
+#: Below this many free bytes a failed write whose cause was lost (torch's) is put down to a full disk.
+_NEARLY_FULL = 1 << 20
+
+
+class DiskFullError(OSError):
+    """No space (or no quota) left on a device while writing ``path``. The write went to a temporary file
+    beside it, now removed: ``path`` keeps its previous content and nothing finished earlier is lost."""
+
+    def __init__(self, path: Union[str, Path], needed: Optional[int] = None, free: Optional[int] = None,
+                 code: int = errno.ENOSPC) -> None:
+        super().__init__(code, os.strerror(code), str(path))
+        self.path, self.needed, self.free, self.code = Path(path), needed, free, code
+
+    def __reduce__(self) -> Tuple[Any, ...]:  # through process pools and Ray with its fields
+        return type(self), (str(self.path), self.needed, self.free, self.code)
+
+    def __str__(self) -> str:
+        what = "disk quota exceeded" if self.code == getattr(errno, "EDQUOT", None) else "no space left on device"
+        sizes = [f"{self.needed:,} bytes needed" if self.needed is not None else "",
+                 f"{self.free:,} bytes free in {self.path.parent}" if self.free is not None else ""]
+        detail = ", ".join(s for s in sizes if s)
+        return (f"{what} while writing {self.path}" + (f" ({detail})" if detail else "")
+                + ": free some space (or write elsewhere) and run the same command again; what was written "
+                  "before is kept")
+
+
+def find_disk_full(err: Optional[BaseException]) -> Optional[DiskFullError]:
+    """The full disk (or quota) behind ``err``: ``err`` or an error it was raised from (``__cause__``,
+    ``__context__``, the ``cause`` of Ray's task errors) that is a :class:`DiskFullError` or an OSError with
+    errno ENOSPC or EDQUOT (then made a :class:`DiskFullError` naming its file); None for any other error."""
+    codes = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err) is DiskFullError:  # not isinstance: Ray's task errors subclass their cause without its fields
+            return err
+        if isinstance(err, OSError) and not isinstance(err, DiskFullError) and err.errno in codes:
+            where = err.filename or "a file"
+            return DiskFullError(where, None, _free_bytes(Path(where).parent) if err.filename else None, err.errno)
+        err = getattr(err, "cause", None) or err.__cause__ or err.__context__
+    return None
+
+
+def _free_bytes(folder: Path) -> Optional[int]:
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _space_error(err: BaseException, path: Path, size: Optional[int], free: Optional[int]) -> Optional[DiskFullError]:
+    """The :class:`DiskFullError` that ``err``, raised while writing ``path``, stands for, or None."""
+    codes = [e.errno for e in (err, err.__cause__, err.__context__) if isinstance(e, OSError)]
+    code = next((c for c in codes if c in (errno.ENOSPC, getattr(errno, "EDQUOT", None))), None)
+    if code is None and isinstance(err, RuntimeError) and _TORCH_WRITE_FAILED.search(str(err)):
+        if free is not None and free < max(size or 0, _NEARLY_FULL):
+            code = errno.ENOSPC  # torch's writer dropped the OSError; the disk is (nearly) full
+    return None if code is None else DiskFullError(path, size, free, code)
+
+
+@contextmanager
+def atomic_file(path: Union[str, Path], *, size: Optional[int] = None) -> Iterator[IO[bytes]]:
+    """Write ``path`` atomically: the body writes to the yielded binary file, a new temporary file beside
+    ``path``, which replaces ``path`` (flushed to disk) only when the body succeeds.
+
+    The file gets the mode a plain ``open`` gives, 0o666 less the umask (a shared results folder stays
+    readable by whom the umask allows, unlike ``tempfile.mkstemp``'s 0o600).
+
+    :param size: The bytes the file will take, when known, for the message of a full disk.
+    :raises DiskFullError: The disk (or quota) filled up, also where torch's writer reports it as a
+        RuntimeError; the temporary file is removed and ``path`` keeps its previous content."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        free = _free_bytes(path.parent) if path.parent.is_dir() else None  # before the removal frees space
+        try:
             os.remove(tmp)
-    return path
+        except OSError:
+            pass
+        full = _space_error(err, path, size, free) if isinstance(err, Exception) else None
+        if full is not None:
+            raise full from err
+        raise
