@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from mi_art.evaluations.cli import main
-from mi_art.evaluations.report import _chance_line, render_report
+from mi_art.evaluations.report import _chance_line, markdown_text, render_report
 from mi_art.evaluations.rows import ROW_KEYS, normalise_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +219,6 @@ def test_report_warns_of_a_dp_delta_at_or_above_one_over_ten_n(tmp_path, delta, 
     md = (out / "report.md").read_text()
     if warned:
         assert len(said) == 1 and f"delta={delta:.3g}" in said[0] and "N=160" in said[0]
-        assert said[0] in md
+        assert markdown_text(said[0]) in md  # escaped as every cell-provided text in the report
     else:
-        assert said == [] and "1/(10 N)" not in md
+        assert said == [] and "1/(10 N)" not in markdown_text(md) and "10 N" not in md
