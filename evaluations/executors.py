@@ -171,7 +171,7 @@ def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Op
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     row["host"], row["pid"] = socket.gethostname(), os.getpid()
     row.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus", "independent_judge", "independent",
-                                       "independent_shares") if k in result})
+                                       "independent_shares", "panel_shares") if k in result})
     row["index"] = cell.index
 
     # reconstructions and a few real private images of the attacked identities, for the figures
