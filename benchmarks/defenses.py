@@ -29,7 +29,7 @@ from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config, 
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
-from mi_art.evaluations.cache import ArtifactCache
+from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.evaluations.report import aggregate, plot_frontier
@@ -159,7 +159,7 @@ def main() -> None:
                f"{'-quick' if q else ''}{'-output' if args.output_defenses else ''}{'-deployed' if args.deployed else ''}"
                ".json")
     done = json.loads(out.read_text()) if out.is_file() else {}
-    cache = ArtifactCache(args.cache_dir)
+    cache = LockingArtifactCache(args.cache_dir)  # shared with other scripts running at the same time
     if args.identities is not None:
         base = dataclasses.replace(base, identities=spaced_identities(
             args.identities, Workbench(base, cache).data.num_classes))

@@ -213,7 +213,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     row["host"], row["pid"] = socket.gethostname(), os.getpid()
     row.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus", "independent_judge", "independent",
-                                       "independent_shares") if k in result})
+                                       "independent_shares", "panel_shares") if k in result})
     # what the single run's record holds beside its metrics: every warning it gave, each surrogate's agreement
     # with the target, the prior's quality; and N, against which the report reads DP's delta
     row["warnings"] = list(result["warnings"])

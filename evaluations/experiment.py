@@ -30,7 +30,8 @@ from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
 from .config_rules import BASELINE_ONLY, PARAMETER_RULES, gan_augment_for
-from .independent import FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, resolve_independent_judge
+from .independent import (FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, panel_shares,
+                          resolve_independent_judge)
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
 from .report import weak_model_warnings
 
@@ -881,6 +882,7 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         "dataset": d.name, "attack": attack, "variant": variant, "attack_seed": seed, **panel,
         "target_test_accuracy": target_accuracy, "evaluator_test_accuracy": judge_accuracy,
         "evaluator_test_accuracies": judge_accuracies,
+        "panel_shares": panel_shares(c.target_arch, c.eval_arch, c.target_pretrain_epochs, c.eval_pretrain_epochs),
         "warnings": weak_model_warnings(target_accuracy=target_accuracy, judge_accuracy=judge_accuracy,
                                         n_classes=panel["num_classes"], defended=c.defense != "none") + notes,
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),

