@@ -127,6 +127,9 @@ def main() -> None:
     parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 1000)")
     parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
     parser.add_argument("--only", default=None, help="comma-separated defense names to run")
+    parser.add_argument("--variant", choices=("baseline", "lom", "ma", "lomma"), default="lomma",
+                        help="the GAN attacks' variant (default lomma; lom needs no surrogates: a cheaper look where "
+                             "the target is slow to query). Give each variant its own --out")
     parser.add_argument("--attacks", default="gmi,kedmi",
                         help="comma-separated: gmi, kedmi, vmi, plgmi, brepmi (label-only)")
     parser.add_argument("--output-defenses", action="store_true",
@@ -150,7 +153,7 @@ def main() -> None:
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
     base = benchmark_config(
-        args.benchmark, args.data_root, variant="lomma", judges=args.judges or (3 if args.benchmark == "lfw" else 1), iterations=args.iterations or (150 if q else 300),
+        args.benchmark, args.data_root, variant=args.variant, judges=args.judges or (3 if args.benchmark == "lfw" else 1), iterations=args.iterations or (150 if q else 300),
         n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
         kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
         surrogate_steps=args.surrogate_steps or (300 if q else 1000),
@@ -195,11 +198,12 @@ def main() -> None:
                 t1 = time.perf_counter()
                 if access == "white-box":
                     bench.prior(ATTACKS[attack].prior, target)
-                    bench.surrogates(target)
+                    if args.variant in ("ma", "lomma"):
+                        bench.surrogates(target)
                 prep = time.perf_counter() - t1
                 row = public_record(run_attack(runner, attack=attack, attack_seed=seed, target=runner.target(),
                                                evaluator=judges,
-                                               variant="baseline" if attack == "brepmi" else "lomma"))
+                                               variant="baseline" if attack == "brepmi" else args.variant))
                 row.update(defense=defense, defense_params=params, natural_accuracy=natural,
                            epsilon=record.get("epsilon"), delta=record.get("delta"), artifact_seconds=prep,
                            target_config=overrides, defense_record={k: record.get(k) for k in (
