@@ -25,6 +25,7 @@ from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 from mi_art.evaluations.grid import Grid, GridError, cell_id, grid_to_toml, load_grid_file
 from mi_art.evaluations.presets import PRESETS
 from mi_art.data import load_digits_data
+from mi_art.evaluations.report import markdown_text
 
 # 2 defenses x 2 variants x 1 seed. The budgets make every cell train something the one before it did
 # not (target, surrogates, the MID target), so a run can be killed between two cells.
@@ -589,4 +590,4 @@ def test_a_dp_cell_records_the_delta_warning_its_run_gave(tmp_path):
     assert not any("delta" in w for w in plain["warnings"])
     public = {r["defense"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())}
     assert said[0] in public["dp-sgd"]["warnings"] and public["dp-sgd"]["n_train"] == n
-    assert said[0] in (tmp_path / "out" / "report.md").read_text()
+    assert markdown_text(said[0]) in (tmp_path / "out" / "report.md").read_text()  # escaped, as all cell text
