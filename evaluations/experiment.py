@@ -359,7 +359,7 @@ class Workbench:
                 model = self._pretrained_body(c.target_arch, c.target_pretrain_epochs, c.seed, "target", defense,
                                               checked)
             elif c.target_arch in PRETRAINED_FACE_ARCHS:  # its head's input centred on the public images first
-                model = self._centred(self.untrained_classifier(c.target_arch))
+                model = self._initialised(c.target_arch, c.seed)  # seeded, as the undefended target's
             model, record = train_defended_target(c.defense, self.data, model=model, epochs=c.target_epochs,
                                                   augment=c.augment, device=self.device, seed=c.seed,
                                                   verbose=c.verbose, **params)
