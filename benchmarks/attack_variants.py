@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=None,
                         help="candidates searched per identity, the most robust --n-reconstructions kept (Plug & Play "
                              "Attacks' selection; default: none)")
+    parser.add_argument("--search-views", type=int, default=None,
+                        help="random views of each image over which the identity loss is averaged at every search "
+                             "step (default: each attack's own, PLG-MI 2, the others 0)")
     parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="pre-train target and judges this many epochs on the public identities before "
@@ -91,6 +94,9 @@ def main() -> None:
     parser.add_argument("--surrogate-pretrain-epochs", type=int, default=0,
                         help="pre-train each surrogate this many epochs on the public identities before distilling "
                              "the target into it (the paper's surrogates start from pre-trained weights; default 0)")
+    parser.add_argument("--surrogate-archs", default=None,
+                        help="comma-separated architectures of the surrogates (default: the benchmark's, e.g. "
+                             "'cnn-small,cnn'; 'dlib-head': the deployed target's own backbone with a new head)")
     parser.add_argument("--max-queries", type=int, default=None,
                         help="query budget of the black-box, label-only and BREP-MI rows (default: no limit)")
     parser.add_argument("--methods", default=None, help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'")
@@ -109,7 +115,7 @@ def main() -> None:
     q = args.quick
     seeds = args.seeds or (2 if q else 3)
     overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=args.n_reconstructions,
-                     n_candidates=args.candidates,
+                     n_candidates=args.candidates, search_views=args.search_views,
                      prior_steps=args.prior_steps or (300 if q else 1500),
                      kedmi_steps=args.kedmi_steps or (60 if q else 200),
                      plgmi_steps=args.plgmi_steps or (150 if q else 1000),
@@ -121,6 +127,8 @@ def main() -> None:
         overrides.update(target_pretrain_epochs=args.pretrain_epochs, eval_pretrain_epochs=args.pretrain_epochs)
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
+    if args.surrogate_archs:
+        overrides["surrogate_archs"] = tuple(a.strip() for a in args.surrogate_archs.split(",") if a.strip())
     config = benchmark_config(args.benchmark, args.data_root, **overrides)
     if args.image_size is not None:
         config.data_options = {**config.data_options, "image_size": args.image_size}
@@ -236,7 +244,8 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
           f"(test acc {' / '.join(f'{a:.3f}' for a in judge_acc)}); GAN attacks: {config.iterations} iterations, "
           f"{config.n_reconstructions} reconstructions per identity"
           f"{'' if config.identities is None else f' of {len(config.identities)} identities evenly spaced'}"
-          f"{'' if config.n_candidates is None else f', kept from {config.n_candidates} candidates'}. "
+          f"{'' if config.n_candidates is None else f', kept from {config.n_candidates} candidates'}"
+          f"{'' if config.search_views is None else f', identity loss over {config.search_views} random views'}. "
           f"Each metric: mean, +- std over attack seeds, [std over judges]. {_independent_header(first)}")
     header = (f"| {'method':<24} | {'seeds':>5} | {'Acc@1':>23} | {'Acc@5':>23} | {'KNN dist':>24} | {'s / rec':>7} "
               f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} "

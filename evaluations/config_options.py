@@ -25,6 +25,8 @@ COUNT = click.IntRange(min=1)
 SEED = click.IntRange(min=0)
 #: Epochs of public pre-training: an integer >= 0 (0: train from scratch).
 PRETRAIN_EPOCHS = click.IntRange(min=0)
+#: A count where 0 turns the thing off.
+COUNT_OR_ZERO = click.IntRange(min=0)
 
 
 class Threads(click.ParamType):
@@ -104,6 +106,10 @@ FIELD_OPTIONS: Tuple[FieldOption, ...] = (
     FieldOption("n_candidates", COUNT,
                 "Candidates searched per identity; the --n-reconstructions the target recognises best under random "
                 "crops, flips and small rotations are kept (Plug & Play Attacks).", none_means="no selection"),
+    FieldOption("search_views", COUNT_OR_ZERO,
+                "Random views (crop, flip, rotation, jitter) of each image over which the identity loss is averaged "
+                "at every search step (PLG-MI's augmentation, Plug & Play Attacks' transformations); 0: none.",
+                none_means="each attack's own: PLG-MI 2, the others 0"),
     FieldOption("batch_size", COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together."),
     FieldOption("target_arch", _ARCH, "Architecture of the target."),
     FieldOption("eval_arch", _ARCH, "Architecture of the evaluation models (judges)."),

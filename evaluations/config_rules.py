@@ -103,6 +103,8 @@ PARAMETER_RULES: Dict[str, Rule] = {
     "independent_judge": _independent_judge,
     "max_queries": partial(check_optional_count, hint=" (None: no limit)"),
     "n_candidates": partial(check_optional_count, hint=" (None: no selection)"),
+    "search_views": lambda name, value: None if value is None else check_int(
+        name, value, low=0, hint=" (0: the images as generated; None: each attack's own)"),
     "seed": check_seed,
     "attack_seed": check_seed,
 }

@@ -199,7 +199,8 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
         "n_judges": int(result["n_judges"]),
         "cell_seconds": time.perf_counter() - start,
         "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
-        "n_candidates": result.get("n_candidates"), "iterations": result["iterations"],
+        "n_candidates": result.get("n_candidates"), "search_views": result.get("search_views"),
+        "iterations": result["iterations"],
         # the judge's number of classes: Acc@k against chance, and n/a where k >= n_classes
         "n_classes": int(result.get("num_classes", bench.data.num_classes)),
         **{k: finite_or_none(result.get(k)) for k in ("independent_acc@1", "independent_acc@5", "independent_dist",

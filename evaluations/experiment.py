@@ -84,6 +84,10 @@ class ExperimentConfig:
     #: Candidates searched per identity, the most robust ``n_reconstructions`` kept (Plug & Play Attacks'
     #: selection, :mod:`mi_art.attacks.selection`); None: no selection.
     n_candidates: Optional[int] = None
+    #: Random views of each image over which the GAN attacks average their identity loss at every search step
+    #: (``views`` of :class:`~mi_art.attacks.base.GANInversionAttack`); None: each attack's own (PLG-MI 2, the
+    #: others 0).
+    search_views: Optional[int] = None
     identities: Optional[List[int]] = None
     batch_size: int = 60
     prior_steps: int = 300
@@ -834,6 +838,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                                       iterations=c.iterations, n_reconstructions=c.n_reconstructions,
                                       n_candidates=c.n_candidates, batch_size=c.batch_size, seed=seed, verbose=c.verbose,
                                       access=c.access)
+        if c.search_views is not None:
+            kwargs["views"] = c.search_views
         if use_lom:  # else each attack's own identity loss: CE, PLG-MI's margin
             kwargs["identity_loss"] = "logit"
         cls = GAN_ATTACKS[attack]
@@ -859,8 +865,11 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     if attack not in BASELINE_ONLY:
         extra["feature_norms"] = feature_norms([unit_target, *surrogates], recs, d.public.x)
         extra["n_candidates"] = c.n_candidates
+        extra["search_views"] = runner.views
     elif c.n_candidates is not None:
         notes.append(f"n_candidates={c.n_candidates} was not used: {attack} selects no candidates (the GAN attacks do)")
+    if attack in BASELINE_ONLY and c.search_views is not None:
+        notes.append(f"search_views={c.search_views} was not used: {attack} searches no GAN prior's codes")
     priv = d.private_all()
     panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5))
     independent = bench.independent_judge()

@@ -16,7 +16,8 @@ BUDGET_KEYS: Tuple[str, ...] = (
     "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
     "plgmi_steps", "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
     "surrogate_pretrain_epochs", "min_surrogate_agreement", "regularise_surrogates", "miface_iterations", "judges",
-    "access", "max_queries", "mixed_precision", "independent_judge", "n_candidates")
+    "access", "max_queries", "mixed_precision", "independent_judge", "n_candidates",
+    "search_views")
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
 ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
 _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
@@ -33,7 +34,7 @@ _NOT_IN_ID = ("device", "verbose")
 _IN_ID_WHEN_SET: Dict[str, Any] = {**{k: 0 for k in ZERO_OK_KEYS}, "judges": 1, "min_surrogate_agreement": 0.0,
                                    "regularise_surrogates": True, "plgmi_steps": 300, "access": "white-box",
                                    "max_queries": None, "mixed_precision": False, "independent_judge": "auto",
-                                   "n_candidates": None}
+                                   "n_candidates": None, "search_views": None}
 
 
 class GridError(ValueError):

@@ -77,7 +77,7 @@ def _bad_value(key, default):
     """A value the field's rule must refuse."""
     if key == "surrogate_archs":
         return ("no-such-arch",)
-    if key in ("seed", "attack_seed") or key.endswith("pretrain_epochs"):
+    if key in ("seed", "attack_seed", "search_views") or key.endswith("pretrain_epochs"):
         return -1
     if key == "min_surrogate_agreement":
         return 1.5

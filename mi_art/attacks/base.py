@@ -28,11 +28,12 @@ from tqdm.auto import tqdm
 from ..features import check_feature_layer, logits_and_features, penultimate_layer
 from ..identity import IDENTITY_LOSSES, REG_GRADIENT_RATIO, IdentityObjective, feature_reference
 from ..access import ACCESS_LEVELS, PredictOracle
+from ..priors.plgmi import random_views
 from .selection import keep_best, robust_confidence
 from ..surrogates import ModelSet
 from ..utils import EstimatorModule, check_output_index, eval_mode, module_device, seed_everything
-from ..validation import (CHECK_EVERY, check_bool, check_choice, check_count, check_finite_at, check_list,
-                          check_number, check_positive, check_seed)
+from ..validation import (CHECK_EVERY, check_bool, check_choice, check_count, check_finite_at, check_int,
+                          check_list, check_number, check_positive, check_seed)
 
 __all__ = ["CHECK_EVERY", "GANInversionAttack", "REFERENCE_BATCH", "REG_GRADIENT_RATIO"]
 
@@ -78,6 +79,13 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         ``n_reconstructions``, no selection. GMI and PLG-MI search each candidate (cost grows with it); KEDMI
         and VMI draw them from the distribution they learnt. Scoring asks the target (``predict`` without
         white-box access: counted in ``queries_``).
+    :param views: Random views of each image (:func:`~mi_art.priors.plgmi.random_views`: a crop of 0.8 to 1 of
+        the area, flip, rotation up to 5 degrees, brightness and contrast) over which the identity loss is averaged
+        at every step of the search: PLG-MI's augmentation (its default, 2), Plug & Play Attacks'
+        transformations during the search (https://arxiv.org/abs/2201.12179), and with several,
+        transformation-averaged gradients. A reconstruction must then hold the identity under small changes of
+        framing, not at one exact arrangement of pixels. 0 (default for every other attack): the images as
+        generated.
     :param batch_size: Codes (or identities, for the distributional searches) optimised together.
     :param id_weight: Weight of the identity loss against the prior term (the papers' 100).
     :param feature_layer: Name (in ``estimator.model.named_modules()``) of the module whose input is
@@ -102,7 +110,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
 
     attack_params = InferenceAttack.attack_params + [
         "identity_loss", "p_reg", "reg_weight", "surrogates", "surrogate_p_reg", "iterations", "learning_rate",
-        "n_reconstructions", "n_candidates", "batch_size", "id_weight", "feature_layer", "output_index", "seed",
+        "n_reconstructions", "n_candidates", "views", "batch_size", "id_weight", "feature_layer", "output_index", "seed",
         "verbose", "access",
     ]
     _estimator_requirements = (BaseEstimator, PyTorchEstimator, ClassifierMixin, ClassGradientsMixin)
@@ -122,7 +130,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                  identity_loss: str = "ce", p_reg: Any = None, reg_weight: Optional[float] = None,
                  surrogates: Sequence[Any] = (), surrogate_p_reg: Optional[Sequence[Any]] = None,
                  iterations: int = 2400, learning_rate: float = 0.02,
-                 n_reconstructions: int = 5, n_candidates: Optional[int] = None, batch_size: int = 60,
+                 n_reconstructions: int = 5, n_candidates: Optional[int] = None, views: int = 0,
+                 batch_size: int = 60,
                  id_weight: float = 100.0,
                  feature_layer: Optional[str] = None, output_index: Any = None,
                  seed: Optional[int] = None, verbose: bool = True, access: str = "white-box") -> None:
@@ -147,6 +156,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         self.learning_rate = learning_rate
         self.n_reconstructions = n_reconstructions
         self.n_candidates = n_candidates
+        self.views = views
         self.batch_size = batch_size
         self.id_weight = id_weight
         self.feature_layer = feature_layer
@@ -182,6 +192,7 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                 raise ValueError(f"n_candidates={self.n_candidates} is below n_reconstructions="
                                  f"{self.n_reconstructions}: the kept reconstructions are chosen among the "
                                  "candidates, so give n_candidates >= n_reconstructions (or None: no selection)")
+        check_int("views", self.views, low=0, hint=" (0: the images as generated)")
         for name in ("learning_rate", "id_weight"):
             check_positive(name, getattr(self, name))
         if self.reg_weight is not None:
@@ -401,9 +412,15 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
     def _objective(self, images: torch.Tensor, labels: torch.Tensor, prior: torch.Tensor,
                    iteration: int = 0) -> torch.Tensor:
         """The scalar loss of a search step: the per-sample ``prior`` term plus ``id_weight`` times the identity
-        loss, summed and divided by :data:`REFERENCE_BATCH`; checked for NaN every :data:`CHECK_EVERY`
-        iterations."""
-        per_sample = prior + self.id_weight * self._identity_objective(self._identity.target, images, labels)
+        loss (averaged over ``views`` random views of the images, if any), summed and divided by
+        :data:`REFERENCE_BATCH`; checked for NaN every :data:`CHECK_EVERY` iterations."""
+        target = self._identity.target
+        if self.views:
+            identity = sum(self._identity_objective(target, random_views(images), labels)
+                           for _ in range(self.views)) / self.views
+        else:
+            identity = self._identity_objective(target, images, labels)
+        per_sample = prior + self.id_weight * identity
         loss = per_sample.sum() / REFERENCE_BATCH
         return check_finite_at(loss, "the attack's loss (a prior, the target or a surrogate returned NaN or "
                                "infinity)", iteration, self.iterations)

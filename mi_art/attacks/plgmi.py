@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from ..priors.networks import ConditionalGenerator
-from ..priors.plgmi import random_views
 from ..utils import EstimatorModule
-from ..validation import check_bool, check_count
+from ..validation import check_bool
 from .base import GANInversionAttack
 from .search import conditional_search
 
@@ -21,8 +20,9 @@ class PLGMI(GANInversionAttack):
     generator ``G(z, y)`` (:func:`mi_art.train_plgmi_prior`) for images the target puts in the identity,
     under random views.
 
-    Each step's loss is the sum over ``views`` random views of the images (:func:`~mi_art.priors.plgmi.random_views`:
-    crop, flip, rotation, brightness and contrast) of the identity loss, by default the max-margin loss
+    Each step's loss is the mean over ``views`` random views of the images (:func:`~mi_art.priors.plgmi.random_views`:
+    crop, flip, rotation, brightness and contrast; the authors sum them, the same step under Adam) of the identity
+    loss, by default the max-margin loss
     ``max_{k != y} l_k - l_y``; one code per reconstruction, ``z ~ N(0, I)``, Adam at ``learning_rate`` 0.1,
     no prior term, as the authors' code (:func:`~mi_art.attacks.search.conditional_search`), except that
     each code is kept on the sphere of radius ``sqrt(latent_dim)``, where ``N(0, I)``'s codes lie
@@ -33,7 +33,7 @@ class PLGMI(GANInversionAttack):
     :param generator: The target's conditional generator (:class:`~mi_art.priors.networks.ConditionalGenerator`
         with the target's number of classes).
     :param discriminator: Not used in the attack (its prior is the generator's conditioning); may be None.
-    :param views: Random views of the images per step (the authors' 2).
+    :param views: Random views of the images per step (the authors' 2; every attack takes it).
     :param project_codes: Rescale each code to norm ``sqrt(latent_dim)`` after every step (default); False
         searches without any constraint, as the authors' code.
 
@@ -41,20 +41,19 @@ class PLGMI(GANInversionAttack):
     ``identity_loss="margin"``, ``learning_rate=0.1`` and ``id_weight=1`` by default.
     """
 
-    attack_params = GANInversionAttack.attack_params + ["views", "project_codes"]
+    attack_params = GANInversionAttack.attack_params + ["project_codes"]
     needs_discriminator = False
     prior = "plgmi"
     title = "PLG-MI"
 
-    def __init__(self, estimator: Any, generator: nn.Module, discriminator: Any = None, *, views: int = 2,
+    def __init__(self, estimator: Any, generator: nn.Module, discriminator: Any = None, *,
                  project_codes: bool = True, **kwargs: Any) -> None:
-        self.views, self.project_codes = views, project_codes
-        kwargs = {"identity_loss": "margin", "learning_rate": 0.1, "id_weight": 1.0, **kwargs}
+        self.project_codes = project_codes
+        kwargs = {"identity_loss": "margin", "learning_rate": 0.1, "id_weight": 1.0, "views": 2, **kwargs}
         super().__init__(estimator, generator, discriminator, **kwargs)
 
     def _check_params(self) -> None:
         super()._check_params()
-        check_count("views", self.views)
         check_bool("project_codes", self.project_codes)
         if not isinstance(self.generator, ConditionalGenerator) and getattr(self.generator, "num_classes", None) is None:
             raise ValueError("generator must be a class-conditional generator G(z, y) with num_classes "
@@ -73,7 +72,7 @@ class PLGMI(GANInversionAttack):
 
     def _loss(self, images: torch.Tensor, labels: torch.Tensor, iteration: int) -> torch.Tensor:
         zero = torch.zeros(len(images), device=images.device)
-        return sum(self._objective(random_views(images), labels, zero, iteration) for _ in range(self.views))
+        return self._objective(images, labels, zero, iteration)
 
     def _run(self, labels: torch.Tensor) -> torch.Tensor:
         labels = labels.repeat_interleave(self._codes_per_identity)
