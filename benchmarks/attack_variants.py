@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from mi_art.threads import set_threads
 from mi_art.attacks import ATTACKS
 from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
-from mi_art.utils import write_atomic
+from mi_art.utils import atomic_file, write_atomic
 
 #: Row names of the GAN attacks: every attack of the registry, by its title.
 ATTACK_NAMES = {name: cls.title for name, cls in ATTACKS.items()}
@@ -165,9 +166,11 @@ def main() -> None:
             if name in CONFIG_FORM:  # the same data, cache and artifacts (its own target is the same cached one)
                 runner = Workbench(dataclasses.replace(config, **CONFIG_FORM[name]), bench.cache, data=bench.data)
                 attacked = runner.target()
-            record = public_record(run_attack(runner, attack=attack, variant=variant, attack_seed=seed,
-                                              target=attacked, evaluator=judges))
+            result = run_attack(runner, attack=attack, variant=variant, attack_seed=seed, target=attacked,
+                                evaluator=judges)
+            record = public_record(result)
             record["artifact_seconds"] = prep
+            record["reconstructions_file"] = str(_keep_reconstructions(out, key, result))
             done[key] = record
             write_atomic(out, json.dumps(done, indent=1))
             print(f"{key:<22} Acc@1 {record['acc@1']:.3f} (judges {_judges(record, 'acc@1')})  "
@@ -185,6 +188,19 @@ def main() -> None:
     size = config.data_options["image_size"]
     print_table(merged, config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", out)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def _keep_reconstructions(out: Path, key: str, result: dict) -> Path:
+    """Write the cell's reconstructions and labels beside the results file (``<out>.reconstructions/``), so that
+    a later judge can score the very images this table scored."""
+    folder = out.with_suffix(".reconstructions")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (key.replace("/", "-").replace("+", "_") + ".npz")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, reconstructions=result["reconstructions"], labels=result["labels"])
+    with atomic_file(path, size=buffer.getbuffer().nbytes) as f:
+        f.write(buffer.getbuffer())
+    return path
 
 
 def _independent(rows: list, metric: str) -> str:

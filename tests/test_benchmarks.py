@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -113,3 +114,14 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
     undefended = next(p for p in points if p["defense"] == "none")
     assert undefended["acc@1"] == pytest.approx(0.85) and undefended["n"] == 2
     assert sorted(p["epsilon"] for p in points if p["defense"] == "dp-sgd") == [1.0, 3.0, 8.0]
+
+
+def test_attack_variants_keeps_each_cells_reconstructions_for_later_judges(tmp_path):
+    import attack_variants
+
+    result = {"reconstructions": np.random.rand(4, 1, 8, 8).astype(np.float32), "labels": np.array([0, 0, 1, 1])}
+    path = attack_variants._keep_reconstructions(tmp_path / "variants.json", "GMI+LOMMA/seed2", result)
+    assert path.parent == tmp_path / "variants.reconstructions" and path.name == "GMI_LOMMA-seed2.npz"
+    kept = np.load(path)
+    assert np.array_equal(kept["reconstructions"], result["reconstructions"])
+    assert kept["labels"].tolist() == [0, 0, 1, 1]
