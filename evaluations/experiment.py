@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
 from mi_art.threads import thread_record
 from mi_art.access import PredictOracle
+from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_weak, weak_model_warnings,
+                            weak_surrogate_warning)
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
@@ -33,19 +36,12 @@ from .config_rules import BASELINE_ONLY, PARAMETER_RULES, gan_augment_for
 from .independent import (FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, panel_shares,
                           resolve_independent_judge)
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
-from .report import weak_model_warnings
 
 #: share of the public images held out from distillation (early stopping, agreement reported).
 HELD_OUT_PUBLIC = 0.1
 #: The evaluation models' initialisation seeds are ``config.seed + JUDGE_SEED_OFFSET + j`` for judge ``j``:
 #: other draws than the target's (``config.seed``).
 JUDGE_SEED_OFFSET = 1000
-#: A surrogate that agrees with the target on fewer held-out public images than this is used with a warning:
-#: the ensemble then pulls the reconstructions towards what the target does not do. Public images show
-#: none of the target's identities, so agreement there is lower than on private images: on LFW (50
-#: identities) surrogates agreeing on 0.52 / 0.62 of public images (0.70 / 0.83 of private ones) lifted GMI
-#: from 0.55 to 0.77 Acc@1 (benchmarks/results/attack_variants_lfw.md).
-WEAK_SURROGATE_AGREEMENT = 0.5
 #: A prior's quality is the FID between this many of its samples and the public images, at most
 #: PRIOR_FID_PUBLIC of them (a seeded sample): beyond a few thousand the real side's statistics change little,
 #: and each image costs a pass through the judge.
@@ -594,10 +590,12 @@ class Workbench:
         for i, arch in enumerate(c.surrogate_archs):
             def train(arch: str = arch, i: int = i) -> nn.Module:
                 generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
-                return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
-                                         generator=generator, steps=c.surrogate_steps, augment=c.augment,
-                                         mixed_precision=c.mixed_precision, device=self.device, seed=c.seed + i,
-                                         verbose=c.verbose)
+                with warnings.catch_warnings():  # checked_surrogates warns, with the pipeline's own options
+                    warnings.simplefilter("ignore", WeakModelWarning)
+                    return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
+                                             generator=generator, steps=c.surrogate_steps, augment=c.augment,
+                                             mixed_precision=c.mixed_precision, device=self.device,
+                                             seed=c.seed + i, verbose=c.verbose)
 
             out.append(self.cache.module("surrogate", self.surrogate_key(i, target),
                                          lambda arch=arch: self.untrained_classifier(arch), train).to(self.device))
@@ -618,29 +616,28 @@ class Workbench:
         used, the report of all of them with "used" set, warnings)``: one warning per surrogate left out,
         and one per surrogate used with an agreement below :data:`WEAK_SURROGATE_AGREEMENT`. Each warning
         is also issued through :mod:`warnings`."""
-        import warnings
-
         surrogates = self.surrogates(target)
         report = self.surrogate_report(target, surrogates)
         floor = self.config.min_surrogate_agreement
-        used, notes = [], []
+        used, notes, weak = [], [], []
         for i, (model, row) in enumerate(zip(surrogates, report)):
             agreement = row["agreement_public_heldout"]
             row["used"] = agreement >= floor
-            what = f"surrogate {i} ({row['arch']}) agrees with the target on {agreement:.2f} of held-out public images"
+            name = f"surrogate {i} ({row['arch']})"
             if not row["used"]:
-                notes.append(f"{what}, below min_surrogate_agreement={floor:g}: it is left out of the ensemble")
+                notes.append(f"{name} agrees with the target on {agreement:.2f} of held-out public images, below "
+                             f"min_surrogate_agreement={floor:g}: it is left out of the ensemble")
             else:
                 used.append(model)
-                if agreement < WEAK_SURROGATE_AGREEMENT:
-                    notes.append(f"weak surrogate: {what} (< {WEAK_SURROGATE_AGREEMENT:g}); the ensemble may pull the "
-                                 "reconstructions away from the target's identities. Distil it longer "
-                                 "(surrogate_steps) or leave it out (min_surrogate_agreement)")
+                warned = weak_surrogate_warning(agreement, name=name, hint="Distil it longer (surrogate_steps) or "
+                                                                           "leave it out (min_surrogate_agreement)")
+                weak.extend([warned] if warned else [])
         if surrogates and not used:
             notes.append("every surrogate is below min_surrogate_agreement: model augmentation ran on the target alone")
         for note in notes:
             warnings.warn(note, stacklevel=2)
-        return used, report, notes
+        warn_weak(weak, stacklevel=2)
+        return used, report, notes + weak
 
     def p_reg(self, target: nn.Module) -> torch.Tensor:
         return self.cache.tensor("p-reg", {"target": self._key_of(target), "version": 3},
