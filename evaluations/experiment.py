@@ -19,7 +19,7 @@ from torch import nn
 from mi_art import (ATTACKS as GAN_ATTACKS, ConditionalGenerator, Critic, Generator, KEDMIDiscriminator,
                     ProjectionDiscriminator, distill_surrogate, estimate_p_reg, make_classifier, top1_agreement,
                     train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
-from mi_art.data import MIDataset, load_dataset
+from mi_art.data import MIDataset, expand_preset, load_dataset
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
 from mi_art.models import PRETRAINED_FACE_ARCHS
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
@@ -180,7 +180,7 @@ class Workbench:
         root = str(Path(config.data_root).resolve()) if config.data_root else None
         self.data: MIDataset = data if data is not None else load_dataset(config.dataset, root, **config.data_options)
         # artifacts are keyed by what they were made from: the data's content, not only its name
-        self._data_key = {"dataset": config.dataset, "options": config.data_options,
+        self._data_key = {"dataset": config.dataset, "options": expand_preset(config.dataset, config.data_options),
                           "content": data_fingerprint(self.data)}
         self.defense_record: Optional[Dict[str, Any]] = None
         # the models target() and evaluator() returned: artifacts made with them are keyed by their configs
