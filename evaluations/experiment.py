@@ -751,7 +751,8 @@ def wrap_target(model: Any, data: MIDataset, device: torch.device):
 
 
 def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optional[str] = None,
-               attack_seed: Optional[int] = None, target: Any = None, evaluator: Any = None) -> Dict[str, Any]:
+               attack_seed: Optional[int] = None, target: Any = None, evaluator: Any = None,
+               target_record: Any = None) -> Dict[str, Any]:
     """Run one attack variant and measure it. Returns the result record (metrics, timings, settings)
     with the reconstructions under ``"reconstructions"`` and their labels under ``"labels"``.
 
@@ -765,10 +766,20 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     which is used as it is (never re-wrapped: its preprocessing and input range stay). The workbench's
     data is in [0, 1] channels first: everything the attack does not see through the target estimator
     (priors, surrogates, p_reg, the judge, the accuracies) gets it mapped to each model's input space by
-    :class:`mi_art.utils.EstimatorModule`, and the reconstructions are returned in [0, 1] too."""
+    :class:`mi_art.utils.EstimatorModule`, and the reconstructions are returned in [0, 1] too.
+
+    ``target_record`` is the :class:`~mi_art.defenses.record.DefenseRecord` (or its ``to_dict()``) of a
+    ``target`` trained elsewhere, e.g. with Opacus (:func:`mi_art.defenses.opacus_record`): the result then
+    carries it under ``"defense_record"``, with its ``"defense"``, ``"epsilon"`` and ``"delta"`` beside the
+    metrics, and its delta is checked as a DP-SGD target's. Without it, a target the workbench trained under a
+    defense has the workbench's record (``bench.defense_record``)."""
     from mi_art.utils import as_module
 
     c, d = bench.config, bench.data
+    if target_record is not None and target is None:
+        raise ValueError("target_record describes a target you give: pass target= too (the workbench's own "
+                         "target has its own record, bench.defense_record)")
+    given_record = None if target_record is None else _target_record(target_record)
     attack = attack or c.attack
     variant = variant or c.variant
     seed = c.attack_seed if attack_seed is None else attack_seed
@@ -867,11 +878,17 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     elif c.independent_judge == "auto" and c.dataset in FACE_DATASETS:
         notes.append("no independent judge: dlib's face recogniser is not installed (pip install \"mi-art[faces]\"); "
                      "every figure here is the trained judges' alone")
-    if bench.defense_record is not None:
+    record = given_record if given_record is not None else bench.defense_record
+    if record is not None:
         from mi_art.defenses.dp import delta_warning
 
-        warned = delta_warning(bench.defense_record.get("delta"), len(d.private_train))
+        n_train = (record.get("details") or {}).get("n_train") or len(d.private_train)
+        warned = delta_warning(record.get("delta"), n_train)
         notes.extend([warned] if warned else [])
+    if given_record is not None:
+        extra.update(defense=given_record.get("defense"), epsilon=given_record.get("epsilon"),
+                     delta=given_record.get("delta"), defense_record=given_record)
+    defended = given_record.get("defense", "none") != "none" if given_record is not None else c.defense != "none"
     target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
     judge_accuracies = [natural_accuracy(j, d.private_test.x, d.private_test.y) for j in unit_judges]
     judge_accuracy = float(np.mean(judge_accuracies))
@@ -881,12 +898,22 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         "evaluator_test_accuracies": judge_accuracies,
         "panel_shares": panel_shares(c.target_arch, c.eval_arch, c.target_pretrain_epochs, c.eval_pretrain_epochs),
         "warnings": weak_model_warnings(target_accuracy=target_accuracy, judge_accuracy=judge_accuracy,
-                                        n_classes=panel["num_classes"], defended=c.defense != "none") + notes,
+                                        n_classes=panel["num_classes"], defended=defended) + notes,
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
         "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
         "iterations": c.miface_iterations if attack == "miface" else c.iterations, **thread_record(),
         **extra, "reconstructions": recs, "labels": labels,
     }
+
+
+def _target_record(record: Any) -> Dict[str, Any]:
+    """A given target's record as a JSON-safe dict: a :class:`~mi_art.defenses.record.DefenseRecord` or its
+    ``to_dict()``."""
+    as_dict = record.to_dict() if hasattr(record, "to_dict") else record
+    if not isinstance(as_dict, dict) or "defense" not in as_dict:
+        raise ValueError("target_record must be a mi_art.defenses.DefenseRecord (e.g. mi_art.defenses.opacus_record) "
+                         f"or its to_dict(), got {type(record).__name__}")
+    return dict(as_dict)
 
 
 def _run_brepmi(bench: Workbench, target: nn.Module, identities: np.ndarray,

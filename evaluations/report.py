@@ -42,8 +42,8 @@ from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, 
 
 # NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_ACCURACY and weak_model_warnings are mi_art.quality's,
 # importable from here as before
-__all__ = ["RECORD_KEYS", "aggregate", "dp_delta_warnings", "load_rows", "markdown_text", "render_report",
-           "row_warnings", "transfer_lines"]
+__all__ = ["RECORD_KEYS", "aggregate", "dp_delta_warnings", "load_rows", "markdown_text", "privacy_line",
+           "render_report", "row_warnings", "transfer_lines"]
 
 
 def dp_delta_warnings(row: Dict[str, Any]) -> List[str]:
@@ -296,6 +296,28 @@ def _dp_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
                      f"{num(d.get('sample_rate'), '.3f')} | {markdown_text(d.get('steps', '-'))} | "
                      f"{markdown_text(trained)} | {'yes' if d.get('pretrain_epochs') else 'no'} |")
     return lines + ["", EPSILON_NOTE, ""]
+
+
+def privacy_line(result: Dict[str, Any]) -> Optional[str]:
+    """One line on a DP target's privacy, from an attack's result (or record: ``run_attack``'s, a grid row, with
+    a ``"defense_record"``) or from a defense record itself: epsilon at delta, the accountant, the noise
+    multiplier, sample rate and steps it was computed from, and who trained it. None for a target without DP."""
+    rec = result.get("defense_record", result) if isinstance(result, dict) else None
+    if not isinstance(rec, dict) or rec.get("defense") != "dp-sgd":
+        return None
+    d = rec.get("details") or {}
+
+    def num(v: Any, spec: str) -> str:
+        if isinstance(v, (list, tuple)):
+            return "/".join(num(x, spec) for x in v)
+        return "?" if finite_or_none(v) is None else f"{float(v):{spec}}"
+
+    source = {"privacy-engine": "read from its PrivacyEngine", "by hand": "given by hand"}.get(d.get("source"))
+    who = f"; trained by the user with Opacus, {source}" if source else ""
+    clip = "" if finite_or_none(d.get("max_grad_norm")) is None else f", clipping {num(d['max_grad_norm'], 'g')}"
+    return (f"DP-SGD target: epsilon {num(rec.get('epsilon'), '.2f')} at delta {num(rec.get('delta'), '.3g')} "
+            f"({rec.get('accountant') or '?'} accountant; noise multiplier {num(d.get('noise_multiplier'), '.3f')}, "
+            f"sample rate {num(d.get('sample_rate'), '.4g')}, {d.get('steps', '?')} steps{clip}{who})")
 
 
 def _access_of(attack: str) -> str:
