@@ -3,6 +3,7 @@ and its metrics. Trained artifacts go through :class:`~mi_art.evaluations.cache.
 that share a target or a prior train it once."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -10,7 +11,7 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -590,8 +591,7 @@ class Workbench:
         for i, arch in enumerate(c.surrogate_archs):
             def train(arch: str = arch, i: int = i) -> nn.Module:
                 generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
-                with warnings.catch_warnings():  # checked_surrogates warns, with the pipeline's own options
-                    warnings.simplefilter("ignore", WeakModelWarning)
+                with _weak_said_later():
                     return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
                                              generator=generator, steps=c.surrogate_steps, augment=c.augment,
                                              mixed_precision=c.mixed_precision, device=self.device,
@@ -687,9 +687,10 @@ class Workbench:
             def train(arch: str = arch, i: int = i, made: Dict[str, int] = made) -> nn.Module:
                 oracle = PredictOracle(self.api(target), access=c.access, max_queries=share)
                 generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
-                model = distill_surrogate(oracle, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
-                                          generator=generator, steps=c.surrogate_steps, augment=c.augment,
-                                          device=self.device, seed=c.seed + i, verbose=c.verbose)
+                with _weak_said_later():
+                    model = distill_surrogate(oracle, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
+                                              generator=generator, steps=c.surrogate_steps, augment=c.augment,
+                                              device=self.device, seed=c.seed + i, verbose=c.verbose)
                 made["queries"] = oracle.queries
                 self.cache.store_json("answer-surrogate-queries", key, {"queries": oracle.queries})
                 return model
@@ -702,6 +703,15 @@ class Workbench:
                                      lambda made=made: {"queries": made.get("queries")}, fields=("queries",))
             queries.append(record["queries"])
         return out, queries
+
+
+@contextlib.contextmanager
+def _weak_said_later() -> Iterator[None]:
+    """Silence :func:`~mi_art.distill_surrogate`'s weak-surrogate warning: the pipeline says it once the surrogates
+    are made or loaded from the cache (:meth:`Workbench.checked_surrogates`, ``run_attack``), in its own terms."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeakModelWarning)
+        yield
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -826,8 +836,15 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                 row["queries"] = q
             extra["access"], extra["query_budget"] = c.access, c.max_queries
             surrogates = learnt if use_ma else learnt[:1]
+            weak = []
             for i, row in enumerate(extra["surrogates"]):
                 row["used"] = i < len(surrogates)
+                warned = weak_surrogate_warning(row["agreement_public_heldout"], name=f"surrogate {i} ({row['arch']})",
+                                                hint="Distil it longer (surrogate_steps) or with more queries "
+                                                     "(max_queries)") if row["used"] else None
+                weak.extend([warned] if warned else [])
+            warn_weak(weak)
+            notes.extend(weak)
             p_reg = bench.surrogate_p_reg(unit_target, 0, surrogates[0]) if use_lom else None
             if use_lom and use_ma and c.regularise_surrogates and len(surrogates) > 1:
                 surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in enumerate(surrogates) if i]

@@ -85,3 +85,23 @@ def test_attack_accuracy_refuses_half_a_test_set(eval_model, target, digits):
         attack_accuracy(eval_model, x, y, test_x=x)
     with pytest.raises(ValueError, match="give them too"):
         attack_accuracy(eval_model, x, y, target=target)
+
+
+def test_the_pipeline_warns_of_weak_surrogates_learnt_from_answers(digits, tmp_path):
+    """Below white-box, the surrogates learnt from the target's answers are warned of as the white-box ones: once
+    each, in the record too (distill_surrogate's own warning is silenced, so a cached surrogate says the same)."""
+    from mi_art.evaluations import experiment as E
+    from mi_art.evaluations.cache import ArtifactCache
+
+    config = E.ExperimentConfig(dataset="digits", access="black-box", attack="gmi", variant="baseline",
+                                max_queries=2000, target_epochs=1, eval_epochs=1, prior_steps=2, surrogate_steps=1,
+                                surrogate_archs=("mlp",), surrogate_data="public", iterations=2, n_reconstructions=1,
+                                augment="none")
+    for _ in range(2):  # made, then loaded from the cache
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            result = E.run_attack(E.Workbench(config, ArtifactCache(tmp_path), data=digits))
+        assert result["surrogates"][0]["agreement_public_heldout"] < WEAK_SURROGATE_AGREEMENT
+        (weak,) = [w for w in _weak(record) if "surrogate" in str(w.message)]
+        assert str(weak.message).startswith("weak surrogate: surrogate 0 (mlp)") and "max_queries" in str(weak.message)
+        assert str(weak.message) in result["warnings"]
