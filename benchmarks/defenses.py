@@ -94,7 +94,7 @@ def label(defense: str, params: dict, overrides: dict | None = None) -> str:
     """The row's name: the defense and its parameters (DP fine-tuning: its epsilon), '[pre-trained]' when the
     target starts from public pre-training."""
     if defense == "dp-sgd" and "target_epsilon" in params and params.get("trainable") == "head":
-        return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('target_delta', params.get('delta', '1/N'))})"
+        return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('target_delta', '1/N')})"
     if overrides and overrides.get("target_pretrain_epochs") and defense == "dp-sgd" and "target_epsilon" in params:
         return f"dp-sgd fine-tuned (epsilon={params['target_epsilon']:g})"
     name = defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"

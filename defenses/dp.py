@@ -42,8 +42,8 @@ from .base import Defense, Trained
 from .common import (check_keys, check_output_classes, frozen, last_linear_name, parameterised_leaves,
                      replace_module)
 
-DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0, "target_delta": None,
-                            "allow_large_delta": False,
+DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0,
+                            "target_delta": None, "allow_large_delta": False,
                             "accountant": "rdp", "max_physical_batch_size": None, "trainable": "all",
                             "dp_epochs": None, "dp_lr": None, "dp_optimizer": None, "dp_batch_size": None,
                             "dp_augment": None, "batch_norm": "group-norm"}
