@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from mi_art.training import AUGMENTATIONS, OPTIMIZERS, augment_batch, make_optimizer, show_progress
 from mi_art.utils import check_images, check_labels, seed_everything
 from mi_art.validation import (check_bool, check_choice, check_count, check_finite, check_int, check_number,
-                               check_optional_count, check_optional_positive, check_positive, is_int)
+                               check_optional_count, check_optional_positive, check_positive, is_int, renamed)
 
 from .base import Defense, Trained
 from .common import (check_keys, check_output_classes, frozen, last_linear_name, parameterised_leaves,
@@ -92,23 +92,10 @@ def delta_warning(delta: Any, n_train: Any) -> Optional[str]:
             f"target_delta <= {default_delta(n_train):.3g} (the default)")
 
 
-def renamed_delta(params: Dict[str, Any], stacklevel: int = 3) -> Dict[str, Any]:
-    """``params`` with the earlier name ``delta`` renamed ``target_delta`` (Opacus's name), with a
-    ``DeprecationWarning``; both at once are refused."""
-    if "delta" not in params:
-        return dict(params)
-    if "target_delta" in params:
-        raise ValueError(f"give target_delta only: delta is its earlier name, got delta={params['delta']!r} and "
-                         f"target_delta={params['target_delta']!r}")
-    warnings.warn("the DP-SGD parameter delta is now called target_delta, as Opacus calls it; delta will be "
-                  "removed", DeprecationWarning, stacklevel=stacklevel)
-    return {("target_delta" if k == "delta" else k): v for k, v in params.items()}
-
-
 def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
     """Validate DP parameters (defaults filled; ``target_delta`` defaults to :func:`default_delta` of ``n_train``;
     the earlier name ``delta`` is renamed, with a ``DeprecationWarning``)."""
-    params = renamed_delta(params, stacklevel=4)
+    params = renamed(params, "delta", "target_delta", "DP-SGD", ", as Opacus calls it")
     check_keys("dp-sgd", params, DEFAULTS)
     out = {**DEFAULTS, **params}
     eps, sigma = out["target_epsilon"], out["noise_multiplier"]

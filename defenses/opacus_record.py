@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, Optional
 
-from mi_art.validation import check_choice, check_count, check_int, check_number, check_positive
+from mi_art.validation import check_choice, check_count, check_int, check_number, check_positive, renamed
 
 from .dp import ACCOUNTANTS, accountant_epsilon, delta_warning, nonnegative_epsilon
 from .record import DefenseRecord
@@ -94,12 +94,9 @@ def opacus_record(privacy_engine: Any = None, *, target_delta: Optional[float] =
         ("privacy-engine" or "by hand").
     """
     if delta is not None:
-        if target_delta is not None:
-            raise ValueError(f"give target_delta only: delta is its earlier name, got delta={delta!r} and "
-                             f"target_delta={target_delta!r}")
-        warnings.warn("opacus_record's delta is now called target_delta, as Opacus calls it; delta will be removed",
-                      DeprecationWarning, stacklevel=2)
-        target_delta = delta
+        given_delta = {"delta": delta} if target_delta is None else {"delta": delta, "target_delta": target_delta}
+        target_delta = renamed(given_delta, "delta", "target_delta", "opacus_record",
+                               ", as Opacus calls it")["target_delta"]
     if target_delta is None:
         raise ValueError("target_delta is required: the delta of (epsilon, delta) your model was trained for "
                          "(make_private_with_epsilon's target_delta; Opacus's examples use 1e-5)")

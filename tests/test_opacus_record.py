@@ -99,9 +99,10 @@ def test_run_attack_wants_the_target_its_record_describes(digits, tmp_path):
 def test_dp_sgd_takes_target_delta_and_still_delta():
     """Opacus's name; the earlier one is renamed with a DeprecationWarning; both at once are refused."""
     assert check_defense_params("dp-sgd", {"noise_multiplier": 1.0, "target_delta": 1e-4})["target_delta"] == 1e-4
-    with pytest.warns(DeprecationWarning, match="delta is now called target_delta"):
+    with pytest.warns(DeprecationWarning, match="delta is now called target_delta") as said:
         checked = check_defense_params("dp-sgd", {"noise_multiplier": 1.0, "delta": 1e-4})
     assert checked["target_delta"] == 1e-4 and "delta" not in checked
+    assert said[0].filename == __file__  # the user's line: Python shows a DeprecationWarning there by default
     with pytest.raises(ValueError, match="give target_delta only"):
         check_defense_params("dp-sgd", {"noise_multiplier": 1.0, "delta": 1e-4, "target_delta": 1e-4})
     assert "target_delta" in dp.DEFAULTS and "delta" not in dp.DEFAULTS
