@@ -636,7 +636,7 @@ class Workbench:
             notes.append("every surrogate is below min_surrogate_agreement: model augmentation ran on the target alone")
         for note in notes:
             warnings.warn(note, stacklevel=2)
-        warn_weak(weak, stacklevel=2)
+        warn_weak(weak)
         return used, report, notes + weak
 
     def p_reg(self, target: nn.Module) -> torch.Tensor:

@@ -189,7 +189,7 @@ def _weak_models(judge: ModelLike, test_x: ArrayLike, test_y: ArrayLike, num_cla
     out["warnings"] = weak_model_warnings(judge_accuracy=out["judge_test_accuracy"],
                                           target_accuracy=out.get("target_test_accuracy"), n_classes=num_classes,
                                           defended=bool(target_defended))
-    warn_weak(out["warnings"], stacklevel=3)
+    warn_weak(out["warnings"])
     return out
 
 

@@ -18,6 +18,8 @@ import math
 import warnings
 from typing import Any, Iterable, List, Optional
 
+from .validation import user_stacklevel
+
 __all__ = ["NEAR_CHANCE_FACTOR", "WEAK_JUDGE_ACCURACY", "WEAK_SURROGATE_AGREEMENT", "WEAK_TARGET_ACCURACY",
            "WeakModelWarning", "warn_weak", "weak_model_warnings", "weak_surrogate_warning"]
 
@@ -116,8 +118,8 @@ def weak_surrogate_warning(agreement: float, *, name: str = "the surrogate",
             f"identities. {hint}")
 
 
-def warn_weak(messages: Iterable[str], stacklevel: int = 2) -> None:
-    """Issue each message once as a :class:`WeakModelWarning`, attributed ``stacklevel`` frames up from the
-    caller (2: the caller's caller, the user's line)."""
+def warn_weak(messages: Iterable[str]) -> None:
+    """Issue each message once as a :class:`WeakModelWarning`, attributed to the user's line (the first outside
+    mi-art: :func:`mi_art.validation.user_stacklevel`)."""
     for message in dict.fromkeys(messages):
-        warnings.warn(message, WeakModelWarning, stacklevel=stacklevel + 1)
+        warnings.warn(message, WeakModelWarning, stacklevel=user_stacklevel())

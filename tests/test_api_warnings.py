@@ -51,6 +51,7 @@ def test_the_pipeline_warns_of_a_weak_surrogate_once(digits, tmp_path):
     (weak,) = _weak(record)
     assert str(weak.message).startswith("weak surrogate: surrogate 0 (mlp)")
     assert "surrogate_steps" in str(weak.message) and str(weak.message) in notes
+    assert weak.filename == __file__  # the user's line, however deep in mi-art it was found
 
 
 def test_attack_accuracy_warns_once_of_a_weak_judge_and_target(eval_model, target, digits):
