@@ -530,6 +530,19 @@ def test_presets_are_data_options() -> None:
     assert len(preset_options("lfw")["exclude"]) == len(LFW_EXCLUDE)
 
 
+def test_a_preset_keys_artifacts_as_its_options() -> None:
+    """A run with preset="att" shares the cached artifacts of the benchmark's runs, which give its options."""
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+
+    data = load_digits_data()  # stands in for the folder: the key also holds the data's content
+
+    def key(options: Dict) -> Dict:
+        config = ExperimentConfig(dataset="image-folder", data_root="unused", data_options=options)
+        return Workbench(config, data=data).target_key()
+
+    assert key({"preset": "att"}) == key(preset_options("att")) != key({"preset": "att", "image_size": 16})
+
+
 def test_the_cli_takes_a_preset_as_a_data_option(tmp_path: Path) -> None:
     """``--data-option preset=NAME`` is checked before any work, as every other data option."""
     from click.testing import CliRunner
