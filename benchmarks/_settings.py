@@ -9,6 +9,7 @@ import numpy as np
 
 # mi-art must be installed (pip install -e .): mi_art.evaluations lives in evaluations/ and is mapped
 # into the package by the install, so the repository folder itself is not put on the path
+from mi_art.data import preset_options
 from mi_art.evaluations.experiment import ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,26 +18,13 @@ SHARED = REPO.parent / "shared" / "data"
 DEFAULT_ROOT = SHARED / "att_faces"
 LFW_ROOT = SHARED / "lfw"
 
-#: LFW images left out of the benchmark (see the data folder's NOTICE.md): LFW's own label errata (the
-#: image shows another person), then the second image of each near-duplicate pair (the same photo
-#: re-encoded), so that no pair can be split between the target's training and test images.
-LFW_EXCLUDE = (
-    "Recep_Tayyip_Erdogan/Recep_Tayyip_Erdogan_0004.jpg", "Michael_Schumacher/Michael_Schumacher_0008.jpg",
-    "Mahmoud_Abbas/Mahmoud_Abbas_0012.jpg",
-    "Ari_Fleischer/Ari_Fleischer_0011.jpg", "George_W_Bush/George_W_Bush_0039.jpg",
-    "George_W_Bush/George_W_Bush_0194.jpg", "George_W_Bush/George_W_Bush_0206.jpg",
-    "George_W_Bush/George_W_Bush_0409.jpg", "George_W_Bush/George_W_Bush_0261.jpg",
-    "Renee_Zellweger/Renee_Zellweger_0013.jpg", "Julie_Gerberding/Julie_Gerberding_0006.jpg",
-    "Serena_Williams/Serena_Williams_0016.jpg", "Serena_Williams/Serena_Williams_0031.jpg",
-)
-
 
 def att_faces_config(data_root: str, **overrides: Any) -> ExperimentConfig:
     """Private s1-s20 (8 train / 2 test images each), public s21-s40, 32x32 grayscale; a 3-block CNN
     target, a wider 4-block CNN judge, WGAN priors trained with flips, two surrogates (cnn-small and cnn) distilled on public images and GMI-prior samples."""
     settings: dict = dict(
         dataset="image-folder", data_root=data_root,
-        data_options={"private": 20, "image_size": 32, "channels": 1, "test_fraction": 0.2},
+        data_options=preset_options("att"),  # installed with mi_art: --data-option preset=att
         target_arch="cnn", target_epochs=60, eval_arch="cnn-wide", eval_epochs=80, augment="flip-shift",
         batch_size=100, gan_augment="flip", surrogate_archs=("cnn-small", "cnn"), seed=0)
     settings.update(overrides)
@@ -46,7 +34,8 @@ def att_faces_config(data_root: str, **overrides: Any) -> ExperimentConfig:
 def lfw_config(data_root: str, **overrides: Any) -> ExperimentConfig:
     """LFW (persons with at least 10 images), colour, centre 120 px crop resized to 32x32.
 
-    Split, as the papers choose CelebA's private identities: the 50 persons with the most images are
+    Data: the ``"lfw"`` preset of the image-folder loader (:mod:`mi_art.data.presets`). Split, as the papers
+    choose CelebA's private identities: the 50 persons with the most images are
     private (22 to 530 images each), capped at 30 images per person so that a few (George_W_Bush: 530)
     do not dominate training and test, then 80/20 train/test per person (24 / 6 images); the other 108
     persons (10 to 22 images each, 1,551 images) are public. Chance Acc@1 is 0.02.
@@ -56,8 +45,7 @@ def lfw_config(data_root: str, **overrides: Any) -> ExperimentConfig:
     """
     settings: dict = dict(
         dataset="image-folder", data_root=data_root,
-        data_options={"private": 50, "order": "images", "max_per_identity": 30, "exclude": list(LFW_EXCLUDE),
-                      "crop": 120, "image_size": 32, "channels": 3, "test_fraction": 0.2},
+        data_options=preset_options("lfw"),  # installed with mi_art: --data-option preset=lfw
         target_arch="cnn", target_epochs=60, target_pretrain_epochs=60,
         eval_arch="resnet10", eval_epochs=60, eval_pretrain_epochs=60, augment="flip-shift",
         batch_size=100, gan_augment="flip", surrogate_archs=("cnn-small", "cnn"), seed=0)

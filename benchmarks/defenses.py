@@ -59,7 +59,7 @@ PRETRAINED = {"target_pretrain_epochs": 60}
 DP_RECIPE = {"att": {}, "lfw": {"batch_norm": "freeze", "dp_epochs": 100},
              # the head alone on the frozen recogniser, delta 1e-5 (N = 1,135: well below 1/N); learning rate and
              # epochs from a sweep at epsilons 8, 3 and 1 on fixed descriptors (face_recogniser.md)
-             "lfw-deployed": {"trainable": "head", "dp_lr": 4.0, "dp_epochs": 30, "delta": 1e-5}}
+             "lfw-deployed": {"trainable": "head", "dp_lr": 4.0, "dp_epochs": 30, "target_delta": 1e-5}}
 #: The targets' configuration per benchmark: pre-trained on the public identities, except a deployed face
 #: recogniser, whose pre-training is its own (dlib's, on millions of faces).
 TARGET_START = {"att": PRETRAINED, "lfw": PRETRAINED, "lfw-deployed": {}}
@@ -94,7 +94,7 @@ def label(defense: str, params: dict, overrides: dict | None = None) -> str:
     """The row's name: the defense and its parameters (DP fine-tuning: its epsilon), '[pre-trained]' when the
     target starts from public pre-training."""
     if defense == "dp-sgd" and "target_epsilon" in params and params.get("trainable") == "head":
-        return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('delta', '1/N')})"
+        return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('target_delta', '1/N')})"
     if overrides and overrides.get("target_pretrain_epochs") and defense == "dp-sgd" and "target_epsilon" in params:
         return f"dp-sgd fine-tuned (epsilon={params['target_epsilon']:g})"
     name = defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"

@@ -15,6 +15,9 @@ Example::
     print(record.test_accuracy, record.epsilon, record.delta)
     classifier = wrap_with_defense(model, record)   # an ART PyTorchClassifier
 
+A model you trained with Opacus yourself gets the same record from :func:`opacus_record` (its
+``PrivacyEngine``, or the facts by hand), for the attack's record (``run_attack(..., target_record=record)``).
+
 Each defense is one :class:`Defense` object in its own module, looked up by name in
 :mod:`mi_art.defenses.registry`; :func:`register_defense` adds one (see :mod:`mi_art.defenses.base`).
 """
@@ -24,6 +27,7 @@ from .bido import coco, gaussian_kernel, hsic, linear_kernel
 from .dp import accountant_epsilon
 from .label_smoothing import smoothed_targets, smoothing_factor
 from .mid import VIBHead, gaussian_kl
+from .opacus_record import opacus_record
 from .postprocessing import wrap_with_defense
 from .record import DefenseRecord
 from .registry import DEFENSES, check_defense_params, defense_defaults, get_defense, register_defense, unregister_defense
@@ -31,6 +35,6 @@ from .registry import DEFENSES, check_defense_params, defense_defaults, get_defe
 __all__ = [
     "DEFENSES", "Defense", "DefenseRecord", "Trained", "check_defense_params", "get_defense", "register_defense",
     "unregister_defense", "defended_architecture", "VIBHead", "accountant_epsilon", "coco", "defense_defaults", "gaussian_kernel",
-    "gaussian_kl", "hsic", "linear_kernel", "smoothed_targets", "smoothing_factor", "train_defended_target",
-    "wrap_with_defense",
+    "gaussian_kl", "hsic", "linear_kernel", "opacus_record", "smoothed_targets", "smoothing_factor",
+    "train_defended_target", "wrap_with_defense",
 ]

@@ -67,7 +67,8 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
 
     * ``"none"``: plain cross-entropy training.
     * ``"dp-sgd"``: DP-SGD with Opacus (https://arxiv.org/abs/1607.00133): exactly one of
-      ``target_epsilon`` or ``noise_multiplier``; ``max_grad_norm=1.0``; ``delta=None``: ``min(1e-5, 1/(100 N))``
+      ``target_epsilon`` or ``noise_multiplier``; ``max_grad_norm=1.0``; ``target_delta=None`` (Opacus's name;
+      ``delta``, the earlier one, is still accepted with a ``DeprecationWarning``): ``min(1e-5, 1/(100 N))``
       for ``N`` training images (Opacus's examples' 1e-5, kept far below 1/N: (epsilon, delta)-DP may release
       a training image outright with probability about delta each; a delta at or above 1/(10 N) is warned
       about, one above 1/N refused unless ``allow_large_delta=True``); ``accountant="rdp"`` ("prv", "gdp");

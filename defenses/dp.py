@@ -14,7 +14,8 @@ seeded generator, which is right for experiments and reproducibility, not for a 
 With ``target_epsilon`` Opacus picks the noise multiplier for ``epochs`` epochs at the sample rate
 ``1 / ceil(N / batch_size)``; the epsilon reported is always the accountant's after training.
 
-``delta`` defaults to ``min(1e-5, 1 / (100 N))`` for ``N`` private training images (:func:`default_delta`).
+``target_delta`` (Opacus's name; the earlier ``delta`` is still accepted, with a ``DeprecationWarning``) defaults
+to ``min(1e-5, 1 / (100 N))`` for ``N`` private training images (:func:`default_delta`).
 An (epsilon, delta)-DP mechanism may, with probability delta, do anything, including releasing one of
 the ``N`` training images outright, so delta must be far below 1/N (Dwork and Roth, "The Algorithmic
 Foundations of Differential Privacy", section 2.3, https://www.cis.upenn.edu/~aaroth/Papers/privacybook.pdf).
@@ -35,14 +36,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from mi_art.training import AUGMENTATIONS, OPTIMIZERS, augment_batch, make_optimizer, show_progress
 from mi_art.utils import check_images, check_labels, seed_everything
 from mi_art.validation import (check_bool, check_choice, check_count, check_finite, check_int, check_number,
-                               check_optional_count, check_optional_positive, check_positive, is_int)
+                               check_optional_count, check_optional_positive, check_positive, is_int, renamed)
 
 from .base import Defense, Trained
 from .common import (check_keys, check_output_classes, frozen, last_linear_name, parameterised_leaves,
                      replace_module)
 
-DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0, "delta": None,
-                            "allow_large_delta": False,
+DEFAULTS: Dict[str, Any] = {"target_epsilon": None, "noise_multiplier": None, "max_grad_norm": 1.0,
+                            "target_delta": None, "allow_large_delta": False,
                             "accountant": "rdp", "max_physical_batch_size": None, "trainable": "all",
                             "dp_epochs": None, "dp_lr": None, "dp_optimizer": None, "dp_batch_size": None,
                             "dp_augment": None, "batch_norm": "group-norm"}
@@ -88,11 +89,13 @@ def delta_warning(delta: Any, n_train: Any) -> Optional[str]:
     return (f"DP-SGD's delta={delta:.3g} is at or above 1/(10 N) = {1.0 / (LARGE_DELTA_FACTOR * n_train):.3g} for "
             f"N={n_train} training images ({delta * n_train:.2g} x 1/N): (epsilon, delta)-DP allows a training image "
             f"to be released outright with probability about delta each, so this epsilon bounds little; give "
-            f"delta <= {default_delta(n_train):.3g} (the default)")
+            f"target_delta <= {default_delta(n_train):.3g} (the default)")
 
 
 def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
-    """Validate DP parameters (defaults filled; ``delta`` defaults to :func:`default_delta` of ``n_train``)."""
+    """Validate DP parameters (defaults filled; ``target_delta`` defaults to :func:`default_delta` of ``n_train``;
+    the earlier name ``delta`` is renamed, with a ``DeprecationWarning``)."""
+    params = renamed(params, "delta", "target_delta", "DP-SGD", ", as Opacus calls it")
     check_keys("dp-sgd", params, DEFAULTS)
     out = {**DEFAULTS, **params}
     eps, sigma = out["target_epsilon"], out["noise_multiplier"]
@@ -108,16 +111,17 @@ def check_params(params: Dict[str, Any], n_train: int) -> Dict[str, Any]:
                                                hint=" (the noise standard deviation relative to max_grad_norm)")
     out["max_grad_norm"] = check_number("max_grad_norm", out["max_grad_norm"], low=0, low_open=True,
                                         hint=" (the per-sample clipping bound)")
-    if out["delta"] is None:
-        out["delta"] = default_delta(n_train)
-    out["delta"] = check_number("delta", out["delta"], low=0, high=1, low_open=True, high_open=True,
-                                hint=f" (should be far below 1/N = {1.0 / n_train:.3g}; None: "
-                                     f"{default_delta(n_train):.3g})")
+    if out["target_delta"] is None:
+        out["target_delta"] = default_delta(n_train)
+    out["target_delta"] = check_number("target_delta", out["target_delta"], low=0, high=1, low_open=True,
+                                       high_open=True, hint=f" (should be far below 1/N = {1.0 / n_train:.3g}; None: "
+                                                            f"{default_delta(n_train):.3g})")
     out["allow_large_delta"] = check_bool("allow_large_delta", out["allow_large_delta"])
-    if out["delta"] > 1.0 / n_train * (1 + 1e-9) and not out["allow_large_delta"]:
-        raise ValueError(f"delta={out['delta']:g} is above 1/N = {1.0 / n_train:.3g} for N={n_train} training images: "
-                         "(epsilon, delta)-DP with delta >= 1/N allows releasing a training image outright, so the "
-                         "epsilon would mean nothing; give delta far below 1/N (None: the default, "
+    if out["target_delta"] > 1.0 / n_train * (1 + 1e-9) and not out["allow_large_delta"]:
+        raise ValueError(f"target_delta={out['target_delta']:g} is above 1/N = {1.0 / n_train:.3g} for N={n_train} "
+                         "training images: (epsilon, delta)-DP with delta >= 1/N allows releasing a training image "
+                         "outright, so the epsilon would mean nothing; give target_delta far below 1/N (None: the "
+                         "default, "
                          f"{default_delta(n_train):.3g}), or "
                          "allow_large_delta=True to accept it")
     out["accountant"] = check_choice("accountant", out["accountant"], ACCOUNTANTS)
@@ -235,7 +239,7 @@ def _dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: Dict[str
         warnings.filterwarnings("ignore", message=".*Full backward hook.*")
         if params["target_epsilon"] is not None:
             dp_model, dp_opt, dp_loader = engine.make_private_with_epsilon(
-                **common, target_epsilon=params["target_epsilon"], target_delta=params["delta"], epochs=epochs)
+                **common, target_epsilon=params["target_epsilon"], target_delta=params["target_delta"], epochs=epochs)
         else:
             dp_model, dp_opt, dp_loader = engine.make_private(**common, noise_multiplier=params["noise_multiplier"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(dp_opt.original_optimizer, epochs)
@@ -258,7 +262,7 @@ def _dp_sgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, params: Dict[str
                         dp_opt.step()
                 sched.step()
                 if verbose:
-                    show_progress(bar, len(dp_loader.dataset), eps=f"{engine.get_epsilon(params['delta']):.2f}")
+                    show_progress(bar, len(dp_loader.dataset), eps=f"{engine.get_epsilon(params['target_delta']):.2f}")
     finally:
         plain = dp_model.to_standard_module()  # Opacus's hooks removed, also when training failed
     return plain, dp_opt, dp_loader, engine
@@ -293,7 +297,7 @@ def train_dp(model: nn.Module, x: Any, y: Any, num_classes: int, *, epochs: int,
         "trained_layers": len(trained),
         "trained_parameters": int(sum(p.numel() for n, m in parameterised_leaves(plain) if n in trained
                                       for p in m.parameters())),
-        "epsilon": nonnegative_epsilon(engine.get_epsilon(params["delta"])),
+        "epsilon": nonnegative_epsilon(engine.get_epsilon(params["target_delta"])),
     }
     for p in plain.parameters():
         p.grad = None
@@ -338,7 +342,8 @@ class DPSGD(Defense):
         return "groupnorm" if params["batch_norm"] == "group-norm" else ""
 
     def defaults_key(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        return {"default_delta": DEFAULT_DELTA_RULE} if params.get("delta") is None else {}
+        given = params.get("target_delta", params.get("delta"))  # delta: the earlier name
+        return {"default_delta": DEFAULT_DELTA_RULE} if given is None else {}
 
     def pretraining_architecture(self, model: nn.Module, params: Dict[str, Any]) -> nn.Module:
         return private_architecture(model) if params["batch_norm"] == "group-norm" else model
@@ -349,10 +354,10 @@ class DPSGD(Defense):
         model, facts = train_dp(model, train.x, train.y, dataset.num_classes, params=params, **settings)
         facts["training"] = {k: settings[k] for k in OWN_SETTINGS}
         facts["n_train"] = len(train)
-        warned = delta_warning(params["delta"], len(train))
+        warned = delta_warning(params["target_delta"], len(train))
         if warned:
             warnings.warn(warned, UserWarning, stacklevel=4)
-        return Trained(model, details=facts, epsilon=facts.pop("epsilon"), delta=params["delta"],
+        return Trained(model, details=facts, epsilon=facts.pop("epsilon"), delta=params["target_delta"],
                        accountant=params["accountant"])
 
 

@@ -31,8 +31,10 @@ class DefenseRecord:
 
     :param defense: Defense name ("none", "dp-sgd", "mid", ...).
     :param params: The defense's parameters, defaults filled in.
-    :param test_accuracy: Natural top-1 accuracy on ``dataset.private_test`` (eval mode, no postprocessor).
-    :param train_time_s: Wall-clock training time in seconds (TL: pre-training included).
+    :param test_accuracy: Natural top-1 accuracy on ``dataset.private_test`` (eval mode, no postprocessor); None
+        where it was not measured (:func:`mi_art.defenses.opacus_record` without the dataset).
+    :param train_time_s: Wall-clock training time in seconds (TL: pre-training included); None where mi-art did
+        not train it.
     :param architecture: Architecture name, or the class name of a user module.
     :param num_classes: Private classes (outputs of the returned model).
     :param input_shape: ``(C, H, W)`` of one input.
@@ -48,8 +50,8 @@ class DefenseRecord:
 
     defense: str
     params: Dict[str, Any]
-    test_accuracy: float
-    train_time_s: float
+    test_accuracy: Optional[float]
+    train_time_s: Optional[float]
     architecture: str
     num_classes: int
     input_shape: Tuple[int, int, int]

@@ -3,13 +3,15 @@ and its metrics. Trained artifacts go through :class:`~mi_art.evaluations.cache.
 that share a target or a prior train it once."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ from torch import nn
 from mi_art import (ATTACKS as GAN_ATTACKS, ConditionalGenerator, Critic, Generator, KEDMIDiscriminator,
                     ProjectionDiscriminator, distill_surrogate, estimate_p_reg, make_classifier, top1_agreement,
                     train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
-from mi_art.data import MIDataset, load_dataset
+from mi_art.data import MIDataset, expand_preset, load_dataset
 from mi_art.priors import PRIORS, prior_samples, save_sample_grid
 from mi_art.models import PRETRAINED_FACE_ARCHS
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
@@ -26,6 +28,8 @@ from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
 from mi_art.threads import thread_record
 from mi_art.access import PredictOracle
+from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_weak, weak_model_warnings,
+                            weak_surrogate_warning)
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
@@ -33,19 +37,12 @@ from .config_rules import BASELINE_ONLY, PARAMETER_RULES, gan_augment_for
 from .independent import (FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, panel_shares,
                           resolve_independent_judge)
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
-from .report import weak_model_warnings
 
 #: share of the public images held out from distillation (early stopping, agreement reported).
 HELD_OUT_PUBLIC = 0.1
 #: The evaluation models' initialisation seeds are ``config.seed + JUDGE_SEED_OFFSET + j`` for judge ``j``:
 #: other draws than the target's (``config.seed``).
 JUDGE_SEED_OFFSET = 1000
-#: A surrogate that agrees with the target on fewer held-out public images than this is used with a warning:
-#: the ensemble then pulls the reconstructions towards what the target does not do. Public images show
-#: none of the target's identities, so agreement there is lower than on private images: on LFW (50
-#: identities) surrogates agreeing on 0.52 / 0.62 of public images (0.70 / 0.83 of private ones) lifted GMI
-#: from 0.55 to 0.77 Acc@1 (benchmarks/results/attack_variants_lfw.md).
-WEAK_SURROGATE_AGREEMENT = 0.5
 #: A prior's quality is the FID between this many of its samples and the public images, at most
 #: PRIOR_FID_PUBLIC of them (a seeded sample): beyond a few thousand the real side's statistics change little,
 #: and each image costs a pass through the judge.
@@ -188,7 +185,7 @@ class Workbench:
         root = str(Path(config.data_root).resolve()) if config.data_root else None
         self.data: MIDataset = data if data is not None else load_dataset(config.dataset, root, **config.data_options)
         # artifacts are keyed by what they were made from: the data's content, not only its name
-        self._data_key = {"dataset": config.dataset, "options": config.data_options,
+        self._data_key = {"dataset": config.dataset, "options": expand_preset(config.dataset, config.data_options),
                           "content": data_fingerprint(self.data)}
         self.defense_record: Optional[Dict[str, Any]] = None
         # the models target() and evaluator() returned: artifacts made with them are keyed by their configs
@@ -598,10 +595,11 @@ class Workbench:
         for i, arch in enumerate(c.surrogate_archs):
             def train(arch: str = arch, i: int = i) -> nn.Module:
                 generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
-                return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
-                                         generator=generator, steps=c.surrogate_steps, augment=c.augment,
-                                         mixed_precision=c.mixed_precision, device=self.device, seed=c.seed + i,
-                                         verbose=c.verbose)
+                with _weak_said_later():
+                    return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
+                                             generator=generator, steps=c.surrogate_steps, augment=c.augment,
+                                             mixed_precision=c.mixed_precision, device=self.device,
+                                             seed=c.seed + i, verbose=c.verbose)
 
             out.append(self.cache.module("surrogate", self.surrogate_key(i, target),
                                          lambda arch=arch: self.untrained_classifier(arch), train).to(self.device))
@@ -622,29 +620,28 @@ class Workbench:
         used, the report of all of them with "used" set, warnings)``: one warning per surrogate left out,
         and one per surrogate used with an agreement below :data:`WEAK_SURROGATE_AGREEMENT`. Each warning
         is also issued through :mod:`warnings`."""
-        import warnings
-
         surrogates = self.surrogates(target)
         report = self.surrogate_report(target, surrogates)
         floor = self.config.min_surrogate_agreement
-        used, notes = [], []
+        used, notes, weak = [], [], []
         for i, (model, row) in enumerate(zip(surrogates, report)):
             agreement = row["agreement_public_heldout"]
             row["used"] = agreement >= floor
-            what = f"surrogate {i} ({row['arch']}) agrees with the target on {agreement:.2f} of held-out public images"
+            name = f"surrogate {i} ({row['arch']})"
             if not row["used"]:
-                notes.append(f"{what}, below min_surrogate_agreement={floor:g}: it is left out of the ensemble")
+                notes.append(f"{name} agrees with the target on {agreement:.2f} of held-out public images, below "
+                             f"min_surrogate_agreement={floor:g}: it is left out of the ensemble")
             else:
                 used.append(model)
-                if agreement < WEAK_SURROGATE_AGREEMENT:
-                    notes.append(f"weak surrogate: {what} (< {WEAK_SURROGATE_AGREEMENT:g}); the ensemble may pull the "
-                                 "reconstructions away from the target's identities. Distil it longer "
-                                 "(surrogate_steps) or leave it out (min_surrogate_agreement)")
+                warned = weak_surrogate_warning(agreement, name=name, hint="Distil it longer (surrogate_steps) or "
+                                                                           "leave it out (min_surrogate_agreement)")
+                weak.extend([warned] if warned else [])
         if surrogates and not used:
             notes.append("every surrogate is below min_surrogate_agreement: model augmentation ran on the target alone")
         for note in notes:
             warnings.warn(note, stacklevel=2)
-        return used, report, notes
+        warn_weak(weak)
+        return used, report, notes + weak
 
     def p_reg(self, target: nn.Module) -> torch.Tensor:
         return self.cache.tensor("p-reg", {"target": self._key_of(target), "version": 3},
@@ -694,9 +691,10 @@ class Workbench:
             def train(arch: str = arch, i: int = i, made: Dict[str, int] = made) -> nn.Module:
                 oracle = PredictOracle(self.api(target), access=c.access, max_queries=share)
                 generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
-                model = distill_surrogate(oracle, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
-                                          generator=generator, steps=c.surrogate_steps, augment=c.augment,
-                                          device=self.device, seed=c.seed + i, verbose=c.verbose)
+                with _weak_said_later():
+                    model = distill_surrogate(oracle, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
+                                              generator=generator, steps=c.surrogate_steps, augment=c.augment,
+                                              device=self.device, seed=c.seed + i, verbose=c.verbose)
                 made["queries"] = oracle.queries
                 self.cache.store_json("answer-surrogate-queries", key, {"queries": oracle.queries})
                 return model
@@ -709,6 +707,15 @@ class Workbench:
                                      lambda made=made: {"queries": made.get("queries")}, fields=("queries",))
             queries.append(record["queries"])
         return out, queries
+
+
+@contextlib.contextmanager
+def _weak_said_later() -> Iterator[None]:
+    """Silence :func:`~mi_art.distill_surrogate`'s weak-surrogate warning: the pipeline says it once the surrogates
+    are made or loaded from the cache (:meth:`Workbench.checked_surrogates`, ``run_attack``), in its own terms."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WeakModelWarning)
+        yield
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -758,7 +765,8 @@ def wrap_target(model: Any, data: MIDataset, device: torch.device):
 
 
 def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optional[str] = None,
-               attack_seed: Optional[int] = None, target: Any = None, evaluator: Any = None) -> Dict[str, Any]:
+               attack_seed: Optional[int] = None, target: Any = None, evaluator: Any = None,
+               target_record: Any = None) -> Dict[str, Any]:
     """Run one attack variant and measure it. Returns the result record (metrics, timings, settings)
     with the reconstructions under ``"reconstructions"`` and their labels under ``"labels"``.
 
@@ -772,10 +780,20 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     which is used as it is (never re-wrapped: its preprocessing and input range stay). The workbench's
     data is in [0, 1] channels first: everything the attack does not see through the target estimator
     (priors, surrogates, p_reg, the judge, the accuracies) gets it mapped to each model's input space by
-    :class:`mi_art.utils.EstimatorModule`, and the reconstructions are returned in [0, 1] too."""
+    :class:`mi_art.utils.EstimatorModule`, and the reconstructions are returned in [0, 1] too.
+
+    ``target_record`` is the :class:`~mi_art.defenses.record.DefenseRecord` (or its ``to_dict()``) of a
+    ``target`` trained elsewhere, e.g. with Opacus (:func:`mi_art.defenses.opacus_record`): the result then
+    carries it under ``"defense_record"``, with its ``"defense"``, ``"epsilon"`` and ``"delta"`` beside the
+    metrics, and its delta is checked as a DP-SGD target's. Without it, a target the workbench trained under a
+    defense has the workbench's record (``bench.defense_record``)."""
     from mi_art.utils import as_module
 
     c, d = bench.config, bench.data
+    if target_record is not None and target is None:
+        raise ValueError("target_record describes a target you give: pass target= too (the workbench's own "
+                         "target has its own record, bench.defense_record)")
+    given_record = None if target_record is None else _target_record(target_record)
     attack = attack or c.attack
     variant = variant or c.variant
     seed = c.attack_seed if attack_seed is None else attack_seed
@@ -822,8 +840,15 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                 row["queries"] = q
             extra["access"], extra["query_budget"] = c.access, c.max_queries
             surrogates = learnt if use_ma else learnt[:1]
+            weak = []
             for i, row in enumerate(extra["surrogates"]):
                 row["used"] = i < len(surrogates)
+                warned = weak_surrogate_warning(row["agreement_public_heldout"], name=f"surrogate {i} ({row['arch']})",
+                                                hint="Distil it longer (surrogate_steps) or with more queries "
+                                                     "(max_queries)") if row["used"] else None
+                weak.extend([warned] if warned else [])
+            warn_weak(weak)
+            notes.extend(weak)
             p_reg = bench.surrogate_p_reg(unit_target, 0, surrogates[0]) if use_lom else None
             if use_lom and use_ma and c.regularise_surrogates and len(surrogates) > 1:
                 surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in enumerate(surrogates) if i]
@@ -879,11 +904,17 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     elif c.independent_judge == "auto" and c.dataset in FACE_DATASETS:
         notes.append("no independent judge: dlib's face recogniser is not installed (pip install \"mi-art[faces]\"); "
                      "every figure here is the trained judges' alone")
-    if bench.defense_record is not None:
+    record = given_record if given_record is not None else bench.defense_record
+    if record is not None:
         from mi_art.defenses.dp import delta_warning
 
-        warned = delta_warning(bench.defense_record.get("delta"), len(d.private_train))
+        n_train = (record.get("details") or {}).get("n_train") or len(d.private_train)
+        warned = delta_warning(record.get("delta"), n_train)
         notes.extend([warned] if warned else [])
+    if given_record is not None:
+        extra.update(defense=given_record.get("defense"), epsilon=given_record.get("epsilon"),
+                     delta=given_record.get("delta"), defense_record=given_record)
+    defended = given_record.get("defense", "none") != "none" if given_record is not None else c.defense != "none"
     target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
     judge_accuracies = [natural_accuracy(j, d.private_test.x, d.private_test.y) for j in unit_judges]
     judge_accuracy = float(np.mean(judge_accuracies))
@@ -893,12 +924,22 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         "evaluator_test_accuracies": judge_accuracies,
         "panel_shares": panel_shares(c.target_arch, c.eval_arch, c.target_pretrain_epochs, c.eval_pretrain_epochs),
         "warnings": weak_model_warnings(target_accuracy=target_accuracy, judge_accuracy=judge_accuracy,
-                                        n_classes=panel["num_classes"], defended=c.defense != "none") + notes,
+                                        n_classes=panel["num_classes"], defended=defended) + notes,
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
         "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
         "iterations": c.miface_iterations if attack == "miface" else c.iterations, **thread_record(),
         **extra, "reconstructions": recs, "labels": labels,
     }
+
+
+def _target_record(record: Any) -> Dict[str, Any]:
+    """A given target's record as a JSON-safe dict: a :class:`~mi_art.defenses.record.DefenseRecord` or its
+    ``to_dict()``."""
+    as_dict = record.to_dict() if hasattr(record, "to_dict") else record
+    if not isinstance(as_dict, dict) or "defense" not in as_dict:
+        raise ValueError("target_record must be a mi_art.defenses.DefenseRecord (e.g. mi_art.defenses.opacus_record) "
+                         f"or its to_dict(), got {type(record).__name__}")
+    return dict(as_dict)
 
 
 def _run_brepmi(bench: Workbench, target: nn.Module, identities: np.ndarray,

@@ -35,6 +35,7 @@ from torch import nn
 
 from mi_art.features import extract_features, penultimate_layer
 from mi_art.predictions import check_model_labels, natural_accuracy, predict_logits
+from mi_art.quality import warn_weak, weak_model_warnings
 from mi_art.utils import EstimatorModule, as_module, device_for, eval_mode
 from mi_art.validation import check_count, check_images, check_index_vector
 
@@ -79,7 +80,11 @@ def attack_accuracy(
     batch_size: int = 256,
     device: DeviceLike = None,
     output_index: Any = None,
-) -> Dict[str, Union[float, np.ndarray]]:
+    test_x: Optional[ArrayLike] = None,
+    test_y: Optional[ArrayLike] = None,
+    target: ModelLike = None,
+    target_defended: bool = False,
+) -> Dict[str, Any]:
     """Attack accuracy: share of reconstructions that the evaluation model puts in the attacked class.
 
     Following the protocol, accuracy is computed separately for every reconstruction round (e.g. each
@@ -106,6 +111,17 @@ def attack_accuracy(
         Where ``E`` runs; defaults to the model's device.
     output_index : int or str, optional
         Position (tuple output) or key (dict output) of ``E``'s logits.
+    test_x, test_y : np.ndarray or torch.Tensor, and array-like of int, optional
+        Held-out private images (in ``E``'s input space) and their labels. Given, ``E``'s accuracy on them
+        is returned as ``"judge_test_accuracy"``, and a :class:`mi_art.quality.WeakModelWarning` is issued
+        when it is below :data:`mi_art.quality.WEAK_JUDGE_ACCURACY` or near chance: Acc@k then measures
+        the judge's errors as much as the attack.
+    target : ART PyTorch estimator or nn.Module, optional
+        The attacked target, taking ``test_x`` as ``E`` does (one pipeline). Given with ``test_x``, its
+        accuracy is returned as ``"target_test_accuracy"``, with a warning for a weak target (below
+        :data:`mi_art.quality.WEAK_TARGET_ACCURACY`, unless ``target_defended``, or near chance).
+    target_defended : bool, default False
+        The target is defended: its lost accuracy is the defense's cost, so only near chance is warned of.
 
     Returns
     -------
@@ -115,7 +131,9 @@ def attack_accuracy(
         ``K``, the number of ``E``'s outputs; and ``"per_sample_top1"``: boolean array of shape ``(N,)``,
         True where ``E``'s top-1 is ``y``. For ``k >= K`` every label is in the top ``k``: ``acc@k`` is
         1.0 by construction and measures nothing. Report it as not applicable
-        (``topk_applicable(k, result["num_classes"])`` is False), never as a success rate.
+        (``topk_applicable(k, result["num_classes"])`` is False), never as a success rate. With ``test_x``:
+        ``"judge_test_accuracy"`` (and ``"target_test_accuracy"`` with ``target``) and ``"warnings"``, the
+        weak-model warnings issued (:func:`mi_art.quality.weak_model_warnings`, as the pipeline gives them).
 
     Raises
     ------
@@ -128,14 +146,18 @@ def attack_accuracy(
     check_index_vector("y", y, length=n, length_name="x", low=None)  # before the forward passes
     ks = _check_top_k(top_k)
     rounds = None if rec_index is None else check_index_vector("rec_index", rec_index, length=n, length_name="x")
+    if (test_x is None) != (test_y is None):
+        raise ValueError("give test_x and test_y together (held-out private images and their labels), or neither")
+    if target is not None and test_x is None:
+        raise ValueError("target's accuracy is measured on test_x and test_y: give them too")
     logits = predict_logits(model, images, batch_size=batch_size, device=device, output_index=output_index)
     num_classes = logits.shape[1]
     labels = check_model_labels(y, num_classes, length=n)
 
-    target = torch.as_tensor(labels)
+    attacked = torch.as_tensor(labels)
     max_k = min(max(ks), num_classes)
     ranked = logits.topk(max_k, dim=1).indices  # (N, max_k), best first
-    hits = ranked == target[:, None]  # at most one True per row
+    hits = ranked == attacked[:, None]  # at most one True per row
     if rounds is None:
         rounds = np.zeros(n, dtype=np.int64)
     round_ids = np.unique(rounds)
@@ -150,7 +172,25 @@ def attack_accuracy(
         result[f"chance@{k}"] = chance_level(k, num_classes)
     result["num_classes"] = int(num_classes)
     result["per_sample_top1"] = hits[:, 0].numpy().astype(bool)
+    if test_x is not None:
+        result.update(_weak_models(model, test_x, test_y, num_classes, target, target_defended,
+                                   batch_size=batch_size, device=device, output_index=output_index))
     return result
+
+
+def _weak_models(judge: ModelLike, test_x: ArrayLike, test_y: ArrayLike, num_classes: int, target: ModelLike,
+                 target_defended: bool, **predict: Any) -> Dict[str, Any]:
+    """The judge's (and the target's) accuracy on held-out private images, and the weak-model warnings they
+    give, each issued once (for :func:`attack_accuracy`)."""
+    out: Dict[str, Any] = {"judge_test_accuracy": natural_accuracy(judge, test_x, test_y, **predict)}
+    if target is not None:
+        out["target_test_accuracy"] = natural_accuracy(target, test_x, test_y, batch_size=predict["batch_size"],
+                                                       device=predict["device"])
+    out["warnings"] = weak_model_warnings(judge_accuracy=out["judge_test_accuracy"],
+                                          target_accuracy=out.get("target_test_accuracy"), n_classes=num_classes,
+                                          defended=bool(target_defended))
+    warn_weak(out["warnings"])
+    return out
 
 
 def _check_k_and_classes(k: int, num_classes: int) -> None:

@@ -13,8 +13,8 @@
 Acc@k with ``k`` at or above the judge's number of classes is 1 whatever the reconstructions: it is
 not applicable, written None in JSON, ``n/a`` in the CSV and the tables, and left out of the plots.
 
-A weak evaluation model or target makes attack numbers mean little: :func:`weak_model_warnings` names
-them (thresholds :data:`WEAK_JUDGE_ACCURACY`, :data:`WEAK_TARGET_ACCURACY`, :data:`NEAR_CHANCE_FACTOR`);
+A weak evaluation model or target makes attack numbers mean little: :func:`mi_art.quality.weak_model_warnings`
+names them (its thresholds, which the Python API's warnings use too, are in :mod:`mi_art.quality`);
 ``report.md`` lists the warnings at the top of each dataset, each row of ``results.json`` carries its
 own under ``"warnings"`` (with every other warning its run gave: weak surrogates, the prior's data, the
 independent judge, DP's delta), and ``mi-art attack`` prints them and saves them in its results.json.
@@ -35,71 +35,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from mi_art.quality import NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_ACCURACY, weak_model_warnings
 from mi_art.utils import write_atomic
 
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
 
-__all__ = ["NEAR_CHANCE_FACTOR", "RECORD_KEYS", "WEAK_JUDGE_ACCURACY", "WEAK_TARGET_ACCURACY", "aggregate",
-           "dp_delta_warnings", "load_rows", "markdown_text", "render_report", "row_warnings", "transfer_lines",
-           "weak_model_warnings"]
-
-#: The evaluation model (the judge) is weak below this test accuracy on held-out private images. It then
-#: misclassifies more than one real private image in five, so a failed reconstruction and the judge's
-#: own error look alike and Acc@1/Acc@5 measure the judge as much as the attack. The papers' judge scores
-#: 0.96 on CelebA (IR-50 "FaceNet", reference section 1); on 100 face identities trained from scratch
-#: here, judges at about 0.3 gave attack numbers that were noise.
-WEAK_JUDGE_ACCURACY = 0.8
-
-#: An *undefended* target is weak below this test accuracy: it has learned little about its identities,
-#: so an attack on it says little about a real model. The papers' undefended CelebA target scores 0.88
-#: and even their strongest defense setting keeps 0.59 (MID, beta 0.02). Defended targets are held to the
-#: chance rule only: lost accuracy is the cost a defense is measured by (the frontier's x axis).
-WEAK_TARGET_ACCURACY = 0.5
-
-#: A model whose test accuracy is below this multiple of chance (1 / number of classes) is close to
-#: chance: a judge there cannot judge at all, a target there has almost nothing to invert. (With very
-#: few classes the bar is at most halfway from chance to 1: 0.75 with 2 classes, not 1.0.)
-NEAR_CHANCE_FACTOR = 2.0
-
-
-def weak_model_warnings(*, target_accuracy: Optional[float] = None, judge_accuracy: Optional[float] = None,
-                        n_classes: Optional[int] = None, defended: bool = False) -> List[str]:
-    """Warnings for a weak evaluation model or target, from their test accuracies on held-out private
-    images (None: not checked) and the number of private classes (None: the chance rule is skipped).
-
-    * judge: below :data:`NEAR_CHANCE_FACTOR` x chance, or below :data:`WEAK_JUDGE_ACCURACY`;
-    * target: below :data:`NEAR_CHANCE_FACTOR` x chance, or (undefended only, ``defended=False``) below
-      :data:`WEAK_TARGET_ACCURACY`.
-
-    :return: One sentence per problem (empty when both look fine).
-    """
-    k = n_classes if isinstance(n_classes, int) and not isinstance(n_classes, bool) and n_classes >= 1 else None
-    chance = 1.0 / k if k else None
-    near = None if chance is None else min(NEAR_CHANCE_FACTOR * chance, (1 + chance) / 2)
-    chance_text = "" if chance is None else f"; chance is {chance:.3f} with {k} classes"
-    out: List[str] = []
-    judge = finite_or_none(judge_accuracy)
-    if judge is not None:
-        if near is not None and judge < near:
-            out.append(f"the evaluation model is close to chance: test accuracy {judge:.3f}, under "
-                       f"{NEAR_CHANCE_FACTOR:g}x chance ({near:.3f}){chance_text}. It cannot judge: every Acc@k "
-                       "here is noise. Train it longer or pre-train it on the public identities "
-                       "(eval_pretrain_epochs, --eval-pretrain-epochs).")
-        elif judge < WEAK_JUDGE_ACCURACY:
-            out.append(f"weak evaluation model: test accuracy {judge:.3f} < {WEAK_JUDGE_ACCURACY:g}{chance_text}. "
-                       "Acc@1/Acc@5 mix the attack's failures with the judge's own errors. Train it longer or "
-                       "pre-train it on the public identities (eval_pretrain_epochs, --eval-pretrain-epochs).")
-    target = finite_or_none(target_accuracy)
-    if target is not None:
-        if near is not None and target < near:
-            out.append(f"the {'defended ' if defended else ''}target is close to chance: test accuracy "
-                       f"{target:.3f}, under {NEAR_CHANCE_FACTOR:g}x chance ({near:.3f}){chance_text}. It has "
-                       "learned almost nothing about its identities: an attack on it says little.")
-        elif not defended and target < WEAK_TARGET_ACCURACY:
-            out.append(f"weak target: test accuracy {target:.3f} < {WEAK_TARGET_ACCURACY:g} (undefended)"
-                       f"{chance_text}. An attack on it says little about a real model. Train it longer or "
-                       "pre-train it on the public identities (target_pretrain_epochs, --target-pretrain-epochs).")
-    return out
+# NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_ACCURACY and weak_model_warnings are mi_art.quality's,
+# importable from here as before
+__all__ = ["RECORD_KEYS", "aggregate", "dp_delta_warnings", "load_rows", "markdown_text", "privacy_line",
+           "render_report", "row_warnings", "transfer_lines"]
 
 
 def dp_delta_warnings(row: Dict[str, Any]) -> List[str]:
@@ -352,6 +296,28 @@ def _dp_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
                      f"{num(d.get('sample_rate'), '.3f')} | {markdown_text(d.get('steps', '-'))} | "
                      f"{markdown_text(trained)} | {'yes' if d.get('pretrain_epochs') else 'no'} |")
     return lines + ["", EPSILON_NOTE, ""]
+
+
+def privacy_line(result: Dict[str, Any]) -> Optional[str]:
+    """One line on a DP target's privacy, from an attack's result (or record: ``run_attack``'s, a grid row, with
+    a ``"defense_record"``) or from a defense record itself: epsilon at delta, the accountant, the noise
+    multiplier, sample rate and steps it was computed from, and who trained it. None for a target without DP."""
+    rec = result.get("defense_record", result) if isinstance(result, dict) else None
+    if not isinstance(rec, dict) or rec.get("defense") != "dp-sgd":
+        return None
+    d = rec.get("details") or {}
+
+    def num(v: Any, spec: str) -> str:
+        if isinstance(v, (list, tuple)):
+            return "/".join(num(x, spec) for x in v)
+        return "?" if finite_or_none(v) is None else f"{float(v):{spec}}"
+
+    source = {"privacy-engine": "read from its PrivacyEngine", "by hand": "given by hand"}.get(d.get("source"))
+    who = f"; trained by the user with Opacus, {source}" if source else ""
+    clip = "" if finite_or_none(d.get("max_grad_norm")) is None else f", clipping {num(d['max_grad_norm'], 'g')}"
+    return (f"DP-SGD target: epsilon {num(rec.get('epsilon'), '.2f')} at delta {num(rec.get('delta'), '.3g')} "
+            f"({rec.get('accountant') or '?'} accountant; noise multiplier {num(d.get('noise_multiplier'), '.3f')}, "
+            f"sample rate {num(d.get('sample_rate'), '.4g')}, {d.get('steps', '?')} steps{clip}{who})")
 
 
 def _access_of(attack: str) -> str:

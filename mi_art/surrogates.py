@@ -14,6 +14,7 @@ from tqdm.auto import trange
 from .access import PredictOracle
 from .features import penultimate_layer
 from .priors.networks import LATENT_DIM
+from .quality import warn_weak, weak_surrogate_warning
 from .training import augment_batch, infinite_batches, mixed_precision_context, show_progress
 from .utils import DeviceLike, as_module, batched_logits, eval_mode, module_device, resolve_device, seed_everything
 from .validation import (check_count, check_finite, check_finite_at, check_images, check_module_finite,
@@ -84,6 +85,11 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
 
     ``mixed_precision`` runs the student's forward passes in bfloat16
     (:func:`mi_art.training.mixed_precision_context`); the target answers in its own precision.
+
+    A student that agrees with the target's top-1 on fewer held-out public images than
+    :data:`mi_art.quality.WEAK_SURROGATE_AGREEMENT` is returned with a :class:`mi_art.quality.WeakModelWarning`
+    (the pipeline's weak-surrogate warning): in the attack it would pull the reconstructions away from the
+    target's identities.
     """
     steps, batch_size = check_count("steps", steps), check_count("batch_size", batch_size)
     eval_every, patience = check_count("eval_every", eval_every), check_optional_count("patience", patience)
@@ -165,6 +171,12 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     if best_state is not None:
         student.load_state_dict(best_state)
     check_module_finite(student, f"distilled {type(student).__name__}")
+    with eval_mode(student):
+        agreement = float((batched_logits(student, val).argmax(1) == val_teacher.argmax(1)).float().mean())
+    weak = weak_surrogate_warning(agreement, name=f"the distilled {type(student).__name__}",
+                                  hint="Distil it longer (steps), with a GAN prior's samples (generator), or leave "
+                                       "it out of the attack's surrogates")
+    warn_weak([weak] if weak else [])
     return student.eval()
 
 

@@ -7,7 +7,10 @@ these helpers, so that a mistake gives the same kind of ``ValueError`` wherever 
 from __future__ import annotations
 
 import numbers
-from typing import Any, Iterable, Optional, Sequence, Tuple, TypeVar
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -276,3 +279,42 @@ def check_device(name: str, value: Any) -> Optional[str]:
                              f"or 'auto'")
         return str(device)
     raise ValueError(f"{name} must be {valid}, got {value!r} (device type {device.type!r} is not supported)")
+
+
+def _library_folders() -> Tuple[Path, ...]:
+    """The folders of mi-art's code: ``mi_art`` and, in a checkout, ``defenses`` and ``evaluations`` beside it
+    (installed as ``mi_art.defenses`` and ``mi_art.evaluations``)."""
+    folders = []
+    for name in ("mi_art", "mi_art.defenses", "mi_art.evaluations"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__file__", None):
+            folders.append(Path(module.__file__).resolve().parent)
+    return tuple(folders)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of :func:`warnings.warn`, called by the caller of this function, that names the first
+    line outside mi-art: the user's, whichever of mi-art's functions passed the value on (so that a
+    ``DeprecationWarning``, shown by default only for the user's own code, is shown)."""
+    folders = _library_folders()
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        path = Path(frame.f_code.co_filename).resolve()
+        if not any(folder == path.parent or folder in path.parents for folder in folders):
+            return level
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def renamed(params: Dict[str, Any], old: str, new: str, where: str, reason: str = "") -> Dict[str, Any]:
+    """``params`` with the earlier name ``old`` renamed ``new``, with a ``DeprecationWarning`` that names the
+    user's line; ``old`` and ``new`` together are refused. ``where``: whose parameter it is, ``reason`` why it
+    was renamed (", as Opacus calls it"), for the messages."""
+    if old not in params:
+        return dict(params)
+    if new in params:
+        raise ValueError(f"give {new} only: {old} is its earlier name, got {old}={params[old]!r} and "
+                         f"{new}={params[new]!r}")
+    warnings.warn(f"{where}'s parameter {old} is now called {new}{reason}; {old} will be removed",
+                  DeprecationWarning, stacklevel=user_stacklevel())
+    return {(new if k == old else k): v for k, v in params.items()}

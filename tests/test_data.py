@@ -5,6 +5,8 @@ identity files: test_data_celeba.py; the judge's training data: test_data_judge.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import math
 import os
 from collections import Counter
@@ -17,13 +19,19 @@ from PIL import Image
 
 from mi_art.data import (
     DATASETS,
+    LFW_EXCLUDE,
     MIDataset,
     Split,
+    check_dataset_options,
+    dataset_options,
+    expand_preset,
     load_celeba,
     load_dataset,
     load_digits_data,
     load_image_folder,
     load_mnist,
+    preset_options,
+    split_image_folder,
 )
 
 
@@ -45,7 +53,8 @@ def test_one_module_per_source_and_the_public_names_at_the_top() -> None:
     assert callable(identities.select_identities) and callable(decoding.unit_image)
     names = {"DATASETS", "IMAGE_EXTENSIONS", "MIDataset", "Split", "load_celeba", "load_dataset",
              "load_digits_data", "load_image_folder", "load_mnist", "CELEBA_CROP", "FASHION_MNIST_DEBIAN_ROOT",
-             "dataset_options", "check_dataset_options", "canonical_name"}
+             "dataset_options", "check_dataset_options", "canonical_name", "expand_preset", "preset_options",
+             "IMAGE_FOLDER_PRESETS", "LFW_EXCLUDE", "split_image_folder", "FolderSplit"}
     assert set(data.__all__) == names
     assert all(hasattr(data, n) for n in data.__all__)
 
@@ -454,22 +463,96 @@ def test_exclude_leaves_named_images_out_and_refuses_unknown_ones(uneven_folder:
         load_image_folder(uneven_folder, private=1, max_per_identity=0)
 
 
-def test_lfw_benchmark_split(lfw: Path) -> None:
-    """The LFW benchmark's split (benchmarks/_settings.py): the 50 best-documented persons private, 30 images
-    at most each, 24 train / 6 test; the other 108 persons public; identities disjoint."""
-    import sys
+#: The LFW data folder's near-duplicate pairs (its NOTICE.md): the same photo re-encoded.
+LFW_NEAR_DUPLICATES = (("Ari_Fleischer", 6, 11), ("George_W_Bush", 16, 39), ("George_W_Bush", 177, 194),
+                       ("George_W_Bush", 130, 206), ("George_W_Bush", 407, 409), ("George_W_Bush", 235, 261),
+                       ("Renee_Zellweger", 10, 13), ("Julie_Gerberding", 4, 6), ("Serena_Williams", 2, 16),
+                       ("Serena_Williams", 29, 31))
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from _settings import LFW_EXCLUDE
 
-    data = load_image_folder(lfw, private=50, order="images", max_per_identity=30, exclude=list(LFW_EXCLUDE),
-                             crop=120, image_size=32, channels=3)
-    assert data.private_identities[:3] == ("George_W_Bush", "Colin_Powell", "Tony_Blair")
-    assert len(data.private_identities) == 50 and len(data.public_identities) == 108
-    assert not set(data.private_identities) & set(data.public_identities)
-    counts = np.bincount(data.private_train.y, minlength=50) + np.bincount(data.private_test.y, minlength=50)
-    assert counts.max() == 30 and counts.min() >= 20
-    assert data.input_shape == (3, 32, 32) and data.private_train.x.std() > 0.1
+def split_digest(split) -> str:
+    """A digest of which file goes where in a :class:`~mi_art.data.FolderSplit` (identities and files, in order)."""
+    rel = lambda groups: [[f"{p.parent.name}/{p.name}" for p in g] for g in groups]  # noqa: E731
+    doc = {"private": split.private_identities, "public": split.public_identities, "train": rel(split.private_train),
+           "test": rel(split.private_test), "public_files": rel(split.public)}
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
+
+
+def test_lfw_preset_is_the_benchmark_split(lfw: Path) -> None:
+    """The "lfw" preset gives the split benchmarks/_settings.py defined before it moved into mi_art (same persons,
+    same files on each side: the digest was taken from that definition), and keeps each near-duplicate pair
+    off the two sides of the train/test split."""
+    split = split_image_folder(lfw, **{k: v for k, v in preset_options("lfw").items()
+                                       if k not in ("crop", "image_size", "channels")})
+    assert split_digest(split) == "d4e6a20b634fec98"
+    assert [sum(map(len, s)) for s in (split.private_train, split.private_test, split.public)] == [1135, 286, 1547]
+    assert split.private_identities[:3] == ("George_W_Bush", "Colin_Powell", "Tony_Blair")
+    assert len(split.private_identities) == 50 and len(split.public_identities) == 108
+    train = {p.name for g in split.private_train for p in g}
+    test = {p.name for g in split.private_test for p in g}
+    for person, a, b in LFW_NEAR_DUPLICATES:
+        pair = {f"{person}_{a:04d}.jpg", f"{person}_{b:04d}.jpg"}
+        assert not (pair & train and pair & test), f"{sorted(pair)} is split between train and test"
+    plain = split_image_folder(lfw)  # the loader's defaults: what the preset is for
+    assert len(plain.private_identities) == 79
+
+
+def test_lfw_preset_through_load_dataset(lfw: Path) -> None:
+    """``preset="lfw"`` as --data-option / a grid gives it: the benchmark's crop, size and colour; options
+    beside it win."""
+    data = load_dataset("image-folder", lfw, preset="lfw", image_size=16)
+    assert data.input_shape == (3, 16, 16) and len(data.private_identities) == 50
+    assert data.private_identities == split_image_folder(lfw, private=50, order="images", max_per_identity=30,
+                                                         exclude=list(LFW_EXCLUDE)).private_identities
+    assert data.private_train.x.std() > 0.1
+
+
+def test_att_preset_is_the_benchmark_split(att_faces: Path) -> None:
+    split = split_image_folder(att_faces, **{k: v for k, v in preset_options("att").items()
+                                             if k not in ("image_size", "channels")})
+    assert split_digest(split) == "5d0172e99316445d"
+    assert split.private_identities == tuple(f"s{i}" for i in range(1, 21))
+
+
+def test_presets_are_data_options() -> None:
+    """``preset`` is an image folder's option: checked without data, refused by name where it does not apply."""
+    assert "preset" in dataset_options("image-folder") and "preset" not in dataset_options("digits")
+    assert expand_preset("folder", {"preset": "att", "image_size": 64}) == {
+        "private": 20, "image_size": 64, "channels": 1, "test_fraction": 0.2}
+    assert expand_preset("image-folder", {"image_size": 8}) == {"image_size": 8}
+    check_dataset_options("image-folder", {"preset": "lfw", "crop": 100})
+    with pytest.raises(ValueError, match="preset must be one of 'lfw', 'att', got 'celeba'"):
+        check_dataset_options("image-folder", {"preset": "celeba"})
+    with pytest.raises(ValueError, match="dataset 'digits' has no presets"):
+        check_dataset_options("digits", {"preset": "att"})
+    options = preset_options("lfw")
+    options["exclude"].clear()  # a copy: the preset itself is untouched
+    assert len(preset_options("lfw")["exclude"]) == len(LFW_EXCLUDE)
+
+
+def test_a_preset_keys_artifacts_as_its_options() -> None:
+    """A run with preset="att" shares the cached artifacts of the benchmark's runs, which give its options."""
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+
+    data = load_digits_data()  # stands in for the folder: the key also holds the data's content
+
+    def key(options: Dict) -> Dict:
+        config = ExperimentConfig(dataset="image-folder", data_root="unused", data_options=options)
+        return Workbench(config, data=data).target_key()
+
+    assert key({"preset": "att"}) == key(preset_options("att")) != key({"preset": "att", "image_size": 16})
+
+
+def test_the_cli_takes_a_preset_as_a_data_option(tmp_path: Path) -> None:
+    """``--data-option preset=NAME`` is checked before any work, as every other data option."""
+    from click.testing import CliRunner
+
+    from mi_art.evaluations.cli import main
+
+    result = CliRunner().invoke(main, ["attack", "--dataset", "image-folder", "--data-root", str(tmp_path),
+                                       "--data-option", "preset=orl", "--quiet"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--data-option': preset must be one of 'lfw', 'att', got 'orl'" in result.output
 
 
 def test_att_faces_count_ratio_and_list_agree(att_faces: Path) -> None:

@@ -192,7 +192,7 @@ def test_dp_epsilon_matches_opacus_accountant_and_falls_with_noise(data):
 
 
 def test_dp_target_epsilon_is_met(data):
-    _, rec = train_defended_target("dp-sgd", data, **FAST, target_epsilon=4.0, delta=1e-3)
+    _, rec = train_defended_target("dp-sgd", data, **FAST, target_epsilon=4.0, target_delta=1e-3)
     assert rec.accountant == "rdp" and rec.delta == 1e-3
     assert 3.5 < rec.epsilon <= 4.0 * 1.01
     assert rec.details["noise_multiplier"] > 0
@@ -304,7 +304,7 @@ def test_user_module_is_not_modified(data):
     ("dp-sgd", {"noise_multiplier": 0.0}, "noise_multiplier"),
     ("dp-sgd", {}, "exactly one of target_epsilon"),
     ("dp-sgd", {"target_epsilon": 1.0, "noise_multiplier": 1.0}, "exactly one of target_epsilon"),
-    ("dp-sgd", {"noise_multiplier": 1.0, "delta": 1.5}, "delta"),
+    ("dp-sgd", {"noise_multiplier": 1.0, "target_delta": 1.5}, "target_delta"),
     ("dp-sgd", {"noise_multiplier": 1.0, "accountant": "moments"}, "accountant"),
     ("dp-sgd", {"noise_multiplier": 1.0, "max_grad_norm": 0}, "max_grad_norm"),
     ("nls", {"alpha": 1.0}, "alpha"),

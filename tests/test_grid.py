@@ -582,7 +582,7 @@ def test_a_dp_cell_records_the_delta_warning_its_run_gave(tmp_path):
     results.json; the grid's undefended cells say nothing of delta."""
     n = len(load_digits_data().private_train)
     grid = Grid.from_dict(_tiny_grid(variants=["baseline"], target_epochs=1, defenses=[
-        {"name": "none"}, {"name": "dp-sgd", "params": [{"noise_multiplier": 1.0, "delta": 1 / (5 * n)}]}]))
+        {"name": "none"}, {"name": "dp-sgd", "params": [{"noise_multiplier": 1.0, "target_delta": 1 / (5 * n)}]}]))
     rows = evaluate_grid(grid, tmp_path / "out", threads=1, progress=False, echo=lambda s: None)
     plain, private = rows
     said = [w for w in private["warnings"] if "delta" in w]  # the run's own (run_cell's row)

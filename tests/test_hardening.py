@@ -22,16 +22,17 @@ def test_a_seed_beyond_torchs_range_is_refused_by_name(target_clf, gmi_prior):
 
 def test_dp_refuses_a_delta_above_one_over_n():
     with pytest.raises(ValueError, match=r"delta=0.5 is above 1/N"):
-        dp.check_params({"noise_multiplier": 1.0, "delta": 0.5}, n_train=30)
-    assert dp.check_params({"noise_multiplier": 1.0, "delta": 0.5, "allow_large_delta": True}, 30)["delta"] == 0.5
-    assert dp.check_params({"noise_multiplier": 1.0, "delta": 1 / 30}, 30)["delta"] == 1 / 30  # explicit: kept
+        dp.check_params({"noise_multiplier": 1.0, "target_delta": 0.5}, n_train=30)
+    assert dp.check_params({"noise_multiplier": 1.0, "target_delta": 0.5, "allow_large_delta": True},
+                           30)["target_delta"] == 0.5
+    assert dp.check_params({"noise_multiplier": 1.0, "target_delta": 1 / 30}, 30)["target_delta"] == 1 / 30  # kept
 
 
 @pytest.mark.parametrize("n_train, expected", [(30, 1e-5), (160, 1e-5), (1000, 1e-5), (5000, 2e-6),
                                                (100_000, 1e-7)])
 def test_dp_default_delta_is_far_below_one_over_n(n_train, expected):
     """min(1e-5, 1/(100 N)), not 1/N (the earlier default, at which a training image may be released)."""
-    assert dp.check_params({"noise_multiplier": 1.0}, n_train=n_train)["delta"] == pytest.approx(expected)
+    assert dp.check_params({"noise_multiplier": 1.0}, n_train=n_train)["target_delta"] == pytest.approx(expected)
     assert dp.default_delta(n_train) == pytest.approx(expected) and expected <= 1 / (100 * n_train)
     assert dp.delta_warning(expected, n_train) is None
 
@@ -53,8 +54,8 @@ def test_a_dp_target_left_at_the_default_delta_is_keyed_apart_from_the_earlier_d
         return ExperimentConfig(defense="dp-sgd", defense_params={"noise_multiplier": 1.0, **params})
 
     assert "default_delta" in Workbench(config()).target_key()
-    assert "default_delta" not in Workbench(config(delta=1e-5)).target_key()
-    assert cell_id(config()) != cell_id(config(delta=1e-5))
+    assert "default_delta" not in Workbench(config(target_delta=1e-5)).target_key()
+    assert cell_id(config()) != cell_id(config(target_delta=1e-5))
     none = ExperimentConfig()
     assert "default_delta" not in Workbench(none).target_key()
 

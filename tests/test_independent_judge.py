@@ -174,7 +174,7 @@ def test_workbench_centres_deployed_targets_on_public_images_and_dp_trains_the_h
     from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 
     dp = {"target_epsilon": 8.0, "trainable": "head", "dp_epochs": 1, "dp_optimizer": "sgd", "dp_lr": 1.0,
-          "delta": 1e-5, "dp_augment": "none"}
+          "target_delta": 1e-5, "dp_augment": "none"}
     config = ExperimentConfig(dataset="digits", target_arch="dlib-head", target_epochs=1, defense="dp-sgd",
                               defense_params=dp, device="cpu")
     bench = Workbench(config, ArtifactCache(tmp_path), data=small_digits)

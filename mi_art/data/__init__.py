@@ -20,6 +20,7 @@ Loaders (one module each)
 ``load_mnist``        MNIST / Fashion-MNIST IDX files: private and public classes (``idx``).
 ``load_celeba``       CelebA aligned images with ``identity_CelebA.txt`` (``celeba``).
 ``load_dataset``      dispatch on a dataset name (see :data:`DATASETS`, :func:`dataset_options`).
+``preset_options``    the benchmarks' options for LFW and AT&T faces, by name (``presets``; ``preset="lfw"``).
 
 The shared pieces: :class:`Split` and :class:`MIDataset` (``dataset``), the choice of identities
 and their train/test split (``identities``), image decoding of every PIL mode (``decoding``), and
@@ -31,22 +32,29 @@ from .celeba import CELEBA_CROP, load_celeba
 from .dataset import MIDataset, Split
 from .digits import load_digits_data
 from .idx import FASHION_MNIST_DEBIAN_ROOT, load_mnist
-from .image_folder import IMAGE_EXTENSIONS, load_image_folder
-from .registry import DATASETS, canonical_name, check_dataset_options, dataset_options, load_dataset
+from .image_folder import IMAGE_EXTENSIONS, FolderSplit, load_image_folder, split_image_folder
+from .presets import IMAGE_FOLDER_PRESETS, LFW_EXCLUDE, preset_options
+from .registry import DATASETS, canonical_name, check_dataset_options, dataset_options, expand_preset, load_dataset
 
 __all__ = [
     "CELEBA_CROP",
     "DATASETS",
     "FASHION_MNIST_DEBIAN_ROOT",
+    "FolderSplit",
     "IMAGE_EXTENSIONS",
+    "IMAGE_FOLDER_PRESETS",
+    "LFW_EXCLUDE",
     "MIDataset",
     "Split",
     "canonical_name",
     "check_dataset_options",
     "dataset_options",
+    "expand_preset",
     "load_celeba",
     "load_dataset",
     "load_digits_data",
     "load_image_folder",
     "load_mnist",
+    "preset_options",
+    "split_image_folder",
 ]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..validation import check_choice
 from .checks import (Crop, PathLike, check_channels, check_crop, check_image_size, check_loader_seed, check_name,
@@ -160,6 +160,40 @@ def load_image_folder(
         private=private, public=public, order=order, max_per_identity=max_per_identity, exclude=exclude,
         image_size=image_size, channels=channels, test_fraction=test_fraction, crop=crop, seed=seed, name=name)
     folder = check_root(root, "image")
+    split = _split(folder, private=private, public=public, order=order, max_per_identity=max_per_identity,
+                   exclude=exclude, test_fraction=test_fraction, seed=seed)
+    return image_dataset(name if name is not None else folder.resolve().name, folder,
+                         (split.private_train, split.private_test, split.public),
+                         (split.private_identities, split.public_identities),
+                         image_size=image_size, channels=channels, crop=crop)
+
+
+class FolderSplit(NamedTuple):
+    """Which image files go where (:func:`split_image_folder`): one list of paths per identity."""
+
+    private_train: List[List[Path]]
+    private_test: List[List[Path]]
+    public: List[List[Path]]
+    private_identities: Tuple[str, ...]
+    public_identities: Tuple[str, ...]
+
+
+def split_image_folder(root: PathLike, *, private: IdentitySpec = 0.5, public: Optional[IdentitySpec] = None,
+                       order: str = "name", max_per_identity: Optional[int] = None,
+                       exclude: Optional[Sequence[str]] = None, test_fraction: float = 0.2,
+                       seed: int = 0) -> FolderSplit:
+    """The files :func:`load_image_folder` would read for each split, with the same options, without reading
+    any image: to check a split (no near-duplicate pair across train and test, say) in a second."""
+    order, max_per_identity, exclude, *_ = check_options(
+        private=private, public=public, order=order, max_per_identity=max_per_identity, exclude=exclude,
+        image_size=32, channels=None, test_fraction=test_fraction, crop="center", seed=seed, name=None)
+    return _split(check_root(root, "image"), private=private, public=public, order=order,
+                  max_per_identity=max_per_identity, exclude=exclude, test_fraction=test_fraction, seed=seed)
+
+
+def _split(folder: Path, *, private: IdentitySpec, public: Optional[IdentitySpec], order: str,
+           max_per_identity: Optional[int], exclude: Tuple[str, ...], test_fraction: float, seed: int) -> FolderSplit:
+    """The split of a checked folder by checked options (see :func:`load_image_folder`)."""
     identities = list_identities(folder)
     if not identities:
         raise ValueError(f"image folder {folder} has no identity sub-folders with images "
@@ -169,7 +203,5 @@ def load_image_folder(
     identities = {n: cap_images(identities[n], max_per_identity, seed, n) for n in (*private_names, *public_names)}
     train_groups, test_groups = split_identities([identities[n] for n in private_names], private_names,
                                                  test_fraction, seed)
-    public_groups = [identities[n] for n in public_names]
-    return image_dataset(name if name is not None else folder.resolve().name, folder,
-                         (train_groups, test_groups, public_groups), (private_names, public_names),
-                         image_size=image_size, channels=channels, crop=crop)
+    return FolderSplit([list(g) for g in train_groups], [list(g) for g in test_groups],
+                       [list(identities[n]) for n in public_names], tuple(private_names), tuple(public_names))

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from . import celeba, digits, idx, image_folder
+from .presets import IMAGE_FOLDER_PRESETS, preset_options
 from .checks import PathLike
 from .dataset import MIDataset
 
@@ -20,12 +21,13 @@ class _Source:
     check: Callable[..., Any]  # the loader's option checks, without the data
     needs_root: bool = True
     fixed: Mapping[str, Any] = field(default_factory=dict)  # options the dataset name sets itself
+    presets: Mapping[str, Any] = field(default_factory=dict)  # named sets of options (the "preset" option)
 
 
 _SOURCES: Dict[str, _Source] = {
     "digits": _Source(digits.load_digits_data, digits.check_options, needs_root=False),
-    "image-folder": _Source(image_folder.load_image_folder, image_folder.check_options),
-    "folder": _Source(image_folder.load_image_folder, image_folder.check_options),
+    "image-folder": _Source(image_folder.load_image_folder, image_folder.check_options, presets=IMAGE_FOLDER_PRESETS),
+    "folder": _Source(image_folder.load_image_folder, image_folder.check_options, presets=IMAGE_FOLDER_PRESETS),
     "mnist": _Source(idx.load_mnist, idx.check_options, fixed={"fashion": False}),
     "fashion-mnist": _Source(idx.load_mnist, idx.check_options, fixed={"fashion": True}),
     "celeba": _Source(celeba.load_celeba, celeba.check_options),
@@ -55,12 +57,36 @@ def dataset_options(name: str, /) -> Tuple[str, ...]:
     >>> dataset_options("digits")
     ('image_size', 'channels', 'test_fraction', 'seed')
 
+    A dataset with presets (the image folder: :mod:`mi_art.data.presets`) also takes ``preset``.
+
     Raises
     ------
     ValueError
         If ``name`` is not a dataset name.
     """
-    return tuple(_defaults(_SOURCES[canonical_name(name)]))
+    source = _SOURCES[canonical_name(name)]
+    return tuple(_defaults(source)) + (("preset",) if source.presets else ())
+
+
+def expand_preset(name: str, /, options: Mapping[str, Any]) -> Dict[str, Any]:
+    """``options`` with its ``preset`` (if any) replaced by the preset's options; those given beside it win.
+
+    >>> expand_preset("image-folder", {"preset": "att", "image_size": 64})["image_size"]
+    64
+
+    Raises
+    ------
+    ValueError
+        If ``preset`` is given for a dataset without presets, or names none of its presets.
+    """
+    key = canonical_name(name)
+    options = dict(options)
+    if "preset" not in options:
+        return options
+    preset = options.pop("preset")
+    if not _SOURCES[key].presets:
+        raise ValueError(f"dataset {key!r} has no presets; valid options: {', '.join(dataset_options(key))}")
+    return {**preset_options(preset), **options}
 
 
 def check_dataset_options(name: str, /, options: Mapping[str, Any]) -> None:
@@ -79,6 +105,7 @@ def check_dataset_options(name: str, /, options: Mapping[str, Any]) -> None:
     source = _SOURCES[key]
     if not isinstance(options, Mapping):
         raise ValueError(f"options must be a mapping of option names to values, got {type(options).__name__}")
+    options = expand_preset(key, options)
     defaults = _defaults(source)
     for option in options:
         if option in source.fixed:
@@ -86,7 +113,8 @@ def check_dataset_options(name: str, /, options: Mapping[str, Any]) -> None:
                              f"(valid options: {', '.join(defaults)})")
         if option not in defaults:
             hint = "; give the data folder as root (--data-root), not as an option" if option == "root" else ""
-            raise ValueError(f"unknown option {option!r} for dataset {key!r}; valid options: {', '.join(defaults)}"
+            raise ValueError(f"unknown option {option!r} for dataset {key!r}; valid options: "
+                             f"{', '.join(dataset_options(key))}"
                              f"{hint}")
     source.check(**{**defaults, **source.fixed, **options})
 
@@ -105,7 +133,9 @@ def load_dataset(name: str, /, root: Optional[PathLike] = None, **options: Any) 
     **options
         Keyword arguments of the dataset's loader (:func:`~mi_art.data.load_digits_data`,
         :func:`~mi_art.data.load_image_folder`, :func:`~mi_art.data.load_mnist`,
-        :func:`~mi_art.data.load_celeba`); :func:`dataset_options` lists them.
+        :func:`~mi_art.data.load_celeba`); :func:`dataset_options` lists them. ``preset="lfw"`` (or
+        ``"att"``) gives an image folder the benchmark's options (:mod:`mi_art.data.presets`); options
+        given beside it override the preset's.
 
     Returns
     -------
@@ -127,5 +157,5 @@ def load_dataset(name: str, /, root: Optional[PathLike] = None, **options: Any) 
             hint = f" (Debian's dataset-fashion-mnist installs it in {idx.FASHION_MNIST_DEBIAN_ROOT})"
         raise ValueError(f"dataset {key!r} needs a data folder: root is required{hint}")
     check_dataset_options(key, options)
-    arguments = {**source.fixed, **options}
+    arguments = {**source.fixed, **expand_preset(key, options)}
     return source.loader(root, **arguments) if source.needs_root else source.loader(**arguments)
