@@ -306,12 +306,13 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     priv = bench.data.private_all()
     save_reconstruction_grid(out / "reconstructions.png", result["reconstructions"], result["labels"], priv.x,
                              priv.y, identity_names=bench.data.private_identities,
-                             title=f"{attack.upper()} {variant} on {dataset}: Acc@1 {result['acc@1']:.2f}")
+                             title=f"{attack.upper()} {variant} on {bench.data.name}: Acc@1 {result['acc@1']:.2f}")
     fid = result["fid_eval_features"]
     acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"
     panel = "" if config.judges == 1 else (f" (mean of {config.judges} judges: "
                                     + " / ".join(f"{a:.3f}" for a in result["acc@1_judges"]) + ")")
-    click.echo(f"{attack}/{variant} on {dataset}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}{panel} "
+    click.echo(f"{attack}/{variant} on {bench.data.name}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}"
+               f"{panel} "
                f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
                f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
                f"target acc {result['target_test_accuracy']:.3f}, "
@@ -520,7 +521,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         done = completed_cells(out, [c.id for c in cells])
         click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
         for c in cells:
-            click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.config.dataset}  {c.defense_label}  "
+            click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.dataset_label}  {c.defense_label}  "
                        f"{c.config.attack}/{c.config.variant}  seed {c.config.attack_seed}")
         click.echo("grid file (TOML; save it and pass it to --config):")
         click.echo(grid_to_toml(grid.to_dict()))

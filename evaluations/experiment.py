@@ -184,7 +184,9 @@ class Workbench:
         root = str(Path(config.data_root).resolve()) if config.data_root else None
         self.data: MIDataset = data if data is not None else load_dataset(config.dataset, root, **config.data_options)
         # artifacts are keyed by what they were made from: the data's content, not only its name
-        self._data_key = {"dataset": config.dataset, "options": config.data_options,
+        # (not the name the user gives it: renaming a data set does not retrain its models)
+        self._data_key = {"dataset": config.dataset,
+                          "options": {k: v for k, v in config.data_options.items() if k != "name"},
                           "content": data_fingerprint(self.data)}
         self.defense_record: Optional[Dict[str, Any]] = None
         # the models target() and evaluator() returned: artifacts made with them are keyed by their configs

@@ -62,7 +62,8 @@ from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN
 
 # GridError, check_grid, load_grid_file, grid_to_toml, merge_grid, ... are importable from here too (their
 # modules: grid_schema, grid_files); __all__ lists what this module defines.
-__all__ = ["Cell", "DatasetSpec", "DefenseSpec", "Grid", "cell_id", "defense_label", "load_data"]
+__all__ = ["Cell", "DatasetSpec", "DefenseSpec", "Grid", "cell_id", "config_dataset_label", "defense_label",
+           "load_data"]
 
 @dataclass
 class DatasetSpec:
@@ -70,6 +71,14 @@ class DatasetSpec:
     root: Optional[str] = None
     options: Dict[str, Any] = field(default_factory=dict)
     overrides: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The name this data set's rows, report section and plots go under (:func:`mi_art.data.dataset_label`:
+        an image folder's own name, or the ``name`` in its ``data_options``)."""
+        from mi_art.data import dataset_label
+
+        return dataset_label(self.name, self.root, self.options)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"name": self.name}
@@ -109,6 +118,12 @@ class Cell:
                    index=int(d.get("index", 0)))
 
     @property
+    def dataset_label(self) -> str:
+        """The name the cell's results go under: the image folder's (or the user's ``name``), else the dataset's
+        (:func:`mi_art.data.dataset_label`)."""
+        return config_dataset_label(self.config)
+
+    @property
     def target_group(self) -> str:
         """Cells with the same value share a target (and its KEDMI prior, surrogates, p_reg)."""
         c = self.config
@@ -118,6 +133,16 @@ class Cell:
         if c.target_pretrain_epochs:
             key["pretrain_epochs"] = c.target_pretrain_epochs
         return config_key(key)
+
+
+def config_dataset_label(config: ExperimentConfig) -> str:
+    """:func:`mi_art.data.dataset_label` of a cell's configuration: what its row calls its data set."""
+    from mi_art.data import dataset_label
+
+    try:
+        return dataset_label(config.dataset, config.data_root, config.data_options)
+    except ValueError:  # an unknown dataset: Grid.validate names it
+        return str(config.dataset)
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
@@ -289,6 +314,7 @@ class Grid:
             key = d.name.strip().lower().replace("_", "-")
             if key not in DATASETS:
                 raise GridError(f"unknown dataset {d.name!r}; choose one of {', '.join(DATASETS)}")
+        _check_distinct_datasets(self.datasets)
         for spec in self.defenses:
             try:
                 defense_defaults(spec.name)
@@ -397,6 +423,14 @@ class Grid:
                             for variant in (self.variants if attack not in BASELINE_ONLY else ["baseline"]):
                                 config = self._config(d, spec.name, params, attack, variant, seed)
                                 out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out)))
+        ids: Dict[str, Cell] = {}
+        for cell in out:  # a set: linear in the cells
+            if cell.id in ids:
+                a, b = ids[cell.id], cell
+                raise GridError(f"cells {a.index} and {b.index} ({a.dataset_label} {a.defense_label} {a.config.attack}/"
+                                f"{a.config.variant} seed {a.config.attack_seed}) are the same work: the grid lists a "
+                                "data set, defense setting or seed twice")
+            ids[cell.id] = cell
         return out
 
     def summary(self) -> str:
@@ -407,7 +441,8 @@ class Grid:
                  f"defense setting(s) x {len(self.seeds)} seed(s) x attack/variant pairs "
                  f"{sorted({(c.config.attack, c.config.variant) for c in cells})}"]
         for d in self.datasets:
-            lines.append(f"  dataset {d.name}: data_root={d.root or '-'} data_options={json.dumps(d.options, sort_keys=True)}"
+            lines.append(f"  dataset {d.label} ({d.name}): data_root={d.root or '-'} "
+                         f"data_options={json.dumps(d.options, sort_keys=True)}"
                          + (f" overrides={json.dumps(d.overrides, sort_keys=True)}" if d.overrides else ""))
         for s in self.defenses:
             for p in s.params:
@@ -432,6 +467,33 @@ def _preview_ids(ids: Sequence[int]) -> str:
     if ids and ids == list(range(ids[0], ids[0] + len(ids))):
         return f"{ids[0]}-{ids[-1]}"
     return ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+
+
+def _check_distinct_datasets(datasets: Sequence[DatasetSpec]) -> None:
+    """Each data set of a grid once, under a name of its own: rows, report sections and plots find a data set by
+    its name (:attr:`DatasetSpec.label`), so two data sets under one name would be averaged as if they were
+    seeds of one, and one data set under two names would be computed twice."""
+    by_label: Dict[str, int] = {}
+    by_data: Dict[str, int] = {}
+    for i, d in enumerate(datasets):
+        label = d.label
+        kind = d.name.strip().lower().replace("_", "-")
+        data = data_memo_key("image-folder" if kind == "folder" else kind, d.root,  # "folder": the same loader
+                             {k: v for k, v in d.options.items() if k != "name"})
+        if data in by_data:
+            j = by_data[data]
+            same = "the same data set" if datasets[j].label == label else \
+                f"the same data under two names ({datasets[j].label!r} and {label!r})"
+            raise GridError(f"datasets[{j}] and datasets[{i}] are {same} ({d.name}, data_root={d.root!r}, "
+                            f"data_options={json.dumps(d.options, sort_keys=True)}): list it once")
+        if label in by_label:
+            j = by_label[label]
+            fix = ("give each folder a name of its own, e.g. data_options = { name = \"" + label + "-2\" }"
+                   if kind in ("image-folder", "folder") else
+                   "only image folders take a name (data_options name); evaluate the other in a grid of its own")
+            raise GridError(f"datasets[{j}] and datasets[{i}] are different data sets that would both be reported as "
+                            f"{label!r} (their rows, report section and plots would be merged): {fix}")
+        by_label[label], by_data[data] = i, i
 
 
 def _data_path_problem(d: DatasetSpec) -> Optional[str]:

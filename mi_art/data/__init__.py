@@ -32,7 +32,8 @@ from .dataset import MIDataset, Split
 from .digits import load_digits_data
 from .idx import FASHION_MNIST_DEBIAN_ROOT, load_mnist
 from .image_folder import IMAGE_EXTENSIONS, load_image_folder
-from .registry import DATASETS, canonical_name, check_dataset_options, dataset_options, load_dataset
+from .registry import (DATASETS, canonical_name, check_dataset_options, dataset_label, dataset_options,
+                       load_dataset)
 
 __all__ = [
     "CELEBA_CROP",
@@ -43,6 +44,7 @@ __all__ = [
     "Split",
     "canonical_name",
     "check_dataset_options",
+    "dataset_label",
     "dataset_options",
     "load_celeba",
     "load_dataset",
