@@ -479,7 +479,8 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
                   cpus_per_task: float = 1.0, threads: Union[int, str, None] = None,
                   device: Optional[str] = None,
                   verbose: bool = False, progress: bool = True, report: bool = True,
-                  echo: Callable[[str], None] = print, validate: bool = True) -> List[Dict[str, Any]]:
+                  echo: Callable[[str], None] = print, validate: bool = True,
+                  allow_large: bool = False) -> List[Dict[str, Any]]:
     """Run every unfinished cell of ``grid``, then write the report. Returns the rows in grid order.
 
     :param out_dir: Results folder: ``cells/``, ``grid.json``, the report; ``cache/`` by default.
@@ -488,6 +489,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     :param threads: torch threads per worker: a count, "auto" or "torch" (:func:`worker_threads`; default:
         the library's policy in process, the usable CPUs divided among the workers for process, the task's
         CPUs for ray).
+    :param allow_large: Let :meth:`Grid.validate` pass a grid too large to finish or fit (the size guard).
     :raises GridError: An invalid grid, before anything is trained.
     :raises GridRunError: Some cells failed (the others are saved; rerun to retry the failed ones).
     """
@@ -497,7 +499,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     if executor == "ray":
         import_ray()  # fail before any training when Ray is missing
     if validate:
-        grid.validate()
+        grid.validate(allow_large=allow_large)
     out = Path(out_dir).resolve()
     cache = Path(cache_dir).resolve() if cache_dir is not None else out / "cache"
     cells = grid.cells()

@@ -50,15 +50,20 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
 from .config_rules import ATTACKS, BASELINE_ONLY, VARIANTS
-from .experiment import ExperimentConfig, config_defaults
+from .experiment import ExperimentConfig, config_defaults, query_budget_problem
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
                           SEED_SCOPES, ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,
                           _identities, check_device_form, check_grid, data_option_keys, renamed_dataset_keys)
+from .size_guard import SizeError, check_size, grid_size_problem, reconstruction_problem
 
 # GridError, check_grid, load_grid_file, grid_to_toml, merge_grid, ... are importable from here too (their
 # modules: grid_schema, grid_files); __all__ lists what this module defines.
@@ -267,7 +272,19 @@ class Grid:
 
     # ---------------------------------------------------------------- validation
 
-    def validate(self, *, check_data: bool = True, load_data: bool = True) -> List[str]:
+    def pairs(self) -> List[Tuple[str, str]]:
+        """The (attack, variant) pairs of each cell group: MIFace and BREP-MI run their baseline only."""
+        return [(a, v) for a in self.attacks for v in (self.variants if a not in BASELINE_ONLY else ["baseline"])]
+
+    def n_cells(self) -> int:
+        """The number of cells, counted without making them."""
+        return len(self.datasets) * len(self.seeds) * sum(len(s.params) for s in self.defenses) * len(self.pairs())
+
+    def _shape(self) -> str:
+        return (f"{len(self.datasets)} dataset(s) x {sum(len(s.params) for s in self.defenses)} defense setting(s) x "
+                f"{len(self.seeds)} seed(s) x {len(self.pairs())} attack/variant pair(s)")
+
+    def validate(self, *, check_data: bool = True, load_data: bool = True, allow_large: bool = False) -> List[str]:
         """Check everything that can be checked before any training: names of datasets, defenses,
         attacks and variants; seeds; budgets and architectures (``ExperimentConfig.validate``); defense
         parameters (``mi_art.defenses.api``); data folders; and, when ``load_data``, the loader options and the
@@ -275,6 +292,8 @@ class Grid:
 
         :param check_data: A missing or unreadable data folder is an error; when False it is returned as
             a warning instead (``--dry-run`` on a machine without the data).
+        :param allow_large: Let through a grid or a reconstruction count too large to finish or fit in memory
+            (:mod:`mi_art.evaluations.size_guard`), which is otherwise refused, its size stated.
         :return: Warnings (problems tolerated because ``check_data`` is False).
         :raises GridError: The first problem found, named.
         """
@@ -295,8 +314,14 @@ class Grid:
         for s in self.seeds:
             if isinstance(s, bool) or not isinstance(s, int) or s < 0:
                 raise GridError(f"seeds must be non-negative integers, got {s!r}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise GridError(f"seeds repeat a value: {self.seeds}")
+        again = repeated_values(self.seeds)
+        if again:
+            raise GridError(f"seeds repeat {', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}: "
+                            "list each once")
+        try:
+            check_size(grid_size_problem(self.n_cells(), self._shape()), allow_large)
+        except SizeError as err:
+            raise GridError(str(err)) from None
         if self.seed_scope not in SEED_SCOPES:
             raise GridError(f"unknown seed_scope {self.seed_scope!r}; choose one of {SEED_SCOPES}")
         if isinstance(self.artifact_seed, bool) or not isinstance(self.artifact_seed, int) or self.artifact_seed < 0:
@@ -323,7 +348,7 @@ class Grid:
             if spec.name != spec.name.strip().lower() or spec.name not in DEFENSES:
                 raise GridError(f"write the defense name {spec.name!r} as one of {', '.join(DEFENSES)}")
         labels = [defense_label(s.name, p) for s in self.defenses for p in s.params]
-        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+        dup = sorted(repeated_values(labels))
         if dup:
             raise GridError(f"the grid lists the same defense setting twice: {', '.join(dup)}")
         # budgets and architectures, through the configuration of a representative cell per dataset
@@ -351,6 +376,7 @@ class Grid:
                 warnings_out.append(problem)
             elif load_data:
                 data = _load(d)
+            self._check_reconstructions(d, data, allow_large)
             n_train = len(data.private_train) if data is not None else 1000
             for spec in self.defenses:
                 for params in spec.params:
@@ -358,6 +384,24 @@ class Grid:
             if data is not None:
                 self._check_shapes(d, data)
         return warnings_out
+
+    def _check_reconstructions(self, d: DatasetSpec, data: Any, allow_large: bool) -> None:
+        """The reconstructions (or candidates) of a cell fit in memory and finish: with the data, at its size and
+        number of identities; without it, at the least they can be (one identity, or those listed, of 1x8x8)."""
+        ids = self._budget(d, "identities")
+        if data is not None:
+            n_ids, floats = (len(ids) if ids is not None else data.num_classes), int(np.prod(data.input_shape))
+        else:
+            size = d.options.get("image_size") if isinstance(d.options.get("image_size"), int) else 8
+            n_ids, floats = (len(ids) if ids is not None else 1), size * size
+        per_identity = max(self._budget(d, "n_reconstructions"), self._budget(d, "n_candidates") or 0)
+        what = f"dataset {d.label!r}: n_reconstructions={self._budget(d, 'n_reconstructions')}" + (
+            f" with n_candidates={self._budget(d, 'n_candidates')}" if self._budget(d, "n_candidates") else "")
+        try:
+            check_size(reconstruction_problem(what, n_ids, per_identity, floats, self._budget(d, "iterations"),
+                                              self._budget(d, "batch_size")), allow_large)
+        except SizeError as err:
+            raise GridError(str(err)) from None
 
     def _check_shapes(self, d: DatasetSpec, data: Any) -> None:
         from mi_art.models import make_classifier
@@ -378,6 +422,11 @@ class Grid:
             if bad:
                 raise GridError(f"dataset {d.name!r} has {data.num_classes} private identities (0-"
                                 f"{data.num_classes - 1}); identities out of range: {bad[:10]}")
+        for attack, variant in self.pairs():  # the query budget against the public images it is spent on
+            problem = query_budget_problem(self._config(d, "none", {}, attack, variant, self.seeds[0]),
+                                           len(data.public.x))
+            if problem is not None:
+                raise GridError(f"dataset {d.label!r}, {attack}/{variant}: {problem}")
         try:
             for arch in (self._budget(d, "eval_arch"), *self._budget(d, "surrogate_archs")):
                 make_classifier(arch, c, data.num_classes, s)
@@ -419,10 +468,9 @@ class Grid:
             for seed in self.seeds:
                 for spec in self.defenses:
                     for params in spec.params:
-                        for attack in self.attacks:
-                            for variant in (self.variants if attack not in BASELINE_ONLY else ["baseline"]):
-                                config = self._config(d, spec.name, params, attack, variant, seed)
-                                out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out)))
+                        for attack, variant in self.pairs():
+                            config = self._config(d, spec.name, params, attack, variant, seed)
+                            out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out)))
         ids: Dict[str, Cell] = {}
         for cell in out:  # a set: linear in the cells
             if cell.id in ids:
