@@ -333,12 +333,10 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         set_threads(threads)
     try:
         bench = Workbench(config, ArtifactCache(cache_dir))  # checks the config against the data; trains nothing
-        check_size(reconstruction_problem(
-            f"n_reconstructions={config.n_reconstructions}" + (f" with n_candidates={config.n_candidates}"
-                                                                if config.n_candidates else ""),
-            len(ids) if ids is not None else bench.data.num_classes,
-            max(config.n_reconstructions, config.n_candidates or 0), math.prod(bench.data.input_shape),
-            config.iterations, config.batch_size), allow_large)
+        check_size(reconstruction_problem(config.n_reconstructions, config.n_candidates,
+                                          len(ids) if ids is not None else bench.data.num_classes,
+                                          math.prod(bench.data.input_shape), config.iterations, config.batch_size),
+                   allow_large)
         result = run_attack(bench)
     except ValueError as err:
         raise click.ClickException(" ".join(str(err).split())) from None

@@ -25,7 +25,9 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     [[datasets]]
     name = "digits"                          # mi_art.data.DATASETS
     # data_root = "../shared/data/att_faces"   # required by every dataset but digits
-    # data_options = { private = 20, image_size = 32 }   # loader arguments (earlier files: root, options)
+    # data_options = { private = 20, image_size = 32 }   # loader arguments (earlier files: root, options);
+                                             # an image folder's rows, report section and plots go
+                                             # under its folder's name, or { name = "orl" }
     # target_epochs = 30                     # budgets may be overridden per dataset
 
     [[defenses]]
@@ -39,7 +41,8 @@ Every key is checked for type and range when a grid is loaded (:func:`check_grid
 :func:`load_grid_file` and :meth:`Grid.from_dict`): a string where a list is expected, a width of -4,
 a float where an integer is needed, an unknown key, an unknown loader option or defense parameter
 all end in one :class:`GridError` that lists every problem, so ``mi-art evaluate --dry-run`` refuses a
-grid that would fail later.
+grid that would fail later. :meth:`Grid.validate` adds what needs the data (identities, the query budget
+against the public images) and the size guard (:mod:`mi_art.evaluations.size_guard`).
 
 A cell is one ``ExperimentConfig``; its id is a stable hash of that configuration (``device`` and
 ``verbose`` excluded: they change how, not what, is computed).
@@ -394,12 +397,10 @@ class Grid:
         else:
             size = d.options.get("image_size") if isinstance(d.options.get("image_size"), int) else 8
             n_ids, floats = (len(ids) if ids is not None else 1), size * size
-        per_identity = max(self._budget(d, "n_reconstructions"), self._budget(d, "n_candidates") or 0)
-        what = f"dataset {d.label!r}: n_reconstructions={self._budget(d, 'n_reconstructions')}" + (
-            f" with n_candidates={self._budget(d, 'n_candidates')}" if self._budget(d, "n_candidates") else "")
         try:
-            check_size(reconstruction_problem(what, n_ids, per_identity, floats, self._budget(d, "iterations"),
-                                              self._budget(d, "batch_size")), allow_large)
+            b = {k: self._budget(d, k) for k in ("n_reconstructions", "n_candidates", "iterations", "batch_size")}
+            check_size(reconstruction_problem(b["n_reconstructions"], b["n_candidates"], n_ids, floats, b["iterations"],
+                                              b["batch_size"], where=f"dataset {d.label!r}: "), allow_large)
         except SizeError as err:
             raise GridError(str(err)) from None
 

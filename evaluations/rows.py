@@ -24,8 +24,8 @@ TOP_K = (1, 5)
 #: uniformly among its ``n_classes`` classes; ``acc@k`` is None (``n/a``) when ``k >= n_classes``. Attack
 #: metrics are means over the cell's ``n_judges`` evaluation models; ``*_judge_std`` their spread over judges.
 ROW_KEYS = ("cell_id", "dataset", "dataset_kind", "defense", "defense_params", "defense_label", "natural_accuracy",
-            "epsilon", "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5", "acc@5_std",
-            "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
+            "epsilon", "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5",
+            "acc@5_std", "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
             "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "n_candidates", "iterations",
             "n_judges", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std",
             "access", "queries", "independent_acc@1", "independent_acc@5", "independent_dist",

@@ -51,11 +51,13 @@ def _seconds(s: float) -> str:
     return f"{s:,.0f} s" + (f" ({days:,.0f} days)" if days >= 1 else "")
 
 
-def reconstruction_problem(what: str, n_identities: int, per_identity: int, image_floats: int, iterations: int,
-                           batch_size: int) -> Optional[str]:
-    """Why ``per_identity`` reconstructions (or candidates) of each of ``n_identities`` identities, images of
-    ``image_floats`` values, cannot fit in memory or finish; None when they can."""
-    count = n_identities * per_identity
+def reconstruction_problem(n_reconstructions: int, n_candidates: Optional[int], n_identities: int, image_floats: int,
+                           iterations: int, batch_size: int, where: str = "") -> Optional[str]:
+    """Why ``n_reconstructions`` (or ``n_candidates``, when more) of each of ``n_identities`` identities, images of
+    ``image_floats`` values, cannot fit in memory or finish; None when they can. ``where`` starts the message."""
+    what = f"{where}n_reconstructions={n_reconstructions}" + (f" with n_candidates={n_candidates}"
+                                                               if n_candidates else "")
+    count = n_identities * max(n_reconstructions, n_candidates or 0)
     need = count * (RECONSTRUCTION_COPIES * image_floats + LATENT_FLOATS) * 4
     seconds = iterations * math.ceil(count / batch_size) * STEP_SECONDS
     memory = machine_memory()
