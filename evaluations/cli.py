@@ -322,7 +322,9 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         _parse_int_list(identities, "--identities", allow_large=allow_large), "--identities")
     out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}{_options_suffix(options)}")
     _check_out_dir(out)
-    _check_out_dir(Path(cache_dir), "--cache-dir")
+    problem = _writable_problem(Path(cache_dir))  # made when the first artifact is stored: not made here
+    if problem is not None:
+        raise click.BadParameter(f"{problem}: the trained models could not be cached there", param_hint="'--cache-dir'")
     click.get_current_context().meta[_LOG_DIR] = out
     # gan_augment "auto" is resolved by the config, for the dataset, as for the grid's cells
     fields = field_values("attack", fields) | {"surrogate_archs": tuple(fields["surrogate_archs"])}

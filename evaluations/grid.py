@@ -285,7 +285,7 @@ class Grid:
 
     def _shape(self) -> str:
         return (f"{len(self.datasets)} dataset(s) x {sum(len(s.params) for s in self.defenses)} defense setting(s) x "
-                f"{len(self.seeds)} seed(s) x {len(self.pairs())} attack/variant pair(s)")
+                f"{len(self.seeds):,} seed(s) x {len(self.pairs())} attack/variant pair(s)")
 
     def validate(self, *, check_data: bool = True, load_data: bool = True, allow_large: bool = False) -> List[str]:
         """Check everything that can be checked before any training: names of datasets, defenses,
