@@ -121,3 +121,22 @@ def test_old_rows_named_image_folder_still_load_named_by_their_folder():
     bare = {"cell_id": "d", "dataset": "image-folder"}  # no configuration: kept as it was
     assert normalise_row(bare)["dataset"] == "image-folder"
     assert normalise_row({"cell_id": "e", "dataset": "digits"})["dataset"] == "digits"
+
+
+def test_an_old_results_folder_reports_its_folders_apart(tmp_path):
+    """Cells saved when every folder was "image-folder", re-rendered by `mi-art report`: two sections."""
+    out = tmp_path / "old"
+    (out / "cells").mkdir(parents=True)
+    for i, (root, acc) in enumerate((("/data/att_faces", 0.8), ("/data/lfw", 0.2))):
+        row = {"cell_id": f"c{i}", "index": i, "dataset": "image-folder", "defense": "none", "defense_params": {},
+               "defense_label": "none", "natural_accuracy": 0.9, "attack": "gmi", "variant": "baseline", "seed": 0,
+               "artifact_seed": 0, "acc@1": acc, "acc@1_std": 0.0, "acc@5": None, "acc@5_std": None,
+               "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0,
+               "evaluator_test_accuracy": 0.9, "n_identities": 2, "n_reconstructions": 1, "iterations": 2,
+               "n_classes": 10, "config": {"dataset": "image-folder", "data_root": root, "data_options": {}}}
+        (out / "cells" / f"c{i}.json").write_text(json.dumps(row))
+    result = CliRunner().invoke(main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "## att_faces\n" in report and "## lfw\n" in report and "## image-folder" not in report
+    assert [r["dataset"] for r in json.loads((out / "results.json").read_text())] == ["att_faces", "lfw"]
