@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 import traceback
@@ -24,6 +25,11 @@ THREADS_HELP = ("torch's CPU threads: a count, 'auto' (the CPUs this process may
                 "idle when it starts, at least 1: torch's default of one per core is several times slower when "
                 "another job holds a core; benchmarks/results/threads.md) or 'torch' (torch's default) "
                 "[default: $MI_ART_THREADS, else $OMP_NUM_THREADS, else auto].")
+
+ALLOW_LARGE_HELP = ("Run work the size guard refuses as too large to finish or fit in memory (a grid of more than "
+                    "10,000 cells, a seed or identity range of more than a million values, reconstructions that "
+                    "cannot fit in this machine's memory or need over 30 days of attack steps).")
+
 
 def _check_device_option(value: Optional[str], executor: str = "local") -> None:
     """``--device`` against what this machine has: a usage error for cuda without CUDA (checked in the
@@ -110,7 +116,8 @@ def _check_out_dir(out: Path, option: str = "--out") -> None:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
             pass
     except OSError as err:
-        raise click.BadParameter(f"cannot write results to {out}: {err.strerror or err}", param_hint=f"'{option}'") \
+        what = "results" if option == "--out" else "the artifact cache"
+        raise click.BadParameter(f"cannot write {what} to {out}: {err.strerror or err}", param_hint=f"'{option}'") \
             from None
 
 
@@ -129,14 +136,33 @@ def _check_data_root(dataset: str, data_root: Optional[str]) -> None:
 
 
 def _check_int_list(values: list, option: str) -> list:
-    """A non-empty list of distinct values (``--identities``, ``--seeds``)."""
+    """A non-empty list of distinct values (``--identities``, ``--seeds``), checked in one pass."""
+    from mi_art.validation import repeated as repeated_values
+
     if not values:
         raise click.BadParameter("no value given; give at least one, e.g. 0,1 or 0-4", param_hint=f"'{option}'")
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise click.BadParameter(f"{', '.join(map(str, repeated))} given twice; list each once",
-                                 param_hint=f"'{option}'")
+    again = sorted(repeated_values(values))
+    if again:
+        raise click.BadParameter(f"{', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''} given "
+                                 "twice; list each once", param_hint=f"'{option}'")
     return values
+
+
+def _writable_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be made and written as a folder, found without creating anything (a dry run writes
+    nothing): it is a file, it lies under a file, or its nearest existing folder cannot be written to."""
+    import os
+
+    path = path.expanduser()
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return (f"{path} is a file, not a folder" if existing == path else
+                f"cannot make the folder {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write to {existing}" + ("" if existing == path else f" (to make {path})")
+    return None
 
 
 def _internal_error_log(ctx: click.Context, err: BaseException) -> Path:
@@ -210,9 +236,12 @@ def _engine_of(err: BaseException) -> Optional[Tuple[str, str]]:
     return None
 
 
-def _parse_int_list(text: str, option: str) -> list:
-    """``"0,1,2"`` or ``"0-4"`` (or a mix) -> a list of non-negative ints."""
-    values = []
+def _parse_int_list(text: str, option: str, *, allow_large: bool = False) -> list:
+    """``"0,1,2"`` or ``"0-4"`` (or a mix) -> a list of non-negative ints. The ranges are counted before they are
+    made into a list: one too large to hold (``0-99999999``) is refused by the size guard, its size stated."""
+    from .size_guard import SizeError, check_size, list_size_problem
+
+    ranges = []
     for part in text.split(","):
         part = part.strip()
         if not part:
@@ -224,16 +253,20 @@ def _parse_int_list(text: str, option: str) -> list:
                 if lo_i > hi_i:
                     raise click.BadParameter(f"the range {part!r} is empty: write LOW-HIGH with LOW <= HIGH",
                                              param_hint=f"'{option}'")
-                values.extend(range(lo_i, hi_i + 1))
+                ranges.append(range(lo_i, hi_i + 1))
             else:
-                values.append(int(part))
+                ranges.append(range(int(part), int(part) + 1))
         except ValueError:
             raise click.BadParameter(f"expected integers like 0,1,2 or 0-4, got {text!r}",
                                      param_hint=f"'{option}'") from None
-    negative = [v for v in values if v < 0]
+    negative = [r.start for r in ranges if r.start < 0]
     if negative:
         raise click.BadParameter(f"values must be >= 0, got {negative[0]} in {text!r}", param_hint=f"'{option}'")
-    return values
+    try:
+        check_size(list_size_problem(option, text, sum(len(r) for r in ranges)), allow_large)
+    except SizeError as err:
+        raise click.BadParameter(str(err), param_hint=f"'{option}'") from None
+    return [v for r in ranges for v in r]
 
 
 @click.group(cls=_Main)
@@ -264,10 +297,11 @@ def main() -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False), default="mi_art_runs/cache", show_default=True,
               help="Where trained targets, priors and surrogates are cached and reused.")
 @click.option("--threads", type=THREADS, default=None, help=THREADS_HELP)
+@click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 @click.option("--verbose/--quiet", default=True, show_default=True)
 def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...], attack: str, variant: str,
            identities: Optional[str], seed: int, attack_seed: int, device: str, out_dir: Optional[str],
-           cache_dir: str, threads: Any, verbose: bool, **fields: Any) -> None:
+           cache_dir: str, threads: Any, allow_large: bool, verbose: bool, **fields: Any) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
     from mi_art.threads import set_threads
     from mi_art.utils import write_atomic
@@ -275,6 +309,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     from .cache import ArtifactCache
     from .experiment import ExperimentConfig, Workbench, public_record, run_attack
     from .plots import save_reconstruction_grid
+    from .size_guard import check_size, reconstruction_problem
 
     # every option is checked before any work starts
     if attack in ("miface", "brepmi") and variant != "baseline":
@@ -283,10 +318,13 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     options = _parse_options(data_options)
     _check_data_options(dataset, options)
     _check_data_root(dataset, data_root)
-    ids = None if identities is None else _check_int_list(_parse_int_list(identities, "--identities"),
-                                                            "--identities")
+    ids = None if identities is None else _check_int_list(
+        _parse_int_list(identities, "--identities", allow_large=allow_large), "--identities")
     out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}{_options_suffix(options)}")
     _check_out_dir(out)
+    problem = _writable_problem(Path(cache_dir))  # made when the first artifact is stored: not made here
+    if problem is not None:
+        raise click.BadParameter(f"{problem}: the trained models could not be cached there", param_hint="'--cache-dir'")
     click.get_current_context().meta[_LOG_DIR] = out
     # gan_augment "auto" is resolved by the config, for the dataset, as for the grid's cells
     fields = field_values("attack", fields) | {"surrogate_archs": tuple(fields["surrogate_archs"])}
@@ -296,7 +334,11 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     if threads is not None:
         set_threads(threads)
     try:
-        bench = Workbench(config, ArtifactCache(cache_dir))
+        bench = Workbench(config, ArtifactCache(cache_dir))  # checks the config against the data; trains nothing
+        check_size(reconstruction_problem(config.n_reconstructions, config.n_candidates,
+                                          len(ids) if ids is not None else bench.data.num_classes,
+                                          math.prod(bench.data.input_shape), config.iterations, config.batch_size),
+                   allow_large)
         result = run_attack(bench)
     except ValueError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
@@ -306,12 +348,13 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     priv = bench.data.private_all()
     save_reconstruction_grid(out / "reconstructions.png", result["reconstructions"], result["labels"], priv.x,
                              priv.y, identity_names=bench.data.private_identities,
-                             title=f"{attack.upper()} {variant} on {dataset}: Acc@1 {result['acc@1']:.2f}")
+                             title=f"{attack.upper()} {variant} on {bench.data.name}: Acc@1 {result['acc@1']:.2f}")
     fid = result["fid_eval_features"]
     acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"
     panel = "" if config.judges == 1 else (f" (mean of {config.judges} judges: "
                                     + " / ".join(f"{a:.3f}" for a in result["acc@1_judges"]) + ")")
-    click.echo(f"{attack}/{variant} on {dataset}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}{panel} "
+    click.echo(f"{attack}/{variant} on {bench.data.name}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}"
+               f"{panel} "
                f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
                f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
                f"target acc {result['target_test_accuracy']:.3f}, "
@@ -366,7 +409,7 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
 
 
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,
-                    budgets: Dict[str, Any], base: Dict[str, Any]) -> Dict[str, Any]:
+                    budgets: Dict[str, Any], base: Dict[str, Any], *, allow_large: bool = False) -> Dict[str, Any]:
     from .grid_schema import renamed_dataset_keys
 
     over: Dict[str, Any] = {k: v for k, v in budgets.items() if v is not None and v != ()}
@@ -399,7 +442,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
     if variants:
         over["variants"] = list(variants)
     if seeds is not None:
-        over["seeds"] = _check_int_list(_parse_int_list(seeds, "--seeds"), "--seeds")
+        over["seeds"] = _check_int_list(_parse_int_list(seeds, "--seeds", allow_large=allow_large), "--seeds")
     if seed_scope is not None:
         over["seed_scope"] = seed_scope
     return over
@@ -455,6 +498,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--device", default=None, help="'auto', 'cpu' or 'cuda[:N]' [default: the grid's, else auto].")
 @click.option("--dry-run", is_flag=True, help="Validate the grid and print the plan; train nothing. A missing "
                                               "data folder is a warning here, an error in a real run.")
+@click.option("--allow-large", is_flag=True, help=ALLOW_LARGE_HELP)
 @click.option("--verbose/--quiet", default=False, show_default=True, help="Progress bars inside long steps.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="The progress bar over cells.")
 def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[str], datasets: Tuple[str, ...],
@@ -462,7 +506,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
              attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
              out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
              address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Any,
-             device: Optional[str], dry_run: bool, verbose: bool, progress: bool, **fields: Any) -> None:
+             device: Optional[str], dry_run: bool, allow_large: bool, verbose: bool, progress: bool,
+             **fields: Any) -> None:
     """Evaluate a grid of defenses x attacks x variants x seeds; resumable; writes results.csv,
     results.json, report.md, plots and reconstruction images under --out.
 
@@ -492,13 +537,13 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
             base = merge_grid(base, load_grid_file(config_file))
         budgets = field_values("evaluate", fields)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
-                                                seeds, seed_scope, budgets, base))
+                                                seeds, seed_scope, budgets, base, allow_large=allow_large))
         if name is not None:
             spec["name"] = name
         if device is not None:
             spec["device"] = device
         grid = Grid.from_dict(spec)
-        problems = grid.validate(check_data=not dry_run)
+        problems = grid.validate(check_data=not dry_run, allow_large=allow_large)
         if grid.device is not None and executor != "ray":
             try:
                 check_device("the grid's device", grid.device)
@@ -509,9 +554,16 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
     except GridError as err:
         raise click.ClickException(f"invalid grid: {err}") from None
     out = Path(out_dir or f"mi_art_runs/evaluate-{grid.name}")
-    if not dry_run:  # a dry run writes nothing under --out, not even an error log
+    if not dry_run:
         _check_out_dir(out)
+        if cache_dir is not None:
+            _check_out_dir(Path(cache_dir), "--cache-dir")
         click.get_current_context().meta[_LOG_DIR] = out
+    else:  # the same folders, checked without writing anything: a dry run writes nothing, not even an error log
+        for folder, option in ((out, "--out"), (None if cache_dir is None else Path(cache_dir), "--cache-dir")):
+            problem = None if folder is None else _writable_problem(folder)
+            if problem is not None:
+                raise click.BadParameter(f"{problem}: a real run could not write there", param_hint=f"'{option}'")
     if dry_run:
         for p in problems:
             click.echo(f"warning: {p} (a real run stops here)", err=True)
@@ -520,7 +572,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         done = completed_cells(out, [c.id for c in cells])
         click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
         for c in cells:
-            click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.config.dataset}  {c.defense_label}  "
+            click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.dataset_label}  {c.defense_label}  "
                        f"{c.config.attack}/{c.config.variant}  seed {c.config.attack_seed}")
         click.echo("grid file (TOML; save it and pass it to --config):")
         click.echo(grid_to_toml(grid.to_dict()))
@@ -528,7 +580,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
     try:
         evaluate_grid(grid, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address,
                       gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, threads=threads, device=device,
-                      verbose=verbose, progress=progress, echo=click.echo, validate=False)
+                      verbose=verbose, progress=progress, echo=click.echo, validate=False, allow_large=allow_large)
     except (GridError, GridRunError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
 

@@ -165,7 +165,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
         set_threads(threads)
     config = dataclasses.replace(cell.config, verbose=verbose, device=device or cell.config.device)
     start = time.perf_counter()
-    tag = f"{config.dataset} {cell.defense_label} {config.attack}/{config.variant} seed {config.attack_seed}"
+    tag = f"{cell.dataset_label} {cell.defense_label} {config.attack}/{config.variant} seed {config.attack_seed}"
 
     def made(kind: str, seconds: float) -> None:
         if echo is not None:
@@ -183,7 +183,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
         echo(f"  {tag}: attack and its metrics done in {time.perf_counter() - attack_start:.1f} s")
     record = bench.defense_record or {}
     row: Dict[str, Any] = {
-        "cell_id": cell.id, "dataset": config.dataset, "defense": config.defense,
+        "cell_id": cell.id, "dataset": cell.dataset_label, "dataset_kind": config.dataset, "defense": config.defense,
         "defense_params": dict(config.defense_params), "defense_label": cell.defense_label,
         "natural_accuracy": finite_or_none(result["target_test_accuracy"]),
         "epsilon": finite_or_none(record.get("epsilon")), "delta": finite_or_none(record.get("delta")),
@@ -480,7 +480,8 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
                   cpus_per_task: float = 1.0, threads: Union[int, str, None] = None,
                   device: Optional[str] = None,
                   verbose: bool = False, progress: bool = True, report: bool = True,
-                  echo: Callable[[str], None] = print, validate: bool = True) -> List[Dict[str, Any]]:
+                  echo: Callable[[str], None] = print, validate: bool = True,
+                  allow_large: bool = False) -> List[Dict[str, Any]]:
     """Run every unfinished cell of ``grid``, then write the report. Returns the rows in grid order.
 
     :param out_dir: Results folder: ``cells/``, ``grid.json``, the report; ``cache/`` by default.
@@ -489,6 +490,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     :param threads: torch threads per worker: a count, "auto" or "torch" (:func:`worker_threads`; default:
         the library's policy in process, the usable CPUs divided among the workers for process, the task's
         CPUs for ray).
+    :param allow_large: Let :meth:`Grid.validate` pass a grid too large to finish or fit (the size guard).
     :raises GridError: An invalid grid, before anything is trained.
     :raises GridRunError: Some cells failed (the others are saved; rerun to retry the failed ones).
     """
@@ -498,13 +500,13 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     if executor == "ray":
         import_ray()  # fail before any training when Ray is missing
     if validate:
-        grid.validate()
+        grid.validate(allow_large=allow_large)
     out = Path(out_dir).resolve()
     cache = Path(cache_dir).resolve() if cache_dir is not None else out / "cache"
     cells = grid.cells()
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "grid.json", json.dumps({"grid": grid.to_dict(), "cells": [
-        {"id": c.id, "index": c.index, "dataset": c.config.dataset, "defense_label": c.defense_label,
+        {"id": c.id, "index": c.index, "dataset": c.dataset_label, "defense_label": c.defense_label,
          "attack": c.config.attack, "variant": c.config.variant, "seed": c.config.attack_seed} for c in cells],
         "cache_dir": str(cache)}, indent=1))
     done = completed_cells(out, [c.id for c in cells])
@@ -539,7 +541,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
                 if err is not None:
                     bar.update(1)
                     failures.append((cell, err))
-                    write(f"FAILED {cell.config.dataset} {cell.defense_label} {cell.config.attack}/"
+                    write(f"FAILED {cell.dataset_label} {cell.defense_label} {cell.config.attack}/"
                           f"{cell.config.variant} seed {cell.config.attack_seed}: {type(err).__name__}: {err}")
                     full = find_disk_full(err)
                     if full is not None:  # every later cell would fail too: stop, keeping what is saved
@@ -565,7 +567,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
         paths = render_report(out)
         echo(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - report_start:.1f} s")
     if failures:
-        lines = "\n".join(f"  {c.id} {c.config.dataset} {c.defense_label} {c.config.attack}/{c.config.variant} "
+        lines = "\n".join(f"  {c.id} {c.dataset_label} {c.defense_label} {c.config.attack}/{c.config.variant} "
                           f"seed {c.config.attack_seed}: {type(e).__name__}: {e}" for c, e in failures)
         raise GridRunError(f"{len(failures)} of {len(cells)} cells failed (the others are saved; run the same "
                            f"command again to retry):\n{lines}")

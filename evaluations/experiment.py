@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mi_art import (ATTACKS as GAN_ATTACKS, ConditionalGenerator, Critic, Generator, KEDMIDiscriminator,
+from mi_art import (ATTACKS as GAN_ATTACKS, BREPMI, ConditionalGenerator, Critic, Generator, KEDMIDiscriminator,
                     ProjectionDiscriminator, distill_surrogate, estimate_p_reg, make_classifier, top1_agreement,
                     train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
 from mi_art.data import MIDataset, expand_preset, load_dataset
@@ -165,6 +165,47 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
+def _default(function: Any, parameter: str) -> Any:
+    import inspect
+
+    return inspect.signature(function).parameters[parameter].default
+
+
+#: The batch the surrogates are distilled in (distill_surrogate's default: answer_surrogates passes none), and the
+#: candidate codes BREP-MI's first search asks the target about: what the least query budget is made of.
+DISTILL_BATCH_SIZE, BREPMI_INIT_BATCH = _default(distill_surrogate, "batch_size"), _default(BREPMI, "init_batch")
+
+
+def query_budget_problem(config: ExperimentConfig, n_public: int) -> Optional[str]:
+    """Why ``config.max_queries`` cannot pay for the least the run asks of the target through ``predict`` (None
+    when it can), in the user's own value: below white-box each surrogate is distilled on an equal share of it,
+    which first has the target answer the held-out public images and then a batch per step; BREP-MI first
+    looks for a starting code in a batch of candidate codes. Known from the configuration and the number of
+    public images, before anything is trained."""
+    c = config
+    if c.max_queries is None:
+        return None
+    given = f"max_queries={c.max_queries}"
+    if c.attack == "brepmi":
+        need = BREPMI_INIT_BATCH
+        if c.max_queries < need:
+            return (f"{given} cannot pay BREP-MI's first search for starting codes ({need} queries: one batch of "
+                    f"candidate codes); give max_queries >= {need}")
+        return None
+    if c.access == "white-box" or c.attack == "miface" or not c.surrogate_archs:
+        return None
+    k = len(c.surrogate_archs)
+    n_val = max(1, int(round(HELD_OUT_PUBLIC * n_public)))
+    batch = min(DISTILL_BATCH_SIZE, max(1, n_public - n_val))
+    batch *= 2 if c.surrogate_data == "public+prior" else 1  # as many prior samples as public images
+    need = n_val + batch
+    if c.max_queries // k >= need:
+        return None
+    return (f"{given} is too small for access={c.access!r}: the {k} surrogate{'s share' if k > 1 else ' gets'} it "
+            f"({c.max_queries // k} queries each), and distilling one takes at least {need} ({n_val} held-out public "
+            f"images it is checked on, then a batch of {batch} per step); give max_queries >= {need * k}")
+
+
 def config_defaults() -> Dict[str, Any]:
     """Every :class:`ExperimentConfig` field's declared default (``gan_augment``: "auto", before any dataset
     resolves it), for the commands' options and the grid's budgets."""
@@ -185,7 +226,10 @@ class Workbench:
         root = str(Path(config.data_root).resolve()) if config.data_root else None
         self.data: MIDataset = data if data is not None else load_dataset(config.dataset, root, **config.data_options)
         # artifacts are keyed by what they were made from: the data's content, not only its name
-        self._data_key = {"dataset": config.dataset, "options": expand_preset(config.dataset, config.data_options),
+        # (not the name the user gives it: renaming a data set does not retrain its models)
+        self._data_key = {"dataset": config.dataset,
+                          "options": expand_preset(config.dataset, {k: v for k, v in config.data_options.items()
+                                                                    if k != "name"}),
                           "content": data_fingerprint(self.data)}
         self.defense_record: Optional[Dict[str, Any]] = None
         # the models target() and evaluator() returned: artifacts made with them are keyed by their configs
@@ -193,6 +237,17 @@ class Workbench:
         self._own_evaluators: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
         self._public_centre: Optional[torch.Tensor] = None  # a deployed face recogniser's, once computed
         self._check_sizes()
+        self._check_against_data()
+
+    def _check_against_data(self) -> None:
+        """Before any training: what the configuration asks of this data, the identities among its private
+        ones and a query budget that pays for the least the run asks of the target."""
+        c, d = self.config, self.data
+        if c.identities is not None:
+            check_labels(c.identities, d.num_classes, "identities")
+        problem = query_budget_problem(c, len(d.public.x))
+        if problem is not None:
+            raise ValueError(problem)
 
     def _check_sizes(self) -> None:
         """Before any training: every architecture the run can build (target, evaluation model and,

@@ -25,7 +25,9 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     [[datasets]]
     name = "digits"                          # mi_art.data.DATASETS
     # data_root = "../shared/data/att_faces"   # required by every dataset but digits
-    # data_options = { private = 20, image_size = 32 }   # loader arguments (earlier files: root, options)
+    # data_options = { private = 20, image_size = 32 }   # loader arguments (earlier files: root, options);
+                                             # an image folder's rows, report section and plots go
+                                             # under its folder's name, or { name = "orl" }
     # target_epochs = 30                     # budgets may be overridden per dataset
 
     [[defenses]]
@@ -39,7 +41,8 @@ Every key is checked for type and range when a grid is loaded (:func:`check_grid
 :func:`load_grid_file` and :meth:`Grid.from_dict`): a string where a list is expected, a width of -4,
 a float where an integer is needed, an unknown key, an unknown loader option or defense parameter
 all end in one :class:`GridError` that lists every problem, so ``mi-art evaluate --dry-run`` refuses a
-grid that would fail later.
+grid that would fail later. :meth:`Grid.validate` adds what needs the data (identities, the query budget
+against the public images) and the size guard (:mod:`mi_art.evaluations.size_guard`).
 
 A cell is one ``ExperimentConfig``; its id is a stable hash of that configuration (``device`` and
 ``verbose`` excluded: they change how, not what, is computed).
@@ -50,19 +53,25 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
 from .config_rules import ATTACKS, BASELINE_ONLY, VARIANTS
-from .experiment import ExperimentConfig, config_defaults
+from .experiment import ExperimentConfig, config_defaults, query_budget_problem
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
                           SEED_SCOPES, ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,
                           _identities, check_device_form, check_grid, data_option_keys, renamed_dataset_keys)
+from .size_guard import SizeError, check_size, grid_size_problem, reconstruction_problem
 
 # GridError, check_grid, load_grid_file, grid_to_toml, merge_grid, ... are importable from here too (their
 # modules: grid_schema, grid_files); __all__ lists what this module defines.
-__all__ = ["Cell", "DatasetSpec", "DefenseSpec", "Grid", "cell_id", "defense_label", "load_data"]
+__all__ = ["Cell", "DatasetSpec", "DefenseSpec", "Grid", "cell_id", "config_dataset_label", "defense_label",
+           "load_data"]
 
 @dataclass
 class DatasetSpec:
@@ -70,6 +79,14 @@ class DatasetSpec:
     root: Optional[str] = None
     options: Dict[str, Any] = field(default_factory=dict)
     overrides: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The name this data set's rows, report section and plots go under (:func:`mi_art.data.dataset_label`:
+        an image folder's own name, or the ``name`` in its ``data_options``)."""
+        from mi_art.data import dataset_label
+
+        return dataset_label(self.name, self.root, self.options)
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"name": self.name}
@@ -109,6 +126,12 @@ class Cell:
                    index=int(d.get("index", 0)))
 
     @property
+    def dataset_label(self) -> str:
+        """The name the cell's results go under: the image folder's (or the user's ``name``), else the dataset's
+        (:func:`mi_art.data.dataset_label`)."""
+        return config_dataset_label(self.config)
+
+    @property
     def target_group(self) -> str:
         """Cells with the same value share a target (and its KEDMI prior, surrogates, p_reg)."""
         c = self.config
@@ -118,6 +141,16 @@ class Cell:
         if c.target_pretrain_epochs:
             key["pretrain_epochs"] = c.target_pretrain_epochs
         return config_key(key)
+
+
+def config_dataset_label(config: ExperimentConfig) -> str:
+    """:func:`mi_art.data.dataset_label` of a cell's configuration: what its row calls its data set."""
+    from mi_art.data import dataset_label
+
+    try:
+        return dataset_label(config.dataset, config.data_root, config.data_options)
+    except ValueError:  # an unknown dataset: Grid.validate names it
+        return str(config.dataset)
 
 
 def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
@@ -242,7 +275,19 @@ class Grid:
 
     # ---------------------------------------------------------------- validation
 
-    def validate(self, *, check_data: bool = True, load_data: bool = True) -> List[str]:
+    def pairs(self) -> List[Tuple[str, str]]:
+        """The (attack, variant) pairs of each cell group: MIFace and BREP-MI run their baseline only."""
+        return [(a, v) for a in self.attacks for v in (self.variants if a not in BASELINE_ONLY else ["baseline"])]
+
+    def n_cells(self) -> int:
+        """The number of cells, counted without making them."""
+        return len(self.datasets) * len(self.seeds) * sum(len(s.params) for s in self.defenses) * len(self.pairs())
+
+    def _shape(self) -> str:
+        return (f"{len(self.datasets)} dataset(s) x {sum(len(s.params) for s in self.defenses)} defense setting(s) x "
+                f"{len(self.seeds):,} seed(s) x {len(self.pairs())} attack/variant pair(s)")
+
+    def validate(self, *, check_data: bool = True, load_data: bool = True, allow_large: bool = False) -> List[str]:
         """Check everything that can be checked before any training: names of datasets, defenses,
         attacks and variants; seeds; budgets and architectures (``ExperimentConfig.validate``); defense
         parameters (``mi_art.defenses.api``); data folders; and, when ``load_data``, the loader options and the
@@ -250,6 +295,8 @@ class Grid:
 
         :param check_data: A missing or unreadable data folder is an error; when False it is returned as
             a warning instead (``--dry-run`` on a machine without the data).
+        :param allow_large: Let through a grid or a reconstruction count too large to finish or fit in memory
+            (:mod:`mi_art.evaluations.size_guard`), which is otherwise refused, its size stated.
         :return: Warnings (problems tolerated because ``check_data`` is False).
         :raises GridError: The first problem found, named.
         """
@@ -270,8 +317,14 @@ class Grid:
         for s in self.seeds:
             if isinstance(s, bool) or not isinstance(s, int) or s < 0:
                 raise GridError(f"seeds must be non-negative integers, got {s!r}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise GridError(f"seeds repeat a value: {self.seeds}")
+        again = repeated_values(self.seeds)
+        if again:
+            raise GridError(f"seeds repeat {', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}: "
+                            "list each once")
+        try:
+            check_size(grid_size_problem(self.n_cells(), self._shape()), allow_large)
+        except SizeError as err:
+            raise GridError(str(err)) from None
         if self.seed_scope not in SEED_SCOPES:
             raise GridError(f"unknown seed_scope {self.seed_scope!r}; choose one of {SEED_SCOPES}")
         if isinstance(self.artifact_seed, bool) or not isinstance(self.artifact_seed, int) or self.artifact_seed < 0:
@@ -289,6 +342,7 @@ class Grid:
             key = d.name.strip().lower().replace("_", "-")
             if key not in DATASETS:
                 raise GridError(f"unknown dataset {d.name!r}; choose one of {', '.join(DATASETS)}")
+        _check_distinct_datasets(self.datasets)
         for spec in self.defenses:
             try:
                 defense_defaults(spec.name)
@@ -297,7 +351,7 @@ class Grid:
             if spec.name != spec.name.strip().lower() or spec.name not in DEFENSES:
                 raise GridError(f"write the defense name {spec.name!r} as one of {', '.join(DEFENSES)}")
         labels = [defense_label(s.name, p) for s in self.defenses for p in s.params]
-        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+        dup = sorted(repeated_values(labels))
         if dup:
             raise GridError(f"the grid lists the same defense setting twice: {', '.join(dup)}")
         # budgets and architectures, through the configuration of a representative cell per dataset
@@ -325,6 +379,7 @@ class Grid:
                 warnings_out.append(problem)
             elif load_data:
                 data = _load(d)
+            self._check_reconstructions(d, data, allow_large)
             n_train = len(data.private_train) if data is not None else 1000
             for spec in self.defenses:
                 for params in spec.params:
@@ -332,6 +387,22 @@ class Grid:
             if data is not None:
                 self._check_shapes(d, data)
         return warnings_out
+
+    def _check_reconstructions(self, d: DatasetSpec, data: Any, allow_large: bool) -> None:
+        """The reconstructions (or candidates) of a cell fit in memory and finish: with the data, at its size and
+        number of identities; without it, at the least they can be (one identity, or those listed, of 1x8x8)."""
+        ids = self._budget(d, "identities")
+        if data is not None:
+            n_ids, floats = (len(ids) if ids is not None else data.num_classes), int(np.prod(data.input_shape))
+        else:
+            size = d.options.get("image_size") if isinstance(d.options.get("image_size"), int) else 8
+            n_ids, floats = (len(ids) if ids is not None else 1), size * size
+        try:
+            b = {k: self._budget(d, k) for k in ("n_reconstructions", "n_candidates", "iterations", "batch_size")}
+            check_size(reconstruction_problem(b["n_reconstructions"], b["n_candidates"], n_ids, floats, b["iterations"],
+                                              b["batch_size"], where=f"dataset {d.label!r}: "), allow_large)
+        except SizeError as err:
+            raise GridError(str(err)) from None
 
     def _check_shapes(self, d: DatasetSpec, data: Any) -> None:
         from mi_art.models import make_classifier
@@ -352,6 +423,11 @@ class Grid:
             if bad:
                 raise GridError(f"dataset {d.name!r} has {data.num_classes} private identities (0-"
                                 f"{data.num_classes - 1}); identities out of range: {bad[:10]}")
+        for attack, variant in self.pairs():  # the query budget against the public images it is spent on
+            problem = query_budget_problem(self._config(d, "none", {}, attack, variant, self.seeds[0]),
+                                           len(data.public.x))
+            if problem is not None:
+                raise GridError(f"dataset {d.label!r}, {attack}/{variant}: {problem}")
         try:
             for arch in (self._budget(d, "eval_arch"), *self._budget(d, "surrogate_archs")):
                 make_classifier(arch, c, data.num_classes, s)
@@ -393,10 +469,17 @@ class Grid:
             for seed in self.seeds:
                 for spec in self.defenses:
                     for params in spec.params:
-                        for attack in self.attacks:
-                            for variant in (self.variants if attack not in BASELINE_ONLY else ["baseline"]):
-                                config = self._config(d, spec.name, params, attack, variant, seed)
-                                out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out)))
+                        for attack, variant in self.pairs():
+                            config = self._config(d, spec.name, params, attack, variant, seed)
+                            out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out)))
+        ids: Dict[str, Cell] = {}
+        for cell in out:  # a set: linear in the cells
+            if cell.id in ids:
+                a, b = ids[cell.id], cell
+                raise GridError(f"cells {a.index} and {b.index} ({a.dataset_label} {a.defense_label} {a.config.attack}/"
+                                f"{a.config.variant} seed {a.config.attack_seed}) are the same work: the grid lists a "
+                                "data set, defense setting or seed twice")
+            ids[cell.id] = cell
         return out
 
     def summary(self) -> str:
@@ -407,7 +490,8 @@ class Grid:
                  f"defense setting(s) x {len(self.seeds)} seed(s) x attack/variant pairs "
                  f"{sorted({(c.config.attack, c.config.variant) for c in cells})}"]
         for d in self.datasets:
-            lines.append(f"  dataset {d.name}: data_root={d.root or '-'} data_options={json.dumps(d.options, sort_keys=True)}"
+            lines.append(f"  dataset {d.label} ({d.name}): data_root={d.root or '-'} "
+                         f"data_options={json.dumps(d.options, sort_keys=True)}"
                          + (f" overrides={json.dumps(d.overrides, sort_keys=True)}" if d.overrides else ""))
         for s in self.defenses:
             for p in s.params:
@@ -432,6 +516,33 @@ def _preview_ids(ids: Sequence[int]) -> str:
     if ids and ids == list(range(ids[0], ids[0] + len(ids))):
         return f"{ids[0]}-{ids[-1]}"
     return ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+
+
+def _check_distinct_datasets(datasets: Sequence[DatasetSpec]) -> None:
+    """Each data set of a grid once, under a name of its own: rows, report sections and plots find a data set by
+    its name (:attr:`DatasetSpec.label`), so two data sets under one name would be averaged as if they were
+    seeds of one, and one data set under two names would be computed twice."""
+    by_label: Dict[str, int] = {}
+    by_data: Dict[str, int] = {}
+    for i, d in enumerate(datasets):
+        label = d.label
+        kind = d.name.strip().lower().replace("_", "-")
+        data = data_memo_key("image-folder" if kind == "folder" else kind, d.root,  # "folder": the same loader
+                             {k: v for k, v in d.options.items() if k != "name"})
+        if data in by_data:
+            j = by_data[data]
+            same = "the same data set" if datasets[j].label == label else \
+                f"the same data under two names ({datasets[j].label!r} and {label!r})"
+            raise GridError(f"datasets[{j}] and datasets[{i}] are {same} ({d.name}, data_root={d.root!r}, "
+                            f"data_options={json.dumps(d.options, sort_keys=True)}): list it once")
+        if label in by_label:
+            j = by_label[label]
+            fix = ("give each folder a name of its own, e.g. data_options = { name = \"" + label + "-2\" }"
+                   if kind in ("image-folder", "folder") else
+                   "only image folders take a name (data_options name); evaluate the other in a grid of its own")
+            raise GridError(f"datasets[{j}] and datasets[{i}] are different data sets that would both be reported as "
+                            f"{label!r} (their rows, report section and plots would be merged): {fix}")
+        by_label[label], by_data[data] = i, i
 
 
 def _data_path_problem(d: DatasetSpec) -> Optional[str]:

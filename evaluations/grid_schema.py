@@ -138,6 +138,8 @@ def _list_problem(name: str, value: Any, items: str) -> Optional[str]:
 def _check_names(p: _Problems, name: str, value: Any, choices: Sequence[str], kind: str, *,
                  allow_empty: bool = False) -> None:
     """A list (not a string) of distinct ``kind`` names among ``choices``."""
+    from mi_art.validation import repeated as repeated_values
+
     problem = _list_problem(name, value, f"{kind} names")
     if problem is not None:
         p.add(problem)
@@ -147,7 +149,7 @@ def _check_names(p: _Problems, name: str, value: Any, choices: Sequence[str], ki
     for i, v in enumerate(value):
         if not isinstance(v, str) or v not in choices:
             p.add(f"{name}[{i}]: unknown {kind} {v!r}; choose one of {', '.join(choices)}")
-    repeated = sorted({v for v in value if isinstance(v, str) and list(value).count(v) > 1})
+    repeated = sorted(v for v in repeated_values(v for v in value if isinstance(v, str)))
     if repeated:
         p.add(f"{name} repeats {', '.join(map(repr, repeated))}: list each once")
 
@@ -155,6 +157,8 @@ def _check_names(p: _Problems, name: str, value: Any, choices: Sequence[str], ki
 def _check_identities(p: _Problems, name: str, value: Any) -> None:
     """None (all), a range string "0-299" or "7", or a non-empty list of distinct indices >= 0."""
     from mi_art.validation import check_int
+
+    from .size_guard import MAX_LIST_VALUES
 
     if value is None:
         return
@@ -166,6 +170,9 @@ def _check_identities(p: _Problems, name: str, value: Any) -> None:
             a, b = -1, -1
         if not (0 <= a <= b):
             p.add(f"{name} must be a list of class indices or a range like \"0-299\", got {value!r}")
+        elif b - a + 1 > MAX_LIST_VALUES:  # refused before the range is made into a list
+            p.add(f"{name} {value!r} is {b - a + 1:,} identities: more than any data set has (the range may hold at "
+                  f"most {MAX_LIST_VALUES:,}); give the identities to attack")
         return
     problem = _list_problem(name, value, "class indices (or a range like \"0-299\")")
     if problem is not None:
@@ -295,7 +302,7 @@ def check_grid(d: Any, where: str = "the grid") -> None:
     :raises GridError: Listing every problem found (``err.problems``), each naming the key, the value
         and what would be valid.
     """
-    from mi_art.validation import check_choice, check_int
+    from mi_art.validation import check_choice, check_int, repeated as repeated_values
 
     from .config_rules import ATTACKS as attacks, VARIANTS as variants
 
@@ -334,8 +341,10 @@ def check_grid(d: Any, where: str = "the grid") -> None:
         else:
             for i, s in enumerate(seeds):
                 p.run(check_int, f"seeds[{i}]", s, low=0)
-            if len({s for s in seeds if isinstance(s, int)}) != len(seeds):
-                p.add(f"seeds repeat a value: {list(seeds)}")
+            again = repeated_values(s for s in seeds if isinstance(s, int) and not isinstance(s, bool))
+            if again:
+                p.add(f"seeds repeat {', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}: "
+                      "list each once")
     if "seed_scope" in d:
         p.run(check_choice, "seed_scope", d["seed_scope"], SEED_SCOPES)
     if "artifact_seed" in d:

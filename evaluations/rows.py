@@ -18,12 +18,14 @@ PathLike = Union[str, Path]
 #: The k of the Acc@k columns of a row.
 TOP_K = (1, 5)
 
-#: Columns of a result row, in the order of results.csv. ``chance@k`` is the Acc@k of a judge guessing
+#: Columns of a result row, in the order of results.csv. ``dataset`` is the name the data set's results go under (an
+#: image folder's own name, or the ``name`` its options give; :func:`mi_art.data.dataset_label`), ``dataset_kind``
+#: its loader ("image-folder", "digits", ...). ``chance@k`` is the Acc@k of a judge guessing
 #: uniformly among its ``n_classes`` classes; ``acc@k`` is None (``n/a``) when ``k >= n_classes``. Attack
 #: metrics are means over the cell's ``n_judges`` evaluation models; ``*_judge_std`` their spread over judges.
-ROW_KEYS = ("cell_id", "dataset", "defense", "defense_params", "defense_label", "natural_accuracy", "epsilon",
-            "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5", "acc@5_std",
-            "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
+ROW_KEYS = ("cell_id", "dataset", "dataset_kind", "defense", "defense_params", "defense_label", "natural_accuracy",
+            "epsilon", "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5",
+            "acc@5_std", "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
             "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "n_candidates",
             "search_views", "iterations",
             "n_judges", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std",
@@ -76,14 +78,31 @@ def _n_classes(row: Dict[str, Any]) -> Optional[int]:
     return int(k) if isinstance(k, (int, float)) and not isinstance(k, bool) and k >= 1 else None
 
 
+def _name_dataset(row: Dict[str, Any]) -> None:
+    """Rows written before data sets kept their names called every image folder "image-folder": name them as rows
+    are named now, from the folder (or ``name`` option) their configuration holds; fill ``dataset_kind`` in."""
+    from mi_art.data import dataset_label
+
+    config = row.get("config") if isinstance(row.get("config"), dict) else {}
+    kind = config.get("dataset", row.get("dataset"))
+    if row.get("dataset") in ("image-folder", "folder") and config.get("data_root"):
+        options = config.get("data_options") if isinstance(config.get("data_options"), dict) else {}
+        try:
+            row["dataset"] = dataset_label(row["dataset"], config["data_root"], options)
+        except ValueError:
+            pass
+    row.setdefault("dataset_kind", kind)
+
+
 def normalise_row(row: Dict[str, Any]) -> Dict[str, Any]:
     """A copy of ``row`` whose Acc@k reads against chance: ``acc@k`` and ``acc@k_std`` are None where
-    ``k >= n_classes`` (1.0 by construction: not applicable), and ``chance@k`` is filled in from
+    ``k >= n_classes`` (1.0 by construction: not applicable), ``chance@k`` is filled in from
     ``n_classes``. Rows written before these columns existed (no ``n_classes``) keep their values
-    and get no chance level (None)."""
+    and get no chance level (None); rows that call an image folder "image-folder" get the folder's name."""
     from .metrics import chance_level, topk_applicable
 
     out = dict(row)
+    _name_dataset(out)
     n_classes = _n_classes(row)
     for k in TOP_K:
         if n_classes is None:

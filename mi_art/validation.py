@@ -111,6 +111,18 @@ def check_list(name: str, value: Any, *, item: str = "item") -> list:
     return list(value)
 
 
+def repeated(values: Iterable[T]) -> list:
+    """The values that occur more than once, each once, in order of first repetition: one pass with a set (a
+    ``values.count(v)`` per value is quadratic, minutes for a range of a million seeds). Values must be hashable."""
+    seen: set = set()
+    again: dict = {}
+    for v in values:
+        if v in seen:
+            again[v] = None
+        seen.add(v)
+    return list(again)
+
+
 # ------------------------------------------------------------------------------------------ arrays
 
 

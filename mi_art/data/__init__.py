@@ -34,7 +34,8 @@ from .digits import load_digits_data
 from .idx import FASHION_MNIST_DEBIAN_ROOT, load_mnist
 from .image_folder import IMAGE_EXTENSIONS, FolderSplit, load_image_folder, split_image_folder
 from .presets import IMAGE_FOLDER_PRESETS, LFW_EXCLUDE, preset_options
-from .registry import DATASETS, canonical_name, check_dataset_options, dataset_options, expand_preset, load_dataset
+from .registry import (DATASETS, canonical_name, check_dataset_options, dataset_label, dataset_options, expand_preset,
+                       load_dataset)
 
 __all__ = [
     "CELEBA_CROP",
@@ -48,6 +49,7 @@ __all__ = [
     "Split",
     "canonical_name",
     "check_dataset_options",
+    "dataset_label",
     "dataset_options",
     "expand_preset",
     "load_celeba",

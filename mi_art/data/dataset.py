@@ -7,7 +7,7 @@ from typing import Any, Tuple
 
 import numpy as np
 
-from ..validation import as_numpy, check_int
+from ..validation import as_numpy, check_int, repeated as repeated_values
 from .checks import check_channels, preview
 from .identities import check_disjoint
 
@@ -81,7 +81,7 @@ def _names(field: str, names: Any) -> Tuple[str, ...]:
     for i, n in enumerate(names):
         if not isinstance(n, str):
             raise ValueError(f"{field}[{i}] must be an identity name (a string), got {n!r}")
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(repeated_values(names))
     if repeated:
         raise ValueError(f"{field} repeats {preview(repeated)}: each label needs its own identity")
     return tuple(names)

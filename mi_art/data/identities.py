@@ -13,7 +13,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..validation import is_int, is_number
+from ..validation import is_int, is_number, repeated as repeated_values
 from .checks import preview
 
 IdentitySpec = Union[int, float, Sequence[str]]
@@ -48,7 +48,7 @@ def check_identity_spec(what: str, spec: Any, *, allow_none: bool = False) -> No
         for i, n in enumerate(spec):
             if not isinstance(n, str) or not n:
                 raise ValueError(f"{what}[{i}] must be an identity name (a non-empty string), got {n!r}")
-        duplicates = sorted({n for n in spec if spec.count(n) > 1}, key=natural_key)
+        duplicates = sorted(repeated_values(spec), key=natural_key)
         if duplicates:
             raise ValueError(f"{what} identity list repeats {preview(duplicates)}")
         return

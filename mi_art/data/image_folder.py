@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ..validation import check_choice
+from ..validation import check_choice, repeated as repeated_values
 from .checks import (Crop, PathLike, check_channels, check_crop, check_image_size, check_loader_seed, check_name,
                      check_optional_limit, check_root, check_test_fraction, preview)
 from .dataset import MIDataset
@@ -46,7 +46,7 @@ def check_exclude(value: Any) -> Tuple[str, ...]:
         if not isinstance(item, str) or item.count("/") != 1 or not all(item.split("/")):
             raise ValueError(f"exclude[{i}] must be 'identity/file' (one identity folder, one file name), "
                              f"got {item!r}")
-    repeated = sorted({v for v in value if value.count(v) > 1})
+    repeated = sorted(repeated_values(value))
     if repeated:
         raise ValueError(f"exclude lists {preview(repeated)} more than once")
     return tuple(value)

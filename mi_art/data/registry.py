@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from . import celeba, digits, idx, image_folder
@@ -41,6 +42,30 @@ def canonical_name(name: Any) -> str:
     key = name.strip().lower().replace("_", "-")
     if key not in _SOURCES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return key
+
+
+#: Datasets read from a folder of the user's choosing: their results are named after the folder.
+_FOLDER_DATASETS = ("image-folder", "folder")
+
+
+def dataset_label(name: str, /, root: Optional[PathLike] = None, options: Optional[Mapping[str, Any]] = None) -> str:
+    """The name a dataset's results go under, known without reading it: the loader's ``name`` option
+    where it is given, else, for an image folder, the folder's own name (``att_faces``, ``lfw``), else the
+    dataset's name. It is the :attr:`MIDataset.name` that :func:`load_dataset` returns, so two image
+    folders in one grid are never reported as one "image-folder".
+
+    >>> dataset_label("image-folder", "/data/att_faces"), dataset_label("folder", "/x", {"name": "orl"})
+    ('att_faces', 'orl')
+    >>> dataset_label("Digits")
+    'digits'
+    """
+    key = canonical_name(name)
+    given = (options or {}).get("name")
+    if isinstance(given, str) and given:
+        return given
+    if key in _FOLDER_DATASETS and root is not None:
+        return Path(root).expanduser().resolve().name or key
     return key
 
 
