@@ -126,7 +126,13 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     ``target`` may also be a :class:`mi_art.access.PredictOracle`: the target behind an API, asked through
     ``predict`` alone (black-box: its scores; label-only: its labels), every image a counted query. The
     student then learns the answers with cross-entropy against them (``temperature`` is not used), and
-    training stops early, keeping the best student, when the oracle's budget cannot answer another batch.
+    training stops early, keeping the best student, when the oracle's budget cannot answer another batch, or
+    when its ``predict`` still fails after the oracle's retries (a ``RuntimeWarning`` says so, with the step
+    and the calls answered and failed).
+
+    Before any work, the images are checked where they meet the target (its ``input_shape`` and
+    ``clip_values``; [0, 1] channels first for a bare module: :meth:`mi_art.utils.EstimatorModule.unit_images`,
+    :meth:`mi_art.access.PredictOracle.to_unit`) and the student must give one output per class of the target.
 
     ``mixed_precision`` runs the student's forward passes in bfloat16
     (:func:`mi_art.training.mixed_precision_context`); the target answers in its own precision.
