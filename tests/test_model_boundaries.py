@@ -274,3 +274,11 @@ def test_a_distillation_outliving_its_api_keeps_its_best_student_and_warns():
     assert out is student and not out.training
     assert torch.allclose(out.bias, student.evaluated[1 + int(np.argmin(kl))])
     assert kl[-1] > min(kl)  # the student at the interruption was not the best one
+
+
+def test_brepmi_chains_at_the_box_diagonal_stop_after_patience():
+    """At the diagonal the sphere cannot grow: those steps count towards patience, and the chain stops
+    (here: 5 steps to reach it, 5 more, instead of all 40 steps)."""
+    attack = M.BREPMI(_api(_constant), _Recorder(), max_iterations=40, patience=5, init_batch=8, seed=0, verbose=False)
+    attack.infer(None, np.array([0]))
+    assert attack.queries_ == 8 + 10 * (32 + 1)  # the initial batch, then 10 steps of 32 sphere points and the code
