@@ -10,7 +10,7 @@ from .threads import apply_default_threads, set_threads
 
 apply_default_threads()  # before any work: see mi_art.threads (MI_ART_THREADS or OMP_NUM_THREADS override it)
 
-from .access import ACCESS_LEVELS, PredictOracle, QueryBudgetError
+from .access import ACCESS_LEVELS, MalformedAnswerError, PredictFailedError, PredictOracle, QueryBudgetError
 from . import attacks
 from .attacks import *  # noqa: F401,F403 (the registry module's attacks: adding one does not touch this file)
 from .features import extract_features, last_linear, logits_and_features
@@ -25,7 +25,8 @@ from .utils import load_checkpoint, resolve_device, save_checkpoint, seed_everyt
 __version__ = "0.1.0"
 
 __all__ = [
-    *attacks.__all__, "ACCESS_LEVELS", "PredictOracle", "QueryBudgetError", "extract_features", "last_linear",
+    *attacks.__all__, "ACCESS_LEVELS", "MalformedAnswerError", "PredictFailedError", "PredictOracle",
+    "QueryBudgetError", "extract_features", "last_linear",
     "logits_and_features", "ARCHITECTURES", "CNN", "Critic", "Generator", "KEDMIDiscriminator", "MLP", "ResNet",
     "VGG16BN", "IRNet", "ConditionalGenerator", "ProjectionDiscriminator", "PRIORS", "ModelSet", "make_classifier",
     "distill_surrogate", "estimate_p_reg", "prior_samples", "top1_agreement", "train_classifier", "train_gmi_prior",

@@ -3,6 +3,7 @@ target and surrogates distilled from it on public data only, how much they agree
 attacks see it (:class:`ModelSet`)."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, List, Optional, Sequence
 
 import numpy as np
@@ -11,12 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import trange
 
-from .access import PredictOracle
+from .access import PredictFailedError, PredictOracle
 from .features import penultimate_layer
 from .priors.networks import LATENT_DIM
 from .quality import warn_weak, weak_surrogate_warning
 from .training import augment_batch, infinite_batches, mixed_precision_context, show_progress
-from .utils import DeviceLike, as_module, batched_logits, eval_mode, module_device, resolve_device, seed_everything
+from .utils import (DeviceLike, EstimatorModule, as_module, batched_logits, eval_mode, module_device, resolve_device,
+                    seed_everything)
 from .validation import (check_count, check_finite, check_finite_at, check_images, check_module_finite,
                          check_number, check_optional_count, check_positive)
 
@@ -31,20 +33,64 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def top1_agreement(model_a: Any, model_b: Any, x: Any, *, batch_size: int = 256, output_index: Any = None,
                    device: DeviceLike = None) -> float:
-    """Share of images in ``x`` on which two classifiers (ART estimators or modules) predict the same class.
+    """Share of images in ``x`` on which two classifiers with the same classes predict the same class.
 
-    ``x`` is in ``model_a``'s input space (what its ``predict`` takes); ``model_b`` sees the same images
-    mapped to its own (a bare module: [0, 1] channels first). ``output_index`` applies to a model
-    returning a tuple or dict."""
-    x = torch.from_numpy(check_images(x, "x"))
-    a = as_module(model_a, "model_a", output_index=output_index)
-    b = as_module(model_b, "model_b", output_index=output_index)
-    device = resolve_device(device) if device is not None else module_device(a)
-    x = x.to(device)
-    with eval_mode(a), eval_mode(b):
-        pa = batched_logits(a, x, batch_size).argmax(1)
-        pb = batched_logits(b, b.from_unit(a.to_unit(x)), batch_size).argmax(1)
-    return float((pa == pb).float().mean())
+    Each model is an ART PyTorch estimator or a module (run through its forward pass), another ART
+    classifier (a ``BlackBoxClassifier``: asked through ``predict``) or a
+    :class:`~mi_art.access.PredictOracle` (asked through ``predict`` too, every image a counted query).
+    ``x`` is in ``model_a``'s input space (what its ``predict`` takes) and checked there; ``model_b`` sees
+    the same images mapped to its own (a bare module: [0, 1] channels first). ``output_index`` applies to
+    a model returning a tuple or dict. Models with different numbers of classes are refused."""
+    check_count("batch_size", batch_size)
+    a = _Predictor(model_a, "model_a", output_index, device)
+    b = _Predictor(model_b, "model_b", output_index, device)
+    raw = check_images(x, "x")
+    unit = a.unit_images(raw, "x")
+    first = torch.from_numpy(unit[:1])
+    classes = a.classes(first), b.classes(first)
+    if classes[0] != classes[1]:
+        raise ValueError(f"model_a has {classes[0]} classes and model_b {classes[1]}: top-1 agreement compares "
+                         "models of the same classes (a surrogate built with the target's nb_classes)")
+    agree = 0
+    for start in range(0, len(unit), batch_size):
+        batch = torch.from_numpy(unit[start:start + batch_size])
+        as_given = torch.from_numpy(raw[start:start + batch_size])
+        agree += int((a.predicted(batch, as_given) == b.predicted(batch)).sum())
+    return agree / len(unit)
+
+
+class _Predictor:
+    """A classifier as :func:`top1_agreement` asks it, on unit-space images: through its module view (an ART
+    PyTorch estimator, a module) or through ``predict`` (an oracle; any other ART classifier, made one)."""
+
+    def __init__(self, model: Any, what: str, output_index: Any, device: DeviceLike) -> None:
+        from art.estimators.pytorch import PyTorchEstimator
+
+        if not isinstance(model, (PredictOracle, PyTorchEstimator, nn.Module)) and hasattr(model, "predict"):
+            model = PredictOracle(model)
+        self.oracle = model if isinstance(model, PredictOracle) else None
+        self.view = None if self.oracle else as_module(model, what, output_index=output_index)
+        self.device = None if self.oracle else (resolve_device(device) if device is not None
+                                                else module_device(self.view))
+
+    def unit_images(self, x: Any, name: str) -> np.ndarray:
+        """``x`` in this model's input space, checked, as unit-space images."""
+        return self.oracle.to_unit(x, name) if self.oracle else self.view.unit_images(x, name)
+
+    def classes(self, unit: torch.Tensor) -> int:
+        if self.oracle:
+            return self.oracle.nb_classes
+        with eval_mode(self.view):
+            return int(self.view(self.view.from_unit(unit.to(self.device))).shape[1])
+
+    def predicted(self, unit: torch.Tensor, as_given: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The class each unit-space image is given, on the CPU; a module view takes ``as_given`` (the same
+        images in its input space, as the user gave them) where there is one."""
+        if self.oracle:
+            return self.oracle.answers(unit).argmax(1)
+        x = as_given if as_given is not None else self.view.from_unit(unit)
+        with eval_mode(self.view), torch.no_grad():
+            return self.view(x.to(self.device)).argmax(1).cpu()
 
 
 def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generator: Optional[nn.Module] = None,
@@ -81,7 +127,13 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     ``target`` may also be a :class:`mi_art.access.PredictOracle`: the target behind an API, asked through
     ``predict`` alone (black-box: its scores; label-only: its labels), every image a counted query. The
     student then learns the answers with cross-entropy against them (``temperature`` is not used), and
-    training stops early, keeping the best student, when the oracle's budget cannot answer another batch.
+    training stops early, keeping the best student, when the oracle's budget cannot answer another batch, or
+    when its ``predict`` still fails after the oracle's retries (a ``RuntimeWarning`` says so, with the step
+    and the calls answered and failed).
+
+    Before any work, the images are checked where they meet the target (its ``input_shape`` and
+    ``clip_values``; [0, 1] channels first for a bare module: :meth:`mi_art.utils.EstimatorModule.unit_images`,
+    :meth:`mi_art.access.PredictOracle.to_unit`) and the student must give one output per class of the target.
 
     ``mixed_precision`` runs the student's forward passes in bfloat16
     (:func:`mi_art.training.mixed_precision_context`); the target answers in its own precision.
@@ -102,7 +154,9 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     precision = mixed_precision_context(mixed_precision, device)
     oracle = target if isinstance(target, PredictOracle) else None
     teacher = None if oracle else as_module(target, "target", output_index=output_index).to(device).eval()
+    # the images are checked where they meet the target (layout, channels, range) before any work
     x = check_images(public_x, "public_x")
+    x = oracle.to_unit(x, "public_x") if oracle is not None else _checked(teacher, x, "public_x")
     if val_x is None:
         check_number("val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True)
         n_val = max(1, int(round(val_fraction * len(x))))
@@ -110,10 +164,16 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
             raise ValueError(f"public_x has {len(x)} images: too few to set {n_val} aside for validation; pass val_x")
         perm = np.random.default_rng(seed).permutation(len(x))
         x, val = x[perm[n_val:]], x[perm[:n_val]]
+    elif oracle is not None:
+        val = oracle.to_unit(val_x, "val_x")
     else:
-        val = check_images(val_x, "val_x", shape=x.shape[1:])
+        val = _checked(teacher, check_images(val_x, "val_x", shape=x.shape[1:]), "val_x")
+    student.to(device)
+    first = torch.from_numpy(x[:1] if oracle is not None else teacher.to_unit(x[:1])).to(device)
+    _check_same_classes(student, first, oracle.nb_classes if oracle is not None
+                        else int(batched_logits(teacher, torch.from_numpy(x[:1]).to(device)).shape[1]))
     if oracle is not None:  # the student's space: [0, 1], channels first
-        x, val = (torch.from_numpy(oracle.to_unit(a)).to(device) for a in (x, val))
+        x, val = torch.from_numpy(x).to(device), torch.from_numpy(val).to(device)
         val_teacher = oracle.answers(val).clamp_min(1e-12).log()  # log-probabilities: the KL's teacher logits
 
         def teach(images: torch.Tensor) -> torch.Tensor:
@@ -126,14 +186,20 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
 
         def teach(images: torch.Tensor) -> torch.Tensor:
             return teacher(images)
+
+    def held_out_kl() -> float:
+        with eval_mode(student):
+            return distillation_loss(batched_logits(student, val), val_teacher,
+                                     1.0 if oracle is not None else temperature).item()
+
     if generator is not None:
         generator = generator.to(device).eval()
         latent = int(getattr(generator, "latent_dim", LATENT_DIM))
-    student.to(device).train()
+    student.train()
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step or steps + 1, gamma=0.5)
     data = infinite_batches(x, min(batch_size, len(x)))
-    best, best_state, stale = float("inf"), None, 0
+    best, best_state, best_step, stale = float("inf"), None, None, 0
     bar = trange(steps, desc=f"distil {type(student).__name__}", disable=not verbose)
     for step in bar:
         xb = augment_batch(next(data), augment)
@@ -143,8 +209,13 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
             xb = torch.cat([xb, fake])
         if oracle is not None and oracle.remaining() is not None and oracle.remaining() < len(xb):
             break  # the budget cannot answer another batch: keep the best student so far
-        with torch.no_grad():
-            answer = teach(xb)
+        try:
+            with torch.no_grad():
+                answer = teach(xb)
+        except PredictFailedError as err:
+            _interrupted(student, err, step, steps, held_out_kl(), best, best_state, best_step, oracle)
+            best_state = None  # already in the student
+            break
         with precision:
             logits = student(xb).float()
         if oracle is not None:  # cross-entropy against the answers: the KL to them up to a constant
@@ -157,12 +228,10 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
         opt.step()
         sched.step()
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            with eval_mode(student):
-                val_kl = distillation_loss(batched_logits(student, val), val_teacher,
-                                           1.0 if oracle is not None else temperature).item()
+            val_kl = held_out_kl()
             show_progress(bar, len(xb), kl=loss, val_kl=val_kl)
             if val_kl < best:
-                best, stale = val_kl, 0
+                best, best_step, stale = val_kl, step + 1, 0
                 best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
             else:
                 stale += 1
@@ -178,6 +247,42 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
                                        "it out of the attack's surrogates")
     warn_weak([weak] if weak else [])
     return student.eval()
+
+
+def _checked(teacher: EstimatorModule, x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` as given (the target's input space), once :meth:`~mi_art.utils.EstimatorModule.unit_images` has
+    checked it where it meets the target."""
+    teacher.unit_images(x, name)
+    return x
+
+
+def _check_same_classes(student: nn.Module, unit: torch.Tensor, target_classes: int) -> None:
+    """The student must score as many classes as the target (its outputs on unit-space images ``unit``)."""
+    with eval_mode(student), torch.no_grad():
+        out = student(unit)
+    if not isinstance(out, torch.Tensor):
+        shown = f"a {type(out).__name__}"
+    else:
+        shown = f"{out.shape[1]} outputs" if out.ndim == 2 else f"outputs of shape {tuple(out.shape)}"
+    if not (isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] == target_classes):
+        raise ValueError(f"the student returns {shown}, but the target has {target_classes} classes: build the "
+                         f"student with {target_classes} outputs (e.g. make_classifier(arch, channels, "
+                         f"{target_classes}, size))")
+
+
+def _interrupted(student: nn.Module, err: PredictFailedError, step: int, steps: int, current: float, best: float,
+                 best_state: Optional[dict], best_step: Optional[int], oracle: PredictOracle) -> None:
+    """The API failed beyond its retries at ``step``: the student becomes the best one so far (the current
+    one, whose held-out KL is ``current``, when it is better than the best evaluated), and a warning says so."""
+    if best_state is not None and best <= current:
+        student.load_state_dict(best_state)
+        kept = f"the best student so far (held-out KL {best:.4g}, after step {best_step})"
+    else:
+        kept = f"the student as it stood (held-out KL {current:.4g}, after step {step})"
+    warnings.warn(f"distillation interrupted at step {step + 1} of {steps}: {err}. Keeping {kept}; the API answered "
+                  f"{oracle.calls} requests ({oracle.queries} images) and failed {oracle.failed_calls} tries. "
+                  "Raise the oracle's retries or backoff, or distil again when the API is back",
+                  RuntimeWarning, stacklevel=3)
 
 
 class ModelSet:

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import trange
 
-from .utils import DeviceLike, channels_last_on_cpu, module_device, resolve_device, seed_everything
+from .utils import DeviceLike, channels_last_on_cpu, eval_mode, module_device, resolve_device, seed_everything
 from .validation import (check_bool, check_count, check_finite, check_images, check_labels, check_module_finite,
-                         check_number, check_positive)
+                         check_number, check_positive, check_unit_images)
 
 AUGMENTATIONS = ("none", "shift", "flip", "flip-shift")
 #: Optimizers of :func:`make_optimizer`.
@@ -107,6 +107,9 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
                      verbose: bool = False, desc: str = "classifier") -> nn.Module:
     """Train ``model`` on ``(x, y)`` with cross-entropy (or ``loss_fn(model, x, y)``); returns it in eval mode.
 
+    ``x``: images in [0, 1], channels first (a bare module takes them so, as the priors and attacks give them);
+    ``y``: class indices (or one-hot rows) below the number of the model's outputs.
+
     ``optimizer`` is "adam" or "sgd" (momentum 0.9); the learning rate follows a cosine schedule.
     ``mixed_precision`` runs the forward passes in bfloat16 (:func:`mixed_precision_context`).
     ``reestimate_batch_norm``: after training, the running statistics of every trained BatchNorm are
@@ -121,10 +124,13 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
     seed_everything(seed)
     device = resolve_device(device)
     precision = mixed_precision_context(mixed_precision, device)  # checked before any work
-    x = torch.from_numpy(check_images(x))
-    out_dim = getattr(getattr(model, "fc", None), "out_features", None)
-    y = torch.from_numpy(check_labels(y, out_dim or int(np.max(y)) + 1, length=len(x)))
-    model.to(device).train()
+    x = torch.from_numpy(check_unit_images(x, "x", user="train_classifier",
+                                           fix="scale them to [0, 1] (e.g. divide 0..255 images by 255): a bare "
+                                               "module takes images in [0, 1], as the priors and attacks give them"))
+    classes = _output_count(model.to(device), x[:1].to(device))
+    y = torch.from_numpy(check_labels(y, classes or int(np.max(y)) + 1, length=len(x),
+                                      classes=f" (the model has {classes} outputs)" if classes else ""))
+    model.train()
     with channels_last_on_cpu(model, device):
         _fit(model, x, y, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
              optimizer=optimizer, augment=augment, loss_fn=loss_fn or _cross_entropy, precision=precision,
@@ -133,6 +139,14 @@ def train_classifier(model: nn.Module, x: Any, y: Any, *, epochs: int = 30, batc
             _reestimate_batch_norm(model, x, batch_size, device)
     check_module_finite(model, f"the {desc}")
     return model.eval()
+
+
+def _output_count(model: nn.Module, image: torch.Tensor) -> Optional[int]:
+    """How many classes ``model`` scores: its outputs on one image (eval mode, no gradients); None for a model
+    that returns something other than a 2-d tensor (its own ``loss_fn`` reads it)."""
+    with eval_mode(model), torch.no_grad():
+        out = model(image)
+    return int(out.shape[1]) if isinstance(out, torch.Tensor) and out.ndim == 2 else None
 
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int, lr: float,

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .validation import check_images, check_int, check_labels  # noqa: F401  (re-exported: the one validation layer)
+from .validation import (check_clip_range, check_images, check_int, check_labels,  # noqa: F401  (re-exported)
+                         check_unit_images)
 
 DeviceLike = Union[str, torch.device, None]
 
@@ -145,28 +146,27 @@ class EstimatorModule(nn.Module):
 
     def check_input_range(self, x: Any, name: str) -> None:
         """``x``, images meant for this view's input space (what the estimator's ``predict`` takes), must be
-        able to be there: ValueError when a value lies outside the estimator's ``clip_values``, or when every
-        value is within 1 of the range's low end although the range spans far more (e.g. [0, 1] images
-        for a (0, 255) estimator: no real 8-bit image is that dark). Unit views and estimators without
-        ``clip_values`` take anything."""
-        clip = self.clip_values
-        if self.unit_input or clip is None:
-            return
-        lo, hi = float(np.min(np.asarray(clip[0]))), float(np.max(np.asarray(clip[1])))
-        values = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
-        if values.numel() == 0:
-            return
-        vmin, vmax = float(values.min()), float(values.max())
-        slack = 1e-3 * (hi - lo)
-        if vmin < lo - slack or vmax > hi + slack:
-            raise ValueError(f"{name} has values in [{vmin:.4g}, {vmax:.4g}], outside the {self.what}'s clip_values "
-                             f"({lo:g}, {hi:g}): give the images in the estimator's input space, as its predict "
-                             "takes them")
-        if hi - lo > 2 and vmax <= lo + 1 and values.numel() >= 64:
-            raise ValueError(f"{name} lies in [{vmin:.4g}, {vmax:.4g}] but the {self.what}'s clip_values are "
-                             f"({lo:g}, {hi:g}): these look like images in [0, 1]; give them in the estimator's "
-                             f"input space (e.g. {'' if lo == 0 else f'{lo:g} + '}x * {hi - lo:g}), as its predict "
-                             "takes them")
+        able to be there (:func:`~mi_art.validation.check_clip_range`). Unit views and estimators without
+        ``clip_values`` take anything here (:meth:`unit_images` checks them in the unit space)."""
+        if not self.unit_input and self.clip_values is not None:
+            check_clip_range(x, name, self.clip_values, self.what)
+
+    def unit_images(self, x: Any, name: str) -> np.ndarray:
+        """``x``, images in this view's input space, checked where they meet the model and mapped to the unit
+        space: the estimator's ``input_shape`` (layout and channels), its ``clip_values``
+        (:meth:`check_input_range`), and [0, 1] channels first once mapped
+        (:func:`~mi_art.validation.check_unit_images`: what a bare module or an estimator without
+        ``clip_values`` takes). Returns float32 NCHW in [0, 1] as an array."""
+        shape = getattr(self.estimator, "input_shape", None) if not self.unit_input else None
+        arr = check_images(x, name, tuple(shape) if shape is not None and len(shape) == 3 else None)
+        if self.unit_input or self.clip_values is None:
+            kind = "as a unit view" if self.unit_input else ("a bare module" if self.estimator is None
+                                                             else "an estimator without clip_values")
+            return check_unit_images(self.to_unit(arr), name, user=f"the {self.what}, {kind},",
+                                     fix="scale them to [0, 1] (e.g. divide 0..255 images by 255), or wrap the "
+                                         "model in an ART estimator with clip_values=(0, 255)")
+        self.check_input_range(arr, name)
+        return np.clip(self.to_unit(arr), 0, 1)
 
     def from_unit(self, images: Any) -> Any:
         """NCHW images in [0, 1] (tensor or array) -> this view's input space (array in, array out)."""

@@ -130,15 +130,20 @@ def as_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def check_unit_images(x: Any, name: str = "x", clip_values: Optional[Tuple[float, float]] = None) -> np.ndarray:
-    """Images for a GAN prior, which works in [0, 1] channels first (its generator ends in a sigmoid):
-    ``clip_values`` ``(lo, hi)`` maps them from that range first. Channels-last input and values outside
-    the range are refused with the fix named. Returns float32 NCHW in [0, 1]."""
+def check_unit_images(x: Any, name: str = "x", clip_values: Optional[Tuple[float, float]] = None, *,
+                      shape: Optional[Tuple[int, ...]] = None, user: str = "a GAN prior",
+                      fix: Optional[str] = None) -> np.ndarray:
+    """The one range and layout check of images meant for the unit space, where GAN priors (their generator
+    ends in a sigmoid), surrogates, oracles and bare modules work: [0, 1], channels first. ``clip_values``
+    ``(lo, hi)`` maps them from that range first. Channels-last input, images of another ``shape``
+    ``(C, H, W)`` and values outside the range are refused with the fix named (``user``: who works in
+    [0, 1], for the message; ``fix``: how to bring images there, default: divide by 255 or pass
+    ``clip_values``). Returns float32 NCHW in [0, 1]."""
     arr = as_numpy(x)
     if arr.ndim == 4 and arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
         raise ValueError(f"{name} looks channels-last, shape {arr.shape} (N, H, W, C): give (N, C, H, W) images, "
                          f"e.g. {name}.transpose(0, 3, 1, 2)")
-    arr = check_images(arr, name)
+    arr = check_images(arr, name, shape)
     if clip_values is not None:
         lo, hi = (check_number(f"clip_values[{i}]", v) for i, v in enumerate(clip_values))
         if not lo < hi:
@@ -146,10 +151,33 @@ def check_unit_images(x: Any, name: str = "x", clip_values: Optional[Tuple[float
         arr = (arr - lo) / (hi - lo)
     low, high = float(arr.min()), float(arr.max())
     if low < -1e-6 or high > 1 + 1e-6:
-        raise ValueError(f"{name} has values from {low:g} to {high:g}, but a GAN prior works on images in [0, 1]: "
-                         + ("scale them to [0, 1] (e.g. divide 0..255 images by 255) or pass clip_values=(0, 255)"
-                            if clip_values is None else f"they are outside clip_values={tuple(clip_values)}"))
+        if fix is None:
+            fix = ("scale them to [0, 1] (e.g. divide 0..255 images by 255) or pass clip_values=(0, 255)"
+                   if clip_values is None else f"they are outside clip_values={tuple(clip_values)}")
+        raise ValueError(f"{name} has values from {low:g} to {high:g}, but {user} works on images in [0, 1]: {fix}")
     return arr
+
+
+def check_clip_range(x: Any, name: str, clip_values: Tuple[Any, Any], what: str = "model") -> None:
+    """``x``, images meant for a model whose input range is ``clip_values`` (what its ``predict`` takes), must
+    be able to be there: ValueError when a value lies outside the range, or when every value is within 1 of
+    the range's low end although the range spans far more (e.g. [0, 1] images for a (0, 255) model: no real
+    8-bit image is that dark). ``what`` names the model in the message."""
+    lo, hi = float(np.min(np.asarray(clip_values[0]))), float(np.max(np.asarray(clip_values[1])))
+    values = x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    if values.numel() == 0:
+        return
+    vmin, vmax = float(values.min()), float(values.max())
+    slack = 1e-3 * (hi - lo)
+    if vmin < lo - slack or vmax > hi + slack:
+        raise ValueError(f"{name} has values in [{vmin:.4g}, {vmax:.4g}], outside the {what}'s clip_values "
+                         f"({lo:g}, {hi:g}): give the images in the estimator's input space, as its predict "
+                         "takes them")
+    if hi - lo > 2 and vmax <= lo + 1 and values.numel() >= 64:
+        raise ValueError(f"{name} lies in [{vmin:.4g}, {vmax:.4g}] but the {what}'s clip_values are "
+                         f"({lo:g}, {hi:g}): these look like images in [0, 1]; give them in the estimator's "
+                         f"input space (e.g. {'' if lo == 0 else f'{lo:g} + '}x * {hi - lo:g}), as its predict "
+                         "takes them")
 
 
 def check_images(x: Any, name: str = "x", shape: Optional[Tuple[int, ...]] = None) -> np.ndarray:

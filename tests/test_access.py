@@ -222,7 +222,7 @@ def test_cli_attack_with_label_only_access(tmp_path):
 
 def test_brepmi_reconstructs_from_labels_alone(api_target, gmi_prior, eval_model, attack_labels):
     """Through predict alone (the API's guard) and within its budget, boundary repulsion moves each code
-    deeper into its identity's region (the radius grows) and beats chance (measured: Acc@1 1.00, chance 0.20)."""
+    deeper into its identity's region (the radius grows) and beats chance (measured: Acc@1 0.90, chance 0.20)."""
     api = API(api_target)
     try:
         attack = M.BREPMI(api.classifier(), gmi_prior[0], patience=30, max_iterations=150, n_reconstructions=2,

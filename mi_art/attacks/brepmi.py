@@ -35,7 +35,11 @@ class BREPMI(InferenceAttack):
     points, starting radius 2, expansion 1.3 when more than 75% of them are inside, repulsion from the
     outside points only, codes clamped to [-1.5, 1.5], initial codes among batches of 256. Deviations: all
     chains step together (one ``predict`` call per step for all of them); ``patience`` is 100, not 1000,
-    and ``max_iterations`` caps the steps, for CPU budgets.
+    and ``max_iterations`` caps the steps, for CPU budgets; the sphere's points are clamped into the code
+    box too (each repelling along its direction from the code), and ``R`` stops growing at the box's
+    diagonal ``2 * clamp * sqrt(latent_dim)``, where a chain counts its steps towards ``patience``
+    (unclamped, final radii of hundreds to 1834 put the points far outside a box of half-width 1.5, among
+    codes the prior never saw). On digits this cost 3 reconstructions in 40 (docs/methods.md).
 
     :param estimator: Any ART classifier with ``predict`` (a ``BlackBoxClassifier`` included): only the
         label it ranks first is used (:class:`mi_art.access.PredictOracle`, label-only), every image counted.
@@ -84,7 +88,8 @@ class BREPMI(InferenceAttack):
     def infer(self, x: Optional[np.ndarray] = None, y: Optional[np.ndarray] = None, **kwargs: Any) -> np.ndarray:
         """Reconstruct ``n_reconstructions`` images for every identity in ``y``, in the estimator's input space,
         ordered as ``np.repeat(y, n_reconstructions)``. Afterwards ``labels_``, ``reconstruction_index_``,
-        ``radius_`` (each chain's final radius: larger is deeper inside the identity's region),
+        ``radius_`` (each chain's final radius, at most the code box's diagonal: larger is deeper inside the
+        identity's region),
         ``initialised_`` (whether a code the target labels as the identity was found to start from) and
         ``queries_``."""
         if x is not None:
@@ -104,6 +109,7 @@ class BREPMI(InferenceAttack):
 
         z, found = self._initial_codes(labels_of, target, dim, device, oracle)
         radius = torch.full((len(z),), float(self.initial_radius), device=device)
+        box_diagonal = 2 * self.clamp * dim ** 0.5  # a sphere this wide has every point outside the box
         since_change = torch.zeros(len(z), dtype=torch.long, device=device)
         active = found.clone()
         p = self.sphere_points
@@ -118,18 +124,23 @@ class BREPMI(InferenceAttack):
                     break
                 directions = torch.randn(len(idx), p, dim, device=device)
                 directions = directions / directions.norm(dim=2, keepdim=True) * radius[idx, None, None]
-                points = (z[idx, None, :] + directions).reshape(-1, dim)
-                inside = (labels_of(points).view(len(idx), p) == target[idx, None]).float()
+                # the sphere's points, kept in the prior's code box: outside it the generator's images say
+                # nothing of the identity's region
+                points = (z[idx, None, :] + directions).clamp(-self.clamp, self.clamp)
+                inside = (labels_of(points.reshape(-1, dim)).view(len(idx), p) == target[idx, None]).float()
                 grow = inside.mean(1) > self.inside_fraction
                 # repulsion only: the mean direction towards the outside points, negated
-                step_dir = -((1 - inside)[:, :, None] * directions).mean(1) / radius[idx, None]
+                towards = points - z[idx, None, :]
+                towards = towards / towards.norm(dim=2, keepdim=True).clamp_min(1e-12)
+                step_dir = -((1 - inside)[:, :, None] * towards).mean(1)
                 step = torch.clamp(radius[idx] / 3, max=3.0)
                 z_new = (z[idx] + step[:, None] * step_dir).clamp(-self.clamp, self.clamp)
                 keep = labels_of(z_new) == target[idx]
                 z[idx[keep]] = z_new[keep]
-                radius[idx[grow]] *= self.expansion
+                grown = idx[grow & (radius[idx] < box_diagonal)]  # at the diagonal the sphere cannot grow further
+                radius[grown] = (radius[grown] * self.expansion).clamp(max=box_diagonal)
                 since_change[idx] += 1
-                since_change[idx[grow]] = 0
+                since_change[grown] = 0
                 active[idx[since_change[idx] >= self.patience]] = False
                 bar.update(1)
                 show_progress(bar, cost + len(idx))  # the sphere's points and the moved codes, each one query
