@@ -256,7 +256,9 @@ def main() -> None:
               help="Private identities (class indices) to attack [default: all].")
 @field_options("attack")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of data split, models and priors.")
-@click.option("--attack-seed", type=SEED, default=0, show_default=True)
+@click.option("--attack-seed", type=SEED, default=0, show_default=True,
+              help="Seed of the attack alone (its starting codes); --seed keeps the target, judges, priors and "
+                   "surrogates, so runs that differ only here reuse them from the cache.")
 @click.option("--device", default="auto", show_default=True,
               help="'auto', 'cpu' or 'cuda[:N]' (checked against this machine's GPUs).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

@@ -597,7 +597,7 @@ class Workbench:
                 return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
                                          generator=generator, steps=c.surrogate_steps, augment=c.augment,
                                          mixed_precision=c.mixed_precision, device=self.device, seed=c.seed + i,
-                                         verbose=c.verbose)
+                                         verbose=c.verbose, desc=f"distil surrogate {i} ({arch})")
 
             out.append(self.cache.module("surrogate", self.surrogate_key(i, target),
                                          lambda arch=arch: self.untrained_classifier(arch), train).to(self.device))
@@ -692,7 +692,8 @@ class Workbench:
                 generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
                 model = distill_surrogate(oracle, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
                                           generator=generator, steps=c.surrogate_steps, augment=c.augment,
-                                          device=self.device, seed=c.seed + i, verbose=c.verbose)
+                                          device=self.device, seed=c.seed + i, verbose=c.verbose,
+                                          desc=f"distil surrogate {i} ({arch}) from {c.access} answers")
                 made["queries"] = oracle.queries
                 self.cache.store_json("answer-surrogate-queries", key, {"queries": oracle.queries})
                 return model

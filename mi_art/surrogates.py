@@ -52,7 +52,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
                       lr_step: Optional[int] = None, temperature: float = 1.0, augment: str = "shift",
                       eval_every: int = 100, patience: Optional[int] = None,
                       output_index: Any = None, mixed_precision: bool = False, device: DeviceLike = None,
-                      seed: Optional[int] = 0, verbose: bool = False) -> nn.Module:
+                      seed: Optional[int] = 0, verbose: bool = False, desc: Optional[str] = None) -> nn.Module:
     """Model augmentation (https://arxiv.org/abs/2304.01669): distil ``target`` into ``student`` on public
     data only, with KL divergence at ``temperature`` and SGD with momentum (the paper's settings).
 
@@ -84,6 +84,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
 
     ``mixed_precision`` runs the student's forward passes in bfloat16
     (:func:`mi_art.training.mixed_precision_context`); the target answers in its own precision.
+    ``desc`` names the progress bar (default: ``distil <the student's class>``).
     """
     steps, batch_size = check_count("steps", steps), check_count("batch_size", batch_size)
     eval_every, patience = check_count("eval_every", eval_every), check_optional_count("patience", patience)
@@ -128,7 +129,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step or steps + 1, gamma=0.5)
     data = infinite_batches(x, min(batch_size, len(x)))
     best, best_state, stale = float("inf"), None, 0
-    bar = trange(steps, desc=f"distil {type(student).__name__}", disable=not verbose)
+    bar = trange(steps, desc=desc or f"distil {type(student).__name__}", disable=not verbose)
     for step in bar:
         xb = augment_batch(next(data), augment)
         if generator is not None:
