@@ -1,0 +1,108 @@
+"""What a run says while it works: every long step (training the target, the judges, a prior, a surrogate,
+attacking, judging, rendering) named with its budget on a line of its own before it starts, and its seconds
+when it ends, whether the progress bars inside the steps are shown (``--verbose``) or not (``--quiet``).
+
+The artifact cache names the artifacts it trains (:func:`describe_artifact`, from the key each one is made
+under); the run names the rest (:meth:`StageLog.stage`). A step found in the cache is loaded, not announced."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+Echo = Callable[[str], None]
+
+
+def format_seconds(seconds: float) -> str:
+    """``8.3 s``, ``6 min 32 s``, ``1 h 05 min``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class StageLog:
+    """Lines naming each long step before it starts (``what (budget) ...``) and its time when it ends
+    (``what: done in 6 min 32 s``); a step inside another is indented under it. Without ``echo`` nothing is
+    said and only the seconds are kept (:attr:`seconds`, per step name, summed over repeats).
+
+    :param echo: Where the lines go (e.g. ``click.echo``).
+    :param prefix: Put before every line (e.g. which cell of a grid runs)."""
+
+    def __init__(self, echo: Optional[Echo] = None, prefix: str = "") -> None:
+        self.echo = echo
+        self.prefix = prefix
+        self.seconds: Dict[str, float] = {}
+        self._depth = 0
+
+    def say(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo(f"{self.prefix}{'  ' * self._depth}{line}")
+
+    @contextmanager
+    def stage(self, what: str, budget: str = "", left: str = "") -> Iterator[None]:
+        """Say ``what`` with its ``budget`` (and the time ``left``, where known) now, and its seconds when the
+        block ends without an error."""
+        self.say(what + (f" ({budget})" if budget else "") + (f"; {left}" if left else "") + " ...")
+        start = time.perf_counter()
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        seconds = time.perf_counter() - start
+        self.seconds[what] = self.seconds.get(what, 0.0) + seconds
+        self.say(f"{what}: done in {format_seconds(seconds)}")
+
+
+def _epochs(key: Dict[str, Any]) -> str:
+    pre = key.get("pretrain_epochs")
+    text = f"{key.get('arch')}, {key.get('epochs')} epochs"
+    return text + (f" after {pre} epochs of pre-training on the public identities" if pre else "")
+
+
+def _defense(key: Dict[str, Any]) -> str:
+    if key.get("defense") in (None, "none"):
+        return ""
+    params = key.get("defense_params") or {}
+    return f", defense {key['defense']}" + (f" {params}" if params else "")
+
+
+def _queries(key: Dict[str, Any]) -> str:
+    limit = key.get("max_queries")
+    return f", {key.get('access')} answers" + ("" if limit is None else f", at most {limit} queries in all")
+
+
+#: kind -> (what, budget) of an artifact made under ``key``; kinds not here (records written beside a
+#: module, made in no time) are not announced.
+_DESCRIPTIONS: Dict[str, Callable[[Dict[str, Any]], Tuple[str, str]]] = {
+    "target": lambda k: ("training the target", _epochs(k) + _defense(k)),
+    "evaluator": lambda k: ("training a judge", _epochs(k)),
+    "pretrained": lambda k: (f"pre-training {k.get('arch')} on the public identities", f"{k.get('epochs')} epochs"),
+    "gmi-prior": lambda k: ("training the GMI prior", f"{k.get('steps')} steps of WGAN-GP"),
+    "kedmi-prior": lambda k: ("training the KEDMI prior", f"{k.get('steps')} steps"
+                              + (", from the GMI prior's generator" if k.get("init") else "")),
+    "plgmi-prior": lambda k: ("training the PLG-MI prior", f"{k.get('steps')} steps, from the GMI prior's generator"),
+    "surrogate": lambda k: (f"distilling the surrogate {k.get('arch')}", f"{k.get('steps')} steps"),
+    "answer-surrogate": lambda k: (f"distilling the surrogate {k.get('arch')} from the target's answers",
+                                   f"{k.get('steps')} steps{_queries(k)}"),
+    "p-reg": lambda k: ("estimating p_reg" + (f" of the surrogate {k['surrogate'].get('arch')}"
+                                              if isinstance(k.get("surrogate"), dict) else " of the target"),
+                        "the mean feature of the public images"),
+    "independent-descriptors": lambda k: ("describing the private training images with dlib's face recogniser",
+                                          "one pass"),
+    "gmi-prior-quality": lambda k: ("measuring the GMI prior's quality", "FID of its samples to the public images"),
+    "kedmi-prior-quality": lambda k: ("measuring the KEDMI prior's quality", "FID of its samples to the public images"),
+    "plgmi-prior-quality": lambda k: ("measuring the PLG-MI prior's quality",
+                                      "FID of its samples to the public images"),
+}
+
+
+def describe_artifact(kind: str, key: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+    """``(what, budget)`` of making the artifact ``kind`` under ``key`` (:class:`ArtifactCache`'s key), or None
+    for a record made in no time."""
+    describe = _DESCRIPTIONS.get(kind)
+    return None if describe is None else describe(key if isinstance(key, dict) else {})
