@@ -129,7 +129,7 @@ def prior_title(prior: Dict[str, Any]) -> str:
     return (f"{str(prior.get('name', '')).upper()} prior: {prior.get('samples', '')} samples after "
             f"{prior.get('steps')} training steps"
             + ("" if fid is None else f"; FID {fid:.1f} to the public images (the judge's features)")
-            + ". What the attack searches in: reconstructions cannot look better than these.")
+            + ". The attack searches among images like these.")
 
 
 def write_run_figures(out: Path, result: Dict[str, Any], private_x: np.ndarray, private_y: np.ndarray, *,
