@@ -302,3 +302,28 @@ def test_a_reconstruction_grid_names_the_identities_it_shows(tmp_path, monkeypat
     save_reconstruction_grid(tmp_path / "h.png", rng.random((4, 1, 8, 8)), labels[:4], rng.random((12, 1, 8, 8)),
                              np.arange(12))
     assert "rows: all 2 identities attacked" in " ".join(titles[1].split())
+
+
+def test_a_face_runs_figures_say_when_the_prior_budget_is_below_what_made_faces(tmp_path, monkeypatch):
+    """Below the face benchmarks' prior steps a face run warns that its pictures are blurred and its Acc@1 a
+    judges' vote, and its reconstruction grid carries that under the title; digits and full budgets do not."""
+    from matplotlib.figure import Figure
+
+    from mi_art.evaluations.experiment import FACE_PRIOR_STEPS, prior_caveat
+    from mi_art.evaluations.plots import write_run_figures
+
+    caveat = prior_caveat("gmi", 300, "image-folder")
+    assert "below the 1500 of the face benchmarks" in caveat and "the judges' vote" in caveat
+    assert prior_caveat("gmi", FACE_PRIOR_STEPS["gmi"], "image-folder") is None
+    assert prior_caveat("kedmi", 60, "digits") is None
+    titles = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(" ".join(fig._suptitle.get_text().split())))
+    rng = np.random.default_rng(0)
+    result = {"reconstructions": rng.random((4, 1, 8, 8)), "labels": np.array([0, 0, 1, 1]), "acc@1": 0.87,
+              "chance@1": 0.05, "prior": {"name": "gmi", "steps": 300, "fid_public": 40.0, "samples": 8,
+                                          "caveat": caveat},
+              "prior_samples": rng.random((8, 1, 8, 8))}
+    figures = write_run_figures(tmp_path, result, rng.random((2, 1, 8, 8)), np.array([0, 1]), title="GMI lomma on att")
+    assert figures == {"reconstructions": "reconstructions.png", "prior_samples": "prior-samples.png"}
+    assert " ".join(caveat.split()) in titles[0] and "Acc@1 0.87 (chance 0.05) by the judges" in titles[0]
+    assert "GMI prior: 8 samples after 300 training steps; FID 40.0" in titles[1]
