@@ -579,6 +579,13 @@ class Workbench:
         caveat = prior_caveat(name, self.prior_budget(name)["steps"], self.config.dataset)
         return report | ({"caveat": caveat} if caveat else {})
 
+    def prior_budget(self, name: str) -> Dict[str, Any]:
+        """What a run's record says of the prior ``name`` it searched beside its quality: its name, training
+        steps and the samples its figures show."""
+        c = self.config
+        steps = {"gmi": c.prior_steps, "kedmi": c.kedmi_steps, "plgmi": c.plgmi_steps}[name]
+        return {"name": name, "steps": steps, "samples": PRIOR_GRID_SAMPLES}
+
     def public_split(self) -> Tuple[np.ndarray, np.ndarray]:
         """(distillation images, held-out images) of the public set: a fixed HELD_OUT_PUBLIC share is
         kept out of distillation for early stopping and for measuring agreement."""
