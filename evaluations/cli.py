@@ -319,9 +319,9 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     except ValueError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
     except KeyboardInterrupt:
-        click.echo(f"interrupted: what was trained is kept in the cache ({cache_dir}); the same command reuses it "
+        click.echo(f"interrupted: what was trained is kept in the cache ({cache_dir}); the same command loads it "
                    "and goes on from the step that was running", err=True)
-        raise
+        click.get_current_context().exit(130)
     warned = result["warnings"]
     priv = bench.data.private_all()
     with stages.stage("rendering", f"the figures in {out}"):

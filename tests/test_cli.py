@@ -140,6 +140,20 @@ def test_a_failed_attack_leaves_no_empty_output_folder(tmp_path):
     assert kept.is_dir()  # a folder the user made stays
 
 
+def test_ctrl_c_in_attack_says_the_trained_artifacts_are_kept(tmp_path, monkeypatch):
+    def interrupted(bench, **kwargs):
+        bench.target()  # trained and cached before the interrupt
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_attack", interrupted)
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(main, ["attack", "--out", str(tmp_path / "run"), "--cache-dir", str(cache), *TINY])
+    assert result.exit_code == 130 and "Aborted!" not in result.output
+    assert f"interrupted: what was trained is kept in the cache ({cache}); the same command loads it" in result.output
+    assert any(p.name.startswith("target-") for p in cache.iterdir())
+    assert not (tmp_path / "run").exists()  # nothing was written in it
+
+
 def test_attack_seed_has_help_text():
     result = CliRunner().invoke(main, ["attack", "--help"])
     line = result.output[result.output.index("--attack-seed"):].split("--device")[0]

@@ -500,6 +500,16 @@ def test_grid_file_errors_and_executor_without_ray(tmp_path, monkeypatch):
     assert not (out / "cache").exists()
 
 
+@pytest.mark.parametrize("attack, variant, kedmi_init, priors", [
+    ("kedmi", "baseline", "gmi", 1), ("kedmi", "baseline", "none", 0), ("kedmi", "lomma", "none", 1),
+    ("plgmi", "baseline", "gmi", 1), ("miface", "baseline", "gmi", 0)])
+def test_the_dry_run_counts_the_gmi_prior_every_attack_starts_from(attack, variant, kedmi_init, priors):
+    """A KEDMI-only grid once said "0 GMI prior(s)" though KEDMI's GAN starts from the GMI prior's generator
+    (and PLG-MI's does, and LOMMA's surrogates learn on its samples)."""
+    grid = Grid.from_dict({"attacks": [attack], "variants": [variant], "kedmi_init": kedmi_init, "seeds": [0]})
+    assert f"{priors} GMI prior(s)" in grid.summary()
+
+
 def test_presets_validate_and_print(tmp_path):
     # paper: CelebA on a GPU; printable with --dry-run here, where the data folder is missing
     result = CliRunner().invoke(main, ["evaluate", "--preset", "paper", "--dry-run", "--out", str(tmp_path / "p")])
