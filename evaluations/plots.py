@@ -75,7 +75,7 @@ def save_reconstruction_grid(path: Union[str, Path], reconstructions: np.ndarray
     head = wrap_title(head, width_in)
     head_in = 0.17 * (head.count("\n") + 1) + 0.15
     fig, axes = plt.subplots(len(identities), cols, figsize=(width_in, 1.3 * len(identities) + head_in),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")  # room for every line of the suptitle
     for row, k in enumerate(identities):
         real = private_x[private_y == k]
         recs = list(reconstructions[labels == k][:n_recs])
@@ -93,7 +93,6 @@ def save_reconstruction_grid(path: Union[str, Path], reconstructions: np.ndarray
     if samples:
         axes[0, cols - 1].set_title("prior sample", fontsize=7)
     fig.suptitle(head, fontsize=8)
-    fig.tight_layout()  # leaves room for the suptitle
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -109,13 +108,13 @@ def save_prior_samples(path: Union[str, Path], samples: np.ndarray, *, title: st
     width_in = max(0.9 * per_row, 5.0)
     head = wrap_title(title, width_in)
     head_in = 0.17 * (head.count("\n") + 1) + 0.15
-    fig, axes = plt.subplots(rows, per_row, figsize=(width_in, 0.9 * rows + head_in), squeeze=False)
+    fig, axes = plt.subplots(rows, per_row, figsize=(width_in, 0.9 * rows + head_in), squeeze=False,
+                             layout="constrained")
     for i, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if i < len(samples):
             _show(ax, samples[i])
     fig.suptitle(head, fontsize=8)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
