@@ -328,7 +328,8 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         figures = write_run_figures(out, result, priv.x, priv.y, identity_names=bench.data.private_identities,
                                     title=f"{attack.upper()} {variant} on {dataset}")
     record = public_record(result) | {"config": config.to_dict(), "figures": figures,
-                                      "command_seconds": time.perf_counter() - command_start}
+                                      "command_seconds": time.perf_counter() - command_start,
+                                      "stage_seconds": dict(stages.seconds)}
     write_atomic(out / "results.json", json.dumps(record, indent=2, default=str))
     fid = result["fid_eval_features"]
     acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"

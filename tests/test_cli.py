@@ -126,6 +126,7 @@ def test_attack_names_each_step_before_it_runs_and_shows_its_prior(tmp_path, mon
     assert (out / "prior-samples.png").stat().st_size > 1000
     assert record["prior"]["name"] == "gmi" and record["prior"]["steps"] == 10
     assert record["command_seconds"] > record["seconds"] > 0
+    assert {"training the target", "training the GMI prior", "attacking", "rendering"} <= set(record["stage_seconds"])
 
 
 def test_a_failed_attack_leaves_no_empty_output_folder(tmp_path):
