@@ -563,7 +563,12 @@ def _chance_line(ax: Any, aggs: Sequence[Dict[str, Any]]) -> None:
 
 def _spread_words(aggs: Sequence[Dict[str, Any]]) -> str:
     """How a figure's points were made: a mean ± std over seeds, or one seed each (no error bars)."""
-    return "mean ± std over seeds" if any(a["acc@1_n"] > 1 for a in aggs) else "one seed each: no error bars"
+    return "mean ± std over seeds" if _several_seeds(aggs) else "one seed each: no error bars"
+
+
+def _several_seeds(aggs: Sequence[Dict[str, Any]]) -> bool:
+    """Whether any point of :func:`aggregate`'s rows is a mean over seeds (one seed has no spread to draw)."""
+    return any((a.get("acc@1_n", a.get("n")) or 1) > 1 for a in aggs)
 
 
 def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
@@ -586,7 +591,7 @@ def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
                 continue
             x = [a["natural_accuracy"] for a in pts]
             y = [a["acc@1"] for a in pts]
-            spread = any(a["acc@1_n"] > 1 for a in pts)  # one seed has no spread to draw
+            spread = _several_seeds(pts)
             ax.errorbar(x, y, xerr=[a["natural_accuracy_std"] or 0 for a in pts] if spread else None,
                         yerr=[a["acc@1_std"] or 0 for a in pts] if spread else None, color=colors[d],
                         marker=markers[i % len(markers)], linestyle="-" if len(pts) > 1 else "none", capsize=2,
@@ -626,13 +631,13 @@ def _bars(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     width_in = max(5.0, 1.0 + 0.9 * len(labels) * max(1, len(pairs)) * 0.5)
     fig, ax = plt.subplots(figsize=(width_in, 3.8))
     x = np.arange(len(labels))
+    several = _several_seeds(aggs)
     for j, (attack, variant) in enumerate(pairs):
         means, stds = [], []
         for label in labels:
             m = [a for a in aggs if a["defense_label"] == label and (a["attack"], a["variant"]) == (attack, variant)]
             means.append(m[0]["acc@1"] if m and m[0]["acc@1"] is not None else np.nan)
             stds.append(m[0]["acc@1_std"] if m and m[0]["acc@1_std"] is not None else 0.0)
-        several = any(a["acc@1_n"] > 1 for a in aggs)  # one seed has no spread to draw
         ax.bar(x + (j - (len(pairs) - 1) / 2) * width, means, width, yerr=stds if several else None, capsize=2,
                label=f"{attack}/{variant}")
     _chance_line(ax, aggs)
