@@ -70,7 +70,8 @@ class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
         gradient. The paper regularises the target alone; a surrogate's logit, distilled with a KL that
         fixes only differences of logits, is then free to grow with its feature norm (docs/methods.md:
         measured on LFW). None: the paper's form.
-    :param iterations: Steps of the latent search.
+    :param iterations: Steps of the latent search (per batch; ART's ``max_iter``). 2400, the papers' budget;
+        ``mi-art attack``/``evaluate`` and ``ExperimentConfig`` default to 300, sized for the digits on a CPU.
     :param learning_rate: The search's learning rate.
     :param n_reconstructions: Reconstructions per identity.
     :param n_candidates: Candidates searched per identity, of which the ``n_reconstructions`` the target
