@@ -6,6 +6,7 @@ The artifact cache names the artifacts it trains (:func:`describe_artifact`, fro
 under); the run names the rest (:meth:`StageLog.stage`). A step found in the cache is loaded, not announced."""
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -24,17 +25,25 @@ def format_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+#: Seconds between two "still running" lines of a step that runs long.
+HEARTBEAT_SECONDS = 60.0
+
+
 class StageLog:
-    """Lines naming each long step before it starts (``what (budget) ...``) and its time when it ends
-    (``what: done in 6 min 32 s``); a step inside another is indented under it. Without ``echo`` nothing is
-    said and only the seconds are kept (:attr:`seconds`, per step name, summed over repeats).
+    """Lines naming each long step before it starts (``what (budget) ...``), every ``heartbeat_s`` while it
+    runs (``what: 2 min 00 s so far``, from the innermost step only) and its time when it ends (``what: done in
+    6 min 32 s``); a step inside another is indented under it. Without ``echo`` nothing is said and only the
+    seconds are kept (:attr:`seconds`, per step name, summed over repeats).
 
     :param echo: Where the lines go (e.g. ``click.echo``).
-    :param prefix: Put before every line (e.g. which cell of a grid runs)."""
+    :param prefix: Put before every line (e.g. which cell of a grid runs).
+    :param heartbeat_s: Seconds between the lines of a running step (0: none)."""
 
-    def __init__(self, echo: Optional[Echo] = None, prefix: str = "") -> None:
+    def __init__(self, echo: Optional[Echo] = None, prefix: str = "",
+                 heartbeat_s: float = HEARTBEAT_SECONDS) -> None:
         self.echo = echo
         self.prefix = prefix
+        self.heartbeat_s = heartbeat_s
         self.seconds: Dict[str, float] = {}
         self._depth = 0
 
@@ -49,13 +58,31 @@ class StageLog:
         self.say(what + (f" ({budget})" if budget else "") + (f"; {left}" if left else "") + " ...")
         start = time.perf_counter()
         self._depth += 1
+        stop = self._heartbeat(what, start, self._depth)
         try:
             yield
         finally:
+            stop.set()
             self._depth -= 1
         seconds = time.perf_counter() - start
         self.seconds[what] = self.seconds.get(what, 0.0) + seconds
         self.say(f"{what}: done in {format_seconds(seconds)}")
+
+
+    def _heartbeat(self, what: str, start: float, depth: int) -> threading.Event:
+        """A daemon thread saying how long step ``what`` has run every :attr:`heartbeat_s`, while no step inside
+        it runs, until the returned event is set."""
+        stop = threading.Event()
+        if self.echo is None or not self.heartbeat_s:
+            return stop
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_s):
+                if self._depth == depth:
+                    self.say(f"{what}: {format_seconds(time.perf_counter() - start)} so far")
+
+        threading.Thread(target=beat, name=f"mi-art stage {what}", daemon=True).start()
+        return stop
 
 
 def _epochs(key: Dict[str, Any]) -> str:
