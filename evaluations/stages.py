@@ -27,6 +27,8 @@ def format_seconds(seconds: float) -> str:
 
 #: Seconds between two "still running" lines of a step that runs long.
 HEARTBEAT_SECONDS = 60.0
+#: (what, budget) -> the seconds the same step last took in this process: how long it will take is known then.
+_LAST_SECONDS: Dict[Tuple[str, str], float] = {}
 
 
 class StageLog:
@@ -53,8 +55,11 @@ class StageLog:
 
     @contextmanager
     def stage(self, what: str, budget: str = "", left: str = "") -> Iterator[None]:
-        """Say ``what`` with its ``budget`` (and the time ``left``, where known) now, and its seconds when the
-        block ends without an error."""
+        """Say ``what`` with its ``budget`` now, and how long it will take where known (``left``, or the time the
+        same step with the same budget last took in this process), and its seconds when the block ends without
+        an error."""
+        last = _LAST_SECONDS.get((what, budget))
+        left = left or ("" if last is None else f"about {format_seconds(last)}, as the last time")
         self.say(what + (f" ({budget})" if budget else "") + (f"; {left}" if left else "") + " ...")
         start = time.perf_counter()
         self._depth += 1
@@ -66,6 +71,7 @@ class StageLog:
             self._depth -= 1
         seconds = time.perf_counter() - start
         self.seconds[what] = self.seconds.get(what, 0.0) + seconds
+        _LAST_SECONDS[(what, budget)] = seconds
         self.say(f"{what}: done in {format_seconds(seconds)}")
 
 

@@ -21,6 +21,17 @@ def test_a_step_is_named_with_its_budget_before_it_runs_and_timed_after():
     assert set(log.seconds) == {"training the target", "inner"}
 
 
+def test_a_step_run_before_says_how_long_it_took_then():
+    lines = []
+    log = StageLog(lines.append, heartbeat_s=0)
+    for _ in range(2):
+        with log.stage("attacking", "GMI lomma, 7 iterations (a budget no other test uses)"):
+            pass
+    assert lines[0] == "attacking (GMI lomma, 7 iterations (a budget no other test uses)) ..."
+    assert lines[2].startswith("attacking (GMI lomma, 7 iterations (a budget no other test uses)); about ")
+    assert lines[2].endswith(" s, as the last time ...")
+
+
 def test_a_failed_step_is_not_said_done():
     lines = []
     log = StageLog(lines.append, heartbeat_s=0)
