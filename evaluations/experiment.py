@@ -196,7 +196,10 @@ class Workbench:
             self.cache.stages = self.stages
         self.device = resolve_device(config.device)
         root = str(Path(config.data_root).resolve()) if config.data_root else None
-        self.data: MIDataset = data if data is not None else load_dataset(config.dataset, root, **config.data_options)
+        if data is None:
+            with self.stages.stage("loading the data", f"{config.dataset}" + (f" from {root}" if root else "")):
+                data = load_dataset(config.dataset, root, **config.data_options)
+        self.data: MIDataset = data
         # artifacts are keyed by what they were made from: the data's content, not only its name
         self._data_key = {"dataset": config.dataset, "options": config.data_options,
                           "content": data_fingerprint(self.data)}
