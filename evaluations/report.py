@@ -525,7 +525,8 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                 lines.append(f"![{p.stem}]({p.relative_to(out).as_posix()})")
             lines.append("")
         lines += ["### Reconstructions (first column: a real private image; last: a sample of the prior searched)",
-                  "", "| defense | attack/variant | seed | Acc@1 | image | prior samples |", "|---|---|---|---|---|---|"]
+                  "", "| defense | attack/variant | seed | Acc@1 | image | prior samples |",
+                  "|---|---|---|---|---|---|"]
         for r in dr:
             img = images.get(r["cell_id"], {})
             link = (f"[{markdown_text(r['cell_id'])}]({img['reconstructions'].relative_to(out).as_posix()})"

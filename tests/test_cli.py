@@ -110,7 +110,8 @@ def test_attack_names_each_step_before_it_runs_and_shows_its_prior(tmp_path, mon
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["attack", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *TINY])
     assert result.exit_code == 0, result.output
-    order = ["loading the data (digits)", "training the target (cnn, 3 epochs)", "training a judge (cnn-wide, 3 epochs)",
+    order = ["loading the data (digits)", "training the target (cnn, 3 epochs)",
+             "training a judge (cnn-wide, 3 epochs)",
              "distilling the surrogate cnn-small (2 steps)", "training the GMI prior (10 steps of WGAN-GP)",
              "distilling the surrogate cnn (2 steps)", "estimating p_reg of the target",
              "measuring the GMI prior's quality", "attacking (GMI lomma, 20 iterations, 5 identities x 2 "

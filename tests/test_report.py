@@ -317,7 +317,8 @@ def test_a_face_runs_figures_say_when_the_prior_budget_is_below_what_made_faces(
     assert prior_caveat("gmi", FACE_PRIOR_STEPS["gmi"], "image-folder") is None
     assert prior_caveat("kedmi", 60, "digits") is None
     titles = []
-    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(" ".join(fig._suptitle.get_text().split())))
+    monkeypatch.setattr(Figure, "savefig",
+                        lambda fig, *a, **k: titles.append(" ".join(fig._suptitle.get_text().split())))
     rng = np.random.default_rng(0)
     result = {"reconstructions": rng.random((4, 1, 8, 8)), "labels": np.array([0, 0, 1, 1]), "acc@1": 0.87,
               "chance@1": 0.05, "prior": {"name": "gmi", "steps": 300, "fid_public": 40.0, "samples": 8,
