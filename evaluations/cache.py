@@ -37,6 +37,8 @@ from torch import nn
 
 from mi_art.utils import atomic_file, save_checkpoint
 
+from .stages import StageLog, describe_artifact
+
 #: The ``format`` of a JSON record written with its key and checksum.
 JSON_FORMAT = "mi-art-cache/1"
 #: A temporary file (``*.tmp``) of an atomic write older than this is left by a killed writer and deleted;
@@ -110,15 +112,22 @@ class ArtifactCache:
     is stored. Writes are atomic; temporary files that a killed writer left behind are deleted."""
 
     def __init__(self, root: Optional[Union[str, Path]], *,
-                 on_made: Optional[Callable[[str, float], None]] = None) -> None:
+                 on_made: Optional[Callable[[str, float], None]] = None, stages: Optional[StageLog] = None) -> None:
         self.root = Path(root) if root is not None else None
         #: Called with (kind, seconds) each time an artifact is made rather than loaded (progress reports).
         self.on_made = on_made
+        #: Names each artifact before it is made, with its budget (:func:`~.stages.describe_artifact`).
+        self.stages = stages
         self._swept = False
 
-    def _made(self, kind: str, make: Callable[[], Any]) -> Any:
+    def _made(self, kind: str, make: Callable[[], Any], config: Optional[Dict[str, Any]] = None) -> Any:
+        described = describe_artifact(kind, config or {}) if self.stages is not None else None
         start = time.perf_counter()
-        value = make()
+        if described is None:
+            value = make()
+        else:
+            with self.stages.stage(*described):
+                value = make()
         if self.on_made is not None:
             self.on_made(kind, time.perf_counter() - start)
         return value
@@ -241,7 +250,7 @@ class ArtifactCache:
                     return module.eval()
                 except _UNREADABLE as err:
                     self._set_aside(path, err)
-        module = self._made(kind, train)
+        module = self._made(kind, train, config)
         if path is not None:
             self._save_module(path, kind, config, module)
         return module
@@ -297,7 +306,7 @@ class ArtifactCache:
             value = self._read_json(kind, config, fields)
             if value is not _MISSING:
                 return value
-        value = self._made(kind, compute)
+        value = self._made(kind, compute, config)
         if path is not None:
             self._write_json(path, artifact_key(kind, config), value)
         return value
@@ -327,7 +336,7 @@ class ArtifactCache:
                 return stored
             except _UNREADABLE as err:
                 self._set_aside(path, err)
-        value = self._made(kind, compute)
+        value = self._made(kind, compute, config)
         if path is not None:
             self._save_tensor(path, key, value)
         return value

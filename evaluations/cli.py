@@ -105,12 +105,15 @@ def _options_suffix(options: Dict[str, Any]) -> str:
 
 def _check_out_dir(out: Path, option: str = "--out") -> None:
     """The output folder can be written, checked before any training: an existing file, or a folder that
-    cannot be created or written to, is refused now, not after an hour of work."""
+    cannot be created or written to, is refused now, not after an hour of work. The folders made here are
+    removed again when the command ends with them empty (a run that failed before writing anything)."""
     import tempfile
 
     if out.exists() and not out.is_dir():
         raise click.BadParameter(f"{out} is a file, not a folder: name a folder for the results",
                                  param_hint=f"'{option}'")
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    click.get_current_context().call_on_close(lambda: _remove_empty(made))
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
@@ -119,6 +122,15 @@ def _check_out_dir(out: Path, option: str = "--out") -> None:
         what = "results" if option == "--out" else "the artifact cache"
         raise click.BadParameter(f"cannot write {what} to {out}: {err.strerror or err}", param_hint=f"'{option}'") \
             from None
+
+
+def _remove_empty(folders: list) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty: what a failed run made and left unused."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # only an empty folder goes
+        except OSError:
+            return
 
 
 def _check_data_root(dataset: str, data_root: Optional[str]) -> None:
@@ -289,7 +301,9 @@ def main() -> None:
               help="Private identities (class indices) to attack [default: all].")
 @field_options("attack")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of data split, models and priors.")
-@click.option("--attack-seed", type=SEED, default=0, show_default=True)
+@click.option("--attack-seed", type=SEED, default=0, show_default=True,
+              help="Seed of the attack alone (its starting codes); --seed keeps the target, judges, priors and "
+                   "surrogates, so runs that differ only here reuse them from the cache.")
 @click.option("--device", default="auto", show_default=True,
               help="'auto', 'cpu' or 'cuda[:N]' (checked against this machine's GPUs).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -308,8 +322,11 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
 
     from .cache import ArtifactCache
     from .experiment import ExperimentConfig, Workbench, public_record, run_attack
-    from .plots import save_reconstruction_grid
+    from .plots import write_run_figures
     from .size_guard import check_size, reconstruction_problem
+    from .stages import StageLog, format_seconds
+
+    command_start = time.perf_counter()
 
     # every option is checked before any work starts
     if attack in ("miface", "brepmi") and variant != "baseline":
@@ -333,8 +350,9 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
                               verbose=verbose, **fields)
     if threads is not None:
         set_threads(threads)
+    stages = StageLog(click.echo)
     try:
-        bench = Workbench(config, ArtifactCache(cache_dir))  # checks the config against the data; trains nothing
+        bench = Workbench(config, ArtifactCache(cache_dir, stages=stages))  # checks the config against the data
         check_size(reconstruction_problem(config.n_reconstructions, config.n_candidates,
                                           len(ids) if ids is not None else bench.data.num_classes,
                                           math.prod(bench.data.input_shape), config.iterations, config.batch_size),
@@ -342,13 +360,19 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
         result = run_attack(bench)
     except ValueError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: what was trained is kept in the cache ({cache_dir}); the same command loads it "
+                   "and goes on from the step that was running", err=True)
+        click.get_current_context().exit(130)
     warned = result["warnings"]
-    record = public_record(result) | {"config": config.to_dict()}
-    write_atomic(out / "results.json", json.dumps(record, indent=2, default=str))
     priv = bench.data.private_all()
-    save_reconstruction_grid(out / "reconstructions.png", result["reconstructions"], result["labels"], priv.x,
-                             priv.y, identity_names=bench.data.private_identities,
-                             title=f"{attack.upper()} {variant} on {bench.data.name}: Acc@1 {result['acc@1']:.2f}")
+    with stages.stage("rendering", f"the figures in {out}"):
+        figures = write_run_figures(out, result, priv.x, priv.y, identity_names=bench.data.private_identities,
+                                    title=f"{attack.upper()} {variant} on {bench.data.name}")
+    record = public_record(result) | {"config": config.to_dict(), "figures": figures,
+                                      "command_seconds": time.perf_counter() - command_start,
+                                      "stage_seconds": dict(stages.seconds)}
+    write_atomic(out / "results.json", json.dumps(record, indent=2, default=str))
     fid = result["fid_eval_features"]
     acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"
     panel = "" if config.judges == 1 else (f" (mean of {config.judges} judges: "
@@ -373,7 +397,8 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
                    f"{result['independent_test_accuracy']:.3f}")
     for line in warned:
         click.echo(f"warning: {line}", err=True)
-    click.echo(f"wrote {out / 'results.json'} and {out / 'reconstructions.png'}")
+    click.echo(f"wrote {out / 'results.json'} and {', '.join(str(out / f) for f in figures.values())} in "
+               f"{format_seconds(record['command_seconds'])} (the attack itself: {format_seconds(result['seconds'])})")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -521,7 +546,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
     """
     from mi_art.validation import check_device
 
-    from .executors import GridRunError, completed_cells, evaluate_grid, worker_threads
+    from .executors import GridInterrupted, GridRunError, completed_cells, evaluate_grid, worker_threads
     from .grid import Grid, GridError
     from .grid_files import grid_to_toml, load_grid_file, merge_grid
     from .presets import preset as get_preset
@@ -583,6 +608,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
                       verbose=verbose, progress=progress, echo=click.echo, validate=False, allow_large=allow_large)
     except (GridError, GridRunError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
+    except GridInterrupted:
+        click.get_current_context().exit(130)  # it said what was kept and how to resume: no "Aborted!" after it
 
 
 @main.command()

@@ -17,7 +17,8 @@ from mi_art.validation import (check_bool, check_choice, check_count, check_int,
 from .independent import FACE_DATASETS
 
 __all__ = ["ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "GAN_AUGMENTATIONS", "KEDMI_INITS", "MIRROR_SAFE_DATASETS",
-           "PARAMETER_RULES", "SURROGATE_DATA", "VARIANTS", "check_field", "gan_augment_for"]
+           "PARAMETER_RULES", "SURROGATE_DATA", "VARIANTS", "check_field", "gan_augment_for",
+           "needs_gmi_prior"]
 
 #: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
 ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
@@ -45,6 +46,20 @@ def gan_augment_for(dataset: str, gan_augment: str) -> str:
         return gan_augment
     name = dataset.strip().lower().replace("_", "-") if isinstance(dataset, str) else dataset
     return "flip" if name in MIRROR_SAFE_DATASETS else "none"
+
+def needs_gmi_prior(config: Any) -> bool:
+    """Whether a run of ``config`` (an :class:`~mi_art.evaluations.experiment.ExperimentConfig`) trains or loads
+    the GMI prior: GMI and VMI invert it, BREP-MI searches its codes, KEDMI (``kedmi_init="gmi"``) and PLG-MI
+    start their GANs from its generator, and surrogates distilled on "public+prior" learn on its samples."""
+    if config.attack == "miface":
+        return False
+    if config.attack in ("brepmi", "plgmi") or GAN_ATTACKS[config.attack].prior == "gmi":
+        return True
+    if config.attack == "kedmi" and config.kedmi_init == "gmi":
+        return True
+    surrogates = config.variant in ("ma", "lomma") or config.access != "white-box"
+    return surrogates and bool(config.surrogate_archs) and config.surrogate_data == "public+prior"
+
 
 Rule = Callable[[str, Any], Any]
 

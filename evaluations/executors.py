@@ -39,12 +39,13 @@ from .cache import ArtifactCache
 from .claims import CLAIM_TIMEOUT_SECONDS, CellClaimed, claim_cell, claim_state, find_claimed  # noqa: F401
 from .grid import Cell, Grid, load_data
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row, read_cell
+from .stages import StageLog, format_seconds
 
 # ROW_KEYS, cell_paths, completed_cells and read_cell live in mi_art.evaluations.rows (shared with the report);
 # they stay importable from here.
 
-__all__ = ["EXECUTORS", "ROW_KEYS", "CellFailure", "GridRunError", "LockingArtifactCache", "cell_paths",
-           "completed_cells", "evaluate_grid", "ray_init_settings", "read_cell", "run_cell"]
+__all__ = ["EXECUTORS", "ROW_KEYS", "CellFailure", "GridInterrupted", "GridRunError", "LockingArtifactCache",
+           "cell_paths", "completed_cells", "evaluate_grid", "ray_init_settings", "read_cell", "run_cell"]
 
 EXECUTORS = ("local", "process", "ray")
 PathLike = Union[str, Path]
@@ -56,6 +57,10 @@ class GridRunError(RuntimeError):
 
 class CellFailure(RuntimeError):
     pass
+
+
+class GridInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the grid after it said what was kept and how to resume (:func:`evaluate_grid`)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,21 +171,11 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     config = dataclasses.replace(cell.config, verbose=verbose, device=device or cell.config.device)
     start = time.perf_counter()
     tag = f"{cell.dataset_label} {cell.defense_label} {config.attack}/{config.variant} seed {config.attack_seed}"
-
-    def made(kind: str, seconds: float) -> None:
-        if echo is not None:
-            echo(f"  {tag}: made the {kind.replace('-', ' ')} in {seconds:.1f} s")
-
+    stages = StageLog(echo, prefix=f"  {tag}: ")
     data = load_data(config.dataset, config.data_root, config.data_options)
-    bench = Workbench(config, LockingArtifactCache(cache_dir, on_made=made), data=data)
+    bench = Workbench(config, LockingArtifactCache(cache_dir, stages=stages), data=data)
     target, judges = bench.target(), bench.evaluators()
-    if echo is not None:
-        echo(f"  {tag}: attacking ({config.iterations if config.attack != 'miface' else config.miface_iterations} "
-             f"iterations)")
-    attack_start = time.perf_counter()
     result = run_attack(bench, target=target, evaluator=judges)
-    if echo is not None:
-        echo(f"  {tag}: attack and its metrics done in {time.perf_counter() - attack_start:.1f} s")
     record = bench.defense_record or {}
     row: Dict[str, Any] = {
         "cell_id": cell.id, "dataset": cell.dataset_label, "dataset_kind": config.dataset, "defense": config.defense,
@@ -227,8 +222,10 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     priv = bench.data.private_all()
     keep = np.concatenate([np.flatnonzero(priv.y == k)[:2] for k in np.unique(labels)]).astype(np.int64)
     json_path, npz_path = cell_paths(out_dir, cell.id)
+    samples = {} if result.get("prior_samples") is None else {"prior_samples": np.asarray(result["prior_samples"],
+                                                                                        np.float32)}
     _write_npz_atomic(npz_path, reconstructions=recs, labels=labels, real_x=priv.x[keep], real_y=priv.y[keep],
-                      identity_names=np.asarray(bench.data.private_identities, dtype=str))
+                      identity_names=np.asarray(bench.data.private_identities, dtype=str), **samples)
     write_atomic(json_path, json.dumps(row, indent=1, sort_keys=False, default=str))
     return row
 
@@ -290,8 +287,14 @@ def _run_local(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose
             yield cell, None, err
 
 
+def _print_line(line: str) -> None:
+    """A worker process's stage line, on the standard output it shares with the driver."""
+    print(line, flush=True)
+
+
 def _run_process(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbose: bool, threads: Optional[int],
-                 device: Optional[str], workers: Optional[int] = None, **_: Any) -> Iterator[Outcome]:
+                 device: Optional[str], workers: Optional[int] = None, echo: Optional[Callable[[str], None]] = None,
+                 **_: Any) -> Iterator[Outcome]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -302,7 +305,7 @@ def _run_process(cells: Sequence[Cell], out: str, cache: Optional[str], *, verbo
                                initializer=_init_worker, initargs=(threads,))
     try:
         futures = {pool.submit(run_cell, cell.to_dict(), out, cache, verbose=verbose, threads=threads,
-                               device=device): cell for cell in cells}
+                               device=device, echo=None if echo is None else _print_line): cell for cell in cells}
         for future in as_completed(futures):
             err = future.exception()
             yield futures[future], (None if err else future.result()), err
@@ -475,6 +478,35 @@ def summary_line(row: Dict[str, Any]) -> str:
             f"{row['cell_seconds']:.1f} s" + "".join(f"\n  WARNING: {w}" for w in row_warnings(row)))
 
 
+def _say_interrupted(out: Path, cells: Sequence[Cell], done: Dict[str, Dict[str, Any]], echo: Callable[[str], None],
+                     report: bool) -> None:
+    """After Ctrl-C: what was kept, how to resume, each finished cell's Acc@1 and the report of those cells
+    (a second Ctrl-C skips the report)."""
+    rows = [done[c.id] for c in cells if c.id in done]
+    echo(f"interrupted: {len(rows)} of {len(cells)} cells are finished and kept in {out / 'cells'} (a cell that was "
+         "running is lost). Run the same command again to resume: finished cells are not run again, and trained "
+         "targets, judges, priors and surrogates are loaded from the cache.")
+    if not rows:
+        return
+    echo("finished cells:")
+    for row in rows:
+        acc, nat = row.get("acc@1"), row.get("natural_accuracy")
+        echo(f"  {row['dataset']} {row['defense_label']} {row['attack']}/{row['variant']} seed {row['seed']}: "
+             f"Acc@1 {'n/a' if acc is None else format(acc, '.3f')}, "
+             f"natural acc {'n/a' if nat is None else format(nat, '.3f')}")
+    if not report:
+        return
+    from .report import render_report
+
+    echo(f"rendering the report of the {len(rows)} finished cells (Ctrl-C again skips it) ...")
+    try:
+        paths = render_report(out)
+    except KeyboardInterrupt:
+        echo(f"report skipped: `mi-art report {out}` renders it from the finished cells")
+        return
+    echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
 def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike] = None, executor: str = "local",
                   workers: Optional[int] = None, address: Optional[str] = None, gpus_per_task: float = 0.0,
                   cpus_per_task: float = 1.0, threads: Union[int, str, None] = None,
@@ -520,11 +552,18 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     waiting: Dict[str, Cell] = {}  # claimed by another process
     bar = tqdm(total=len(cells), initial=len(done), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
     write = bar.write if progress else echo
+    started, ran_here = time.perf_counter(), [0]
 
     def finished(cell: Cell, row: Dict[str, Any]) -> None:
         bar.update(1)
         done[cell.id] = row
+        ran_here[0] += 1
         write(summary_line(row))
+        left = len(cells) - len(done) - len(failures)
+        if left:
+            pace = (time.perf_counter() - started) / ran_here[0]
+            write(f"{len(done)} of {len(cells)} cells done; {left} left, about {format_seconds(pace * left)} at this "
+                  "run's pace so far (cells that share trained artifacts go faster)")
 
     try:
         while todo and full is None:
@@ -553,6 +592,10 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
                     write_atomic(json_path, json.dumps(row, indent=1, default=str))
                 finished(cell, row)
             todo = [] if full is not None else _wait_for_claims(out, waiting, finished, write)
+    except KeyboardInterrupt:
+        bar.close()
+        _say_interrupted(out, cells, done, echo, report)
+        raise GridInterrupted() from None
     finally:
         bar.close()
     if full is not None:

@@ -60,7 +60,7 @@ import numpy as np
 from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
-from .config_rules import ATTACKS, BASELINE_ONLY, VARIANTS
+from .config_rules import ATTACKS, BASELINE_ONLY, VARIANTS, needs_gmi_prior
 from .experiment import ExperimentConfig, config_defaults, query_budget_problem
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
@@ -505,9 +505,10 @@ class Grid:
                      + (", identities=all" if ids is None else f", identities={len(ids)} ({_preview_ids(ids)})"))
         targets = {c.target_group for c in cells}
         priors = {(c.config.dataset, c.config.data_root, json.dumps(c.config.data_options, sort_keys=True),
-                   c.config.seed) for c in cells if c.config.attack == "gmi"}
+                   c.config.seed) for c in cells if needs_gmi_prior(c.config)}
         lines.append(f"  shared work: {len(targets)} target(s) (each with its KEDMI GAN, surrogates, p_reg as "
-                     f"needed), {len(priors)} GMI prior(s), one evaluator per dataset and seed")
+                     f"needed), {len(priors)} GMI prior(s) (GMI's, and the start of KEDMI's and PLG-MI's GANs and "
+                     "of the surrogates' prior samples), one evaluator per dataset and seed")
         return "\n".join(lines)
 
 

@@ -28,7 +28,6 @@ import io
 import json
 import math
 import re
-import textwrap
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -38,6 +37,7 @@ import numpy as np
 from mi_art.quality import NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_ACCURACY, weak_model_warnings
 from mi_art.utils import write_atomic
 
+from .plots import wrap_title
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
 
 # NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_ACCURACY and weak_model_warnings are mi_art.quality's,
@@ -325,6 +325,20 @@ def _access_of(attack: str) -> str:
     return attack[attack.index("[") + 1:-1] if attack.endswith("]") and "[" in attack else "white-box"
 
 
+#: What an output postprocessor does not change, said wherever one is measured against a white-box attack.
+OUTPUT_DEFENSE_NOTE = (
+    "It is an output postprocessor: it changes only what the target's predict returns, so the model, its "
+    "natural accuracy and the gradients a white-box attack follows are those of the undefended target, and "
+    "its white-box rows match the undefended ones by construction; it can matter only to an attack that sees "
+    "the answers alone (access black-box or label-only).")
+
+
+def _is_output_defense(defense: str) -> bool:
+    from mi_art.defenses.postprocessing import POSTPROCESSORS
+
+    return defense in POSTPROCESSORS
+
+
 def _what_it_bought(aggs: Sequence[Dict[str, Any]]) -> List[str]:
     """One sentence per defense setting: its natural accuracy, and for each access level the Acc@1 of the
     strongest attack on it, each against the undefended target of the same grid when there is one."""
@@ -354,7 +368,9 @@ def _what_it_bought(aggs: Sequence[Dict[str, Any]]) -> List[str]:
             gains.append(gain)
         chance = la[0].get("chance@1")
         tail = "" if chance is None else f"; chance is {chance:.3f}"
-        lines.append(f"- **{markdown_text(label)}**{eps}: {cost}; {'; '.join(gains)}{tail}.")
+        lines.append(f"- **{markdown_text(label)}**{eps}: {cost}; {'; '.join(gains)}{tail}."
+                     + (" " + OUTPUT_DEFENSE_NOTE if _is_output_defense(la[0]["defense"]) and "white-box" in levels
+                        else ""))
     if not lines:
         return []
     return ["### What each defense bought and what it cost", ""] + lines + [""]
@@ -399,7 +415,7 @@ def transfer_lines(aggs: Sequence[Dict[str, Any]]) -> List[str]:
 
 
 def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict[str, Any],
-              figures: Dict[str, List[Path]], images: Dict[str, Path], out: Path) -> str:
+              figures: Dict[str, List[Path]], images: Dict[str, Dict[str, Path]], out: Path) -> str:
     grid = meta.get("grid", {})
     n_cells = len(meta.get("cells", [])) or len(rows)
     lines = [f"# Model inversion defense grid: {markdown_text(grid.get('name', out.name))}", ""]
@@ -474,12 +490,15 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
             for p in figures[dataset]:
                 lines.append(f"![{p.stem}]({p.relative_to(out).as_posix()})")
             lines.append("")
-        lines += ["### Reconstructions (first column: a real private image)", "",
-                  "| defense | attack/variant | seed | Acc@1 | image |", "|---|---|---|---|---|"]
+        lines += ["### Reconstructions (first column: a real private image; last: a sample of the prior searched)",
+                  "", "| defense | attack/variant | seed | Acc@1 | image | prior samples |",
+                  "|---|---|---|---|---|---|"]
         for r in dr:
-            img = images.get(r["cell_id"])
-            link = (f"[{markdown_text(r['cell_id'])}]({img.relative_to(out).as_posix()})" if img
-                    else "(no saved reconstructions)")
+            img = images.get(r["cell_id"], {})
+            link = (f"[{markdown_text(r['cell_id'])}]({img['reconstructions'].relative_to(out).as_posix()})"
+                    if "reconstructions" in img else "(no saved reconstructions)")
+            link += " | " + (f"[prior]({img['prior_samples'].relative_to(out).as_posix()})" if "prior_samples" in img
+                             else "-")
             acc = "n/a" if r.get("acc@1") is None else f"{r['acc@1']:.3f}"
             pair = markdown_text(f"{r['attack']}/{r['variant']}")
             label, seed = markdown_text(r["defense_label"]), markdown_text(r["seed"])
@@ -509,6 +528,16 @@ def _chance_line(ax: Any, aggs: Sequence[Dict[str, Any]]) -> None:
         ax.axhline(level, color="grey", linestyle=":", linewidth=1, label="chance" if i == 0 else None)
 
 
+def _spread_words(aggs: Sequence[Dict[str, Any]]) -> str:
+    """How a figure's points were made: a mean ± std over seeds, or one seed each (no error bars)."""
+    return "mean ± std over seeds" if _several_seeds(aggs) else "one seed each: no error bars"
+
+
+def _several_seeds(aggs: Sequence[Dict[str, Any]]) -> bool:
+    """Whether any point of :func:`aggregate`'s rows is a mean over seeds (one seed has no spread to draw)."""
+    return any((a.get("acc@1_n", a.get("n")) or 1) > 1 for a in aggs)
+
+
 def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     """The privacy-utility frontier of :func:`aggregate`'s rows: Acc@1 against natural accuracy per defense
     strength, with their spread over seeds, one panel per (attack, variant); DP points labelled by epsilon. Where
@@ -529,9 +558,11 @@ def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
                 continue
             x = [a["natural_accuracy"] for a in pts]
             y = [a["acc@1"] for a in pts]
-            ax.errorbar(x, y, xerr=[a["natural_accuracy_std"] or 0 for a in pts],
-                        yerr=[a["acc@1_std"] or 0 for a in pts], color=colors[d], marker=markers[i % len(markers)],
-                        linestyle="-" if len(pts) > 1 else "none", capsize=2, label=d)
+            spread = _several_seeds(pts)
+            ax.errorbar(x, y, xerr=[a["natural_accuracy_std"] or 0 for a in pts] if spread else None,
+                        yerr=[a["acc@1_std"] or 0 for a in pts] if spread else None, color=colors[d],
+                        marker=markers[i % len(markers)], linestyle="-" if len(pts) > 1 else "none", capsize=2,
+                        label=d)
             independent = [a for a in pts if a.get("independent_acc@1") is not None]
             if independent:  # the same targets judged by a model we did not train: hollow, dotted
                 ax.plot([a["natural_accuracy"] for a in independent], [a["independent_acc@1"] for a in independent],
@@ -542,7 +573,7 @@ def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
                     tag = a["defense_label"][len(d):].strip("()") or d
                     if a.get("epsilon") is not None:  # a DP point is read by its privacy budget
                         tag = f"ε={a['epsilon']:.3g}"
-                    ax.annotate(tag, (a["natural_accuracy"], a["acc@1"]), fontsize=6, xytext=(3, 3),
+                    ax.annotate(tag, (a["natural_accuracy"], a["acc@1"]), fontsize=8, xytext=(3, 3),
                                 textcoords="offset points")
         _chance_line(ax, pa)
         ax.set_title(f"{attack.upper()} {variant}", fontsize=9)
@@ -551,8 +582,8 @@ def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc="best")
-    title = f"Privacy-utility frontier on {dataset} (up and right: useful but leaky; mean ± std over seeds)"
-    fig.suptitle(textwrap.fill(title, width=int(14 * 4.2 * len(pairs))), fontsize=9)  # ~14 characters per inch at 9 pt
+    title = f"Privacy-utility frontier on {dataset} (up and right: useful but leaky; {_spread_words(aggs)})"
+    fig.suptitle(wrap_title(title, 4.2 * len(pairs)), fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -567,13 +598,14 @@ def _bars(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     width_in = max(5.0, 1.0 + 0.9 * len(labels) * max(1, len(pairs)) * 0.5)
     fig, ax = plt.subplots(figsize=(width_in, 3.8))
     x = np.arange(len(labels))
+    several = _several_seeds(aggs)
     for j, (attack, variant) in enumerate(pairs):
         means, stds = [], []
         for label in labels:
             m = [a for a in aggs if a["defense_label"] == label and (a["attack"], a["variant"]) == (attack, variant)]
             means.append(m[0]["acc@1"] if m and m[0]["acc@1"] is not None else np.nan)
             stds.append(m[0]["acc@1_std"] if m and m[0]["acc@1_std"] is not None else 0.0)
-        ax.bar(x + (j - (len(pairs) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+        ax.bar(x + (j - (len(pairs) - 1) / 2) * width, means, width, yerr=stds if several else None, capsize=2,
                label=f"{attack}/{variant}")
     _chance_line(ax, aggs)
     ax.set_xticks(x)
@@ -582,8 +614,8 @@ def _bars(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     ax.set_ylim(0, 1.22)
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.legend(fontsize=7, ncol=min(4, len(pairs)), loc="upper center")
-    ax.set_title(textwrap.fill(f"Attack accuracy per defense and attack variant on {dataset} (mean ± std over seeds)",
-                               width=int(14 * width_in)), fontsize=9)
+    ax.set_title(wrap_title(f"Attack accuracy per defense and attack variant on {dataset} ({_spread_words(aggs)})",
+                            width_in - 1.0), fontsize=9)  # the axes: the figure less its margins
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -592,25 +624,36 @@ def _bars(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     return path
 
 
-def _cell_image(out: Path, row: Dict[str, Any], redraw: bool) -> Optional[Path]:
-    from .plots import save_reconstruction_grid
+def _cell_images(out: Path, row: Dict[str, Any], redraw: bool) -> Dict[str, Path]:
+    """A cell's figures under ``images/``: its reconstructions (with a prior sample beside each row) and, when
+    the cell saved them, its prior's samples under a title; ``{}`` for a cell without saved images."""
+    from .plots import prior_title, save_prior_samples, save_reconstruction_grid
 
     _, npz = cell_paths(out, row["cell_id"])
     if not npz.is_file():
-        return None
-    path = out / "images" / f"{safe_file_name(str(row['cell_id']))}.png"
-    if not redraw and path.is_file() and path.stat().st_mtime >= npz.stat().st_mtime:
-        return path
+        return {}
+    stem = safe_file_name(str(row["cell_id"]))
+    paths = {"reconstructions": out / "images" / f"{stem}.png", "prior_samples": out / "images" / f"{stem}-prior.png"}
     with np.load(npz) as z:
+        if "prior_samples" not in z.files:
+            del paths["prior_samples"]
+        if not redraw and all(p.is_file() and p.stat().st_mtime >= npz.stat().st_mtime for p in paths.values()):
+            return paths
         recs, labels, real_x, real_y = z["reconstructions"], z["labels"], z["real_x"], z["real_y"]
         names = [str(n) for n in z["identity_names"]] if "identity_names" in z.files else None
+        samples = z["prior_samples"] if "prior_samples" in z.files else None
     acc = "n/a" if row.get("acc@1") is None else f"{row['acc@1']:.2f}"
     if row.get("chance@1") is not None:
         acc += f" (chance {row['chance@1']:.2f})"
-    save_reconstruction_grid(path, recs, labels, real_x, real_y, identity_names=names,
+    prior = row.get("prior") or {}
+    save_reconstruction_grid(paths["reconstructions"], recs, labels, real_x, real_y, identity_names=names,
                              title=f"{row['dataset']} {row['defense_label']}\n{row['attack'].upper()} {row['variant']} "
-                                   f"seed {row['seed']}: Acc@1 {acc}")
-    return path
+                                   f"seed {row['seed']}: Acc@1 {acc} by the judges",
+                             prior_samples=None if samples is None else samples[:10], caveat=prior.get("caveat"))
+    if samples is not None:
+        save_prior_samples(paths["prior_samples"], samples, title=f"{row['dataset']} seed {row.get('artifact_seed')}: "
+                           + prior_title({"samples": len(samples), **prior}))
+    return paths
 
 
 def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Path]:
@@ -624,7 +667,6 @@ def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Pat
     public = [{**{k: r.get(k) for k in ROW_KEYS}, "warnings": row_warnings(r),
                **{k: r.get(k) for k in RECORD_KEYS}, "config": r.get("config")} for r in rows]  # normalised rows
     csv_path = write_atomic(out / "results.csv", _csv_text(rows))
-    json_path = write_atomic(out / "results.json", json.dumps(public, indent=1, default=str))
     aggs = aggregate(rows)
     figures: Dict[str, List[Path]] = {}
     for dataset in dict.fromkeys(a["dataset"] for a in aggs):
@@ -632,6 +674,9 @@ def render_report(out_dir: PathLike, *, redraw_images: bool = False) -> List[Pat
         name = safe_file_name(dataset)  # the name comes from cell files: it must not leave plots/
         figures[dataset] = [plot_frontier(out / "plots" / f"frontier-{name}.png", dataset, da),
                             _bars(out / "plots" / f"bars-{name}.png", dataset, da)]
-    images = {r["cell_id"]: p for r in rows if (p := _cell_image(out, r, redraw_images)) is not None}
+    images = {r["cell_id"]: p for r in rows if (p := _cell_images(out, r, redraw_images))}
+    for row in public:  # the record links each cell's figures
+        row["images"] = {k: p.relative_to(out).as_posix() for k, p in images.get(row["cell_id"], {}).items()}
+    json_path = write_atomic(out / "results.json", json.dumps(public, indent=1, default=str))
     md_path = write_atomic(out / "report.md", _markdown(rows, aggs, meta, figures, images, out))
     return [csv_path, json_path, md_path, out / "plots"]

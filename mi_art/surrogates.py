@@ -99,7 +99,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
                       lr_step: Optional[int] = None, temperature: float = 1.0, augment: str = "shift",
                       eval_every: int = 100, patience: Optional[int] = None,
                       output_index: Any = None, mixed_precision: bool = False, device: DeviceLike = None,
-                      seed: Optional[int] = 0, verbose: bool = False) -> nn.Module:
+                      seed: Optional[int] = 0, verbose: bool = False, desc: Optional[str] = None) -> nn.Module:
     """Model augmentation (https://arxiv.org/abs/2304.01669): distil ``target`` into ``student`` on public
     data only, with KL divergence at ``temperature`` and SGD with momentum (the paper's settings).
 
@@ -142,6 +142,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     :data:`mi_art.quality.WEAK_SURROGATE_AGREEMENT` is returned with a :class:`mi_art.quality.WeakModelWarning`
     (the pipeline's weak-surrogate warning): in the attack it would pull the reconstructions away from the
     target's identities.
+    ``desc`` names the progress bar (default: ``distil <the student's class>``).
     """
     steps, batch_size = check_count("steps", steps), check_count("batch_size", batch_size)
     eval_every, patience = check_count("eval_every", eval_every), check_optional_count("patience", patience)
@@ -200,7 +201,7 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step or steps + 1, gamma=0.5)
     data = infinite_batches(x, min(batch_size, len(x)))
     best, best_state, best_step, stale = float("inf"), None, None, 0
-    bar = trange(steps, desc=f"distil {type(student).__name__}", disable=not verbose)
+    bar = trange(steps, desc=desc or f"distil {type(student).__name__}", disable=not verbose)
     for step in bar:
         xb = augment_batch(next(data), augment)
         if generator is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import numpy as np
 import pytest
@@ -61,6 +62,34 @@ def test_set_params_rejects_unknown_names(cls, target_clf, priors):
     attack = make(cls, target_clf, priors)
     with pytest.raises(ValueError, match="learning_rat"):
         attack.set_params(learning_rat=0.1)
+
+
+@pytest.mark.parametrize("cls", ATTACKS)
+def test_arts_max_iter_is_refused_with_the_name_it_has_here(cls, target_clf, priors):
+    """ART's MIFace takes ``max_iter``: given to these attacks (constructor or set_params) it is refused with a
+    message naming ``iterations``, not ART's "cannot be set" nor Python's "unexpected keyword argument"."""
+    with pytest.raises(ValueError, match=r"takes no 'max_iter' \(the name in ART's attacks\): give iterations="):
+        make(cls, target_clf, priors, max_iter=5)
+    attack = make(cls, target_clf, priors)
+    with pytest.raises(ValueError, match=r"give iterations=\.\.\. instead\. Its parameters: .*iterations"):
+        attack.set_params(max_iter=5)
+
+
+@pytest.mark.parametrize("cls", ATTACKS)
+def test_the_progress_bar_counts_the_iterations_asked_for(cls, target_clf, priors, monkeypatch):
+    """Several batches: the bar counts to ``iterations`` (it once counted to twice as many) and its
+    title names the batch that runs."""
+    attack = make(cls, target_clf, priors, iterations=3, n_reconstructions=2, batch_size=2, verbose=True)
+    bars, progress = [], attack._progress
+    monkeypatch.setattr(attack, "_progress", lambda n: bars.append(progress(n)) or bars[-1])
+    attack.infer(None, np.array([0, 1, 2]))  # 3 identities: at least 2 batches of codes or of identities
+    assert bars[0].total == 3 and bars[0].n == 3
+    assert re.search(r"batch ([2-9])/\1", bars[0].desc), bars[0].desc  # the last of several
+
+
+def test_brepmi_names_its_own_iteration_budget(target_clf, gmi_prior):
+    with pytest.raises(ValueError, match=r"BREPMI takes no 'max_iter'.*give max_iterations=\.\.\. instead"):
+        M.BREPMI(target_clf, gmi_prior[0], max_iter=5)
 
 
 @pytest.mark.parametrize("cls", ATTACKS)

@@ -101,6 +101,67 @@ def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant, mo
     assert f"Acc@1 {record['acc@1']:.3f}" in result.output
 
 
+def test_attack_names_each_step_before_it_runs_and_shows_its_prior(tmp_path, monkeypatch):
+    """Under --quiet there is no bar, yet each long step is named with its budget on a line of its own before it
+    runs; both surrogates are named apart; the record links the reconstructions and a titled grid of the prior's
+    samples written in the run's folder, and says how long the whole command took beside the attack alone."""
+    distilled = []
+    _recording(monkeypatch, experiment, "distill_surrogate", distilled)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["attack", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *TINY])
+    assert result.exit_code == 0, result.output
+    order = ["loading the data (digits)", "training the target (cnn, 3 epochs)",
+             "training a judge (cnn-wide, 3 epochs)",
+             "distilling the surrogate cnn-small (2 steps)", "training the GMI prior (10 steps of WGAN-GP)",
+             "distilling the surrogate cnn (2 steps)", "estimating p_reg of the target",
+             "measuring the GMI prior's quality", "attacking (GMI lomma, 20 iterations, 5 identities x 2 "
+             "reconstructions)", "attacking: done in", "judging (10 reconstructions by 1 trained judge(s))",
+             "rendering (the figures in"]
+    at = [result.output.find(line) for line in order]
+    assert all(i >= 0 for i in at), [line for line, i in zip(order, at) if i < 0]
+    assert at == sorted(at)
+    descs = [kwargs["desc"] for _, kwargs, _ in distilled]
+    assert descs == ["distil surrogate 0 (cnn-small)", "distil surrogate 1 (cnn)"]  # were both "distil CNN"
+    record = json.loads((out / "results.json").read_text())
+    assert record["figures"] == {"reconstructions": "reconstructions.png", "prior_samples": "prior-samples.png"}
+    assert (out / "prior-samples.png").stat().st_size > 1000
+    assert record["prior"]["name"] == "gmi" and record["prior"]["steps"] == 10
+    assert record["command_seconds"] > record["seconds"] > 0
+    assert {"training the target", "training the GMI prior", "attacking", "rendering"} <= set(record["stage_seconds"])
+
+
+def test_a_failed_attack_leaves_no_empty_output_folder(tmp_path):
+    out = tmp_path / "runs" / "new"
+    result = CliRunner().invoke(main, ["attack", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                                       "--identities", "0-9", *TINY])
+    assert result.exit_code != 0 and "identities" in result.output
+    assert not (tmp_path / "runs").exists()  # both folders the command made are gone again
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    CliRunner().invoke(main, ["attack", "--out", str(kept), "--identities", "0-9", *TINY])
+    assert kept.is_dir()  # a folder the user made stays
+
+
+def test_ctrl_c_in_attack_says_the_trained_artifacts_are_kept(tmp_path, monkeypatch):
+    def interrupted(bench, **kwargs):
+        bench.target()  # trained and cached before the interrupt
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_attack", interrupted)
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(main, ["attack", "--out", str(tmp_path / "run"), "--cache-dir", str(cache), *TINY])
+    assert result.exit_code == 130 and "Aborted!" not in result.output
+    assert f"interrupted: what was trained is kept in the cache ({cache}); the same command loads it" in result.output
+    assert any(p.name.startswith("target-") for p in cache.iterdir())
+    assert not (tmp_path / "run").exists()  # nothing was written in it
+
+
+def test_attack_seed_has_help_text():
+    result = CliRunner().invoke(main, ["attack", "--help"])
+    line = result.output[result.output.index("--attack-seed"):].split("--device")[0]
+    assert "Seed of the attack alone" in " ".join(line.split())
+
+
 TRAININGS = ("train_classifier", "train_gmi_prior", "train_kedmi_prior", "distill_surrogate", "estimate_p_reg")
 
 

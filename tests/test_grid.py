@@ -200,7 +200,7 @@ def test_end_to_end_report_matches_results(local_run, grid_file):
     assert result.exit_code == 0, result.output
     assert (out / "results.csv").read_text() == csv_before
     assert (out / "report.md").read_text() == md
-    assert len(list((out / "images").glob("*.png"))) == 4
+    assert len(list((out / "images").glob("*.png"))) == 4 * 2  # each cell's reconstructions and prior samples
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == mtimes
 
 
@@ -500,6 +500,16 @@ def test_grid_file_errors_and_executor_without_ray(tmp_path, monkeypatch):
     assert not (out / "cache").exists()
 
 
+@pytest.mark.parametrize("attack, variant, kedmi_init, priors", [
+    ("kedmi", "baseline", "gmi", 1), ("kedmi", "baseline", "none", 0), ("kedmi", "lomma", "none", 1),
+    ("plgmi", "baseline", "gmi", 1), ("miface", "baseline", "gmi", 0)])
+def test_the_dry_run_counts_the_gmi_prior_every_attack_starts_from(attack, variant, kedmi_init, priors):
+    """A KEDMI-only grid once said "0 GMI prior(s)" though KEDMI's GAN starts from the GMI prior's generator
+    (and PLG-MI's does, and LOMMA's surrogates learn on its samples)."""
+    grid = Grid.from_dict({"attacks": [attack], "variants": [variant], "kedmi_init": kedmi_init, "seeds": [0]})
+    assert f"{priors} GMI prior(s)" in grid.summary()
+
+
 def test_presets_validate_and_print(tmp_path):
     # paper: CelebA on a GPU; printable with --dry-run here, where the data folder is missing
     result = CliRunner().invoke(main, ["evaluate", "--preset", "paper", "--dry-run", "--out", str(tmp_path / "p")])
@@ -540,18 +550,58 @@ def test_grid_files_name_the_data_as_the_config_does_and_accept_the_old_names():
 
 
 def test_evaluate_says_which_stage_runs_and_warns_on_the_cells_line(local_run):
-    """Each trained artifact, the attack and the report's rendering get a console line with their seconds;
-    a cell's weak-model warnings follow its result line (not only in report.md)."""
+    """Under the default --quiet, each long step is named with its budget on a line of its own before it runs
+    (the GMI prior once trained under "attacking (200 iterations)" for minutes), then its seconds; a cell's
+    weak-model warnings follow its result line (not only in report.md)."""
     from mi_art.evaluations.report import row_warnings
 
     out, output = local_run
-    for stage in ("made the target in", "made the evaluator in", "made the gmi prior in", "made the surrogate in",
-                  "attacking (20 iterations)", "attack and its metrics done in", "rendering the report of 4 cells"):
-        assert stage in output, stage
+    order = ["training the target (cnn, 4 epochs)", "training the target: done in",
+             "training a judge (cnn-small, 1 epochs)", "training the GMI prior (5 steps of WGAN-GP)",
+             "training the GMI prior: done in", "attacking (GMI baseline, 20 iterations, 5 identities x 2 "
+             "reconstructions)", "attacking: done in", "judging (10 reconstructions by 1 trained judge(s))",
+             "rendering the report of 4 cells"]
+    at = [output.find(line) for line in order]
+    assert all(i >= 0 for i in at), [line for line, i in zip(order, at) if i < 0]
+    assert at == sorted(at), "each step is named before the next starts"
+    assert "distilling the surrogate mlp (2 steps)" in output
+    assert "cells done; " in output and " left, about " in output  # the time left of the grid
     rows = json.loads((out / "results.json").read_text())
     warned = [w for r in rows for w in row_warnings(r)]
     assert warned, "the tiny grid's 1-epoch cnn-small judge is weak: its warning is what this test looks for"
     assert all(f"WARNING: {w}" in output for w in warned)
+
+
+def test_ctrl_c_says_what_was_kept_how_to_resume_and_reports_the_finished_cells(tmp_path, local_run, grid_file,
+                                                                                 monkeypatch):
+    """Ctrl-C during the second cell: the command says how many cells are kept and that the same command resumes,
+    lists the finished cell's Acc@1 and renders the report of it, and exits 130 without click's bare "Aborted!";
+    the same command then runs only the cells left."""
+    import mi_art.evaluations.executors as executors
+
+    cached, _ = local_run
+    run_cell, calls = executors.run_cell, []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return run_cell(*args, **kwargs)
+
+    monkeypatch.setattr(executors, "run_cell", interrupted_second)
+    out = tmp_path / "out"
+    command = ["evaluate", "--config", str(grid_file), "--out", str(out), "--cache-dir", str(cached / "cache"),
+               "--threads", "1", "--no-progress"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 1 of 4 cells are finished and kept in" in result.output
+    assert "Run the same command again to resume" in result.output
+    assert "finished cells:\n  digits none gmi/baseline seed 0: Acc@1 " in result.output
+    assert "Aborted!" not in result.output
+    assert "1 of 4 cells finished (3 missing" in (out / "report.md").read_text()
+    monkeypatch.setattr(executors, "run_cell", run_cell)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0 and "4 cells in the grid, 1 already done, 3 to run" in result.output
 
 
 def test_grid_rows_carry_the_single_runs_surrogates_prior_and_warnings(local_run, grid_file):

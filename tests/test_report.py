@@ -222,3 +222,109 @@ def test_report_warns_of_a_dp_delta_at_or_above_one_over_ten_n(tmp_path, delta, 
         assert markdown_text(said[0]) in md  # escaped as every cell-provided text in the report
     else:
         assert said == [] and "1/(10 N)" not in markdown_text(md) and "10 N" not in md
+
+
+# --------------------------------------------------------------------------- figures that carry their caveats
+
+
+def _recorded(monkeypatch, owner, name) -> list:
+    """Record the keyword arguments of every call of ``owner.name`` (and still make it)."""
+    calls, original = [], getattr(owner, name)
+
+    def wrapper(self, *args, **kwargs):
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_one_seed_draws_no_error_bars_and_says_so(tmp_path, monkeypatch, seeds):
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    errorbars, bars = _recorded(monkeypatch, Axes, "errorbar"), _recorded(monkeypatch, Axes, "bar")
+    titles = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(
+        " ".join(t.get_text() for t in [fig._suptitle, *(ax.title for ax in fig.axes)] if t is not None)))
+    out = tmp_path / "out"
+    for seed in range(seeds):
+        _write_cell(out, _row(f"c{seed}", seed, dataset="d", n_classes=5, seed=seed, acc1=0.5 + 0.1 * seed),
+                    images=False)
+    render_report(out)
+    drawn = [c["yerr"] is not None for c in errorbars + bars]
+    assert drawn and all(drawn) == (seeds > 1) and any(drawn) == (seeds > 1)
+    said = "one seed each: no error bars" if seeds == 1 else "mean ± std over seeds"
+    assert all(said in " ".join(t.split()) for t in titles), titles
+
+
+def test_the_report_says_what_an_output_postprocessor_leaves_to_a_white_box_attack(tmp_path):
+    out = tmp_path / "out"
+    _write_cell(out, _row("n0", 0, dataset="d", n_classes=5), images=False)
+    _write_cell(out, {**_row("r0", 1, dataset="d", n_classes=5), "defense": "rounded",
+                      "defense_params": {"decimals": 1}, "defense_label": "rounded(decimals=1)"}, images=False)
+    render_report(out)
+    bought = _section((out / "report.md").read_text(), "d")
+    line = next(x for x in bought.splitlines() if x.startswith("- **rounded"))
+    assert "output postprocessor" in line and "gradients a white-box attack follows" in line
+
+
+def test_a_cells_prior_samples_are_drawn_titled_and_linked_from_the_record(tmp_path):
+    out = tmp_path / "out"
+    row = {**_row("p0", 0, dataset="d", n_classes=5), "prior": {"name": "gmi", "steps": 300, "fid_public": 12.5}}
+    _write_cell(out, row)
+    with np.load(out / "cells" / "p0.npz") as z:
+        arrays = dict(z)
+    np.savez_compressed(out / "cells" / "p0.npz", **arrays,
+                        prior_samples=np.random.default_rng(0).random((16, 1, 8, 8), dtype=np.float32))
+    render_report(out)
+    assert (out / "images" / "p0-prior.png").stat().st_size > 1000
+    (record,) = json.loads((out / "results.json").read_text())
+    assert record["images"] == {"reconstructions": "images/p0.png", "prior_samples": "images/p0-prior.png"}
+    assert "[prior](images/p0-prior.png)" in (out / "report.md").read_text()
+
+
+def test_a_reconstruction_grid_names_the_identities_it_shows(tmp_path, monkeypatch):
+    """12 identities attacked, 10 rows drawn: the title says which and that Acc@1 covers all 12."""
+    from matplotlib.figure import Figure
+
+    from mi_art.evaluations.plots import save_reconstruction_grid
+
+    titles = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(fig._suptitle.get_text()))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(12), 2)
+    save_reconstruction_grid(tmp_path / "g.png", rng.random((24, 1, 8, 8)), labels, rng.random((12, 1, 8, 8)),
+                             np.arange(12), title="GMI baseline: Acc@1 0.50")
+    text = " ".join(titles[0].split())
+    assert "rows: identities 0-9, the first 10 of the 12 attacked (Acc@1 is over all 12)" in text
+    save_reconstruction_grid(tmp_path / "h.png", rng.random((4, 1, 8, 8)), labels[:4], rng.random((12, 1, 8, 8)),
+                             np.arange(12))
+    assert "rows: all 2 identities attacked" in " ".join(titles[1].split())
+
+
+def test_a_face_runs_figures_say_when_the_prior_budget_is_below_what_made_faces(tmp_path, monkeypatch):
+    """Below the face benchmarks' prior steps a face run warns that its pictures are blurred and its Acc@1 a
+    judges' vote, and its reconstruction grid carries that under the title; digits and full budgets do not."""
+    from matplotlib.figure import Figure
+
+    from mi_art.evaluations.experiment import FACE_PRIOR_STEPS, prior_caveat
+    from mi_art.evaluations.plots import write_run_figures
+
+    caveat = prior_caveat("gmi", 300, "image-folder")
+    assert "below the 1500 of the face benchmarks" in caveat and "the judges' vote" in caveat
+    assert prior_caveat("gmi", FACE_PRIOR_STEPS["gmi"], "image-folder") is None
+    assert prior_caveat("kedmi", 60, "digits") is None
+    titles = []
+    monkeypatch.setattr(Figure, "savefig",
+                        lambda fig, *a, **k: titles.append(" ".join(fig._suptitle.get_text().split())))
+    rng = np.random.default_rng(0)
+    result = {"reconstructions": rng.random((4, 1, 8, 8)), "labels": np.array([0, 0, 1, 1]), "acc@1": 0.87,
+              "chance@1": 0.05, "prior": {"name": "gmi", "steps": 300, "fid_public": 40.0, "samples": 8,
+                                          "caveat": caveat},
+              "prior_samples": rng.random((8, 1, 8, 8))}
+    figures = write_run_figures(tmp_path, result, rng.random((2, 1, 8, 8)), np.array([0, 1]), title="GMI lomma on att")
+    assert figures == {"reconstructions": "reconstructions.png", "prior_samples": "prior-samples.png"}
+    assert " ".join(caveat.split()) in titles[0] and "Acc@1 0.87 (chance 0.05) by the judges" in titles[0]
+    assert "GMI prior: 8 samples after 300 training steps; FID 40.0" in titles[1]

@@ -29,6 +29,7 @@ from ..features import check_feature_layer, logits_and_features, penultimate_lay
 from ..identity import IDENTITY_LOSSES, REG_GRADIENT_RATIO, IdentityObjective, feature_reference
 from ..access import ACCESS_LEVELS, PredictOracle
 from ..priors.plgmi import random_views
+from .params import ExplainedParams
 from .selection import keep_best, robust_confidence
 from ..surrogates import ModelSet
 from ..utils import EstimatorModule, check_output_index, eval_mode, module_device, seed_everything
@@ -42,7 +43,7 @@ __all__ = ["CHECK_EVERY", "GANInversionAttack", "REFERENCE_BATCH", "REG_GRADIENT
 REFERENCE_BATCH = 60
 
 
-class GANInversionAttack(InferenceAttack, abc.ABC):
+class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
     """Base class of the GAN-based model inversion attacks (not used directly). The parameters every attack
     takes:
 
@@ -70,7 +71,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         gradient. The paper regularises the target alone; a surrogate's logit, distilled with a KL that
         fixes only differences of logits, is then free to grow with its feature norm (docs/methods.md:
         measured on LFW). None: the paper's form.
-    :param iterations: Steps of the latent search.
+    :param iterations: Steps of the latent search (per batch; ART's ``max_iter``). 2400, the papers' budget;
+        ``mi-art attack``/``evaluate`` and ``ExperimentConfig`` default to 300, sized for the digits on a CPU.
     :param learning_rate: The search's learning rate.
     :param n_reconstructions: Reconstructions per identity.
     :param n_candidates: Candidates searched per identity, of which the ``n_reconstructions`` the target
@@ -134,7 +136,8 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
                  batch_size: int = 60,
                  id_weight: float = 100.0,
                  feature_layer: Optional[str] = None, output_index: Any = None,
-                 seed: Optional[int] = None, verbose: bool = True, access: str = "white-box") -> None:
+                 seed: Optional[int] = None, verbose: bool = True, access: str = "white-box", **unknown: Any) -> None:
+        self._refuse_unknown(unknown)
         self.access = check_choice("access", access, ACCESS_LEVELS)
         if self.access != "white-box":  # predict alone: any ART classifier
             self._estimator_requirements = (BaseEstimator, ClassifierMixin)
@@ -438,8 +441,11 @@ class GANInversionAttack(InferenceAttack, abc.ABC):
         return probs.gather(1, labels.view(-1, 1)).squeeze(1)
 
     def _progress(self, n_codes: int):
-        """A bar over the search's steps: ``iterations`` for each batch of ``batch_size`` of ``n_codes``."""
-        return tqdm(total=self.iterations * -(-n_codes // self.batch_size), desc=self.title, disable=not self.verbose)
+        """A bar over the search's ``iterations``, restarted for each batch of ``batch_size`` of ``n_codes``
+        (:mod:`~mi_art.attacks.search` names the batch in its title)."""
+        bar = tqdm(total=self.iterations, desc=self.title, disable=not self.verbose)
+        bar.search_title = self.title
+        return bar
 
     @abc.abstractmethod
     def _run(self, labels: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..access import PredictOracle
+from .params import ExplainedParams
 from ..training import show_progress
 from ..utils import module_device, seed_everything
 from ..validation import (check_bool, check_count, check_labels, check_number, check_optional_count, check_positive,
                           check_seed)
 
 
-class BREPMI(InferenceAttack):
+class BREPMI(ExplainedParams, InferenceAttack):
     """Boundary-repelling model inversion from the target's labels alone.
 
     For each reconstruction, a latent code of a public GAN prior whose image the target labels as the
@@ -52,12 +53,14 @@ class BREPMI(InferenceAttack):
         "sphere_points", "initial_radius", "expansion", "inside_fraction", "patience", "max_iterations",
         "clamp", "init_batch", "init_tries", "max_queries", "n_reconstructions", "seed", "verbose"]
     _estimator_requirements = (BaseEstimator, ClassifierMixin)
+    renamed_params = {"max_iter": "max_iterations", "iterations": "max_iterations"}
 
     def __init__(self, estimator: Any, generator: nn.Module, *, sphere_points: int = 32, initial_radius: float = 2.0,
                  expansion: float = 1.3, inside_fraction: float = 0.75, patience: int = 100,
                  max_iterations: int = 1000, clamp: float = 1.5, init_batch: int = 256, init_tries: int = 20,
                  max_queries: Optional[int] = None, n_reconstructions: int = 1, seed: Optional[int] = None,
-                 verbose: bool = True) -> None:
+                 verbose: bool = True, **unknown: Any) -> None:
+        self._refuse_unknown(unknown)
         super().__init__(estimator=estimator)
         if not isinstance(generator, nn.Module):
             raise ValueError("generator must be a torch.nn.Module instance")

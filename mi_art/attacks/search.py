@@ -33,6 +33,18 @@ def _tick(bar: Optional[object], images: int) -> None:
         show_progress(bar, images)
 
 
+def _new_batch(bar: Optional[object], start: int, n: int, batch_size: int) -> None:
+    """The bar counts one batch's ``iterations`` (what the user asked for), not the sum over batches: from the
+    second batch on it starts again, and with several batches its title says which one runs."""
+    count = -(-n // batch_size)
+    if bar is None or count == 1:
+        return
+    if start:
+        bar.reset()
+    title = getattr(bar, "search_title", "")
+    bar.set_description(f"{title} batch {start // batch_size + 1}/{count}".strip(), refresh=False)
+
+
 def _step(loss: torch.Tensor, params: List[torch.Tensor], opt: torch.optim.Optimizer) -> None:
     grads = torch.autograd.grad(loss, params)
     for p, g in zip(params, grads):
@@ -49,6 +61,7 @@ def point_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *, late
     images = []
     for start in range(0, len(labels), batch_size):
         y = labels[start:start + batch_size]
+        _new_batch(bar, start, len(labels), batch_size)
         z = torch.randn(len(y), latent_dim, device=device).clamp_(-1, 1).requires_grad_(True)
         opt = torch.optim.SGD([z], lr=learning_rate, momentum=momentum, nesterov=momentum > 0)
         for it in range(iterations):
@@ -70,6 +83,7 @@ def gaussian_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *, l
     images = []
     for start in range(0, len(labels), batch_size):
         y = labels[start:start + batch_size]
+        _new_batch(bar, start, len(labels), batch_size)
         mu = torch.zeros(len(y), latent_dim, device=device, requires_grad=True)
         log_var = torch.ones(len(y), latent_dim, device=device, requires_grad=True)
         opt = torch.optim.Adam([mu, log_var], lr=learning_rate)
@@ -107,6 +121,7 @@ def variational_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *
     images, means, scales = [], [], []
     for start in range(0, len(labels), batch_size):
         y = labels[start:start + batch_size]
+        _new_batch(bar, start, len(labels), batch_size)
         k = len(y)
         mean = torch.zeros(k, latent_dim, device=device, requires_grad=True)
         tril = torch.eye(latent_dim, device=device).repeat(k, 1, 1).requires_grad_(True)
@@ -141,6 +156,7 @@ def conditional_search(generator: nn.Module, labels: torch.Tensor, loss: Loss, *
     images = []
     for start in range(0, len(labels), batch_size):
         y = labels[start:start + batch_size]
+        _new_batch(bar, start, len(labels), batch_size)
         z = torch.randn(len(y), latent_dim, device=device).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=learning_rate)
         for it in range(iterations):
