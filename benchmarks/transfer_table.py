@@ -6,7 +6,8 @@ several, else the independent judge's binomial standard error.
     python benchmarks/transfer_table.py "GMI+LOMMA=mi_art_runs/transfer-lfw-first.json" \\
         "GMI+LOMMA, 10 candidates=mi_art_runs/transfer-lfw-candidates.json:GMI+LOMMA"
 
-Each argument is ``LABEL=FILE[:METHOD]`` (METHOD: the method's name in the file; default LABEL's first word).
+Each argument is ``LABEL=FILE[,FILE...][:METHOD]`` (the files of one row's seeds, e.g. runs of seed 0 and of seeds
+1-2; METHOD: the method's name in the files; default LABEL's first word).
 """
 from __future__ import annotations
 
@@ -44,14 +45,16 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for spec in args.rows:
         label, _, source = spec.partition("=")
-        path, _, method = source.partition(":")
-        if not Path(path).is_file():
-            raise SystemExit(f"{spec!r}: no result file {path}")
+        paths, _, method = source.partition(":")
         method = method or label.split(",")[0].strip()
-        done = json.loads(Path(path).read_text())
-        records = [v for k, v in done.items() if k.split("/")[0] == method]
+        records = []
+        for path in paths.split(","):
+            if not Path(path).is_file():
+                raise SystemExit(f"{spec!r}: no result file {path}")
+            done = json.loads(Path(path).read_text())
+            records += [v for k, v in done.items() if k.split("/")[0] == method]
         if not records:
-            raise SystemExit(f"{spec!r}: no rows of method {method!r} in {path} (it has {sorted(done)})")
+            raise SystemExit(f"{spec!r}: no rows of method {method!r} in {paths}")
         print(row(label, records))
 
 
