@@ -92,11 +92,16 @@ def save_reconstruction_grid(path: Union[str, Path], reconstructions: np.ndarray
         axes[0, col].set_title(f"rec {col}", fontsize=7)
     if samples:
         axes[0, cols - 1].set_title("prior sample", fontsize=7)
+    return _save_titled(fig, head, path)
+
+
+def _save_titled(fig: Any, head: str, path: Union[str, Path]) -> Path:
+    """Title ``fig`` with ``head``, write it to ``path`` (its folder made) and close it."""
     fig.suptitle(head, fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -114,12 +119,7 @@ def save_prior_samples(path: Union[str, Path], samples: np.ndarray, *, title: st
         ax.axis("off")
         if i < len(samples):
             _show(ax, samples[i])
-    fig.suptitle(head, fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_titled(fig, head, path)
 
 
 def prior_title(prior: Dict[str, Any]) -> str:
