@@ -7,6 +7,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from mi_art.attacks.params import ART_NAMES
+
 __all__ = ["BUDGET_KEYS", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
            "data_option_keys", "data_option_problems", "renamed_dataset_keys"]
 
@@ -58,7 +60,9 @@ def _as_list(value: Any, what: str) -> List[Any]:
 def _check_keys(d: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
     unknown = sorted(str(k) for k in d if k not in valid)
     if unknown:
-        raise GridError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}; valid keys: {', '.join(valid)}")
+        renamed = [f"{k!r} is ART's name: give {ART_NAMES[k]!r}" for k in unknown if ART_NAMES.get(k) in valid]
+        raise GridError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}"
+                        + (f" ({'; '.join(renamed)})" if renamed else "") + f"; valid keys: {', '.join(valid)}")
 
 
 def _identities(value: Any) -> Any:

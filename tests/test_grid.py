@@ -464,6 +464,7 @@ def test_seed_scope_attack_shares_artifacts_across_seeds(tmp_path, monkeypatch):
     ('seeds = []\n', [], "no seeds"),
     ('iterations = 0\n', [], "iterations must be an integer in [1, inf), got 0"),
     ('iteration = 5\n', [], "unknown key(s) 'iteration'"),
+    ('max_iter = 5\n', [], "'max_iter' is ART's name: give 'iterations'"),
     ('[[datasets]]\nname = "cifar"\n', [], "unknown dataset 'cifar'"),
     ('[[datasets]]\nname = "image-folder"\nroot = "/nonexistent/faces"\n', [], "/nonexistent/faces"),
     ('[[datasets]]\nname = "mnist"\n', [], "dataset 'mnist' needs a data folder"),
