@@ -72,7 +72,8 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
       for ``N`` training images (Opacus's examples' 1e-5, kept far below 1/N: (epsilon, delta)-DP may release
       a training image outright with probability about delta each; a delta at or above 1/(10 N) is warned
       about, one above 1/N refused unless ``allow_large_delta=True``); ``accountant="rdp"`` ("prv", "gdp");
-      ``max_physical_batch_size=None`` (= ``batch_size``). Poisson sampling; BatchNorm becomes GroupNorm (``ModuleValidator.fix``). DP fine-tuning: pass a module pre-trained
+      ``max_physical_batch_size=None`` (= ``batch_size``). Poisson sampling; BatchNorm becomes GroupNorm
+      (``ModuleValidator.fix``). DP fine-tuning: pass a module pre-trained
       in :func:`mi_art.defenses.dp.private_architecture` as ``model`` and ``trainable="all"`` (every layer),
       ``"head"`` or a count of last layers; or pass a BatchNorm-pre-trained module with ``batch_norm="freeze"``
       (each BatchNorm becomes its fixed eval-mode map); the DP run's own ``dp_epochs``, ``dp_lr``,

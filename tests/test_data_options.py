@@ -16,8 +16,8 @@ NAN, INF = float("nan"), float("inf")
 
 OPTIONS = {
     "digits": ("image_size", "channels", "test_fraction", "seed"),
-    "image-folder": ("private", "public", "order", "max_per_identity", "exclude", "image_size", "channels", "test_fraction", "crop", "seed", "name",
-                     "preset"),
+    "image-folder": ("private", "public", "order", "max_per_identity", "exclude", "image_size", "channels",
+                     "test_fraction", "crop", "seed", "name", "preset"),
     "mnist": ("image_size", "channels", "private_classes", "public_classes", "max_per_class", "seed"),
     "celeba": ("num_private", "num_public", "image_size", "channels", "test_fraction", "max_public_images", "seed"),
 }

@@ -112,8 +112,8 @@ class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
 
     attack_params = InferenceAttack.attack_params + [
         "identity_loss", "p_reg", "reg_weight", "surrogates", "surrogate_p_reg", "iterations", "learning_rate",
-        "n_reconstructions", "n_candidates", "views", "batch_size", "id_weight", "feature_layer", "output_index", "seed",
-        "verbose", "access",
+        "n_reconstructions", "n_candidates", "views", "batch_size", "id_weight", "feature_layer", "output_index",
+        "seed", "verbose", "access",
     ]
     _estimator_requirements = (BaseEstimator, PyTorchEstimator, ClassifierMixin, ClassGradientsMixin)
     #: Whether the attack's loss has a prior term, for which it takes the prior's discriminator.
