@@ -104,6 +104,18 @@ def add_run_arguments(parser: Any, results: str, device: str = "auto") -> None:
     parser.add_argument("--out", default=None, help=f"results JSON (default mi_art_runs/{results}-<benchmark>.json)")
 
 
+def artifact_cache(cache_dir: str, *, locking: bool = True) -> Any:
+    """The benchmarks' artifact cache, naming every artifact it trains with its budget on a line of its own
+    before it starts and its time when it ends (a 1500-step prior runs for half an hour: the log says so).
+    ``locking``: shared with other scripts running at the same time (each artifact trained once)."""
+    from mi_art.evaluations.cache import ArtifactCache
+    from mi_art.evaluations.executors import LockingArtifactCache
+    from mi_art.evaluations.stages import StageLog
+
+    cls = LockingArtifactCache if locking else ArtifactCache
+    return cls(cache_dir, stages=StageLog(lambda line: print(line, flush=True)))
+
+
 def results_path(args: Any, results: str, suffix: str = "") -> Path:
     """``--out``, or ``mi_art_runs/<results>-<benchmark><suffix>.json``."""
     return Path(args.out or REPO / "mi_art_runs" / f"{results}-{args.benchmark}{suffix}.json")

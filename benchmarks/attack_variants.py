@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config, spaced_identities
+from _settings import BENCHMARKS, REPO, add_threads_argument, artifact_cache, benchmark_config, spaced_identities
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
-from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.utils import atomic_file, write_atomic
 
@@ -140,7 +139,7 @@ def main() -> None:
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
 
     start = time.perf_counter()
-    bench = Workbench(config, LockingArtifactCache(args.cache_dir))
+    bench = Workbench(config, artifact_cache(args.cache_dir))
     if args.identities is not None:
         config = dataclasses.replace(config, identities=spaced_identities(args.identities, bench.data.num_classes))
         bench = Workbench(config, bench.cache, data=bench.data)

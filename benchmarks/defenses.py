@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config, spaced_identities
+from _settings import BENCHMARKS, REPO, add_threads_argument, artifact_cache, benchmark_config, spaced_identities
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
-from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.evaluations.report import aggregate, plot_frontier
@@ -162,7 +161,7 @@ def main() -> None:
                f"{'-quick' if q else ''}{'-output' if args.output_defenses else ''}{'-deployed' if args.deployed else ''}"
                ".json")
     done = json.loads(out.read_text()) if out.is_file() else {}
-    cache = LockingArtifactCache(args.cache_dir)  # shared with other scripts running at the same time
+    cache = artifact_cache(args.cache_dir)  # shared with other scripts running at the same time
     if args.identities is not None:
         base = dataclasses.replace(base, identities=spaced_identities(
             args.identities, Workbench(base, cache).data.num_classes))

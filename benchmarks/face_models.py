@@ -25,10 +25,9 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
-from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
+from _settings import BENCHMARKS, add_run_arguments, artifact_cache, benchmark_config, results_path
 from mi_art.threads import set_threads
 
-from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.models import ARCHITECTURES
@@ -81,7 +80,7 @@ def main() -> None:
             config = benchmark_config(args.benchmark, args.data_root, **overrides)
             if args.image_size is not None:
                 config.data_options = {**config.data_options, "image_size": args.image_size}
-            bench = Workbench(config, LockingArtifactCache(args.cache_dir), data=data)
+            bench = Workbench(config, artifact_cache(args.cache_dir), data=data)
             data = bench.data
             c0, w0 = time.process_time(), time.perf_counter()
             model = bench.target()

@@ -25,11 +25,10 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
+from _settings import BENCHMARKS, add_run_arguments, artifact_cache, benchmark_config, results_path
 from mi_art.threads import set_threads
 
 from mi_art import train_plgmi_prior
-from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import PenultimateFeatures, fid_eval_features, predict_logits
 from mi_art.priors.sampling import prior_samples
@@ -80,7 +79,7 @@ def main() -> None:
     out = results_path(args, "plgmi-prior")
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     config = benchmark_config(args.benchmark, args.data_root, prior_steps=args.prior_steps, device=args.device)
-    bench = Workbench(config, LockingArtifactCache(args.cache_dir))
+    bench = Workbench(config, artifact_cache(args.cache_dir))
     target, judge = bench.target(), bench.evaluator()
     gmi_generator = bench.gmi_prior()[0]
     public_x = torch.as_tensor(bench.data.public.x)

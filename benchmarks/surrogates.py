@@ -19,10 +19,9 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from _settings import BENCHMARKS, add_run_arguments, benchmark_config, results_path
+from _settings import BENCHMARKS, add_run_arguments, artifact_cache, benchmark_config, results_path
 from mi_art.threads import set_threads
 
-from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import Workbench
 from mi_art.models import ARCHITECTURES
 from mi_art.utils import write_atomic
@@ -57,7 +56,7 @@ def main() -> None:
     set_threads(args.threads)
     out = results_path(args, "surrogates")
     done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
-    cache, data = LockingArtifactCache(args.cache_dir), None
+    cache, data = artifact_cache(args.cache_dir), None
     for arch, steps, pre, source in _settings(args.settings):
         key = f"{arch}/{steps}/pre{pre}/{source}"
         if key in done:
