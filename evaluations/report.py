@@ -6,7 +6,8 @@
 * ``report.md``: per dataset, the grid as tables (mean +- std over seeds), with the chance level of
   Acc@1 and Acc@5, and the figures;
 * ``plots/frontier-<dataset>.png``: attack accuracy against natural accuracy per defense (the
-  privacy-utility frontier), one panel per attack variant;
+  privacy-utility frontier), one panel per attack variant, with the accuracy defenses are compared at
+  (:mod:`mi_art.evaluations.utility`: defenses at equal utility, and what an adaptive attack leaves of them);
 * ``plots/bars-<dataset>.png``: attack accuracy per defense, one bar per attack variant;
 * ``images/<cell-id>.png``: each cell's reconstructions beside real private images.
 
@@ -39,6 +40,7 @@ from mi_art.utils import write_atomic
 
 from .plots import wrap_title
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
+from .utility import adaptive_lines, equal_utility_lines, matched_utility
 
 # NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_ACCURACY and weak_model_warnings are mi_art.quality's,
 # importable from here as before
@@ -484,7 +486,8 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                                  if match else "-")
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
-        lines += _what_it_bought(da) + transfer_lines(da) + _dp_targets(dr)
+        lines += _what_it_bought(da) + transfer_lines(da) + equal_utility_lines(da) + adaptive_lines(da)
+        lines += _dp_targets(dr)
         if figures.get(dataset):
             lines += ["### Figures", ""]
             for p in figures[dataset]:
@@ -538,11 +541,29 @@ def _several_seeds(aggs: Sequence[Dict[str, Any]]) -> bool:
     return any((a.get("acc@1_n", a.get("n")) or 1) > 1 for a in aggs)
 
 
+def _mark_matched_level(ax: Any, aggs: Sequence[Dict[str, Any]], colors: Dict[str, Any]) -> None:
+    """The natural accuracy the report compares defenses at (:func:`mi_art.evaluations.utility.matched_utility`)
+    as a dashed line, and each defense's interpolated Acc@1 there as a cross; nothing without a defense of
+    several settings."""
+    matched = [e for e in matched_utility(aggs) if not e["single"] and e["panel"] is not None]
+    if not matched:
+        return
+    level = matched[0]["level"]
+    ax.axvline(level, color="black", linestyle="--", linewidth=0.8, alpha=0.6, label=f"equal utility ({level:.3f})")
+    ax.annotate(f"equal utility {level:.3f}", (level, 1.0), xytext=(-3, -3), textcoords="offset points",
+                rotation=90, fontsize=7, ha="right", va="top")
+    for e in matched:
+        ax.plot([level], [e["panel"][1]], marker="X", markersize=8, color=colors[e["defense"]],
+                markeredgecolor="black", linestyle="none")
+
+
 def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
     """The privacy-utility frontier of :func:`aggregate`'s rows: Acc@1 against natural accuracy per defense
     strength, with their spread over seeds, one panel per (attack, variant); DP points labelled by epsilon. Where
     an independent judge scored the cells, its Acc@1 of the same reconstructions is drawn too (hollow markers,
-    dotted), so a defense that looks effective by one judge and not the other shows."""
+    dotted), so a defense that looks effective by one judge and not the other shows. The natural accuracy the
+    report's "Defenses at equal utility" table compares defenses at is a dashed line, each defense's Acc@1 there a
+    cross."""
     plt = _pyplot()
     pairs = _pairs(aggs)
     defenses = list(dict.fromkeys(a["defense"] for a in aggs))
@@ -576,6 +597,7 @@ def plot_frontier(path: Path, dataset: str, aggs: List[Dict[str, Any]]) -> Path:
                     ax.annotate(tag, (a["natural_accuracy"], a["acc@1"]), fontsize=8, xytext=(3, 3),
                                 textcoords="offset points")
         _chance_line(ax, pa)
+        _mark_matched_level(ax, pa, colors)
         ax.set_title(f"{attack.upper()} {variant}", fontsize=9)
         ax.set_xlabel("natural accuracy of the target")
         ax.set_ylabel("attack accuracy Acc@1")
