@@ -27,8 +27,8 @@ from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Seq
 from .access import ACCESS_LEVELS
 from .validation import check_choice, check_int, check_list
 
-__all__ = ["ALIGN_VIEWS", "IMPROVEMENTS", "Improvement", "VARIANTS", "Variant", "attack_kwargs", "get_improvement",
-           "parse_variant", "register_improvement", "unregister_improvement"]
+__all__ = ["ALIGN_VIEWS", "IMPROVEMENTS", "Improvement", "Inputs", "PARTS", "VARIANTS", "Variant", "attack_kwargs",
+           "get_improvement", "parse_variant", "register_improvement", "unregister_improvement"]
 
 #: Random views per step of the "align" improvement: the K of AlignMI's TAA (its code averages 30).
 ALIGN_VIEWS = 30
