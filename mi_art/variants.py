@@ -130,10 +130,13 @@ class Variant:
     def name(self) -> str:
         if not self.improvements:
             return BASELINE
-        name = "+".join(i for i in _REGISTRY if i in self.improvements)
+        tokens = [i for i in _REGISTRY if i in self.improvements]
         for alias, parts in ALIASES.items():
-            name = name.replace("+".join(parts), alias)
-        return name
+            if all(part in tokens for part in parts):
+                at = tokens.index(parts[0])
+                tokens = [t for t in tokens if t not in parts]
+                tokens.insert(at, alias)
+        return "+".join(tokens)
 
     def __contains__(self, improvement: object) -> bool:
         return improvement in self.improvements

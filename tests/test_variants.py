@@ -260,20 +260,23 @@ def test_a_registered_improvement_joins_every_variant_name():
     def louder(kwargs, inputs):
         kwargs["id_weight"] = 200.0
 
-    improvement = variants.Improvement("loud", "identity loss", "a doubled identity weight", louder)
+    improvement = variants.Improvement("mad", "identity loss", "a doubled identity weight", louder)
     variants.register_improvement(improvement)
     try:
-        assert len(M.VARIANTS) == 16 and "lomma+align+loud" in M.VARIANTS
-        assert M.attack_kwargs("loud")["id_weight"] == 200.0
+        assert len(M.VARIANTS) == 16 and "lomma+align+mad" in M.VARIANTS
+        assert M.parse_variant("lom+mad").improvements == {"lom", "mad"}  # "lom+ma" inside it is not "lomma"
+        assert M.attack_kwargs("mad")["id_weight"] == 200.0
         with pytest.raises(ValueError, match="already registered"):
-            variants.register_improvement(variants.Improvement("loud", "search", "", louder))
+            variants.register_improvement(variants.Improvement("mad", "search", "", louder))
     finally:
-        variants.unregister_improvement("loud")
+        variants.unregister_improvement("mad")
     assert list(M.VARIANTS) == ALL_VARIANTS
-    with pytest.raises(ValueError, match="unknown improvement 'loud'; valid improvements: lom, ma, align"):
-        variants.get_improvement("loud")
+    with pytest.raises(ValueError, match="unknown improvement 'mad'; valid improvements: lom, ma, align"):
+        variants.get_improvement("mad")
     with pytest.raises(ValueError, match="improvement.part must be one of"):
         variants.register_improvement(variants.Improvement("odd", "prior", "", louder))
+    with pytest.raises(ValueError, match="other than 'baseline' and 'lomma'"):
+        variants.register_improvement(variants.Improvement("lomma", "search", "", louder))
 
 
 # --------------------------------------------------------------------------- gradient alignment
