@@ -35,6 +35,7 @@ from mi_art.threads import set_threads
 from mi_art.attacks import ATTACKS
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.utils import atomic_file, write_atomic
+from mi_art.variants import VARIANTS, parse_variant
 
 #: Row names of the GAN attacks: every attack of the registry, by its title.
 ATTACK_NAMES = {name: cls.title for name, cls in ATTACKS.items()}
@@ -52,6 +53,10 @@ ACCESS_FORM = {f"{attack.upper()}+LOMMA [{access}]": {"access": access}
 METHODS += [(name.split("+")[0].lower(), "lomma", name) for name in ACCESS_FORM] + [("brepmi", "baseline", "BREP-MI")]
 #: Rows whose configuration differs from the benchmark's (same data, cache and artifacts otherwise).
 CONFIG_FORM = {**PAPER_FORM, **ACCESS_FORM}
+#: Rows run only when --methods names them: the other variants of every GAN attack, e.g. "GMI+LOMMA+ALIGN" and
+#: "GMI+ALIGN" (gradient alignment costs about mi_art.ALIGN_VIEWS passes through the models per step).
+OPT_IN_METHODS = [(attack, variant, f"{name}+{variant.upper()}") for attack, name in ATTACK_NAMES.items()
+                  for variant in VARIANTS if variant not in ("baseline", "lom", "ma", "lomma")]
 
 
 def main() -> None:
@@ -99,7 +104,9 @@ def main() -> None:
                              "'cnn-small,cnn'; 'dlib-head': the deployed target's own backbone with a new head)")
     parser.add_argument("--max-queries", type=int, default=None,
                         help="query budget of the black-box, label-only and BREP-MI rows (default: no limit)")
-    parser.add_argument("--methods", default=None, help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'; the '+ALIGN' rows (e.g. "
+                             "'GMI+LOMMA+ALIGN', 30 views per step) run only when named here")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="latent codes (GMI) or identities (KEDMI) optimised together (default 100; all at "
                              "once is fastest on a GPU)")
@@ -147,8 +154,9 @@ def main() -> None:
     print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
           f"{bench.data.num_classes} identities, {len(bench.data.public)} public images; "
           f"setup {time.perf_counter() - start:.0f}s", flush=True)
-    for attack, variant, name in METHODS:
-        if wanted is not None and name not in wanted:
+    default_rows = {name for _, _, name in METHODS}
+    for attack, variant, name in METHODS + OPT_IN_METHODS:
+        if name not in (default_rows if wanted is None else wanted):
             continue
         attack_seeds = range(args.first_seed, args.first_seed + seeds)
         for seed in attack_seeds[:1] if attack == "miface" else attack_seeds:  # MIFace is deterministic
@@ -158,7 +166,7 @@ def main() -> None:
             t0 = time.perf_counter()
             if attack in ATTACKS and name not in ACCESS_FORM:
                 bench.prior(ATTACKS[attack].prior, target)
-            if variant in ("ma", "lomma") and name not in ACCESS_FORM:
+            if "ma" in parse_variant(variant) and name not in ACCESS_FORM:
                 bench.surrogates(target)
             prep = time.perf_counter() - t0
             runner, attacked = bench, target
@@ -268,7 +276,7 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
               f"| {'independent Acc@5':>17} | {'independent dist':>16} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for _, _, name in METHODS:
+    for _, _, name in METHODS + OPT_IN_METHODS:
         rows = [v for k, v in done.items() if k.split("/")[0] == name]
         if not rows:
             continue

@@ -296,7 +296,8 @@ def main() -> None:
               help="Loader argument, e.g. --data-option private=20 --data-option image_size=32 (repeatable).")
 @click.option("--attack", type=click.Choice(ATTACKS), default="gmi", show_default=True)
 @click.option("--variant", type=click.Choice(VARIANTS), default="lomma", show_default=True,
-              help="baseline: CE on the target; lom: logit loss + p_reg; ma: surrogate ensemble; lomma: both.")
+              help="baseline: CE on the target; lom: logit loss + p_reg; ma: surrogate ensemble; lomma: both; "
+                   "+align: the loss averaged over 30 random views per step (AlignMI; --search-views N sets how many).")
 @click.option("--identities", default=None, metavar="0-299|0,3,7",
               help="Private identities (class indices) to attack [default: all].")
 @field_options("attack")

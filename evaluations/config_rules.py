@@ -11,6 +11,7 @@ from mi_art import ATTACKS as GAN_ATTACKS
 from mi_art.access import ACCESS_LEVELS
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
+from mi_art.variants import VARIANTS, parse_variant
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
                                check_optional_count, check_seed)
 
@@ -22,9 +23,8 @@ __all__ = ["ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "GAN_AUGMENTATIONS",
 
 #: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
 ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
-#: Attacks without LOM/MA variants: ART's MIFace (white-box) and BREP-MI (label-only, no surrogate).
+#: Attacks without variants (LOM, MA, align): ART's MIFace (white-box) and BREP-MI (label-only, no surrogate).
 BASELINE_ONLY = ("miface", "brepmi")
-VARIANTS = ("baseline", "lom", "ma", "lomma")
 #: "gmi": the KEDMI generator starts from the (target-independent) GMI prior's; "none": from scratch.
 KEDMI_INITS = ("gmi", "none")
 #: what surrogates are distilled on: public images alone, or public images plus fresh GMI-prior samples.
@@ -57,7 +57,7 @@ def needs_gmi_prior(config: Any) -> bool:
         return True
     if config.attack == "kedmi" and config.kedmi_init == "gmi":
         return True
-    surrogates = config.variant in ("ma", "lomma") or config.access != "white-box"
+    surrogates = "ma" in parse_variant(config.variant) or config.access != "white-box"
     return surrogates and bool(config.surrogate_archs) and config.surrogate_data == "public+prior"
 
 
@@ -97,7 +97,7 @@ _PRETRAIN_EPOCHS = partial(check_int, low=0, hint=" (0 trains from scratch)")
 #: field -> ``rule(name, value)``, which raises a ValueError naming ``name``, the value and what is valid.
 PARAMETER_RULES: Dict[str, Rule] = {
     "attack": _choice(ATTACKS),
-    "variant": _choice(VARIANTS),
+    "variant": lambda name, value: check_choice(name, value, VARIANTS),  # read at each use: see mi_art.variants
     "target_arch": _ARCHITECTURE,
     "eval_arch": _ARCHITECTURE,
     "surrogate_archs": partial(_check_names, choices=tuple(sorted(ARCHITECTURES))),

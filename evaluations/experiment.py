@@ -28,6 +28,7 @@ from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
 from mi_art.threads import thread_record
 from mi_art.access import PredictOracle
+from mi_art.variants import attack_kwargs, parse_variant
 from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_weak, weak_model_warnings,
                             weak_surrogate_warning)
 from mi_art.validation import check_choice, check_int, check_labels
@@ -150,8 +151,8 @@ class ExperimentConfig:
         for key, rule in PARAMETER_RULES.items():
             rule(key, getattr(self, key))
         if self.attack in BASELINE_ONLY and self.variant != "baseline":
-            raise ValueError(f"{'ART MIFace' if self.attack == 'miface' else 'BREP-MI'} has no LOM/MA variants: "
-                             "use variant='baseline'")
+            raise ValueError(f"{'ART MIFace' if self.attack == 'miface' else 'BREP-MI'} has no variants (LOM, MA, "
+                             f"align), got variant={self.variant!r}: use variant='baseline'")
         tl_epochs = self.defense_params.get("pretrain_epochs") if self.defense == "tl" else None
         if self.target_pretrain_epochs and tl_epochs is not None and tl_epochs != self.target_pretrain_epochs:
             raise ValueError(f"target_pretrain_epochs={self.target_pretrain_epochs} and defense 'tl' with "
@@ -163,7 +164,7 @@ class ExperimentConfig:
             if not self.surrogate_archs and self.attack != "brepmi":
                 raise ValueError(f"access={self.access!r} inverts surrogates distilled from the target's answers: "
                                  "give at least one surrogate architecture")
-        if self.variant in ("ma", "lomma") and not self.surrogate_archs:
+        if "ma" in parse_variant(self.variant) and not self.surrogate_archs:
             raise ValueError(f"variant {self.variant!r} needs at least one surrogate architecture")
         if self.n_candidates is not None and self.n_candidates < self.n_reconstructions:
             raise ValueError(f"n_candidates={self.n_candidates} is below n_reconstructions={self.n_reconstructions}: "
@@ -913,7 +914,10 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         extra["prior"] = bench.prior_budget("gmi")
         extra["prior_samples"] = prior_samples(bench.gmi_prior()[0], PRIOR_GRID_SAMPLES, seed=c.seed)
     else:
-        use_lom, use_ma = variant in ("lom", "lomma"), variant in ("ma", "lomma")
+        # what the variant's improvements are made of is made here, only when it needs it; mi_art.attack_kwargs
+        # turns it into the attack's arguments
+        improvements = parse_variant(variant)
+        use_lom, use_ma = "lom" in improvements, "ma" in improvements
         surrogates: List[nn.Module] = []
         surrogate_p_reg = None
         if c.access != "white-box":
@@ -945,14 +949,10 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                     used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
                     surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
             p_reg = bench.p_reg(unit_target) if use_lom else None
-        kwargs: Dict[str, Any] = dict(p_reg=p_reg, surrogates=surrogates, surrogate_p_reg=surrogate_p_reg,
-                                      iterations=c.iterations, n_reconstructions=c.n_reconstructions,
-                                      n_candidates=c.n_candidates, batch_size=c.batch_size, seed=seed, verbose=c.verbose,
-                                      access=c.access)
-        if c.search_views is not None:
-            kwargs["views"] = c.search_views
-        if use_lom:  # else each attack's own identity loss: CE, PLG-MI's margin
-            kwargs["identity_loss"] = "logit"
+        kwargs = attack_kwargs(improvements, access=c.access, p_reg=p_reg, surrogates=surrogates,
+                               surrogate_p_reg=surrogate_p_reg, views=c.search_views)
+        kwargs.update(iterations=c.iterations, n_reconstructions=c.n_reconstructions, n_candidates=c.n_candidates,
+                      batch_size=c.batch_size, seed=seed, verbose=c.verbose)
         cls = GAN_ATTACKS[attack]
         data_note = PRIORS[cls.prior].data_note(len(d.public.x), d.num_classes)
         if data_note:

@@ -7,7 +7,7 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     name = "my-grid"
     attacks = ["gmi", "kedmi"]               # gmi, kedmi, vmi, plgmi, miface, brepmi (the last two:
                                              # baseline only)
-    variants = ["baseline", "lomma"]         # baseline, lom, ma, lomma
+    variants = ["baseline", "lomma"]         # baseline, lom, ma, lomma; each also "+align"
     seeds = [0, 1]
     seed_scope = "all"                       # "all": a seed retrains target, evaluator, priors and
                                              # surrogates and seeds the attack; "attack": artifacts

@@ -21,6 +21,7 @@ from .priors import (PRIORS, ConditionalGenerator, Critic, Generator, KEDMIDiscr
 from .surrogates import ModelSet, distill_surrogate, top1_agreement
 from .training import train_classifier
 from .utils import load_checkpoint, resolve_device, save_checkpoint, seed_everything
+from .variants import ALIGN_VIEWS, VARIANTS, attack_kwargs, parse_variant
 
 __version__ = "0.1.0"
 
@@ -31,5 +32,5 @@ __all__ = [
     "VGG16BN", "IRNet", "ConditionalGenerator", "ProjectionDiscriminator", "PRIORS", "ModelSet", "make_classifier",
     "distill_surrogate", "estimate_p_reg", "prior_samples", "top1_agreement", "train_classifier", "train_gmi_prior",
     "train_kedmi_prior", "train_plgmi_prior", "load_checkpoint", "resolve_device", "save_checkpoint",
-    "seed_everything", "set_threads",
+    "seed_everything", "set_threads", "ALIGN_VIEWS", "VARIANTS", "attack_kwargs", "parse_variant",
 ]

@@ -29,6 +29,7 @@ from ..features import check_feature_layer, logits_and_features, penultimate_lay
 from ..identity import IDENTITY_LOSSES, REG_GRADIENT_RATIO, IdentityObjective, feature_reference
 from ..access import ACCESS_LEVELS, PredictOracle
 from ..priors.plgmi import random_views
+from ..views import VIEW_TRANSFORMS, alignment_views
 from .params import ExplainedParams
 from .selection import keep_best, robust_confidence
 from ..surrogates import ModelSet
@@ -88,6 +89,11 @@ class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
         transformation-averaged gradients. A reconstruction must then hold the identity under small changes of
         framing, not at one exact arrangement of pixels. 0 (default for every other attack): the images as
         generated.
+    :param view_transform: Which random views (:data:`mi_art.views.VIEW_TRANSFORMS`): ``"plgmi"`` (default), the
+        ones above; ``"alignmi"``, AlignMI's geometric ones (:func:`mi_art.views.alignment_views`: a crop of 0.8 to
+        1 of the area with an aspect ratio of 0.9 to 1.1, a flip, a rotation of up to 5 degrees, no colour
+        change), which its training-free gradient alignment averages over 30 of (``views=30``; the ``"align"``
+        improvement of :mod:`mi_art.variants`).
     :param batch_size: Codes (or identities, for the distributional searches) optimised together.
     :param id_weight: Weight of the identity loss against the prior term (the papers' 100).
     :param feature_layer: Name (in ``estimator.model.named_modules()``) of the module whose input is
@@ -112,8 +118,8 @@ class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
 
     attack_params = InferenceAttack.attack_params + [
         "identity_loss", "p_reg", "reg_weight", "surrogates", "surrogate_p_reg", "iterations", "learning_rate",
-        "n_reconstructions", "n_candidates", "views", "batch_size", "id_weight", "feature_layer", "output_index",
-        "seed", "verbose", "access",
+        "n_reconstructions", "n_candidates", "views", "view_transform", "batch_size", "id_weight", "feature_layer",
+        "output_index", "seed", "verbose", "access",
     ]
     _estimator_requirements = (BaseEstimator, PyTorchEstimator, ClassifierMixin, ClassGradientsMixin)
     #: Whether the attack's loss has a prior term, for which it takes the prior's discriminator.
@@ -133,7 +139,7 @@ class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
                  surrogates: Sequence[Any] = (), surrogate_p_reg: Optional[Sequence[Any]] = None,
                  iterations: int = 2400, learning_rate: float = 0.02,
                  n_reconstructions: int = 5, n_candidates: Optional[int] = None, views: int = 0,
-                 batch_size: int = 60,
+                 view_transform: str = "plgmi", batch_size: int = 60,
                  id_weight: float = 100.0,
                  feature_layer: Optional[str] = None, output_index: Any = None,
                  seed: Optional[int] = None, verbose: bool = True, access: str = "white-box", **unknown: Any) -> None:
@@ -160,6 +166,7 @@ class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
         self.n_reconstructions = n_reconstructions
         self.n_candidates = n_candidates
         self.views = views
+        self.view_transform = view_transform
         self.batch_size = batch_size
         self.id_weight = id_weight
         self.feature_layer = feature_layer
@@ -196,6 +203,7 @@ class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
                                  f"{self.n_reconstructions}: the kept reconstructions are chosen among the "
                                  "candidates, so give n_candidates >= n_reconstructions (or None: no selection)")
         check_int("views", self.views, low=0, hint=" (0: the images as generated)")
+        check_choice("view_transform", self.view_transform, VIEW_TRANSFORMS)
         for name in ("learning_rate", "id_weight"):
             check_positive(name, getattr(self, name))
         if self.reg_weight is not None:
@@ -419,7 +427,8 @@ class GANInversionAttack(ExplainedParams, InferenceAttack, abc.ABC):
         :data:`REFERENCE_BATCH`; checked for NaN every :data:`CHECK_EVERY` iterations."""
         target = self._identity.target
         if self.views:
-            identity = sum(self._identity_objective(target, random_views(images), labels)
+            view = alignment_views if self.view_transform == "alignmi" else random_views
+            identity = sum(self._identity_objective(target, view(images), labels)
                            for _ in range(self.views)) / self.views
         else:
             identity = self._identity_objective(target, images, labels)
