@@ -165,6 +165,10 @@ class ExperimentConfig:
                                  "give at least one surrogate architecture")
         if self.variant in ("ma", "lomma") and not self.surrogate_archs:
             raise ValueError(f"variant {self.variant!r} needs at least one surrogate architecture")
+        from mi_art.defenses import DEFENSES, check_defense_architecture
+
+        if self.defense in DEFENSES:  # RoLSS applies to residual networks only: refused here, before training
+            check_defense_architecture(self.defense, self.target_arch)
         if self.n_candidates is not None and self.n_candidates < self.n_reconstructions:
             raise ValueError(f"n_candidates={self.n_candidates} is below n_reconstructions={self.n_reconstructions}: "
                              "the kept reconstructions are chosen among the candidates (give n_candidates >= "
