@@ -57,7 +57,8 @@ def merge_identities(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def rank_identities(identities: Sequence[Dict[str, Any]], n: int = 3) -> Tuple[List[Dict[str, Any]],
                                                                                List[Dict[str, Any]]]:
     """The ``n`` identities that leak most (highest Acc@1, then the closest KNN distance) and the ``n`` that leak
-    least (lowest Acc@1, then the farthest), least-leaking first in the second list; no identity is in both."""
+    least (lowest Acc@1, then the farthest), least-leaking first in the second list; no identity is in both, and
+    with fewer than ``2 n`` identities the first list takes the leakier half."""
     known = [i for i in identities if _number(i.get("acc@1")) is not None]
 
     def leak(entry: Dict[str, Any]) -> Tuple[float, float]:
@@ -65,6 +66,7 @@ def rank_identities(identities: Sequence[Dict[str, Any]], n: int = 3) -> Tuple[L
         return float(entry["acc@1"]), -(knn if knn is not None else math.inf)
 
     ranked = sorted(known, key=leak, reverse=True)
+    n = min(n, (len(ranked) + 1) // 2)
     most = ranked[:n]
     least = ranked[max(n, len(ranked) - n):][::-1]
     return most, least

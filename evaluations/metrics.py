@@ -535,10 +535,10 @@ def _pairwise_distances(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> np.n
     return out
 
 
-def _kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
+def _kth_neighbour_radii(features: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     """Distance from each point to its ``k``-th nearest other point (the point itself, at 0, not counted)."""
-    dist = _pairwise_distances(features, features)
-    return np.partition(dist, k, axis=1)[:, k]
+    return np.concatenate([np.partition(_pairwise_distances(features[start:start + chunk], features), k, axis=1)[:, k]
+                           for start in range(0, len(features), chunk)])
 
 
 def _at_most(features: np.ndarray, n: int, seed: int) -> np.ndarray:

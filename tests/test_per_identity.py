@@ -153,3 +153,16 @@ def test_a_grid_cell_records_prdc_and_who_leaks_and_rolss_trains_in_it(tmp_path)
     assert _weighted(ids, "acc@1") == pytest.approx(row["acc@1"])
     md = (tmp_path / "out" / "report.md").read_text()
     assert "### Which identities leak" in md and "### Precision:" in md
+
+
+def test_mi_art_attack_prints_prdc_and_the_exposed_identities():
+    from mi_art.evaluations.cli import _prdc_and_exposure_line
+
+    rows = _identities([0.5, 0.0, 1.0])
+    rows[2]["name"] = "cy"
+    line = _prdc_and_exposure_line({"precision": 0.25, "recall": None, "density": 1.5, "coverage": 0.75,
+                                    "per_identity": rows})
+    assert line.startswith("precision 0.250, recall n/a, density 1.500, coverage 0.750")
+    assert "most exposed identities (Acc@1): cy 1.00 (5 training images); 0 0.50" in line
+    assert line.endswith("least: 1 0.00 (5 training images)")
+    assert "most exposed identities (Acc@1): -; least: -" in _prdc_and_exposure_line({})  # an old record
