@@ -11,7 +11,7 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -859,7 +859,9 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     Every attack metric is judged by a panel of evaluation models (:func:`~mi_art.evaluations.metrics.judge_panel`):
     ``"acc@1"``, ``"knn_dist"``, ... are means over the judges, ``"acc@1_judges"`` each judge's value and
     ``"acc@1_judge_std"`` the spread over judges; ``"evaluator_test_accuracy"`` is the judges' mean held-out
-    accuracy (``"evaluator_test_accuracies"`` each judge's).
+    accuracy (``"evaluator_test_accuracies"`` each judge's). ``"precision"``, ``"recall"``, ``"density"`` and
+    ``"coverage"`` compare the reconstructions with the attacked identities' training images on the judges'
+    features; ``"per_identity"`` lists each attacked identity's figures (:func:`identity_leakage`).
 
     ``target`` defaults to the workbench's target, ``evaluator`` to its panel (:meth:`Workbench.evaluators`);
     ``evaluator`` may also be one judge or a list of judges. Each may be a module or an ART estimator,
@@ -1114,7 +1116,7 @@ def prior_caveat(name: str, steps: int, dataset: str) -> Optional[str]:
 
 
 def identity_leakage(panel_rows: List[Dict[str, Any]], independent_rows: Optional[List[Dict[str, Any]]],
-                     names: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+                     names: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """A record's ``"per_identity"``: the panel's row of each attacked identity (its reconstructions' Acc@1 and
     KNN distance, its number of private training images), with the independent judge's Acc@1 and distance
     where there is one, and the identity's name."""
