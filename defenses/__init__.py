@@ -2,7 +2,8 @@
 
 Training-time defenses: DP-SGD with Opacus (:mod:`mi_art.defenses.dp`), MID (:mod:`mi_art.defenses.mid`), BiDO
 (:mod:`mi_art.defenses.bido`), negative label smoothing (:mod:`mi_art.defenses.label_smoothing`), TL-DMI
-(:mod:`mi_art.defenses.transfer`), Trap-MID (:mod:`mi_art.defenses.trap`). Output postprocessors from ART (:mod:`mi_art.defenses.postprocessing`), which
+(:mod:`mi_art.defenses.transfer`), Trap-MID (:mod:`mi_art.defenses.trap`), RoLSS
+(:mod:`mi_art.defenses.rolss`, residual networks without their last stage's skip connections). Output postprocessors from ART (:mod:`mi_art.defenses.postprocessing`), which
 change ``predict`` only and leave white-box gradient attacks such as GMI and KEDMI unaffected.
 
 Example::
@@ -30,10 +31,10 @@ from .mid import VIBHead, gaussian_kl
 from .opacus_record import opacus_record
 from .postprocessing import wrap_with_defense
 from .record import DefenseRecord
-from .registry import DEFENSES, check_defense_params, defense_defaults, get_defense, register_defense, unregister_defense
+from .registry import DEFENSES, check_defense_architecture, check_defense_params, defense_defaults, get_defense, register_defense, unregister_defense
 
 __all__ = [
-    "DEFENSES", "Defense", "DefenseRecord", "Trained", "check_defense_params", "get_defense", "register_defense",
+    "DEFENSES", "Defense", "DefenseRecord", "Trained", "check_defense_architecture", "check_defense_params", "get_defense", "register_defense",
     "unregister_defense", "defended_architecture", "VIBHead", "accountant_epsilon", "coco", "defense_defaults", "gaussian_kernel",
     "gaussian_kl", "hsic", "linear_kernel", "opacus_record", "smoothed_targets", "smoothing_factor",
     "train_defended_target", "wrap_with_defense",

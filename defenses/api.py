@@ -90,6 +90,9 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
     * ``"trap-mid"``: Trap-MID (https://arxiv.org/abs/2411.08460): per-class trapdoor triggers, ``alpha=0.02``
       (the blend), ``beta=0.2`` (the trapdoor loss weight), ``trigger_step=0.01``, ``discriminator=True``. See
       :mod:`mi_art.defenses.trap`.
+    * ``"rolss"``: RoLSS (https://arxiv.org/abs/2409.01696): the last stage of a residual network (resnet,
+      resnet10, resnet18, ir18, ir50, ir152) without its skip connections, ``blocks=None`` (all of the last
+      stage's blocks, or a count from the output); other architectures are refused. See :mod:`mi_art.defenses.rolss`.
     * ``"reverse-sigmoid"`` (``beta=1.0, gamma=0.1``), ``"high-confidence"`` (``cutoff=0.25``), ``"rounded"``
       (``decimals=3``), ``"gaussian-noise"`` (``scale=0.2``), ``"class-labels"``: ART output postprocessors.
       The model is trained as for "none"; the postprocessor is ``record.postprocessor`` and

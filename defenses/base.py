@@ -76,6 +76,11 @@ class Defense:
         check_keys(self.name, params, self.defaults)
         return {**self.defaults, **params}
 
+    def check_architecture(self, arch: str) -> None:
+        """Refuse, before anything is built or trained, an architecture name (of
+        :data:`mi_art.models.ARCHITECTURES`) the defense cannot apply to: a ValueError naming it and those it
+        applies to. Every architecture by default."""
+
     def architecture(self, model: nn.Module, num_classes: int, params: Dict[str, Any]) -> nn.Module:
         """The untrained model with the structure :meth:`train` returns (default: ``model`` itself, whose
         last ``nn.Linear`` must have one output per private class)."""

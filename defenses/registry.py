@@ -10,6 +10,7 @@ from .bido import BiDO
 from .dp import DPSGD
 from .label_smoothing import NegativeLabelSmoothing
 from .mid import MID
+from .rolss import RoLSS
 from .postprocessing import POSTPROCESSORS, OutputPostprocessor
 from .transfer import TransferLearning
 from .trap import TrapMID
@@ -60,6 +61,12 @@ def check_defense_params(defense: Any, params: Optional[Dict[str, Any]] = None, 
     return get_defense(defense).check_params(dict(params or {}), max(1, int(n_train)))
 
 
+def check_defense_architecture(defense: Any, architecture: str) -> None:
+    """The architecture name ``architecture`` refused when ``defense`` cannot apply to it (RoLSS: only residual
+    networks), before anything is trained: a ValueError naming both and the architectures it applies to."""
+    get_defense(defense).check_architecture(architecture)
+
+
 def defense_defaults(defense: Any) -> Dict[str, Any]:
     """The parameters of ``defense`` and their defaults (``None``: derived, see the defense's module)."""
     return dict(get_defense(defense).defaults)
@@ -87,10 +94,10 @@ class _Names(Sequence):
 #: Every defense name :func:`mi_art.defenses.train_defended_target` accepts, in registration order.
 DEFENSES: Sequence[str] = _Names()
 
-_BUILT_IN = (Undefended(), DPSGD(), MID(), BiDO(), NegativeLabelSmoothing(), TransferLearning(), TrapMID(),
+_BUILT_IN = (Undefended(), DPSGD(), MID(), BiDO(), NegativeLabelSmoothing(), TransferLearning(), TrapMID(), RoLSS(),
              *(OutputPostprocessor(name) for name in POSTPROCESSORS))
 for _defense in _BUILT_IN:
     register_defense(_defense)
 
-__all__ = ["DEFENSES", "check_defense_params", "defense_defaults", "get_defense", "register_defense",
+__all__ = ["DEFENSES", "check_defense_architecture", "check_defense_params", "defense_defaults", "get_defense", "register_defense",
            "unregister_defense"]

@@ -8,7 +8,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
@@ -385,6 +385,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
                f"target acc {result['target_test_accuracy']:.3f}, "
                f"evaluator acc {result['evaluator_test_accuracy']:.3f} (chance {result['chance@1']:.2f}), "
                f"{result['seconds_per_reconstruction']:.3f} s/reconstruction")
+    click.echo(_prdc_and_exposure_line(result))
     if result.get("independent_acc@1") is not None:
         acc5 = result["independent_acc@5"]
         ratio = result["independent_ratio"]
@@ -432,6 +433,23 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
     except ValueError as err:
         raise click.BadParameter(f"{err} (in {spec!r})", param_hint="'--defense'") from None
     return name, params
+
+
+def _prdc_and_exposure_line(result: Dict[str, Any]) -> str:
+    """``mi-art attack``'s line on precision / recall / density / coverage and the identities that leak most and
+    least (their reconstructions' Acc@1 and their number of private training images)."""
+    from .leakage import rank_identities
+    from .metrics import PRDC_METRICS
+
+    prdc = ", ".join(f"{m} {'n/a' if result.get(m) is None else format(result[m], '.3f')}" for m in PRDC_METRICS)
+    most, least = rank_identities(result.get("per_identity") or [], 3)
+
+    def who(rows: List[Dict[str, Any]]) -> str:
+        return "; ".join(f"{r.get('name', r['identity'])} {r['acc@1']:.2f} ({r.get('n_private_train', '?')} "
+                         "training images)" for r in rows) or "-"
+
+    return (f"{prdc} (k=5, the judges' features against the attacked identities' training images); most exposed "
+            f"identities (Acc@1): {who(most)}; least: {who(least)}")
 
 
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,

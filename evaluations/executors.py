@@ -165,6 +165,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     import dataclasses
 
     from .experiment import Workbench, run_attack
+    from .metrics import PRDC_METRICS
 
     if threads is not None:
         set_threads(threads)
@@ -191,6 +192,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
                                                   "fid_eval_features", "seconds", "evaluator_test_accuracy",
                                                   "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std",
                                                   "fid_eval_features_judge_std")},
+        **{k: finite_or_none(result.get(k)) for m in PRDC_METRICS for k in (m, f"{m}_judge_std")},
         "n_judges": int(result["n_judges"]),
         "cell_seconds": time.perf_counter() - start,
         "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
@@ -215,6 +217,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     row["warnings"] = list(result["warnings"])
     row.update({k: result.get(k) for k in ("surrogates", "prior")})
     row["n_train"] = len(bench.data.private_train)
+    row["per_identity"] = result.get("per_identity")  # who is exposed: each attacked identity's figures
     row["index"] = cell.index
 
     # reconstructions and a few real private images of the attacked identities, for the figures

@@ -11,7 +11,7 @@ import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -166,6 +166,10 @@ class ExperimentConfig:
                                  "give at least one surrogate architecture")
         if "ma" in parse_variant(self.variant) and not self.surrogate_archs:
             raise ValueError(f"variant {self.variant!r} needs at least one surrogate architecture")
+        from mi_art.defenses import DEFENSES, check_defense_architecture
+
+        if self.defense in DEFENSES:  # RoLSS applies to residual networks only: refused here, before training
+            check_defense_architecture(self.defense, self.target_arch)
         if self.n_candidates is not None and self.n_candidates < self.n_reconstructions:
             raise ValueError(f"n_candidates={self.n_candidates} is below n_reconstructions={self.n_reconstructions}: "
                              "the kept reconstructions are chosen among the candidates (give n_candidates >= "
@@ -856,7 +860,9 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     Every attack metric is judged by a panel of evaluation models (:func:`~mi_art.evaluations.metrics.judge_panel`):
     ``"acc@1"``, ``"knn_dist"``, ... are means over the judges, ``"acc@1_judges"`` each judge's value and
     ``"acc@1_judge_std"`` the spread over judges; ``"evaluator_test_accuracy"`` is the judges' mean held-out
-    accuracy (``"evaluator_test_accuracies"`` each judge's).
+    accuracy (``"evaluator_test_accuracies"`` each judge's). ``"precision"``, ``"recall"``, ``"density"`` and
+    ``"coverage"`` compare the reconstructions with the attacked identities' training images on the judges'
+    features; ``"per_identity"`` lists each attacked identity's figures (:func:`identity_leakage`).
 
     ``target`` defaults to the workbench's target, ``evaluator`` to its panel (:meth:`Workbench.evaluators`);
     ``evaluator`` may also be one judge or a list of judges. Each may be a module or an ART estimator,
@@ -989,10 +995,13 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     independent = bench.independent_judge()
     with bench.stages.stage("judging", f"{len(recs)} reconstructions by {len(unit_judges)} trained judge(s)"
                             + (", and dlib's face recogniser" if independent is not None else "")):
-        panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5))
+        panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5),
+                            train_x=d.private_train.x, train_y=d.private_train.y)
         if independent is not None:
             extra.update(independent_record(independent, target, recs, labels, d.private_test.x, d.private_test.y,
                                             panel))
+    extra["per_identity"] = identity_leakage(panel.pop("per_identity"), extra.pop("independent_per_identity", None),
+                                             d.private_identities)
     if independent is not None:
         notes.extend(extra["independent_warnings"])
     elif c.independent_judge == "auto" and c.dataset in FACE_DATASETS:
@@ -1104,6 +1113,23 @@ def prior_caveat(name: str, steps: int, dataset: str) -> Optional[str]:
             "budgets the AT&T reconstructions were blurred faces and grey ovals. Look at the prior's samples: the "
             "reconstructions are images like them, and Acc@1 is the judges' vote on them, not a count of "
             "recognisable faces; train the prior longer (prior_steps, kedmi_steps, plgmi_steps) for sharper ones")
+
+
+def identity_leakage(panel_rows: List[Dict[str, Any]], independent_rows: Optional[List[Dict[str, Any]]],
+                     names: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """A record's ``"per_identity"``: the panel's row of each attacked identity (its reconstructions' Acc@1 and
+    KNN distance, its number of private training images), with the independent judge's Acc@1 and distance
+    where there is one, and the identity's name."""
+    independent = {row["identity"]: row for row in independent_rows or []}
+    out = []
+    for row in panel_rows:
+        row = dict(row)
+        if names is not None and 0 <= row["identity"] < len(names):
+            row["name"] = str(names[row["identity"]])
+        extra = independent.get(row["identity"], {})
+        row.update({k: v for k, v in extra.items() if k.startswith("independent_")})
+        out.append(row)
+    return out
 
 
 def public_record(result: Dict[str, Any]) -> Dict[str, Any]:

@@ -94,7 +94,7 @@ class EmbeddingJudge:
     def score(self, x: Any, y: Any, top_k: Sequence[int] = (1, 5)) -> Dict[str, Any]:
         """``acc@k`` (None where ``k >= num_classes``) with its binomial standard error ``acc@k_se``, and ``dist``:
         the mean (``dist_std`` spread) Euclidean distance from each image to the nearest training image of its
-        identity."""
+        identity; per image, ``per_sample_top1`` (recognised) and ``per_sample_dist`` (arrays)."""
         labels = check_labels(y, self.num_classes, "y", length=len(x))
         features = self.embed(x)
         ranked = self.rank(features)
@@ -112,6 +112,7 @@ class EmbeddingJudge:
             rows = labels == k
             nearest[rows] = np.sqrt(((features[rows, None, :] - own[None]) ** 2).sum(-1)).min(1)
         out["dist"], out["dist_std"] = float(nearest.mean()), float(nearest.std())
+        out["per_sample_top1"], out["per_sample_dist"] = ranked[:, 0] == labels, nearest
         return out
 
 
@@ -176,7 +177,11 @@ def independent_record(judge: EmbeddingJudge, target: Any, recs: Any, labels: An
     ``independent_dist``, the judge's own ``independent_test_accuracy`` on the real private test images,
     ``independent_ratio`` (its Acc@1 over the trained panel's), what it shares with the target and whether it
     is independent, and ``independent_warnings``: the ratio below 0.5, or the two judges apart beyond their
-    spreads (twice the combined standard error and spread over the panel's judges)."""
+    spreads (twice the combined standard error and spread over the panel's judges); and
+    ``independent_per_identity``: per attacked identity, its reconstructions' ``independent_acc@1`` and
+    ``independent_dist`` (:func:`~mi_art.evaluations.metrics.per_identity_figures`)."""
+    from .metrics import per_identity_figures
+
     scores = judge.score(recs, labels)
     shares = shared_with_target(judge, target)
     test_accuracy = judge.accuracy(test_x, test_y)
@@ -200,4 +205,6 @@ def independent_record(judge: EmbeddingJudge, target: Any, recs: Any, labels: An
             "independent_acc@5": scores["acc@5"], "independent_acc@5_se": scores["acc@5_se"],
             "independent_dist": scores["dist"], "independent_dist_std": scores["dist_std"],
             "independent_test_accuracy": test_accuracy, "independent_ratio": ratio,
-            "independent_warnings": warnings}
+            "independent_warnings": warnings,
+            "independent_per_identity": per_identity_figures(labels, {
+                "independent_acc@1": scores["per_sample_top1"], "independent_dist": scores["per_sample_dist"]})}

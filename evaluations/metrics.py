@@ -12,6 +12,11 @@ never attacked and never used in an attack loss. The metrics are
 * FID between reconstructions and private images. Inception weights cannot be downloaded here, so
   :func:`fid_eval_features` computes it on ``E``'s penultimate features (name it so when reporting);
   :func:`fid` accepts any feature extractor, Inception included;
+* precision, recall, density and coverage (Naeem et al., "Reliable Fidelity and Diversity Metrics for
+  Generative Models", ICML 2020, https://arxiv.org/abs/2002.09797) of the reconstructions against the
+  private training images of the attacked identities, on ``E``'s penultimate features (:func:`prdc`);
+* per identity (:func:`per_identity_figures`): Acc@1 and KNN distance of each attacked identity's
+  reconstructions, with its number of private training images: who is exposed;
 * natural (test) accuracy of a classifier: the utility side of every defense trade-off.
 
 Models are ART PyTorch estimators (``PyTorchClassifier``) or ``torch.nn.Module``. Images are float
@@ -49,7 +54,10 @@ __all__ = [
     "fid_eval_features",
     "natural_accuracy",
     "judge_panel",
+    "per_identity_figures",
+    "prdc",
     "PANEL_METRICS",
+    "PRDC_METRICS",
     "PenultimateFeatures",
 ]
 
@@ -506,10 +514,128 @@ def fid_eval_features(
 
 
 # --------------------------------------------------------------------------------------------------
+# Precision, recall, density, coverage
+# --------------------------------------------------------------------------------------------------
+#: The four figures of :func:`prdc`, in its order.
+PRDC_METRICS = ("precision", "recall", "density", "coverage")
+#: The k of the k-nearest-neighbour balls (Naeem et al. use 5).
+PRDC_K = 5
+#: At most this many features a side (a seeded sample beyond): the pairwise distances grow as the product.
+PRDC_MAX_SAMPLES = 5000
+
+
+def _pairwise_distances(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Euclidean distances ``(len(a), len(b))`` in float64, a block of rows at a time."""
+    b_sq = (b ** 2).sum(1)
+    out = np.empty((len(a), len(b)))
+    for start in range(0, len(a), chunk):
+        rows = a[start:start + chunk]
+        sq = (rows ** 2).sum(1)[:, None] + b_sq[None, :] - 2.0 * rows @ b.T
+        out[start:start + chunk] = np.sqrt(np.maximum(sq, 0.0))
+    return out
+
+
+def _kth_neighbour_radii(features: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Distance from each point to its ``k``-th nearest other point (the point itself, at 0, not counted)."""
+    return np.concatenate([np.partition(_pairwise_distances(features[start:start + chunk], features), k, axis=1)[:, k]
+                           for start in range(0, len(features), chunk)])
+
+
+def _at_most(features: np.ndarray, n: int, seed: int) -> np.ndarray:
+    if len(features) <= n:
+        return features
+    return features[np.sort(np.random.default_rng(seed).choice(len(features), n, replace=False))]
+
+
+def prdc(real_features: ArrayLike, fake_features: ArrayLike, *, k: int = PRDC_K,
+         max_samples: int = PRDC_MAX_SAMPLES, seed: int = 0) -> Dict[str, Optional[float]]:
+    """Precision, recall, density and coverage of ``fake_features`` against ``real_features`` (Naeem et al.,
+    "Reliable Fidelity and Diversity Metrics for Generative Models", ICML 2020,
+    https://arxiv.org/abs/2002.09797), exactly as their reference code (``prdc``) computes them.
+
+    Around every real point a ball reaches its ``k``-th nearest real neighbour (radius ``r_i``), around every
+    fake point its ``k``-th nearest fake neighbour (``s_j``); distances are Euclidean, comparisons strict:
+
+    * precision: share of fake points inside some real ball (fidelity: how many reconstructions look real);
+    * recall: share of real points inside some fake ball (diversity: how much of the real set is reached);
+    * density: the real balls containing each fake point, averaged over fake points and divided by ``k``
+      (about 1 for a fake set distributed as the real one; above 1 where fakes crowd round real points);
+    * coverage: share of real points whose ball contains a fake point.
+
+    Higher is closer to the real images for all four (density is not bounded by 1). Features are rows of
+    ``(N, D)`` arrays; a side with more than ``max_samples`` rows is subsampled (seeded by ``seed``).
+
+    Returns
+    -------
+    dict
+        ``"precision"``, ``"recall"``, ``"density"``, ``"coverage"``: floats; None where a side has ``k`` or
+        fewer points (no ``k``-th neighbour): precision, density and coverage need ``k + 1`` real points,
+        recall ``k + 1`` fake points.
+
+    Raises
+    ------
+    ValueError
+        On features that are not finite 2-D arrays of the same width, or a non-positive ``k``.
+    """
+    k = check_count("k", k)
+    check_count("max_samples", max_samples)
+    sides = []
+    for name, value in (("real_features", real_features), ("fake_features", fake_features)):
+        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+            raise ValueError(f"{name} must be a finite 2-D array of features (N, D), got shape {arr.shape}")
+        sides.append(_at_most(arr.astype(np.float64), max_samples, seed))
+    real, fake = sides
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"real_features and fake_features must have the same width, got {real.shape[1]} and "
+                         f"{fake.shape[1]}")
+    out: Dict[str, Optional[float]] = dict.fromkeys(PRDC_METRICS)
+    if not len(fake) or not len(real):
+        return out
+    cross = _pairwise_distances(real, fake)  # (real, fake)
+    if len(real) > k:
+        radii = _kth_neighbour_radii(real, k)
+        inside = cross < radii[:, None]
+        out["precision"] = float(inside.any(axis=0).mean())
+        out["density"] = float(inside.sum(axis=0).mean() / k)
+        out["coverage"] = float((cross.min(axis=1) < radii).mean())
+    if len(fake) > k:
+        out["recall"] = float((cross < _kth_neighbour_radii(fake, k)[None, :]).any(axis=1).mean())
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Per identity
+# --------------------------------------------------------------------------------------------------
+def per_identity_figures(labels: ArrayLike, per_sample: Dict[str, ArrayLike],
+                         train_y: Optional[ArrayLike] = None) -> List[Dict[str, Any]]:
+    """One row per attacked identity, in identity order: ``"identity"``, ``"n_reconstructions"``, the mean
+    of each per-sample figure of ``per_sample`` over that identity's reconstructions (e.g. ``"acc@1"`` from
+    the judges' top-1 hits, ``"knn_dist"``), and with ``train_y`` ``"n_private_train"``, its number of
+    private training images. Weighted by ``n_reconstructions``, the rows average to the figures' mean over
+    all reconstructions. JSON-safe (plain ints and floats)."""
+    labels = np.asarray(labels).astype(np.int64)
+    values = {name: np.asarray(v, dtype=np.float64) for name, v in per_sample.items()}
+    for name, v in values.items():
+        if v.shape != labels.shape:
+            raise ValueError(f"per_sample[{name!r}] has shape {v.shape}, the labels {labels.shape}")
+    train = None if train_y is None else np.asarray(train_y).astype(np.int64)
+    rows = []
+    for identity in np.unique(labels):
+        mask = labels == identity
+        row: Dict[str, Any] = {"identity": int(identity), "n_reconstructions": int(mask.sum())}
+        if train is not None:
+            row["n_private_train"] = int((train == identity).sum())
+        row.update({name: float(v[mask].mean()) for name, v in values.items()})
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
 # A panel of judges
 # --------------------------------------------------------------------------------------------------
 #: The metrics :func:`judge_panel` averages over its judges (with the default ``top_k``).
-PANEL_METRICS = ("acc@1", "acc@5", "knn_dist", "fid_eval_features")
+PANEL_METRICS = ("acc@1", "acc@5", "knn_dist", "fid_eval_features", *PRDC_METRICS)
 
 
 def _mean_over_judges(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
@@ -530,9 +656,11 @@ def judge_panel(
     rec_index: Optional[ArrayLike] = None,
     top_k: Sequence[int] = (1, 5),
     batch_size: int = 256,
+    train_x: Optional[ArrayLike] = None,
+    train_y: Optional[ArrayLike] = None,
 ) -> Dict[str, Any]:
-    """Attack accuracy, KNN distance and FID judged by several independently trained evaluation models,
-    and their mean.
+    """Attack accuracy, KNN distance, FID and precision / recall / density / coverage judged by several
+    independently trained evaluation models, and their mean; and the figures of each attacked identity.
 
     One judge is itself a draw: on AT&T faces three judges of one recipe, with the same held-out
     accuracy, scored the same reconstructions 0.82, 0.94 and 0.90. A panel averages that draw out and
@@ -547,6 +675,9 @@ def judge_panel(
     private_x, private_y : arrays
         Private images (all splits) and their identities, as for :func:`knn_distance`; the FID's real
         images are those of the attacked identities.
+    train_x, train_y : arrays, optional
+        The private *training* images and their identities: :func:`prdc`'s real images are those of the
+        attacked identities, and each identity's row counts them (default: ``private_x``, ``private_y``).
 
     Returns
     -------
@@ -557,7 +688,11 @@ def judge_panel(
         spread over reconstruction rounds (:func:`attack_accuracy`), averaged over judges. Acc@k with
         ``k`` at or above the number of classes is None (not applicable, :func:`topk_applicable`); FID is
         None for a judge that accepts fewer than 2 reconstructions, and the mean is over the judges
-        where it is defined. Also ``"chance@k"``, ``"num_classes"`` and ``"n_judges"``.
+        where it is defined. ``precision``, ``recall``, ``density``, ``coverage`` (:func:`prdc`, k = 5) compare
+        all the reconstructions with the training images of the attacked identities in each judge's feature
+        space. Also ``"chance@k"``, ``"num_classes"`` and ``"n_judges"``; and ``"per_identity"``
+        (:func:`per_identity_figures`): per attacked identity, its reconstructions' Acc@1 and KNN distance
+        (means over judges) and its number of training images.
 
     Raises
     ------
@@ -572,7 +707,17 @@ def judge_panel(
     labels = np.asarray(y)
     private_images = _check_images(private_x, "private_x")
     private_labels = np.asarray(private_y)
-    real = private_images[torch.from_numpy(np.isin(private_labels, np.unique(labels)))]
+    attacked = np.unique(labels)
+    real = private_images[torch.from_numpy(np.isin(private_labels, attacked))]
+    if (train_x is None) != (train_y is None):
+        raise ValueError("give train_x and train_y together (the private training images and their identities), "
+                         "or neither")
+    train_images = private_images if train_x is None else _check_images(train_x, "train_x")
+    train_labels = private_labels if train_y is None else np.asarray(train_y)
+    if len(train_labels) != len(train_images):
+        raise ValueError(f"train_y has {len(train_labels)} labels for {len(train_images)} images in train_x")
+    train_real = train_images[torch.from_numpy(np.isin(train_labels, attacked))]
+    hits, distances = [], []
     per_judge: List[Dict[str, Any]] = []
     for i, judge in enumerate(judges):
         acc = attack_accuracy(judge, images, labels, rec_index=rec_index, top_k=top_k, batch_size=batch_size)
@@ -583,17 +728,24 @@ def judge_panel(
             if not topk_applicable(k, acc["num_classes"]):
                 acc[f"acc@{k}"] = acc[f"acc@{k}_std"] = None
         success = acc["per_sample_top1"]
-        acc["knn_dist"] = knn_distance(judge, images, labels, private_images, private_labels,
-                                       batch_size=batch_size)["knn_dist"]
+        knn = knn_distance(judge, images, labels, private_images, private_labels, batch_size=batch_size)
+        acc["knn_dist"] = knn["knn_dist"]
         acc["fid_eval_features"] = (fid_eval_features(judge, images[torch.from_numpy(success)], real,
                                                       batch_size=batch_size) if success.sum() >= 2 else None)
+        features = PenultimateFeatures(judge, batch_size=batch_size)
+        with torch.no_grad():
+            acc.update(prdc(features(train_real), features(images)))
+        hits.append(success.astype(np.float64))
+        distances.append(knn["per_sample"])
         per_judge.append(acc)
     out: Dict[str, Any] = {"n_judges": len(per_judge), "num_classes": per_judge[0]["num_classes"]}
     for k in top_k:
         out[f"chance@{k}"] = per_judge[0][f"chance@{k}"]
         out[f"acc@{k}_std"] = _mean_over_judges([j[f"acc@{k}_std"] for j in per_judge])[0]
-    for metric in [f"acc@{k}" for k in top_k] + ["knn_dist", "fid_eval_features"]:
+    for metric in [f"acc@{k}" for k in top_k] + ["knn_dist", "fid_eval_features", *PRDC_METRICS]:
         values = [j[metric] for j in per_judge]
         out[metric], out[f"{metric}_judge_std"] = _mean_over_judges(values)
         out[f"{metric}_judges"] = values
+    out["per_identity"] = per_identity_figures(labels, {"acc@1": np.mean(hits, axis=0),
+                                                        "knn_dist": np.mean(distances, axis=0)}, train_labels)
     return out

@@ -44,8 +44,8 @@ from .utility import adaptive_lines, equal_utility_lines, matched_utility
 
 # NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_ACCURACY and weak_model_warnings are mi_art.quality's,
 # importable from here as before
-__all__ = ["RECORD_KEYS", "aggregate", "dp_delta_warnings", "load_rows", "markdown_text", "privacy_line",
-           "render_report", "row_warnings", "transfer_lines"]
+__all__ = ["RECORD_KEYS", "aggregate", "dp_delta_warnings", "identity_lines", "load_rows", "markdown_text",
+           "privacy_line", "render_report", "row_warnings", "transfer_lines"]
 
 
 def dp_delta_warnings(row: Dict[str, Any]) -> List[str]:
@@ -101,11 +101,20 @@ def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
 
 PathLike = Union[str, Path]
 #: Metrics judged by every evaluation model of a cell (a spread over judges is reported for them).
-JUDGED = ("acc@1", "acc@5", "knn_dist", "fid_eval_features")
+JUDGED = ("acc@1", "acc@5", "knn_dist", "fid_eval_features", "precision", "recall", "density", "coverage")
 METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
            ("acc@5", "Attack accuracy Acc@5", ".3f"),
            ("knn_dist", "KNN distance to the closest private image, evaluator features (lower = closer)", ".2f"),
            ("fid_eval_features", "FID on evaluator features (lower = closer)", ".2f"),
+           ("precision", "Precision: share of the reconstructions inside the k-NN balls of the attacked identities' "
+                         "private training images, evaluator features (k = 5, Naeem et al. 2020; higher = more "
+                         "realistic)", ".3f"),
+           ("recall", "Recall: share of those private training images inside the reconstructions' k-NN balls "
+                      "(higher = more of the private images reached)", ".3f"),
+           ("density", "Density: private images' k-NN balls around each reconstruction, over k (about 1 when the "
+                       "reconstructions are distributed as the private images; higher = closer)", ".3f"),
+           ("coverage", "Coverage: share of those private training images whose k-NN ball holds a reconstruction "
+                        "(higher = more of them reached)", ".3f"),
            ("seconds", "Attack seconds per cell (shared artifacts excluded)", ".1f"),
            ("queries", "Queries to the target through predict (black-box and label-only attacks: the surrogates' "
                        "distillation and one per reconstruction)", ".0f"),
@@ -118,9 +127,12 @@ METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
 #: does: each surrogate's agreement with the target (``"surrogates"``), the prior's training seconds and
 #: quality (``"prior"``: FID to the public images) and the private training images ``"n_train"`` (None in
 #: rows written before they were kept, and where the attack has no surrogate or prior).
-RECORD_KEYS = ("surrogates", "prior", "n_train")
-#: Metrics only some rows have: their table is left out when no row of a data set has them.
-OPTIONAL_METRICS = ("queries", "independent_acc@1", "independent_dist")
+RECORD_KEYS = ("surrogates", "prior", "n_train", "per_identity")
+#: Metrics only some rows have: their table is left out when no row of a data set has them (PRDC: rows written
+#: before it was measured).
+OPTIONAL_METRICS = ("queries", "independent_acc@1", "independent_dist", "precision", "recall", "density", "coverage")
+#: Identities named as most and least exposed per defense (:func:`identity_lines`).
+EXPOSED_IDENTITIES = 3
 
 
 #: Characters that start markup wherever they stand; ``]`` only where a link or image would follow (the
@@ -183,7 +195,7 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
                                "seeds": [r["seed"] for r in rs], "n": len(rs)}
         for key in ("natural_accuracy", "epsilon", "acc@1", "acc@5", "chance@1", "chance@5", "knn_dist",
                     "fid_eval_features", "seconds", "queries", "independent_acc@1", "independent_acc@5",
-                    "independent_dist"):
+                    "independent_dist", "precision", "recall", "density", "coverage"):
             agg[key], agg[key + "_std"], agg[key + "_n"] = _mean_std([r.get(key) for r in rs])
         # the spread over judges: each cell's std over its judges, averaged over seeds
         agg["n_judges"] = max(int(r.get("n_judges") or 1) for r in rs)
@@ -266,6 +278,46 @@ EPSILON_NOTE = (
     "on LFW's 50 persons at delta 1e-5; benchmarks/results/face_recogniser.md): the head kept 0.906 / 0.706 / "
     "0.238 accuracy at epsilon 8 / 3 / 1 against 0.958 without privacy, and the reconstructions of GMI+LOM "
     "(a reduced budget) were named by the target's own backbone 0.93 / 0.63 / 0.10 of the time against 1.00.")
+
+
+def identity_lines(rows: Sequence[Dict[str, Any]], n: int = EXPOSED_IDENTITIES) -> List[str]:
+    """Which identities leak: per defense setting, the attack that recovers the most (highest mean Acc@1 of its
+    cells), and the ``n`` identities it recovers most and least often (their reconstructions' Acc@1 by the
+    judges, by the independent judge where there is one, merged over seeds), each with its number of private
+    training images. Nothing for rows without per-identity figures (written before they were kept)."""
+    from .leakage import merge_identities, rank_identities
+
+    groups: "OrderedDict[Tuple[str, str, str], List[Dict[str, Any]]]" = OrderedDict()
+    for r in rows:
+        if isinstance(r.get("per_identity"), list) and r["per_identity"]:
+            groups.setdefault((r["defense_label"], r["attack"], r["variant"]), []).append(r)
+    best: "OrderedDict[str, Tuple[float, Tuple[str, str], List[Dict[str, Any]]]]" = OrderedDict()
+    for (label, attack, variant), rs in groups.items():
+        acc = _mean_std([r.get("acc@1") for r in rs])[0]
+        acc = -1.0 if acc is None else acc
+        if label not in best or acc > best[label][0]:
+            best[label] = (acc, (attack, variant), rs)
+    if not best:
+        return []
+
+    def who(entry: Dict[str, Any]) -> str:
+        name = f"{entry['identity']}" + (f" ({entry['name']})" if entry.get("name") is not None else "")
+        ind = entry.get("independent_acc@1")
+        figures = f"{entry['acc@1']:.2f}" + ("" if ind is None else f", independent {ind:.2f}")
+        n_train = entry.get("n_private_train")
+        return markdown_text(f"{name}: {figures}" + ("" if n_train is None else f", {n_train} training images"))
+
+    lines = ["### Which identities leak", "",
+             "Per defense, the attack that recovers the most, and the identities whose reconstructions the judges "
+             "recognise most and least often (Acc@1 of that identity's reconstructions; the independent judge's "
+             "beside it where there is one; merged over seeds), with each identity's number of private training "
+             "images: an identity that leaks much from few images is the most exposed.", "",
+             "| defense | attack/variant | most exposed | least exposed |", "|---|---|---|---|"]
+    for label, (_, (attack, variant), rs) in best.items():
+        most, least = rank_identities(merge_identities(rs), n)
+        lines.append(f"| {markdown_text(label)} | {markdown_text(f'{attack}/{variant}')} | "
+                     f"{'; '.join(map(who, most)) or '-'} | {'; '.join(map(who, least)) or '-'} |")
+    return lines + [""]
 
 
 def _dp_targets(rows: Sequence[Dict[str, Any]]) -> List[str]:
@@ -488,6 +540,7 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
             lines.append("")
         lines += _what_it_bought(da) + transfer_lines(da) + equal_utility_lines(da) + adaptive_lines(da)
         lines += _dp_targets(dr)
+        lines += identity_lines(dr)
         if figures.get(dataset):
             lines += ["### Figures", ""]
             for p in figures[dataset]:

@@ -30,7 +30,9 @@ ROW_KEYS = ("cell_id", "dataset", "dataset_kind", "defense", "defense_params", "
             "search_views", "iterations",
             "n_judges", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std",
             "access", "queries", "independent_acc@1", "independent_acc@5", "independent_dist",
-            "independent_test_accuracy", "independent_ratio")
+            "independent_test_accuracy", "independent_ratio",
+            "precision", "recall", "density", "coverage", "precision_judge_std", "recall_judge_std",
+            "density_judge_std", "coverage_judge_std")
 
 
 def finite_or_none(x: Any) -> Optional[float]:

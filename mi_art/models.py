@@ -95,6 +95,7 @@ class ResNet(nn.Module):
         super().__init__()
         check_image_channels(in_channels)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.blocks_per_stage = tuple(blocks_per_stage)  # how the blocks of ``stages`` group into stages
         stages: List[nn.Module] = []
         c_in = width
         for i, n in enumerate(blocks_per_stage):
@@ -169,6 +170,7 @@ class IRNet(nn.Module):
             raise ValueError(f"IRNet downsamples 16x and needs image_size >= 32, got {image_size}")
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
                                   nn.PReLU(width))
+        self.blocks_per_stage = _IR_UNITS[depth]  # how the blocks of ``body`` group into stages
         blocks: List[nn.Module] = []
         c_in = width
         for i, n in enumerate(_IR_UNITS[depth]):

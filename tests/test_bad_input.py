@@ -451,6 +451,10 @@ def _defense_cases() -> List[Case]:
         ("rounded", {"decimals": True}, "decimals"),
         ("gaussian-noise", {"scale": 0}, "scale"),
         ("gaussian-noise", {"scale": NAN}, "scale"),
+        ("rolss", {"model": "resnet", "blocks": 0}, "blocks"),
+        ("rolss", {"model": "resnet", "blocks": 2.5}, "blocks"),
+        ("rolss", {"model": "resnet", "blocks": 2}, "blocks"),  # its last stage has one block
+        ("rolss", {"model": "cnn"}, "cnn"),  # no skip connections to remove
         ("none", {"beta": 1.0}, "beta"),
         ("class-labels", {"cutoff": 0.5}, "cutoff"),
     ]

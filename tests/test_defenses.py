@@ -232,11 +232,13 @@ def test_tl_freeze_counts(data):
 # --------------------------------------------------------------------------------------------------
 
 EXTRA = {"dp-sgd": {"noise_multiplier": 1.0, "accountant": "prv"}, "tl": {"freeze": 2}, "bido": {"measure": "coco", "lambda_y": 5.0}}
+#: Defenses that apply to some architectures only: the target they are tried on (default "cnn").
+MODELS = {"rolss": "resnet"}
 
 
 @pytest.mark.parametrize("defense", DEFENSES)
 def test_defended_model_through_art_and_gmi(defense, data, prior):
-    model, rec = train_defended_target(defense, data, **FAST, **EXTRA.get(defense, {}))
+    model, rec = train_defended_target(defense, data, model=MODELS.get(defense, "cnn"), **FAST, **EXTRA.get(defense, {}))
     assert isinstance(rec, DefenseRecord) and rec.defense == defense
     assert not model.training and hooks_left(model) == []
     assert 0.3 < rec.test_accuracy <= 1.0 and rec.train_time_s > 0
