@@ -127,7 +127,8 @@ def parse_blocks(path: Path) -> List[Block]:
             i += 1
         if i == len(lines):
             raise AssertionError(f"{path}:{start + 1}: unclosed code fence")
-        blocks.append(Block(str(path.relative_to(DOCS)), start + 1, info, "\n".join(body) + "\n"))
+        page = str(path.relative_to(DOCS)) if DOCS in path.parents else path.name
+        blocks.append(Block(page, start + 1, info, "\n".join(body) + "\n"))
         i += 1
     return blocks
 
@@ -289,7 +290,7 @@ def console_steps(block: Block) -> List[Tuple[str, str]]:
     continued = False
     for line in block.body.splitlines():
         if continued:
-            steps[-1] = (steps[-1][0][:-1] + " " + line.strip(), [])
+            steps[-1] = (steps[-1][0][:-1].rstrip() + " " + line.strip(), [])
         elif line.startswith("$ "):
             steps.append((line[2:].strip(), []))
         elif steps:
@@ -395,20 +396,46 @@ def test_recipe_runs(page, tmp_path, monkeypatch):
                         f"(pip install -e '.[{EXTRA_OF.get(module, module)}]')")
     monkeypatch.setenv("MI_ART_DOCS_TINY", "1")
     monkeypatch.chdir(tmp_path)
-    namespace: Dict[str, object] = {"__name__": f"docs_{Path(page).stem.replace('-', '_')}"}
+    run_page(DOCS / page)
+
+
+def run_page(path: Path) -> None:
+    """Run the page's blocks in order in the current working directory, checking each output block against
+    what the runnable block above it printed."""
+    namespace: Dict[str, object] = {"__name__": f"docs_{path.stem.replace('-', '_')}"}
     printed = ""  # what the last runnable block printed: the output blocks below it show it
-    for block in parse_blocks(DOCS / page):
+    for block in parse_blocks(path):
+        where = f"docs/{block.page}:{block.line}"
         if block.kind == "python":
-            code = compile(block.body, f"docs/{page}:{block.line}", "exec")
+            code = compile(block.body, where, "exec")
             with contextlib.redirect_stdout(io.StringIO()) as stdout:
                 exec(code, namespace)  # noqa: S102 - the documentation's own recipes
             printed = stdout.getvalue()
         elif block.kind == "console":
             printed = run_console(block)
         elif block.kind == "output":
-            check_output(block.body, printed, f"docs/{page}:{block.line}", block.line + 1)
+            check_output(block.body, printed, where, block.line + 1)
         elif block.kind == "file":
-            (tmp_path / block.file_name).write_text(block.body, encoding="utf-8")
+            Path(block.file_name).write_text(block.body, encoding="utf-8")
+
+
+@pytest.mark.parametrize("shown, fails", [("Acc@1 ~0.90 (chance 0.20)", False), ("Acc@1 ~0.90 (chance 0.25)", True),
+                                          ("Usage: mi-art attack [OPTIONS]\n...", False),
+                                          ("Usage: mi-art attak [OPTIONS]\n...", True)])
+def test_a_page_fails_when_its_shown_output_drifts(shown, fails, tmp_path, monkeypatch):
+    """Output blocks are checked when a page runs: a text block after a python block, and the lines under a
+    console block's command."""
+    monkeypatch.chdir(tmp_path)
+    if shown.startswith("Usage"):
+        page = f"```console\n$ mi-art attack --help\n{shown}\n```\n"
+    else:
+        page = f"```python\nprint('Acc@1 0.50 (chance 0.20)')\n```\n\n```text\n{shown}\n```\n"
+    (tmp_path / "page.md").write_text(page, encoding="utf-8")
+    if fails:
+        with pytest.raises(AssertionError, match="does not match what the code printed"):
+            run_page(tmp_path / "page.md")
+    else:
+        run_page(tmp_path / "page.md")
 
 
 # ------------------------------------------------------------------------------------------ Sphinx
