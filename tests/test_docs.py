@@ -210,25 +210,56 @@ def runnable_pages() -> List[str]:
 # ------------------------------------------------------------------------------------------ structure
 
 
+#: The caption of output shown but not made here names where it comes from and when: a results file and a date.
+ILLUSTRATIVE_SOURCE = re.compile(r"benchmarks/results/[\w./-]+\.md.*\b\d{4}-\d{2}-\d{2}\b|"
+                                 r"\b\d{4}-\d{2}-\d{2}\b.*benchmarks/results/[\w./-]+\.md")
+
+
+def classification_problems(blocks: List[Block]) -> List[str]:
+    """What is wrong with how a page's blocks say what they are: blocks that are not run say so (and why),
+    output blocks follow the block that printed them or name their source, console blocks hold mi-art
+    commands only."""
+    problems: List[str] = []
+    for i, block in enumerate(blocks):
+        where = f"docs/{block.page}:{block.line}"
+        if block.kind == "output" and output_source(blocks, i) is None:
+            problems.append(f"{where}: a text block shows the output of the python or console block above it, and "
+                            "there is none; show output made elsewhere as a '{code-block} text' with ':class: "
+                            "not-run' and a caption naming its source (results file, date)")
+        if block.kind == "not-run":
+            if ":class: not-run" not in block.body:
+                problems.append(f"{where}: a shown-only block needs ':class: not-run'")
+            caption = next((l for l in block.body.splitlines() if l.startswith(":caption:")), None)
+            if caption is None:
+                problems.append(f"{where}: a shown-only block's caption says why it is not run")
+            elif block.info.replace("{code-block}", "").strip() == "text" and not ILLUSTRATIVE_SOURCE.search(caption):
+                problems.append(f"{where}: output shown but not made here names its source in the caption: the "
+                                "benchmarks/results/ file and the date (YYYY-MM-DD) it was measured")
+        if block.kind == "console":
+            commands = console_commands(block)
+            if not commands:
+                problems.append(f"{where}: console block without a '$ ' command")
+            problems += [f"{where}: console blocks run mi-art only, got {line!r}" for line in commands
+                         if not line.startswith("mi-art ")]
+    return problems
+
+
 def test_every_block_is_classified():
-    """Blocks that are not run say so (and why); console blocks only hold mi-art commands."""
-    for page in doc_pages():
-        blocks = parse_blocks(page)
-        for i, block in enumerate(blocks):
-            where = f"docs/{block.page}:{block.line}"
-            if block.kind == "output":
-                assert output_source(blocks, i) is not None, (
-                    f"{where}: a text block shows the output of the python or console block above it, and there "
-                    "is none; show output made elsewhere as a '{code-block} text' with ':class: not-run' and a "
-                    "caption naming its source (results file, date)")
-            if block.kind == "not-run":
-                assert ":class: not-run" in block.body, f"{where}: a shown-only block needs ':class: not-run'"
-                assert ":caption:" in block.body, f"{where}: a shown-only block's caption says why it is not run"
-            if block.kind == "console":
-                commands = console_commands(block)
-                assert commands, f"{where}: console block without a '$ ' command"
-                for line in commands:
-                    assert line.startswith("mi-art "), f"{where}: console blocks run mi-art only, got {line!r}"
+    problems = [problem for page in doc_pages() for problem in classification_problems(parse_blocks(page))]
+    assert not problems, "\n".join(problems)
+
+
+def test_shown_output_names_where_it_comes_from():
+    def page(*blocks: Tuple[str, str]) -> List[Block]:
+        return [Block("p.md", i, info, body) for i, (info, body) in enumerate(blocks)]
+
+    lfw = ":class: not-run\n:caption: {}\n\nGMI lomma on lfw: Acc@1 0.900\n"
+    assert classification_problems(page(("python", "print(1)\n"), ("text", "1\n"))) == []
+    assert classification_problems(page(("{code-block} text", lfw.format(
+        "LFW, too slow here: benchmarks/results/attack_variants_lfw.md, 2026-12-05")))) == []
+    assert "there is none" in classification_problems(page(("text", "1\n")))[0]
+    for caption in ("LFW, too slow here", "benchmarks/results/attack_variants_lfw.md", "measured 2026-12-05"):
+        assert "names its source" in classification_problems(page(("{code-block} text", lfw.format(caption))))[0]
 
 
 def test_shown_blocks_are_valid():
