@@ -389,7 +389,8 @@ def test_tiny_args_replace_documented_budgets():
 
 
 def test_output_blocks_match_literally_except_where_marked():
-    printed = "loading ...\nkedmi/lomma on digits: Acc@1 0.200 +- 0.000 (chance 0.20), 0.003 s/reconstruction\nwrote x in 2.5 s\n"
+    printed = ("loading ...\nkedmi/lomma on digits: Acc@1 0.200 +- 0.000 (chance 0.20), 0.003 s/reconstruction\n"
+               "wrote x in 2.5 s\n")
     line = "kedmi/lomma on digits: Acc@1 ~0.920 +- ~0.160 (chance 0.20), ~0.910 s/reconstruction"
     check_output(f"...\n{line}\nwrote ... in ~3.1 s\n", printed, "here", 1)
     check_output(f"...\n{line}\n...\n", printed, "here", 1)
