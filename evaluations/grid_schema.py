@@ -9,19 +9,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mi_art.attacks.params import ART_NAMES
 
+from .config_rules import PRETRAIN_EPOCHS
+from .experiment import SETTINGS
+
 __all__ = ["BUDGET_KEYS", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
            "data_option_keys", "data_option_problems", "renamed_dataset_keys"]
 
-#: ExperimentConfig fields a grid may set globally or per dataset.
-BUDGET_KEYS: Tuple[str, ...] = (
-    "target_arch", "target_epochs", "target_pretrain_epochs", "eval_arch", "eval_epochs", "eval_pretrain_epochs",
-    "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
-    "plgmi_steps", "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
-    "surrogate_pretrain_epochs", "min_surrogate_agreement", "regularise_surrogates", "miface_iterations", "judges",
-    "access", "max_queries", "mixed_precision", "independent_judge", "n_candidates",
-    "search_views")
+#: ExperimentConfig fields a grid may set globally or per dataset (those declared ``budget``).
+BUDGET_KEYS: Tuple[str, ...] = SETTINGS.budgets
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
-ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
+ZERO_OK_KEYS: Tuple[str, ...] = SETTINGS.with_rule(PRETRAIN_EPOCHS)
 _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
               "device", *BUDGET_KEYS)
 _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
@@ -29,14 +26,11 @@ _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
 _RENAMED_DATASET_KEYS = {"root": "data_root", "options": "data_options"}
 _DEFENSE_KEYS = ("name", "params")
 SEED_SCOPES = ("all", "attack")
-#: Keys of a cell's configuration left out of its id.
-_NOT_IN_ID = ("device", "verbose")
-#: Keys left out of a cell's id while they hold their default (0: off; one judge), so that adding them
-#: did not change the ids of the cells of existing grids (which would rerun every finished cell).
-_IN_ID_WHEN_SET: Dict[str, Any] = {**{k: 0 for k in ZERO_OK_KEYS}, "judges": 1, "min_surrogate_agreement": 0.0,
-                                   "regularise_surrogates": True, "plgmi_steps": 300, "access": "white-box",
-                                   "max_queries": None, "mixed_precision": False, "independent_judge": "auto",
-                                   "n_candidates": None, "search_views": None}
+#: Keys of a cell's configuration left out of its id (declared ``in_id="never"``).
+_NOT_IN_ID = SETTINGS.not_in_id
+#: Keys left out of a cell's id while they hold their default (declared ``in_id="when-set"``), so that adding
+#: them did not change the ids of the cells of existing grids (which would rerun every finished cell).
+_IN_ID_WHEN_SET: Dict[str, Any] = SETTINGS.in_id_when_set
 
 
 class GridError(ValueError):
