@@ -548,7 +548,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
 
     from .executors import GridInterrupted, GridRunError, completed_cells, evaluate_grid, worker_threads
     from .grid import Grid, GridError
-    from .grid_files import grid_to_toml, load_grid_file, merge_grid
+    from .grid_files import grid_to_toml, merge_grid, read_grid_file
     from .presets import preset as get_preset
 
     _check_device_option(device, executor)
@@ -558,8 +558,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         raise click.BadParameter(str(err), param_hint="'--threads'") from None
     try:
         base: Dict[str, Any] = get_preset(preset) if preset else {}
-        if config_file:
-            base = merge_grid(base, load_grid_file(config_file))
+        if config_file:  # checked once, with the options laid over it, by Grid.from_dict
+            base = merge_grid(base, read_grid_file(config_file))
         budgets = field_values("evaluate", fields)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
                                                 seeds, seed_scope, budgets, base, allow_large=allow_large))
@@ -567,7 +567,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
             spec["name"] = name
         if device is not None:
             spec["device"] = device
-        grid = Grid.from_dict(spec)
+        grid = Grid.from_dict(spec, where=str(config_file) if config_file else "the grid")
         problems = grid.validate(check_data=not dry_run, allow_large=allow_large)
         if grid.device is not None and executor != "ray":
             try:

@@ -293,11 +293,17 @@ class Workbench:
     """Loads the data once and hands out cached artifacts for one dataset."""
 
     def __init__(self, config: ExperimentConfig, cache: Optional[ArtifactCache] = None,
-                 data: Optional[MIDataset] = None, stages: Optional[StageLog] = None) -> None:
+                 data: Optional[MIDataset] = None, stages: Optional[StageLog] = None, *,
+                 checked: bool = False) -> None:
         """``data``: the dataset ``config`` names, already loaded (a grid of cells loads it once). ``stages``
         names each long step before it starts (default: the cache's, else silent); the cache then names the
-        artifacts it trains through it too."""
-        config.validate()
+        artifacts it trains through it too. ``checked``: every value of ``config`` was checked by its rule where it
+        was given (a grid's cell: :func:`~mi_art.evaluations.grid_schema.check_grid`), so only the rules between
+        fields and the checks against the data run here; otherwise :meth:`ExperimentConfig.validate` runs first."""
+        if checked:
+            config.check_relations()
+        else:
+            config.validate()
         self.config = config
         self.cache = cache or ArtifactCache(None)
         self.stages: StageLog = stages or self.cache.stages or StageLog()
@@ -946,7 +952,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     attack = attack or c.attack
     variant = variant or c.variant
     seed = c.attack_seed if attack_seed is None else attack_seed
-    dataclasses.replace(c, attack=attack, variant=variant).validate()
+    if (attack, variant) != (c.attack, c.variant):  # the workbench checked its config
+        dataclasses.replace(c, attack=attack, variant=variant).validate()
     target = target if target is not None else bench.target()
     judges = bench.evaluators() if evaluator is None else (list(evaluator) if isinstance(evaluator, (list, tuple))
                                                             else [evaluator])

@@ -4,6 +4,7 @@ and its preflight are in :mod:`mi_art.evaluations.grid`; reading and writing gri
 :mod:`mi_art.evaluations.grid_files`."""
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -12,7 +13,7 @@ from mi_art.attacks.params import ART_NAMES
 from .config_rules import PRETRAIN_EPOCHS
 from .experiment import SETTINGS
 
-__all__ = ["BUDGET_KEYS", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
+__all__ = ["BUDGET_KEYS", "CheckedGrid", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
            "data_option_keys", "data_option_problems", "renamed_dataset_keys"]
 
 #: ExperimentConfig fields a grid may set globally or per dataset (those declared ``budget``).
@@ -39,6 +40,20 @@ class GridError(ValueError):
     def __init__(self, message: str, problems: Optional[Sequence[str]] = None) -> None:
         super().__init__(message)
         self.problems: List[str] = list(problems) if problems is not None else [message]
+
+
+class CheckedGrid(dict):
+    """A grid dictionary :func:`check_grid` has passed (what :func:`~mi_art.evaluations.grid_files.load_grid_file`
+    returns), with a copy of what it held then: while it holds the same, checking it again is skipped, so that each
+    value of a grid file is checked once on its way to the cells (``Grid.from_dict(load_grid_file(path))``)."""
+
+    def __init__(self, checked: Mapping[str, Any]) -> None:
+        super().__init__(checked)
+        self._as_checked = copy.deepcopy(dict(checked))
+
+    def unchanged(self) -> bool:
+        """Whether it holds what was checked."""
+        return dict(self) == self._as_checked
 
 
 def _as_list(value: Any, what: str) -> List[Any]:
@@ -304,6 +319,8 @@ def check_grid(d: Any, where: str = "the grid") -> None:
 
     from .config_rules import ATTACKS as attacks, VARIANTS as variants
 
+    if isinstance(d, CheckedGrid) and d.unchanged():
+        return
     if not isinstance(d, Mapping):
         raise GridError(f"{where}: a grid is a mapping (a table of keys), got {type(d).__name__}")
     p = _Problems()

@@ -42,3 +42,155 @@ PAPER_IDS = [
 @pytest.mark.parametrize("name, ids", [("quick", QUICK_IDS), ("paper", PAPER_IDS)])
 def test_the_presets_cell_ids_are_unchanged(name, ids):
     assert [c.id for c in Grid.from_dict(preset(name)).cells()] == ids
+
+
+# ------------------------------------------------------------------------- one declaration, derived tables
+
+
+def test_a_setting_declared_once_is_a_rule_an_option_a_grid_key_and_an_id_scope():
+    """The tables are derived from the declarations: a toy config declares its fields the way ExperimentConfig
+    does, and each table has them."""
+    from mi_art.evaluations.config_rules import COUNT, FLAG, PRETRAIN_EPOCHS
+    from mi_art.evaluations.settings import Settings, setting
+
+    @dataclasses.dataclass
+    class Toy:
+        steps: int = setting(3, COUNT, "Steps.")
+        warmup: int = setting(0, PRETRAIN_EPOCHS, "Warm-up epochs.", in_id="when-set")
+        quiet: bool = setting(False, FLAG, budget=False, in_id="never")
+        where: Optional[str] = setting(None, checked_by="the machine", budget=False)
+
+    s = Settings(Toy)
+    assert set(s.rules) == {"steps", "warmup", "quiet"} and s.rules["steps"] is COUNT
+    assert s.checked_elsewhere == {"where": "the machine"}
+    assert s.options == ("steps", "warmup")  # a help text makes an option; quiet and where have none
+    assert s.budgets == ("steps", "warmup")
+    assert s.in_id_when_set == {"warmup": 0} and s.not_in_id == ("quiet",)
+    assert s.with_rule(PRETRAIN_EPOCHS) == ("warmup",)
+    assert s.defaults == {"steps": 3, "warmup": 0, "quiet": False, "where": None}
+
+
+def test_a_setting_needs_a_rule_or_a_named_checker_and_every_field_one_declaration():
+    from mi_art.evaluations.config_rules import COUNT
+    from mi_art.evaluations.settings import Settings, setting
+
+    with pytest.raises(ValueError, match="checked_by"):
+        setting(1)
+    with pytest.raises(ValueError, match="not both"):
+        setting(1, COUNT, checked_by="elsewhere")
+
+    @dataclasses.dataclass
+    class Undeclared:
+        steps: int = 3
+
+    with pytest.raises(TypeError, match="steps"):
+        Settings(Undeclared)
+
+
+def test_the_packages_tables_come_from_the_config_declarations():
+    from mi_art.evaluations import config_options, config_rules, grid_schema
+    from mi_art.evaluations.experiment import SETTINGS
+
+    assert config_rules.PARAMETER_RULES is SETTINGS.rules or config_rules.PARAMETER_RULES == SETTINGS.rules
+    assert [o.field for o in config_options.FIELD_OPTIONS] == list(SETTINGS.options)
+    assert all(o.type is SETTINGS.declared[o.field].rule.cli for o in config_options.FIELD_OPTIONS)
+    assert all(o.help == SETTINGS.declared[o.field].help for o in config_options.FIELD_OPTIONS)
+    assert grid_schema.BUDGET_KEYS == SETTINGS.budgets
+    assert grid_schema._IN_ID_WHEN_SET == SETTINGS.in_id_when_set
+    assert set(grid_schema._NOT_IN_ID) == {"device", "verbose"}
+
+
+# ------------------------------------------------------------------------- each value checked once
+
+
+TINY_GRID = """
+name = "once"
+attacks = ["gmi"]
+variants = ["baseline"]
+seeds = [0]
+plgmi_steps = 7
+[[datasets]]
+name = "digits"
+[[defenses]]
+name = "none"
+"""
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def plgmi_steps_checks(monkeypatch):
+    """The names under which plgmi_steps = 7 is checked by its rule, in order."""
+    from mi_art.evaluations.experiment import PARAMETER_RULES
+
+    calls = []
+    rule = PARAMETER_RULES["plgmi_steps"]
+
+    def counted(name, value):
+        if value == 7:
+            calls.append(name)
+        return rule(name, value)
+
+    monkeypatch.setitem(PARAMETER_RULES, "plgmi_steps", counted)
+    return calls
+
+
+def test_a_grid_files_value_is_checked_once_on_its_way_to_the_cells(tmp_path, monkeypatch, plgmi_steps_checks):
+    """`mi-art evaluate --config` reads the file, lays the options over it, checks the grid and its data; the cell
+    runs on a workbench: the value is checked by its rule once in all (before: twice by check_grid, once per
+    representative configuration in Grid.validate, once more in each cell's Workbench and run_attack)."""
+    from click.testing import CliRunner
+
+    import mi_art.evaluations.executors as executors
+    from mi_art.evaluations.cli import main
+    from mi_art.evaluations.experiment import Workbench
+
+    (tmp_path / "g.toml").write_text(TINY_GRID)
+    seen = {}
+    monkeypatch.setattr(executors, "evaluate_grid", lambda grid, *a, **k: seen.setdefault("grid", grid))
+    result = CliRunner().invoke(main, ["evaluate", "--config", str(tmp_path / "g.toml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert plgmi_steps_checks == ["plgmi_steps"]
+
+    def stop(self, *args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(Workbench, "target", stop)  # the cell stops at its first training step
+    with pytest.raises(_Stop):
+        executors.run_cell(seen["grid"].cells()[0], tmp_path / "o", tmp_path / "cache")
+    assert plgmi_steps_checks == ["plgmi_steps"]
+
+
+def test_a_loaded_grid_file_is_not_checked_again_unless_it_changed(tmp_path, plgmi_steps_checks):
+    from mi_art.evaluations.grid import GridError, load_grid_file
+
+    (tmp_path / "g.toml").write_text(TINY_GRID)
+    spec = load_grid_file(tmp_path / "g.toml")
+    grid = Grid.from_dict(spec)
+    grid.validate()
+    assert plgmi_steps_checks == ["plgmi_steps"]
+    grid.budgets["plgmi_steps"] = 0  # changed after it was checked: checked again
+    with pytest.raises(GridError, match="plgmi_steps"):
+        grid.validate()
+    spec["plgmi_steps"] = 0
+    with pytest.raises(GridError, match="plgmi_steps"):
+        Grid.from_dict(spec)
+
+
+def test_a_config_is_checked_once_by_its_workbench_not_again_by_run_attack(monkeypatch, plgmi_steps_checks):
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench, run_attack
+
+    bench = Workbench(ExperimentConfig(plgmi_steps=7))
+    assert plgmi_steps_checks == ["plgmi_steps"]
+
+    def stop(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(bench, "target", stop)
+    with pytest.raises(_Stop):
+        run_attack(bench)
+    assert plgmi_steps_checks == ["plgmi_steps"]
+    with pytest.raises(ValueError, match="no LOM/MA variants"):  # another attack or variant is checked
+        run_attack(bench, attack="miface", variant="lomma")
