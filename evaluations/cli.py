@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
-from mi_art.data import DATASETS
+from mi_art.data import DATASETS, normalise_dataset_name
 
 from .config_options import COUNT, SEED, THREADS, FiniteFloat, field_options, field_values
 from .config_rules import ATTACKS, MIRROR_SAFE_DATASETS, VARIANTS, gan_augment_for  # noqa: F401 - importable here
@@ -452,8 +452,8 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
                 item["data_root"] = data_root
             if data_options:
                 name = item.get("name")
-                if isinstance(name, str) and name.strip().lower().replace("_", "-") in DATASETS:
-                    _check_data_options(name.strip().lower().replace("_", "-"), parsed)
+                if normalise_dataset_name(name) in DATASETS:
+                    _check_data_options(normalise_dataset_name(name), parsed)
                 item["data_options"] = {**(item.get("data_options") or {}), **parsed}
         over["datasets"] = items
     if defenses:

@@ -11,6 +11,7 @@ from typing import Any, Sequence, Tuple
 import click
 
 from mi_art import ATTACKS as GAN_ATTACKS
+from mi_art.data import normalise_dataset_name
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
@@ -48,8 +49,7 @@ def gan_augment_for(dataset: str, gan_augment: str) -> str:
     calls it when it is made, so cache keys and grid cell ids hold the resolved value."""
     if gan_augment != "auto":
         return gan_augment
-    name = dataset.strip().lower().replace("_", "-") if isinstance(dataset, str) else dataset
-    return "flip" if name in MIRROR_SAFE_DATASETS else "none"
+    return "flip" if normalise_dataset_name(dataset) in MIRROR_SAFE_DATASETS else "none"
 
 def needs_gmi_prior(config: Any) -> bool:
     """Whether a run of ``config`` (an :class:`~mi_art.evaluations.experiment.ExperimentConfig`) trains or loads

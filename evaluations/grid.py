@@ -57,6 +57,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mi_art.data import normalise_dataset_name
 from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
@@ -431,7 +432,7 @@ class Grid:
             budgets["identities"] = list(budgets["identities"])
         root = str(Path(d.root).expanduser().resolve()) if d.root else None
         artifact_seed = seed if self.seed_scope == "all" else self.artifact_seed
-        return ExperimentConfig(dataset=d.name.strip().lower().replace("_", "-"), defense=defense,
+        return ExperimentConfig(dataset=normalise_dataset_name(d.name), defense=defense,
                                 defense_params=dict(params), data_root=root, data_options=dict(d.options),
                                 attack=attack, variant=variant, seed=artifact_seed, attack_seed=seed,
                                 device=self.device, **budgets)
@@ -502,7 +503,7 @@ def _check_distinct_datasets(datasets: Sequence[DatasetSpec]) -> None:
     by_data: Dict[str, int] = {}
     for i, d in enumerate(datasets):
         label = d.label
-        kind = d.name.strip().lower().replace("_", "-")
+        kind = normalise_dataset_name(d.name)
         data = data_memo_key("image-folder" if kind == "folder" else kind, d.root,  # "folder": the same loader
                              {k: v for k, v in d.options.items() if k != "name"})
         if data in by_data:
@@ -522,7 +523,7 @@ def _check_distinct_datasets(datasets: Sequence[DatasetSpec]) -> None:
 
 
 def _data_path_problem(d: DatasetSpec) -> Optional[str]:
-    key = d.name.strip().lower().replace("_", "-")
+    key = normalise_dataset_name(d.name)
     if key == "digits":
         if d.root is not None:
             return f"dataset 'digits' ships with scikit-learn and takes no data_root (got data_root={d.root!r})"
@@ -542,7 +543,7 @@ _DATA_MEMO: Dict[str, Any] = {}
 
 
 def data_memo_key(name: str, root: Optional[str], options: Mapping[str, Any]) -> str:
-    return json.dumps([name.strip().lower().replace("_", "-"), str(Path(root).expanduser().resolve()) if root else None,
+    return json.dumps([normalise_dataset_name(name), str(Path(root).expanduser().resolve()) if root else None,
                        options], sort_keys=True, default=str)
 
 

@@ -241,7 +241,7 @@ def _as_table(p: _Problems, name: str, item: Any, what: str) -> Optional[Mapping
 
 
 def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
-    from mi_art.data import DATASETS
+    from mi_art.data import DATASETS, normalise_dataset_name
 
     item = _as_table(p, name, item, "a dataset name or a table with a 'name'")
     if item is None:
@@ -255,7 +255,7 @@ def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
         return
     p.run(_check_keys, item, _DATASET_KEYS, name)
     dname = item.get("name")
-    key = dname.strip().lower().replace("_", "-") if isinstance(dname, str) else None
+    key = normalise_dataset_name(dname) if isinstance(dname, str) else None
     if key not in DATASETS:
         p.add(f"{name}.name: unknown dataset {dname!r}; choose one of {', '.join(DATASETS)}"
               if "name" in item else f"{name} has no 'name': give one of {', '.join(DATASETS)}")
