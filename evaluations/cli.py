@@ -16,6 +16,7 @@ from mi_art.data import DATASETS, normalise_dataset_name
 
 from .config_options import COUNT, SEED, THREADS, FiniteFloat, field_options, field_values
 from .config_rules import ATTACKS, MIRROR_SAFE_DATASETS, VARIANTS, gan_augment_for  # noqa: F401 - importable here
+from .experiment import SETTINGS
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.
@@ -300,10 +301,8 @@ def main() -> None:
 @click.option("--identities", default=None, metavar="0-299|0,3,7",
               help="Private identities (class indices) to attack [default: all].")
 @field_options("attack")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of data split, models and priors.")
-@click.option("--attack-seed", type=SEED, default=0, show_default=True,
-              help="Seed of the attack alone (its starting codes); --seed keeps the target, judges, priors and "
-                   "surrogates, so runs that differ only here reuse them from the cache.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help=SETTINGS.declared["seed"].help)
+@click.option("--attack-seed", type=SEED, default=0, show_default=True, help=SETTINGS.declared["attack_seed"].help)
 @click.option("--device", default="auto", show_default=True,
               help="'auto', 'cpu' or 'cuda[:N]' (checked against this machine's GPUs).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import time
 import warnings
 import weakref
@@ -85,8 +86,9 @@ class ExperimentConfig:
     data_options: Dict[str, Any] = setting(default_factory=dict,
                                            checked_by="load_dataset (mi_art.data): the loader's own arguments",
                                            budget=False)
-    attack: str = setting("gmi", ATTACK, budget=False)
-    variant: str = setting("lomma", VARIANT, budget=False)
+    attack: str = setting("gmi", ATTACK, "The attack (a grid lists them under attacks).", option=False, budget=False)
+    variant: str = setting("lomma", VARIANT, "The attack's variant (a grid lists them under variants).", option=False,
+                           budget=False)
     identities: Optional[List[int]] = setting(None, checked_by="the Workbench, against the data's number of identities")
     iterations: int = setting(300, COUNT, "Attack iterations.")
     n_reconstructions: int = setting(5, COUNT, "Reconstructions per identity.")
@@ -189,11 +191,14 @@ class ExperimentConfig:
         None, optional_count(" (None: no limit)"),
         "Queries the target answers in all below white-box, shared by the surrogates.", none_means="no limit",
         in_id="when-set")
-    seed: int = setting(0, SEED, budget=False)
-    attack_seed: int = setting(0, SEED, budget=False)
+    seed: int = setting(0, SEED, "Seed of data split, models and priors.", option=False, budget=False)
+    attack_seed: int = setting(
+        0, SEED, "Seed of the attack alone (its starting codes); --seed keeps the target, judges, priors and "
+        "surrogates, so runs that differ only here reuse them from the cache.", option=False, budget=False)
     device: Optional[str] = setting(None, checked_by="mi_art.utils.resolve_device, against this machine's GPUs",
                                     budget=False, in_id="never")
-    verbose: bool = setting(False, FLAG, budget=False, in_id="never")
+    verbose: bool = setting(False, FLAG, "Progress bars inside long steps.", option=False, budget=False,
+                            in_id="never")
 
     def __post_init__(self) -> None:
         self.gan_augment = gan_augment_for(self.dataset, self.gan_augment)
@@ -236,6 +241,7 @@ class ExperimentConfig:
 
 #: :class:`ExperimentConfig`'s declarations, and the tables derived from them.
 SETTINGS = Settings(ExperimentConfig)
+ExperimentConfig.__doc__ = f"{inspect.cleandoc(ExperimentConfig.__doc__ or '')}\n\nIts fields:\n\n{SETTINGS.describe()}\n"
 #: field -> ``rule(name, value)``, which raises a ValueError naming ``name``, the value and what is valid.
 PARAMETER_RULES = SETTINGS.rules
 #: Fields without a rule, and where they are checked: against the data or the machine, not alone.
@@ -243,8 +249,6 @@ CHECKED_ELSEWHERE = SETTINGS.checked_elsewhere
 
 
 def _default(function: Any, parameter: str) -> Any:
-    import inspect
-
     return inspect.signature(function).parameters[parameter].default
 
 

@@ -12,11 +12,9 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     seed_scope = "all"                       # "all": a seed retrains target, evaluator, priors and
                                              # surrogates and seeds the attack; "attack": artifacts
                                              # use artifact_seed, only the attack seed varies
-    iterations = 200                         # any ExperimentConfig budget: target_arch,
-    prior_steps = 300                        # target_epochs, eval_arch, eval_epochs, augment,
-                                             # n_reconstructions, identities, batch_size,
-                                             # kedmi_steps, plgmi_steps, gan_width, gan_augment,
-                                             # surrogate_archs, surrogate_steps, miface_iterations
+    iterations = 200                         # any ExperimentConfig budget (BUDGET_KEYS: every field
+    prior_steps = 300                        # but the grid's own keys; each one's meaning is its
+                                             # option's help, `mi-art evaluate --help`)
     target_pretrain_epochs = 20              # pre-train on the public identities first (0: from
     eval_pretrain_epochs = 20                # scratch), for the target, the evaluation model
     surrogate_pretrain_epochs = 0            # and the surrogates (before distillation)

@@ -118,6 +118,15 @@ class Settings:
         """The fields a cell's id never holds."""
         return tuple(k for k, s in self.declared.items() if s.in_id == "never")
 
+    def describe(self) -> str:
+        """Every field, its default and its help (else what checks it), as a reST list: the dataclass's
+        docstring documents its fields from their declarations."""
+        lines = []
+        for k, s in self.declared.items():
+            what = s.help or (f"Checked by {s.checked_by}." if s.checked_by else "")
+            lines.append(f"- ``{k}`` (default ``{self.defaults[k]!r}``){': ' + what if what else ''}")
+        return "\n".join(lines)
+
     def with_rule(self, rule: Rule) -> Tuple[str, ...]:
         """The fields checked by ``rule``."""
         return tuple(k for k, s in self.declared.items() if s.rule is rule)
