@@ -28,22 +28,20 @@ from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replac
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
 from mi_art.threads import thread_record
-from mi_art.access import PredictOracle
+from mi_art.access import ACCESS_LEVELS, PredictOracle
+from mi_art.training import AUGMENTATIONS
 from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_weak, weak_model_warnings,
                             weak_surrogate_warning)
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
-from mi_art.access import ACCESS_LEVELS
-from mi_art.training import AUGMENTATIONS
-
 from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, BASELINE_ONLY, COUNT, FLAG, GAN_AUGMENTATIONS,
                            INDEPENDENT_JUDGE, KEDMI_INITS, PRETRAIN_EPOCHS, SEARCH_VIEWS, SEED, SHARE, SURROGATE_DATA,
                            VARIANT, choice, gan_augment_for, optional_count)
-from .settings import Settings, setting
 from .independent import (FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, panel_shares,
                           resolve_independent_judge)
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
+from .settings import Settings, setting
 from .stages import StageLog
 
 #: share of the public images held out from distillation (early stopping, agreement reported).
