@@ -239,7 +239,8 @@ class ExperimentConfig:
 
 #: :class:`ExperimentConfig`'s declarations, and the tables derived from them.
 SETTINGS = Settings(ExperimentConfig)
-ExperimentConfig.__doc__ = f"{inspect.cleandoc(ExperimentConfig.__doc__ or '')}\n\nIts fields:\n\n{SETTINGS.describe()}\n"
+ExperimentConfig.__doc__ = (f"{inspect.cleandoc(ExperimentConfig.__doc__ or '')}\n\n"
+                            f"Its fields:\n\n{SETTINGS.describe()}\n")
 #: field -> ``rule(name, value)``, which raises a ValueError naming ``name``, the value and what is valid.
 PARAMETER_RULES = SETTINGS.rules
 #: Fields without a rule, and where they are checked: against the data or the machine, not alone.
