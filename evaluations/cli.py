@@ -12,10 +12,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
-from mi_art.data import DATASETS
+from mi_art.data import DATASETS, normalise_dataset_name
 
 from .config_options import COUNT, SEED, THREADS, FiniteFloat, field_options, field_values
 from .config_rules import ATTACKS, MIRROR_SAFE_DATASETS, VARIANTS, gan_augment_for  # noqa: F401 - importable here
+from .experiment import SETTINGS
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.
@@ -301,10 +302,8 @@ def main() -> None:
 @click.option("--identities", default=None, metavar="0-299|0,3,7",
               help="Private identities (class indices) to attack [default: all].")
 @field_options("attack")
-@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of data split, models and priors.")
-@click.option("--attack-seed", type=SEED, default=0, show_default=True,
-              help="Seed of the attack alone (its starting codes); --seed keeps the target, judges, priors and "
-                   "surrogates, so runs that differ only here reuse them from the cache.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help=SETTINGS.declared["seed"].help)
+@click.option("--attack-seed", type=SEED, default=0, show_default=True, help=SETTINGS.declared["attack_seed"].help)
 @click.option("--device", default="auto", show_default=True,
               help="'auto', 'cpu' or 'cuda[:N]' (checked against this machine's GPUs).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -471,8 +470,8 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
                 item["data_root"] = data_root
             if data_options:
                 name = item.get("name")
-                if isinstance(name, str) and name.strip().lower().replace("_", "-") in DATASETS:
-                    _check_data_options(name.strip().lower().replace("_", "-"), parsed)
+                if normalise_dataset_name(name) in DATASETS:
+                    _check_data_options(normalise_dataset_name(name), parsed)
                 item["data_options"] = {**(item.get("data_options") or {}), **parsed}
         over["datasets"] = items
     if defenses:
@@ -567,7 +566,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
 
     from .executors import GridInterrupted, GridRunError, completed_cells, evaluate_grid, worker_threads
     from .grid import Grid, GridError
-    from .grid_files import grid_to_toml, load_grid_file, merge_grid
+    from .grid_files import grid_to_toml, merge_grid, read_grid_file
     from .presets import preset as get_preset
 
     _check_device_option(device, executor)
@@ -577,8 +576,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         raise click.BadParameter(str(err), param_hint="'--threads'") from None
     try:
         base: Dict[str, Any] = get_preset(preset) if preset else {}
-        if config_file:
-            base = merge_grid(base, load_grid_file(config_file))
+        if config_file:  # checked once, with the options laid over it, by Grid.from_dict
+            base = merge_grid(base, read_grid_file(config_file))
         budgets = field_values("evaluate", fields)
         spec = merge_grid(base, _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants,
                                                 seeds, seed_scope, budgets, base, allow_large=allow_large))
@@ -586,7 +585,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
             spec["name"] = name
         if device is not None:
             spec["device"] = device
-        grid = Grid.from_dict(spec)
+        grid = Grid.from_dict(spec, where=str(config_file) if config_file else "the grid")
         problems = grid.validate(check_data=not dry_run, allow_large=allow_large)
         if grid.device is not None and executor != "ray":
             try:

@@ -1,6 +1,7 @@
 """The command line's options for :class:`~mi_art.evaluations.experiment.ExperimentConfig`'s fields: one
-table (:data:`FIELD_OPTIONS`) from which ``mi-art attack`` (defaults: the config's) and ``mi-art evaluate``
-(default: the grid's value) generate theirs, so that adding a field to the config adds one row here."""
+table (:data:`FIELD_OPTIONS`, derived from the fields' declarations) from which ``mi-art attack`` (defaults: the
+config's) and ``mi-art evaluate`` (default: the grid's value) generate theirs, so that a field declared with a help
+text is an option of both, read with its rule's click type."""
 from __future__ import annotations
 
 import math
@@ -9,24 +10,18 @@ from typing import Any, Callable, Optional, Tuple
 
 import click
 
-from mi_art.access import ACCESS_LEVELS
-from mi_art.models import ARCHITECTURES
-from mi_art.training import AUGMENTATIONS
-
-from .config_rules import GAN_AUGMENTATIONS, KEDMI_INITS, SURROGATE_DATA
-from .independent import INDEPENDENT_JUDGES
-from .experiment import config_defaults
+from . import config_rules
+from .experiment import SETTINGS, config_defaults
+from .settings import Setting
 
 __all__ = ["COUNT", "FIELD_OPTIONS", "FieldOption", "FiniteFloat", "PRETRAIN_EPOCHS", "SEED", "field_options"]
 
 #: A count (epochs, steps, iterations, sizes, workers): an integer >= 1.
-COUNT = click.IntRange(min=1)
+COUNT = config_rules.COUNT.cli
 #: A seed: an integer >= 0.
-SEED = click.IntRange(min=0)
+SEED = config_rules.SEED.cli
 #: Epochs of public pre-training: an integer >= 0 (0: train from scratch).
-PRETRAIN_EPOCHS = click.IntRange(min=0)
-#: A count where 0 turns the thing off.
-COUNT_OR_ZERO = click.IntRange(min=0)
+PRETRAIN_EPOCHS = config_rules.PRETRAIN_EPOCHS.cli
 
 
 class Threads(click.ParamType):
@@ -97,82 +92,14 @@ class FieldOption:
         return self.name or "--" + self.field.replace("_", "-")
 
 
-_ARCH = click.Choice(sorted(ARCHITECTURES))
+def _field_option(field: str, declared: Setting) -> FieldOption:
+    return FieldOption(field, declared.rule.cli, declared.help, name=declared.flag, switch=declared.switch,
+                       multiple=declared.multiple, none_means=declared.none_means)
 
-#: Every config field the commands take as an option, in the order ``--help`` lists them.
-FIELD_OPTIONS: Tuple[FieldOption, ...] = (
-    FieldOption("iterations", COUNT, "Attack iterations."),
-    FieldOption("n_reconstructions", COUNT, "Reconstructions per identity."),
-    FieldOption("n_candidates", COUNT,
-                "Candidates searched per identity; the --n-reconstructions the target recognises best under random "
-                "crops, flips and small rotations are kept (Plug & Play Attacks).", none_means="no selection"),
-    FieldOption("search_views", COUNT_OR_ZERO,
-                "Random views (crop, flip, rotation, jitter) of each image over which the identity loss is averaged "
-                "at every search step (PLG-MI's augmentation, Plug & Play Attacks' transformations); 0: none.",
-                none_means="each attack's own: PLG-MI 2, the others 0"),
-    FieldOption("batch_size", COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together."),
-    FieldOption("target_arch", _ARCH, "Architecture of the target."),
-    FieldOption("eval_arch", _ARCH, "Architecture of the evaluation models (judges)."),
-    FieldOption("target_epochs", COUNT, "Epochs of training the target on the private identities."),
-    FieldOption("eval_epochs", COUNT, "Epochs of training each judge on the private identities."),
-    FieldOption("target_pretrain_epochs", PRETRAIN_EPOCHS,
-                "Epochs of pre-training the target on the public identities (their own labels) before "
-                "--target-epochs of fine-tuning every layer on the private ones; 0: from scratch."),
-    FieldOption("eval_pretrain_epochs", PRETRAIN_EPOCHS,
-                "Epochs of pre-training the evaluation model on the public identities before --eval-epochs of "
-                "fine-tuning on the private ones; 0: from scratch."),
-    FieldOption("judges", COUNT,
-                "Evaluation models trained from independent initialisations: every attack metric is their mean, "
-                "reported with the spread over judges (a single judge is itself a draw)."),
-    FieldOption("augment", click.Choice(AUGMENTATIONS), "Augmentation of the target's and judges' training images."),
-    FieldOption("surrogate_pretrain_epochs", PRETRAIN_EPOCHS,
-                "Epochs of pre-training each surrogate on the public identities before distilling the target into "
-                "it (the paper's surrogates start from pre-trained weights); 0: from random weights."),
-    FieldOption("prior_steps", COUNT, "GMI WGAN-GP generator steps."),
-    FieldOption("gan_width", COUNT, "Channel width of the GAN priors' generator and discriminator."),
-    FieldOption("gan_augment", click.Choice(GAN_AUGMENTATIONS),
-                "Augmentation of the public images the GAN priors train on. auto: 'flip' for face folders and "
-                "CelebA (a mirrored face is a face), 'none' for digits and MNIST (a mirrored digit is not a "
-                "digit), for each dataset of a grid. Without flips KEDMI's prior on a few hundred public faces "
-                "turns to noise."),
-    FieldOption("kedmi_steps", COUNT,
-                "KEDMI generator steps (each after 5 discriminator steps), warm-started from the GMI generator."),
-    FieldOption("kedmi_init", click.Choice(KEDMI_INITS),
-                "gmi: KEDMI's generator starts from the GMI prior's; none: from random weights."),
-    FieldOption("plgmi_steps", COUNT,
-                "PLG-MI conditional generator steps (each after 5 discriminator steps), warm-started from the GMI "
-                "generator."),
-    FieldOption("surrogate_archs", _ARCH, "Surrogate architecture for MA and LOMMA (repeatable).",
-                name="--surrogate", multiple=True),
-    FieldOption("surrogate_steps", COUNT,
-                "Distillation steps per surrogate, every one run (the student with the lowest KL on held-out "
-                "public images is kept)."),
-    FieldOption("surrogate_data", click.Choice(SURROGATE_DATA),
-                "What the surrogates are distilled on: public images and GMI-prior samples, or public images only."),
-    FieldOption("min_surrogate_agreement", click.FloatRange(0, 1),
-                "Leave out of the ensemble, with a warning, every surrogate that agrees with the target on fewer "
-                "held-out public images than this share (0: use every surrogate)."),
-    FieldOption("regularise_surrogates", bool,
-                "Under LOMMA, every surrogate's logit loss gets its own p_reg regulariser, as the target's has "
-                "(the paper regularises the target only: --no-regularise-surrogates).",
-                switch="--no-regularise-surrogates"),
-    FieldOption("mixed_precision", bool,
-                "Train the target, the judges, their pre-training and the surrogates with bfloat16 forward passes "
-                "(faster on CPUs with AVX-512 BF16 or AMX and on recent GPUs; the GAN priors and defended training "
-                "stay float32); cached apart from float32 models.", switch="--full-precision"),
-    FieldOption("miface_iterations", COUNT, "ART MIFace iterations."),
-    FieldOption("access", click.Choice(ACCESS_LEVELS),
-                "What the attack may ask of the target: white-box (its gradients), black-box (its scores through "
-                "predict, an output defense applied) or label-only (its predicted label). Below white-box the "
-                "surrogates (--surrogate) are distilled from its answers and inverted."),
-    FieldOption("independent_judge", click.Choice(INDEPENDENT_JUDGES),
-                "A judge we did not train, reported beside the trained judges and never averaged with them: dlib's "
-                "public face recogniser (nearest identity centroid of its descriptors of the private training "
-                "images; pip install \"mi-art[faces]\"), none, or auto (dlib for face folders and CelebA when "
-                "installed)."),
-    FieldOption("max_queries", COUNT,
-                "Queries the target answers in all below white-box, shared by the surrogates.", none_means="no limit"),
-)
+
+#: Every config field the commands take as an option, in the order ``--help`` lists them (the fields' order):
+#: derived from the fields' declarations (:data:`~mi_art.evaluations.experiment.SETTINGS`).
+FIELD_OPTIONS: Tuple[FieldOption, ...] = tuple(_field_option(k, SETTINGS.declared[k]) for k in SETTINGS.options)
 
 _CONFIG_DEFAULTS = config_defaults()
 

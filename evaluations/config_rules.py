@@ -1,25 +1,30 @@
-"""The rule of every checked :class:`~mi_art.evaluations.experiment.ExperimentConfig` field, in one table
-(:data:`PARAMETER_RULES`, like scikit-learn's ``_parameter_constraints``). The config's ``validate`` and the
-grid files' checks both apply it, through the shared helpers of :mod:`mi_art.validation`, so a value is
-refused with the same message wherever it is given."""
+"""The rules :class:`~mi_art.evaluations.experiment.ExperimentConfig`'s fields declare (each field names its own,
+:func:`~mi_art.evaluations.settings.setting`), and the choices they check against. :data:`PARAMETER_RULES` (field ->
+rule, like scikit-learn's ``_parameter_constraints``) is derived from those declarations; the config's ``validate``
+and the grid files' checks both apply it, through the shared helpers of :mod:`mi_art.validation`, so a value is
+refused with the same message wherever it is given, and the commands parse it with the rule's click type."""
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Sequence, Tuple
+
+import click
 
 from mi_art import ATTACKS as GAN_ATTACKS
-from mi_art.access import ACCESS_LEVELS
+from mi_art.data import normalise_dataset_name
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
 from mi_art.variants import VARIANTS, parse_variant
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
                                check_optional_count, check_seed)
 
-from .independent import FACE_DATASETS
+from .independent import FACE_DATASETS, INDEPENDENT_JUDGES
+from .settings import Rule
 
-__all__ = ["ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "GAN_AUGMENTATIONS", "KEDMI_INITS", "MIRROR_SAFE_DATASETS",
-           "PARAMETER_RULES", "SURROGATE_DATA", "VARIANTS", "check_field", "gan_augment_for",
-           "needs_gmi_prior"]
+__all__ = ["ARCHITECTURE", "ARCHITECTURE_LIST", "ATTACK", "ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "COUNT",
+           "FLAG", "GAN_AUGMENTATIONS", "INDEPENDENT_JUDGE", "KEDMI_INITS", "MIRROR_SAFE_DATASETS", "PARAMETER_RULES",
+           "PRETRAIN_EPOCHS", "SEARCH_VIEWS", "SEED", "SHARE", "SURROGATE_DATA", "VARIANT", "VARIANTS", "check_field",
+           "choice", "gan_augment_for", "needs_gmi_prior", "optional_count"]
 
 #: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
 ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
@@ -44,8 +49,7 @@ def gan_augment_for(dataset: str, gan_augment: str) -> str:
     calls it when it is made, so cache keys and grid cell ids hold the resolved value."""
     if gan_augment != "auto":
         return gan_augment
-    name = dataset.strip().lower().replace("_", "-") if isinstance(dataset, str) else dataset
-    return "flip" if name in MIRROR_SAFE_DATASETS else "none"
+    return "flip" if normalise_dataset_name(dataset) in MIRROR_SAFE_DATASETS else "none"
 
 def needs_gmi_prior(config: Any) -> bool:
     """Whether a run of ``config`` (an :class:`~mi_art.evaluations.experiment.ExperimentConfig`) trains or loads
@@ -61,15 +65,18 @@ def needs_gmi_prior(config: Any) -> bool:
     return surrogates and bool(config.surrogate_archs) and config.surrogate_data == "public+prior"
 
 
-Rule = Callable[[str, Any], Any]
-
-
-def _choice(choices: Sequence[str]) -> Rule:
-    return partial(_check_choice, choices=tuple(choices))
-
-
 def _check_choice(name: str, value: Any, *, choices: Tuple[str, ...]) -> Any:
     return check_choice(name, value, choices)
+
+
+def choice(choices: Sequence[str]) -> Rule:
+    """One of ``choices`` (on the command line: a ``click.Choice``)."""
+    return Rule(partial(_check_choice, choices=tuple(choices)), click.Choice(list(choices)))
+
+
+def optional_count(hint: str) -> Rule:
+    """A count, or None (``hint`` says what None means)."""
+    return Rule(partial(check_optional_count, hint=hint), COUNT.cli)
 
 
 def _check_names(name: str, value: Any, *, choices: Tuple[str, ...]) -> list:
@@ -79,12 +86,9 @@ def _check_names(name: str, value: Any, *, choices: Tuple[str, ...]) -> list:
     return list(value)
 
 
-_ARCHITECTURE = _choice(sorted(ARCHITECTURES))
-
-
 def _independent_judge(name: str, value: Any) -> str:
     """One of :data:`~mi_art.evaluations.independent.INDEPENDENT_JUDGES`; "dlib" needs its weights installed."""
-    from .independent import INDEPENDENT_JUDGES, dlib_weights_installed
+    from .independent import dlib_weights_installed
 
     value = check_choice(name, value, INDEPENDENT_JUDGES)
     if value == "dlib":
@@ -92,51 +96,48 @@ def _independent_judge(name: str, value: Any) -> str:
     return value
 
 
-_PRETRAIN_EPOCHS = partial(check_int, low=0, hint=" (0 trains from scratch)")
+def _search_views(name: str, value: Any) -> Any:
+    return None if value is None else check_int(
+        name, value, low=0, hint=" (0: the images as generated; None: each attack's own)")
 
-#: field -> ``rule(name, value)``, which raises a ValueError naming ``name``, the value and what is valid.
-PARAMETER_RULES: Dict[str, Rule] = {
-    "attack": _choice(ATTACKS),
-    "variant": lambda name, value: check_choice(name, value, VARIANTS),  # read at each use: see mi_art.variants
-    "target_arch": _ARCHITECTURE,
-    "eval_arch": _ARCHITECTURE,
-    "surrogate_archs": partial(_check_names, choices=tuple(sorted(ARCHITECTURES))),
-    **{key: check_count for key in ("target_epochs", "eval_epochs", "iterations", "n_reconstructions", "batch_size",
-                                    "prior_steps", "kedmi_steps", "plgmi_steps", "surrogate_steps",
-                                    "miface_iterations", "gan_width", "judges")},
-    **{key: _PRETRAIN_EPOCHS for key in ("target_pretrain_epochs", "eval_pretrain_epochs",
-                                         "surrogate_pretrain_epochs")},
-    "augment": _choice(AUGMENTATIONS),
-    "gan_augment": _choice(GAN_AUGMENTATIONS),
-    "kedmi_init": _choice(KEDMI_INITS),
-    "surrogate_data": _choice(SURROGATE_DATA),
-    "min_surrogate_agreement": partial(check_number, low=0, high=1),
-    "regularise_surrogates": check_bool,
-    "mixed_precision": check_bool,
-    "verbose": check_bool,
-    "access": _choice(ACCESS_LEVELS),
-    "independent_judge": _independent_judge,
-    "max_queries": partial(check_optional_count, hint=" (None: no limit)"),
-    "n_candidates": partial(check_optional_count, hint=" (None: no selection)"),
-    "search_views": lambda name, value: None if value is None else check_int(
-        name, value, low=0, hint=" (0: the images as generated; None: each attack's own)"),
-    "seed": check_seed,
-    "attack_seed": check_seed,
-}
 
-#: Fields without a rule here, and where they are checked: against the data or the machine, not alone.
-CHECKED_ELSEWHERE: Dict[str, str] = {
-    "dataset": "load_dataset (mi_art.data), with the data folder",
-    "data_root": "load_dataset (mi_art.data): the folder must exist",
-    "data_options": "load_dataset (mi_art.data): the loader's own arguments",
-    "defense": "the defense registry (mi_art.defenses.get_defense)",
-    "defense_params": "the defense's own parameter check (mi_art.defenses.check_defense_params)",
-    "identities": "the Workbench, against the data's number of identities",
-    "device": "mi_art.utils.resolve_device, against this machine's GPUs",
-}
+# The rules the config's fields declare (evaluations/experiment.py); each refuses a value with a ValueError
+# naming the field, the value and what is valid, and carries the click type the commands read it with.
+#: A count (epochs, steps, iterations, sizes): an integer >= 1.
+COUNT = Rule(check_count, click.IntRange(min=1))
+#: Epochs of public pre-training: an integer >= 0 (0: from scratch).
+PRETRAIN_EPOCHS = Rule(partial(check_int, low=0, hint=" (0 trains from scratch)"), click.IntRange(min=0))
+#: A seed: an integer >= 0.
+SEED = Rule(check_seed, click.IntRange(min=0))
+#: On or off.
+FLAG = Rule(check_bool, bool)
+#: A share in [0, 1].
+SHARE = Rule(partial(check_number, low=0, high=1), click.FloatRange(0, 1))
+ARCHITECTURE = choice(sorted(ARCHITECTURES))
+ATTACK = choice(ATTACKS)
+#: A variant's name, checked against :data:`mi_art.variants.VARIANTS` at each use (improvements registered later
+#: count).
+VARIANT = Rule(lambda name, value: check_choice(name, value, VARIANTS), click.Choice(list(VARIANTS)))
+#: A list of architectures (empty: none).
+ARCHITECTURE_LIST = Rule(partial(_check_names, choices=tuple(sorted(ARCHITECTURES))), ARCHITECTURE.cli)
+#: Random views of each image (0: none; None: each attack's own).
+SEARCH_VIEWS = Rule(_search_views, click.IntRange(min=0))
+INDEPENDENT_JUDGE = Rule(_independent_judge, click.Choice(INDEPENDENT_JUDGES))
+
+
+def __getattr__(name: str) -> Any:
+    """:data:`PARAMETER_RULES` (field -> rule) and :data:`CHECKED_ELSEWHERE` (field -> what checks it), derived
+    from the config's declarations (:data:`mi_art.evaluations.experiment.SETTINGS`)."""
+    if name in ("PARAMETER_RULES", "CHECKED_ELSEWHERE"):
+        from .experiment import CHECKED_ELSEWHERE, PARAMETER_RULES
+
+        return {"PARAMETER_RULES": PARAMETER_RULES, "CHECKED_ELSEWHERE": CHECKED_ELSEWHERE}[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_field(name: str, field: str, value: Any) -> Any:
     """Check ``value`` for the config field ``field`` by its rule; ``name`` is what the message calls it
     (the field, or where a grid file sets it)."""
+    from .experiment import PARAMETER_RULES
+
     return PARAMETER_RULES[field](name, value)

@@ -174,7 +174,8 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     tag = f"{cell.dataset_label} {cell.defense_label} {config.attack}/{config.variant} seed {config.attack_seed}"
     stages = StageLog(echo, prefix=f"  {tag}: ")
     data = load_data(config.dataset, config.data_root, config.data_options)
-    bench = Workbench(config, LockingArtifactCache(cache_dir, stages=stages), data=data)
+    # the grid checked every value of the cell's config (check_grid): the workbench checks it against the data
+    bench = Workbench(config, LockingArtifactCache(cache_dir, stages=stages), data=data, checked=True)
     target, judges = bench.target(), bench.evaluators()
     result = run_attack(bench, target=target, evaluator=judges)
     record = bench.defense_record or {}

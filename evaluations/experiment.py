@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import time
 import warnings
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -27,17 +28,21 @@ from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replac
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
 from mi_art.threads import thread_record
-from mi_art.access import PredictOracle
+from mi_art.access import ACCESS_LEVELS, PredictOracle
+from mi_art.training import AUGMENTATIONS
 from mi_art.variants import attack_kwargs, parse_variant
 from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_weak, weak_model_warnings,
                             weak_surrogate_warning)
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
-from .config_rules import BASELINE_ONLY, PARAMETER_RULES, gan_augment_for
+from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, BASELINE_ONLY, COUNT, FLAG, GAN_AUGMENTATIONS,
+                           INDEPENDENT_JUDGE, KEDMI_INITS, PRETRAIN_EPOCHS, SEARCH_VIEWS, SEED, SHARE, SURROGATE_DATA,
+                           VARIANT, choice, gan_augment_for, optional_count)
 from .independent import (FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, panel_shares,
                           resolve_independent_judge)
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
+from .settings import Settings, setting
 from .stages import StageLog
 
 #: share of the public images held out from distillation (early stopping, agreement reported).
@@ -64,92 +69,150 @@ DEFENSE_RECORD_FIELDS = ("defense", "params", "test_accuracy", "epsilon", "delta
 
 @dataclass
 class ExperimentConfig:
-    """Everything one attack run depends on. Defaults suit the embedded digits data on a CPU."""
+    """Everything one attack run depends on. Defaults suit the embedded digits data on a CPU.
 
-    dataset: str = "digits"
-    defense: str = "none"
-    defense_params: Dict[str, Any] = field(default_factory=dict)
-    data_root: Optional[str] = None
-    data_options: Dict[str, Any] = field(default_factory=dict)
-    target_arch: str = "cnn"
-    target_epochs: int = 20
-    eval_arch: str = "cnn-wide"
-    eval_epochs: int = 30
-    #: Epochs of pre-training the target on the public identities before ``target_epochs`` of fine-tuning
-    #: on the private ones (:mod:`mi_art.pretraining`); 0 trains it from scratch.
-    target_pretrain_epochs: int = 0
-    #: The same for the evaluation model (``eval_epochs`` of fine-tuning after it); 0: from scratch.
-    eval_pretrain_epochs: int = 0
-    #: Independently trained evaluation models (the same recipe from other initialisation seeds): every
-    #: attack metric is their mean, with the spread over judges beside it. One judge is itself a draw.
-    judges: int = 1
-    augment: str = "shift"
-    attack: str = "gmi"
-    variant: str = "lomma"
-    iterations: int = 300
-    n_reconstructions: int = 5
-    #: Candidates searched per identity, the most robust ``n_reconstructions`` kept (Plug & Play Attacks'
-    #: selection, :mod:`mi_art.attacks.selection`); None: no selection.
-    n_candidates: Optional[int] = None
-    #: Random views of each image over which the GAN attacks average their identity loss at every search step
-    #: (``views`` of :class:`~mi_art.attacks.base.GANInversionAttack`); None: each attack's own (PLG-MI 2, the
-    #: others 0).
-    search_views: Optional[int] = None
-    identities: Optional[List[int]] = None
-    batch_size: int = 60
-    prior_steps: int = 300
-    kedmi_steps: int = 150
-    kedmi_init: str = "gmi"
-    #: Generator steps of PLG-MI's conditional GAN (each followed by 5 discriminator steps), started from the
-    #: GMI prior's generator.
-    plgmi_steps: int = 300
-    gan_width: int = 32
-    #: Augmentation of the public images the GAN priors train on (:data:`mi_art.training.AUGMENTATIONS`), or
-    #: "auto": "flip" for face data, "none" otherwise (:func:`~mi_art.evaluations.config_rules.gan_augment_for`,
-    #: resolved when the config is made: the field then holds the value the run uses).
-    gan_augment: str = "auto"
-    surrogate_archs: Tuple[str, ...] = ("cnn-small", "cnn")
-    surrogate_steps: int = 300
-    surrogate_data: str = "public+prior"
-    #: Epochs of pre-training each surrogate on the public identities before distillation (the paper's
-    #: surrogates start from pre-trained weights); 0 distils from random weights.
-    surrogate_pretrain_epochs: int = 0
-    #: Surrogates that agree with the target on fewer held-out public images than this are left out of the
-    #: ensemble, each with a warning (0: every surrogate is used; one below WEAK_SURROGATE_AGREEMENT warns).
-    min_surrogate_agreement: float = 0.0
-    #: Under LOMMA, give every surrogate's logit loss its own p_reg regulariser (each surrogate's mean public
-    #: feature), as the target's has; False: the paper's form, the target's regulariser alone.
-    regularise_surrogates: bool = True
-    miface_iterations: int = 300
-    #: What the attack may ask of the target (:data:`mi_art.access.ACCESS_LEVELS`): "white-box" (its
-    #: gradients), "black-box" (its scores through ``predict``, an output defense applied) or "label-only".
-    #: Below white-box, surrogates (``surrogate_archs``) are distilled from its answers and inverted.
-    access: str = "white-box"
-    #: Queries the target answers in all below white-box, shared equally by the surrogates' distillation
-    #: (None: no limit); the attack's own check of its reconstructions adds one per reconstruction.
-    max_queries: Optional[int] = None
-    seed: int = 0
-    attack_seed: int = 0
-    #: Train the undefended target, the judges, their public pre-training and the surrogates with bfloat16
-    #: forward passes (:func:`mi_art.training.mixed_precision_context`); defended targets and the GAN priors
-    #: train in float32 either way. Models trained so are cached apart from float32 ones.
-    mixed_precision: bool = False
-    #: A judge we did not train (:mod:`mi_art.evaluations.independent`), reported beside the trained panel and
-    #: never averaged into it: "dlib" (dlib's public face recogniser), "none", or "auto" (dlib for face data
-    #: when its weights are installed).
-    independent_judge: str = "auto"
-    device: Optional[str] = None
-    verbose: bool = False
+    Each field is declared once, here (:func:`~mi_art.evaluations.settings.setting`): its default, its rule, its
+    help and where a grid may set it. The config's checks, the commands' options and the grid's keys are derived
+    from these declarations (:data:`SETTINGS`)."""
+
+    dataset: str = setting("digits", checked_by="load_dataset (mi_art.data), with the data folder", budget=False)
+    defense: str = setting("none", checked_by="the defense registry (mi_art.defenses.get_defense)", budget=False)
+    defense_params: Dict[str, Any] = setting(
+        default_factory=dict, checked_by="the defense's own parameter check (mi_art.defenses.check_defense_params)",
+        budget=False)
+    data_root: Optional[str] = setting(None, checked_by="load_dataset (mi_art.data): the folder must exist",
+                                       budget=False)
+    data_options: Dict[str, Any] = setting(default_factory=dict,
+                                           checked_by="load_dataset (mi_art.data): the loader's own arguments",
+                                           budget=False)
+    attack: str = setting("gmi", ATTACK, "The attack (a grid lists them under attacks).", option=False, budget=False)
+    variant: str = setting("lomma", VARIANT, "The attack's variant (a grid lists them under variants).", option=False,
+                           budget=False)
+    identities: Optional[List[int]] = setting(None, checked_by="the Workbench, against the data's number of identities")
+    iterations: int = setting(300, COUNT, "Attack iterations.")
+    n_reconstructions: int = setting(5, COUNT, "Reconstructions per identity.")
+    # Plug & Play Attacks' selection, mi_art.attacks.selection
+    n_candidates: Optional[int] = setting(
+        None, optional_count(" (None: no selection)"),
+        "Candidates searched per identity; the --n-reconstructions the target recognises best under random "
+        "crops, flips and small rotations are kept (Plug & Play Attacks).", none_means="no selection",
+        in_id="when-set")
+    # GANInversionAttack's views
+    search_views: Optional[int] = setting(
+        None, SEARCH_VIEWS,
+        "Random views (crop, flip, rotation, jitter) of each image over which the identity loss is averaged "
+        "at every search step (PLG-MI's augmentation, Plug & Play Attacks' transformations); 0: none.",
+        none_means="each attack's own: PLG-MI 2, the others 0", in_id="when-set")
+    batch_size: int = setting(60, COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together.")
+    target_arch: str = setting("cnn", ARCHITECTURE, "Architecture of the target.")
+    eval_arch: str = setting("cnn-wide", ARCHITECTURE, "Architecture of the evaluation models (judges).")
+    target_epochs: int = setting(20, COUNT, "Epochs of training the target on the private identities.")
+    eval_epochs: int = setting(30, COUNT, "Epochs of training each judge on the private identities.")
+    # mi_art.pretraining
+    target_pretrain_epochs: int = setting(
+        0, PRETRAIN_EPOCHS,
+        "Epochs of pre-training the target on the public identities (their own labels) before "
+        "--target-epochs of fine-tuning every layer on the private ones; 0: from scratch.", in_id="when-set")
+    eval_pretrain_epochs: int = setting(
+        0, PRETRAIN_EPOCHS,
+        "Epochs of pre-training the evaluation model on the public identities before --eval-epochs of "
+        "fine-tuning on the private ones; 0: from scratch.", in_id="when-set")
+    # judge j is initialised from seed + JUDGE_SEED_OFFSET + j
+    judges: int = setting(
+        1, COUNT,
+        "Evaluation models trained from independent initialisations: every attack metric is their mean, "
+        "reported with the spread over judges (a single judge is itself a draw).", in_id="when-set")
+    augment: str = setting("shift", choice(AUGMENTATIONS),
+                           "Augmentation of the target's and judges' training images.")
+    surrogate_pretrain_epochs: int = setting(
+        0, PRETRAIN_EPOCHS,
+        "Epochs of pre-training each surrogate on the public identities before distilling the target into "
+        "it (the paper's surrogates start from pre-trained weights); 0: from random weights.", in_id="when-set")
+    prior_steps: int = setting(300, COUNT, "GMI WGAN-GP generator steps.")
+    gan_width: int = setting(32, COUNT, "Channel width of the GAN priors' generator and discriminator.")
+    # "auto" is resolved when the config is made (config_rules.gan_augment_for): the field holds what the run uses
+    gan_augment: str = setting(
+        "auto", choice(GAN_AUGMENTATIONS),
+        "Augmentation of the public images the GAN priors train on. auto: 'flip' for face folders and "
+        "CelebA (a mirrored face is a face), 'none' for digits and MNIST (a mirrored digit is not a "
+        "digit), for each dataset of a grid. Without flips KEDMI's prior on a few hundred public faces "
+        "turns to noise.")
+    kedmi_steps: int = setting(
+        150, COUNT,
+        "KEDMI generator steps (each after 5 discriminator steps), warm-started from the GMI generator.")
+    kedmi_init: str = setting("gmi", choice(KEDMI_INITS),
+                              "gmi: KEDMI's generator starts from the GMI prior's; none: from random weights.")
+    plgmi_steps: int = setting(
+        300, COUNT,
+        "PLG-MI conditional generator steps (each after 5 discriminator steps), warm-started from the GMI "
+        "generator.", in_id="when-set")
+    surrogate_archs: Tuple[str, ...] = setting(("cnn-small", "cnn"), ARCHITECTURE_LIST,
+                                               "Surrogate architecture for MA and LOMMA (repeatable).",
+                                               flag="--surrogate", multiple=True)
+    surrogate_steps: int = setting(
+        300, COUNT,
+        "Distillation steps per surrogate, every one run (the student with the lowest KL on held-out "
+        "public images is kept).")
+    surrogate_data: str = setting(
+        "public+prior", choice(SURROGATE_DATA),
+        "What the surrogates are distilled on: public images and GMI-prior samples, or public images only.")
+    # below WEAK_SURROGATE_AGREEMENT a surrogate warns whatever this is
+    min_surrogate_agreement: float = setting(
+        0.0, SHARE,
+        "Leave out of the ensemble, with a warning, every surrogate that agrees with the target on fewer "
+        "held-out public images than this share (0: use every surrogate).", in_id="when-set")
+    regularise_surrogates: bool = setting(
+        True, FLAG,
+        "Under LOMMA, every surrogate's logit loss gets its own p_reg regulariser, as the target's has "
+        "(the paper regularises the target only: --no-regularise-surrogates).",
+        switch="--no-regularise-surrogates", in_id="when-set")
+    # mi_art.training.mixed_precision_context
+    mixed_precision: bool = setting(
+        False, FLAG,
+        "Train the target, the judges, their pre-training and the surrogates with bfloat16 forward passes "
+        "(faster on CPUs with AVX-512 BF16 or AMX and on recent GPUs; the GAN priors and defended training "
+        "stay float32); cached apart from float32 models.", switch="--full-precision", in_id="when-set")
+    miface_iterations: int = setting(300, COUNT, "ART MIFace iterations.")
+    access: str = setting(
+        "white-box", choice(ACCESS_LEVELS),
+        "What the attack may ask of the target: white-box (its gradients), black-box (its scores through "
+        "predict, an output defense applied) or label-only (its predicted label). Below white-box the "
+        "surrogates (--surrogate) are distilled from its answers and inverted.", in_id="when-set")
+    # mi_art.evaluations.independent
+    independent_judge: str = setting(
+        "auto", INDEPENDENT_JUDGE,
+        "A judge we did not train, reported beside the trained judges and never averaged with them: dlib's "
+        "public face recogniser (nearest identity centroid of its descriptors of the private training "
+        "images; pip install \"mi-art[faces]\"), none, or auto (dlib for face folders and CelebA when "
+        "installed).", in_id="when-set")
+    # the attack's own check of its reconstructions adds one query per reconstruction
+    max_queries: Optional[int] = setting(
+        None, optional_count(" (None: no limit)"),
+        "Queries the target answers in all below white-box, shared by the surrogates.", none_means="no limit",
+        in_id="when-set")
+    seed: int = setting(0, SEED, "Seed of data split, models and priors.", option=False, budget=False)
+    attack_seed: int = setting(
+        0, SEED, "Seed of the attack alone (its starting codes); --seed keeps the target, judges, priors and "
+        "surrogates, so runs that differ only here reuse them from the cache.", option=False, budget=False)
+    device: Optional[str] = setting(None, checked_by="mi_art.utils.resolve_device, against this machine's GPUs",
+                                    budget=False, in_id="never")
+    verbose: bool = setting(False, FLAG, "Progress bars inside long steps.", option=False, budget=False,
+                            in_id="never")
 
     def __post_init__(self) -> None:
         self.gan_augment = gan_augment_for(self.dataset, self.gan_augment)
 
     def validate(self) -> None:
-        """Every field by its rule (:data:`~mi_art.evaluations.config_rules.PARAMETER_RULES`), then the
-        rules between fields. A ``gan_augment`` of "auto" set after the config was made is resolved here."""
+        """Every field by its rule (:data:`PARAMETER_RULES`), then the rules between fields
+        (:meth:`check_relations`). A ``gan_augment`` of "auto" set after the config was made is resolved here."""
         self.gan_augment = gan_augment_for(self.dataset, self.gan_augment)
         for key, rule in PARAMETER_RULES.items():
             rule(key, getattr(self, key))
+        self.check_relations()
+
+    def check_relations(self) -> None:
+        """The rules between fields, for a config whose fields were each checked where they were given (a grid's
+        cells: :func:`~mi_art.evaluations.grid_schema.check_grid` checked every value once)."""
         if self.attack in BASELINE_ONLY and self.variant != "baseline":
             raise ValueError(f"{'ART MIFace' if self.attack == 'miface' else 'BREP-MI'} has no variants (LOM, MA, "
                              f"align), got variant={self.variant!r}: use variant='baseline'")
@@ -179,9 +242,17 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def _default(function: Any, parameter: str) -> Any:
-    import inspect
+#: :class:`ExperimentConfig`'s declarations, and the tables derived from them.
+SETTINGS = Settings(ExperimentConfig)
+ExperimentConfig.__doc__ = (f"{inspect.cleandoc(ExperimentConfig.__doc__ or '')}\n\n"
+                            f"Its fields:\n\n{SETTINGS.describe()}\n")
+#: field -> ``rule(name, value)``, which raises a ValueError naming ``name``, the value and what is valid.
+PARAMETER_RULES = SETTINGS.rules
+#: Fields without a rule, and where they are checked: against the data or the machine, not alone.
+CHECKED_ELSEWHERE = SETTINGS.checked_elsewhere
 
+
+def _default(function: Any, parameter: str) -> Any:
     return inspect.signature(function).parameters[parameter].default
 
 
@@ -223,19 +294,24 @@ def query_budget_problem(config: ExperimentConfig, n_public: int) -> Optional[st
 def config_defaults() -> Dict[str, Any]:
     """Every :class:`ExperimentConfig` field's declared default (``gan_augment``: "auto", before any dataset
     resolves it), for the commands' options and the grid's budgets."""
-    return {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-            for f in dataclasses.fields(ExperimentConfig)}
+    return dict(SETTINGS.defaults)
 
 
 class Workbench:
     """Loads the data once and hands out cached artifacts for one dataset."""
 
     def __init__(self, config: ExperimentConfig, cache: Optional[ArtifactCache] = None,
-                 data: Optional[MIDataset] = None, stages: Optional[StageLog] = None) -> None:
+                 data: Optional[MIDataset] = None, stages: Optional[StageLog] = None, *,
+                 checked: bool = False) -> None:
         """``data``: the dataset ``config`` names, already loaded (a grid of cells loads it once). ``stages``
         names each long step before it starts (default: the cache's, else silent); the cache then names the
-        artifacts it trains through it too."""
-        config.validate()
+        artifacts it trains through it too. ``checked``: every value of ``config`` was checked by its rule where it
+        was given (a grid's cell: :func:`~mi_art.evaluations.grid_schema.check_grid`), so only the rules between
+        fields and the checks against the data run here; otherwise :meth:`ExperimentConfig.validate` runs first."""
+        if checked:
+            config.check_relations()
+        else:
+            config.validate()
         self.config = config
         self.cache = cache or ArtifactCache(None)
         self.stages: StageLog = stages or self.cache.stages or StageLog()
@@ -886,7 +962,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     attack = attack or c.attack
     variant = variant or c.variant
     seed = c.attack_seed if attack_seed is None else attack_seed
-    dataclasses.replace(c, attack=attack, variant=variant).validate()
+    if (attack, variant) != (c.attack, c.variant):  # the workbench checked its config
+        dataclasses.replace(c, attack=attack, variant=variant).validate()
     target = target if target is not None else bench.target()
     judges = bench.evaluators() if evaluator is None else (list(evaluator) if isinstance(evaluator, (list, tuple))
                                                             else [evaluator])

@@ -12,11 +12,9 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     seed_scope = "all"                       # "all": a seed retrains target, evaluator, priors and
                                              # surrogates and seeds the attack; "attack": artifacts
                                              # use artifact_seed, only the attack seed varies
-    iterations = 200                         # any ExperimentConfig budget: target_arch,
-    prior_steps = 300                        # target_epochs, eval_arch, eval_epochs, augment,
-                                             # n_reconstructions, identities, batch_size,
-                                             # kedmi_steps, plgmi_steps, gan_width, gan_augment,
-                                             # surrogate_archs, surrogate_steps, miface_iterations
+    iterations = 200                         # any ExperimentConfig budget (BUDGET_KEYS: every field
+    prior_steps = 300                        # but the grid's own keys; each one's meaning is its
+                                             # option's help, `mi-art evaluate --help`)
     target_pretrain_epochs = 20              # pre-train on the public identities first (0: from
     eval_pretrain_epochs = 20                # scratch), for the target, the evaluation model
     surrogate_pretrain_epochs = 0            # and the surrogates (before distillation)
@@ -57,6 +55,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mi_art.data import normalise_dataset_name
 from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
@@ -242,23 +241,28 @@ class Grid:
     artifact_seed: int = 0
     name: str = "grid"
     device: Optional[str] = None
+    #: What :meth:`to_dict` gave when :func:`check_grid` last passed the grid's values (None: not yet).
+    _checked_as: Optional[Dict[str, Any]] = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Grid":
+    def from_dict(cls, d: Mapping[str, Any], where: str = "the grid") -> "Grid":
         """Parse a grid dictionary (see the module docstring). Every key's type and range is checked
-        first (:func:`check_grid`: one :class:`GridError` lists every problem); call :meth:`validate` for
-        what needs more (defense parameters against the data, data folders, model shapes)."""
-        check_grid(d)
+        first (:func:`check_grid`: one :class:`GridError` lists every problem, each after ``where``; a dictionary
+        :func:`load_grid_file` checked is not checked again); call :meth:`validate` for what needs more (defense
+        parameters against the data, data folders, model shapes)."""
+        check_grid(d, where)
         datasets = [_parse_dataset(x) for x in _as_list(d.get("datasets", ["digits"]), "datasets")]
         defenses = [_parse_defense(x) for x in _as_list(d.get("defenses", ["none"]), "defenses")]
         seeds = _as_list(d.get("seeds", [0]), "seeds")
-        return cls(datasets=datasets, defenses=defenses,
+        grid = cls(datasets=datasets, defenses=defenses,
                    attacks=[str(a) for a in _as_list(d.get("attacks", ["gmi"]), "attacks")],
                    variants=[str(v) for v in _as_list(d.get("variants", ["baseline", "lomma"]), "variants")],
                    seeds=seeds, budgets={k: (_identities(d[k]) if k == "identities" else d[k])
                                          for k in BUDGET_KEYS if k in d},
                    seed_scope=str(d.get("seed_scope", "all")), artifact_seed=d.get("artifact_seed", 0),
                    name=str(d.get("name", "grid")), device=d.get("device"))
+        grid._checked_as = grid.to_dict()
+        return grid
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"name": self.name, "attacks": list(self.attacks), "variants": list(self.variants),
@@ -289,9 +293,11 @@ class Grid:
 
     def validate(self, *, check_data: bool = True, load_data: bool = True, allow_large: bool = False) -> List[str]:
         """Check everything that can be checked before any training: names of datasets, defenses,
-        attacks and variants; seeds; budgets and architectures (``ExperimentConfig.validate``); defense
-        parameters (``mi_art.defenses.api``); data folders; and, when ``load_data``, the loader options and the
-        shapes the models need (the datasets are loaded, nothing is trained).
+        attacks and variants; seeds; budgets (each value by its rule, once: :func:`check_grid`, unless
+        :meth:`from_dict` did and nothing changed since); the rules between a cell's fields
+        (``ExperimentConfig.check_relations``); defense parameters (``mi_art.defenses.api``); data folders; and, when
+        ``load_data``, the loader options, the architectures and the shapes the models need (the datasets are loaded,
+        nothing is trained).
 
         :param check_data: A missing or unreadable data folder is an error; when False it is returned as
             a warning instead (``--dry-run`` on a machine without the data).
@@ -301,47 +307,15 @@ class Grid:
         :raises GridError: The first problem found, named.
         """
         from mi_art.defenses import DEFENSES, defense_defaults
-        from mi_art.data import DATASETS
 
         warnings_out: List[str] = []
-        if not self.datasets:
-            raise GridError("the grid has no datasets")
-        if not self.defenses:
-            raise GridError("the grid has no defenses (use 'none' for the undefended target)")
-        if not self.attacks:
-            raise GridError("the grid has no attacks")
-        if not self.variants:
-            raise GridError("the grid has no variants")
-        if not self.seeds:
-            raise GridError("the grid has no seeds: give at least one, e.g. seeds = [0]")
-        for s in self.seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-                raise GridError(f"seeds must be non-negative integers, got {s!r}")
-        again = repeated_values(self.seeds)
-        if again:
-            raise GridError(f"seeds repeat {', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}: "
-                            "list each once")
+        if self._checked_as is None or self.to_dict() != self._checked_as:  # made or changed since from_dict
+            check_grid(self.to_dict())
+            self._checked_as = self.to_dict()
         try:
             check_size(grid_size_problem(self.n_cells(), self._shape()), allow_large)
         except SizeError as err:
             raise GridError(str(err)) from None
-        if self.seed_scope not in SEED_SCOPES:
-            raise GridError(f"unknown seed_scope {self.seed_scope!r}; choose one of {SEED_SCOPES}")
-        if isinstance(self.artifact_seed, bool) or not isinstance(self.artifact_seed, int) or self.artifact_seed < 0:
-            raise GridError(f"artifact_seed must be a non-negative integer, got {self.artifact_seed!r}")
-        for a in self.attacks:
-            if a not in ATTACKS:
-                raise GridError(f"unknown attack {a!r}; choose one of {', '.join(ATTACKS)}")
-        for v in self.variants:
-            if v not in VARIANTS:
-                raise GridError(f"unknown variant {v!r}; choose one of {', '.join(VARIANTS)}")
-        for name, values in (("attacks", self.attacks), ("variants", self.variants)):
-            if len(set(values)) != len(values):
-                raise GridError(f"{name} repeat a value: {values}")
-        for d in self.datasets:
-            key = d.name.strip().lower().replace("_", "-")
-            if key not in DATASETS:
-                raise GridError(f"unknown dataset {d.name!r}; choose one of {', '.join(DATASETS)}")
         _check_distinct_datasets(self.datasets)
         for spec in self.defenses:
             try:
@@ -354,18 +328,18 @@ class Grid:
         dup = sorted(repeated_values(labels))
         if dup:
             raise GridError(f"the grid lists the same defense setting twice: {', '.join(dup)}")
-        # budgets and architectures, through the configuration of a representative cell per dataset
+        # the rules between fields, through the configuration of a representative cell per dataset
         for d in self.datasets:
             for attack in self.attacks:
                 for variant in (self.variants if attack not in BASELINE_ONLY else ["baseline"]):
                     try:
-                        self._config(d, "none", {}, attack, variant, self.seeds[0]).validate()
+                        self._config(d, "none", {}, attack, variant, self.seeds[0]).check_relations()
                     except (ValueError, TypeError) as err:
                         raise GridError(f"dataset {d.name!r}: {err}") from None
-            for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (ExperimentConfig.validate)
+            for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (check_relations)
                 for params in spec.params:
                     try:
-                        self._config(d, spec.name, params, "gmi", "baseline", self.seeds[0]).validate()
+                        self._config(d, spec.name, params, "gmi", "baseline", self.seeds[0]).check_relations()
                     except (ValueError, TypeError) as err:
                         raise GridError(f"dataset {d.name!r}, defense {defense_label(spec.name, params)}: "
                                         f"{err}") from None
@@ -456,7 +430,7 @@ class Grid:
             budgets["identities"] = list(budgets["identities"])
         root = str(Path(d.root).expanduser().resolve()) if d.root else None
         artifact_seed = seed if self.seed_scope == "all" else self.artifact_seed
-        return ExperimentConfig(dataset=d.name.strip().lower().replace("_", "-"), defense=defense,
+        return ExperimentConfig(dataset=normalise_dataset_name(d.name), defense=defense,
                                 defense_params=dict(params), data_root=root, data_options=dict(d.options),
                                 attack=attack, variant=variant, seed=artifact_seed, attack_seed=seed,
                                 device=self.device, **budgets)
@@ -527,7 +501,7 @@ def _check_distinct_datasets(datasets: Sequence[DatasetSpec]) -> None:
     by_data: Dict[str, int] = {}
     for i, d in enumerate(datasets):
         label = d.label
-        kind = d.name.strip().lower().replace("_", "-")
+        kind = normalise_dataset_name(d.name)
         data = data_memo_key("image-folder" if kind == "folder" else kind, d.root,  # "folder": the same loader
                              {k: v for k, v in d.options.items() if k != "name"})
         if data in by_data:
@@ -547,7 +521,7 @@ def _check_distinct_datasets(datasets: Sequence[DatasetSpec]) -> None:
 
 
 def _data_path_problem(d: DatasetSpec) -> Optional[str]:
-    key = d.name.strip().lower().replace("_", "-")
+    key = normalise_dataset_name(d.name)
     if key == "digits":
         if d.root is not None:
             return f"dataset 'digits' ships with scikit-learn and takes no data_root (got data_root={d.root!r})"
@@ -567,7 +541,7 @@ _DATA_MEMO: Dict[str, Any] = {}
 
 
 def data_memo_key(name: str, root: Optional[str], options: Mapping[str, Any]) -> str:
-    return json.dumps([name.strip().lower().replace("_", "-"), str(Path(root).expanduser().resolve()) if root else None,
+    return json.dumps([normalise_dataset_name(name), str(Path(root).expanduser().resolve()) if root else None,
                        options], sort_keys=True, default=str)
 
 

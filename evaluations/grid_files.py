@@ -7,14 +7,23 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
-from .grid_schema import GridError, check_grid
+from .grid_schema import CheckedGrid, GridError, check_grid
 
-__all__ = ["grid_to_toml", "load_grid_file", "merge_grid"]
+__all__ = ["grid_to_toml", "load_grid_file", "merge_grid", "read_grid_file"]
 
 
 def load_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
     """Read a grid dictionary from TOML (``.toml``), JSON (``.json``) or YAML (``.yaml``/``.yml``, needs
-    PyYAML)."""
+    PyYAML), and check it (:func:`check_grid`; every problem is named with the file's path). It comes back marked as
+    checked (:class:`~mi_art.evaluations.grid_schema.CheckedGrid`): ``Grid.from_dict`` does not check it again."""
+    data = read_grid_file(path)
+    check_grid(data, where=str(path))
+    return CheckedGrid(data)
+
+
+def read_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
+    """:func:`load_grid_file` without the check, for a grid that is checked once it is complete (the command line
+    lays its options over the file's keys first)."""
     path = Path(path)
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")
@@ -48,7 +57,6 @@ def load_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
             raise GridError(f"{path}: invalid TOML: {err}") from err
     if not isinstance(data, dict):
         raise GridError(f"{path}: a grid file holds a table (mapping) at the top level")
-    check_grid(data, where=str(path))
     return data
 
 

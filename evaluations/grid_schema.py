@@ -4,24 +4,22 @@ and its preflight are in :mod:`mi_art.evaluations.grid`; reading and writing gri
 :mod:`mi_art.evaluations.grid_files`."""
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mi_art.attacks.params import ART_NAMES
 
-__all__ = ["BUDGET_KEYS", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
+from .config_rules import PRETRAIN_EPOCHS
+from .experiment import SETTINGS
+
+__all__ = ["BUDGET_KEYS", "CheckedGrid", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
            "data_option_keys", "data_option_problems", "renamed_dataset_keys"]
 
-#: ExperimentConfig fields a grid may set globally or per dataset.
-BUDGET_KEYS: Tuple[str, ...] = (
-    "target_arch", "target_epochs", "target_pretrain_epochs", "eval_arch", "eval_epochs", "eval_pretrain_epochs",
-    "augment", "iterations", "n_reconstructions", "identities", "batch_size", "prior_steps", "kedmi_steps",
-    "plgmi_steps", "kedmi_init", "gan_width", "gan_augment", "surrogate_archs", "surrogate_steps", "surrogate_data",
-    "surrogate_pretrain_epochs", "min_surrogate_agreement", "regularise_surrogates", "miface_iterations", "judges",
-    "access", "max_queries", "mixed_precision", "independent_judge", "n_candidates",
-    "search_views")
+#: ExperimentConfig fields a grid may set globally or per dataset (those declared ``budget``).
+BUDGET_KEYS: Tuple[str, ...] = SETTINGS.budgets
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
-ZERO_OK_KEYS: Tuple[str, ...] = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs")
+ZERO_OK_KEYS: Tuple[str, ...] = SETTINGS.with_rule(PRETRAIN_EPOCHS)
 _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
               "device", *BUDGET_KEYS)
 _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
@@ -29,14 +27,11 @@ _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
 _RENAMED_DATASET_KEYS = {"root": "data_root", "options": "data_options"}
 _DEFENSE_KEYS = ("name", "params")
 SEED_SCOPES = ("all", "attack")
-#: Keys of a cell's configuration left out of its id.
-_NOT_IN_ID = ("device", "verbose")
-#: Keys left out of a cell's id while they hold their default (0: off; one judge), so that adding them
-#: did not change the ids of the cells of existing grids (which would rerun every finished cell).
-_IN_ID_WHEN_SET: Dict[str, Any] = {**{k: 0 for k in ZERO_OK_KEYS}, "judges": 1, "min_surrogate_agreement": 0.0,
-                                   "regularise_surrogates": True, "plgmi_steps": 300, "access": "white-box",
-                                   "max_queries": None, "mixed_precision": False, "independent_judge": "auto",
-                                   "n_candidates": None, "search_views": None}
+#: Keys of a cell's configuration left out of its id (declared ``in_id="never"``).
+_NOT_IN_ID = SETTINGS.not_in_id
+#: Keys left out of a cell's id while they hold their default (declared ``in_id="when-set"``), so that adding
+#: them did not change the ids of the cells of existing grids (which would rerun every finished cell).
+_IN_ID_WHEN_SET: Dict[str, Any] = SETTINGS.in_id_when_set
 
 
 class GridError(ValueError):
@@ -45,6 +40,20 @@ class GridError(ValueError):
     def __init__(self, message: str, problems: Optional[Sequence[str]] = None) -> None:
         super().__init__(message)
         self.problems: List[str] = list(problems) if problems is not None else [message]
+
+
+class CheckedGrid(dict):
+    """A grid dictionary :func:`check_grid` has passed (what :func:`~mi_art.evaluations.grid_files.load_grid_file`
+    returns), with a copy of what it held then: while it holds the same, checking it again is skipped, so that each
+    value of a grid file is checked once on its way to the cells (``Grid.from_dict(load_grid_file(path))``)."""
+
+    def __init__(self, checked: Mapping[str, Any]) -> None:
+        super().__init__(checked)
+        self._as_checked = copy.deepcopy(dict(checked))
+
+    def unchanged(self) -> bool:
+        """Whether it holds what was checked."""
+        return dict(self) == self._as_checked
 
 
 def _as_list(value: Any, what: str) -> List[Any]:
@@ -232,7 +241,7 @@ def _as_table(p: _Problems, name: str, item: Any, what: str) -> Optional[Mapping
 
 
 def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
-    from mi_art.data import DATASETS
+    from mi_art.data import DATASETS, normalise_dataset_name
 
     item = _as_table(p, name, item, "a dataset name or a table with a 'name'")
     if item is None:
@@ -246,7 +255,7 @@ def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
         return
     p.run(_check_keys, item, _DATASET_KEYS, name)
     dname = item.get("name")
-    key = dname.strip().lower().replace("_", "-") if isinstance(dname, str) else None
+    key = normalise_dataset_name(dname) if isinstance(dname, str) else None
     if key not in DATASETS:
         p.add(f"{name}.name: unknown dataset {dname!r}; choose one of {', '.join(DATASETS)}"
               if "name" in item else f"{name} has no 'name': give one of {', '.join(DATASETS)}")
@@ -310,6 +319,8 @@ def check_grid(d: Any, where: str = "the grid") -> None:
 
     from .config_rules import ATTACKS as attacks, VARIANTS as variants
 
+    if isinstance(d, CheckedGrid) and d.unchanged():
+        return
     if not isinstance(d, Mapping):
         raise GridError(f"{where}: a grid is a mapping (a table of keys), got {type(d).__name__}")
     p = _Problems()

@@ -140,3 +140,21 @@ def test_an_old_results_folder_reports_its_folders_apart(tmp_path):
     report = (out / "report.md").read_text()
     assert "## att_faces\n" in report and "## lfw\n" in report and "## image-folder" not in report
     assert [r["dataset"] for r in json.loads((out / "results.json").read_text())] == ["att_faces", "lfw"]
+
+
+def test_one_normaliser_of_dataset_names():
+    """A dataset name is normalised in one place (mi_art.data.normalise_dataset_name): the grid, its checks, the
+    CLI and gan_augment's "auto" agree on what a name stands for."""
+    from mi_art.data import normalise_dataset_name
+    from mi_art.evaluations.config_rules import gan_augment_for
+
+    assert normalise_dataset_name(" Fashion_MNIST ") == "fashion-mnist"
+    assert normalise_dataset_name(3) == 3
+    assert Grid.from_dict({"datasets": [" Digits "], "attacks": ["gmi"], "variants": ["baseline"]}).cells()[0] \
+        .config.dataset == "digits"
+    assert gan_augment_for("Image_Folder", "auto") == "flip"
+    root = Path(__file__).resolve().parents[1]
+    by_hand = [str(p.relative_to(root)) for folder in ("mi_art", "evaluations") for p in (root / folder).rglob("*.py")
+               if '.strip().lower().replace("_", "-")' in p.read_text()
+               and p != root / "mi_art" / "data" / "registry.py"]
+    assert not by_hand, f"dataset names normalised by hand in {by_hand}: use mi_art.data.normalise_dataset_name"

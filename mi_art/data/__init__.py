@@ -35,7 +35,7 @@ from .idx import FASHION_MNIST_DEBIAN_ROOT, load_mnist
 from .image_folder import IMAGE_EXTENSIONS, FolderSplit, load_image_folder, split_image_folder
 from .presets import IMAGE_FOLDER_PRESETS, LFW_EXCLUDE, preset_options
 from .registry import (DATASETS, canonical_name, check_dataset_options, dataset_label, dataset_options, expand_preset,
-                       load_dataset)
+                       load_dataset, normalise_dataset_name)
 
 __all__ = [
     "CELEBA_CROP",
@@ -57,6 +57,7 @@ __all__ = [
     "load_digits_data",
     "load_image_folder",
     "load_mnist",
+    "normalise_dataset_name",
     "preset_options",
     "split_image_folder",
 ]

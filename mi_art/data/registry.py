@@ -35,11 +35,18 @@ _SOURCES: Dict[str, _Source] = {
 }
 
 
+def normalise_dataset_name(name: Any) -> Any:
+    """A dataset name in the form of :data:`DATASETS`' keys, whether or not it is one: case and surrounding
+    spaces dropped, "_" for "-" (``" Fashion_MNIST"`` -> ``"fashion-mnist"``). Anything but a string is returned as it
+    is (the checks that follow name it). The one place a dataset name is normalised."""
+    return name.strip().lower().replace("_", "-") if isinstance(name, str) else name
+
+
 def canonical_name(name: Any) -> str:
     """The key of :data:`DATASETS` that ``name`` stands for (case-insensitive; "_" may stand for "-")."""
     if not isinstance(name, str):
         raise ValueError(f"name must be a dataset name (a string), one of {', '.join(DATASETS)}; got {name!r}")
-    key = name.strip().lower().replace("_", "-")
+    key = normalise_dataset_name(name)
     if key not in _SOURCES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     return key
