@@ -192,5 +192,5 @@ def test_a_config_is_checked_once_by_its_workbench_not_again_by_run_attack(monke
     with pytest.raises(_Stop):
         run_attack(bench)
     assert plgmi_steps_checks == ["plgmi_steps"]
-    with pytest.raises(ValueError, match="no LOM/MA variants"):  # another attack or variant is checked
+    with pytest.raises(ValueError, match="has no variants"):  # another attack or variant is checked
         run_attack(bench, attack="miface", variant="lomma")
