@@ -12,6 +12,7 @@ import click
 from mi_art.access import ACCESS_LEVELS
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
+from mi_art.variants import ALIGN_VIEWS
 
 from .config_rules import GAN_AUGMENTATIONS, KEDMI_INITS, SURROGATE_DATA
 from .independent import INDEPENDENT_JUDGES
@@ -109,7 +110,8 @@ FIELD_OPTIONS: Tuple[FieldOption, ...] = (
     FieldOption("search_views", COUNT_OR_ZERO,
                 "Random views (crop, flip, rotation, jitter) of each image over which the identity loss is averaged "
                 "at every search step (PLG-MI's augmentation, Plug & Play Attacks' transformations); 0: none.",
-                none_means="each attack's own: PLG-MI 2, the others 0"),
+                none_means=f"under a '+align' variant {ALIGN_VIEWS} (AlignMI's; it needs >= 2), otherwise each attack's own: "
+                "PLG-MI 2, the others 0"),
     FieldOption("batch_size", COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together."),
     FieldOption("target_arch", _ARCH, "Architecture of the target."),
     FieldOption("eval_arch", _ARCH, "Architecture of the evaluation models (judges)."),

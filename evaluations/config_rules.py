@@ -11,7 +11,7 @@ from mi_art import ATTACKS as GAN_ATTACKS
 from mi_art.access import ACCESS_LEVELS
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
-from mi_art.variants import VARIANTS, parse_variant
+from mi_art.variants import ALIGN_VIEWS, VARIANTS, parse_variant
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
                                check_optional_count, check_seed)
 
@@ -119,7 +119,8 @@ PARAMETER_RULES: Dict[str, Rule] = {
     "max_queries": partial(check_optional_count, hint=" (None: no limit)"),
     "n_candidates": partial(check_optional_count, hint=" (None: no selection)"),
     "search_views": lambda name, value: None if value is None else check_int(
-        name, value, low=0, hint=" (0: the images as generated; None: each attack's own)"),
+        name, value, low=0, hint=" (0: the images as generated; None: each attack's own, "
+        f"or {ALIGN_VIEWS} under '+align', which needs >= 2)"),
     "seed": check_seed,
     "attack_seed": check_seed,
 }

@@ -28,7 +28,7 @@ from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
 from mi_art.threads import thread_record
 from mi_art.access import PredictOracle
-from mi_art.variants import attack_kwargs, parse_variant
+from mi_art.variants import ALIGN_VIEWS, Variant, attack_kwargs, parse_variant
 from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_weak, weak_model_warnings,
                             weak_surrogate_warning)
 from mi_art.validation import check_choice, check_int, check_labels
@@ -92,8 +92,9 @@ class ExperimentConfig:
     #: selection, :mod:`mi_art.attacks.selection`); None: no selection.
     n_candidates: Optional[int] = None
     #: Random views of each image over which the GAN attacks average their identity loss at every search step
-    #: (``views`` of :class:`~mi_art.attacks.base.GANInversionAttack`); None: each attack's own (PLG-MI 2, the
-    #: others 0).
+    #: (``views`` of :class:`~mi_art.attacks.base.GANInversionAttack`); None: under a "+align" variant
+    #: :data:`~mi_art.variants.ALIGN_VIEWS` (30), otherwise each attack's own (PLG-MI 2, the others 0). A "+align"
+    #: variant needs at least 2.
     search_views: Optional[int] = None
     identities: Optional[List[int]] = None
     batch_size: int = 60
@@ -166,6 +167,13 @@ class ExperimentConfig:
                                  "give at least one surrogate architecture")
         if "ma" in parse_variant(self.variant) and not self.surrogate_archs:
             raise ValueError(f"variant {self.variant!r} needs at least one surrogate architecture")
+        improvements = parse_variant(self.variant).improvements
+        if "align" in improvements and self.search_views is not None and self.search_views < 2:
+            raise ValueError(f"search_views={self.search_views} with variant {self.variant!r}: gradient alignment "
+                             "averages the identity loss over random views: 0 would turn it off, 1 averages "
+                             "nothing; give search_views >= 2 (None: "
+                             f"{ALIGN_VIEWS}, AlignMI's), or variant {Variant(improvements - {'align'}).name!r} "
+                             "(without '+align')")
         if self.n_candidates is not None and self.n_candidates < self.n_reconstructions:
             raise ValueError(f"n_candidates={self.n_candidates} is below n_reconstructions={self.n_reconstructions}: "
                              "the kept reconstructions are chosen among the candidates (give n_candidates >= "
