@@ -33,3 +33,20 @@ def test_a_grid_with_an_aligned_variant_and_no_views_is_refused_before_it_runs(t
                                        str(tmp_path / "out")])
     assert result.exit_code != 0
     assert "invalid grid" in result.output and "search_views=0 with variant 'lomma+align'" in result.output
+
+
+def _agg(defense: str, acc: float, variant: str) -> dict:
+    """One :func:`~mi_art.evaluations.report.aggregate` row of GMI on one target."""
+    return {"dataset": "digits", "defense": defense, "defense_label": defense, "attack": "gmi", "variant": variant,
+            "natural_accuracy": 0.9 if defense == "none" else 0.8, "acc@1": acc, "acc@1_std": 0.0, "n": 1}
+
+
+def test_the_aligned_baseline_is_compared_with_the_baseline():
+    """"align" alone is the baseline aligned (the "+align" of "baseline"): its protection kept is reported too."""
+    from mi_art.evaluations.utility import adaptive_comparison, plain_variant
+
+    assert [plain_variant(v) for v in ("align", "lomma+align", "ma+align", "lomma", "baseline")] == [
+        "baseline", "lomma", "ma", None, None]
+    rows = [_agg("none", 0.8, "baseline"), _agg("mid", 0.4, "baseline"), _agg("mid", 0.7, "align")]
+    (compared,) = adaptive_comparison(rows)
+    assert compared["variant"] == "baseline" and compared["kept"] == pytest.approx(0.25)
