@@ -534,8 +534,8 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[str], datasets: Tuple[str, ...],
              data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
              attacks: Tuple[str, ...], variants: Tuple[str, ...], adaptive: bool, seeds: Optional[str],
-             seed_scope: Optional[str], out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
-             address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Any,
+             seed_scope: Optional[str], out_dir: Optional[str], cache_dir: Optional[str], executor: str,
+             workers: Optional[int], address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Any,
              device: Optional[str], dry_run: bool, allow_large: bool, verbose: bool, progress: bool,
              **fields: Any) -> None:
     """Evaluate a grid of defenses x attacks x variants x seeds; resumable; writes results.csv,
