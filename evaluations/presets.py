@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from mi_art.variants import ALIGN_VIEWS, Variant, parse_variant
+from mi_art.variants import ALIGN_VIEWS, parse_variant
 
 #: The main job on a laptop: the embedded digits, three defenses, GMI and KEDMI with and without
 #: LOMMA, two seeds (each retrains target, evaluator, priors and surrogates): 24 cells. Measured
@@ -94,10 +94,11 @@ def with_adaptive_attack(variants: Sequence[str]) -> List[str]:
     gradient alignment: "lomma" -> "lomma+align", "baseline" -> "align") right after it, unless listed already:
     every attack beside its adaptive form, for the report's "Protection against the adaptive attack". The
     variants given keep their cells (and cell ids)."""
+    from .utility import aligned_variant
+
     out: List[str] = []
     for name in variants:
-        improvements = parse_variant(name).improvements
-        out += [v for v in (name, Variant(improvements | {"align"}).name) if v not in out]
+        out += [v for v in (name, aligned_variant(name)) if v not in out]
     return out
 
 

@@ -26,8 +26,8 @@ from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["ALIGN_SUFFIX", "FrontierPoint", "adaptive_comparison", "adaptive_lines", "common_level",
-           "equal_utility_lines", "frontier", "interpolate", "matched_utility", "plain_variant", "protection_kept",
-           "utility_ratio"]
+           "aligned_variant", "equal_utility_lines", "frontier", "interpolate", "matched_utility", "plain_variant",
+           "protection_kept", "utility_ratio"]
 
 #: The suffix of an attack variant that aligns the attack to the defense (``"lomma+align"``: ``"lomma"`` adapted).
 ALIGN_SUFFIX = "+align"
@@ -162,6 +162,14 @@ def plain_variant(variant: str) -> Optional[str]:
     except ValueError:
         return variant[:-len(ALIGN_SUFFIX)] if variant.endswith(ALIGN_SUFFIX) else None
     return Variant(improvements - {"align"}).name if "align" in improvements else None
+
+
+def aligned_variant(variant: str) -> str:
+    """The adaptive form of ``variant`` (a name of :data:`mi_art.variants.VARIANTS`): it with the "align"
+    improvement, ``"lomma"`` -> ``"lomma+align"``, ``"baseline"`` -> ``"align"``; an aligned variant is its own."""
+    from mi_art.variants import Variant, parse_variant
+
+    return Variant(parse_variant(variant).improvements | {"align"}).name
 
 
 def adaptive_comparison(aggs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
