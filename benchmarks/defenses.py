@@ -13,6 +13,13 @@ Finished cells are stored in --out (atomically) and skipped when the script is r
     python benchmarks/defenses.py --quick    # fewer defenses, smaller budgets
     python benchmarks/defenses.py --output-defenses --access black-box,label-only --attacks gmi,brepmi
                                              # ART's postprocessors, judged by attacks that see them
+    python benchmarks/defenses.py --adaptive --align-views 8
+                                             # + every cell's attack aligned to the defense (AlignMI, K=8 views)
+
+``--adaptive`` attacks every defense cell a second time with the variant aligned to it (``--variant``'s "+align"
+form: its identity loss averaged over K random geometric views per step, AlignMI's gradient alignment), stored
+beside the plain rows under the column ``<attack>+align(K=<K>)``; the table then gives each defense's Acc@1 with
+alignment and the share of its protection that survives it (:mod:`mi_art.evaluations.utility`).
 """
 from __future__ import annotations
 
@@ -32,6 +39,8 @@ from mi_art.attacks import ATTACKS
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.evaluations.report import aggregate, plot_frontier
+from mi_art.evaluations.utility import adaptive_comparison, aligned_variant
+from mi_art.variants import ALIGN_VIEWS
 from mi_art.utils import write_atomic
 
 #: one strength of every defense first, then the second ones: a run cut short still covers each defense
@@ -129,6 +138,14 @@ def main() -> None:
     parser.add_argument("--variant", choices=("baseline", "lom", "ma", "lomma"), default="lomma",
                         help="the GAN attacks' variant (default lomma; lom needs no surrogates: a cheaper look where "
                              "the target is slow to query). Give each variant its own --out")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="also attack every defense cell with --variant aligned to the defense (its '+align' "
+                             "form), stored beside the plain rows; the table gains Acc@1 with alignment and the share "
+                             "of each defense's protection kept")
+    parser.add_argument("--align-views", type=int, default=None, metavar="K",
+                        help=f"--adaptive's random views per step (search_views; default {ALIGN_VIEWS}, AlignMI's; "
+                             "at least 2): each costs a forward and backward pass, so fewer keep a CPU run "
+                             "affordable. Each K is its own column (a new K reruns nothing)")
     parser.add_argument("--attacks", default="gmi,kedmi",
                         help="comma-separated: gmi, kedmi, vmi, plgmi, brepmi (label-only)")
     parser.add_argument("--output-defenses", action="store_true",
@@ -157,6 +174,7 @@ def main() -> None:
         kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
         surrogate_steps=args.surrogate_steps or (300 if q else 1000),
         device=args.device, max_queries=args.max_queries)
+    align = _aligned_attack(parser, args, base)
     out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'' if args.benchmark == 'att' else '-' + args.benchmark}"
                f"{'-quick' if q else ''}{'-output' if args.output_defenses else ''}{'-deployed' if args.deployed else ''}"
                ".json")
@@ -190,8 +208,17 @@ def main() -> None:
                 continue  # BREP-MI is label-only by construction
             runner = bench if access == "white-box" else Workbench(dataclasses.replace(bench.config, access=access),
                                                                      cache, data=bench.data)
-            for seed in range(args.first_seed, args.first_seed + seeds):
-                key = f"{name}/{attack}/seed{seed}" if access == "white-box" else f"{name}/{attack}[{access}]/seed{seed}"
+            # the plain attack, then (--adaptive) the same attack aligned to the defense, on its own workbench: the
+            # same artifacts from the cache, search_views set to K
+            forms = [(attack, runner, "baseline" if attack == "brepmi" else args.variant)]
+            if align is not None and attack != "brepmi":
+                forms.append((align_column(attack, align.search_views), Workbench(
+                    dataclasses.replace(runner.config, search_views=align.search_views), cache, data=bench.data),
+                    align.variant))
+            for (column, attacker, variant), seed in [(f, s) for f in forms
+                                                      for s in range(args.first_seed, args.first_seed + seeds)]:
+                where = column if access == "white-box" else f"{column}[{access}]"
+                key = f"{name}/{where}/seed{seed}"
                 if key in done:
                     continue
                 t1 = time.perf_counter()
@@ -200,9 +227,8 @@ def main() -> None:
                     if args.variant in ("ma", "lomma"):
                         bench.surrogates(target)
                 prep = time.perf_counter() - t1
-                row = public_record(run_attack(runner, attack=attack, attack_seed=seed, target=runner.target(),
-                                               evaluator=judges,
-                                               variant="baseline" if attack == "brepmi" else args.variant))
+                row = public_record(run_attack(attacker, attack=attack, attack_seed=seed, target=attacker.target(),
+                                               evaluator=judges, variant=variant))
                 row.update(defense=defense, defense_params=params, natural_accuracy=natural,
                            epsilon=record.get("epsilon"), delta=record.get("delta"), artifact_seconds=prep,
                            target_config=overrides, defense_record={k: record.get(k) for k in (
@@ -218,14 +244,42 @@ def main() -> None:
     if args.output_defenses:
         print_access_table(merged, grid, out, title)
     else:
-        print_table(merged, grid, base, seeds, out, title)
-        if any(k.split("/")[1] not in ("gmi", "kedmi") for k in merged):  # VMI, PLG-MI, ...: every column
+        print_table(merged, grid, base, seeds, out, title, align_views=None if align is None else align.search_views)
+        if any(_plain_column(k.split("/")[1]) not in ("gmi", "kedmi") for k in merged):  # VMI, ...: every column
             print_access_table(merged, grid, out, title)
         print_privacy_table(merged, grid)
         print_trapdoor_table(merged, grid)
         if args.plot:
             print(f"frontier: {plot_frontier(Path(args.plot), title, frontier_rows(merged, grid))}")
     print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def _aligned_attack(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    base: ExperimentConfig) -> ExperimentConfig | None:
+    """``--adaptive``'s configuration (None without it): ``base`` with ``--variant``'s aligned form and
+    ``--align-views`` as its search_views (None: the library's ALIGN_VIEWS), refused here, before anything is
+    trained, as ExperimentConfig refuses it."""
+    if not args.adaptive:
+        if args.align_views is not None:
+            parser.error(f"--align-views {args.align_views} sets the views of --adaptive's aligned attack: add "
+                         "--adaptive, or leave --align-views out")
+        return None
+    config = dataclasses.replace(base, variant=aligned_variant(args.variant), search_views=args.align_views)
+    try:
+        config.validate()
+    except ValueError as err:
+        parser.error(f"--align-views: {err}")
+    return dataclasses.replace(config, search_views=ALIGN_VIEWS if args.align_views is None else args.align_views)
+
+
+def align_column(attack: str, views: int) -> str:
+    """The result key's column of ``attack`` aligned over ``views`` random views (one column per K)."""
+    return f"{attack}+align(K={views})"
+
+
+def _plain_column(column: str) -> str:
+    """The attack of a result key's column, aligned or not."""
+    return column.split("+align(")[0]
 
 
 def _agreement(rows: list) -> str:
@@ -277,7 +331,10 @@ def print_access_table(done: dict, grid: list, out: Path, title: str) -> None:
     print(f"Raw records: {out}")
 
 
-def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path, title: str) -> None:
+def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path, title: str,
+                align_views: int | None = None) -> None:
+    """The white-box GMI and KEDMI table; with ``align_views`` (``--adaptive``'s K) each attack's Acc@1 aligned
+    to the defense over K views and the share of the defense's protection kept against it."""
     print(f"\n{title}, 32x32; target {base.target_arch} ({base.target_epochs} epochs); "
           f"LOMMA attacks: {base.iterations} iterations, {base.n_reconstructions} reconstructions per identity; "
           f"Acc@1 by the {base.eval_arch} evaluation model, mean +- std over attack seeds")
@@ -288,9 +345,18 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
     print(f"Evaluation models' held-out accuracy {' / '.join(f'{a:.3f}' for a in held_out)}"
           f"{' (Acc@1 is the mean of the ' + str(len(held_out)) + ' judges)' if len(held_out) > 1 else ''}; "
           f"chance Acc@1 {first.get('chance@1', 0.05):.3f}")
+    adaptive = {} if align_views is None else adaptive_cells(done, grid, align_views)
+    if align_views is not None:
+        print(f"With alignment: the same attack aligned to the defense ({aligned_variant(base.variant)}: its identity "
+              f"loss averaged over K={align_views} random geometric views per step, AlignMI's gradient alignment); "
+              "protection kept = (undefended Acc@1 - Acc@1 with alignment) / (undefended Acc@1 - Acc@1), the "
+              "undefended target attacked without alignment ('-': no undefended row, or no protection to keep)")
     header = (f"| {'defense':<36} | {'natural acc':>11} | {'epsilon':>8} | {'GMI+LOMMA Acc@1':>15} | "
               f"{'KEDMI+LOMMA Acc@1':>17} | {'GMI KNN':>7} | {'KEDMI KNN':>9} | {'KEDMI prior FID':>15} | "
               f"{'surrogate agreement':>19} | {'judges spread':>13} |")
+    if align_views is not None:
+        header += "".join(f" {a} Acc@1 with alignment (K={align_views}) | {a} protection kept |"
+                          for a in ("GMI", "KEDMI"))
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     for defense, params, overrides in grid:
@@ -299,17 +365,35 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
         rows = cells["gmi"] + cells["kedmi"]
         if not rows:
             continue
+        aligned = {} if align_views is None else _white_box_cells(done, name, [
+            align_column(a, align_views) for a in ("gmi", "kedmi")])
 
         def stat(a: str, metric: str, fmt: str = ".3f") -> str:
-            vals = np.array([r[metric] for r in cells[a]], dtype=float)
+            vals = np.array([r[metric] for r in {**cells, **aligned}[a]], dtype=float)
             return "n/a" if not len(vals) else f"{vals.mean():{fmt}} +- {vals.std():{fmt}}"
+
+        def kept(a: str) -> str:
+            share = (adaptive.get((name, a)) or {}).get("kept")
+            return "-" if share is None else f"{100 * share:.0f}%"
 
         eps = rows[0]["epsilon"]
         print(f"| {name:<36} | {rows[0]['natural_accuracy']:>11.3f} | {'-' if eps is None else f'{eps:.2f}':>8} | "
               f"{stat('gmi', 'acc@1'):>15} | {stat('kedmi', 'acc@1'):>17} | "
               f"{stat('gmi', 'knn_dist', '.1f').split(' +-')[0]:>7} | {stat('kedmi', 'knn_dist', '.1f').split(' +-')[0]:>9} | "
-              f"{_kedmi_prior_fid(cells['kedmi']):>15} | {_agreement(rows):>19} | {_judge_spread(cells):>13} |")
+              f"{_kedmi_prior_fid(cells['kedmi']):>15} | {_agreement(rows):>19} | {_judge_spread(cells):>13} |"
+              + "".join(f" {stat(align_column(a, align_views), 'acc@1')} | {kept(a)} |"
+                        for a in ("gmi", "kedmi") if align_views is not None))
     print(f"Raw records: {out}")
+
+
+def adaptive_cells(done: dict, grid: list, views: int) -> dict:
+    """(row name, attack) -> :func:`~mi_art.evaluations.utility.adaptive_comparison`'s entry (the plain and the
+    aligned attack's mean over seeds, the undefended one's, and the protection kept) of the grid's white-box GMI
+    and KEDMI cells aligned over ``views`` views."""
+    columns = ["gmi", "kedmi", align_column("gmi", views), align_column("kedmi", views)]
+    rows = [{**r, "defense_label": label(*g), "seed": r["attack_seed"]} for g in grid
+            for cells in _white_box_cells(done, label(*g), columns).values() for r in cells]
+    return {(c["defense_label"], c["attack"]): c for c in adaptive_comparison(aggregate(rows))}
 
 
 def frontier_rows(done: dict, grid: list) -> list:
@@ -323,9 +407,9 @@ def frontier_rows(done: dict, grid: list) -> list:
     return aggregate(rows)
 
 
-def _white_box_cells(done: dict, name: str) -> dict:
-    """The finished GMI+LOMMA and KEDMI+LOMMA records of the grid row ``name``, by attack."""
-    return {a: [v for k, v in done.items() if k.startswith(f"{name}/{a}/")] for a in ("gmi", "kedmi")}
+def _white_box_cells(done: dict, name: str, columns=("gmi", "kedmi")) -> dict:
+    """The finished white-box records of the grid row ``name`` by column (default: GMI+LOMMA and KEDMI+LOMMA)."""
+    return {a: [v for k, v in done.items() if k.startswith(f"{name}/{a}/")] for a in columns}
 
 
 def _targets_of(done: dict, grid: list, defense_name: str):

@@ -513,6 +513,10 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--attack", "attacks", multiple=True, type=click.Choice(ATTACKS), help="Attack (repeatable).")
 @click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS),
               help="Variant (repeatable); MIFace runs its baseline only.")
+@click.option("--adaptive", is_flag=True,
+              help="Add each variant's '+align' form (the attack aligned to the defense, AlignMI's gradient "
+                   "alignment; 'align' for baseline) beside it: the report then says how much of each defense's "
+                   "protection survives the adaptive attack. The grid's own cells keep their ids.")
 @click.option("--seeds", default=None, metavar="0,1,2|0-4", help="Seeds of the grid.")
 @click.option("--seed-scope", type=click.Choice(["all", "attack"]), default=None,
               help="all: a seed retrains targets, evaluator, priors and surrogates; attack: only the attack's.")
@@ -546,9 +550,9 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
 @click.option("--progress/--no-progress", default=True, show_default=True, help="The progress bar over cells.")
 def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[str], datasets: Tuple[str, ...],
              data_root: Optional[str], data_options: Tuple[str, ...], defenses: Tuple[str, ...],
-             attacks: Tuple[str, ...], variants: Tuple[str, ...], seeds: Optional[str], seed_scope: Optional[str],
-             out_dir: Optional[str], cache_dir: Optional[str], executor: str, workers: Optional[int],
-             address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Any,
+             attacks: Tuple[str, ...], variants: Tuple[str, ...], adaptive: bool, seeds: Optional[str],
+             seed_scope: Optional[str], out_dir: Optional[str], cache_dir: Optional[str], executor: str,
+             workers: Optional[int], address: Optional[str], gpus_per_task: float, cpus_per_task: float, threads: Any,
              device: Optional[str], dry_run: bool, allow_large: bool, verbose: bool, progress: bool,
              **fields: Any) -> None:
     """Evaluate a grid of defenses x attacks x variants x seeds; resumable; writes results.csv,
@@ -557,6 +561,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
     \b
     Examples:
       mi-art evaluate --preset quick --out runs/quick
+      mi-art evaluate --preset quick --adaptive --out runs/quick   # + each variant aligned
       mi-art evaluate --preset paper --data-root /data/celeba --dry-run
       mi-art evaluate --config grid.toml --executor ray --address auto --gpus-per-task 1
       mi-art evaluate --dataset digits --defense none --defense mid:beta=0.01 --attack gmi \\
@@ -567,7 +572,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
     from .executors import GridInterrupted, GridRunError, completed_cells, evaluate_grid, worker_threads
     from .grid import Grid, GridError
     from .grid_files import grid_to_toml, merge_grid, read_grid_file
-    from .presets import preset as get_preset
+    from .presets import plain_views_note, preset as get_preset, with_adaptive_attack
 
     _check_device_option(device, executor)
     try:
@@ -586,6 +591,11 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         if device is not None:
             spec["device"] = device
         grid = Grid.from_dict(spec, where=str(config_file) if config_file else "the grid")
+        if adaptive:
+            grid.variants = with_adaptive_attack(grid.variants)
+            note = plain_views_note(c.config for c in grid.cells())
+            if note:
+                click.echo(f"note: {note}", err=True)
         problems = grid.validate(check_data=not dry_run, allow_large=allow_large)
         if grid.device is not None and executor != "ray":
             try:

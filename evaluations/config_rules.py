@@ -14,7 +14,7 @@ from mi_art import ATTACKS as GAN_ATTACKS
 from mi_art.data import normalise_dataset_name
 from mi_art.models import ARCHITECTURES
 from mi_art.training import AUGMENTATIONS
-from mi_art.variants import VARIANTS, parse_variant
+from mi_art.variants import ALIGN_VIEWS, VARIANTS, parse_variant
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
                                check_optional_count, check_seed)
 
@@ -98,7 +98,8 @@ def _independent_judge(name: str, value: Any) -> str:
 
 def _search_views(name: str, value: Any) -> Any:
     return None if value is None else check_int(
-        name, value, low=0, hint=" (0: the images as generated; None: each attack's own)")
+        name, value, low=0, hint=" (0: the images as generated; None: each attack's own, "
+        f"or {ALIGN_VIEWS} under '+align', which needs >= 2)")
 
 
 # The rules the config's fields declare (evaluations/experiment.py); each refuses a value with a ValueError

@@ -30,7 +30,7 @@ from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognize
 from mi_art.threads import thread_record
 from mi_art.access import ACCESS_LEVELS, PredictOracle
 from mi_art.training import AUGMENTATIONS
-from mi_art.variants import attack_kwargs, parse_variant
+from mi_art.variants import ALIGN_VIEWS, Variant, attack_kwargs, parse_variant
 from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_weak, weak_model_warnings,
                             weak_surrogate_warning)
 from mi_art.validation import check_choice, check_int, check_labels
@@ -102,7 +102,8 @@ class ExperimentConfig:
         None, SEARCH_VIEWS,
         "Random views (crop, flip, rotation, jitter) of each image over which the identity loss is averaged "
         "at every search step (PLG-MI's augmentation, Plug & Play Attacks' transformations); 0: none.",
-        none_means="each attack's own: PLG-MI 2, the others 0", in_id="when-set")
+        none_means=f"under a '+align' variant {ALIGN_VIEWS} (AlignMI's; it needs >= 2), otherwise each attack's "
+        "own: PLG-MI 2, the others 0", in_id="when-set")
     batch_size: int = setting(60, COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together.")
     target_arch: str = setting("cnn", ARCHITECTURE, "Architecture of the target.")
     eval_arch: str = setting("cnn-wide", ARCHITECTURE, "Architecture of the evaluation models (judges).")
@@ -233,6 +234,13 @@ class ExperimentConfig:
 
         if self.defense in DEFENSES:  # RoLSS applies to residual networks only: refused here, before training
             check_defense_architecture(self.defense, self.target_arch)
+        improvements = parse_variant(self.variant).improvements
+        if "align" in improvements and self.search_views is not None and self.search_views < 2:
+            raise ValueError(f"search_views={self.search_views} with variant {self.variant!r}: gradient alignment "
+                             "averages the identity loss over random views: 0 would turn it off, 1 averages "
+                             "nothing; give search_views >= 2 (None: "
+                             f"{ALIGN_VIEWS}, AlignMI's), or variant {Variant(improvements - {'align'}).name!r} "
+                             "(without '+align')")
         if self.n_candidates is not None and self.n_candidates < self.n_reconstructions:
             raise ValueError(f"n_candidates={self.n_candidates} is below n_reconstructions={self.n_reconstructions}: "
                              "the kept reconstructions are chosen among the candidates (give n_candidates >= "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from mi_art.variants import ALIGN_VIEWS, parse_variant
 
 #: The main job on a laptop: the embedded digits, three defenses, GMI and KEDMI with and without
 #: LOMMA, two seeds (each retrains target, evaluator, priors and surrogates): 24 cells. Measured
@@ -85,3 +87,30 @@ def preset(name: str) -> Dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])
+
+
+def with_adaptive_attack(variants: Sequence[str]) -> List[str]:
+    """``variants`` with each one's aligned form (the "align" improvement of :mod:`mi_art.variants`, AlignMI's
+    gradient alignment: "lomma" -> "lomma+align", "baseline" -> "align") right after it, unless listed already:
+    every attack beside its adaptive form, for the report's "Protection against the adaptive attack". The
+    variants given keep their cells (and cell ids)."""
+    from .utility import aligned_variant
+
+    out: List[str] = []
+    for name in variants:
+        out += [v for v in (name, aligned_variant(name)) if v not in out]
+    return out
+
+
+def plain_views_note(configs: Iterable[Any]) -> Optional[str]:
+    """What to tell of a grid whose variants without alignment are given ``search_views`` (the configs of its
+    cells, :class:`~mi_art.evaluations.experiment.ExperimentConfig`): the field is every variant's, so the attack
+    the aligned one is compared with averages over random views too (PLG-MI's); None when none is."""
+    views = sorted({c.search_views for c in configs
+                    if c.search_views and "align" not in parse_variant(c.variant).improvements})
+    if not views:
+        return None
+    return (f"search_views={', '.join(map(str, views))} applies to every variant: the variants without '+align' "
+            "average their identity loss over as many random (PLG-MI) views too, so the aligned attack is compared "
+            f"with a plain attack that averages over views as well; leave search_views out (None: {ALIGN_VIEWS} "
+            "views under '+align', none without) to compare it with the plain attack itself")

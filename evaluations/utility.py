@@ -13,8 +13,9 @@ point of natural accuracy it costs, against the undefended target attacked the s
 
 so a defense that buys privacy only by losing accuracy shows as such (a ratio near or below 1).
 
-An attack variant ending in :data:`ALIGN_SUFFIX` is the adaptive (aligned) form of the variant without it; the
-share of a defense's protection that survives it is :func:`protection_kept`.
+An attack variant ending in :data:`ALIGN_SUFFIX` is the adaptive (aligned) form of the variant without it ("align"
+alone: of "baseline"; :func:`plain_variant`); the share of a defense's protection that survives it is
+:func:`protection_kept`.
 
 Every function here but the two ``*_lines`` renderers is pure arithmetic on rows; the renderers write the
 report's sections from them.
@@ -25,7 +26,8 @@ from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = ["ALIGN_SUFFIX", "FrontierPoint", "adaptive_comparison", "adaptive_lines", "common_level",
-           "equal_utility_lines", "frontier", "interpolate", "matched_utility", "protection_kept", "utility_ratio"]
+           "aligned_variant", "equal_utility_lines", "frontier", "interpolate", "matched_utility", "plain_variant",
+           "protection_kept", "utility_ratio"]
 
 #: The suffix of an attack variant that aligns the attack to the defense (``"lomma+align"``: ``"lomma"`` adapted).
 ALIGN_SUFFIX = "+align"
@@ -149,25 +151,45 @@ def protection_kept(undefended: float, plain: float, aligned: float) -> Optional
     return (undefended - aligned) / protection
 
 
+def plain_variant(variant: str) -> Optional[str]:
+    """The variant an aligned ``variant`` adapts (``"lomma+align"`` -> ``"lomma"``, ``"align"`` -> ``"baseline"``);
+    None when ``variant`` does not align. A name :mod:`mi_art.variants` does not know (an improvement registered
+    elsewhere) is read by its :data:`ALIGN_SUFFIX`."""
+    from mi_art.variants import Variant, parse_variant
+
+    try:
+        improvements = parse_variant(variant).improvements
+    except ValueError:
+        return variant[:-len(ALIGN_SUFFIX)] if variant.endswith(ALIGN_SUFFIX) else None
+    return Variant(improvements - {"align"}).name if "align" in improvements else None
+
+
+def aligned_variant(variant: str) -> str:
+    """The adaptive form of ``variant`` (a name of :data:`mi_art.variants.VARIANTS`): it with the "align"
+    improvement, ``"lomma"`` -> ``"lomma+align"``, ``"baseline"`` -> ``"align"``; an aligned variant is its own."""
+    from mi_art.variants import Variant, parse_variant
+
+    return Variant(parse_variant(variant).improvements | {"align"}).name
+
+
 def adaptive_comparison(aggs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Per defense setting attacked both with a variant ending in :data:`ALIGN_SUFFIX` and with the variant
-    without it (same attack): ``defense_label``, ``attack``, ``variant`` (the plain one), the rows
+    """Per defense setting attacked both with an aligned variant and with the variant it adapts
+    (:func:`plain_variant`; same attack): ``defense_label``, ``attack``, ``variant`` (the plain one), the rows
     ``undefended`` (plain attack on the undefended target, or None), ``plain`` and ``aligned``, and ``kept``
     (:func:`protection_kept`, None without an undefended row or protection). Empty without aligned rows."""
     out = []
     for aligned in aggs:
-        variant = str(aligned["variant"])
-        if not variant.endswith(ALIGN_SUFFIX) or aligned["defense"] == "none" or aligned.get("acc@1") is None:
+        plain_name = plain_variant(str(aligned["variant"]))
+        if plain_name is None or aligned["defense"] == "none" or aligned.get("acc@1") is None:
             continue
-        plain_variant = variant[:-len(ALIGN_SUFFIX)]
         plain = next((a for a in aggs if (a["defense_label"], a["attack"], a["variant"])
-                      == (aligned["defense_label"], aligned["attack"], plain_variant) and a.get("acc@1") is not None),
+                      == (aligned["defense_label"], aligned["attack"], plain_name) and a.get("acc@1") is not None),
                      None)
         if plain is None:
             continue
-        base = _undefended(aggs, aligned["attack"], plain_variant)
+        base = _undefended(aggs, aligned["attack"], plain_name)
         kept = None if base is None else protection_kept(base["acc@1"], plain["acc@1"], aligned["acc@1"])
-        out.append({"defense_label": aligned["defense_label"], "attack": aligned["attack"], "variant": plain_variant,
+        out.append({"defense_label": aligned["defense_label"], "attack": aligned["attack"], "variant": plain_name,
                     "undefended": base, "plain": plain, "aligned": aligned, "kept": kept})
     return out
 
@@ -269,7 +291,8 @@ def adaptive_lines(aggs: Sequence[Dict[str, Any]]) -> List[str]:
     if not compared:
         return []
     lines = ["### Protection against the adaptive attack", "",
-             f"An attack variant ending in \"{ALIGN_SUFFIX}\" aligns the attack to the defense. Protection kept = "
+             f"An attack variant ending in \"{ALIGN_SUFFIX}\" (\"align\" alone: the baseline's) aligns the attack "
+             "to the defense. Protection kept = "
              "(undefended Acc@1 - defended Acc@1 with alignment) / (undefended Acc@1 - defended Acc@1 without), the "
              "undefended target attacked without alignment: 100% means alignment takes nothing back, 0% that it "
              "undoes the defense.", "",
