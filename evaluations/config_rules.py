@@ -7,9 +7,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable, Dict, Sequence, Tuple
 
-from mi_art import ATTACKS as GAN_ATTACKS
+from mi_art.attacks import ATTACK_NAMES, get_attack
 from mi_art.access import ACCESS_LEVELS
 from mi_art.models import ARCHITECTURES
+from mi_art.priors import PUBLIC_PRIOR, priors_needed
 from mi_art.training import AUGMENTATIONS
 from mi_art.variants import VARIANTS, parse_variant
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
@@ -17,14 +18,13 @@ from mi_art.validation import (check_bool, check_choice, check_count, check_int,
 
 from .independent import FACE_DATASETS
 
-__all__ = ["ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "GAN_AUGMENTATIONS", "KEDMI_INITS", "MIRROR_SAFE_DATASETS",
+__all__ = ["ATTACKS", "CHECKED_ELSEWHERE", "GAN_AUGMENTATIONS", "KEDMI_INITS", "MIRROR_SAFE_DATASETS",
            "PARAMETER_RULES", "SURROGATE_DATA", "VARIANTS", "check_field", "gan_augment_for",
            "needs_gmi_prior"]
 
-#: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
-ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
-#: Attacks without variants (LOM, MA, align): ART's MIFace (white-box) and BREP-MI (label-only, no surrogate).
-BASELINE_ONLY = ("miface", "brepmi")
+#: Every registered attack's name (:data:`mi_art.attacks.ATTACK_NAMES`, read at each use): the GAN attacks, ART's
+#: MIFace and BREP-MI; whether one takes variants is its entry's ``variants``.
+ATTACKS = ATTACK_NAMES
 #: "gmi": the KEDMI generator starts from the (target-independent) GMI prior's; "none": from scratch.
 KEDMI_INITS = ("gmi", "none")
 #: what surrogates are distilled on: public images alone, or public images plus fresh GMI-prior samples.
@@ -49,15 +49,13 @@ def gan_augment_for(dataset: str, gan_augment: str) -> str:
 
 def needs_gmi_prior(config: Any) -> bool:
     """Whether a run of ``config`` (an :class:`~mi_art.evaluations.experiment.ExperimentConfig`) trains or loads
-    the GMI prior: GMI and VMI invert it, BREP-MI searches its codes, KEDMI (``kedmi_init="gmi"``) and PLG-MI
-    start their GANs from its generator, and surrogates distilled on "public+prior" learn on its samples."""
-    if config.attack == "miface":
-        return False
-    if config.attack in ("brepmi", "plgmi") or GAN_ATTACKS[config.attack].prior == "gmi":
+    the public (GMI) prior (:data:`mi_art.priors.PUBLIC_PRIOR`): when its attack searches it (GMI, VMI, BREP-MI)
+    or a prior started from it (KEDMI with ``kedmi_init="gmi"``, PLG-MI), and when surrogates distilled on
+    "public+prior" learn on its samples."""
+    spec = get_attack(config.attack)
+    if PUBLIC_PRIOR in priors_needed(spec.prior, config):
         return True
-    if config.attack == "kedmi" and config.kedmi_init == "gmi":
-        return True
-    surrogates = "ma" in parse_variant(config.variant) or config.access != "white-box"
+    surrogates = spec.variants and ("ma" in parse_variant(config.variant) or config.access != "white-box")
     return surrogates and bool(config.surrogate_archs) and config.surrogate_data == "public+prior"
 
 
@@ -96,7 +94,7 @@ _PRETRAIN_EPOCHS = partial(check_int, low=0, hint=" (0 trains from scratch)")
 
 #: field -> ``rule(name, value)``, which raises a ValueError naming ``name``, the value and what is valid.
 PARAMETER_RULES: Dict[str, Rule] = {
-    "attack": _choice(ATTACKS),
+    "attack": lambda name, value: check_choice(name, value, ATTACK_NAMES),  # read at each use: register_attack
     "variant": lambda name, value: check_choice(name, value, VARIANTS),  # read at each use: see mi_art.variants
     "target_arch": _ARCHITECTURE,
     "eval_arch": _ARCHITECTURE,
