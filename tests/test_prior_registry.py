@@ -3,6 +3,7 @@ of the built-in priors are those of the artifacts trained before the registry, t
 instead of naming attacks, and an attack searching a new kind of prior is added through the registries alone."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -13,11 +14,12 @@ from click.testing import CliRunner
 from torch import nn
 
 import mi_art as M
-from mi_art.attacks import AttackSpec, get_attack, register_attack, unregister_attack
+from mi_art.attacks import AttackOutcome, AttackSpec, get_attack, register_attack, unregister_attack
 from mi_art.attacks.search import point_search
 from mi_art.data import load_dataset
 from mi_art.evaluations import experiment
 from mi_art.evaluations.cache import ArtifactCache, config_key
+from mi_art.evaluations.cli import main  # before the plug-in is registered: its choices are read at each use
 from mi_art.priors import PriorSpec, get_prior, register_prior, unregister_prior
 
 #: config_key of each prior's cache key for three configs on digits, computed with the Workbench before the
@@ -159,8 +161,6 @@ def test_an_attack_on_a_new_kind_of_prior_runs_through_the_registries_alone(nois
 
 
 def test_the_new_attack_runs_from_the_command_line_and_a_grid_file(noise_attack, tmp_path):
-    from mi_art.evaluations.cli import main
-
     tiny = ["--iterations", "2", "--n-reconstructions", "1", "--target-epochs", "1", "--eval-epochs", "1",
             "--identities", "0,1", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     result = CliRunner().invoke(main, ["attack", "--attack", "noise-search", "--variant", "baseline",
@@ -176,3 +176,36 @@ def test_the_new_attack_runs_from_the_command_line_and_a_grid_file(noise_attack,
     assert done.exit_code == 0, done.output + repr(done.exception)
     rows = json.loads((tmp_path / "grid" / "results.json").read_text())
     assert [(r["attack"], r["variant"]) for r in rows] == [("noise-search", "baseline")]
+
+
+def _grey_run(job):
+    """An attack of its own shape: one mid-grey image per identity."""
+    n = len(job.identities)
+    grey = np.full((n, *job.bench.data.input_shape), 0.5, dtype=np.float32)
+    return AttackOutcome(grey, job.identities.copy(), np.zeros(n, dtype=np.int64), {"grey": True})
+
+
+@pytest.fixture
+def grey_attack():
+    register_attack(AttackSpec("grey", "Grey", variants=False, access_levels=("white-box",),
+                               access_note="looks at nothing", run=_grey_run, iterations_field="miface_iterations"))
+    yield
+    unregister_attack("grey")
+
+
+def test_the_pipeline_asks_an_attacks_entry_for_its_variants_access_and_run(grey_attack, digits_data, tmp_path):
+    """What was special-cased for MIFace and BREP-MI by name is each entry's: a baseline-only attack refuses a
+    variant and an access level it lacks in its own words, and runs by its own ``run``."""
+    with pytest.raises(ValueError, match="Grey has no variants .*got variant='lomma'"):
+        experiment.ExperimentConfig(attack="grey").validate()
+    with pytest.raises(ValueError, match="Grey looks at nothing: it has no access='black-box' form"):
+        experiment.ExperimentConfig(attack="grey", variant="baseline", access="black-box").validate()
+    config = experiment.ExperimentConfig(attack="grey", variant="baseline", target_epochs=1, eval_epochs=1,
+                                         miface_iterations=7, identities=[0, 1])
+    assert experiment.query_budget_problem(dataclasses.replace(config, max_queries=1), 100) is None
+    bench = experiment.Workbench(config, ArtifactCache(tmp_path), data=digits_data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = experiment.run_attack(bench)
+    assert result["grey"] and result["iterations"] == 7 and "feature_norms" not in result
+    np.testing.assert_allclose(result["reconstructions"], 0.5)
