@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
+from mi_art.attacks import get_attack
 from mi_art.data import DATASETS, normalise_dataset_name
 
 from .config_options import COUNT, SEED, THREADS, FiniteFloat, field_options, field_values
@@ -30,6 +31,23 @@ THREADS_HELP = ("torch's CPU threads: a count, 'auto' (the CPUs this process may
 ALLOW_LARGE_HELP = ("Run work the size guard refuses as too large to finish or fit in memory (a grid of more than "
                     "10,000 cells, a seed or identity range of more than a million values, reconstructions that "
                     "cannot fit in this machine's memory or need over 30 days of attack steps).")
+
+
+class LiveChoice(click.Choice):
+    """A choice among a registry's names (a live sequence such as :data:`mi_art.attacks.ATTACK_NAMES`), read at
+    each use: an entry registered after this module is imported is offered too."""
+
+    def __init__(self, names: Any) -> None:
+        self._names = names
+        super().__init__(tuple(names))
+
+    @property  # type: ignore[override]
+    def choices(self) -> Tuple[str, ...]:
+        return tuple(self._names)
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click.Choice sets it once: the live names stand instead
+        pass
 
 
 def _check_device_option(value: Optional[str], executor: str = "local") -> None:
@@ -295,7 +313,7 @@ def main() -> None:
               help="Folder of the data set (image-folder: one sub-folder per identity).")
 @click.option("--data-option", "data_options", multiple=True, metavar="KEY=VALUE",
               help="Loader argument, e.g. --data-option private=20 --data-option image_size=32 (repeatable).")
-@click.option("--attack", type=click.Choice(ATTACKS), default="gmi", show_default=True)
+@click.option("--attack", type=LiveChoice(ATTACKS), default="gmi", show_default=True)
 @click.option("--variant", type=click.Choice(VARIANTS), default="lomma", show_default=True,
               help="baseline: CE on the target; lom: logit loss + p_reg; ma: surrogate ensemble; lomma: both; "
                    "+align: the loss averaged over 30 random views per step (AlignMI; --search-views N sets how many).")
@@ -329,7 +347,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     command_start = time.perf_counter()
 
     # every option is checked before any work starts
-    if attack in ("miface", "brepmi") and variant != "baseline":
+    if not get_attack(attack).variants and variant != "baseline":  # MIFace, BREP-MI: "baseline" only
         variant = "baseline"
     _check_device_option(device)
     options = _parse_options(data_options)
@@ -510,7 +528,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
               help="Defense setting (repeatable; repeat a name for several strengths), e.g. --defense none "
                    "--defense mid:beta=0.003 --defense mid:beta=0.01 --defense dp-sgd:noise_multiplier=1.0. "
                    "Replaces the grid's defenses.")
-@click.option("--attack", "attacks", multiple=True, type=click.Choice(ATTACKS), help="Attack (repeatable).")
+@click.option("--attack", "attacks", multiple=True, type=LiveChoice(ATTACKS), help="Attack (repeatable).")
 @click.option("--variant", "variants", multiple=True, type=click.Choice(VARIANTS),
               help="Variant (repeatable); MIFace runs its baseline only.")
 @click.option("--adaptive", is_flag=True,

@@ -10,9 +10,10 @@ from typing import Any, Sequence, Tuple
 
 import click
 
-from mi_art import ATTACKS as GAN_ATTACKS
+from mi_art.attacks import ATTACK_NAMES, get_attack
 from mi_art.data import normalise_dataset_name
 from mi_art.models import ARCHITECTURES
+from mi_art.priors import PUBLIC_PRIOR, priors_needed
 from mi_art.training import AUGMENTATIONS
 from mi_art.variants import ALIGN_VIEWS, VARIANTS, parse_variant
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
@@ -21,15 +22,14 @@ from mi_art.validation import (check_bool, check_choice, check_count, check_int,
 from .independent import FACE_DATASETS, INDEPENDENT_JUDGES
 from .settings import Rule
 
-__all__ = ["ARCHITECTURE", "ARCHITECTURE_LIST", "ATTACK", "ATTACKS", "BASELINE_ONLY", "CHECKED_ELSEWHERE", "COUNT",
+__all__ = ["ARCHITECTURE", "ARCHITECTURE_LIST", "ATTACK", "ATTACKS", "CHECKED_ELSEWHERE", "COUNT",
            "FLAG", "GAN_AUGMENTATIONS", "INDEPENDENT_JUDGE", "KEDMI_INITS", "MIRROR_SAFE_DATASETS", "PARAMETER_RULES",
            "PRETRAIN_EPOCHS", "SEARCH_VIEWS", "SEED", "SHARE", "SURROGATE_DATA", "VARIANT", "VARIANTS", "check_field",
            "choice", "gan_augment_for", "needs_gmi_prior", "optional_count"]
 
-#: The GAN attacks (:data:`mi_art.attacks.ATTACKS`) and ART's MIFace.
-ATTACKS = (*GAN_ATTACKS, "miface", "brepmi")
-#: Attacks without variants (LOM, MA, align): ART's MIFace (white-box) and BREP-MI (label-only, no surrogate).
-BASELINE_ONLY = ("miface", "brepmi")
+#: Every registered attack's name (:data:`mi_art.attacks.ATTACK_NAMES`, read at each use): the GAN attacks, ART's
+#: MIFace and BREP-MI; whether one takes variants is its entry's ``variants``.
+ATTACKS = ATTACK_NAMES
 #: "gmi": the KEDMI generator starts from the (target-independent) GMI prior's; "none": from scratch.
 KEDMI_INITS = ("gmi", "none")
 #: what surrogates are distilled on: public images alone, or public images plus fresh GMI-prior samples.
@@ -53,15 +53,13 @@ def gan_augment_for(dataset: str, gan_augment: str) -> str:
 
 def needs_gmi_prior(config: Any) -> bool:
     """Whether a run of ``config`` (an :class:`~mi_art.evaluations.experiment.ExperimentConfig`) trains or loads
-    the GMI prior: GMI and VMI invert it, BREP-MI searches its codes, KEDMI (``kedmi_init="gmi"``) and PLG-MI
-    start their GANs from its generator, and surrogates distilled on "public+prior" learn on its samples."""
-    if config.attack == "miface":
-        return False
-    if config.attack in ("brepmi", "plgmi") or GAN_ATTACKS[config.attack].prior == "gmi":
+    the public (GMI) prior (:data:`mi_art.priors.PUBLIC_PRIOR`): when its attack searches it (GMI, VMI, BREP-MI)
+    or a prior started from it (KEDMI with ``kedmi_init="gmi"``, PLG-MI), and when surrogates distilled on
+    "public+prior" learn on its samples."""
+    spec = get_attack(config.attack)
+    if PUBLIC_PRIOR in priors_needed(spec.prior, config):
         return True
-    if config.attack == "kedmi" and config.kedmi_init == "gmi":
-        return True
-    surrogates = "ma" in parse_variant(config.variant) or config.access != "white-box"
+    surrogates = spec.variants and ("ma" in parse_variant(config.variant) or config.access != "white-box")
     return surrogates and bool(config.surrogate_archs) and config.surrogate_data == "public+prior"
 
 
@@ -115,7 +113,8 @@ FLAG = Rule(check_bool, bool)
 #: A share in [0, 1].
 SHARE = Rule(partial(check_number, low=0, high=1), click.FloatRange(0, 1))
 ARCHITECTURE = choice(sorted(ARCHITECTURES))
-ATTACK = choice(ATTACKS)
+#: An attack's name, checked against the registry at each use (attacks registered later count).
+ATTACK = Rule(lambda name, value: check_choice(name, value, ATTACK_NAMES), click.Choice(list(ATTACK_NAMES)))
 #: A variant's name, checked against :data:`mi_art.variants.VARIANTS` at each use (improvements registered later
 #: count).
 VARIANT = Rule(lambda name, value: check_choice(name, value, VARIANTS), click.Choice(list(VARIANTS)))

@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mi_art import (ATTACKS as GAN_ATTACKS, BREPMI, ConditionalGenerator, Critic, Generator, KEDMIDiscriminator,
-                    ProjectionDiscriminator, distill_surrogate, estimate_p_reg, make_classifier, top1_agreement,
-                    train_classifier, train_gmi_prior, train_kedmi_prior, train_plgmi_prior)
+from mi_art import distill_surrogate, estimate_p_reg, make_classifier, top1_agreement, train_classifier
+from mi_art.attacks import AttackJob, get_attack
 from mi_art.data import MIDataset, expand_preset, load_dataset
-from mi_art.priors import PRIORS, prior_samples, save_sample_grid
+from mi_art.priors import PRIORS, PUBLIC_PRIOR, get_prior, prior_samples, priors_needed, save_sample_grid
 from mi_art.models import PRETRAINED_FACE_ARCHS
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
@@ -36,9 +35,9 @@ from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_wea
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
-from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, BASELINE_ONLY, COUNT, FLAG, GAN_AUGMENTATIONS,
+from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, COUNT, FLAG, GAN_AUGMENTATIONS,
                            INDEPENDENT_JUDGE, KEDMI_INITS, PRETRAIN_EPOCHS, SEARCH_VIEWS, SEED, SHARE, SURROGATE_DATA,
-                           VARIANT, choice, gan_augment_for, optional_count)
+                           VARIANT, choice, gan_augment_for, needs_gmi_prior, optional_count)
 from .independent import (FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, panel_shares,
                           resolve_independent_judge)
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
@@ -61,8 +60,8 @@ PRIOR_GRID_SAMPLES = 32
 #: the priors made grey ovals and blurred faces on AT&T (issue 36: at the CLI's 300 GMI steps, three of ten
 #: rows of a GMI+LOMMA grid scored 0.87 were grey noise ovals). The priors' FID on the judge's features does not
 #: tell this apart (1500 steps 537.5, 500 steps 481.8 on AT&T; on digits noise images scored 84 against a
-#: 300-step prior's 135), so the warning is keyed to the budget.
-FACE_PRIOR_STEPS = {"gmi": 1500, "kedmi": 200, "plgmi": 1000}
+#: 300-step prior's 135), so the warning is keyed to the budget. Each prior's entry holds its own (``face_steps``).
+FACE_PRIOR_STEPS = {name: spec.face_steps for name, spec in PRIORS.items() if spec.face_steps is not None}
 #: What every defense record holds: a cached record without them is another artifact's, set aside.
 DEFENSE_RECORD_FIELDS = ("defense", "params", "test_accuracy", "epsilon", "delta")
 
@@ -214,18 +213,20 @@ class ExperimentConfig:
     def check_relations(self) -> None:
         """The rules between fields, for a config whose fields were each checked where they were given (a grid's
         cells: :func:`~mi_art.evaluations.grid_schema.check_grid` checked every value once)."""
-        if self.attack in BASELINE_ONLY and self.variant != "baseline":
-            raise ValueError(f"{'ART MIFace' if self.attack == 'miface' else 'BREP-MI'} has no variants (LOM, MA, "
-                             f"align), got variant={self.variant!r}: use variant='baseline'")
+        spec = get_attack(self.attack)
+        if not spec.variants and self.variant != "baseline":
+            raise ValueError(f"{spec.title} has no variants (LOM, MA, align), got variant={self.variant!r}: use "
+                             "variant='baseline'")
         tl_epochs = self.defense_params.get("pretrain_epochs") if self.defense == "tl" else None
         if self.target_pretrain_epochs and tl_epochs is not None and tl_epochs != self.target_pretrain_epochs:
             raise ValueError(f"target_pretrain_epochs={self.target_pretrain_epochs} and defense 'tl' with "
                              f"pretrain_epochs={tl_epochs!r}: TL-DMI's pre-training is the target's; give one "
                              "number of epochs (leave pretrain_epochs out to use target_pretrain_epochs)")
+        if self.access not in spec.access_levels:
+            raise ValueError(f"{spec.title} {spec.access_note or 'runs under ' + ', '.join(spec.access_levels)}: it "
+                             f"has no access={self.access!r} form")
         if self.access != "white-box":
-            if self.attack == "miface":
-                raise ValueError(f"ART's MIFace needs the target's gradients: it has no access={self.access!r} form")
-            if not self.surrogate_archs and self.attack != "brepmi":
+            if not self.surrogate_archs and spec.variants:
                 raise ValueError(f"access={self.access!r} inverts surrogates distilled from the target's answers: "
                                  "give at least one surrogate architecture")
         if "ma" in parse_variant(self.variant) and not self.surrogate_archs:
@@ -264,28 +265,29 @@ def _default(function: Any, parameter: str) -> Any:
     return inspect.signature(function).parameters[parameter].default
 
 
-#: The batch the surrogates are distilled in (distill_surrogate's default: answer_surrogates passes none), and the
-#: candidate codes BREP-MI's first search asks the target about: what the least query budget is made of.
-DISTILL_BATCH_SIZE, BREPMI_INIT_BATCH = _default(distill_surrogate, "batch_size"), _default(BREPMI, "init_batch")
+#: The batch the surrogates are distilled in (distill_surrogate's default: answer_surrogates passes none): what the
+#: least query budget is made of, with what an attack asks first (its entry's ``least_queries``).
+DISTILL_BATCH_SIZE = _default(distill_surrogate, "batch_size")
 
 
 def query_budget_problem(config: ExperimentConfig, n_public: int) -> Optional[str]:
     """Why ``config.max_queries`` cannot pay for the least the run asks of the target through ``predict`` (None
     when it can), in the user's own value: below white-box each surrogate is distilled on an equal share of it,
-    which first has the target answer the held-out public images and then a batch per step; BREP-MI first
-    looks for a starting code in a batch of candidate codes. Known from the configuration and the number of
-    public images, before anything is trained."""
+    which first has the target answer the held-out public images and then a batch per step; an attack that asks
+    the target itself first (its entry's ``least_queries``: BREP-MI looks for a starting code in a batch of
+    candidate codes) needs that much. Known from the configuration and the number of public images, before
+    anything is trained."""
     c = config
     if c.max_queries is None:
         return None
     given = f"max_queries={c.max_queries}"
-    if c.attack == "brepmi":
-        need = BREPMI_INIT_BATCH
+    spec = get_attack(c.attack)
+    if spec.least_queries is not None:
+        need, what = spec.least_queries
         if c.max_queries < need:
-            return (f"{given} cannot pay BREP-MI's first search for starting codes ({need} queries: one batch of "
-                    f"candidate codes); give max_queries >= {need}")
+            return f"{given} cannot pay {what}; give max_queries >= {need}"
         return None
-    if c.access == "white-box" or c.attack == "miface" or not c.surrogate_archs:
+    if c.access == "white-box" or not spec.variants or not c.surrogate_archs:
         return None
     k = len(c.surrogate_archs)
     n_val = max(1, int(round(HELD_OUT_PUBLIC * n_public)))
@@ -360,26 +362,30 @@ class Workbench:
         for the GAN attacks, the surrogates and GAN parts) builds and runs at the data's size and
         channels. Cheap (no weights are allocated); a ValueError names the architecture and the size."""
         from mi_art.models import check_builds
-        from mi_art.priors import LATENT_DIM
 
         c, (ch, s, _) = self.config, self._shape
         k = max(2, self.data.num_classes)
         where = f"{s}x{s} images with {ch} channel{'s' if ch > 1 else ''} (dataset {self.data.name!r})"
         archs = [("target_arch", c.target_arch), ("eval_arch", c.eval_arch)]
-        gans = c.attack != "miface"
-        if gans:
+        spec = get_attack(c.attack)
+        if spec.variants or spec.prior is not None:  # the surrogates' architectures, as the prior's, are checked
             archs += [(f"surrogate_archs[{i}]", a) for i, a in enumerate(c.surrogate_archs)]
         for name, arch in archs:
             check_builds(f"{name}={arch!r}", lambda arch=arch: make_classifier(arch, ch, k, s), (2, ch, s, s),
                          (2, k), where)
-        if gans:
-            w = c.gan_width
-            check_builds(f"the GAN generator (gan_width={w})", lambda: Generator(s, ch, width=w),
-                         (2, LATENT_DIM), (2, ch, s, s), where)
-            check_builds(f"the GMI critic (gan_width={w})", lambda: Critic(s, ch, width=w), (2, ch, s, s), (2,), where)
-            check_builds(f"the KEDMI discriminator (gan_width={w})",
-                         lambda: KEDMIDiscriminator(k, s, ch, width=w), (2, ch, s, s), (2, k), where)
-            # PLG-MI's conditional networks have the same layers as the generator and the critic
+        checked = set()
+        for prior in self.priors_needed():  # each part of every prior the run trains or loads
+            for what, build, shape_in, shape_out in get_prior(prior).size_checks(ch, s, k, c.gan_width):
+                if what not in checked:
+                    checked.add(what)
+                    check_builds(what, build, shape_in, shape_out, where)
+
+    def priors_needed(self) -> Tuple[str, ...]:
+        """The priors a run of the config trains or loads: its attack's, those that one starts from, and the
+        public prior when surrogates distilled on "public+prior" learn on its samples."""
+        c = self.config
+        needed = priors_needed(get_attack(c.attack).prior, c)
+        return needed + ((PUBLIC_PRIOR,) if PUBLIC_PRIOR not in needed and needs_gmi_prior(c) else ())
 
     # ---------------------------------------------------------------- keys and shapes
 
@@ -611,19 +617,23 @@ class Workbench:
             kind, {**key, "seed": seed}, lambda: self.untrained_classifier(arch),
             lambda: self._trained_classifier(arch, epochs, pre, seed, desc)).to(self.device)
 
+    @property
+    def data_key(self) -> Dict[str, Any]:
+        """The data's part of every artifact's cache key: its name, options and content."""
+        return self._data_key
+
+    def key_of(self, target: Optional[nn.Module]) -> Dict[str, Any]:
+        """The target's part of an artifact's cache key (:meth:`_key_of`)."""
+        return self._key_of(target)
+
+    def prior_key(self, name: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
+        """The cache key of the prior ``name`` (its entry's ``key``), for ``target`` when it is made per target."""
+        spec = get_prior(name)
+        return spec.key(self, target if spec.per_target else None)
+
     def _prior_key(self, kind: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
-        c = self.config
-        if kind == "gmi-prior":
-            return {"data": self._data_key, "steps": c.prior_steps, "width": c.gan_width, "augment": c.gan_augment,
-                    "seed": c.seed}
-        if kind == "plgmi-prior":
-            return {"target": self._key_of(target), "steps": c.plgmi_steps, "width": c.gan_width, "seed": c.seed,
-                    "init": self._prior_key("gmi-prior"), "version": 1}
-        key = {"target": self._key_of(target), "steps": c.kedmi_steps, "width": c.gan_width,
-               "augment": c.gan_augment, "seed": c.seed, "version": 2}
-        if c.kedmi_init == "gmi":
-            key["init"] = self._prior_key("gmi-prior")
-        return key
+        """:meth:`prior_key` by the prior's cache kind (``"<name>-prior"``)."""
+        return self.prior_key(kind[:-len("-prior")], target)
 
     def _timed_prior(self, kind: str, key: Dict[str, Any], build, train) -> nn.ModuleDict:
         """Load or train a prior; a freshly trained one gets a record of its training seconds and a grid
@@ -644,69 +654,37 @@ class Workbench:
         return pair
 
     def gmi_prior(self) -> Tuple[nn.Module, nn.Module]:
-        c, (ch, s, _) = self.config, self._shape
-        pair = self._timed_prior(
-            "gmi-prior", self._prior_key("gmi-prior"),
-            lambda: nn.ModuleDict({"g": Generator(s, ch, width=c.gan_width), "d": Critic(s, ch, width=c.gan_width)}),
-            lambda: nn.ModuleDict(dict(zip("gd", train_gmi_prior(
-                self.data.public.x, steps=c.prior_steps, width=c.gan_width, augment=c.gan_augment,
-                device=self.device, seed=c.seed, verbose=c.verbose)))))
-        return pair["g"].eval(), pair["d"].eval()
+        """The public prior (:data:`mi_art.priors.PUBLIC_PRIOR`, GMI's): ``(generator, critic)``."""
+        return self.prior(PUBLIC_PRIOR)  # type: ignore[return-value]
 
-    def kedmi_prior(self, target: nn.Module) -> Tuple[nn.Module, nn.Module]:
-        """KEDMI's GAN for ``target``, warm-started from the GMI prior's generator unless
-        ``config.kedmi_init`` is "none"."""
-        c, (ch, s, _) = self.config, self._shape
-        k = self.data.num_classes
-
-        def train() -> nn.ModuleDict:
-            init = self.gmi_prior()[0] if c.kedmi_init == "gmi" else None
-            return nn.ModuleDict(dict(zip("gd", train_kedmi_prior(
-                target, self.data.public.x, steps=c.kedmi_steps, width=c.gan_width, augment=c.gan_augment,
-                init_generator=init, device=self.device, seed=c.seed, verbose=c.verbose))))
-
-        pair = self._timed_prior(
-            "kedmi-prior", self._prior_key("kedmi-prior", target),
-            lambda: nn.ModuleDict({"g": Generator(s, ch, width=c.gan_width),
-                                   "d": KEDMIDiscriminator(k, s, ch, width=c.gan_width)}), train)
-        return pair["g"].eval(), pair["d"].eval()
-
-    def plgmi_prior(self, target: nn.Module) -> Tuple[nn.Module, nn.Module]:
-        """PLG-MI's conditional GAN for ``target`` (:func:`mi_art.train_plgmi_prior`), started from the GMI
-        prior's generator."""
-        c, (ch, s, _) = self.config, self._shape
-        k = self.data.num_classes
-
-        def train() -> nn.ModuleDict:
-            return nn.ModuleDict(dict(zip("gd", train_plgmi_prior(
-                target, self.data.public.x, steps=c.plgmi_steps, width=c.gan_width, init_generator=self.gmi_prior()[0],
-                device=self.device, seed=c.seed, verbose=c.verbose))))
-
-        pair = self._timed_prior(
-            "plgmi-prior", self._prior_key("plgmi-prior", target),
-            lambda: nn.ModuleDict({"g": ConditionalGenerator(s, ch, k, width=c.gan_width),
-                                   "d": ProjectionDiscriminator(s, ch, k, width=c.gan_width)}), train)
-        return pair["g"].eval(), pair["d"].eval()
-
-    def prior(self, name: str, target: Optional[nn.Module] = None) -> Tuple[nn.Module, nn.Module]:
-        """The prior ``name`` of :data:`mi_art.priors.PRIORS` (``gmi``, ``kedmi``, ``plgmi``): ``(generator,
-        discriminator)``, for ``target`` when the prior is made per target."""
-        spec = PRIORS[name]
-        if spec.per_target and target is None:
+    def prior(self, name: str, target: Optional[nn.Module] = None) -> Tuple[nn.Module, Optional[nn.Module]]:
+        """The prior ``name`` of :data:`mi_art.priors.PRIORS`: ``(generator, discriminator)`` (None when it has
+        none), for ``target`` when the prior is made per target (default: :meth:`target`). Loaded from the
+        cache under its entry's ``key``, else trained by its entry's ``train``."""
+        spec = get_prior(name)
+        if not spec.per_target:
+            target = None
+        elif target is None:
             target = self.target()
-        return {"gmi": lambda: self.gmi_prior(), "kedmi": lambda: self.kedmi_prior(target),
-                "plgmi": lambda: self.plgmi_prior(target)}[name]()
+
+        def train() -> nn.ModuleDict:
+            args, kwargs = spec.arguments(self, target)
+            parts = spec.train(*args, **kwargs)
+            return nn.ModuleDict({part: m for part, m in zip("gd", parts) if m is not None})
+
+        pair = self._timed_prior(spec.cache_kind, spec.key(self, target), lambda: nn.ModuleDict(spec.build(self)),
+                                 train)
+        return pair["g"].eval(), (pair["d"].eval() if "d" in pair else None)
 
     def prior_report(self, kind: str, target: Optional[nn.Module] = None,
                      evaluator: Optional[nn.Module] = None) -> Dict[str, Any]:
         """Training seconds (None when it was trained before records were kept) and quality of a prior
-        (``kind``: ``"gmi-prior"``, ``"kedmi-prior"`` or ``"plgmi-prior"``): FID between
+        (``kind``: its cache kind, ``"<name>-prior"`` of :data:`mi_art.priors.PRIORS`): FID between
         :data:`PRIOR_FID_SAMPLES` of its samples and the public images (a seeded sample of
         :data:`PRIOR_FID_PUBLIC` of a larger set), on the evaluation model's features."""
         name = kind[:-len("-prior")]
-        per_target = PRIORS[name].per_target
-        key = self._prior_key(kind, target if per_target else None)
-        gen = self.prior(name, target if per_target else None)[0]
+        key = self.prior_key(name, target)
+        gen = self.prior(name, target)[0]
         # a record lost or set aside is not worth training the prior again: its seconds are then unknown
         seconds = self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": None},
                                   fields=("train_seconds",))["train_seconds"]
@@ -730,9 +708,7 @@ class Workbench:
     def prior_budget(self, name: str) -> Dict[str, Any]:
         """What a run's record says of the prior ``name`` it searched beside its quality: its name, training
         steps and the samples its figures show."""
-        c = self.config
-        steps = {"gmi": c.prior_steps, "kedmi": c.kedmi_steps, "plgmi": c.plgmi_steps}[name]
-        return {"name": name, "steps": steps, "samples": PRIOR_GRID_SAMPLES}
+        return {"name": name, "steps": getattr(self.config, get_prior(name).steps_field), "samples": PRIOR_GRID_SAMPLES}
 
     def public_split(self) -> Tuple[np.ndarray, np.ndarray]:
         """(distillation images, held-out images) of the public set: a fixed HELD_OUT_PUBLIC share is
@@ -747,7 +723,7 @@ class Workbench:
         key = {"target": self._key_of(target), "arch": c.surrogate_archs[i], "steps": c.surrogate_steps,
                "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 3}
         if c.surrogate_data == "public+prior":
-            key["prior"] = self._prior_key("gmi-prior")
+            key["prior"] = self.prior_key(PUBLIC_PRIOR)
         if c.surrogate_pretrain_epochs:  # only then: the keys of surrogates distilled from scratch stay as they were
             key["pretrain_epochs"] = c.surrogate_pretrain_epochs
         return {**key, **self._precision_key()}
@@ -764,7 +740,7 @@ class Workbench:
         out = []
         for i, arch in enumerate(c.surrogate_archs):
             def train(arch: str = arch, i: int = i) -> nn.Module:
-                generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
+                generator = self.prior(PUBLIC_PRIOR)[0] if c.surrogate_data == "public+prior" else None
                 with _weak_said_later():
                     return distill_surrogate(target, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
                                              generator=generator, steps=c.surrogate_steps, augment=c.augment,
@@ -860,7 +836,7 @@ class Workbench:
 
             def train(arch: str = arch, i: int = i, made: Dict[str, int] = made) -> nn.Module:
                 oracle = PredictOracle(self.api(target), access=c.access, max_queries=share)
-                generator = self.gmi_prior()[0] if c.surrogate_data == "public+prior" else None
+                generator = self.prior(PUBLIC_PRIOR)[0] if c.surrogate_data == "public+prior" else None
                 with _weak_said_later():
                     model = distill_surrogate(oracle, self._surrogate_start(arch, c.seed + i), train_x, val_x=val_x,
                                               generator=generator, steps=c.surrogate_steps, augment=c.augment,
@@ -994,16 +970,13 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     extra: Dict[str, Any] = {}
     notes: List[str] = []
     seed_everything(seed)
+    spec = get_attack(attack)
     attacking = _attack_stage(c, attack, variant, len(identities))
     start = time.perf_counter()
-    if attack == "miface":
-        with bench.stages.stage(*attacking):
-            recs, labels, rec_index = _run_miface(target_view, identities, c, d)
-    elif attack == "brepmi":
-        recs, labels, rec_index, extra["queries"] = _run_brepmi(bench, unit_target, identities, seed, attacking)
-        extra["access"], extra["query_budget"] = "label-only", c.max_queries
-        extra["prior"] = bench.prior_budget("gmi")
-        extra["prior_samples"] = prior_samples(bench.gmi_prior()[0], PRIOR_GRID_SAMPLES, seed=c.seed)
+    if not spec.gan_search:  # an attack run its own way (ART's MIFace, BREP-MI): its entry's run
+        outcome = spec.run(AttackJob(bench, target_view, unit_target, identities, seed, attacking))
+        recs, labels, rec_index = outcome.reconstructions, outcome.labels, outcome.reconstruction_index
+        extra.update(outcome.record)
     else:
         # what the variant's improvements are made of is made here, only when it needs it; mi_art.attack_kwargs
         # turns it into the attack's arguments
@@ -1044,16 +1017,16 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                                surrogate_p_reg=surrogate_p_reg, views=c.search_views)
         kwargs.update(iterations=c.iterations, n_reconstructions=c.n_reconstructions, n_candidates=c.n_candidates,
                       batch_size=c.batch_size, seed=seed, verbose=c.verbose)
-        cls = GAN_ATTACKS[attack]
-        data_note = PRIORS[cls.prior].data_note(len(d.public.x), d.num_classes)
+        cls = spec.attack_class
+        data_note = get_prior(spec.prior).data_note(len(d.public.x), d.num_classes)
         if data_note:
             notes.append(data_note)
         # a prior made against the target (KEDMI's soft labels, PLG-MI's pseudo-labels and margin loss) is
         # made against the first surrogate when the target answers through predict alone
         prior_target = unit_target if c.access == "white-box" else surrogates[0]
-        g, disc = bench.prior(cls.prior, prior_target)
-        extra["prior"] = {**bench.prior_report(f"{cls.prior}-prior", prior_target, unit_judge),
-                          **bench.prior_budget(cls.prior)}
+        g, disc = bench.prior(spec.prior, prior_target)
+        extra["prior"] = {**bench.prior_report(get_prior(spec.prior).cache_kind, prior_target, unit_judge),
+                          **bench.prior_budget(spec.prior)}
         notes.extend([extra["prior"]["caveat"]] if "caveat" in extra["prior"] else [])
         extra["prior_samples"] = prior_samples(g, PRIOR_GRID_SAMPLES, seed=c.seed)
         start = time.perf_counter()  # artifacts above are shared work, not attack time
@@ -1068,13 +1041,13 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
             extra["reg_weights"] = runner.reg_weights_
     seconds = time.perf_counter() - start
     recs = target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
-    if attack not in BASELINE_ONLY:
+    if spec.gan_search:
         extra["feature_norms"] = feature_norms([unit_target, *surrogates], recs, d.public.x)
         extra["n_candidates"] = c.n_candidates
         extra["search_views"] = runner.views
     elif c.n_candidates is not None:
         notes.append(f"n_candidates={c.n_candidates} was not used: {attack} selects no candidates (the GAN attacks do)")
-    if attack in BASELINE_ONLY and c.search_views is not None:
+    if not spec.gan_search and c.search_views is not None:
         notes.append(f"search_views={c.search_views} was not used: {attack} searches no GAN prior's codes")
     priv = d.private_all()
     independent = bench.independent_judge()
@@ -1115,7 +1088,7 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                                         n_classes=panel["num_classes"], defended=defended) + notes,
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
         "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
-        "iterations": c.miface_iterations if attack == "miface" else c.iterations, **thread_record(),
+        "iterations": getattr(c, spec.iterations_field), **thread_record(),
         **extra, "reconstructions": recs, "labels": labels,
     }
 
@@ -1131,43 +1104,16 @@ def _target_record(record: Any) -> Dict[str, Any]:
 
 
 def _attack_stage(c: ExperimentConfig, attack: str, variant: str, n_identities: int) -> Tuple[str, str]:
-    """``(what, budget)`` of the attack's line (:meth:`~mi_art.evaluations.stages.StageLog.stage`)."""
-    if attack == "miface":
-        return "attacking", f"ART MIFace, {c.miface_iterations} iterations, {n_identities} identities x 1"
-    budget = (f"{attack.upper()} {variant}, {c.iterations} iterations{' at most' if attack == 'brepmi' else ''}, "
+    """``(what, budget)`` of the attack's line (:meth:`~mi_art.evaluations.stages.StageLog.stage`): its entry's
+    ``describe``, else the GAN attacks' form."""
+    spec = get_attack(attack)
+    if spec.describe is not None:
+        return "attacking", spec.describe(c, variant, n_identities)
+    budget = (f"{attack.upper()} {variant}, {c.iterations} iterations, "
               f"{n_identities} identities x {c.n_reconstructions} reconstructions")
-    if c.n_candidates is not None and attack != "brepmi":
+    if c.n_candidates is not None:
         budget += f" kept of {c.n_candidates} candidates"
     return "attacking", budget + (f", at most {c.max_queries} queries" if c.max_queries is not None else "")
-
-
-def _run_brepmi(bench: Workbench, target: nn.Module, identities: np.ndarray,
-                seed: int, stage: Tuple[str, str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """BREP-MI (:class:`mi_art.BREPMI`) on the labels of the target's ``predict`` (:meth:`Workbench.api`, the
-    cell's output defense applied), with the GMI prior, ``iterations`` steps at most and ``max_queries``."""
-    from mi_art import BREPMI
-
-    c = bench.config
-    attack = BREPMI(bench.api(target), bench.gmi_prior()[0], max_iterations=c.iterations,
-                    n_reconstructions=c.n_reconstructions, max_queries=c.max_queries, seed=seed, verbose=c.verbose)
-    with bench.stages.stage(*stage):
-        recs = attack.infer(None, identities)
-    return recs.astype(np.float32), attack.labels_, attack.reconstruction_index_, attack.queries_
-
-
-def _run_miface(target_view: Any, identities: np.ndarray, c: ExperimentConfig,
-                d: MIDataset) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ART's MIFace baseline on the estimator behind ``target_view`` (its
-    :class:`mi_art.utils.EstimatorModule`), from a mid-grey start in the estimator's input space (0.5 of
-    its ``clip_values`` range, in its layout; deterministic: one reconstruction per identity)."""
-    from art.attacks.inference.model_inversion import MIFace
-
-    attack = MIFace(target_view.estimator, max_iter=c.miface_iterations, window_length=100, threshold=0.99,
-                    learning_rate=0.1, batch_size=max(1, len(identities)), verbose=c.verbose)
-    grey = np.full((len(identities), *d.input_shape), 0.5, dtype=np.float32)
-    x0 = np.asarray(target_view.from_unit(grey), dtype=np.float32)
-    recs = attack.infer(x0, identities).astype(np.float32)
-    return recs, identities.copy(), np.zeros(len(identities), dtype=np.int64)
 
 
 def feature_norms(models: List[Any], recs: np.ndarray, public_x: np.ndarray, n_public: int = 500) -> List[Optional[Dict[str, float]]]:
@@ -1191,8 +1137,8 @@ def feature_norms(models: List[Any], recs: np.ndarray, public_x: np.ndarray, n_p
 def prior_caveat(name: str, steps: int, dataset: str) -> Optional[str]:
     """What a prior trained ``steps`` means for a face run's pictures and Acc@1, when below
     :data:`FACE_PRIOR_STEPS`; None otherwise and for data other than faces."""
-    needed = FACE_PRIOR_STEPS[name]
-    if dataset not in FACE_DATASETS or steps >= needed:
+    needed = get_prior(name).face_steps
+    if dataset not in FACE_DATASETS or needed is None or steps >= needed:
         return None
     return (f"the {name.upper()} prior trained {steps} steps, below the {needed} of the face benchmarks: at such "
             "budgets the AT&T reconstructions were blurred faces and grey ovals. Look at the prior's samples: the "

@@ -55,11 +55,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mi_art.attacks import ATTACK_SPECS, get_attack
 from mi_art.data import normalise_dataset_name
 from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
-from .config_rules import ATTACKS, BASELINE_ONLY, VARIANTS, needs_gmi_prior
+from .config_rules import ATTACKS, VARIANTS, needs_gmi_prior
 from .experiment import ExperimentConfig, config_defaults, query_budget_problem
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
@@ -173,6 +174,13 @@ def cell_id(config: ExperimentConfig) -> str:
     return config_key(d)
 
 
+def _variants_of(attack: str, variants: Sequence[str]) -> Sequence[str]:
+    """The grid's ``variants`` an attack runs: all of them, or "baseline" alone for an attack that takes none
+    (its registry entry's ``variants``: MIFace, BREP-MI). An unknown attack is refused by the grid's checks."""
+    spec = ATTACK_SPECS.get(attack)
+    return ["baseline"] if spec is not None and not spec.variants else variants
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
@@ -255,7 +263,7 @@ class Grid:
         defenses = [_parse_defense(x) for x in _as_list(d.get("defenses", ["none"]), "defenses")]
         seeds = _as_list(d.get("seeds", [0]), "seeds")
         grid = cls(datasets=datasets, defenses=defenses,
-                   attacks=[str(a) for a in _as_list(d.get("attacks", ["gmi"]), "attacks")],
+                   attacks=[str(a) for a in _as_list(d.get("attacks", [ExperimentConfig.attack]), "attacks")],
                    variants=[str(v) for v in _as_list(d.get("variants", ["baseline", "lomma"]), "variants")],
                    seeds=seeds, budgets={k: (_identities(d[k]) if k == "identities" else d[k])
                                          for k in BUDGET_KEYS if k in d},
@@ -281,7 +289,7 @@ class Grid:
 
     def pairs(self) -> List[Tuple[str, str]]:
         """The (attack, variant) pairs of each cell group: MIFace and BREP-MI run their baseline only."""
-        return [(a, v) for a in self.attacks for v in (self.variants if a not in BASELINE_ONLY else ["baseline"])]
+        return [(a, v) for a in self.attacks for v in _variants_of(a, self.variants)]
 
     def n_cells(self) -> int:
         """The number of cells, counted without making them."""
@@ -331,7 +339,7 @@ class Grid:
         # the rules between fields, through the configuration of a representative cell per dataset
         for d in self.datasets:
             for attack in self.attacks:
-                for variant in (self.variants if attack not in BASELINE_ONLY else ["baseline"]):
+                for variant in _variants_of(attack, self.variants):
                     try:
                         self._config(d, "none", {}, attack, variant, self.seeds[0]).check_relations()
                     except (ValueError, TypeError) as err:
@@ -339,7 +347,8 @@ class Grid:
             for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (check_relations)
                 for params in spec.params:
                     try:
-                        self._config(d, spec.name, params, "gmi", "baseline", self.seeds[0]).check_relations()
+                        self._config(d, spec.name, params, ExperimentConfig.attack, "baseline",
+                                     self.seeds[0]).check_relations()
                     except (ValueError, TypeError) as err:
                         raise GridError(f"dataset {d.name!r}, defense {defense_label(spec.name, params)}: "
                                         f"{err}") from None
@@ -405,7 +414,7 @@ class Grid:
         try:
             for arch in (self._budget(d, "eval_arch"), *self._budget(d, "surrogate_archs")):
                 make_classifier(arch, c, data.num_classes, s)
-            if any(a != "miface" for a in self.attacks):
+            if any(get_attack(a).prior is not None for a in self.attacks):
                 Generator(s, c, width=self._budget(d, "gan_width"))
         except ValueError as err:
             raise GridError(f"dataset {d.name!r} ({c}x{s}x{s}): {err}") from None

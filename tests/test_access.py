@@ -187,8 +187,14 @@ def test_a_prior_made_against_the_target_is_made_against_the_first_surrogate(dig
     bench = experiment.Workbench(config, ArtifactCache(tmp_path), data=digits)
     target = bench.target()
     seen = []
-    real = experiment.Workbench.kedmi_prior
-    monkeypatch.setattr(experiment.Workbench, "kedmi_prior", lambda self, t: seen.append(t) or real(self, t))
+    real = experiment.Workbench.prior
+
+    def prior(self, name, t=None):
+        if name == "kedmi":
+            seen.append(t)
+        return real(self, name, t)
+
+    monkeypatch.setattr(experiment.Workbench, "prior", prior)
     api_calls = []
     real_api = experiment.Workbench.api
     monkeypatch.setattr(experiment.Workbench, "api", lambda self, t: api_calls.append(t) or real_api(self, t))

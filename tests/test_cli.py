@@ -181,6 +181,9 @@ def _count_trainings(monkeypatch) -> dict:
         for owner in (experiment, mi_art, mi_art.training):
             if getattr(owner, name, None) is original:
                 monkeypatch.setattr(owner, name, counted)
+        for prior in mi_art.PRIORS.values():  # each prior trains through its registry entry
+            if prior.train is original:
+                monkeypatch.setattr(prior, "train", counted)
     return counts
 
 

@@ -537,13 +537,14 @@ def test_miface_starts_from_mid_grey_in_the_estimators_input_space(name, grey, t
     """MIFace gets its start in the estimator's own space: mid-grey of a 0..255 range is 127.5, not 0.5."""
     from art.attacks.inference.model_inversion import MIFace
 
+    from mi_art.attacks.runs import miface_reconstructions
     from mi_art.evaluations import experiment as E
     from mi_art.utils import as_module
 
     case = make_case(name, target, None)
     seen = []
     monkeypatch.setattr(MIFace, "infer", lambda self, x, y=None, **kw: seen.append(x) or x)
-    E._run_miface(as_module(case.clf, "target"), np.arange(NUM_CLASSES),
-                  E.ExperimentConfig(dataset="digits", miface_iterations=1), digits)
+    miface_reconstructions(as_module(case.clf, "target"), np.arange(NUM_CLASSES),
+                           E.ExperimentConfig(dataset="digits", miface_iterations=1), digits.input_shape)
     assert seen[0].shape == (NUM_CLASSES, *case.clf.input_shape)
     np.testing.assert_allclose(seen[0], grey)

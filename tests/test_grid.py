@@ -273,8 +273,8 @@ def _artifact_keys(config, data):
     bench = Workbench(config, cache, data=data)
     target = bench.target()
     bench.evaluator()
-    bench.gmi_prior()
-    bench.kedmi_prior(target)
+    bench.prior("gmi")
+    bench.prior("kedmi", target)
     bench.surrogates(target)
     bench.p_reg(target)
     return {k: tuple(v) for k, v in cache.keys.items()}
@@ -435,14 +435,15 @@ def test_seed_scope_attack_shares_artifacts_across_seeds(tmp_path, monkeypatch):
     assert [(c.config.seed, c.config.attack_seed) for c in cells] == [(3, 0), (3, 1)]
 
     counts = {"train_classifier": 0, "train_gmi_prior": 0}
-    for name in counts:
-        original = getattr(experiment, name)
+    for name, owner, attribute in (("train_classifier", experiment, "train_classifier"),
+                                   ("train_gmi_prior", M.PRIORS["gmi"], "train")):  # the prior's registry entry
+        original = getattr(owner, attribute)
 
         def counted(*args, _name=name, _original=original, **kwargs):
             counts[_name] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(experiment, name, counted)
+        monkeypatch.setattr(owner, attribute, counted)
     rows = evaluate_grid(grid, tmp_path / "out", threads=1, progress=False, report=False, echo=lambda s: None)
     # one target and one evaluator, one GMI prior, for both seeds ("all" would train each twice)
     assert counts == {"train_classifier": 2, "train_gmi_prior": 1}

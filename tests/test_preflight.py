@@ -16,6 +16,7 @@ from mi_art.access import PredictOracle
 from mi_art.evaluations import experiment
 from mi_art.evaluations.cli import _check_int_list, _parse_int_list, main
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, query_budget_problem
+from mi_art.priors import PRIORS
 from mi_art.evaluations.grid import Grid, GridError
 from mi_art.evaluations.size_guard import MAX_CELLS, MAX_LIST_VALUES
 from mi_art.models import make_classifier
@@ -48,8 +49,10 @@ def no_training(monkeypatch):
     def trained(*args, **kwargs):
         raise AssertionError("TRAINED")
 
-    for name in ("train_classifier", "train_gmi_prior", "distill_surrogate"):
+    for name in ("train_classifier", "distill_surrogate"):
         monkeypatch.setattr(experiment, name, trained)
+    for prior in PRIORS.values():  # each prior trains through its registry entry
+        monkeypatch.setattr(prior, "train", trained)
 
 
 # ------------------------------------------------------------------------------------------ query budget
