@@ -13,7 +13,8 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 from .metric_facts import Names
 
-__all__ = ["ROW_KEYS", "ROW_SOURCES", "TOP_K", "cell_paths", "completed_cells", "finite_or_none", "normalise_row", "read_cell"]
+__all__ = ["ROW_KEYS", "ROW_SOURCES", "TOP_K", "cell_paths", "completed_cells", "finite_or_none", "normalise_row",
+           "read_cell"]
 
 PathLike = Union[str, Path]
 
