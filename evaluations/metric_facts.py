@@ -10,7 +10,8 @@ grid cell copies from the attack's result into its row, a table of the report (:
 (:func:`~mi_art.evaluations.metrics.judge_panel`, when the judges compute it), and a figure on ``mi-art attack``'s
 line (the grid's line per cell stays a hand-picked few). Computing it is the one other step: in the judge panel,
 the independent judge or ``run_attack``'s result. A metric registered from your own code is registered in the
-process that imports it: grid workers of the process or Ray executors must import it too, as for a defense.
+process that imports it: grid workers started afresh (spawned processes, Ray) must import it too, as for a
+defense.
 
 Names on the way from the attack's result to the report's row are kept as results files were written (they are
 never renamed, so old files load and render): a metric whose result key differs from its row column says so in
