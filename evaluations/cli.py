@@ -452,21 +452,30 @@ def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
     return name, params
 
 
+#: The declared metrics ``mi-art attack``'s lines write by hand (``queries`` only in its results.json); every other
+#: one is written as "name value" by :func:`~mi_art.evaluations.metric_facts.figure_text`.
+ON_THE_ATTACK_LINES = ("natural_accuracy", "acc@1", "acc@5", "knn_dist", "fid_eval_features", "precision", "recall",
+                       "density", "coverage", "seconds", "queries", "evaluator_test_accuracy", "independent_acc@1",
+                       "independent_acc@5", "independent_dist", "independent_test_accuracy", "independent_ratio")
+
+
 def _prdc_and_exposure_line(result: Dict[str, Any]) -> str:
     """``mi-art attack``'s line on precision / recall / density / coverage and the identities that leak most and
     least (their reconstructions' Acc@1 and their number of private training images)."""
     from .leakage import rank_identities
+    from .metric_facts import figure_text
     from .metrics import PRDC_METRICS
 
     prdc = ", ".join(f"{m} {'n/a' if result.get(m) is None else format(result[m], '.3f')}" for m in PRDC_METRICS)
+    others = figure_text(result, ON_THE_ATTACK_LINES)  # metrics declared since these lines were written
     most, least = rank_identities(result.get("per_identity") or [], 3)
 
     def who(rows: List[Dict[str, Any]]) -> str:
         return "; ".join(f"{r.get('name', r['identity'])} {r['acc@1']:.2f} ({r.get('n_private_train', '?')} "
                          "training images)" for r in rows) or "-"
 
-    return (f"{prdc} (k=5, the judges' features against the attacked identities' training images); most exposed "
-            f"identities (Acc@1): {who(most)}; least: {who(least)}")
+    return (f"{prdc} (k=5, the judges' features against the attacked identities' training images); "
+            + (f"{others}; " if others else "") + f"most exposed identities (Acc@1): {who(most)}; least: {who(least)}")
 
 
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,

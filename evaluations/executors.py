@@ -38,6 +38,7 @@ from mi_art.utils import DiskFullError, atomic_file, find_disk_full, write_atomi
 from .cache import ArtifactCache
 from .claims import CLAIM_TIMEOUT_SECONDS, CellClaimed, claim_cell, claim_state, find_claimed  # noqa: F401
 from .grid import Cell, Grid, load_data
+from .metric_facts import row_figures
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row, read_cell
 from .stages import StageLog, format_seconds
 
@@ -165,7 +166,6 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     import dataclasses
 
     from .experiment import Workbench, run_attack
-    from .metrics import PRDC_METRICS
 
     if threads is not None:
         set_threads(threads)
@@ -182,18 +182,12 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     row: Dict[str, Any] = {
         "cell_id": cell.id, "dataset": cell.dataset_label, "dataset_kind": config.dataset, "defense": config.defense,
         "defense_params": dict(config.defense_params), "defense_label": cell.defense_label,
-        "natural_accuracy": finite_or_none(result["target_test_accuracy"]),
         "epsilon": finite_or_none(record.get("epsilon")), "delta": finite_or_none(record.get("delta")),
         # below white-box the access level is part of the attack's name, so tables and plots keep it apart
         "attack": result["attack"] if config.access == "white-box" else f"{result['attack']}[{config.access}]",
         "variant": result["variant"], "seed": config.attack_seed, "access": config.access,
-        "queries": result.get("queries"),
         "artifact_seed": config.seed,
-        **{k: finite_or_none(result[k]) for k in ("acc@1", "acc@1_std", "acc@5", "acc@5_std", "knn_dist",
-                                                  "fid_eval_features", "seconds", "evaluator_test_accuracy",
-                                                  "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std",
-                                                  "fid_eval_features_judge_std")},
-        **{k: finite_or_none(result.get(k)) for m in PRDC_METRICS for k in (m, f"{m}_judge_std")},
+        **row_figures(result),  # every declared metric, under the row's names (metric_facts)
         "n_judges": int(result["n_judges"]),
         "cell_seconds": time.perf_counter() - start,
         "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
@@ -201,8 +195,6 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
         "iterations": result["iterations"],
         # the judge's number of classes: Acc@k against chance, and n/a where k >= n_classes
         "n_classes": int(result.get("num_classes", bench.data.num_classes)),
-        **{k: finite_or_none(result.get(k)) for k in ("independent_acc@1", "independent_acc@5", "independent_dist",
-                                                       "independent_test_accuracy", "independent_ratio")},
     }
     row.update({f"chance@{k}": result[f"chance@{k}"] for k in TOP_K if result.get(f"chance@{k}") is not None})
     row = normalise_row(row)

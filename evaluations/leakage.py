@@ -6,10 +6,13 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .metric_facts import metric_names
+
 __all__ = ["LEAK_FIGURES", "merge_identities", "rank_identities"]
 
-#: The per-identity figures merged over seeds (weighted by each identity's reconstructions).
-LEAK_FIGURES = ("acc@1", "knn_dist", "independent_acc@1", "independent_dist")
+#: The per-identity figures merged over seeds (weighted by each identity's reconstructions): the metrics declared
+#: ``per_identity`` (:mod:`~mi_art.evaluations.metric_facts`), read at each use.
+LEAK_FIGURES = metric_names(lambda m: m.per_identity)
 
 
 def _number(value: Any) -> Optional[float]:

@@ -44,6 +44,8 @@ from mi_art.quality import warn_weak, weak_model_warnings
 from mi_art.utils import EstimatorModule, as_module, device_for, eval_mode
 from mi_art.validation import check_count, check_images, check_index_vector
 
+from .metric_facts import metric_names
+
 __all__ = [
     "predict_logits",
     "attack_accuracy",
@@ -634,8 +636,9 @@ def per_identity_figures(labels: ArrayLike, per_sample: Dict[str, ArrayLike],
 # --------------------------------------------------------------------------------------------------
 # A panel of judges
 # --------------------------------------------------------------------------------------------------
-#: The metrics :func:`judge_panel` averages over its judges (with the default ``top_k``).
-PANEL_METRICS = ("acc@1", "acc@5", "knn_dist", "fid_eval_features", *PRDC_METRICS)
+#: The metrics :func:`judge_panel` averages over its judges (with the default ``top_k``): those declared
+#: ``judged_by_panel`` (:mod:`~mi_art.evaluations.metric_facts`), read at each use.
+PANEL_METRICS = metric_names(lambda m: m.judged_by_panel)
 
 
 def _mean_over_judges(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optional[float]]:
@@ -742,7 +745,9 @@ def judge_panel(
     for k in top_k:
         out[f"chance@{k}"] = per_judge[0][f"chance@{k}"]
         out[f"acc@{k}_std"] = _mean_over_judges([j[f"acc@{k}_std"] for j in per_judge])[0]
-    for metric in [f"acc@{k}" for k in top_k] + ["knn_dist", "fid_eval_features", *PRDC_METRICS]:
+    # Acc@k for the k asked; every other metric declared judged by the panel that the judges computed above
+    judged = [m for m in PANEL_METRICS if not m.startswith("acc@") and m in per_judge[0]]
+    for metric in [f"acc@{k}" for k in top_k] + judged:
         values = [j[metric] for j in per_judge]
         out[metric], out[f"{metric}_judge_std"] = _mean_over_judges(values)
         out[f"{metric}_judges"] = values

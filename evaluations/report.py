@@ -39,6 +39,7 @@ from mi_art.quality import NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_
 from mi_art.utils import write_atomic
 
 from .plots import wrap_title
+from .metric_facts import metric_facts, metric_names
 from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
 from .utility import adaptive_lines, equal_utility_lines, matched_utility
 
@@ -100,37 +101,37 @@ def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return out + list(recorded)
 
 PathLike = Union[str, Path]
-#: Metrics judged by every evaluation model of a cell (a spread over judges is reported for them).
-JUDGED = ("acc@1", "acc@5", "knn_dist", "fid_eval_features", "precision", "recall", "density", "coverage")
-METRICS = (("acc@1", "Attack accuracy Acc@1 (higher = more leakage)", ".3f"),
-           ("acc@5", "Attack accuracy Acc@5", ".3f"),
-           ("knn_dist", "KNN distance to the closest private image, evaluator features (lower = closer)", ".2f"),
-           ("fid_eval_features", "FID on evaluator features (lower = closer)", ".2f"),
-           ("precision", "Precision: share of the reconstructions inside the k-NN balls of the attacked identities' "
-                         "private training images, evaluator features (k = 5, Naeem et al. 2020; higher = more "
-                         "realistic)", ".3f"),
-           ("recall", "Recall: share of those private training images inside the reconstructions' k-NN balls "
-                      "(higher = more of the private images reached)", ".3f"),
-           ("density", "Density: private images' k-NN balls around each reconstruction, over k (about 1 when the "
-                       "reconstructions are distributed as the private images; higher = closer)", ".3f"),
-           ("coverage", "Coverage: share of those private training images whose k-NN ball holds a reconstruction "
-                        "(higher = more of them reached)", ".3f"),
-           ("seconds", "Attack seconds per cell (shared artifacts excluded)", ".1f"),
-           ("queries", "Queries to the target through predict (black-box and label-only attacks: the surrogates' "
-                       "distillation and one per reconstruction)", ".0f"),
-           ("independent_acc@1", "Independent judge Acc@1 (a public face recogniser trained on nothing here: nearest "
-                                 "identity centroid of its embedding; its own column, never averaged into the "
-                                 "trained judges')", ".3f"),
-           ("independent_dist", "Distance to the nearest private training image of the identity in the independent "
-                                "judge's embedding (dlib: one person below 0.6; lower = closer)", ".3f"))
+#: Metrics judged by every evaluation model of a cell (a spread over judges is reported for them): those declared
+#: ``judged_by_panel`` (:mod:`~mi_art.evaluations.metric_facts`), read at each use.
+JUDGED = metric_names(lambda m: m.judged_by_panel)
+
+
+class _Tables(Sequence):
+    """``(key, title, format)`` of each table of a data set, one per declared metric with a label, read at each
+    use."""
+
+    def _read(self) -> Tuple[Tuple[str, str, str], ...]:
+        return tuple((m.name, m.label, m.fmt) for m in metric_facts(lambda m: m.label is not None))
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._read()[index]
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
+#: ``(key, title, format)`` of each metric's table, in the order of report.md (the declared metrics with a label).
+METRICS: Sequence[Tuple[str, str, str]] = _Tables()
 #: What results.json carries of a row beside :data:`ROW_KEYS` and its warnings, as ``mi-art attack``'s record
 #: does: each surrogate's agreement with the target (``"surrogates"``), the prior's training seconds and
 #: quality (``"prior"``: FID to the public images) and the private training images ``"n_train"`` (None in
 #: rows written before they were kept, and where the attack has no surrogate or prior).
 RECORD_KEYS = ("surrogates", "prior", "n_train", "per_identity")
 #: Metrics only some rows have: their table is left out when no row of a data set has them (PRDC: rows written
-#: before it was measured).
-OPTIONAL_METRICS = ("queries", "independent_acc@1", "independent_dist", "precision", "recall", "density", "coverage")
+#: before it was measured); those declared ``optional``.
+OPTIONAL_METRICS = metric_names(lambda m: m.optional)
+#: Figures :func:`aggregate` averages over seeds beside the declared metrics.
+AVERAGED = ("natural_accuracy", "epsilon", "chance@1", "chance@5")
 #: Identities named as most and least exposed per defense (:func:`identity_lines`).
 EXPOSED_IDENTITIES = 3
 
@@ -184,7 +185,10 @@ def _mean_std(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optio
 
 
 def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Mean and std over seeds per (dataset, defense setting, attack, variant), in first-seen order."""
+    """Mean and std over seeds per (dataset, defense setting, attack, variant), in first-seen order: for each
+    declared metric and :data:`AVERAGED` figure ``key``, ``key`` (the mean), ``key + "_std"`` (the sample std over
+    seeds, not a row's spread over rounds) and ``key + "_n"`` (the seeds that have it); for each metric judged by
+    the panel, ``key + "_judge_std"``, the cells' spread over judges averaged over seeds."""
     groups: "OrderedDict[Tuple[str, str, str, str], List[Dict[str, Any]]]" = OrderedDict()
     for r in rows:
         groups.setdefault((r["dataset"], r["defense_label"], r["attack"], r["variant"]), []).append(r)
@@ -193,9 +197,7 @@ def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
         agg: Dict[str, Any] = {"dataset": dataset, "defense_label": label, "defense": rs[0]["defense"],
                                "defense_params": rs[0]["defense_params"], "attack": attack, "variant": variant,
                                "seeds": [r["seed"] for r in rs], "n": len(rs)}
-        for key in ("natural_accuracy", "epsilon", "acc@1", "acc@5", "chance@1", "chance@5", "knn_dist",
-                    "fid_eval_features", "seconds", "queries", "independent_acc@1", "independent_acc@5",
-                    "independent_dist", "precision", "recall", "density", "coverage"):
+        for key in dict.fromkeys((*AVERAGED, *metric_names())):
             agg[key], agg[key + "_std"], agg[key + "_n"] = _mean_std([r.get(key) for r in rs])
         # the spread over judges: each cell's std over its judges, averaged over seeds
         agg["n_judges"] = max(int(r.get("n_judges") or 1) for r in rs)

@@ -9,30 +9,68 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
-__all__ = ["ROW_KEYS", "TOP_K", "cell_paths", "completed_cells", "finite_or_none", "normalise_row", "read_cell"]
+from .metric_facts import Names
+
+__all__ = ["ROW_KEYS", "ROW_SOURCES", "TOP_K", "cell_paths", "completed_cells", "finite_or_none", "normalise_row",
+           "read_cell"]
 
 PathLike = Union[str, Path]
 
 #: The k of the Acc@k columns of a row.
 TOP_K = (1, 5)
 
-#: Columns of a result row, in the order of results.csv. ``dataset`` is the name the data set's results go under (an
-#: image folder's own name, or the ``name`` its options give; :func:`mi_art.data.dataset_label`), ``dataset_kind``
-#: its loader ("image-folder", "digits", ...). ``chance@k`` is the Acc@k of a judge guessing
-#: uniformly among its ``n_classes`` classes; ``acc@k`` is None (``n/a``) when ``k >= n_classes``. Attack
-#: metrics are means over the cell's ``n_judges`` evaluation models; ``*_judge_std`` their spread over judges.
-ROW_KEYS = ("cell_id", "dataset", "dataset_kind", "defense", "defense_params", "defense_label", "natural_accuracy",
-            "epsilon", "delta", "attack", "variant", "seed", "artifact_seed", "acc@1", "acc@1_std", "acc@5",
-            "acc@5_std", "chance@1", "chance@5", "knn_dist", "fid_eval_features", "seconds", "cell_seconds",
-            "evaluator_test_accuracy", "n_identities", "n_classes", "n_reconstructions", "n_candidates",
-            "search_views", "iterations",
-            "n_judges", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std",
-            "access", "queries", "independent_acc@1", "independent_acc@5", "independent_dist",
-            "independent_test_accuracy", "independent_ratio",
-            "precision", "recall", "density", "coverage", "precision_judge_std", "recall_judge_std",
-            "density_judge_std", "coverage_judge_std")
+#: The columns of results.csv as they were when metrics came to be declared in one place, in that order (files
+#: already written have it); never extended: a metric registered since (:mod:`~mi_art.evaluations.metric_facts`)
+#: adds its columns after these.
+_FIRST_COLUMNS = ("cell_id", "dataset", "dataset_kind", "defense", "defense_params", "defense_label",
+                  "natural_accuracy", "epsilon", "delta", "attack", "variant", "seed", "artifact_seed", "acc@1",
+                  "acc@1_std", "acc@5", "acc@5_std", "chance@1", "chance@5", "knn_dist", "fid_eval_features",
+                  "seconds", "cell_seconds", "evaluator_test_accuracy", "n_identities", "n_classes",
+                  "n_reconstructions", "n_candidates", "search_views", "iterations", "n_judges", "acc@1_judge_std",
+                  "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std", "access", "queries",
+                  "independent_acc@1", "independent_acc@5", "independent_dist", "independent_test_accuracy",
+                  "independent_ratio", "precision", "recall", "density", "coverage", "precision_judge_std",
+                  "recall_judge_std", "density_judge_std", "coverage_judge_std")
+
+
+def _row_keys() -> Tuple[str, ...]:
+    from .metric_facts import metric_facts
+
+    added = [c for m in metric_facts() for c in m.columns if c not in _FIRST_COLUMNS]
+    return _FIRST_COLUMNS + tuple(dict.fromkeys(added))
+
+
+#: Columns of a result row, in the order of results.csv: :data:`_FIRST_COLUMNS`, then the columns of every metric
+#: registered since (:attr:`~mi_art.evaluations.metric_facts.MetricFacts.columns`), read at each use. ``dataset``
+#: is the name the data set's results go under (an image folder's own name, or the ``name`` its options give;
+#: :func:`mi_art.data.dataset_label`), ``dataset_kind`` its loader ("image-folder", "digits", ...). ``chance@k`` is
+#: the Acc@k of a judge guessing uniformly among its ``n_classes`` classes; ``acc@k`` is None (``n/a``) when
+#: ``k >= n_classes``. Attack metrics are means over the cell's ``n_judges`` evaluation models; ``*_judge_std``
+#: their spread over judges. Columns named otherwise upstream: :data:`ROW_SOURCES`.
+ROW_KEYS: Sequence[str] = Names(_row_keys)
+
+#: Where a row's columns come from when the row calls them otherwise (the row keeps the names results files were
+#: written with: none is renamed, so old files load and render). ``config.X``: the cell's
+#: :class:`~mi_art.evaluations.experiment.ExperimentConfig` field; ``result.X``: ``run_attack``'s result (what
+#: ``mi-art attack`` saves in its results.json); ``cell.X``: the grid's cell. A metric's own renames are its
+#: :attr:`~mi_art.evaluations.metric_facts.MetricFacts.source` (``natural_accuracy`` is
+#: ``result.target_test_accuracy``). In :func:`~mi_art.evaluations.report.aggregate`'s rows ``seed`` becomes the
+#: list ``seeds`` and a metric's ``_std`` its spread over seeds (in a row, Acc@k's is over reconstruction rounds).
+ROW_SOURCES: Dict[str, str] = {
+    "seed": "config.attack_seed (result.attack_seed): the attack's seed",
+    "artifact_seed": "config.seed: the seed of the data split, target, judges and prior",
+    "dataset": "cell.dataset_label (result.dataset is the data's name)",
+    "dataset_kind": "config.dataset: the data set's loader",
+    "defense_label": "cell.defense_label",
+    "epsilon": "the target's defense record (result.epsilon only for a target given with its record)",
+    "delta": "the target's defense record (result.delta likewise)",
+    "attack": "result.attack, with \"[access]\" appended below white-box access (config.access)",
+    "n_classes": "result.num_classes: the judges' classes",
+    "n_judges": "result.n_judges: the panel's trained judges (result.evaluator_test_accuracies has each one's "
+                "accuracy, the row their mean, evaluator_test_accuracy)",
+}
 
 
 def finite_or_none(x: Any) -> Optional[float]:
