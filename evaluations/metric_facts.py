@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
+from mi_art.registry import Registry
+
 __all__ = ["MetricFacts", "Names", "figure_text", "get_metric", "metric_facts", "metric_names", "register_metric",
            "row_figures", "unregister_metric"]
 
@@ -79,41 +81,38 @@ class MetricFacts:
                 + ((f"{self.name}_judge_std",) if self.judged_by_panel else ()))
 
 
-_REGISTRY: Dict[str, MetricFacts] = {}
 #: A metric's name: letters, digits, ``_``, ``@`` and ``-`` (it is a column of results.csv and a key of JSON).
 _NAME = re.compile(r"[a-z][a-z0-9_@-]*")
 
 
-def register_metric(facts: MetricFacts, *, replace: bool = False) -> MetricFacts:
-    """Declare ``facts``' metric: it becomes a row column, a report table (with a ``label``) and a figure of the
-    console lines; returns it. A name already taken is refused unless ``replace=True``."""
-    if not isinstance(facts, MetricFacts):
-        raise ValueError(f"facts must be a mi_art.evaluations.metric_facts.MetricFacts, got {type(facts).__name__}")
+def _check_metric(facts: MetricFacts) -> None:
     if not isinstance(facts.name, str) or not _NAME.fullmatch(facts.name):
         raise ValueError(f"a metric's name must be lower-case letters, digits, '_', '@' or '-', starting with a "
                          f"letter, got {facts.name!r}")
-    if facts.name in _REGISTRY and not replace and _REGISTRY[facts.name] is not facts:
-        raise ValueError(f"a metric named {facts.name!r} is already registered; pick another name, or pass "
-                         "replace=True")
     try:
         format(0.5, facts.fmt)
     except (TypeError, ValueError):
         raise ValueError(f"metric {facts.name!r}: fmt must be a format spec for a float such as '.3f', "
                          f"got {facts.fmt!r}") from None
-    _REGISTRY[facts.name] = facts
-    return facts
+
+
+_REGISTRY: Registry[MetricFacts] = Registry("metric", MetricFacts, check=_check_metric)
+
+
+def register_metric(facts: MetricFacts, *, replace: bool = False) -> MetricFacts:
+    """Declare ``facts``' metric: it becomes a row column, a report table (with a ``label``) and a figure of the
+    console lines; returns it. A name already taken is refused unless ``replace=True``."""
+    return _REGISTRY.register(facts, replace=replace)
 
 
 def unregister_metric(name: str) -> None:
     """Forget the metric ``name`` (tests and plug-ins that register one for a while)."""
-    _REGISTRY.pop(get_metric(name).name)
+    _REGISTRY.unregister(name)
 
 
 def get_metric(name: str) -> MetricFacts:
     """The facts of the registered metric ``name``; a ValueError listing the valid names otherwise."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown metric {name!r}; valid metrics: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.lookup(name)
 
 
 def metric_facts(where: Optional[Callable[[MetricFacts], bool]] = None) -> Tuple[MetricFacts, ...]:

@@ -26,15 +26,15 @@ class Registry(Mapping[str, T], Generic[T]):
         """Make ``entry`` known by its ``name``; returns it. A name already taken is refused unless
         ``replace=True`` (the entry then keeps its place in the order)."""
         if not isinstance(entry, self.entry_type):
-            raise ValueError(f"a {self.what} entry must be a {self.entry_type.__module__}."
+            raise ValueError(f"{_article(self.what)} {self.what} entry must be a {self.entry_type.__module__}."
                              f"{self.entry_type.__name__}, got {type(entry).__name__}")
+        if self._check is not None:  # first: its message says what this registry's names may be
+            self._check(entry)
         name = getattr(entry, "name", None)
         if not isinstance(name, str) or not name or name != name.strip().lower() or " " in name:
-            raise ValueError(f"a {self.what}'s name must be a non-empty lower-case string without spaces, got {name!r}")
-        if self._check is not None:
-            self._check(entry)
+            raise ValueError(f"{_article(self.what)} {self.what}'s name must be a non-empty lower-case string without spaces, got {name!r}")
         if name in self._entries and not replace and self._entries[name] is not entry:
-            raise ValueError(f"a {self.what} named {name!r} is already registered; pick another name, or pass "
+            raise ValueError(f"{_article(self.what)} {self.what} named {name!r} is already registered; pick another name, or pass "
                              "replace=True")
         self._entries[name] = entry
         return entry
@@ -67,6 +67,10 @@ class Registry(Mapping[str, T], Generic[T]):
     def names(self) -> Sequence[str]:
         """The registered names, read at each use (a live sequence: an entry registered later is in it)."""
         return _Names(self._entries)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 class _Names(Sequence):

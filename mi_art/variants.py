@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
 from .access import ACCESS_LEVELS
+from .registry import Registry
 from .validation import check_choice, check_int, check_list
 
 __all__ = ["ALIGN_VIEWS", "IMPROVEMENTS", "Improvement", "Inputs", "PARTS", "VARIANTS", "Variant", "attack_kwargs",
@@ -70,53 +71,35 @@ class Improvement:
     apply: Callable[[Dict[str, Any], Inputs], None]
 
 
-_REGISTRY: Dict[str, Improvement] = {}
-
-
-def register_improvement(improvement: Improvement, *, replace: bool = False) -> Improvement:
-    """Make ``improvement`` part of the variant names (:data:`VARIANTS`, :func:`parse_variant`,
-    :func:`attack_kwargs`); returns it. A name already taken is refused unless ``replace=True``."""
-    if not isinstance(improvement, Improvement):
-        raise ValueError(f"improvement must be a mi_art.variants.Improvement, got {type(improvement).__name__}")
+def _check_improvement(improvement: Improvement) -> None:
     name = improvement.name
     if not isinstance(name, str) or not name.isalnum() or name != name.lower() or name in (BASELINE, *ALIASES):
         raise ValueError(f"an improvement's name must be a lower-case word of letters and digits, other than "
                          f"{BASELINE!r} and {', '.join(map(repr, ALIASES))}, got {name!r}")
     check_choice("improvement.part", improvement.part, PARTS)
-    if name in _REGISTRY and not replace and _REGISTRY[name] is not improvement:
-        raise ValueError(f"an improvement named {name!r} is already registered; pick another name, or pass "
-                         "replace=True")
-    _REGISTRY[name] = improvement
-    return improvement
+
+
+_REGISTRY: Registry[Improvement] = Registry("improvement", Improvement, check=_check_improvement)
+
+
+def register_improvement(improvement: Improvement, *, replace: bool = False) -> Improvement:
+    """Make ``improvement`` part of the variant names (:data:`VARIANTS`, :func:`parse_variant`,
+    :func:`attack_kwargs`); returns it. A name already taken is refused unless ``replace=True``."""
+    return _REGISTRY.register(improvement, replace=replace)
 
 
 def unregister_improvement(name: str) -> None:
     """Forget the improvement ``name`` (tests and plug-ins that register one for a while)."""
-    _REGISTRY.pop(get_improvement(name).name)
+    _REGISTRY.unregister(name)
 
 
 def get_improvement(name: str) -> Improvement:
     """The registered improvement ``name``; a ValueError listing the valid names otherwise."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown improvement {name!r}; valid improvements: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
-
-
-class _Improvements(Sequence):
-    """The registered improvements' names, read at each use."""
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return tuple(_REGISTRY)[index]
-
-    def __len__(self) -> int:
-        return len(_REGISTRY)
-
-    def __repr__(self) -> str:
-        return repr(tuple(_REGISTRY))
+    return _REGISTRY.lookup(name)
 
 
 #: The registered improvements' names, in registration order (the order they take in variant names).
-IMPROVEMENTS: Sequence[str] = _Improvements()
+IMPROVEMENTS: Sequence[str] = _REGISTRY.names
 
 
 @dataclass(frozen=True)
