@@ -598,3 +598,14 @@ def test_surrogate_p_reg_is_validated(value, match, target_clf, priors, surrogat
 def test_surrogates_none_is_a_clear_error(target_clf, priors):
     with pytest.raises(ValueError, match="surrogates must be a list of models, got NoneType"):
         make(M.GMI, target_clf, priors, surrogates=None)
+
+
+def test_a_seed_beyond_torchs_range_is_refused_by_name(target_clf, gmi_prior):
+    from mi_art.evaluations.experiment import ExperimentConfig
+
+    with pytest.raises(ValueError, match=r"seed must be an integer .*2\*\*63 - 1"):
+        ExperimentConfig(seed=2 ** 70).validate()
+    with pytest.raises(ValueError, match="seed"):
+        M.GMI(target_clf, *gmi_prior, seed=2 ** 70)
+    M.GMI(target_clf, *gmi_prior, seed=2 ** 63 - 1, iterations=1, n_reconstructions=1,
+          verbose=False).infer(None, np.array([0]))  # the largest accepted seed works
