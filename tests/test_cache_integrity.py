@@ -277,3 +277,47 @@ def test_files_written_before_checksums_are_accepted_once_then_verified(tmp_path
     with pytest.warns(UserWarning, match="is damaged"):
         cache.module("target", config, lambda: nn.Linear(64, 64), make_linear(0, calls))
     assert calls == [0]
+
+
+def test_a_damaged_or_foreign_cache_file_is_set_aside_and_rebuilt(tmp_path):
+    """Truncated, empty and foreign checkpoints, a truncated JSON record and a foreign tensor: each is
+    reported in one warning naming the file, moved aside and rebuilt; the run goes on."""
+    import torch
+
+    from mi_art.evaluations.cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path)
+    trained = []
+
+    def train(seed):
+        def run():
+            trained.append(seed)
+            torch.manual_seed(seed)
+            return torch.nn.Linear(3, 2)
+        return run
+
+    first = cache.module("target", {"seed": 0}, lambda: torch.nn.Linear(3, 2), train(0))
+    path = cache.path("target", {"seed": 0})
+    good = path.read_bytes()
+    for damage in (good[: len(good) // 2], b""):  # an interrupted copy, a full disk
+        path.write_bytes(damage)
+        with pytest.warns(UserWarning, match=rf"cache file {path}.*damaged.*rebuilding"):
+            again = cache.module("target", {"seed": 0}, lambda: torch.nn.Linear(3, 2), train(0))
+        assert torch.equal(again.weight, first.weight) and list(path.parent.glob(path.name + ".bad-*"))
+    # another artifact's bytes under this key
+    cache.module("target", {"seed": 1}, lambda: torch.nn.Linear(3, 2), train(1))
+    path.write_bytes(cache.path("target", {"seed": 1}).read_bytes())
+    with pytest.warns(UserWarning, match="another"):
+        again = cache.module("target", {"seed": 0}, lambda: torch.nn.Linear(3, 2), train(0))
+    assert torch.equal(again.weight, first.weight) and trained == [0, 0, 0, 1, 0]
+    # a truncated JSON record and a tensor of another key
+    cache.json("record", {"a": 1}, lambda: {"x": 1})
+    jpath = cache.path("record", {"a": 1}).with_suffix(".json")
+    jpath.write_text('{"x": ')
+    with pytest.warns(UserWarning, match="damaged"):
+        assert cache.json("record", {"a": 1}, lambda: {"x": 2}) == {"x": 2}
+    cache.tensor("p-reg", {"a": 1}, lambda: torch.ones(2))
+    cache.tensor("p-reg", {"a": 2}, lambda: torch.zeros(2))
+    cache.path("p-reg", {"a": 1}).write_bytes(cache.path("p-reg", {"a": 2}).read_bytes())
+    with pytest.warns(UserWarning, match="another configuration"):
+        assert torch.equal(cache.tensor("p-reg", {"a": 1}, lambda: torch.ones(2)), torch.ones(2))

@@ -305,3 +305,12 @@ def test_attack_evaluate_grids_and_the_config_resolve_one_gan_augmentation(tmp_p
     result = CliRunner().invoke(main, ["evaluate", "--dataset", dataset, *root, "--gan-augment", "flip-shift",
                                        "--out", str(tmp_path / "e2"), "--no-progress"])
     assert result.exit_code == 0 and seen["evaluate"] == {"flip-shift"}, result.output
+
+
+def test_default_output_folders_differ_with_the_images_size_and_channels():
+    from mi_art.evaluations.cli import _options_suffix
+
+    assert _options_suffix({}) == ""  # mi_art_runs/digits-gmi-lomma, as the README says
+    a, b = _options_suffix({"image_size": 32, "channels": 1}), _options_suffix({"image_size": 64, "channels": 3})
+    assert a == "-32px-1ch" and b == "-64px-3ch"
+    assert _options_suffix({"private": 20}) != _options_suffix({"private": 30})

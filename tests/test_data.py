@@ -782,3 +782,17 @@ def test_load_dataset_errors(synthetic_folder: Path) -> None:
         load_dataset("digits", synthetic_folder)
     with pytest.raises(ValueError, match="does not exist"):
         load_dataset("folder", synthetic_folder / "missing")
+
+
+def test_mnist_labels_out_of_range_are_a_clear_error(tmp_path):
+    """A damaged labels file (values 10-19) used to load as an empty data set."""
+    from test_data import write_idx
+
+    from mi_art.data import load_mnist
+
+    for prefix in ("train", "t10k"):
+        labels = np.tile(np.arange(10, 20), 3)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", np.zeros((len(labels), 28, 28)), 0x803)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", labels, 0x801)
+    with pytest.raises(ValueError, match=r"labels \[10, 11, 12, 13, 14\] outside MNIST's classes 0-9"):
+        load_mnist(tmp_path)

@@ -13,19 +13,22 @@ import torch
 import torch.nn.functional as F
 from art.defences.postprocessor import ClassLabels, ReverseSigmoid
 from art.estimators.classification import PyTorchClassifier
-from opacus.accountants import RDPAccountant
+from click.testing import CliRunner
 from torch import nn
 
 import mi_art
-from mi_art.defenses import (DEFENSES, DefenseRecord, VIBHead, accountant_epsilon, coco, gaussian_kl, hsic, smoothed_targets, smoothing_factor,
-                      train_defended_target, wrap_with_defense)
+from mi_art.defenses import (DEFENSES, Defense, DefenseRecord, Trained, VIBHead, accountant_epsilon,
+                             check_defense_params, coco, defended_architecture, gaussian_kl, get_defense, hsic,
+                             register_defense, smoothed_targets, smoothing_factor, train_defended_target, transfer,
+                             unregister_defense, wrap_with_defense)
 from mi_art.defenses import bido as bido_mod
 from mi_art.defenses import mid as mid_mod
-from mi_art.defenses import transfer
 from mi_art.defenses.common import hooks_left, snapshot
 from mi_art.defenses.label_smoothing import soft_cross_entropy
 from mi_art.defenses.postprocessing import RowwiseClassLabels
+from mi_art.evaluations.cli import main
 from mi_art.features import last_linear, logits_and_features
+from mi_art.training import train_classifier
 
 FAST = dict(epochs=1, batch_size=32, lr=2e-3, device="cpu", seed=0)
 
@@ -162,40 +165,6 @@ def test_nls_training_follows_schedule(data):
     assert rec.details["alpha_per_epoch"] == pytest.approx([0.0, 0.0, -0.2, -0.2])
     with pytest.warns(UserWarning, match="increases model inversion"):
         train_defended_target("nls", data, model="cnn-small", **FAST, alpha=0.1)
-
-
-# --------------------------------------------------------------------------------------------------
-# DP-SGD
-# --------------------------------------------------------------------------------------------------
-
-
-def test_dp_epsilon_matches_opacus_accountant_and_falls_with_noise(data):
-    n = len(data.private_train)
-    eps = {}
-    for sigma in (0.8, 2.0):
-        model, rec = train_defended_target("dp-sgd", data, **dict(FAST, epochs=2), noise_multiplier=sigma,
-                                           max_physical_batch_size=16)
-        steps_per_epoch = math.ceil(n / FAST["batch_size"])
-        assert rec.details["sample_rate"] == pytest.approx(1 / steps_per_epoch)
-        assert rec.details["steps"] == 2 * steps_per_epoch  # physical batches of 8 add no accountant steps
-        # the default delta, min(1e-5, 1/(100 N)), is 1e-5 here (N < 1000), and epsilon is computed at it
-        assert n < 1000 and rec.delta == 1e-5 and rec.accountant == "rdp"
-        acc = RDPAccountant()
-        acc.history = [(sigma, 1 / steps_per_epoch, 2 * steps_per_epoch)]
-        assert rec.epsilon == pytest.approx(acc.get_epsilon(1e-5), rel=1e-9)
-        assert rec.epsilon > acc.get_epsilon(1 / n)  # not the epsilon at 1/N, the earlier default
-        eps[sigma] = rec.epsilon
-        assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # ModuleValidator.fix
-        assert not any(k.startswith("_module.") for k in model.state_dict())
-        assert all(not hasattr(p, "grad_sample") for p in model.parameters())
-    assert eps[2.0] < eps[0.8]
-
-
-def test_dp_target_epsilon_is_met(data):
-    _, rec = train_defended_target("dp-sgd", data, **FAST, target_epsilon=4.0, target_delta=1e-3)
-    assert rec.accountant == "rdp" and rec.delta == 1e-3
-    assert 3.5 < rec.epsilon <= 4.0 * 1.01
-    assert rec.details["noise_multiplier"] > 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -336,3 +305,85 @@ def test_unknown_defense_lists_valid_names(data):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="dataset"):
             train_defended_target("none", data.private_train)
+
+
+class ShrunkWeights(Defense):
+    """A toy defense for the registry tests: plain training, then the head's weights scaled down."""
+
+    name = "shrunk-weights"
+    summary = "test only"
+    defaults = {"factor": 0.5}
+
+    def check_params(self, params, n_train):
+        out = super().check_params(params, n_train)
+        out["factor"] = mi_art.validation.check_number("factor", out["factor"], low=0, high=1, low_open=True)
+        return out
+
+    def train(self, model, dataset, params, settings):
+        train = dataset.private_train
+        model = train_classifier(model, train.x, train.y, desc=self.name, **settings)
+        with torch.no_grad():
+            mi_art.last_linear(model).weight.mul_(params["factor"])
+        return Trained(model, details={"factor": params["factor"]})
+
+
+@pytest.fixture
+def registered():
+    defense = register_defense(ShrunkWeights())
+    yield defense
+    unregister_defense(defense.name)
+
+
+def test_registry_lists_every_built_in_defense_and_refuses_unknown_ones():
+    assert {"none", "dp-sgd", "mid", "bido", "nls", "tl", "trap-mid", "reverse-sigmoid"} <= set(DEFENSES)
+    assert get_defense("Trap_MID").name == "trap-mid"
+    with pytest.raises(ValueError, match="unknown defense 'dpsgd'; valid names: none, dp-sgd"):
+        get_defense("dpsgd")
+    with pytest.raises(ValueError, match="already registered"):
+        register_defense(type("Other", (Defense,), {"name": "mid"})())
+    with pytest.raises(ValueError, match="lower-case"):
+        register_defense(type("Bad", (Defense,), {"name": "Bad_Name"})())
+
+
+def test_a_registered_defense_trains_checks_and_builds(registered, data):
+    assert "shrunk-weights" in DEFENSES
+    with pytest.raises(ValueError, match="factor"):
+        check_defense_params("shrunk-weights", {"factor": 2})
+    model, rec = train_defended_target("shrunk-weights", data, **dict(FAST, epochs=2), factor=0.25)
+    assert rec.defense == "shrunk-weights" and rec.details == {"factor": 0.25} and rec.params == {"factor": 0.25}
+    arch = defended_architecture("shrunk-weights", data, model="cnn", factor=0.25)
+    arch.load_state_dict(model.state_dict())
+
+
+def test_a_registered_defense_runs_in_the_grid(registered, tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text("""
+name = "registry"
+attacks = ["gmi"]
+variants = ["baseline"]
+seeds = [0]
+target_epochs = 2
+eval_epochs = 2
+iterations = 5
+n_reconstructions = 1
+prior_steps = 3
+gan_width = 8
+surrogate_archs = ["mlp"]
+surrogate_steps = 2
+
+[[datasets]]
+name = "digits"
+
+[[defenses]]
+name = "shrunk-weights"
+params = [{ factor = 0.25 }]
+""")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["evaluate", "--config", str(grid), "--out", str(out), "--threads", "1",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["defense"], r["defense_params"]) for r in rows] == [("shrunk-weights", {"factor": 0.25})]
+    bad = CliRunner().invoke(main, ["evaluate", "--config", str(grid), "--defense", "shrunk-weights:factor=3",
+                                    "--out", str(tmp_path / "bad"), "--dry-run"])
+    assert bad.exit_code != 0 and "factor" in bad.output

@@ -643,3 +643,20 @@ def test_a_dp_cell_records_the_delta_warning_its_run_gave(tmp_path):
     public = {r["defense"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())}
     assert said[0] in public["dp-sgd"]["warnings"] and public["dp-sgd"]["n_train"] == n
     assert markdown_text(said[0]) in (tmp_path / "out" / "report.md").read_text()  # escaped, as all cell text
+
+
+def test_a_grid_file_in_json_reads_like_toml(tmp_path):
+    import json
+
+    from mi_art.evaluations.grid import GridError, load_grid_file
+
+    spec = {"name": "g", "attacks": ["gmi"], "variants": ["baseline"], "seeds": [0], "iterations": 5,
+            "datasets": [{"name": "digits"}], "defenses": [{"name": "none"}]}
+    (tmp_path / "grid.json").write_text(json.dumps(spec))
+    toml = tmp_path / "grid.toml"
+    toml.write_text('name = "g"\nattacks = ["gmi"]\nvariants = ["baseline"]\nseeds = [0]\niterations = 5\n'
+                    '[[datasets]]\nname = "digits"\n[[defenses]]\nname = "none"\n')
+    assert load_grid_file(tmp_path / "grid.json") == load_grid_file(toml)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(GridError, match="invalid JSON"):
+        load_grid_file(tmp_path / "bad.json")

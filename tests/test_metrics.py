@@ -301,3 +301,11 @@ X6, Y6 = as_images(SCORES), np.array(LABELS)
 def test_bad_input_raises_value_error_naming_problem(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_fid_called_model_first_says_which_function_takes_the_model(target):
+    from mi_art.evaluations.metrics import fid
+
+    x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"fid_eval_features\(model, fake_x, real_x\)"):
+        fid(target, x, x)

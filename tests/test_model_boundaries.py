@@ -284,3 +284,36 @@ def test_brepmi_chains_at_the_box_diagonal_stop_after_patience():
     attack = M.BREPMI(_api(_constant), _Recorder(), max_iterations=40, patience=5, init_batch=8, seed=0, verbose=False)
     attack.infer(None, np.array([0]))
     assert attack.queries_ == 8 + 10 * (32 + 1)  # the initial batch, then 10 steps of 32 sphere points and the code
+
+
+def test_images_in_the_wrong_range_for_the_estimator_are_refused_by_name(target, digits):
+    """A (0, 255) estimator given [0, 1] images (the issue's calls: natural_accuracy, estimate_p_reg,
+    train_kedmi_prior) or images above 255: a ValueError naming the argument and the range, not a wrong number
+    (natural accuracy 0.20 instead of 0.97). In its own range the same calls work."""
+    import torch
+    from art.estimators.classification import PyTorchClassifier
+
+    from mi_art.evaluations.metrics import natural_accuracy
+
+    class Scaled(torch.nn.Module):  # the digits target, taking 0..255 images
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x / 255.0)
+
+    est = PyTorchClassifier(Scaled(target), loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 8, 8), nb_classes=5,
+                            clip_values=(0, 255))
+    x, y = digits.private_test.x, digits.private_test.y
+    assert natural_accuracy(est, x * 255, y) == pytest.approx(natural_accuracy(target, x, y))
+    with pytest.raises(ValueError, match=r"x lies in \[0, 1\] but the \w+'s clip_values are \(0, 255\): .* x \* 255\)"):
+        natural_accuracy(est, x, y)
+    with pytest.raises(ValueError, match=r"x has values in \[0, 510\], outside the \w+'s clip_values"):
+        natural_accuracy(est, x * 510, y)
+    M.estimate_p_reg(est, digits.public.x * 255)
+    with pytest.raises(ValueError, match="public_x lies in .* clip_values are \\(0, 255\\)"):
+        M.estimate_p_reg(est, digits.public.x)
+    generator, _ = M.train_gmi_prior(digits.public.x, steps=1, width=8, device="cpu")
+    with pytest.raises(ValueError, match="public_x lies in .* clip_values are \\(0, 255\\)"):
+        M.train_kedmi_prior(est, digits.public.x, steps=1, width=8, init_generator=generator, device="cpu")

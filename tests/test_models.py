@@ -12,7 +12,7 @@ from mi_art.features import extract_features, last_linear, logits_and_features
 
 SMALL_ARCHS = ["cnn", "cnn-wide", "cnn-small", "mlp", "resnet", "resnet10", "resnet18"]
 BIG_ARCHS = ["vgg16bn", "ir18", "ir50", "ir152", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2"]
-#: dlib's pretrained recogniser with a head (mi_art.deployed_faces; training: tests/test_independent_judge.py).
+#: dlib's pretrained recogniser with a head (mi_art.deployed_faces; training: tests/test_deployed_faces.py).
 PRETRAINED_ARCHS = ["dlib-head", "dlib-finetune"]
 
 

@@ -191,3 +191,25 @@ def test_repeated_finds_repeats_in_one_pass():
     assert repeated([3, 1, 3, 2, 1, 3]) == [3, 1] and repeated([]) == []
     with within(5):
         assert repeated(list(range(2_000_000)) + [7]) == [7]
+
+
+@pytest.mark.parametrize("command", ["attack", "evaluate"])
+def test_an_output_path_that_cannot_hold_results_is_refused_before_training(command, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import mi_art.evaluations.experiment as experiment
+    from mi_art.evaluations.cli import main
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("work started before the output folder was checked")
+
+    monkeypatch.setattr(experiment.Workbench, "target", no_training)
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a folder")
+    args = {"attack": ["attack", "--dataset", "digits", "--quiet"],
+            "evaluate": ["evaluate", "--dataset", "digits", "--defense", "none", "--attack", "gmi", "--no-progress"]}
+    result = CliRunner().invoke(main, args[command] + ["--out", str(a_file)])
+    assert result.exit_code == 2 and "is a file" in result.output, result.output
+    # a folder that cannot be made (under a file): refused with the reason, before any work
+    result = CliRunner().invoke(main, args[command] + ["--out", str(a_file / "run")])
+    assert result.exit_code == 2 and "cannot write results" in result.output, result.output

@@ -328,3 +328,89 @@ def test_a_face_runs_figures_say_when_the_prior_budget_is_below_what_made_faces(
     assert figures == {"reconstructions": "reconstructions.png", "prior_samples": "prior-samples.png"}
     assert " ".join(caveat.split()) in titles[0] and "Acc@1 0.87 (chance 0.05) by the judges" in titles[0]
     assert "GMI prior: 8 samples after 300 training steps; FID 40.0" in titles[1]
+
+
+def test_report_file_names_from_cell_files_stay_in_their_folders(tmp_path):
+    """A dataset name or cell id read from a cell file cannot put a plot or an image outside the output folder."""
+    import json
+
+    from mi_art.evaluations.report import render_report, safe_file_name
+
+    out = tmp_path / "a" / "out"
+    cells = out / "cells"
+    cells.mkdir(parents=True)
+    row = {"cell_id": "c0", "index": 0, "dataset": "../../escape", "defense": "none", "defense_params": {},
+           "defense_label": "none", "natural_accuracy": 0.9, "epsilon": None, "delta": None, "attack": "gmi",
+           "variant": "baseline", "seed": 0, "artifact_seed": 0, "acc@1": 0.5, "acc@1_std": 0.1, "acc@5": 1.0,
+           "acc@5_std": 0.0, "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0,
+           "evaluator_test_accuracy": 0.9, "n_identities": 2, "n_reconstructions": 2, "iterations": 1, "n_classes": 5}
+    (cells / "c0.json").write_text(json.dumps(row))
+    render_report(out)
+    written = list(tmp_path.rglob("*escape*.png"))
+    assert written and all(p.parent == out / "plots" for p in written), written
+    assert (out / "plots" / f"frontier-{safe_file_name('../../escape')}.png").is_file()
+    assert safe_file_name("../x/y") == "_x_y" and safe_file_name("digits-32px_v1.0") == "digits-32px_v1.0"
+
+
+def _cell(out, cid, index, label, defense, params, natural, acc, epsilon=None, details=None):
+    row = {"cell_id": cid, "index": index, "dataset": "digits", "defense": defense, "defense_params": params,
+           "defense_label": label, "natural_accuracy": natural, "epsilon": epsilon,
+           "delta": None if epsilon is None else 1 / 150, "attack": "gmi", "variant": "lomma", "seed": 0,
+           "artifact_seed": 0, "acc@1": acc, "acc@1_std": 0.0, "acc@5": 1.0, "acc@5_std": 0.0, "knn_dist": 10.0,
+           "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0, "evaluator_test_accuracy": 0.95,
+           "n_identities": 5, "n_classes": 5, "n_reconstructions": 5, "iterations": 10}
+    if details is not None:
+        row["defense_record"] = {"accountant": "rdp", "details": details}
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    (out / "cells" / f"{cid}.json").write_text(json.dumps(row))
+
+
+def test_report_says_what_each_defense_bought_and_what_epsilon_bounds(tmp_path):
+    from mi_art.evaluations.report import EPSILON_NOTE, render_report
+
+    out = tmp_path / "out"
+    _cell(out, "a", 0, "none", "none", {}, 0.95, 0.80)
+    _cell(out, "b", 1, "dp-sgd(target_epsilon=8.0)", "dp-sgd", {"target_epsilon": 8.0}, 0.85, 0.40, epsilon=7.96,
+          details={"noise_multiplier": 2.94, "sample_rate": 1.0, "steps": 40, "trainable": 2,
+                   "trained_parameters": 3000, "pretrain_epochs": 60})
+    _cell(out, "c", 2, "trap-mid", "trap-mid", {}, 0.93, 0.55)
+    render_report(out)
+    md = (out / "report.md").read_text()
+    assert ("**dp-sgd(target_epsilon=8.0)** at epsilon 7.96: natural accuracy 0.850 (-10.0 points against the "
+            "undefended 0.950); the strongest attack on it, gmi/lomma, reaches Acc@1 0.400 (-40.0 points against "
+            "0.800 undefended); chance is 0.200.") in md
+    assert "**trap-mid**: natural accuracy 0.930 (-2.0 points" in md
+    assert "| dp-sgd(target_epsilon=8.0) | 0 | 0.850 | 7.96 | 0.00667 | rdp | 2.940 | 1.000 | 40 | 2 (3000 parameters) " \
+           "| yes |" in md
+    assert EPSILON_NOTE in md
+    assert (out / "plots" / "frontier-digits.png").is_file()
+
+
+def test_report_without_dp_targets_has_no_epsilon_note(tmp_path):
+    from mi_art.evaluations.report import EPSILON_NOTE, render_report
+
+    out = tmp_path / "out"
+    _cell(out, "a", 0, "none", "none", {}, 0.95, 0.80)
+    _cell(out, "c", 1, "trap-mid", "trap-mid", {}, 0.93, 0.55)
+    render_report(out)
+    md = (out / "report.md").read_text()
+    assert EPSILON_NOTE not in md and "### DP-SGD targets" not in md
+
+
+def test_report_says_what_a_postprocessor_changed_at_each_access_level(tmp_path):
+    from mi_art.evaluations.report import render_report
+
+    out = tmp_path / "out"
+    _cell(out, "a", 0, "none", "none", {}, 0.95, 0.80)
+    _cell(out, "b", 1, "none", "none", {}, 0.95, 0.70)
+    _cell(out, "c", 2, "reverse-sigmoid", "reverse-sigmoid", {}, 0.95, 0.80)
+    _cell(out, "d", 3, "reverse-sigmoid", "reverse-sigmoid", {}, 0.95, 0.20)
+    for cid in "bd":  # the second cell of each target: the same attack through predict's scores
+        path = out / "cells" / f"{cid}.json"
+        row = json.loads(path.read_text())
+        path.write_text(json.dumps({**row, "attack": "gmi[black-box]", "access": "black-box"}))
+    render_report(out)
+    md = (out / "report.md").read_text()
+    assert ("**reverse-sigmoid**: natural accuracy 0.950 (+0.0 points against the undefended 0.950); white-box: "
+            "gmi/lomma reaches 0.800 (+0.0 points against 0.800 undefended); black-box: gmi[black-box]/lomma reaches "
+            "0.200 (-50.0 points against 0.700 undefended); chance is 0.200.") in md

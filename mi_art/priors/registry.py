@@ -137,7 +137,7 @@ def _run_settings(bench: Any) -> Dict[str, Any]:
     return dict(width=c.gan_width, device=bench.device, seed=c.seed, verbose=c.verbose)
 
 
-# The keys below are those of the cached artifacts made before the registry (tests/test_prior_registry.py pins
+# The keys below are those of the cached artifacts made before the registry (tests/test_registries.py pins
 # them): a change to one makes every cached prior of that kind be trained again.
 
 def _gmi_key(bench: Any, target: Optional[nn.Module]) -> Dict[str, Any]:

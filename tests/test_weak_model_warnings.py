@@ -1,16 +1,21 @@
-"""The Python API gives the pipeline's weak-model warnings (mi_art.quality): a weak surrogate from
-distill_surrogate, a weak judge or target from attack_accuracy, each once, with the pipeline's thresholds."""
+"""Weak-model warnings (mi_art.quality): their rules; the Python API gives the pipeline's (a weak surrogate from
+distill_surrogate, a weak judge or target from attack_accuracy, each once, with the pipeline's thresholds), and
+``mi-art attack``'s record and the report carry them."""
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import mi_art as M
+from mi_art.evaluations.cli import main
 from mi_art.evaluations.metrics import attack_accuracy
+from mi_art.evaluations.report import render_report, weak_model_warnings
 from mi_art.quality import WEAK_JUDGE_ACCURACY, WEAK_SURROGATE_AGREEMENT, WeakModelWarning
 
 
@@ -106,3 +111,69 @@ def test_the_pipeline_warns_of_weak_surrogates_learnt_from_answers(digits, tmp_p
         (weak,) = [w for w in _weak(record) if "surrogate" in str(w.message)]
         assert str(weak.message).startswith("weak surrogate: surrogate 0 (mlp)") and "max_queries" in str(weak.message)
         assert str(weak.message) in result["warnings"]
+
+
+TINY_ATTACK = ["attack", "--attack", "miface", "--miface-iterations", "2", "--target-epochs", "10", "--quiet"]
+
+
+def test_attack_warns_for_a_weak_judge_and_not_for_a_good_one(tmp_path):
+    runner = CliRunner()
+    # a small judge after one epoch (a cnn-wide's is no longer weak once its BatchNorm is re-estimated)
+    weak = runner.invoke(main, [*TINY_ATTACK, "--eval-arch", "cnn-small", "--eval-epochs", "1",
+                                "--out", str(tmp_path / "weak"),
+                                "--cache-dir", str(tmp_path / "cache")])
+    assert weak.exit_code == 0, weak.output
+    record = json.loads((tmp_path / "weak" / "results.json").read_text())
+    assert record["evaluator_test_accuracy"] < WEAK_JUDGE_ACCURACY
+    assert len(record["warnings"]) == 1 and "weak evaluation model" in record["warnings"][0]
+    assert "warning: weak evaluation model" in weak.output and "(chance 0.20)" in weak.output
+
+    good = runner.invoke(main, [*TINY_ATTACK, "--eval-epochs", "10", "--eval-pretrain-epochs", "1",
+                                "--target-pretrain-epochs", "1", "--out", str(tmp_path / "good"),
+                                "--cache-dir", str(tmp_path / "cache")])
+    assert good.exit_code == 0, good.output
+    record = json.loads((tmp_path / "good" / "results.json").read_text())
+    assert record["evaluator_test_accuracy"] >= WEAK_JUDGE_ACCURACY and record["target_test_accuracy"] >= 0.5
+    assert record["warnings"] == [] and "warning:" not in good.output
+    assert record["config"]["target_pretrain_epochs"] == record["config"]["eval_pretrain_epochs"] == 1
+
+
+def test_warning_rules():
+    assert weak_model_warnings(judge_accuracy=0.95, target_accuracy=0.9, n_classes=5) == []
+    (w,) = weak_model_warnings(judge_accuracy=0.7, n_classes=5)
+    assert w.startswith("weak evaluation model: test accuracy 0.700 < 0.8; chance is 0.200 with 5 classes")
+    (w,) = weak_model_warnings(judge_accuracy=0.3, n_classes=5)
+    assert "evaluation model is close to chance" in w and "under 2x chance (0.400)" in w
+    # the chance bar stays below 1 with few classes: a 0.95 judge on 2 classes is fine
+    assert weak_model_warnings(judge_accuracy=0.95, n_classes=2) == []
+    # an undefended target below 0.5 is weak; a defended one only when close to chance
+    assert "weak target" in weak_model_warnings(target_accuracy=0.3, n_classes=100)[0]
+    assert weak_model_warnings(target_accuracy=0.3, n_classes=100, defended=True) == []
+    assert "defended target is close to chance" in weak_model_warnings(target_accuracy=0.3, n_classes=5,
+                                                                       defended=True)[0]
+    assert weak_model_warnings(judge_accuracy=None, target_accuracy=float("nan"), n_classes=None) == []
+
+
+def _row(cid, index, judge, seed=0, defense="none", natural=0.9):
+    return {"cell_id": cid, "index": index, "dataset": "digits", "defense": defense, "defense_params": {},
+            "defense_label": defense, "natural_accuracy": natural, "epsilon": None, "delta": None, "attack": "gmi",
+            "variant": "baseline", "seed": seed, "artifact_seed": seed, "acc@1": 0.6, "acc@1_std": 0.1,
+            "acc@5": None, "acc@5_std": None, "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0,
+            "cell_seconds": 1.0, "evaluator_test_accuracy": judge, "n_identities": 2, "n_classes": 5,
+            "n_reconstructions": 2, "iterations": 10}
+
+
+@pytest.mark.parametrize("judge,warned", [(0.95, False), (0.6, True)])
+def test_report_warns_for_a_weak_judge(tmp_path, judge, warned):
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    for row in (_row("a", 0, judge), _row("b", 1, judge, defense="mid", natural=0.3)):
+        (cells / f"{row['cell_id']}.json").write_text(json.dumps(row))
+    render_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert f"Evaluation model test accuracy: {judge:.3f} (chance 0.200 with 5 classes)." in md
+    assert ("weak evaluation model: test accuracy 0.600" in md) is warned
+    assert "mid: the defended target is close to chance: test accuracy 0.300" in md  # 0.3 < 2 x 0.2
+    rows = {r["cell_id"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert bool(rows["a"]["warnings"]) is warned
+    assert any("defended target is close to chance" in w for w in rows["b"]["warnings"])

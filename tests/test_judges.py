@@ -1,7 +1,7 @@
-"""A panel of judges is averaged, and surrogates are never left out, nor used weak, without a warning."""
+"""The panel of judges (:func:`mi_art.evaluations.metrics.judge_panel`): every figure is the mean of its judges', and
+``run_attack`` is judged by the workbench's panel. The judge's training data: test_data_judge.py; the independent
+judge: test_independent_judge.py."""
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ import mi_art as M
 from mi_art.evaluations import experiment as E
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.metrics import attack_accuracy, judge_panel, knn_distance, natural_accuracy
+
 
 TINY = dict(dataset="digits", target_epochs=2, eval_epochs=2, prior_steps=2, kedmi_steps=1, gan_width=8,
             iterations=2, n_reconstructions=2, surrogate_steps=1, augment="none")
@@ -69,73 +70,3 @@ def test_run_attack_is_judged_by_the_workbench_panel(digits, tmp_path):
     assert result["evaluator_test_accuracy"] == pytest.approx(np.mean(accuracies))
     per_judge = [attack_accuracy(j, result["reconstructions"], result["labels"])["acc@1"] for j in judges]
     assert result["acc@1_judges"] == pytest.approx(per_judge)
-
-
-def _with_agreements(monkeypatch, agreements):
-    """Make Workbench.surrogate_report report these held-out public agreements, one per surrogate."""
-    real = E.Workbench.surrogate_report
-
-    def report(self, target, surrogates):
-        rows = real(self, target, surrogates)
-        for row, agreement in zip(rows, agreements):
-            row["agreement_public_heldout"] = agreement
-        return rows
-
-    monkeypatch.setattr(E.Workbench, "surrogate_report", report)
-
-
-def _spy_surrogates(monkeypatch):
-    seen = []
-    real_init = M.GMI.__init__
-
-    def spy(self, *args, **kwargs):
-        seen.append(list(kwargs["surrogates"]))
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(M.GMI, "__init__", spy)
-    return seen
-
-
-def test_a_surrogate_below_min_agreement_is_left_out_with_a_warning(digits, tmp_path, monkeypatch):
-    config = E.ExperimentConfig(attack="gmi", variant="ma", surrogate_archs=("cnn-small", "cnn"),
-                                min_surrogate_agreement=0.5, **TINY)
-    bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
-    _with_agreements(monkeypatch, [0.9, 0.3])
-    seen = _spy_surrogates(monkeypatch)
-    with pytest.warns(UserWarning, match=r"surrogate 1 \(cnn\) agrees with the target on 0.30 .* left out"):
-        result = E.run_attack(bench)
-    kept = bench.surrogates(bench.target())[0].state_dict()  # the first one, cnn-small
-    assert len(seen) == 1 and len(seen[0]) == 1
-    assert seen[0][0].state_dict().keys() == kept.keys()
-    assert all(torch.equal(v, kept[k]) for k, v in seen[0][0].state_dict().items())
-    assert [s["used"] for s in result["surrogates"]] == [True, False]
-    assert any("surrogate 1 (cnn)" in w and "left out" in w for w in result["warnings"])
-
-    _with_agreements(monkeypatch, [0.2, 0.3])
-    with pytest.warns(UserWarning, match="model augmentation ran on the target alone"):
-        result = E.run_attack(bench)
-    assert seen[-1] == [] and [s["used"] for s in result["surrogates"]] == [False, False]
-
-
-def test_a_weak_surrogate_is_used_with_a_warning_and_a_good_one_without(digits, tmp_path, monkeypatch):
-    config = E.ExperimentConfig(attack="gmi", variant="ma", surrogate_archs=("cnn-small",), **TINY)
-    bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
-    seen = _spy_surrogates(monkeypatch)
-    _with_agreements(monkeypatch, [E.WEAK_SURROGATE_AGREEMENT - 0.05])
-    with pytest.warns(UserWarning, match=r"weak surrogate: surrogate 0 \(cnn-small\) agrees with the target on 0.45"):
-        result = E.run_attack(bench)
-    assert len(seen[-1]) == 1 and result["surrogates"][0]["used"]
-    assert any(w.startswith("weak surrogate") for w in result["warnings"])
-
-    _with_agreements(monkeypatch, [E.WEAK_SURROGATE_AGREEMENT + 0.05])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        result = E.run_attack(bench)
-    assert len(seen[-1]) == 1 and not any("surrogate" in w for w in result["warnings"])
-
-
-def test_min_surrogate_agreement_is_validated():
-    with pytest.raises(ValueError, match="min_surrogate_agreement"):
-        E.ExperimentConfig(min_surrogate_agreement=1.5).validate()
-    with pytest.raises(ValueError, match="judges"):
-        E.ExperimentConfig(judges=0).validate()
