@@ -125,3 +125,84 @@ def test_attack_variants_keeps_each_cells_reconstructions_for_later_judges(tmp_p
     kept = np.load(path)
     assert np.array_equal(kept["reconstructions"], result["reconstructions"])
     assert kept["labels"].tolist() == [0, 0, 1, 1]
+
+
+def _run_attack_variants(tmp_path, monkeypatch, *options: str):
+    """benchmarks/attack_variants.py with every model faked: each attack scores 0.5 + 0.1 * seed. Returns the
+    (method's config differences, attack, variant, seed) it attacked and the results file."""
+    import types
+
+    import _cells
+    import attack_variants
+
+    attacked = []
+
+    class FakeWorkbench:
+        def __init__(self, config, cache, data=None):
+            self.config, self.cache = config, cache
+            self.data = data or types.SimpleNamespace(private_train=[0] * 8, private_test=[0] * 2, public=[0] * 4,
+                                                      num_classes=4)
+
+        def target(self):
+            return "target"
+
+        def evaluators(self):
+            return ["judge-0", "judge-1"]
+
+        def prior(self, *args):
+            return None
+
+        def surrogates(self, target):
+            return []
+
+    def fake_run_attack(bench, *, attack, variant, attack_seed, target, evaluator):
+        attacked.append((bench.config.access, bench.config.regularise_surrogates, attack, variant, attack_seed))
+        acc = 0.5 + 0.1 * attack_seed
+        return {"attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
+                "acc@1_judges": [acc - 0.05, acc + 0.05], "acc@5": 0.9, "knn_dist": 10.0,
+                "seconds_per_reconstruction": 0.5, "n_identities": 4, "chance@1": 0.25, "chance@5": 1.0,
+                "target_test_accuracy": 0.8, "evaluator_test_accuracies": [0.9, 0.85],
+                "queries": 100 if bench.config.access != "white-box" else None,
+                "reconstructions": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 1])}
+
+    for module in (attack_variants, _cells):  # the benchmark's workbench, and its cells' own
+        monkeypatch.setattr(module, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
+    monkeypatch.setattr(attack_variants, "artifact_cache", lambda cache_dir: "cache")
+    out = tmp_path / "variants.json"
+    monkeypatch.setattr(sys, "argv", ["attack_variants.py", "--quick", "--out", str(out), "--cache-dir",
+                                      str(tmp_path), *options])
+    attack_variants.main()
+    return attacked, out
+
+
+def test_attack_variants_runs_each_method_and_seed_once_and_tables_them(tmp_path, monkeypatch, capsys):
+    import json
+
+    methods = "GMI,GMI+LOMMA,GMI+LOMMA (paper),GMI+LOMMA [label-only],ART MIFace,KEDMI+ALIGN"
+    attacked, out = _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")
+    assert attacked == [
+        ("white-box", True, "miface", "baseline", 0),
+        ("white-box", True, "gmi", "baseline", 0), ("white-box", True, "gmi", "baseline", 1),
+        ("white-box", True, "gmi", "lomma", 0), ("white-box", True, "gmi", "lomma", 1),
+        ("white-box", False, "gmi", "lomma", 0), ("white-box", False, "gmi", "lomma", 1),
+        ("label-only", True, "gmi", "lomma", 0), ("label-only", True, "gmi", "lomma", 1),
+        ("white-box", True, "kedmi", "align", 0), ("white-box", True, "kedmi", "align", 1)]
+    done = json.loads(out.read_text())
+    assert list(done) == ["ART MIFace/seed0", "GMI/seed0", "GMI/seed1", "GMI+LOMMA/seed0", "GMI+LOMMA/seed1",
+                          "GMI+LOMMA (paper)/seed0", "GMI+LOMMA (paper)/seed1", "GMI+LOMMA [label-only]/seed0",
+                          "GMI+LOMMA [label-only]/seed1", "KEDMI+ALIGN/seed0", "KEDMI+ALIGN/seed1"]
+    assert Path(done["GMI/seed1"]["reconstructions_file"]).is_file()
+    table = capsys.readouterr().out
+    line = next(row for row in table.splitlines() if row.startswith("| GMI+LOMMA [label-only]"))
+    assert line.startswith("| GMI+LOMMA [label-only]   |     2 |  0.550 +- 0.050 [0.050] |          0.900 +- 0.000 "
+                           "|              10.0 +- 0.0 |   0.500 |")
+    assert "|       100 |" in line
+    # a second process's seed 2, merged with --also; nothing of the first file is run again
+    attacked, _ = _run_attack_variants(tmp_path, monkeypatch, "--methods", "GMI", "--first-seed", "2", "--seeds",
+                                       "1", "--out", str(tmp_path / "more.json"), "--also", str(out))
+    assert attacked == [("white-box", True, "gmi", "baseline", 2)]
+    table = capsys.readouterr().out
+    assert next(row for row in table.splitlines() if row.startswith("| GMI ")).startswith(
+        "| GMI                      |     3 |  0.600 +- 0.082 [0.050] |")
+    assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
