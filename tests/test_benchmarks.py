@@ -66,13 +66,14 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
     import json
     import types
 
+    import _cells
     import defenses
 
     seen = []
 
     class FakeWorkbench:
         def __init__(self, config, cache, data=None):
-            self.config = config
+            self.config, self.cache = config, cache
             self.data = types.SimpleNamespace(private_train=[0] * 10, private_test=types.SimpleNamespace(x=0, y=0))
             dp = config.defense == "dp-sgd"
             self.defense_record = {"epsilon": config.defense_params.get("target_epsilon"), "delta": 0.1} if dp else {}
@@ -99,9 +100,10 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
                 "knn_dist": 1.0, "seconds": 0.0, "n_judges": len(evaluator), "chance@1": 0.1,
                 "evaluator_test_accuracy": 0.9, "evaluator_test_accuracies": [0.9] * len(evaluator)}
 
-    monkeypatch.setattr(defenses, "Workbench", FakeWorkbench)
-    monkeypatch.setattr(defenses, "run_attack", fake_run_attack)
-    monkeypatch.setattr(defenses, "public_record", dict)
+    for module in (defenses, _cells):  # the defended targets' workbenches, and the cells' own
+        monkeypatch.setattr(module, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
+    monkeypatch.setattr(_cells, "public_record", dict)
     monkeypatch.setattr(defenses, "natural_accuracy", lambda *a: 0.8)
     out = tmp_path / "cells.json"
     monkeypatch.setattr(sys, "argv", ["defenses.py", "--deployed", "--only", "none,dp-sgd", "--seeds", "2",
@@ -206,3 +208,22 @@ def test_attack_variants_runs_each_method_and_seed_once_and_tables_them(tmp_path
     assert next(row for row in table.splitlines() if row.startswith("| GMI ")).startswith(
         "| GMI                      |     3 |  0.600 +- 0.082 [0.050] |")
     assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
+
+
+def test_defense_cells_are_data_keyed_as_the_results_files_are():
+    """Each defended target's cells: every attack at every access level (BREP-MI label-only alone), the aligned
+    form beside it with its views, each keyed as the results files always were."""
+    import types
+
+    import defenses
+
+    align = types.SimpleNamespace(variant="lomma+align", search_views=4)
+    cells = defenses.defense_cells("mid(beta=0.02)", ["gmi", "brepmi"], ["white-box", "label-only"], "lomma",
+                                   align, range(0, 1))
+    assert [(c.key, c.attack, c.variant, dict(c.config)) for c in cells] == [
+        ("mid(beta=0.02)/gmi/seed0", "gmi", "lomma", {}),
+        ("mid(beta=0.02)/gmi+align(K=4)/seed0", "gmi", "lomma+align", {"search_views": 4}),
+        ("mid(beta=0.02)/gmi[label-only]/seed0", "gmi", "lomma", {"access": "label-only"}),
+        ("mid(beta=0.02)/gmi+align(K=4)[label-only]/seed0", "gmi", "lomma+align",
+         {"access": "label-only", "search_views": 4}),
+        ("mid(beta=0.02)/brepmi[label-only]/seed0", "brepmi", "baseline", {"access": "label-only"})]
