@@ -15,20 +15,18 @@ in --out (atomically) and skipped when the script is run again.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _results import Results
 from _settings import DEFAULT_ROOT, REPO, add_threads_argument, att_faces_config
 from mi_art.threads import set_threads
 
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import Workbench, public_record, run_attack
 from mi_art.evaluations.metrics import attack_accuracy, natural_accuracy
-from mi_art.utils import write_atomic
 
 
 def main() -> None:
@@ -54,8 +52,7 @@ def main() -> None:
     judges = {int(s): bench.redraw("evaluator", int(s)) for s in args.judge_seeds.split(",") if s.strip()}
     judge_accuracy = {s: natural_accuracy(j, bench.data.private_test.x, bench.data.private_test.y)
                       for s, j in judges.items()}
-    out = Path(args.out)
-    done = json.loads(out.read_text()) if out.is_file() else {}
+    results = Results(args.out)
     methods = [m.strip() for m in args.methods.split(",")]
     start = time.perf_counter()
     for target_seed in (int(s) for s in args.target_seeds.split(",")):
@@ -64,7 +61,7 @@ def main() -> None:
             attack, _, variant = name.lower().partition("+")
             for seed in range(args.seeds):
                 key = f"target{target_seed}/{name}/seed{seed}"
-                if key in done:
+                if key in results:
                     continue
                 result = run_attack(bench, attack=attack, variant=variant or "baseline", attack_seed=seed,
                                     target=target, evaluator=evaluator)
@@ -74,12 +71,11 @@ def main() -> None:
                     record["judges"] = {str(s): {"test_accuracy": judge_accuracy[s], "acc@1": attack_accuracy(
                         j, result["reconstructions"], result["labels"], top_k=(1,))["acc@1"]}
                         for s, j in judges.items()}
-                done[key] = record
-                write_atomic(out, json.dumps(done, indent=1))
+                results.store(key, record)
                 print(f"{key:<24} target acc {record['target_test_accuracy']:.3f}  Acc@1 {record['acc@1']:.3f}  "
                       f"KNN {record['knn_dist']:.1f}", flush=True)
-    print_table(done, methods)
-    print_judge_table(done, methods)
+    print_table(results.records, methods)
+    print_judge_table(results.records, methods)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
 
 

@@ -227,3 +227,35 @@ def test_defense_cells_are_data_keyed_as_the_results_files_are():
         ("mid(beta=0.02)/gmi+align(K=4)[label-only]/seed0", "gmi", "lomma+align",
          {"access": "label-only", "search_views": 4}),
         ("mid(beta=0.02)/brepmi[label-only]/seed0", "brepmi", "baseline", {"access": "label-only"})]
+
+
+def test_a_results_file_as_the_scripts_write_it_resumes_through_results(tmp_path, capsys):
+    """A results file in the format every script has written (one JSON object, key -> record, indent 1) loads
+    with the same cells; a new cell is added beside them in the same format; --also files are merged (a later
+    file's key wins) and a missing one is named, not fatal; transfer_table reads the same file."""
+    import json
+
+    import transfer_table
+    from _results import Results
+
+    written = {"GMI+LOMMA/seed0": {"acc@1": 0.5, "independent_acc@1": 0.2, "seconds_per_reconstruction": 1.0,
+                                   "reconstructions_file": "x.npz"},
+               "mid(beta=0.02)/gmi+align(K=4)[label-only]/seed1": {"acc@1": 0.3, "defense_params": {"beta": 0.02},
+                                                                   "target_config": {}, "epsilon": None}}
+    path = tmp_path / "transfer-lfw-first.json"
+    path.write_text(json.dumps(written, indent=1))
+    results = Results(path)
+    assert results.records == written and "GMI+LOMMA/seed0" in results and "GMI+LOMMA/seed1" not in results
+    results.store("GMI+LOMMA/seed1", {"acc@1": 0.7, "independent_acc@1": 0.4, "seconds_per_reconstruction": 3.0})
+    again = {**written, "GMI+LOMMA/seed1": {"acc@1": 0.7, "independent_acc@1": 0.4, "seconds_per_reconstruction": 3.0}}
+    assert path.read_text() == json.dumps(again, indent=1) and Results(path).records == again
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"GMI+LOMMA/seed0": {"acc@1": 0.9}, "GMI/seed2": {"acc@1": 0.1}}, indent=1))
+    merged = results.merged([other, tmp_path / "not-yet.json"])
+    assert merged["GMI+LOMMA/seed0"] == {"acc@1": 0.9} and merged["GMI/seed2"] == {"acc@1": 0.1}
+    assert len(merged) == 4 and results.records == again  # merging leaves this process's file alone
+    assert f"no result file {tmp_path / 'not-yet.json'}" in capsys.readouterr().out
+    records = [v for k, v in transfer_table.load_results(path).items() if k.split("/")[0] == "GMI+LOMMA"]
+    assert transfer_table.row("GMI+LOMMA", records) == (
+        "| GMI+LOMMA | 2 | 0.600 ± 0.100 | 0.300 ± 0.100 (seeds) | 0.50 | 2.00 |")
+    assert Results(tmp_path / "new.json", empty={"models": {}}).records == {"models": {}}
