@@ -259,3 +259,59 @@ def test_a_results_file_as_the_scripts_write_it_resumes_through_results(tmp_path
     assert transfer_table.row("GMI+LOMMA", records) == (
         "| GMI+LOMMA | 2 | 0.600 ± 0.100 | 0.300 ± 0.100 (seeds) | 0.50 | 2.00 |")
     assert Results(tmp_path / "new.json", empty={"models": {}}).records == {"models": {}}
+
+
+def test_target_draws_runs_each_targets_cells_once_with_the_other_judges(tmp_path, monkeypatch, capsys):
+    """benchmarks/target_draws.py with every model faked: each redrawn target's methods and seeds run once
+    (keys ``target<t>/<method>/seed<s>``), on that target, judged again by the --judge-seeds models."""
+    import json
+    import types
+
+    import _cells
+    import target_draws
+
+    attacked = []
+
+    class FakeWorkbench:
+        def __init__(self, config, cache, data=None):
+            self.config, self.cache = config, cache
+            self.data = types.SimpleNamespace(private_test=types.SimpleNamespace(x=0, y=0))
+
+        def evaluator(self):
+            return "judge"
+
+        def redraw(self, kind, seed):
+            return f"{kind}{seed}"
+
+        def prior(self, *args):
+            return None
+
+        def surrogates(self, target):
+            return []
+
+    def fake_run_attack(bench, *, attack, variant, attack_seed, target, evaluator):
+        attacked.append((target, attack, variant, attack_seed))
+        return {"attack": attack, "variant": variant, "acc@1": 0.5 if target == "target0" else 0.3, "knn_dist": 1.0,
+                "target_test_accuracy": 0.9, "reconstructions": np.zeros((2, 1, 4, 4)), "labels": np.array([0, 1])}
+
+    monkeypatch.setattr(target_draws, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(target_draws, "ArtifactCache", lambda path: "cache")
+    monkeypatch.setattr(target_draws, "natural_accuracy", lambda *a: 0.8)
+    monkeypatch.setattr(target_draws, "attack_accuracy", lambda judge, *a, **k: {"acc@1": 0.25})
+    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
+    out = tmp_path / "draws.json"
+    argv = ["target_draws.py", "--target-seeds", "0,1", "--judge-seeds", "1001", "--methods", "GMI,KEDMI+LOM",
+            "--out", str(out), "--cache-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    target_draws.main()
+    assert attacked == [("target0", "gmi", "baseline", 0), ("target0", "kedmi", "lom", 0),
+                        ("target1", "gmi", "baseline", 0), ("target1", "kedmi", "lom", 0)]
+    done = json.loads(out.read_text())
+    assert list(done) == ["target0/GMI/seed0", "target0/KEDMI+LOM/seed0", "target1/GMI/seed0",
+                          "target1/KEDMI+LOM/seed0"]
+    assert done["target1/GMI/seed0"]["target_seed"] == 1
+    assert done["target1/GMI/seed0"]["judges"] == {"1001": {"test_accuracy": 0.8, "acc@1": 0.25}}
+    assert "| GMI | 0.500 +- 0.000 (1) | 0.300 +- 0.000 (1) | 0.400 +- 0.100 |" in capsys.readouterr().out
+    attacked.clear()
+    target_draws.main()
+    assert attacked == []
