@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from mi_art.utils import write_atomic
 
@@ -30,12 +30,6 @@ class Results:
 
     def __contains__(self, key: str) -> bool:
         return key in self.records
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.records)
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def store(self, key: str, record: Any) -> None:
         """Add ``key``'s finished record and write the file at once."""

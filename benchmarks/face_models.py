@@ -85,12 +85,13 @@ def main() -> None:
             model = bench.target()
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
             acc = natural_accuracy(model, data.private_test.x, data.private_test.y)
-            results.store(key, {"arch": arch, "pretrain_epochs": pre, "epochs": bench.config.target_epochs, "seed": seed,
-                         "test_accuracy": acc, "cpu_seconds": cpu, "wall_seconds": wall,
-                         "params": sum(p.numel() for p in model.parameters()),
-                         "image_size": data.image_size, "channels": data.channels, "n_test": len(data.private_test),
-                         "n_train": len(data.private_train), "n_public": len(data.public),
-                         "num_classes": data.num_classes, "num_public_classes": data.num_public_classes})
+            results.store(key, {
+                "arch": arch, "pretrain_epochs": pre, "epochs": bench.config.target_epochs, "seed": seed,
+                "test_accuracy": acc, "cpu_seconds": cpu, "wall_seconds": wall,
+                "params": sum(p.numel() for p in model.parameters()),
+                "image_size": data.image_size, "channels": data.channels, "n_test": len(data.private_test),
+                "n_train": len(data.private_train), "n_public": len(data.public),
+                "num_classes": data.num_classes, "num_public_classes": data.num_public_classes})
             print(f"{key:<28} test acc {acc:.3f}  ({cpu:.0f} CPU s; 0 when loaded from the cache)", flush=True)
     if data is not None and "dlib-centroid" not in results and args.dlib_judge:
         results.store("dlib-centroid", dlib_centroid_record(data))
