@@ -22,20 +22,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from _cells import AttackCell, run_attack_cells
+from _results import Results, add_also_argument
 from _settings import BENCHMARKS, REPO, add_threads_argument, artifact_cache, benchmark_config, spaced_identities
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
-from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
-from mi_art.utils import atomic_file, write_atomic
-from mi_art.variants import VARIANTS, parse_variant
+from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+from mi_art.utils import atomic_file
+from mi_art.variants import VARIANTS
 
 #: Row names of the GAN attacks: every attack of the registry, by its title.
 ATTACK_NAMES = {name: cls.title for name, cls in ATTACKS.items()}
@@ -60,6 +60,83 @@ OPT_IN_METHODS = [(attack, variant, f"{name}+{variant.upper()}") for attack, nam
 
 
 def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    set_threads(args.threads)
+    config = _config(args)
+    suffix = (("" if args.benchmark == "att" else f"-{args.benchmark}") + ("-quick" if args.quick else "")
+              + ("" if args.image_size is None else f"-{args.image_size}px"))
+    results = Results(args.out or REPO / "mi_art_runs" / f"attack_variants{suffix}.json")
+    wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
+
+    start = time.perf_counter()
+    bench = Workbench(config, artifact_cache(args.cache_dir))
+    if args.identities is not None:
+        config = dataclasses.replace(config, identities=spaced_identities(args.identities, bench.data.num_classes))
+        bench = Workbench(config, bench.cache, data=bench.data)
+    target, judges = bench.target(), bench.evaluators()
+    print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
+          f"{bench.data.num_classes} identities, {len(bench.data.public)} public images; "
+          f"setup {time.perf_counter() - start:.0f}s", flush=True)
+    seeds = range(args.first_seed, args.first_seed + (args.seeds or (2 if args.quick else 3)))
+    run_attack_cells(results, method_cells(selected_methods(wanted), seeds), bench, target, judges,
+                     describe=_describe, annotate=lambda cell, result: {
+                         "reconstructions_file": str(_keep_reconstructions(results.path, cell.key, result))})
+    merged = results.merged(args.also)
+    if not merged:
+        print("no finished cells yet")
+        return
+    size = config.data_options["image_size"]
+    print_table(merged, config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", results.path)
+    print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def selected_methods(wanted: set | None) -> list:
+    """The rows (attack, variant, name) ``--methods`` names, in the table's order (None: every default row)."""
+    default_rows = {name for _, _, name in METHODS}
+    return [m for m in METHODS + OPT_IN_METHODS if m[2] in (default_rows if wanted is None else wanted)]
+
+
+def method_cells(methods: list, seeds: range) -> list:
+    """Every row of ``methods`` at every attack seed (MIFace, deterministic, at the first alone), keyed
+    ``<row>/seed<seed>``; a row of :data:`CONFIG_FORM` with its configuration changes."""
+    return [AttackCell(f"{name}/seed{seed}", attack, variant, seed, CONFIG_FORM.get(name, {}))
+            for attack, variant, name in methods for seed in (seeds[:1] if attack == "miface" else seeds)]
+
+
+def _describe(key: str, record: dict) -> str:
+    """A finished cell's line on the console."""
+    return (f"{key:<22} Acc@1 {record['acc@1']:.3f} (judges {_judges(record, 'acc@1')})  "
+            f"Acc@5 {_num(record['acc@5'])}  KNN {record['knn_dist']:.2f}  "
+            f"{record['seconds_per_reconstruction']:.3f} s/rec  (artifacts {record['artifact_seconds']:.0f}s)")
+
+
+def _config(args: argparse.Namespace) -> ExperimentConfig:
+    """The benchmark's configuration with the command line's budgets (``--quick``'s where it gives none)."""
+    q = args.quick
+    overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=args.n_reconstructions,
+                     n_candidates=args.candidates, search_views=args.search_views,
+                     prior_steps=args.prior_steps or (300 if q else 1500),
+                     kedmi_steps=args.kedmi_steps or (60 if q else 200),
+                     plgmi_steps=args.plgmi_steps or (150 if q else 1000),
+                     surrogate_steps=args.surrogate_steps or (1000 if q else 10000),
+                     miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device,
+                     judges=args.judges or (1 if q else 3), surrogate_pretrain_epochs=args.surrogate_pretrain_epochs,
+                     max_queries=args.max_queries)
+    if args.pretrain_epochs is not None:
+        overrides.update(target_pretrain_epochs=args.pretrain_epochs, eval_pretrain_epochs=args.pretrain_epochs)
+    if args.batch_size is not None:
+        overrides["batch_size"] = args.batch_size
+    if args.surrogate_archs:
+        overrides["surrogate_archs"] = tuple(a.strip() for a in args.surrogate_archs.split(",") if a.strip())
+    config = benchmark_config(args.benchmark, args.data_root, **overrides)
+    if args.image_size is not None:
+        config.data_options = {**config.data_options, "image_size": args.image_size}
+    return config
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: the benchmark, its budgets, the rows and seeds to run, where to keep the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="att",
                         help="att: AT&T faces, the quick look; lfw: LFW, the harder benchmark (default att)")
@@ -115,86 +192,8 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=None,
                         help="results JSON (default mi_art_runs/attack_variants[-lfw][-quick].json)")
-    parser.add_argument("--also", nargs="*", default=(), help="more result files to merge into the table (another "
-                                                              "process's --out, e.g. for a second CPU core)")
-    args = parser.parse_args()
-    set_threads(args.threads)
-    q = args.quick
-    seeds = args.seeds or (2 if q else 3)
-    overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=args.n_reconstructions,
-                     n_candidates=args.candidates, search_views=args.search_views,
-                     prior_steps=args.prior_steps or (300 if q else 1500),
-                     kedmi_steps=args.kedmi_steps or (60 if q else 200),
-                     plgmi_steps=args.plgmi_steps or (150 if q else 1000),
-                     surrogate_steps=args.surrogate_steps or (1000 if q else 10000),
-                     miface_iterations=args.miface_iterations or (300 if q else 2000), device=args.device,
-                     judges=args.judges or (1 if q else 3), surrogate_pretrain_epochs=args.surrogate_pretrain_epochs,
-                     max_queries=args.max_queries)
-    if args.pretrain_epochs is not None:
-        overrides.update(target_pretrain_epochs=args.pretrain_epochs, eval_pretrain_epochs=args.pretrain_epochs)
-    if args.batch_size is not None:
-        overrides["batch_size"] = args.batch_size
-    if args.surrogate_archs:
-        overrides["surrogate_archs"] = tuple(a.strip() for a in args.surrogate_archs.split(",") if a.strip())
-    config = benchmark_config(args.benchmark, args.data_root, **overrides)
-    if args.image_size is not None:
-        config.data_options = {**config.data_options, "image_size": args.image_size}
-    suffix = (("" if args.benchmark == "att" else f"-{args.benchmark}") + ("-quick" if q else "")
-              + ("" if args.image_size is None else f"-{args.image_size}px"))
-    out = Path(args.out or REPO / "mi_art_runs" / f"attack_variants{suffix}.json")
-    done = json.loads(out.read_text()) if out.is_file() else {}
-    wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
-
-    start = time.perf_counter()
-    bench = Workbench(config, artifact_cache(args.cache_dir))
-    if args.identities is not None:
-        config = dataclasses.replace(config, identities=spaced_identities(args.identities, bench.data.num_classes))
-        bench = Workbench(config, bench.cache, data=bench.data)
-    target, judges = bench.target(), bench.evaluators()
-    print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
-          f"{bench.data.num_classes} identities, {len(bench.data.public)} public images; "
-          f"setup {time.perf_counter() - start:.0f}s", flush=True)
-    default_rows = {name for _, _, name in METHODS}
-    for attack, variant, name in METHODS + OPT_IN_METHODS:
-        if name not in (default_rows if wanted is None else wanted):
-            continue
-        attack_seeds = range(args.first_seed, args.first_seed + seeds)
-        for seed in attack_seeds[:1] if attack == "miface" else attack_seeds:  # MIFace is deterministic
-            key = f"{name}/seed{seed}"
-            if key in done:
-                continue
-            t0 = time.perf_counter()
-            if attack in ATTACKS and name not in ACCESS_FORM:
-                bench.prior(ATTACKS[attack].prior, target)
-            if "ma" in parse_variant(variant) and name not in ACCESS_FORM:
-                bench.surrogates(target)
-            prep = time.perf_counter() - t0
-            runner, attacked = bench, target
-            if name in CONFIG_FORM:  # the same data, cache and artifacts (its own target is the same cached one)
-                runner = Workbench(dataclasses.replace(config, **CONFIG_FORM[name]), bench.cache, data=bench.data)
-                attacked = runner.target()
-            result = run_attack(runner, attack=attack, variant=variant, attack_seed=seed, target=attacked,
-                                evaluator=judges)
-            record = public_record(result)
-            record["artifact_seconds"] = prep
-            record["reconstructions_file"] = str(_keep_reconstructions(out, key, result))
-            done[key] = record
-            write_atomic(out, json.dumps(done, indent=1))
-            print(f"{key:<22} Acc@1 {record['acc@1']:.3f} (judges {_judges(record, 'acc@1')})  "
-                  f"Acc@5 {_num(record['acc@5'])}  KNN {record['knn_dist']:.2f}  "
-                  f"{record['seconds_per_reconstruction']:.3f} s/rec  (artifacts {prep:.0f}s)", flush=True)
-    merged = dict(done)
-    for extra in args.also:
-        if not Path(extra).is_file():
-            print(f"(no result file {extra}: its rows are missing)")
-            continue
-        merged.update(json.loads(Path(extra).read_text()))
-    if not merged:
-        print("no finished cells yet")
-        return
-    size = config.data_options["image_size"]
-    print_table(merged, config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", out)
-    print(f"total wall time {time.perf_counter() - start:.0f}s")
+    add_also_argument(parser)
+    return parser
 
 
 def _keep_reconstructions(out: Path, key: str, result: dict) -> Path:

@@ -25,23 +25,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from _cells import AttackCell, run_attack_cells
+from _results import Results, add_also_argument
 from _settings import BENCHMARKS, REPO, add_threads_argument, artifact_cache, benchmark_config, spaced_identities
 from mi_art.threads import set_threads
 
-from mi_art.attacks import ATTACKS
-from mi_art.evaluations.experiment import ExperimentConfig, Workbench, public_record, run_attack
+from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.evaluations.report import aggregate, plot_frontier
 from mi_art.evaluations.utility import adaptive_comparison, aligned_variant
 from mi_art.variants import ALIGN_VIEWS
-from mi_art.utils import write_atomic
 
 #: one strength of every defense first, then the second ones: a run cut short still covers each defense
 DEFENSES = [
@@ -115,6 +113,121 @@ def _rows(grid: list):
 
 
 def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    set_threads(args.threads)
+    seeds = args.seeds or (2 if args.quick else 3)
+    base = _config(args)
+    align = _aligned_attack(parser, args, base)
+    results = Results(args.out or REPO / "mi_art_runs" / (
+        f"defenses{'' if args.benchmark == 'att' else '-' + args.benchmark}{'-quick' if args.quick else ''}"
+        f"{'-output' if args.output_defenses else ''}{'-deployed' if args.deployed else ''}.json"))
+    cache = artifact_cache(args.cache_dir)  # shared with other scripts running at the same time
+    if args.identities is not None:
+        base = dataclasses.replace(base, identities=spaced_identities(
+            args.identities, Workbench(base, cache).data.num_classes))
+    grid = _grid(args, base, cache)
+    attacks, levels = [a.strip() for a in args.attacks.split(",")], [a.strip() for a in args.access.split(",")]
+    start = time.perf_counter()
+    judges = None
+    for defense, params, overrides in grid:
+        name = label(defense, params, overrides)
+        bench, target, facts = _defended_target(name, defense, params, overrides, base, cache)
+        judges = judges or bench.evaluators()  # the panel of --judges evaluation models
+        cells = defense_cells(name, attacks, levels, args.variant, align,
+                              range(args.first_seed, args.first_seed + seeds))
+        run_attack_cells(results, cells, bench, target, judges, describe=_describe,
+                         annotate=lambda cell, result, facts=facts: facts)
+    print_tables(args, results.merged(args.also), grid, base, seeds, results.path, align)
+    print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def _defended_target(name: str, defense: str, params: dict, overrides: dict, base: ExperimentConfig, cache):
+    """The workbench of ``defense`` at ``params`` (``base`` with ``overrides``), its target (trained, or loaded
+    from the cache), and the target's facts every one of its records carries (natural accuracy, epsilon, ...)."""
+    bench = Workbench(dataclasses.replace(base, defense=defense, defense_params=params, **overrides), cache)
+    start = time.perf_counter()
+    target = bench.target()
+    record = bench.defense_record or {}
+    natural = natural_accuracy(target, bench.data.private_test.x, bench.data.private_test.y)
+    print(f"{name}: natural accuracy {natural:.3f}, epsilon {record.get('epsilon')}, "
+          f"target {time.perf_counter() - start:.0f}s", flush=True)
+    return bench, target, dict(defense=defense, defense_params=params, natural_accuracy=natural,
+                               epsilon=record.get("epsilon"), delta=record.get("delta"), target_config=overrides,
+                               defense_record={k: record.get(k) for k in ("accountant", "details", "train_time_s")})
+
+
+def print_tables(args: argparse.Namespace, merged: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path,
+                 align: ExperimentConfig | None) -> None:
+    """The tables of the records ``merged``: by access level for the output defenses; else the white-box table
+    (with alignment under ``--adaptive``), every column's where other attacks ran, DP-SGD's accountant, Trap-MID's
+    trapdoors, and ``--plot``'s frontier."""
+    title = BENCHMARKS[args.benchmark]["title"]
+    if args.output_defenses:
+        print_access_table(merged, grid, out, title)
+        return
+    print_table(merged, grid, base, seeds, out, title, align_views=None if align is None else align.search_views)
+    if any(_plain_column(k.split("/")[1]) not in ("gmi", "kedmi") for k in merged):  # VMI, ...: every column
+        print_access_table(merged, grid, out, title)
+    print_privacy_table(merged, grid)
+    print_trapdoor_table(merged, grid)
+    if args.plot:
+        print(f"frontier: {plot_frontier(Path(args.plot), title, frontier_rows(merged, grid))}")
+
+
+def _config(args: argparse.Namespace) -> ExperimentConfig:
+    """The benchmark's configuration with the command line's budgets (``--quick``'s where it gives none)."""
+    q = args.quick
+    return benchmark_config(
+        args.benchmark, args.data_root, variant=args.variant,
+        judges=args.judges or (3 if args.benchmark == "lfw" else 1), iterations=args.iterations or (150 if q else 300),
+        n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
+        kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
+        surrogate_steps=args.surrogate_steps or (300 if q else 1000),
+        device=args.device, max_queries=args.max_queries)
+
+
+def _grid(args: argparse.Namespace, base: ExperimentConfig, cache) -> list:
+    """The defended targets (defense, params, config overrides) the command line asks for (``--only``'s)."""
+    if args.deployed:
+        grid = _rows(deployed_grid(len(Workbench(base, cache).data.private_train), args.benchmark))
+    else:
+        grid = _rows(OUTPUT_DEFENSES if args.output_defenses else QUICK if args.quick else DEFENSES)
+    if args.only:
+        names = {n.strip() for n in args.only.split(",")}
+        grid = [g for g in grid if g[0] in names]
+    return grid
+
+
+def defense_cells(name: str, attacks: list, levels: list, variant: str, align: ExperimentConfig | None,
+                  seeds: range) -> list:
+    """The cells of the defended target ``name``: every attack at every access level (BREP-MI label-only alone,
+    its baseline), then, with ``align`` (``--adaptive``), the same attack aligned to the defense over
+    ``align.search_views`` views; each at every seed, keyed ``<name>/<column>[<access>]/seed<seed>`` (white-box:
+    no ``[access]``)."""
+    cells = []
+    for attack, access in [(a, level) for a in attacks for level in levels]:
+        if attack == "brepmi" and access != "label-only":
+            continue  # BREP-MI is label-only by construction
+        config = {} if access == "white-box" else {"access": access}
+        forms = [(attack, "baseline" if attack == "brepmi" else variant, config)]
+        if align is not None and attack != "brepmi":
+            forms.append((align_column(attack, align.search_views), align.variant,
+                          {**config, "search_views": align.search_views}))
+        for (column, form, changes), seed in [(f, s) for f in forms for s in seeds]:
+            where = column if access == "white-box" else f"{column}[{access}]"
+            cells.append(AttackCell(f"{name}/{where}/seed{seed}", attack, form, seed, changes))
+    return cells
+
+
+def _describe(key: str, record: dict) -> str:
+    """A finished cell's line on the console."""
+    return (f"  {key:<40} Acc@1 {record['acc@1']:.3f}  KNN {record['knn_dist']:.2f}  "
+            f"({record['seconds']:.0f}s attack, {record['artifact_seconds']:.0f}s artifacts)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: the benchmark, the defenses and attacks, budgets, seeds, where to keep the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="att",
                         help="att: AT&T faces (default); lfw: LFW, the harder benchmark (targets pre-trained)")
@@ -162,96 +275,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--plot", default=None, help="also draw the privacy-utility frontier of the table into "
                                                      "this PNG")
-    parser.add_argument("--also", nargs="*", default=(), help="more result files to merge into the table (another "
-                                                              "process's --out, e.g. for a second CPU core)")
-    args = parser.parse_args()
-    set_threads(args.threads)
-    q = args.quick
-    seeds = args.seeds or (2 if q else 3)
-    base = benchmark_config(
-        args.benchmark, args.data_root, variant=args.variant, judges=args.judges or (3 if args.benchmark == "lfw" else 1), iterations=args.iterations or (150 if q else 300),
-        n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
-        kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
-        surrogate_steps=args.surrogate_steps or (300 if q else 1000),
-        device=args.device, max_queries=args.max_queries)
-    align = _aligned_attack(parser, args, base)
-    out = Path(args.out or REPO / "mi_art_runs" / f"defenses{'' if args.benchmark == 'att' else '-' + args.benchmark}"
-               f"{'-quick' if q else ''}{'-output' if args.output_defenses else ''}{'-deployed' if args.deployed else ''}"
-               ".json")
-    done = json.loads(out.read_text()) if out.is_file() else {}
-    cache = artifact_cache(args.cache_dir)  # shared with other scripts running at the same time
-    if args.identities is not None:
-        base = dataclasses.replace(base, identities=spaced_identities(
-            args.identities, Workbench(base, cache).data.num_classes))
-    if args.deployed:
-        grid = _rows(deployed_grid(len(Workbench(base, cache).data.private_train), args.benchmark))
-    else:
-        grid = _rows(OUTPUT_DEFENSES if args.output_defenses else QUICK if q else DEFENSES)
-    levels = [a.strip() for a in args.access.split(",")]
-    if args.only:
-        names = {n.strip() for n in args.only.split(",")}
-        grid = [g for g in grid if g[0] in names]
-    start = time.perf_counter()
-    judges = None
-    for defense, params, overrides in grid:
-        name = label(defense, params, overrides)
-        bench = Workbench(dataclasses.replace(base, defense=defense, defense_params=params, **overrides), cache)
-        t0 = time.perf_counter()
-        target = bench.target()
-        judges = judges or bench.evaluators()  # the panel of --judges evaluation models
-        record = bench.defense_record or {}
-        natural = natural_accuracy(target, bench.data.private_test.x, bench.data.private_test.y)
-        print(f"{name}: natural accuracy {natural:.3f}, epsilon {record.get('epsilon')}, "
-              f"target {time.perf_counter() - t0:.0f}s", flush=True)
-        for attack, access in [(a.strip(), level) for a in args.attacks.split(",") for level in levels]:
-            if attack == "brepmi" and access != "label-only":
-                continue  # BREP-MI is label-only by construction
-            runner = bench if access == "white-box" else Workbench(dataclasses.replace(bench.config, access=access),
-                                                                     cache, data=bench.data)
-            # the plain attack, then (--adaptive) the same attack aligned to the defense, on its own workbench: the
-            # same artifacts from the cache, search_views set to K
-            forms = [(attack, runner, "baseline" if attack == "brepmi" else args.variant)]
-            if align is not None and attack != "brepmi":
-                forms.append((align_column(attack, align.search_views), Workbench(
-                    dataclasses.replace(runner.config, search_views=align.search_views), cache, data=bench.data),
-                    align.variant))
-            for (column, attacker, variant), seed in [(f, s) for f in forms
-                                                      for s in range(args.first_seed, args.first_seed + seeds)]:
-                where = column if access == "white-box" else f"{column}[{access}]"
-                key = f"{name}/{where}/seed{seed}"
-                if key in done:
-                    continue
-                t1 = time.perf_counter()
-                if access == "white-box":
-                    bench.prior(ATTACKS[attack].prior, target)
-                    if args.variant in ("ma", "lomma"):
-                        bench.surrogates(target)
-                prep = time.perf_counter() - t1
-                row = public_record(run_attack(attacker, attack=attack, attack_seed=seed, target=attacker.target(),
-                                               evaluator=judges, variant=variant))
-                row.update(defense=defense, defense_params=params, natural_accuracy=natural,
-                           epsilon=record.get("epsilon"), delta=record.get("delta"), artifact_seconds=prep,
-                           target_config=overrides, defense_record={k: record.get(k) for k in (
-                               "accountant", "details", "train_time_s")})
-                done[key] = row
-                write_atomic(out, json.dumps(done, indent=1, default=str))
-                print(f"  {key:<40} Acc@1 {row['acc@1']:.3f}  KNN {row['knn_dist']:.2f}  "
-                      f"({row['seconds']:.0f}s attack, {prep:.0f}s artifacts)", flush=True)
-    merged = dict(done)
-    for extra in args.also:
-        merged.update(json.loads(Path(extra).read_text()))
-    title = BENCHMARKS[args.benchmark]["title"]
-    if args.output_defenses:
-        print_access_table(merged, grid, out, title)
-    else:
-        print_table(merged, grid, base, seeds, out, title, align_views=None if align is None else align.search_views)
-        if any(_plain_column(k.split("/")[1]) not in ("gmi", "kedmi") for k in merged):  # VMI, ...: every column
-            print_access_table(merged, grid, out, title)
-        print_privacy_table(merged, grid)
-        print_trapdoor_table(merged, grid)
-        if args.plot:
-            print(f"frontier: {plot_frontier(Path(args.plot), title, frontier_rows(merged, grid))}")
-    print(f"total wall time {time.perf_counter() - start:.0f}s")
+    add_also_argument(parser)
+    return parser
 
 
 def _aligned_attack(parser: argparse.ArgumentParser, args: argparse.Namespace,

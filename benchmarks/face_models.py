@@ -18,20 +18,19 @@ private identities, :mod:`mi_art.deployed_faces`); ``--dlib-judge`` adds the ind
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 
+from _results import Results
 from _settings import BENCHMARKS, add_run_arguments, artifact_cache, benchmark_config, results_path
 from mi_art.threads import set_threads
 
 from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.models import ARCHITECTURES
-from mi_art.utils import write_atomic
 
 DEFAULT_CHOICES = "cnn:0,cnn:60,cnn-wide:60,resnet10:0,resnet10:60,resnet18:60"
 
@@ -65,14 +64,14 @@ def main() -> None:
     set_threads(args.threads)
     size = "" if args.image_size is None else f"-{args.image_size}px"
     out = results_path(args, "face_models", size)
-    done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
+    results = Results(out)
     choices = _choices(args.choices)
     data = None
     start = time.perf_counter()
     for seed in range(args.seeds):
         for arch, pre in choices:
             key = f"{arch}/pre{pre}/seed{seed}"
-            if key in done:
+            if key in results:
                 continue
             overrides = dict(target_arch=arch, target_pretrain_epochs=pre, seed=seed, device=args.device)
             if args.epochs is not None:
@@ -86,18 +85,17 @@ def main() -> None:
             model = bench.target()
             cpu, wall = time.process_time() - c0, time.perf_counter() - w0
             acc = natural_accuracy(model, data.private_test.x, data.private_test.y)
-            done[key] = {"arch": arch, "pretrain_epochs": pre, "epochs": bench.config.target_epochs, "seed": seed,
-                         "test_accuracy": acc, "cpu_seconds": cpu, "wall_seconds": wall,
-                         "params": sum(p.numel() for p in model.parameters()),
-                         "image_size": data.image_size, "channels": data.channels, "n_test": len(data.private_test),
-                         "n_train": len(data.private_train), "n_public": len(data.public),
-                         "num_classes": data.num_classes, "num_public_classes": data.num_public_classes}
-            write_atomic(out, json.dumps(done, indent=1))
+            results.store(key, {
+                "arch": arch, "pretrain_epochs": pre, "epochs": bench.config.target_epochs, "seed": seed,
+                "test_accuracy": acc, "cpu_seconds": cpu, "wall_seconds": wall,
+                "params": sum(p.numel() for p in model.parameters()),
+                "image_size": data.image_size, "channels": data.channels, "n_test": len(data.private_test),
+                "n_train": len(data.private_train), "n_public": len(data.public),
+                "num_classes": data.num_classes, "num_public_classes": data.num_public_classes})
             print(f"{key:<28} test acc {acc:.3f}  ({cpu:.0f} CPU s; 0 when loaded from the cache)", flush=True)
-    if data is not None and "dlib-centroid" not in done and args.dlib_judge:
-        done["dlib-centroid"] = dlib_centroid_record(data)
-        write_atomic(out, json.dumps(done, indent=1))
-    print("\n" + render_table(done, args.benchmark, choices))
+    if data is not None and "dlib-centroid" not in results and args.dlib_judge:
+        results.store("dlib-centroid", dlib_centroid_record(data))
+    print("\n" + render_table(results.records, args.benchmark, choices))
     print(f"wall time of this run {time.perf_counter() - start:.0f}s")
 
 

@@ -17,7 +17,6 @@ runs again.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Dict, List, Tuple
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
+from _results import Results
 from _settings import BENCHMARKS, add_run_arguments, artifact_cache, benchmark_config, results_path
 from mi_art.threads import set_threads
 
@@ -32,7 +32,7 @@ from mi_art import train_plgmi_prior
 from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import PenultimateFeatures, fid_eval_features, predict_logits
 from mi_art.priors.sampling import prior_samples
-from mi_art.utils import seed_everything, write_atomic
+from mi_art.utils import seed_everything
 
 DEFAULT_SETTINGS = "1e-3:0.2:1,1e-3:0.2:5,2e-4:0.2:5,1e-3:0:5,1e-3:0.2:150,2e-4:0.2:600"
 SAMPLES_PER_IDENTITY = 10
@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     out = results_path(args, "plgmi-prior")
-    done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
+    results = Results(out)
     config = benchmark_config(args.benchmark, args.data_root, prior_steps=args.prior_steps, device=args.device)
     bench = Workbench(config, artifact_cache(args.cache_dir))
     target, judge = bench.target(), bench.evaluator()
@@ -90,13 +90,13 @@ def main() -> None:
         labelled = np.concatenate([labelled, prior_samples(gmi_generator, args.prior_samples, seed=args.seed + 1)])
         tag, file_tag = f", {args.prior_samples} prior samples pseudo-labelled too", f"-p{args.prior_samples}"
     reference = "GMI prior (unconditional: its accuracies are chance)"
-    if reference not in done:
+    if reference not in results:
         metrics, _ = measure(lambda z, y: gmi_generator(z), gmi_generator.latent_dim, target, judge, public_x, k,
                              args.seed)
-        done[reference] = {"seconds": 0.0, "seed": args.seed, **metrics}
+        results.store(reference, {"seconds": 0.0, "seed": args.seed, **metrics})
     for lr, alpha, steps in _settings(args.settings):
         key = f"lr {lr:g}, alpha {alpha:g}, {steps} steps{tag}"
-        if key in done:
+        if key in results:
             continue
         start = time.perf_counter()
         generator, _ = train_plgmi_prior(target, labelled, steps=steps, lr=lr, alpha=alpha,
@@ -105,13 +105,13 @@ def main() -> None:
         seconds = time.perf_counter() - start
         generator = generator.cpu()
         metrics, samples = measure(generator, generator.latent_dim, target, judge, public_x, k, args.seed)
-        done[key] = {"lr": lr, "alpha": alpha, "steps": steps, "seconds": seconds, "seed": args.seed, **metrics}
         grid = out.with_name(f"{out.stem}-lr{lr:g}-a{alpha:g}-{steps}{file_tag}.png")
         save_image(samples[::SAMPLES_PER_IDENTITY][:64], grid, nrow=8)
-        write_atomic(out, json.dumps(done, indent=1))
+        results.store(key, {"lr": lr, "alpha": alpha, "steps": steps, "seconds": seconds, "seed": args.seed,
+                            **metrics})
         print(f"{key:<36} FID {metrics['fid']:.1f}  target acc {metrics['target_acc']:.3f}  judge acc "
               f"{metrics['judge_acc']:.3f}  feature norm {metrics['feature_norm']:.2f}  ({seconds:.0f} s)", flush=True)
-    print("\n" + render_table(done, args.benchmark, k))
+    print("\n" + render_table(results.records, args.benchmark, k))
 
 
 def render_table(done: Dict[str, dict], benchmark: str, k: int) -> str:

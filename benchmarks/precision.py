@@ -12,7 +12,6 @@ the bfloat16 panel: a judge trained in bfloat16 must score them as a float32 jud
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +23,8 @@ from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.executors import LockingArtifactCache
 from mi_art.evaluations.experiment import JUDGE_SEED_OFFSET, Workbench, run_attack
 from mi_art.evaluations.metrics import judge_panel, natural_accuracy
-from mi_art.utils import write_atomic
 
+from _results import Results
 from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
 from mi_art.threads import set_threads
 
@@ -45,7 +44,8 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     out = Path(args.out or REPO / "mi_art_runs" / f"precision-{args.benchmark}.json")
-    record = json.loads(out.read_text()) if out.is_file() else {"models": {}}
+    results = Results(out, indent=2, empty={"models": {}})
+    record = results.records
 
     data = None
     kinds = ("evaluator",) if args.eval_epochs is not None else ("target", "evaluator")
@@ -69,7 +69,7 @@ def main() -> None:
                         "test_accuracy": natural_accuracy(model, data.private_test.x, data.private_test.y)}
                     if kind == "evaluator":
                         torch.save(model.state_dict(), out.with_name(f"{out.stem}-{name.replace('/', '-')}.pt"))
-                    write_atomic(out, json.dumps(record, indent=2))
+                    results.save()
                     print(f"{name}: {seconds:.1f} s, test accuracy {record['models'][name]['test_accuracy']:.3f}",
                           flush=True)
 
@@ -96,7 +96,7 @@ def main() -> None:
                                 rec_index=np.tile(np.arange(bench.config.n_reconstructions), len(result["labels"]) //
                                                   bench.config.n_reconstructions), top_k=(1, 5))
             record["judged"][precision] = {k: panel[k] for k in ("acc@1", "acc@1_judges", "acc@5", "knn_dist")}
-        write_atomic(out, json.dumps(record, indent=2))
+        results.save()
 
     print("| model | precision | seeds | seconds (mean) | test accuracy (mean +- std) |")
     print("|---|---|---|---|---|")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import torch
 
+from _results import Results
 from _settings import DEFAULT_ROOT, REPO, add_threads_argument, att_faces_config
 from mi_art.threads import set_threads
 
@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     out = Path(args.out or REPO / "mi_art_runs" / f"pretraining-{args.image_size}.json")
-    done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
+    results = Results(out)
     regimes = _regimes(args.regimes)
     pre = {"target": args.target_pretrain_epochs, "judge": args.eval_pretrain_epochs}
     start = time.perf_counter()
@@ -75,7 +75,7 @@ def main() -> None:
                 for model, arch_field in MODELS:
                     epochs = t_epochs if model == "target" else e_epochs
                     key = f"{model}/{epochs}/{'pre' if pretrained else 'scratch'}/seed{seed}"
-                    if key in done:
+                    if key in results:
                         continue
                     base = att_faces_config(args.data_root, seed=seed, target_epochs=t_epochs, eval_epochs=e_epochs,
                                             device="cpu")
@@ -98,17 +98,17 @@ def main() -> None:
                     net = bench.target() if model == "target" else bench.evaluator()
                     seconds = time.process_time() - c0
                     acc = natural_accuracy(net, data.private_test.x, data.private_test.y)
-                    done[key] = {"model": model, "arch": arch, "pretrained": pretrained, "seed": seed,
-                                 "epochs": epochs,
-                                 "pretrain_epochs": pre[model] if pretrained else 0, "test_accuracy": acc,
-                                 "cpu_seconds": seconds, "pretrain_cpu_seconds": pre_seconds,
-                                 "pretrain_trained_here": pre_trained_here,
-                                 "image_size": args.image_size, "n_test": len(data.private_test),
-                                 "num_classes": data.num_classes, "num_public_classes": data.num_public_classes}
-                    write_atomic(out, json.dumps(done, indent=1))
+                    results.store(key, {
+                        "model": model, "arch": arch, "pretrained": pretrained, "seed": seed, "epochs": epochs,
+                        "pretrain_epochs": pre[model] if pretrained else 0, "test_accuracy": acc,
+                        "cpu_seconds": seconds, "pretrain_cpu_seconds": pre_seconds,
+                        "pretrain_trained_here": pre_trained_here, "image_size": args.image_size,
+                        "n_test": len(data.private_test), "num_classes": data.num_classes,
+                        "num_public_classes": data.num_public_classes})
                     print(f"{key:<28} test acc {acc:.3f}  ({seconds:.0f} CPU s"
                           + ("" if pre_seconds is None else f", pre-training {pre_seconds:.0f} CPU s") + ")",
                           flush=True)
+    done = results.records
     table = render_table(done, args, regimes)
     print("\n" + table)
     cpu = sum(r["cpu_seconds"] + (r["pretrain_cpu_seconds"] or 0) for r in done.values())

@@ -13,18 +13,17 @@ records are stored in --out and skipped when the script is run again.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Dict, List, Tuple
 
 import torch
 
+from _results import Results
 from _settings import BENCHMARKS, add_run_arguments, artifact_cache, benchmark_config, results_path
 from mi_art.threads import set_threads
 
 from mi_art.evaluations.experiment import Workbench
 from mi_art.models import ARCHITECTURES
-from mi_art.utils import write_atomic
 
 DEFAULT_SETTINGS = ("cnn-small:3000:0,cnn:3000:0,cnn-small:10000:0,cnn:10000:0,cnn:3000:0:public,cnn:3000:60,"
                     "cnn-wide:3000:0,resnet10:3000:0,resnet10:10000:0,resnet10:3000:60,efficientnet_b0:3000:0")
@@ -55,11 +54,11 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     out = results_path(args, "surrogates")
-    done: Dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
+    results = Results(out)
     cache, data = artifact_cache(args.cache_dir), None
     for arch, steps, pre, source in _settings(args.settings):
         key = f"{arch}/{steps}/pre{pre}/{source}"
-        if key in done:
+        if key in results:
             continue
         config = benchmark_config(args.benchmark, args.data_root, surrogate_archs=(arch,), surrogate_steps=steps,
                                   surrogate_pretrain_epochs=pre, surrogate_data=source, prior_steps=args.prior_steps,
@@ -72,12 +71,11 @@ def main() -> None:
         surrogate, = bench.surrogates(target)
         seconds = time.perf_counter() - start
         report, = bench.surrogate_report(target, [surrogate])
-        done[key] = {"arch": arch, "steps": steps, "pretrain_epochs": pre, "data": source, "seconds": seconds,
-                     "params": sum(p.numel() for p in surrogate.parameters()), **report}
-        write_atomic(out, json.dumps(done, indent=1))
+        results.store(key, {"arch": arch, "steps": steps, "pretrain_epochs": pre, "data": source, "seconds": seconds,
+                            "params": sum(p.numel() for p in surrogate.parameters()), **report})
         print(f"{key:<36} agreement public {report['agreement_public_heldout']:.3f}  private "
               f"{report['agreement_private_test']:.3f}  ({seconds:.0f} s; 0 when cached)", flush=True)
-    print("\n" + render_table(done, args.benchmark))
+    print("\n" + render_table(results.records, args.benchmark))
 
 
 def render_table(done: Dict[str, dict], benchmark: str) -> str:

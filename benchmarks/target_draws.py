@@ -15,20 +15,19 @@ in --out (atomically) and skipped when the script is run again.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from _cells import AttackCell, run_attack_cells
+from _results import Results
 from _settings import DEFAULT_ROOT, REPO, add_threads_argument, att_faces_config
 from mi_art.threads import set_threads
 
 from mi_art.evaluations.cache import ArtifactCache
-from mi_art.evaluations.experiment import Workbench, public_record, run_attack
+from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import attack_accuracy, natural_accuracy
-from mi_art.utils import write_atomic
 
 
 def main() -> None:
@@ -54,33 +53,39 @@ def main() -> None:
     judges = {int(s): bench.redraw("evaluator", int(s)) for s in args.judge_seeds.split(",") if s.strip()}
     judge_accuracy = {s: natural_accuracy(j, bench.data.private_test.x, bench.data.private_test.y)
                       for s, j in judges.items()}
-    out = Path(args.out)
-    done = json.loads(out.read_text()) if out.is_file() else {}
+    results = Results(args.out)
     methods = [m.strip() for m in args.methods.split(",")]
     start = time.perf_counter()
     for target_seed in (int(s) for s in args.target_seeds.split(",")):
         target = bench.redraw("target", target_seed)
-        for name in methods:
-            attack, _, variant = name.lower().partition("+")
-            for seed in range(args.seeds):
-                key = f"target{target_seed}/{name}/seed{seed}"
-                if key in done:
-                    continue
-                result = run_attack(bench, attack=attack, variant=variant or "baseline", attack_seed=seed,
-                                    target=target, evaluator=evaluator)
-                record = public_record(result)
-                record["target_seed"] = target_seed
-                if judges:  # the same reconstructions, judged by the other evaluation models
-                    record["judges"] = {str(s): {"test_accuracy": judge_accuracy[s], "acc@1": attack_accuracy(
-                        j, result["reconstructions"], result["labels"], top_k=(1,))["acc@1"]}
-                        for s, j in judges.items()}
-                done[key] = record
-                write_atomic(out, json.dumps(done, indent=1))
-                print(f"{key:<24} target acc {record['target_test_accuracy']:.3f}  Acc@1 {record['acc@1']:.3f}  "
-                      f"KNN {record['knn_dist']:.1f}", flush=True)
-    print_table(done, methods)
-    print_judge_table(done, methods)
+        run_attack_cells(results, target_cells(target_seed, methods, range(args.seeds)), bench, target, evaluator,
+                         describe=_describe, annotate=lambda cell, result, seed=target_seed: {
+                             "target_seed": seed, **_other_judges(judges, judge_accuracy, result)})
+    print_table(results.records, methods)
+    print_judge_table(results.records, methods)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def target_cells(target_seed: int, methods: list, seeds: range) -> list:
+    """The cells of the target drawn with ``target_seed``: every method (``"KEDMI+LOM"``: attack and variant) at
+    every attack seed, keyed ``target<seed>/<method>/seed<seed>``."""
+    return [AttackCell(f"target{target_seed}/{name}/seed{seed}", name.lower().partition("+")[0],
+                       name.lower().partition("+")[2] or "baseline", seed) for name in methods for seed in seeds]
+
+
+def _other_judges(judges: dict, accuracy: dict, result: dict) -> dict:
+    """``{"judges": ...}``: the Acc@1 the extra evaluation models (by seed) give the same reconstructions, beside
+    their held-out accuracy (nothing without --judge-seeds)."""
+    if not judges:
+        return {}
+    return {"judges": {str(s): {"test_accuracy": accuracy[s], "acc@1": attack_accuracy(
+        j, result["reconstructions"], result["labels"], top_k=(1,))["acc@1"]} for s, j in judges.items()}}
+
+
+def _describe(key: str, record: dict) -> str:
+    """A finished cell's line on the console."""
+    return (f"{key:<24} target acc {record['target_test_accuracy']:.3f}  Acc@1 {record['acc@1']:.3f}  "
+            f"KNN {record['knn_dist']:.1f}")
 
 
 def print_table(done: dict, methods: list) -> None:

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from mi_art.threads import usable_cpus
-from mi_art.utils import write_atomic
 
+from _results import Results
 from _settings import DEFAULT_ROOT, REPO, SHARED
 
 JOBS = ("readme", "prior", "attack", "mnist")
@@ -184,7 +184,7 @@ def main() -> None:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     data_root = Path(args.data_root)
     out = Path(args.out)
-    results: Dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    results = Results(out)
     print(f"{usable_cpus()} usable CPUs (affinity and cgroup quota), os.cpu_count() {os.cpu_count()}", flush=True)
     for repeat in range(args.repeats):
         for load in chosen["loads"]:
@@ -197,16 +197,15 @@ def main() -> None:
                 time.sleep(1.0 if procs else 0.0)
                 for job, setting in todo:
                     record = run_job(job, setting, data_root, args.timeout)
-                    results[f"{job}/{setting}/{load}/{repeat}"] = {**record, "cpus": usable_cpus(),
-                                                                   "date": time.strftime("%Y-%m-%d %H:%M")}
-                    write_atomic(out, json.dumps(results, indent=1))
+                    results.store(f"{job}/{setting}/{load}/{repeat}", {**record, "cpus": usable_cpus(),
+                                                                        "date": time.strftime("%Y-%m-%d %H:%M")})
                     print(f"{job:7s} {setting:8s} {load:6s} repeat {repeat}: {record.get('seconds')} s "
                           f"(threads {record.get('threads', '-')})", flush=True)
             finally:
                 for p in procs:
                     p.kill()
                     p.wait()
-    print(table(results, chosen["jobs"]))
+    print(table(results.records, chosen["jobs"]))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ Each argument is ``LABEL=FILE[,FILE...][:METHOD]`` (the files of one row's seeds
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from _results import load_results
 
 
 def row(label: str, records: list) -> str:
@@ -51,8 +52,7 @@ def main() -> None:
         for path in paths.split(","):
             if not Path(path).is_file():
                 raise SystemExit(f"{spec!r}: no result file {path}")
-            done = json.loads(Path(path).read_text())
-            records += [v for k, v in done.items() if k.split("/")[0] == method]
+            records += [v for k, v in load_results(path).items() if k.split("/")[0] == method]
         if not records:
             raise SystemExit(f"{spec!r}: no rows of method {method!r} in {paths}")
         print(row(label, records))

@@ -141,13 +141,14 @@ def _run_defenses_benchmark(tmp_path, monkeypatch, *options: str):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import _cells
     import defenses
 
     attacked = []
 
     class FakeWorkbench:
         def __init__(self, config, cache, data=None):
-            self.config = config
+            self.config, self.cache = config, cache
             self.data = types.SimpleNamespace(private_train=[0] * 10, private_test=types.SimpleNamespace(x=0, y=0))
             self.defense_record = {}
 
@@ -171,9 +172,10 @@ def _run_defenses_benchmark(tmp_path, monkeypatch, *options: str):
                 "knn_dist": 1.0, "seconds": 0.0, "n_judges": 1, "chance@1": 0.1, "evaluator_test_accuracy": 0.9,
                 "search_views": bench.config.search_views if aligned else 0}
 
-    monkeypatch.setattr(defenses, "Workbench", FakeWorkbench)
-    monkeypatch.setattr(defenses, "run_attack", fake_run_attack)
-    monkeypatch.setattr(defenses, "public_record", dict)
+    for module in (defenses, _cells):  # the defended targets' workbenches, and the cells' own
+        monkeypatch.setattr(module, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
+    monkeypatch.setattr(_cells, "public_record", dict)
     monkeypatch.setattr(defenses, "natural_accuracy", lambda *a: 0.8)
     out = tmp_path / "cells.json"
     monkeypatch.setattr(sys, "argv", ["defenses.py", "--quick", "--only", "none,mid", "--seeds", "1", "--attacks",

@@ -66,13 +66,14 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
     import json
     import types
 
+    import _cells
     import defenses
 
     seen = []
 
     class FakeWorkbench:
         def __init__(self, config, cache, data=None):
-            self.config = config
+            self.config, self.cache = config, cache
             self.data = types.SimpleNamespace(private_train=[0] * 10, private_test=types.SimpleNamespace(x=0, y=0))
             dp = config.defense == "dp-sgd"
             self.defense_record = {"epsilon": config.defense_params.get("target_epsilon"), "delta": 0.1} if dp else {}
@@ -99,9 +100,10 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
                 "knn_dist": 1.0, "seconds": 0.0, "n_judges": len(evaluator), "chance@1": 0.1,
                 "evaluator_test_accuracy": 0.9, "evaluator_test_accuracies": [0.9] * len(evaluator)}
 
-    monkeypatch.setattr(defenses, "Workbench", FakeWorkbench)
-    monkeypatch.setattr(defenses, "run_attack", fake_run_attack)
-    monkeypatch.setattr(defenses, "public_record", dict)
+    for module in (defenses, _cells):  # the defended targets' workbenches, and the cells' own
+        monkeypatch.setattr(module, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
+    monkeypatch.setattr(_cells, "public_record", dict)
     monkeypatch.setattr(defenses, "natural_accuracy", lambda *a: 0.8)
     out = tmp_path / "cells.json"
     monkeypatch.setattr(sys, "argv", ["defenses.py", "--deployed", "--only", "none,dp-sgd", "--seeds", "2",
@@ -125,3 +127,191 @@ def test_attack_variants_keeps_each_cells_reconstructions_for_later_judges(tmp_p
     kept = np.load(path)
     assert np.array_equal(kept["reconstructions"], result["reconstructions"])
     assert kept["labels"].tolist() == [0, 0, 1, 1]
+
+
+def _run_attack_variants(tmp_path, monkeypatch, *options: str):
+    """benchmarks/attack_variants.py with every model faked: each attack scores 0.5 + 0.1 * seed. Returns the
+    (method's config differences, attack, variant, seed) it attacked and the results file."""
+    import types
+
+    import _cells
+    import attack_variants
+
+    attacked = []
+
+    class FakeWorkbench:
+        def __init__(self, config, cache, data=None):
+            self.config, self.cache = config, cache
+            self.data = data or types.SimpleNamespace(private_train=[0] * 8, private_test=[0] * 2, public=[0] * 4,
+                                                      num_classes=4)
+
+        def target(self):
+            return "target"
+
+        def evaluators(self):
+            return ["judge-0", "judge-1"]
+
+        def prior(self, *args):
+            return None
+
+        def surrogates(self, target):
+            return []
+
+    def fake_run_attack(bench, *, attack, variant, attack_seed, target, evaluator):
+        attacked.append((bench.config.access, bench.config.regularise_surrogates, attack, variant, attack_seed))
+        acc = 0.5 + 0.1 * attack_seed
+        return {"attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
+                "acc@1_judges": [acc - 0.05, acc + 0.05], "acc@5": 0.9, "knn_dist": 10.0,
+                "seconds_per_reconstruction": 0.5, "n_identities": 4, "chance@1": 0.25, "chance@5": 1.0,
+                "target_test_accuracy": 0.8, "evaluator_test_accuracies": [0.9, 0.85],
+                "queries": 100 if bench.config.access != "white-box" else None,
+                "reconstructions": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 1])}
+
+    for module in (attack_variants, _cells):  # the benchmark's workbench, and its cells' own
+        monkeypatch.setattr(module, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
+    monkeypatch.setattr(attack_variants, "artifact_cache", lambda cache_dir: "cache")
+    out = tmp_path / "variants.json"
+    monkeypatch.setattr(sys, "argv", ["attack_variants.py", "--quick", "--out", str(out), "--cache-dir",
+                                      str(tmp_path), *options])
+    attack_variants.main()
+    return attacked, out
+
+
+def test_attack_variants_runs_each_method_and_seed_once_and_tables_them(tmp_path, monkeypatch, capsys):
+    import json
+
+    methods = "GMI,GMI+LOMMA,GMI+LOMMA (paper),GMI+LOMMA [label-only],ART MIFace,KEDMI+ALIGN"
+    attacked, out = _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")
+    assert attacked == [
+        ("white-box", True, "miface", "baseline", 0),
+        ("white-box", True, "gmi", "baseline", 0), ("white-box", True, "gmi", "baseline", 1),
+        ("white-box", True, "gmi", "lomma", 0), ("white-box", True, "gmi", "lomma", 1),
+        ("white-box", False, "gmi", "lomma", 0), ("white-box", False, "gmi", "lomma", 1),
+        ("label-only", True, "gmi", "lomma", 0), ("label-only", True, "gmi", "lomma", 1),
+        ("white-box", True, "kedmi", "align", 0), ("white-box", True, "kedmi", "align", 1)]
+    done = json.loads(out.read_text())
+    assert list(done) == ["ART MIFace/seed0", "GMI/seed0", "GMI/seed1", "GMI+LOMMA/seed0", "GMI+LOMMA/seed1",
+                          "GMI+LOMMA (paper)/seed0", "GMI+LOMMA (paper)/seed1", "GMI+LOMMA [label-only]/seed0",
+                          "GMI+LOMMA [label-only]/seed1", "KEDMI+ALIGN/seed0", "KEDMI+ALIGN/seed1"]
+    assert Path(done["GMI/seed1"]["reconstructions_file"]).is_file()
+    table = capsys.readouterr().out
+    line = next(row for row in table.splitlines() if row.startswith("| GMI+LOMMA [label-only]"))
+    assert line.startswith("| GMI+LOMMA [label-only]   |     2 |  0.550 +- 0.050 [0.050] |          0.900 +- 0.000 "
+                           "|              10.0 +- 0.0 |   0.500 |")
+    assert "|       100 |" in line
+    # a second process's seed 2, merged with --also; nothing of the first file is run again
+    attacked, _ = _run_attack_variants(tmp_path, monkeypatch, "--methods", "GMI", "--first-seed", "2", "--seeds",
+                                       "1", "--out", str(tmp_path / "more.json"), "--also", str(out))
+    assert attacked == [("white-box", True, "gmi", "baseline", 2)]
+    table = capsys.readouterr().out
+    assert next(row for row in table.splitlines() if row.startswith("| GMI ")).startswith(
+        "| GMI                      |     3 |  0.600 +- 0.082 [0.050] |")
+    assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
+
+
+def test_defense_cells_are_data_keyed_as_the_results_files_are():
+    """Each defended target's cells: every attack at every access level (BREP-MI label-only alone), the aligned
+    form beside it with its views, each keyed as the results files always were."""
+    import types
+
+    import defenses
+
+    align = types.SimpleNamespace(variant="lomma+align", search_views=4)
+    cells = defenses.defense_cells("mid(beta=0.02)", ["gmi", "brepmi"], ["white-box", "label-only"], "lomma",
+                                   align, range(0, 1))
+    assert [(c.key, c.attack, c.variant, dict(c.config)) for c in cells] == [
+        ("mid(beta=0.02)/gmi/seed0", "gmi", "lomma", {}),
+        ("mid(beta=0.02)/gmi+align(K=4)/seed0", "gmi", "lomma+align", {"search_views": 4}),
+        ("mid(beta=0.02)/gmi[label-only]/seed0", "gmi", "lomma", {"access": "label-only"}),
+        ("mid(beta=0.02)/gmi+align(K=4)[label-only]/seed0", "gmi", "lomma+align",
+         {"access": "label-only", "search_views": 4}),
+        ("mid(beta=0.02)/brepmi[label-only]/seed0", "brepmi", "baseline", {"access": "label-only"})]
+
+
+def test_a_results_file_as_the_scripts_write_it_resumes_through_results(tmp_path, capsys):
+    """A results file in the format every script has written (one JSON object, key -> record, indent 1) loads
+    with the same cells; a new cell is added beside them in the same format; --also files are merged (a later
+    file's key wins) and a missing one is named, not fatal; transfer_table reads the same file."""
+    import json
+
+    import transfer_table
+    from _results import Results
+
+    written = {"GMI+LOMMA/seed0": {"acc@1": 0.5, "independent_acc@1": 0.2, "seconds_per_reconstruction": 1.0,
+                                   "reconstructions_file": "x.npz"},
+               "mid(beta=0.02)/gmi+align(K=4)[label-only]/seed1": {"acc@1": 0.3, "defense_params": {"beta": 0.02},
+                                                                   "target_config": {}, "epsilon": None}}
+    path = tmp_path / "transfer-lfw-first.json"
+    path.write_text(json.dumps(written, indent=1))
+    results = Results(path)
+    assert results.records == written and "GMI+LOMMA/seed0" in results and "GMI+LOMMA/seed1" not in results
+    results.store("GMI+LOMMA/seed1", {"acc@1": 0.7, "independent_acc@1": 0.4, "seconds_per_reconstruction": 3.0})
+    again = {**written, "GMI+LOMMA/seed1": {"acc@1": 0.7, "independent_acc@1": 0.4, "seconds_per_reconstruction": 3.0}}
+    assert path.read_text() == json.dumps(again, indent=1) and Results(path).records == again
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"GMI+LOMMA/seed0": {"acc@1": 0.9}, "GMI/seed2": {"acc@1": 0.1}}, indent=1))
+    merged = results.merged([other, tmp_path / "not-yet.json"])
+    assert merged["GMI+LOMMA/seed0"] == {"acc@1": 0.9} and merged["GMI/seed2"] == {"acc@1": 0.1}
+    assert len(merged) == 4 and results.records == again  # merging leaves this process's file alone
+    assert f"no result file {tmp_path / 'not-yet.json'}" in capsys.readouterr().out
+    records = [v for k, v in transfer_table.load_results(path).items() if k.split("/")[0] == "GMI+LOMMA"]
+    assert transfer_table.row("GMI+LOMMA", records) == (
+        "| GMI+LOMMA | 2 | 0.600 ± 0.100 | 0.300 ± 0.100 (seeds) | 0.50 | 2.00 |")
+    assert Results(tmp_path / "new.json", empty={"models": {}}).records == {"models": {}}
+
+
+def test_target_draws_runs_each_targets_cells_once_with_the_other_judges(tmp_path, monkeypatch, capsys):
+    """benchmarks/target_draws.py with every model faked: each redrawn target's methods and seeds run once
+    (keys ``target<t>/<method>/seed<s>``), on that target, judged again by the --judge-seeds models."""
+    import json
+    import types
+
+    import _cells
+    import target_draws
+
+    attacked = []
+
+    class FakeWorkbench:
+        def __init__(self, config, cache, data=None):
+            self.config, self.cache = config, cache
+            self.data = types.SimpleNamespace(private_test=types.SimpleNamespace(x=0, y=0))
+
+        def evaluator(self):
+            return "judge"
+
+        def redraw(self, kind, seed):
+            return f"{kind}{seed}"
+
+        def prior(self, *args):
+            return None
+
+        def surrogates(self, target):
+            return []
+
+    def fake_run_attack(bench, *, attack, variant, attack_seed, target, evaluator):
+        attacked.append((target, attack, variant, attack_seed))
+        return {"attack": attack, "variant": variant, "acc@1": 0.5 if target == "target0" else 0.3, "knn_dist": 1.0,
+                "target_test_accuracy": 0.9, "reconstructions": np.zeros((2, 1, 4, 4)), "labels": np.array([0, 1])}
+
+    monkeypatch.setattr(target_draws, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(target_draws, "ArtifactCache", lambda path: "cache")
+    monkeypatch.setattr(target_draws, "natural_accuracy", lambda *a: 0.8)
+    monkeypatch.setattr(target_draws, "attack_accuracy", lambda judge, *a, **k: {"acc@1": 0.25})
+    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
+    out = tmp_path / "draws.json"
+    argv = ["target_draws.py", "--target-seeds", "0,1", "--judge-seeds", "1001", "--methods", "GMI,KEDMI+LOM",
+            "--out", str(out), "--cache-dir", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    target_draws.main()
+    assert attacked == [("target0", "gmi", "baseline", 0), ("target0", "kedmi", "lom", 0),
+                        ("target1", "gmi", "baseline", 0), ("target1", "kedmi", "lom", 0)]
+    done = json.loads(out.read_text())
+    assert list(done) == ["target0/GMI/seed0", "target0/KEDMI+LOM/seed0", "target1/GMI/seed0",
+                          "target1/KEDMI+LOM/seed0"]
+    assert done["target1/GMI/seed0"]["target_seed"] == 1
+    assert done["target1/GMI/seed0"]["judges"] == {"1001": {"test_accuracy": 0.8, "acc@1": 0.25}}
+    assert "| GMI | 0.500 +- 0.000 (1) | 0.300 +- 0.000 (1) | 0.400 +- 0.100 |" in capsys.readouterr().out
+    attacked.clear()
+    target_draws.main()
+    assert attacked == []
