@@ -53,8 +53,9 @@ def test_one_module_per_source_and_the_public_names_at_the_top() -> None:
     assert callable(identities.select_identities) and callable(decoding.unit_image)
     names = {"DATASETS", "IMAGE_EXTENSIONS", "MIDataset", "Split", "load_celeba", "load_dataset",
              "load_digits_data", "load_image_folder", "load_mnist", "CELEBA_CROP", "FASHION_MNIST_DEBIAN_ROOT",
-             "dataset_options", "check_dataset_options", "canonical_name", "expand_preset", "preset_options",
-             "IMAGE_FOLDER_PRESETS", "LFW_EXCLUDE", "split_image_folder", "FolderSplit", "dataset_label"}
+             "dataset_options", "check_dataset_options", "canonical_name", "normalise_dataset_name", "expand_preset",
+             "preset_options", "IMAGE_FOLDER_PRESETS", "LFW_EXCLUDE", "split_image_folder", "FolderSplit",
+             "dataset_label"}
     assert set(data.__all__) == names
     assert all(hasattr(data, n) for n in data.__all__)
 
