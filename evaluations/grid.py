@@ -60,11 +60,11 @@ from mi_art.data import normalise_dataset_name
 from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
-from .config_rules import ATTACKS, VARIANTS, needs_gmi_prior
+from .config_rules import needs_gmi_prior
 from .experiment import ExperimentConfig, config_defaults, query_budget_problem
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
-                          SEED_SCOPES, ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,
+                          ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,
                           _identities, check_device_form, check_grid, data_option_keys, renamed_dataset_keys)
 from .size_guard import SizeError, check_size, grid_size_problem, reconstruction_problem
 
