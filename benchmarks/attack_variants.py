@@ -71,8 +71,9 @@ def main() -> None:
 
     start = time.perf_counter()
     bench = Workbench(config, artifact_cache(args.cache_dir))
-    if args.identities is not None:
-        config = dataclasses.replace(config, identities=spaced_identities(args.identities, bench.data.num_classes))
+    chosen = attacked_identities(args, bench.data.num_classes)
+    if chosen is not None:
+        config = dataclasses.replace(config, identities=chosen)
         bench = Workbench(config, bench.cache, data=bench.data)
     target, judges = bench.target(), bench.evaluators()
     print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
@@ -89,6 +90,24 @@ def main() -> None:
     size = config.data_options["image_size"]
     print_table(merged, config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", results.path)
     print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+
+def attacked_identities(args: argparse.Namespace, num_classes: int) -> list | None:
+    """The identities the rows attack: ``--identities`` evenly spaced ones, or a side of the validation split
+    (``--identity-set``: the ``--validation-identities`` evenly spaced ones on which settings are chosen, or the
+    others, on which the chosen settings are reported); None: all of them."""
+    if args.identity_set is None:
+        return None if args.identities is None else spaced_identities(args.identities, num_classes)
+    if args.identities is not None:
+        raise SystemExit(f"--identities={args.identities} with --identity-set={args.identity_set}: give one of them")
+    validation = spaced_identities(args.validation_identities, num_classes)
+    if args.identity_set == "validation":
+        return validation
+    held_out = sorted(set(range(num_classes)) - set(validation))
+    if not held_out:
+        raise SystemExit(f"--validation-identities={args.validation_identities}: all {num_classes} identities, none "
+                         "left to report on; give fewer")
+    return held_out
 
 
 def selected_methods(wanted: set | None) -> list:
@@ -115,7 +134,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     """The benchmark's configuration with the command line's budgets (``--quick``'s where it gives none)."""
     q = args.quick
     overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=args.n_reconstructions,
-                     n_candidates=args.candidates, search_views=args.search_views,
+                     n_candidates=args.candidates, search_views=args.search_views, id_weight=args.id_weight,
                      prior_steps=args.prior_steps or (300 if q else 1500),
                      kedmi_steps=args.kedmi_steps or (60 if q else 200),
                      plgmi_steps=args.plgmi_steps or (150 if q else 1000),
@@ -162,6 +181,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--identities", type=int, default=None,
                         help="attack this many private identities, evenly spaced over them (default: all); a budget "
                              "for targets that are slow to differentiate, stated in the table")
+    parser.add_argument("--identity-set", choices=("validation", "held-out"), default=None,
+                        help="attack one side of a split of the private identities: 'validation', the "
+                             "--validation-identities evenly spaced ones on which a setting is chosen, or "
+                             "'held-out', the others, on which the chosen setting is reported (default: all)")
+    parser.add_argument("--validation-identities", type=int, default=10,
+                        help="identities of the validation side of --identity-set (default 10)")
+    parser.add_argument("--id-weight", type=float, default=None,
+                        help="weight of the identity loss against the prior's term (default: each attack's own, "
+                             "100; PLG-MI 1)")
     parser.add_argument("--n-reconstructions", type=int, default=5, help="reconstructions per identity (default 5)")
     parser.add_argument("--candidates", type=int, default=None,
                         help="candidates searched per identity, the most robust --n-reconstructions kept (Plug & Play "
@@ -265,9 +293,10 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
           f"(test acc {first['target_test_accuracy']:.3f}), {len(judge_acc)} evaluation model(s) {config.eval_arch} "
           f"(test acc {' / '.join(f'{a:.3f}' for a in judge_acc)}); GAN attacks: {config.iterations} iterations, "
           f"{config.n_reconstructions} reconstructions per identity"
-          f"{'' if config.identities is None else f' of {len(config.identities)} identities evenly spaced'}"
+          f"{'' if config.identities is None else f' on {len(config.identities)} of the identities (the results file lists them)'}"
           f"{'' if config.n_candidates is None else f', kept from {config.n_candidates} candidates'}"
-          f"{'' if config.search_views is None else f', identity loss over {config.search_views} random views'}. "
+          f"{'' if config.search_views is None else f', identity loss over {config.search_views} random views'}"
+          f"{'' if config.id_weight is None else f', identity loss weight {config.id_weight:g}'}. "
           f"Each metric: mean, +- std over attack seeds, [std over judges]. {_independent_header(first)}")
     header = (f"| {'method':<24} | {'seeds':>5} | {'Acc@1':>23} | {'Acc@5':>23} | {'KNN dist':>24} | {'s / rec':>7} "
               f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} "

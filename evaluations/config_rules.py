@@ -17,13 +17,13 @@ from mi_art.priors import PUBLIC_PRIOR, priors_needed
 from mi_art.training import AUGMENTATIONS
 from mi_art.variants import ALIGN_VIEWS, VARIANTS, parse_variant
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
-                               check_optional_count, check_seed)
+                               check_optional_count, check_positive, check_seed)
 
 from .independent import FACE_DATASETS, INDEPENDENT_JUDGES
 from .settings import Rule
 
 __all__ = ["ARCHITECTURE", "ARCHITECTURE_LIST", "ATTACK", "ATTACKS", "CHECKED_ELSEWHERE", "COUNT",
-           "FLAG", "GAN_AUGMENTATIONS", "INDEPENDENT_JUDGE", "KEDMI_INITS", "MIRROR_SAFE_DATASETS", "PARAMETER_RULES",
+           "FLAG", "GAN_AUGMENTATIONS", "ID_WEIGHT", "INDEPENDENT_JUDGE", "KEDMI_INITS", "MIRROR_SAFE_DATASETS", "PARAMETER_RULES",
            "PRETRAIN_EPOCHS", "SEARCH_VIEWS", "SEED", "SHARE", "SURROGATE_DATA", "VARIANT", "VARIANTS", "check_field",
            "choice", "gan_augment_for", "needs_gmi_prior", "optional_count"]
 
@@ -94,6 +94,10 @@ def _independent_judge(name: str, value: Any) -> str:
     return value
 
 
+def _id_weight(name: str, value: Any) -> Any:
+    return None if value is None else check_positive(name, value, hint=" (None: each attack's own, GMI's 100)")
+
+
 def _search_views(name: str, value: Any) -> Any:
     return None if value is None else check_int(
         name, value, low=0, hint=" (0: the images as generated; None: each attack's own, "
@@ -122,6 +126,8 @@ VARIANT = Rule(lambda name, value: check_choice(name, value, VARIANTS), click.Ch
 ARCHITECTURE_LIST = Rule(partial(_check_names, choices=tuple(sorted(ARCHITECTURES))), ARCHITECTURE.cli)
 #: Random views of each image (0: none; None: each attack's own).
 SEARCH_VIEWS = Rule(_search_views, click.IntRange(min=0))
+#: An optional weight > 0 (None: the attack's own).
+ID_WEIGHT = Rule(_id_weight, click.FloatRange(min=0, min_open=True))
 INDEPENDENT_JUDGE = Rule(_independent_judge, click.Choice(INDEPENDENT_JUDGES))
 
 

@@ -35,7 +35,7 @@ from mi_art.quality import (WEAK_SURROGATE_AGREEMENT, WeakModelWarning, warn_wea
 from mi_art.validation import check_choice, check_int, check_labels
 
 from .cache import ArtifactCache
-from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, COUNT, FLAG, GAN_AUGMENTATIONS,
+from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, COUNT, FLAG, GAN_AUGMENTATIONS, ID_WEIGHT,
                            INDEPENDENT_JUDGE, KEDMI_INITS, PRETRAIN_EPOCHS, SEARCH_VIEWS, SEED, SHARE, SURROGATE_DATA,
                            VARIANT, choice, gan_augment_for, needs_gmi_prior, optional_count)
 from .independent import (FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, panel_shares,
@@ -103,6 +103,9 @@ class ExperimentConfig:
         "at every search step (PLG-MI's augmentation, Plug & Play Attacks' transformations); 0: none.",
         none_means=f"under a '+align' variant {ALIGN_VIEWS} (AlignMI's; it needs >= 2), otherwise each attack's "
         "own: PLG-MI 2, the others 0", in_id="when-set")
+    id_weight: Optional[float] = setting(
+        None, ID_WEIGHT, "Weight of the identity loss against the prior's term in the GAN attacks' search.",
+        none_means="each attack's own: 100 (the papers'), PLG-MI 1", in_id="when-set")
     batch_size: int = setting(60, COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together.")
     target_arch: str = setting("cnn", ARCHITECTURE, "Architecture of the target.")
     eval_arch: str = setting("cnn-wide", ARCHITECTURE, "Architecture of the evaluation models (judges).")
@@ -1017,6 +1020,8 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
                                surrogate_p_reg=surrogate_p_reg, views=c.search_views)
         kwargs.update(iterations=c.iterations, n_reconstructions=c.n_reconstructions, n_candidates=c.n_candidates,
                       batch_size=c.batch_size, seed=seed, verbose=c.verbose)
+        if c.id_weight is not None:
+            kwargs["id_weight"] = c.id_weight
         cls = spec.attack_class
         data_note = get_prior(spec.prior).data_note(len(d.public.x), d.num_classes)
         if data_note:
@@ -1045,10 +1050,13 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         extra["feature_norms"] = feature_norms([unit_target, *surrogates], recs, d.public.x)
         extra["n_candidates"] = c.n_candidates
         extra["search_views"] = runner.views
+        extra["id_weight"] = runner.id_weight
     elif c.n_candidates is not None:
         notes.append(f"n_candidates={c.n_candidates} was not used: {attack} selects no candidates (the GAN attacks do)")
-    if not spec.gan_search and c.search_views is not None:
-        notes.append(f"search_views={c.search_views} was not used: {attack} searches no GAN prior's codes")
+    if not spec.gan_search:
+        for name in ("search_views", "id_weight"):
+            if getattr(c, name) is not None:
+                notes.append(f"{name}={getattr(c, name)} was not used: {attack} searches no GAN prior's codes")
     priv = d.private_all()
     independent = bench.independent_judge()
     with bench.stages.stage("judging", f"{len(recs)} reconstructions by {len(unit_judges)} trained judge(s)"

@@ -315,3 +315,20 @@ def test_target_draws_runs_each_targets_cells_once_with_the_other_judges(tmp_pat
     attacked.clear()
     target_draws.main()
     assert attacked == []
+
+
+def test_attack_variants_splits_the_identities_into_validation_and_held_out():
+    import attack_variants
+
+    def identities(*argv):
+        return attack_variants.attacked_identities(attack_variants._parser().parse_args(list(argv)), 50)
+
+    validation = identities("--identity-set", "validation", "--validation-identities", "10")
+    held_out = identities("--identity-set", "held-out", "--validation-identities", "10")
+    assert len(validation) == 10 and len(held_out) == 40
+    assert sorted(validation + held_out) == list(range(50))  # the two sides are disjoint and cover them all
+    assert identities() is None and identities("--identities", "5") == [0, 12, 24, 37, 49]
+    with pytest.raises(SystemExit, match="--identities=5 with --identity-set"):
+        identities("--identities", "5", "--identity-set", "held-out")
+    with pytest.raises(SystemExit, match="none left"):
+        identities("--identity-set", "held-out", "--validation-identities", "50")

@@ -70,3 +70,25 @@ def test_run_attack_is_judged_by_the_workbench_panel(digits, tmp_path):
     assert result["evaluator_test_accuracy"] == pytest.approx(np.mean(accuracies))
     per_judge = [attack_accuracy(j, result["reconstructions"], result["labels"])["acc@1"] for j in judges]
     assert result["acc@1_judges"] == pytest.approx(per_judge)
+
+
+def test_id_weight_reaches_the_search_and_the_record(digits, tmp_path, monkeypatch):
+    from mi_art.attacks.gmi import GMI
+
+    weights = []
+    original = GMI.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        weights.append(self.id_weight)
+
+    monkeypatch.setattr(GMI, "__init__", spy)
+    cache = ArtifactCache(tmp_path)
+    default = E.run_attack(E.Workbench(E.ExperimentConfig(attack="gmi", **TINY), cache, data=digits))
+    light = E.run_attack(E.Workbench(E.ExperimentConfig(attack="gmi", id_weight=0.5, **TINY), cache, data=digits))
+    assert weights == [100.0, 0.5]
+    assert default["id_weight"] == 100.0 and light["id_weight"] == 0.5
+    assert not np.allclose(default["reconstructions"], light["reconstructions"])
+    assert "id_weight=0.5 was not used" in " ".join(E.run_attack(
+        E.Workbench(E.ExperimentConfig(attack="miface", variant="baseline", id_weight=0.5, miface_iterations=2, **TINY), cache,
+                    data=digits))["warnings"])
