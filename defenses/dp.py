@@ -379,8 +379,8 @@ def accountant_epsilon(noise_multiplier: float, sample_rate: float, steps: int, 
 
 def nonnegative_epsilon(epsilon: float) -> float:
     """The accountant's epsilon, at least 0: epsilon >= 0 by definition, and the RDP-to-DP conversion can
-    return a slightly negative number when the noise is so large that the privacy loss is nil (measured:
-    -0.69 for noise 1e6 and delta 0.5, -0.02 for noise 50 and delta 1/30)."""
+    return a slightly negative number when the noise is so large that the privacy loss is nil (the cases of
+    ``tests/test_dp.py::test_epsilon_is_never_negative``)."""
     return max(0.0, float(epsilon))
 
 

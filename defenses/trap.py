@@ -21,8 +21,8 @@ Defaults are the authors' (configs ``config/celeba/classify_trap*.json``): ``alp
 returned model is a plain classifier, and the record keeps its trapdoor accuracy (triggered private
 test images classified as the trigger's class); below :data:`TRAPDOOR_LEARNED` a warning says that the
 trapdoors were not learned. That happens on small sets: on AT&T (160 images, 60 epochs, 180 steps) the
-paper's ``alpha=0.02`` plants nothing (trapdoor accuracy 0.075, chance 0.05), ``alpha=0.05`` half
-(0.475) and ``alpha=0.1`` nearly all (0.925), at unchanged natural accuracy.
+paper's ``alpha=0.02`` plants next to nothing, a larger blend nearly all, at unchanged natural accuracy
+(measured in ``benchmarks/results/defenses_deployed.md``).
 
 Differences from the authors' code: the critic is GMI's small WGAN critic (:class:`mi_art.priors.networks.Critic`,
 trained with binary cross-entropy) rather than an ImageNet-pretrained VGG16, because nothing is downloaded;

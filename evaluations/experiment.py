@@ -57,10 +57,9 @@ PRIOR_FID_PUBLIC = 5000
 #: Samples of the prior a run shows (its prior sample grid; one beside each row of reconstructions).
 PRIOR_GRID_SAMPLES = 32
 #: The prior training steps the face benchmarks use (benchmarks/attack_variants.py without --quick): below them
-#: the priors made grey ovals and blurred faces on AT&T (issue 36: at the CLI's 300 GMI steps, three of ten
-#: rows of a GMI+LOMMA grid scored 0.87 were grey noise ovals). The priors' FID on the judge's features does not
-#: tell this apart (1500 steps 537.5, 500 steps 481.8 on AT&T; on digits noise images scored 84 against a
-#: 300-step prior's 135), so the warning is keyed to the budget. Each prior's entry holds its own (``face_steps``).
+#: the priors made grey ovals and blurred faces on AT&T that the judges still scored high, and the priors' FID on
+#: the judge's features does not tell this apart (issue 36; measured in
+#: benchmarks/results/attack_variants_att_quick.md), so the warning is keyed to the budget. Each prior's entry holds its own (``face_steps``).
 FACE_PRIOR_STEPS = {name: spec.face_steps for name, spec in PRIORS.items() if spec.face_steps is not None}
 #: What every defense record holds: a cached record without them is another artifact's, set aside.
 DEFENSE_RECORD_FIELDS = ("defense", "params", "test_accuracy", "epsilon", "delta")

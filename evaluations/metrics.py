@@ -666,8 +666,8 @@ def judge_panel(
     independently trained evaluation models, and their mean; and the figures of each attacked identity.
 
     One judge is itself a draw: on AT&T faces three judges of one recipe, with the same held-out
-    accuracy, scored the same reconstructions 0.82, 0.94 and 0.90. A panel averages that draw out and
-    measures it.
+    accuracy, scored the same reconstructions far apart (``benchmarks/results/attack_variants.md``). A panel
+    averages that draw out and measures it.
 
     Parameters
     ----------

@@ -8,8 +8,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from mi_art.variants import ALIGN_VIEWS, parse_variant
 
 #: The main job on a laptop: the embedded digits, three defenses, GMI and KEDMI with and without
-#: LOMMA, two seeds (each retrains target, evaluator, priors and surrogates): 24 cells. Measured
-#: 5 min 34 s wall on 2 CPU cores shared with two other CPU-bound jobs (one torch thread).
+#: LOMMA, two seeds (each retrains target, evaluator, priors and surrogates): 24 cells, minutes on 2 CPU cores
+#: (measured in benchmarks/results/speed.md).
 QUICK: Dict[str, Any] = {
     "name": "quick",
     "datasets": [{"name": "digits"}],
@@ -65,7 +65,8 @@ PAPER: Dict[str, Any] = {
     # the private ones (TL-DMI takes the same pre-training, then freezes its first layers). Not measured here.
     "target_pretrain_epochs": 20,
     "eval_pretrain_epochs": 20,
-    # a single judge is a draw (AT&T: three judges of one recipe scored the same images 0.82 / 0.94 / 0.90)
+    # a single judge is a draw (AT&T: three judges of one recipe scored the same images far apart;
+    # benchmarks/results/attack_variants.md)
     "judges": 3,
     "iterations": 2400,
     "n_reconstructions": 5,

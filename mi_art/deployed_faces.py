@@ -13,8 +13,9 @@ Built by name like the other architectures (:data:`mi_art.models.ARCHITECTURES`)
 
 The head's input is the descriptor centred on the public faces (:meth:`PretrainedFaceClassifier.centre_on`),
 as deployed heads whiten their embeddings: every dlib descriptor points nearly the same way (on LFW their cosine
-to the public images' mean descriptor is 0.94), so a head on raw descriptors spends its weights on that common
-direction, and DP-SGD's noise swamps the small differences left (``benchmarks/results/face_recogniser.md``).
+to the public images' mean descriptor is close to 1), so a head on raw descriptors spends its weights on that
+common direction, and DP-SGD's noise swamps the small differences left (measured in
+``benchmarks/results/face_recogniser.md``).
 
 Images are in [0, 1], 1 or 3 channels, of any size: the recogniser resizes them to 150x150 inside, so a 32 or
 64 px attack inverts it as it is (grey images are repeated to RGB). The weights come from the installed
@@ -67,9 +68,9 @@ class PretrainedFaceClassifier(nn.Module):
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The head's input: the unit descriptor minus :attr:`centre` (zero until :meth:`centre_on`),
         L2-normalised and scaled to unit variance per entry (``sqrt(128)``), as deployed heads take embeddings.
-        dlib's raw descriptors have entries of about 0.09: a head trained on them with the library's recipe
-        (Adam, 1e-3) barely leaves its initialisation (LFW at 32 px: 0.66 test accuracy after 30 epochs, where
-        nearest centroid reaches 0.94)."""
+        dlib's raw descriptors have small entries: a head trained on them with the library's recipe
+        (Adam, 1e-3) barely leaves its initialisation, far below nearest centroid on the same descriptors
+        (measured on LFW at 32 px in ``benchmarks/results/face_recogniser.md``)."""
         return F.normalize(F.normalize(self.backbone(x), dim=1) - self.centre, dim=1) * DESCRIPTOR_SIZE ** 0.5
 
     @torch.no_grad()

@@ -132,9 +132,10 @@ class IdentityObjective:
         (``surrogate_p_reg``). Target first, then the surrogates.
 
         The paper's weight of 1 belongs to its target, whose feature passes through BatchNorm1d; on a
-        plain ReLU feature the same weight gives a regulariser whose gradient is 2x the identity
-        gradient (AT&T faces), and under model augmentation the mean identity gradient of models that
-        disagree shrinks (to 0.66x the target's) while the regulariser's does not. Fixing the ratio of
+        plain ReLU feature the same weight gives a regulariser whose gradient is larger than the identity
+        gradient, and under model augmentation the mean identity gradient of models that disagree is
+        shorter than the target's while the regulariser's is not (both measured on AT&T faces in
+        docs/methods.md, LOM and MA). Fixing the ratio of
         the two gradients instead of the weight keeps LOM's balance for any feature scale and under MA."""
         n_models = 1 + (len(self.surrogates) if self.surrogate_p_reg is not None else 0)
         if self.reg_weight is not None:

@@ -26,8 +26,8 @@ __all__ = ["NEAR_CHANCE_FACTOR", "WEAK_JUDGE_ACCURACY", "WEAK_SURROGATE_AGREEMEN
 #: The evaluation model (the judge) is weak below this test accuracy on held-out private images. It then
 #: misclassifies more than one real private image in five, so a failed reconstruction and the judge's
 #: own error look alike and Acc@1/Acc@5 measure the judge as much as the attack. The papers' judge scores
-#: 0.96 on CelebA (IR-50 "FaceNet", reference section 1); on 100 face identities trained from scratch
-#: here, judges at about 0.3 gave attack numbers that were noise.
+#: 0.96 on CelebA (IR-50 "FaceNet", reference section 1); judges trained from scratch on 100 face identities
+#: were far below this bar and gave attack numbers that were noise (benchmarks/results/pretraining.md).
 WEAK_JUDGE_ACCURACY = 0.8
 
 #: An *undefended* target is weak below this test accuracy: it has learned little about its identities,
@@ -43,9 +43,9 @@ NEAR_CHANCE_FACTOR = 2.0
 
 #: A surrogate that agrees with the target on fewer held-out public images than this is weak: the ensemble
 #: then pulls the reconstructions towards what the target does not do. Public images show none of the
-#: target's identities, so agreement there is lower than on private images: on LFW (50 identities)
-#: surrogates agreeing on 0.52 / 0.62 of public images (0.70 / 0.83 of private ones) lifted GMI from 0.55
-#: to 0.77 Acc@1 (benchmarks/results/attack_variants_lfw.md).
+#: target's identities, so agreement there is lower than on private images: on LFW surrogates agreeing with
+#: the target on little more than half of the public images still lifted GMI (measured in
+#: benchmarks/results/attack_variants_lfw.md, "Surrogates distilled for every step").
 WEAK_SURROGATE_AGREEMENT = 0.5
 
 

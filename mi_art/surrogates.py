@@ -110,7 +110,8 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
       prior samples as public images: the student learns the target on the images the attack explores;
     - the budget is counted in optimiser ``steps``, with the learning rate constant as in the paper's
       20-epoch schedule, or halved every ``lr_step`` steps (halving it every third of 300 steps on digits
-      cut the student's agreement with the target on private test images from 0.88 to 0.56); every
+      cut the student's agreement with the target on private test images: measured in
+      ``benchmarks/results/attack_variants_lfw.md``, "Surrogates distilled for every step"); every
       ``eval_every`` steps the KL on held-out public images (``val_x``, or a ``val_fraction`` of
       ``public_x`` set aside) is measured and the best student is kept. Training
       stops early once that KL has not improved for ``patience`` evaluations, if ``patience`` is given;

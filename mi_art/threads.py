@@ -4,8 +4,8 @@ torch starts one intra-op thread per core, and its threads spin while they wait 
 process holds a core (a browser, a CI job, a second audit, another worker on the node), every parallel region
 waits for a thread that is not running, and a job runs several times slower than on one thread; on an idle
 machine the same threads make it faster. Measured on 2 cores (``benchmarks/threads.py``,
-``benchmarks/results/threads.md``): torch's default is 1.2-1.8x faster than one thread idle, 2.0-2.8x slower
-with the other core busy, and 4.7-5.7x slower beside another torch job.
+``benchmarks/results/threads.md``): torch's default is faster than one thread idle, several times slower with
+the other core busy, and slower still beside another torch job.
 
 The policy, ``"auto"``: the CPUs this process may use (its CPU affinity, capped by the cgroup's CPU quota) that
 other processes leave idle when the policy is applied (their load measured over 0.15 s from ``/proc/stat``),

@@ -262,8 +262,9 @@ def as_module(model: Any, what: str = "model", *, output_index: OutputIndex = No
 @contextmanager
 def channels_last_on_cpu(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
     """On a CPU, one of the library's own architectures (built by :func:`~mi_art.models.make_classifier`) holds
-    its weights channels-last while inside (oneDNN's convolutions then run 1.2-1.7x faster for its CNNs and
-    ResNets, forward and backward, with the images still given channels-first), and contiguous again after.
+    its weights channels-last while inside (oneDNN's convolutions then run faster for its CNNs and ResNets,
+    forward and backward, with the images still given channels-first: ``benchmarks/results/threads.md``), and
+    contiguous again after.
     Elsewhere nothing changes: a user's model may ``.view`` its activations, which channels-last ones refuse."""
     if (device.type != "cpu" or getattr(model, "architecture_name", None) is None
             or not any(isinstance(m, nn.Conv2d) for m in model.modules())):

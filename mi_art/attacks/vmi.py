@@ -30,8 +30,8 @@ class VMI(GANInversionAttack):
     :param samples: Codes drawn from each identity's ``q`` per step (the authors' 64 on a GPU).
 
     ``learning_rate`` defaults to 0.005 (Adam on ``m`` and ``L``), not GMI's 0.02: with no clamp and a weak KL,
-    0.02 lets ``q`` drift off the prior's faces (measured, 1000 iterations: Acc@1 on AT&T 0.50 at 0.02, 0.85 at
-    0.005, 0.82 at 0.002; on 10 LFW identities 0.45, 0.62, 0.54, and 0.41 at 0.001; docs/methods.md).
+    0.02 lets ``q`` drift off the prior's faces; 0.005 was the best of the rates tried on AT&T and on LFW
+    (docs/methods.md, VMI, measures each).
 
     The other parameters are those of every attack (:class:`~mi_art.attacks.base.GANInversionAttack`);
     ``batch_size`` counts identities, ``id_weight`` scales the identity loss and the KL together.

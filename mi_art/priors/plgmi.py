@@ -11,9 +11,8 @@ discriminator steps per generator step. Deviations, for a few hundred public ima
 instead of 30k+ of each on a GPU (``docs/methods.md``): the networks are the GMI prior's DCGAN layers
 (class-conditional batch norm; a spectral-normalised projection discriminator) instead of SN-ResNets; the
 generator can start from a trained GMI generator (``init_generator``); ``top_n`` defaults to at most the
-public images per class; Adam's learning rate is 1e-3, not 2e-4: on digits, after 300 steps at 1e-3 the
-discriminator scores a public image highest under its pseudo-label for 0.61 of them (0.19 with the labels
-shuffled), after 1000 steps at 2e-4 for 0.29 only.
+public images per class; Adam's learning rate is 1e-3, not 2e-4: on digits 300 steps at 1e-3 teach the
+discriminator the pseudo-labels better than 1000 steps at 2e-4 (docs/methods.md, PLG-MI, measures both).
 """
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ PSEUDO_LABELS_PER_CLASS = 30
 def few_public_images_note(n_public: int, num_classes: int) -> Optional[str]:
     """A warning, or None: fewer public images than PLG-MI's ``PSEUDO_LABELS_PER_CLASS`` per class leave its
     pseudo-labels little to choose from (AT&T, 10 per class: the conditional samples were far from faces;
-    LFW, 30 per class: faces the judge put in their identity 0.54 of the time; docs/methods.md, PLG-MI)."""
+    LFW, 30 per class: faces the judge put in their identity about half the time; docs/methods.md, PLG-MI)."""
     if n_public >= PSEUDO_LABELS_PER_CLASS * num_classes:
         return None
     return (f"PLG-MI's prior pseudo-labels {n_public} public images for {num_classes} classes "
