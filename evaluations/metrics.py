@@ -649,6 +649,76 @@ def _mean_over_judges(values: Sequence[Optional[float]]) -> Tuple[Optional[float
     return float(defined.mean()), float(defined.std())
 
 
+def _as_panel(judges: Union[ModelLike, Sequence[ModelLike]]) -> List[ModelLike]:
+    """``judges`` as a non-empty list: one model given alone is a panel of one."""
+    if isinstance(judges, (nn.Module, EstimatorModule)) or not isinstance(judges, (list, tuple)):
+        judges = [judges]
+    if not judges:
+        raise ValueError("judges is empty: give at least one evaluation model")
+    return list(judges)
+
+
+def _training_images(private_images: torch.Tensor, private_labels: np.ndarray, train_x: Optional[ArrayLike],
+                     train_y: Optional[ArrayLike]) -> Tuple[torch.Tensor, np.ndarray]:
+    """The private training images and their identities, checked: ``train_x``/``train_y`` (given together), else
+    all the private images."""
+    if (train_x is None) != (train_y is None):
+        raise ValueError("give train_x and train_y together (the private training images and their identities), "
+                         "or neither")
+    train_images = private_images if train_x is None else _check_images(train_x, "train_x")
+    train_labels = private_labels if train_y is None else np.asarray(train_y)
+    if len(train_labels) != len(train_images):
+        raise ValueError(f"train_y has {len(train_labels)} labels for {len(train_images)} images in train_x")
+    return train_images, train_labels
+
+
+def _of_identities(images: torch.Tensor, labels: np.ndarray, identities: np.ndarray) -> torch.Tensor:
+    """The images whose label is one of ``identities``."""
+    return images[torch.from_numpy(np.isin(labels, identities))]
+
+
+def _judge_figures(judge: ModelLike, index: int, num_classes: Optional[int], images: torch.Tensor,
+                   labels: np.ndarray, private_images: torch.Tensor, private_labels: np.ndarray,
+                   real: torch.Tensor, train_real: torch.Tensor, *, rec_index: Optional[ArrayLike],
+                   top_k: Sequence[int], batch_size: int) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
+    """One judge's figures of the reconstructions (:func:`attack_accuracy`'s, None for Acc@k not applicable;
+    ``knn_dist``; ``fid_eval_features`` of its successes against ``real``; :func:`prdc` against
+    ``train_real``), with its per-reconstruction top-1 hits and KNN distances. ``num_classes``: the panel's
+    (its first judge's), which this judge, ``judges[index]``, must have; None for the first."""
+    acc = attack_accuracy(judge, images, labels, rec_index=rec_index, top_k=top_k, batch_size=batch_size)
+    if num_classes is not None and acc["num_classes"] != num_classes:
+        raise ValueError(f"judges[{index}] has {acc['num_classes']} classes, judges[0] {num_classes}: "
+                         "every judge must classify the same private identities")
+    for k in top_k:
+        if not topk_applicable(k, acc["num_classes"]):
+            acc[f"acc@{k}"] = acc[f"acc@{k}_std"] = None
+    success = acc["per_sample_top1"]
+    knn = knn_distance(judge, images, labels, private_images, private_labels, batch_size=batch_size)
+    acc["knn_dist"] = knn["knn_dist"]
+    acc["fid_eval_features"] = (fid_eval_features(judge, images[torch.from_numpy(success)], real,
+                                                  batch_size=batch_size) if success.sum() >= 2 else None)
+    features = PenultimateFeatures(judge, batch_size=batch_size)
+    with torch.no_grad():
+        acc.update(prdc(features(train_real), features(images)))
+    return acc, success, knn["per_sample"]
+
+
+def _panel_means(per_judge: List[Dict[str, Any]], top_k: Sequence[int]) -> Dict[str, Any]:
+    """The panel's figures from its judges': their number, the classes and chance levels, the spread over rounds
+    averaged, and for Acc@k and every other metric declared judged by the panel that the judges computed, the
+    mean, the std over judges and each judge's value."""
+    out: Dict[str, Any] = {"n_judges": len(per_judge), "num_classes": per_judge[0]["num_classes"]}
+    for k in top_k:
+        out[f"chance@{k}"] = per_judge[0][f"chance@{k}"]
+        out[f"acc@{k}_std"] = _mean_over_judges([j[f"acc@{k}_std"] for j in per_judge])[0]
+    judged = [m for m in PANEL_METRICS if not m.startswith("acc@") and m in per_judge[0]]
+    for metric in [f"acc@{k}" for k in top_k] + judged:
+        values = [j[metric] for j in per_judge]
+        out[metric], out[f"{metric}_judge_std"] = _mean_over_judges(values)
+        out[f"{metric}_judges"] = values
+    return out
+
+
 def judge_panel(
     judges: Sequence[ModelLike],
     x: ArrayLike,
@@ -702,55 +772,25 @@ def judge_panel(
     ValueError
         On an empty panel, judges with different numbers of classes, or any error of the metrics.
     """
-    if isinstance(judges, (nn.Module, EstimatorModule)) or not isinstance(judges, (list, tuple)):
-        judges = [judges]
-    if not judges:
-        raise ValueError("judges is empty: give at least one evaluation model")
+    judges = _as_panel(judges)
     images = _check_images(x, "x")
     labels = np.asarray(y)
     private_images = _check_images(private_x, "private_x")
     private_labels = np.asarray(private_y)
+    train_images, train_labels = _training_images(private_images, private_labels, train_x, train_y)
     attacked = np.unique(labels)
-    real = private_images[torch.from_numpy(np.isin(private_labels, attacked))]
-    if (train_x is None) != (train_y is None):
-        raise ValueError("give train_x and train_y together (the private training images and their identities), "
-                         "or neither")
-    train_images = private_images if train_x is None else _check_images(train_x, "train_x")
-    train_labels = private_labels if train_y is None else np.asarray(train_y)
-    if len(train_labels) != len(train_images):
-        raise ValueError(f"train_y has {len(train_labels)} labels for {len(train_images)} images in train_x")
-    train_real = train_images[torch.from_numpy(np.isin(train_labels, attacked))]
-    hits, distances = [], []
+    real = _of_identities(private_images, private_labels, attacked)
+    train_real = _of_identities(train_images, train_labels, attacked)
     per_judge: List[Dict[str, Any]] = []
+    hits, distances = [], []
     for i, judge in enumerate(judges):
-        acc = attack_accuracy(judge, images, labels, rec_index=rec_index, top_k=top_k, batch_size=batch_size)
-        if per_judge and acc["num_classes"] != per_judge[0]["num_classes"]:
-            raise ValueError(f"judges[{i}] has {acc['num_classes']} classes, judges[0] {per_judge[0]['num_classes']}: "
-                             "every judge must classify the same private identities")
-        for k in top_k:
-            if not topk_applicable(k, acc["num_classes"]):
-                acc[f"acc@{k}"] = acc[f"acc@{k}_std"] = None
-        success = acc["per_sample_top1"]
-        knn = knn_distance(judge, images, labels, private_images, private_labels, batch_size=batch_size)
-        acc["knn_dist"] = knn["knn_dist"]
-        acc["fid_eval_features"] = (fid_eval_features(judge, images[torch.from_numpy(success)], real,
-                                                      batch_size=batch_size) if success.sum() >= 2 else None)
-        features = PenultimateFeatures(judge, batch_size=batch_size)
-        with torch.no_grad():
-            acc.update(prdc(features(train_real), features(images)))
+        figures, success, knn_per_sample = _judge_figures(
+            judge, i, per_judge[0]["num_classes"] if per_judge else None, images, labels, private_images,
+            private_labels, real, train_real, rec_index=rec_index, top_k=top_k, batch_size=batch_size)
         hits.append(success.astype(np.float64))
-        distances.append(knn["per_sample"])
-        per_judge.append(acc)
-    out: Dict[str, Any] = {"n_judges": len(per_judge), "num_classes": per_judge[0]["num_classes"]}
-    for k in top_k:
-        out[f"chance@{k}"] = per_judge[0][f"chance@{k}"]
-        out[f"acc@{k}_std"] = _mean_over_judges([j[f"acc@{k}_std"] for j in per_judge])[0]
-    # Acc@k for the k asked; every other metric declared judged by the panel that the judges computed above
-    judged = [m for m in PANEL_METRICS if not m.startswith("acc@") and m in per_judge[0]]
-    for metric in [f"acc@{k}" for k in top_k] + judged:
-        values = [j[metric] for j in per_judge]
-        out[metric], out[f"{metric}_judge_std"] = _mean_over_judges(values)
-        out[f"{metric}_judges"] = values
+        distances.append(knn_per_sample)
+        per_judge.append(figures)
+    out = _panel_means(per_judge, top_k)
     out["per_identity"] = per_identity_figures(labels, {"acc@1": np.mean(hits, axis=0),
                                                         "knn_dist": np.mean(distances, axis=0)}, train_labels)
     return out

@@ -92,3 +92,47 @@ def test_id_weight_reaches_the_search_and_the_record(digits, tmp_path, monkeypat
     assert "id_weight=0.5 was not used" in " ".join(E.run_attack(
         E.Workbench(E.ExperimentConfig(attack="miface", variant="baseline", id_weight=0.5, miface_iterations=2, **TINY), cache,
                     data=digits))["warnings"])
+
+
+def _pinned_panel_inputs():
+    """Two untrained judges of fixed seeds, 30 reconstructions in 3 rounds of 5 identities, private images and a
+    training subset: a panel input whose every output is pinned by tests/golden/judge_panel.json."""
+    judges = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        judges.append(M.make_classifier("cnn", 1, 5, 8).eval())
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (30, 1, 8, 8)).astype(np.float32)
+    y = np.tile(np.arange(5), 6)
+    private_x = rng.uniform(0, 1, (40, 1, 8, 8)).astype(np.float32)
+    private_y = np.repeat(np.arange(5), 8)
+    train = np.arange(40) % 8 < 6
+    return judges, x, y, private_x, private_y, dict(rec_index=np.repeat(np.arange(3), 10), top_k=(1, 2, 5),
+                                                    train_x=private_x[train], train_y=private_y[train])
+
+
+def _assert_same(got, expected, where="panel"):
+    if isinstance(expected, dict):
+        assert list(got) == list(expected), where  # the same keys in the same order
+        for key in expected:
+            _assert_same(got[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, list):
+        assert len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected)):
+            _assert_same(g, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), where
+    else:
+        assert got == expected, where
+
+
+def test_the_panel_output_is_pinned():
+    """judge_panel's whole output on a fixed input (every metric, its judges' values and spreads, chance levels,
+    Acc@k not applicable at k >= K, per identity) stays what it was when the panel was one function."""
+    import json
+    from pathlib import Path
+
+    judges, x, y, private_x, private_y, options = _pinned_panel_inputs()
+    panel = judge_panel(judges, x, y, private_x, private_y, **options)
+    expected = json.loads((Path(__file__).parent / "golden" / "judge_panel.json").read_text())
+    _assert_same(json.loads(json.dumps(panel)), expected)
