@@ -913,6 +913,68 @@ def wrap_target(model: Any, data: MIDataset, device: torch.device):
                              device_type="gpu" if device.type == "cuda" else "cpu")
 
 
+@dataclass
+class VariantModels:
+    """What a variant's improvements are made of, for one target at the workbench's access level."""
+
+    #: What the attack is given: the target's estimator at white-box, its API (:meth:`Workbench.api`) below.
+    estimator: Any
+    #: The surrogates the loss is also taken over (model augmentation), or below white-box the surrogates learnt
+    #: from the target's answers, the first inverted in the target's place.
+    surrogates: List[nn.Module]
+    #: LOM's mean public feature of the model inverted (the target, or below white-box its first surrogate).
+    p_reg: Optional[torch.Tensor]
+    #: One mean public feature per other surrogate, for their own regularisers (``regularise_surrogates``).
+    surrogate_p_reg: Optional[List[torch.Tensor]]
+    #: The record's fields: ``"surrogates"`` (each one's report, "used" set), ``"access"``, ``"query_budget"``.
+    record: Dict[str, Any]
+    #: Warnings about the surrogates (weak ones; those left out).
+    notes: List[str]
+
+
+def variant_models(bench: Workbench, estimator: Any, unit_target: nn.Module,
+                   improvements: Sequence[str]) -> VariantModels:
+    """The surrogates, ``p_reg`` and the surrogates' ``p_reg`` that ``improvements`` need (LOM: ``p_reg``; MA: the
+    surrogates; both: each surrogate's ``p_reg`` too), made or loaded by ``bench`` only when needed, and what
+    the attack inverts (``estimator``, the target's, at white-box). Below white-box the target is reached
+    through ``predict`` alone: the surrogates learnt from its answers are what is inverted, the first in the
+    target's place, and MA adds the others."""
+    c = bench.config
+    use_lom, use_ma = "lom" in improvements, "ma" in improvements
+    surrogates: List[nn.Module] = []
+    surrogate_p_reg = None
+    record: Dict[str, Any] = {}
+    notes: List[str] = []
+    if c.access != "white-box":
+        estimator = bench.api(unit_target)
+        learnt, queries = bench.answer_surrogates(unit_target)
+        record["surrogates"] = bench.surrogate_report(unit_target, learnt)
+        for row, q in zip(record["surrogates"], queries):
+            row["queries"] = q
+        record["access"], record["query_budget"] = c.access, c.max_queries
+        surrogates = learnt if use_ma else learnt[:1]
+        weak = []
+        for i, row in enumerate(record["surrogates"]):
+            row["used"] = i < len(surrogates)
+            warned = weak_surrogate_warning(row["agreement_public_heldout"], name=f"surrogate {i} ({row['arch']})",
+                                            hint="Distil it longer (surrogate_steps) or with more queries "
+                                                 "(max_queries)") if row["used"] else None
+            weak.extend([warned] if warned else [])
+        warn_weak(weak)
+        notes.extend(weak)
+        p_reg = bench.surrogate_p_reg(unit_target, 0, surrogates[0]) if use_lom else None
+        if use_lom and use_ma and c.regularise_surrogates and len(surrogates) > 1:
+            surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in enumerate(surrogates) if i]
+    else:
+        if use_ma:
+            surrogates, record["surrogates"], notes = bench.checked_surrogates(unit_target)
+            if use_lom and c.regularise_surrogates:
+                used = [i for i, row in enumerate(record["surrogates"]) if row["used"]]
+                surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
+        p_reg = bench.p_reg(unit_target) if use_lom else None
+    return VariantModels(estimator, surrogates, p_reg, surrogate_p_reg, record, notes)
+
+
 def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optional[str] = None,
                attack_seed: Optional[int] = None, target: Any = None, evaluator: Any = None,
                target_record: Any = None) -> Dict[str, Any]:
@@ -980,43 +1042,16 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         recs, labels, rec_index = outcome.reconstructions, outcome.labels, outcome.reconstruction_index
         extra.update(outcome.record)
     else:
-        # what the variant's improvements are made of is made here, only when it needs it; mi_art.attack_kwargs
-        # turns it into the attack's arguments
+        # what the variant's improvements are made of (variant_models); mi_art.attack_kwargs turns it into the
+        # attack's arguments
         improvements = parse_variant(variant)
-        use_lom, use_ma = "lom" in improvements, "ma" in improvements
-        surrogates: List[nn.Module] = []
-        surrogate_p_reg = None
-        if c.access != "white-box":
-            # the target is reached through predict alone: the surrogates learnt from its answers are what is
-            # inverted, the first in the target's place; MA adds the others
-            estimator = bench.api(unit_target)
-            learnt, queries = bench.answer_surrogates(unit_target)
-            extra["surrogates"] = bench.surrogate_report(unit_target, learnt)
-            for row, q in zip(extra["surrogates"], queries):
-                row["queries"] = q
-            extra["access"], extra["query_budget"] = c.access, c.max_queries
-            surrogates = learnt if use_ma else learnt[:1]
-            weak = []
-            for i, row in enumerate(extra["surrogates"]):
-                row["used"] = i < len(surrogates)
-                warned = weak_surrogate_warning(row["agreement_public_heldout"], name=f"surrogate {i} ({row['arch']})",
-                                                hint="Distil it longer (surrogate_steps) or with more queries "
-                                                     "(max_queries)") if row["used"] else None
-                weak.extend([warned] if warned else [])
-            warn_weak(weak)
-            notes.extend(weak)
-            p_reg = bench.surrogate_p_reg(unit_target, 0, surrogates[0]) if use_lom else None
-            if use_lom and use_ma and c.regularise_surrogates and len(surrogates) > 1:
-                surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in enumerate(surrogates) if i]
-        else:
-            if use_ma:
-                surrogates, extra["surrogates"], notes = bench.checked_surrogates(unit_target)
-                if use_lom and c.regularise_surrogates:
-                    used = [i for i, row in enumerate(extra["surrogates"]) if row["used"]]
-                    surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in zip(used, surrogates)]
-            p_reg = bench.p_reg(unit_target) if use_lom else None
-        kwargs = attack_kwargs(improvements, access=c.access, p_reg=p_reg, surrogates=surrogates,
-                               surrogate_p_reg=surrogate_p_reg, views=c.search_views)
+        use_lom = "lom" in improvements
+        models = variant_models(bench, estimator, unit_target, improvements)
+        estimator, surrogates = models.estimator, models.surrogates
+        extra.update(models.record)
+        notes.extend(models.notes)
+        kwargs = attack_kwargs(improvements, access=c.access, p_reg=models.p_reg, surrogates=surrogates,
+                               surrogate_p_reg=models.surrogate_p_reg, views=c.search_views)
         kwargs.update(iterations=c.iterations, n_reconstructions=c.n_reconstructions, n_candidates=c.n_candidates,
                       batch_size=c.batch_size, seed=seed, verbose=c.verbose)
         if c.id_weight is not None:

@@ -12,6 +12,7 @@ import torch
 import mi_art as M
 import mi_art.attacks.base as base
 import mi_art.variants as variants
+from mi_art.quality import WeakModelWarning
 from mi_art.views import alignment_views
 
 PAPER_VARIANTS = ["baseline", "lom", "ma", "lomma"]
@@ -335,3 +336,68 @@ def test_alignment_views_are_geometric_and_the_attack_uses_them(target_clf, gmi_
     assert calls == {"alignmi": 6, "plgmi": 0}
     with pytest.raises(ValueError, match="view_transform must be one of 'plgmi', 'alignmi', got 'taa'"):
         M.GMI(target_clf, generator, critic, view_transform="taa")
+
+
+class _Bench:
+    """A workbench that hands out labels for the models variant_models asks it for, and records each request."""
+
+    def __init__(self, access: str):
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(access=access, max_queries=500, regularise_surrogates=True)
+        self.asked = []
+
+    def _ask(self, what, value):
+        self.asked.append(what)
+        return value
+
+    def api(self, target):
+        return self._ask("api", "the target's API")
+
+    def answer_surrogates(self, target):
+        return self._ask("answer_surrogates", (["learnt 0", "learnt 1"], [10, 20]))
+
+    def surrogate_report(self, target, surrogates):
+        return self._ask("surrogate_report", [{"arch": "cnn", "agreement_public_heldout": a} for a in (0.9, 0.3)])
+
+    def surrogate_p_reg(self, target, index, surrogate):
+        return self._ask("surrogate_p_reg", f"p_reg of {surrogate} ({index})")
+
+    def checked_surrogates(self, target):
+        report = [{"used": True}, {"used": False}, {"used": True}]
+        return self._ask("checked_surrogates", (["distilled 0", "distilled 2"], report, ["surrogate 1 left out"]))
+
+    def p_reg(self, target):
+        return self._ask("p_reg", "p_reg of the target")
+
+
+def test_variant_models_makes_only_what_the_variant_needs_at_white_box():
+    from mi_art.evaluations.experiment import variant_models
+
+    bench = _Bench("white-box")
+    models = variant_models(bench, "estimator", "target", M.parse_variant("baseline"))
+    assert bench.asked == [] and models.estimator == "estimator" and models.surrogates == []
+    assert models.p_reg is None and models.surrogate_p_reg is None and models.record == {} and models.notes == []
+    models = variant_models(bench, "estimator", "target", M.parse_variant("lomma"))
+    assert models.estimator == "estimator" and models.surrogates == ["distilled 0", "distilled 2"]
+    assert models.p_reg == "p_reg of the target"
+    # each used surrogate's own p_reg, by its index among all the surrogates
+    assert models.surrogate_p_reg == ["p_reg of distilled 0 (0)", "p_reg of distilled 2 (2)"]
+    assert [row["used"] for row in models.record["surrogates"]] == [True, False, True]
+    assert models.notes == ["surrogate 1 left out"]
+
+
+def test_variant_models_inverts_the_learnt_surrogates_below_white_box():
+    from mi_art.evaluations.experiment import variant_models
+
+    bench = _Bench("black-box")
+    models = variant_models(bench, "estimator", "target", M.parse_variant("lom"))
+    assert models.estimator == "the target's API" and models.surrogates == ["learnt 0"]
+    assert models.p_reg == "p_reg of learnt 0 (0)" and models.surrogate_p_reg is None
+    assert models.record["access"] == "black-box" and models.record["query_budget"] == 500
+    assert [(row["queries"], row["used"]) for row in models.record["surrogates"]] == [(10, True), (20, False)]
+    assert models.notes == []  # the weak surrogate is not used
+    with pytest.warns(WeakModelWarning):
+        models = variant_models(bench, "estimator", "target", M.parse_variant("lomma"))
+    assert models.surrogates == ["learnt 0", "learnt 1"] and models.surrogate_p_reg == ["p_reg of learnt 1 (1)"]
+    assert len(models.notes) == 1 and "surrogate 1 (cnn)" in models.notes[0]
