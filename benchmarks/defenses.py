@@ -32,7 +32,8 @@ import numpy as np
 
 from _cells import AttackCell, run_attack_cells
 from _results import Results, add_also_argument
-from _settings import BENCHMARKS, REPO, add_threads_argument, artifact_cache, benchmark_config, spaced_identities
+from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, artifact_cache,
+                       benchmark_config, parse_args, spaced_identities)
 from mi_art.threads import set_threads
 
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench
@@ -114,7 +115,7 @@ def _rows(grid: list):
 
 def main() -> None:
     parser = _parser()
-    args = parser.parse_args()
+    args = parse_args(parser)
     set_threads(args.threads)
     seeds = args.seeds or (2 if args.quick else 3)
     base = _config(args)
@@ -181,7 +182,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     return benchmark_config(
         args.benchmark, args.data_root, variant=args.variant,
         judges=args.judges or (3 if args.benchmark == "lfw" else 1), iterations=args.iterations or (150 if q else 300),
-        n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
+        n_reconstructions=args.n_reconstructions, gmi_steps=args.gmi_steps or (300 if q else 1500),
         kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
         surrogate_steps=args.surrogate_steps or (300 if q else 1000),
         device=args.device, max_queries=args.max_queries)
@@ -246,7 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--kedmi-steps", type=int, default=None,
                         help="KEDMI generator steps per target, from the GMI generator (default 100)")
     parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 1000)")
-    parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
+    add_gmi_steps_argument(parser, None, "GMI WGAN-GP steps (default 1500; quick 300)")
     parser.add_argument("--only", default=None, help="comma-separated defense names to run")
     parser.add_argument("--variant", choices=("baseline", "lom", "ma", "lomma"), default="lomma",
                         help="the GAN attacks' variant (default lomma; lom needs no surrogates: a cheaper look where "
