@@ -10,8 +10,8 @@ renamed the table of their earlier names (``values``, or its rule's): both still
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import functools
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from mi_art.renames import Renames
@@ -102,6 +102,8 @@ class Settings:
         self.declared: Dict[str, Setting] = {f.name: f.metadata[_METADATA_KEY] for f in fields}
         self.defaults: Dict[str, Any] = {f.name: f.default if f.default is not dataclasses.MISSING
                                          else f.default_factory() for f in fields}
+        #: The settings' earlier names (earlier name -> field).
+        self.renamed = Renames("setting", {s.was: k for k, s in self.declared.items() if s.was})
 
     @property
     def rules(self) -> Dict[str, Rule]:
@@ -132,11 +134,6 @@ class Settings:
     def not_in_id(self) -> Tuple[str, ...]:
         """The fields a cell's id never holds."""
         return tuple(k for k, s in self.declared.items() if s.in_id == "never")
-
-    @property
-    def renamed(self) -> Renames:
-        """The settings' earlier names (earlier name -> field)."""
-        return Renames("setting", {s.was: k for k, s in self.declared.items() if s.was})
 
     def resolved(self, values: Dict[str, Any], where: str = "", *, quiet: bool = False) -> Dict[str, Any]:
         """``values`` (field -> value) with each value that has an earlier name under its name now, reported as

@@ -352,3 +352,12 @@ def test_the_benchmarks_take_the_earlier_prior_steps_option_with_a_note(capsys):
 
     with pytest.warns(RenamedWarning, match="efficientnet_b0"):  # an earlier architecture name
         assert surrogates._settings("efficientnet_b0:10:0")[0][0] == "efficientnet-b0"
+
+
+def test_a_renamed_defense_keeps_its_results_files_key():
+    """The defense benchmark's rows are keyed by their label: negative label smoothing's stays "nls(...)", so the
+    rows already in a results file are not run again."""
+    import defenses
+
+    assert defenses.label(defenses.NLS, {"alpha": -0.05}) == "nls(alpha=-0.05)"
+    assert defenses.label("mid", {"beta": 0.01}) == "mid(beta=0.01)"
