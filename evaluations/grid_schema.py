@@ -125,8 +125,9 @@ def renamed_grid(d: Any, where: str = "the grid") -> Any:
                                     f"{where}, dataset {x.get('name')!r}") if isinstance(x, Mapping) else x
                            for x in out["datasets"]]
     if isinstance(out.get("defenses"), list):
-        out["defenses"] = [{**x, "name": RENAMED_DEFENSES.new(x.get("name"), where)} if isinstance(x, Mapping)
-                           else RENAMED_DEFENSES.new(x, where) for x in out["defenses"]]
+        out["defenses"] = [{**x, "name": RENAMED_DEFENSES.new(x["name"], where)}
+                           if isinstance(x, Mapping) and "name" in x else RENAMED_DEFENSES.new(x, where)
+                           for x in out["defenses"]]
     return d if out == dict(d) else out
 
 

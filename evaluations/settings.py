@@ -164,6 +164,7 @@ class Settings:
         lines = []
         for k, s in self.declared.items():
             what = s.help or (f"Checked by {s.checked_by}." if s.checked_by else "")
+            what += f" Its earlier name ``{s.was}`` still works." if s.was else ""
             lines.append(f"- ``{k}`` (default ``{self.defaults[k]!r}``){': ' + what if what else ''}")
         return "\n".join(lines)
 

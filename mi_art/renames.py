@@ -56,7 +56,7 @@ def _quoted(name: str) -> str:
     return repr(name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed as itself: a rule holding one stays hashable
 class Renames:
     """The names one registry (architectures, defenses) or one set of settings renamed.
 

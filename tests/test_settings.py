@@ -68,6 +68,28 @@ def test_a_setting_declared_once_is_a_rule_an_option_a_grid_key_and_an_id_scope(
     assert s.in_id_when_set == {"warmup": 0} and s.not_in_id == ("quiet",)
     assert s.with_rule(PRETRAIN_EPOCHS) == ("warmup",)
     assert s.defaults == {"steps": 3, "warmup": 0, "quiet": False, "where": None}
+    assert s.renamed.table == {}
+
+
+def test_a_renamed_setting_declares_its_earlier_name_and_keeps_it_in_the_id():
+    from mi_art.evaluations.config_rules import COUNT, choice
+    from mi_art.evaluations.settings import Settings, accepts_earlier_names, setting
+    from mi_art.renames import Renames, RenamedWarning
+
+    shapes = Renames("shape", {"sq": "square"})
+
+    @accepts_earlier_names
+    @dataclasses.dataclass
+    class Toy:
+        gen_steps: int = setting(3, COUNT, "Steps.", was="steps")
+        shape: str = setting("round", choice(["round", "square"], shapes), "Shape.")
+
+    s = Settings(Toy)
+    assert s.renamed.table == {"steps": "gen_steps"} and s.declared["shape"].values is shapes
+    with pytest.warns(RenamedWarning):
+        toy = Toy(steps=4, shape="sq")
+    assert (toy.gen_steps, toy.shape) == (4, "square")
+    assert s.id_form(dataclasses.asdict(toy)) == {"steps": 4, "shape": "sq"}
 
 
 def test_a_setting_needs_a_rule_or_a_named_checker_and_every_field_one_declaration():
