@@ -2,15 +2,18 @@
 LFW for the harder benchmark where claims are made."""
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
 # mi-art must be installed (pip install -e .): mi_art.evaluations lives in evaluations/ and is mapped
 # into the package by the install, so the repository folder itself is not put on the path
 from mi_art.data import preset_options
-from mi_art.evaluations.experiment import ExperimentConfig
+from mi_art.evaluations.experiment import SETTINGS, ExperimentConfig
+from mi_art.renames import renames_reported_by
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -102,6 +105,38 @@ def add_run_arguments(parser: Any, results: str, device: str = "auto") -> None:
     parser.add_argument("--device", default=device)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
     parser.add_argument("--out", default=None, help=f"results JSON (default mi_art_runs/{results}-<benchmark>.json)")
+
+
+def add_gmi_steps_argument(parser: Any, default: Optional[int], help: str) -> None:
+    """``--gmi-steps`` (the config's ``gmi_steps``: the GMI prior's generator steps) and, hidden, its earlier name
+    ``--prior-steps``, which :func:`parse_args` resolves."""
+    parser.add_argument("--gmi-steps", type=int, default=default, help=help)
+    parser.add_argument("--prior-steps", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, a renamed setting's earlier option (``--prior-steps``) taken as its setting's and
+    noted once on stderr (:data:`mi_art.evaluations.experiment.SETTINGS`' earlier names); given beside the option
+    of the name now with another value, a usage error naming both."""
+    args = parser.parse_args(argv)
+    renamed = SETTINGS.renamed
+    earlier = {old: getattr(args, old) for old in renamed.table if getattr(args, old, None) is not None}
+    if not earlier:
+        return args
+    given = {new: getattr(args, new) for old, new in renamed.table.items()
+             if old in earlier and getattr(args, new) != parser.get_default(new)}
+    try:
+        with renames_reported_by(lambda note: print(f"note: {note}", file=sys.stderr)):
+            named = renamed.keys({**given, **earlier}, shown=_flag)
+    except ValueError as err:
+        parser.error(str(err))
+    for key, value in named.items():
+        setattr(args, key, value)
+    return args
 
 
 def artifact_cache(cache_dir: str, *, locking: bool = True) -> Any:

@@ -29,7 +29,8 @@ import numpy as np
 
 from _cells import AttackCell, run_attack_cells
 from _results import Results, add_also_argument
-from _settings import BENCHMARKS, REPO, add_threads_argument, artifact_cache, benchmark_config, spaced_identities
+from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, artifact_cache,
+                       benchmark_config, parse_args, spaced_identities)
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
@@ -61,7 +62,7 @@ OPT_IN_METHODS = [(attack, variant, f"{name}+{variant.upper()}") for attack, nam
 
 def main() -> None:
     parser = _parser()
-    args = parser.parse_args()
+    args = parse_args(parser)
     set_threads(args.threads)
     config = _config(args)
     suffix = (("" if args.benchmark == "att" else f"-{args.benchmark}") + ("-quick" if args.quick else "")
@@ -135,7 +136,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     q = args.quick
     overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=args.n_reconstructions,
                      n_candidates=args.candidates, search_views=args.search_views, id_weight=args.id_weight,
-                     prior_steps=args.prior_steps or (300 if q else 1500),
+                     gmi_steps=args.gmi_steps or (300 if q else 1500),
                      kedmi_steps=args.kedmi_steps or (60 if q else 200),
                      plgmi_steps=args.plgmi_steps or (150 if q else 1000),
                      surrogate_steps=args.surrogate_steps or (1000 if q else 10000),
@@ -170,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--judges", type=int, default=None, help="evaluation models per reconstruction (default 3; "
                                                                  "quick 1)")
     parser.add_argument("--iterations", type=int, default=None, help="GAN attack iterations (default 1000)")
-    parser.add_argument("--prior-steps", type=int, default=None, help="WGAN-GP generator steps (default 1500)")
+    add_gmi_steps_argument(parser, None, "the GMI prior's WGAN-GP generator steps (default 1500)")
     parser.add_argument("--kedmi-steps", type=int, default=None,
                         help="KEDMI generator steps, each after 5 discriminator steps, warm-started from the GMI "
                              "prior's generator (default 200)")

@@ -32,24 +32,28 @@ import numpy as np
 
 from _cells import AttackCell, run_attack_cells
 from _results import Results, add_also_argument
-from _settings import BENCHMARKS, REPO, add_threads_argument, artifact_cache, benchmark_config, spaced_identities
+from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, artifact_cache,
+                       benchmark_config, parse_args, spaced_identities)
 from mi_art.threads import set_threads
 
+from mi_art.defenses.registry import RENAMED_DEFENSES
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.evaluations.report import aggregate, plot_frontier
 from mi_art.evaluations.utility import adaptive_comparison, aligned_variant
 from mi_art.variants import ALIGN_VIEWS
 
+#: Negative label smoothing's name (its earlier name "nls" stays in the rows' labels: :func:`label`).
+NLS = "negative-label-smoothing"
 #: one strength of every defense first, then the second ones: a run cut short still covers each defense
 DEFENSES = [
     ("none", {}),
-    ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.003}), ("nls", {"alpha": -0.05}),
+    ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.003}), (NLS, {"alpha": -0.05}),
     ("tl", {"freeze": 0.5}), ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}),
-    ("dp-sgd", {"noise_multiplier": 0.5}), ("mid", {"beta": 0.02}), ("nls", {"alpha": -0.2}),
+    ("dp-sgd", {"noise_multiplier": 0.5}), ("mid", {"beta": 0.02}), (NLS, {"alpha": -0.2}),
     ("tl", {"freeze": 0.8}), ("bido", {"lambda_x": 0.1, "lambda_y": 1.0}), ("dp-sgd", {"noise_multiplier": 2.0}),
 ]
-QUICK = [("none", {}), ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.02}), ("nls", {"alpha": -0.2})]
+QUICK = [("none", {}), ("dp-sgd", {"noise_multiplier": 1.0}), ("mid", {"beta": 0.02}), (NLS, {"alpha": -0.2})]
 #: ``--deployed``: defenses as they are deployed. Every target starts from 60 epochs of pre-training on the
 #: public identities (a third element: the target's configuration). DP-SGD fine-tunes the pre-trained
 #: network (pre-trained in GroupNorm, so every pre-trained weight is kept) with its own recipe: the last two
@@ -87,7 +91,7 @@ def deployed_grid(n_train: int, benchmark: str = "att") -> list:
         ("trap-mid", {"alpha": 0.1}, start),
         ("trap-mid", {"alpha": 0.1, "beta": 0.5}, start),
         # the earlier defenses on the same pre-trained targets
-        ("mid", {"beta": 0.01}, start), ("nls", {"alpha": -0.05}, start),
+        ("mid", {"beta": 0.01}, start), (NLS, {"alpha": -0.05}, start),
         ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}, start), ("tl", {"freeze": 0.5}, start),
     ]
 #: ART's output postprocessors (``--output-defenses``): they change what predict returns, so they are judged
@@ -103,6 +107,7 @@ def label(defense: str, params: dict, overrides: dict | None = None) -> str:
         return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('target_delta', '1/N')})"
     if overrides and overrides.get("target_pretrain_epochs") and defense == "dp-sgd" and "target_epsilon" in params:
         return f"dp-sgd fine-tuned (epsilon={params['target_epsilon']:g})"
+    defense = RENAMED_DEFENSES.old(defense)  # a label is a key of the results files: a renamed defense keeps its own
     name = defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
     return f"{name} [pre-trained]" if overrides and overrides.get("target_pretrain_epochs") else name
 
@@ -114,7 +119,7 @@ def _rows(grid: list):
 
 def main() -> None:
     parser = _parser()
-    args = parser.parse_args()
+    args = parse_args(parser)
     set_threads(args.threads)
     seeds = args.seeds or (2 if args.quick else 3)
     base = _config(args)
@@ -181,7 +186,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     return benchmark_config(
         args.benchmark, args.data_root, variant=args.variant,
         judges=args.judges or (3 if args.benchmark == "lfw" else 1), iterations=args.iterations or (150 if q else 300),
-        n_reconstructions=args.n_reconstructions, prior_steps=args.prior_steps or (300 if q else 1500),
+        n_reconstructions=args.n_reconstructions, gmi_steps=args.gmi_steps or (300 if q else 1500),
         kedmi_steps=args.kedmi_steps or (50 if q else 100), surrogate_archs=("cnn-small",),
         surrogate_steps=args.surrogate_steps or (300 if q else 1000),
         device=args.device, max_queries=args.max_queries)
@@ -194,7 +199,7 @@ def _grid(args: argparse.Namespace, base: ExperimentConfig, cache) -> list:
     else:
         grid = _rows(OUTPUT_DEFENSES if args.output_defenses else QUICK if args.quick else DEFENSES)
     if args.only:
-        names = {n.strip() for n in args.only.split(",")}
+        names = {RENAMED_DEFENSES.new(n.strip(), "--only") for n in args.only.split(",")}
         grid = [g for g in grid if g[0] in names]
     return grid
 
@@ -246,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--kedmi-steps", type=int, default=None,
                         help="KEDMI generator steps per target, from the GMI generator (default 100)")
     parser.add_argument("--surrogate-steps", type=int, default=None, help="distillation steps at most (default 1000)")
-    parser.add_argument("--prior-steps", type=int, default=None, help="GMI WGAN-GP steps (default 1500; quick 300)")
+    add_gmi_steps_argument(parser, None, "GMI WGAN-GP steps (default 1500; quick 300)")
     parser.add_argument("--only", default=None, help="comma-separated defense names to run")
     parser.add_argument("--variant", choices=("baseline", "lom", "ma", "lomma"), default="lomma",
                         help="the GAN attacks' variant (default lomma; lom needs no surrogates: a cheaper look where "

@@ -30,7 +30,7 @@ from mi_art.threads import set_threads
 
 from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import natural_accuracy
-from mi_art.models import ARCHITECTURES
+from mi_art.models import ARCHITECTURES, RENAMED_ARCHITECTURES
 
 DEFAULT_CHOICES = "cnn:0,cnn:60,cnn-wide:60,resnet10:0,resnet10:60,resnet18:60"
 
@@ -40,6 +40,7 @@ def _choices(text: str) -> List[Tuple[str, int]]:
     out = []
     for part in text.split(","):
         arch, _, pre = part.strip().partition(":")
+        arch = RENAMED_ARCHITECTURES.new(arch, "--choices")
         if arch not in ARCHITECTURES:
             raise SystemExit(f"unknown architecture {arch!r}; choose among {', '.join(sorted(ARCHITECTURES))}")
         out.append((arch, int(pre or 0)))
@@ -70,7 +71,7 @@ def main() -> None:
     start = time.perf_counter()
     for seed in range(args.seeds):
         for arch, pre in choices:
-            key = f"{arch}/pre{pre}/seed{seed}"
+            key = f"{RENAMED_ARCHITECTURES.old(arch)}/pre{pre}/seed{seed}"  # a renamed one: the results file's key
             if key in results:
                 continue
             overrides = dict(target_arch=arch, target_pretrain_epochs=pre, seed=seed, device=args.device)

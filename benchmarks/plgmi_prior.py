@@ -25,7 +25,8 @@ import torch
 from torchvision.utils import save_image
 
 from _results import Results
-from _settings import BENCHMARKS, add_run_arguments, artifact_cache, benchmark_config, results_path
+from _settings import (BENCHMARKS, add_gmi_steps_argument, add_run_arguments, artifact_cache, benchmark_config,
+                       parse_args, results_path)
 from mi_art.threads import set_threads
 
 from mi_art import train_plgmi_prior
@@ -68,17 +69,17 @@ def main() -> None:
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="att")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--settings", default=DEFAULT_SETTINGS, help="lr:alpha:steps, comma-separated")
-    parser.add_argument("--prior-steps", type=int, default=1500, help="the GMI prior's steps (default 1500)")
+    add_gmi_steps_argument(parser, 1500, "the GMI prior's steps (default 1500)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prior-samples", type=int, default=0,
                         help="add this many GMI-prior samples to the public images the target pseudo-labels "
                              "(PLG-MI's paper had 30k+ public images; the benchmarks have a few hundred)")
     add_run_arguments(parser, "plgmi-prior")
-    args = parser.parse_args()
+    args = parse_args(parser)
     set_threads(args.threads)
     out = results_path(args, "plgmi-prior")
     results = Results(out)
-    config = benchmark_config(args.benchmark, args.data_root, prior_steps=args.prior_steps, device=args.device)
+    config = benchmark_config(args.benchmark, args.data_root, gmi_steps=args.gmi_steps, device=args.device)
     bench = Workbench(config, artifact_cache(args.cache_dir))
     target, judge = bench.target(), bench.evaluator()
     gmi_generator = bench.gmi_prior()[0]

@@ -234,7 +234,7 @@ def main() -> None:
                                   mixed_precision=args.mixed_precision, device=args.device)
     else:
         config = benchmark_config(args.benchmark, args.data_root, iterations=1000, n_reconstructions=5,
-                                  prior_steps=1500, kedmi_steps=200, surrogate_steps=3000, judges=3,
+                                  gmi_steps=1500, kedmi_steps=200, surrogate_steps=3000, judges=3,
                                   mixed_precision=args.mixed_precision, device=args.device)
     out = Path(args.out or REPO / "mi_art_runs" / f"speed-{args.benchmark}-{args.budget}"
                              f"{'-bf16' if args.mixed_precision else ''}.json")

@@ -19,14 +19,15 @@ from typing import Dict, List, Tuple
 import torch
 
 from _results import Results
-from _settings import BENCHMARKS, add_run_arguments, artifact_cache, benchmark_config, results_path
+from _settings import (BENCHMARKS, add_gmi_steps_argument, add_run_arguments, artifact_cache, benchmark_config,
+                       parse_args, results_path)
 from mi_art.threads import set_threads
 
 from mi_art.evaluations.experiment import Workbench
-from mi_art.models import ARCHITECTURES
+from mi_art.models import ARCHITECTURES, RENAMED_ARCHITECTURES
 
 DEFAULT_SETTINGS = ("cnn-small:3000:0,cnn:3000:0,cnn-small:10000:0,cnn:10000:0,cnn:3000:0:public,cnn:3000:60,"
-                    "cnn-wide:3000:0,resnet10:3000:0,resnet10:10000:0,resnet10:3000:60,efficientnet_b0:3000:0")
+                    "cnn-wide:3000:0,resnet10:3000:0,resnet10:10000:0,resnet10:3000:60,efficientnet-b0:3000:0")
 
 
 def _settings(text: str) -> List[Tuple[str, int, int, str]]:
@@ -34,6 +35,7 @@ def _settings(text: str) -> List[Tuple[str, int, int, str]]:
     out = []
     for part in text.split(","):
         arch, steps, pre, *data = part.strip().split(":")
+        arch = RENAMED_ARCHITECTURES.new(arch, "--settings")
         if arch not in ARCHITECTURES:
             raise SystemExit(f"unknown architecture {arch!r}; choose among {', '.join(sorted(ARCHITECTURES))}")
         source = {"public": "public", "prior": "public+prior"}[data[0]] if data else "public+prior"
@@ -48,20 +50,20 @@ def main() -> None:
     parser.add_argument("--settings", default=DEFAULT_SETTINGS,
                         help="architecture:steps:pre-training epochs[:public|prior], comma-separated (default: "
                              "public images plus GMI-prior samples, as the pipeline distils)")
-    parser.add_argument("--prior-steps", type=int, default=1500, help="the GMI prior's steps (its samples are "
-                                                                       "distillation data; default 1500)")
+    add_gmi_steps_argument(parser, 1500, "the GMI prior's steps (its samples are distillation data; default 1500)")
     add_run_arguments(parser, "surrogates")
-    args = parser.parse_args()
+    args = parse_args(parser)
     set_threads(args.threads)
     out = results_path(args, "surrogates")
     results = Results(out)
     cache, data = artifact_cache(args.cache_dir), None
     for arch, steps, pre, source in _settings(args.settings):
-        key = f"{arch}/{steps}/pre{pre}/{source}"
+        # a renamed architecture keeps its earlier spelling in the results file's keys: finished rows are kept
+        key = f"{RENAMED_ARCHITECTURES.old(arch)}/{steps}/pre{pre}/{source}"
         if key in results:
             continue
         config = benchmark_config(args.benchmark, args.data_root, surrogate_archs=(arch,), surrogate_steps=steps,
-                                  surrogate_pretrain_epochs=pre, surrogate_data=source, prior_steps=args.prior_steps,
+                                  surrogate_pretrain_epochs=pre, surrogate_data=source, gmi_steps=args.gmi_steps,
                                   device=args.device)
         bench = Workbench(config, cache, data=data)
         data = bench.data

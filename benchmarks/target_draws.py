@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "mi_art_runs" / "target_draws.json"))
     args = parser.parse_args()
     set_threads(args.threads)
-    config = att_faces_config(args.data_root, iterations=args.iterations, n_reconstructions=5, prior_steps=1500,
+    config = att_faces_config(args.data_root, iterations=args.iterations, n_reconstructions=5, gmi_steps=1500,
                               kedmi_steps=200, surrogate_steps=3000, device=args.device)
     bench = Workbench(config, ArtifactCache(args.cache_dir))
     evaluator = bench.evaluator()

@@ -72,7 +72,7 @@ def main() -> None:
     args = parser.parse_args()
     set_threads(args.threads)
     trap.TrapdoorLoss = _KeepTriggers  # TrapMID.train builds its loss from the module's name
-    config = dataclasses.replace(benchmark_config(args.benchmark, None, prior_steps=1500), defense="trap-mid",
+    config = dataclasses.replace(benchmark_config(args.benchmark, None, gmi_steps=1500), defense="trap-mid",
                                  defense_params={"alpha": args.alpha, **({} if args.beta is None else {"beta": args.beta})},
                                  target_pretrain_epochs=60, iterations=300, n_reconstructions=3)
     bench = Workbench(config, _FreshTargets(args.cache_dir))

@@ -8,7 +8,7 @@ from torch import nn
 
 from mi_art.predictions import natural_accuracy
 from mi_art.data import MIDataset
-from mi_art.models import ARCHITECTURES
+from mi_art.models import ARCHITECTURES, RENAMED_ARCHITECTURES
 from mi_art.training import AUGMENTATIONS, OPTIMIZERS
 from mi_art.utils import DeviceLike, resolve_device, seed_everything
 from mi_art.validation import (check_bool, check_choice, check_count, check_device, check_module_finite, check_number,
@@ -38,7 +38,7 @@ def _check_dataset(dataset: Any) -> None:
 def _check_model(model: Any) -> None:
     if isinstance(model, nn.Module):
         return
-    if not isinstance(model, str) or model not in ARCHITECTURES:
+    if not isinstance(model, str) or (model not in ARCHITECTURES and model not in RENAMED_ARCHITECTURES):
         raise ValueError(f"model must be a torch.nn.Module or one of the architecture names "
                          f"{', '.join(sorted(ARCHITECTURES))}, got {model!r}")
 
@@ -82,8 +82,9 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
       ``bottleneck_dim=None`` (half the feature size). See :mod:`mi_art.defenses.mid`.
     * ``"bido"``: bilateral dependency optimisation (https://arxiv.org/abs/2206.05483): ``lambda_x=0.05``,
       ``lambda_y=0.5``, ``measure="hsic"`` ("coco"), ``sigma=5.0``, ``layers=None``. See :mod:`mi_art.defenses.bido`.
-    * ``"nls"``: negative label smoothing (https://arxiv.org/abs/2310.06549): ``alpha=-0.05`` in [-1, 1),
-      ``warmup=0.5``, ``ramp=0.25``. See :mod:`mi_art.defenses.label_smoothing`.
+    * ``"negative-label-smoothing"`` (earlier ``"nls"``, still accepted): negative label smoothing
+      (https://arxiv.org/abs/2310.06549): ``alpha=-0.05`` in [-1, 1), ``warmup=0.5``, ``ramp=0.25``. See
+      :mod:`mi_art.defenses.label_smoothing`.
     * ``"tl"``: TL-DMI (https://arxiv.org/abs/2405.05588): pre-train on ``dataset.public``, freeze the first
       layers (``freeze=0.5``: fraction, or int count), fine-tune the rest on private data;
       ``pretrain_epochs=None``/``pretrain_lr=None`` default to ``epochs``/``lr``. See :mod:`mi_art.defenses.transfer`.
@@ -99,7 +100,8 @@ def train_defended_target(defense: str, dataset: MIDataset, *, model: ModelSpec 
       :func:`mi_art.defenses.wrap_with_defense` builds the ART classifier. **They change ``predict`` only: white-box
       gradient attacks (GMI, KEDMI through class gradients / the differentiable forward) are unaffected.**
 
-    :param defense: One of :data:`DEFENSES` (or a registered :class:`mi_art.defenses.Defense`).
+    :param defense: One of :data:`DEFENSES` (or a registered :class:`mi_art.defenses.Defense`); an earlier name
+        (:data:`~mi_art.defenses.registry.RENAMED_DEFENSES`) is taken as its name now, reported as renamed.
     :param dataset: The :class:`mi_art.data.MIDataset`; trains on ``private_train`` (TL also on ``public``),
         reports accuracy on ``private_test``.
     :param model: Architecture name (:data:`mi_art.models.ARCHITECTURES`) or a module (deep-copied, never

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mi_art.features import last_linear
-from mi_art.models import make_classifier
+from mi_art.models import RENAMED_ARCHITECTURES, make_classifier
 
 ModelSpec = Union[str, nn.Module]
 
@@ -27,9 +27,10 @@ def build_model(model: ModelSpec, in_channels: int, num_classes: int, image_size
 
 
 def model_name(model: ModelSpec) -> str:
-    """The architecture's name: given, kept by :func:`mi_art.models.make_classifier`, else the class name."""
+    """The architecture's name: given (an earlier name as its name now), kept by :func:`mi_art.models.make_classifier`,
+    else the class name."""
     if isinstance(model, str):
-        return model
+        return RENAMED_ARCHITECTURES.new(model, quiet=True)  # reported where the model is built
     name = getattr(model, "architecture_name", None)
     return name if isinstance(name, str) else type(model).__name__
 

@@ -70,7 +70,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def check_params(params: Dict[str, Any]) -> Dict[str, Any]:
-    check_keys("nls", params, DEFAULTS)
+    check_keys(NegativeLabelSmoothing.name, params, DEFAULTS)
     out = {**DEFAULTS, **params}
     out["alpha"] = check_number("alpha", out["alpha"], low=-1, high=1, high_open=True,
                                 hint=" (the smoothing factor; negative label smoothing uses e.g. -0.05)")
@@ -125,7 +125,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 class NegativeLabelSmoothing(Defense):
     """Negative label smoothing with the warm-up schedule."""
 
-    name = "nls"
+    name = "negative-label-smoothing"
     summary = "negative label smoothing (https://arxiv.org/abs/2310.06549)"
     defaults = DEFAULTS
 

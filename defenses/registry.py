@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator, Optional, Sequence
 
+from mi_art.renames import Renames
+
 from .base import Defense, Undefended
 from .bido import BiDO
 from .dp import DPSGD
@@ -16,6 +18,9 @@ from .transfer import TransferLearning
 from .trap import TrapMID
 
 _REGISTRY: Dict[str, Defense] = {}
+#: Earlier names of defenses, still accepted wherever a defense is named (reported as renamed); grid cells' ids
+#: and targets' cache keys keep them (:meth:`~mi_art.renames.Renames.old`).
+RENAMED_DEFENSES = Renames("defense", {"nls": "negative-label-smoothing"})
 
 
 def register_defense(defense: Defense, *, replace: bool = False) -> Defense:
@@ -27,6 +32,9 @@ def register_defense(defense: Defense, *, replace: bool = False) -> Defense:
     if not isinstance(name, str) or not name or name != name.strip().lower() or "_" in name:
         raise ValueError(f"a defense's name must be a non-empty lower-case string without spaces or underscores "
                          f"(use dashes), got {name!r}")
+    if name in RENAMED_DEFENSES:  # get_defense reads it as the defense's name now
+        raise ValueError(f"{name!r} is the earlier name of the defense {RENAMED_DEFENSES.table[name]!r}; pick another "
+                         "name")
     if name in _REGISTRY and not replace and _REGISTRY[name] is not defense:
         raise ValueError(f"a defense named {name!r} is already registered ({_REGISTRY[name]!r}); pick another "
                          "name, or pass replace=True")
@@ -40,14 +48,21 @@ def unregister_defense(name: str) -> None:
 
 
 def get_defense(defense: Any) -> Defense:
-    """The registered :class:`Defense` of that name (case and ``_``/``-`` forgiven), or the object itself
-    when it is a registered defense; ValueError listing the valid names otherwise."""
+    """The registered :class:`Defense` of that name (case and ``_``/``-`` forgiven; an earlier name of
+    :data:`RENAMED_DEFENSES` is reported as renamed), or the object itself when it is a registered defense;
+    ValueError listing the valid names otherwise."""
     if isinstance(defense, Defense) and _REGISTRY.get(defense.name) is defense:
         return defense
-    name = defense.strip().lower().replace("_", "-") if isinstance(defense, str) else None
+    name = RENAMED_DEFENSES.new(defense_name(defense)) if isinstance(defense, str) else None
     if name not in _REGISTRY:
         raise ValueError(f"unknown defense {defense!r}; valid names: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def defense_name(name: str) -> str:
+    """``name`` in the form of the registry's names (case and surrounding spaces dropped, "-" for "_"), an earlier
+    name left as it is (:data:`RENAMED_DEFENSES` resolves it)."""
+    return name.strip().lower().replace("_", "-")
 
 
 def check_defense_params(defense: Any, params: Optional[Dict[str, Any]] = None, *,
@@ -99,5 +114,5 @@ _BUILT_IN = (Undefended(), DPSGD(), MID(), BiDO(), NegativeLabelSmoothing(), Tra
 for _defense in _BUILT_IN:
     register_defense(_defense)
 
-__all__ = ["DEFENSES", "check_defense_architecture", "check_defense_params", "defense_defaults", "get_defense", "register_defense",
-           "unregister_defense"]
+__all__ = ["DEFENSES", "RENAMED_DEFENSES", "check_defense_architecture", "check_defense_params", "defense_defaults",
+           "defense_name", "get_defense", "register_defense", "unregister_defense"]

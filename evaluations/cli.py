@@ -220,8 +220,12 @@ class _Main(click.Group):
     line, ``Error: ...``, naming the log file that holds the full traceback, and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from mi_art.renames import renames_reported_by
+
         try:
-            return super().invoke(ctx)
+            # an earlier name (an option, a grid file's key, an architecture or defense) is one line, said once
+            with renames_reported_by(lambda note: click.echo(f"note: {note}", err=True)):
+                return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
                 KeyboardInterrupt, EOFError, BrokenPipeError):
             raise  # click reports these itself (a closed pipe, e.g. `| head`, ends quietly)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import click
 
@@ -141,11 +141,37 @@ def field_options(command: str) -> Callable:
         for spec in reversed(FIELD_OPTIONS):
             if command in spec.commands:
                 func = _decorator(spec, command)(func)
+        for old, spec in _earlier_options(command).items():  # hidden from --help; field_values resolves them
+            func = click.option(_flag(old), old, type=spec.type, default=None, hidden=True,
+                                help=f"The earlier name of {spec.flag}.")(func)
         return func
 
     return decorate
 
 
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _earlier_options(command: str) -> Dict[str, FieldOption]:
+    """A renamed setting's earlier name -> the option of the setting now, for the options ``command`` offers."""
+    by_field = {spec.field: spec for spec in FIELD_OPTIONS if command in spec.commands and not spec.multiple}
+    return {old: by_field[new] for old, new in SETTINGS.renamed.table.items() if new in by_field}
+
+
 def field_values(command: str, values: dict) -> dict:
-    """The config fields among a command's keyword arguments (those :func:`field_options` added)."""
-    return {spec.field: values[spec.field] for spec in FIELD_OPTIONS if command in spec.commands}
+    """The config fields among a command's keyword arguments (those :func:`field_options` added). An option given
+    under its earlier name (``--prior-steps``) is its setting's, reported as renamed; given beside the option of
+    the name now with another value, it is a usage error naming both."""
+    out = {spec.field: values[spec.field] for spec in FIELD_OPTIONS if command in spec.commands}
+    earlier = {old: values[old] for old in _earlier_options(command) if values.get(old) is not None}
+    if not earlier:
+        return out
+    ctx = click.get_current_context()
+    given = {k: v for k, v in out.items()
+             if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)}
+    try:
+        named = SETTINGS.renamed.keys({**given, **earlier}, shown=_flag, error=click.UsageError)
+    except click.UsageError as err:
+        raise click.UsageError(err.message, ctx) from None
+    return {**out, **named}

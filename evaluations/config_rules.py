@@ -6,14 +6,15 @@ refused with the same message wherever it is given, and the commands parse it wi
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import click
 
 from mi_art.attacks import ATTACK_NAMES, get_attack
 from mi_art.data import normalise_dataset_name
-from mi_art.models import ARCHITECTURES
+from mi_art.models import ARCHITECTURES, RENAMED_ARCHITECTURES
 from mi_art.priors import PUBLIC_PRIOR, priors_needed
+from mi_art.renames import Renames
 from mi_art.training import AUGMENTATIONS
 from mi_art.variants import ALIGN_VIEWS, VARIANTS, parse_variant
 from mi_art.validation import (check_bool, check_choice, check_count, check_int, check_list, check_number,
@@ -67,9 +68,25 @@ def _check_choice(name: str, value: Any, *, choices: Tuple[str, ...]) -> Any:
     return check_choice(name, value, choices)
 
 
-def choice(choices: Sequence[str]) -> Rule:
-    """One of ``choices`` (on the command line: a ``click.Choice``)."""
-    return Rule(partial(_check_choice, choices=tuple(choices)), click.Choice(list(choices)))
+class RenamedChoice(click.Choice):
+    """A ``click.Choice`` that also takes the earlier names of ``renames`` (not listed in ``--help``), each as its
+    name now, reported as renamed."""
+
+    def __init__(self, choices: Sequence[str], renames: Renames) -> None:
+        super().__init__(list(choices))
+        self.renames = renames
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        if value in self.renames:
+            flag = param.opts[0] if param is not None and param.opts else ""
+            value = self.renames.new(value, flag)
+        return super().convert(value, param, ctx)
+
+
+def choice(choices: Sequence[str], renames: Optional[Renames] = None) -> Rule:
+    """One of ``choices`` (on the command line: a ``click.Choice``), or one of their earlier names (``renames``)."""
+    cli = click.Choice(list(choices)) if renames is None else RenamedChoice(choices, renames)
+    return Rule(partial(_check_choice, choices=tuple(choices)), cli, renames)
 
 
 def optional_count(hint: str) -> Rule:
@@ -116,14 +133,16 @@ SEED = Rule(check_seed, click.IntRange(min=0))
 FLAG = Rule(check_bool, bool)
 #: A share in [0, 1].
 SHARE = Rule(partial(check_number, low=0, high=1), click.FloatRange(0, 1))
-ARCHITECTURE = choice(sorted(ARCHITECTURES))
+#: An architecture's name (an earlier one is taken as its name now).
+ARCHITECTURE = choice(sorted(ARCHITECTURES), RENAMED_ARCHITECTURES)
 #: An attack's name, checked against the registry at each use (attacks registered later count).
 ATTACK = Rule(lambda name, value: check_choice(name, value, ATTACK_NAMES), click.Choice(list(ATTACK_NAMES)))
 #: A variant's name, checked against :data:`mi_art.variants.VARIANTS` at each use (improvements registered later
 #: count).
 VARIANT = Rule(lambda name, value: check_choice(name, value, VARIANTS), click.Choice(list(VARIANTS)))
 #: A list of architectures (empty: none).
-ARCHITECTURE_LIST = Rule(partial(_check_names, choices=tuple(sorted(ARCHITECTURES))), ARCHITECTURE.cli)
+ARCHITECTURE_LIST = Rule(partial(_check_names, choices=tuple(sorted(ARCHITECTURES))), ARCHITECTURE.cli,
+                         RENAMED_ARCHITECTURES)
 #: Random views of each image (0: none; None: each attack's own).
 SEARCH_VIEWS = Rule(_search_views, click.IntRange(min=0))
 #: An optional weight > 0 (None: the attack's own).

@@ -22,7 +22,8 @@ from mi_art import distill_surrogate, estimate_p_reg, make_classifier, top1_agre
 from mi_art.attacks import AttackJob, get_attack
 from mi_art.data import MIDataset, expand_preset, load_dataset
 from mi_art.priors import PRIORS, PUBLIC_PRIOR, get_prior, prior_samples, priors_needed, save_sample_grid
-from mi_art.models import PRETRAINED_FACE_ARCHS
+from mi_art.defenses.registry import RENAMED_DEFENSES
+from mi_art.models import PRETRAINED_FACE_ARCHS, RENAMED_ARCHITECTURES
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.utils import EstimatorModule, resolve_device, seed_everything
 from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
@@ -41,7 +42,7 @@ from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, COUNT, FLAG,
 from .independent import (FACE_DATASETS, EmbeddingJudge, embed_images, independent_record, panel_shares,
                           resolve_independent_judge)
 from .metrics import fid_eval_features, judge_panel, natural_accuracy
-from .settings import Settings, setting
+from .settings import Settings, accepts_earlier_names, setting
 from .stages import StageLog
 
 #: share of the public images held out from distillation (early stopping, agreement reported).
@@ -65,6 +66,7 @@ FACE_PRIOR_STEPS = {name: spec.face_steps for name, spec in PRIORS.items() if sp
 DEFENSE_RECORD_FIELDS = ("defense", "params", "test_accuracy", "epsilon", "delta")
 
 
+@accepts_earlier_names
 @dataclass
 class ExperimentConfig:
     """Everything one attack run depends on. Defaults suit the embedded digits data on a CPU.
@@ -74,7 +76,8 @@ class ExperimentConfig:
     from these declarations (:data:`SETTINGS`)."""
 
     dataset: str = setting("digits", checked_by="load_dataset (mi_art.data), with the data folder", budget=False)
-    defense: str = setting("none", checked_by="the defense registry (mi_art.defenses.get_defense)", budget=False)
+    defense: str = setting("none", checked_by="the defense registry (mi_art.defenses.get_defense)", budget=False,
+                           values=RENAMED_DEFENSES)
     defense_params: Dict[str, Any] = setting(
         default_factory=dict, checked_by="the defense's own parameter check (mi_art.defenses.check_defense_params)",
         budget=False)
@@ -130,7 +133,7 @@ class ExperimentConfig:
         0, PRETRAIN_EPOCHS,
         "Epochs of pre-training each surrogate on the public identities before distilling the target into "
         "it (the paper's surrogates start from pre-trained weights); 0: from random weights.", in_id="when-set")
-    prior_steps: int = setting(300, COUNT, "GMI WGAN-GP generator steps.")
+    gmi_steps: int = setting(300, COUNT, "GMI WGAN-GP generator steps.", was="prior_steps")
     gan_width: int = setting(32, COUNT, "Channel width of the GAN priors' generator and discriminator.")
     # "auto" is resolved when the config is made (config_rules.gan_augment_for): the field holds what the run uses
     gan_augment: str = setting(
@@ -206,7 +209,10 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         """Every field by its rule (:data:`PARAMETER_RULES`), then the rules between fields
-        (:meth:`check_relations`). A ``gan_augment`` of "auto" set after the config was made is resolved here."""
+        (:meth:`check_relations`). A ``gan_augment`` of "auto", or an earlier name, set after the config was made is
+        resolved here."""
+        for key, value in SETTINGS.resolved(vars(self), "ExperimentConfig").items():
+            setattr(self, key, value)
         self.gan_augment = gan_augment_for(self.dataset, self.gan_augment)
         for key, rule in PARAMETER_RULES.items():
             rule(key, getattr(self, key))
@@ -261,6 +267,12 @@ ExperimentConfig.__doc__ = (f"{inspect.cleandoc(ExperimentConfig.__doc__ or '')}
 PARAMETER_RULES = SETTINGS.rules
 #: Fields without a rule, and where they are checked: against the data or the machine, not alone.
 CHECKED_ELSEWHERE = SETTINGS.checked_elsewhere
+
+
+def _key_name(arch: str) -> str:
+    """An architecture's name as artifacts' cache keys spell it: a renamed one under its earlier name
+    (``efficientnet_b0``), so that models cached before the rename are found."""
+    return RENAMED_ARCHITECTURES.old(arch)
 
 
 def _default(function: Any, parameter: str) -> Any:
@@ -423,14 +435,14 @@ class Workbench:
 
     def target_key(self) -> Dict[str, Any]:
         c = self.config
-        key = {"data": self._data_key, "arch": c.target_arch, "epochs": c.target_epochs, "augment": c.augment,
-               "seed": c.seed}
+        key = {"data": self._data_key, "arch": _key_name(c.target_arch), "epochs": c.target_epochs,
+               "augment": c.augment, "seed": c.seed}
         if c.target_pretrain_epochs:  # only then: the keys of targets trained from scratch stay as they were
             key["pretrain_epochs"] = c.target_pretrain_epochs
         if c.defense != "none":
             from mi_art.defenses import get_defense
 
-            key.update(defense=c.defense, defense_params=c.defense_params,
+            key.update(defense=RENAMED_DEFENSES.old(c.defense), defense_params=c.defense_params,
                        **get_defense(c.defense).defaults_key(c.defense_params))
         return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.target_arch)}
 
@@ -445,7 +457,7 @@ class Workbench:
 
     def pretrained_key(self, arch: str, epochs: int, seed: int) -> Dict[str, Any]:
         """The cache key of :meth:`pretrained`'s model (without a defense's architecture tag)."""
-        return {"data": self._data_key, "arch": arch, "epochs": epochs, "augment": self.config.augment,
+        return {"data": self._data_key, "arch": _key_name(arch), "epochs": epochs, "augment": self.config.augment,
                 "seed": seed, **self._classifier_recipe_key(), **self._embedding_key(arch)}
 
     def pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
@@ -557,7 +569,7 @@ class Workbench:
 
     def evaluator_key(self) -> Dict[str, Any]:
         c = self.config
-        key = {"data": self._data_key, "arch": c.eval_arch, "epochs": c.eval_epochs, "augment": c.augment,
+        key = {"data": self._data_key, "arch": _key_name(c.eval_arch), "epochs": c.eval_epochs, "augment": c.augment,
                "seed": c.seed + JUDGE_SEED_OFFSET}
         if c.eval_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
             key["pretrain_epochs"] = c.eval_pretrain_epochs
@@ -722,7 +734,7 @@ class Workbench:
 
     def surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
-        key = {"target": self._key_of(target), "arch": c.surrogate_archs[i], "steps": c.surrogate_steps,
+        key = {"target": self._key_of(target), "arch": _key_name(c.surrogate_archs[i]), "steps": c.surrogate_steps,
                "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 3}
         if c.surrogate_data == "public+prior":
             key["prior"] = self.prior_key(PUBLIC_PRIOR)
@@ -822,7 +834,7 @@ class Workbench:
     def answer_surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
         return {**self.surrogate_key(i, target), "access": c.access, "max_queries": c.max_queries,
-                "defense": c.defense, "defense_params": dict(c.defense_params)}
+                "defense": RENAMED_DEFENSES.old(c.defense), "defense_params": dict(c.defense_params)}
 
     def answer_surrogates(self, target: nn.Module) -> Tuple[List[nn.Module], List[int]]:
         """Below white-box: the surrogates distilled from the answers of :meth:`api` alone (scores or labels,
@@ -1185,7 +1197,7 @@ def prior_caveat(name: str, steps: int, dataset: str) -> Optional[str]:
     return (f"the {name.upper()} prior trained {steps} steps, below the {needed} of the face benchmarks: at such "
             "budgets the AT&T reconstructions were blurred faces and grey ovals. Look at the prior's samples: the "
             "reconstructions are images like them, and Acc@1 is the judges' vote on them, not a count of "
-            "recognisable faces; train the prior longer (prior_steps, kedmi_steps, plgmi_steps) for sharper ones")
+            "recognisable faces; train the prior longer (gmi_steps, kedmi_steps, plgmi_steps) for sharper ones")
 
 
 def identity_leakage(panel_rows: List[Dict[str, Any]], independent_rows: Optional[List[Dict[str, Any]]],

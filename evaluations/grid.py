@@ -13,7 +13,7 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
                                              # surrogates and seeds the attack; "attack": artifacts
                                              # use artifact_seed, only the attack seed varies
     iterations = 200                         # any ExperimentConfig budget (BUDGET_KEYS: every field
-    prior_steps = 300                        # but the grid's own keys; each one's meaning is its
+    gmi_steps = 300                          # but the grid's own keys; each one's meaning is its
                                              # option's help, `mi-art evaluate --help`)
     target_pretrain_epochs = 20              # pre-train on the public identities first (0: from
     eval_pretrain_epochs = 20                # scratch), for the target, the evaluation model
@@ -61,11 +61,12 @@ from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
 from .config_rules import needs_gmi_prior
-from .experiment import ExperimentConfig, config_defaults, query_budget_problem
+from .experiment import SETTINGS, ExperimentConfig, config_defaults, query_budget_problem
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
                           ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,
-                          _identities, check_device_form, check_grid, data_option_keys, renamed_dataset_keys)
+                          _identities, check_device_form, check_grid, data_option_keys, renamed_dataset_keys,
+                          renamed_grid)
 from .size_guard import SizeError, check_size, grid_size_problem, reconstruction_problem
 
 # GridError, check_grid, load_grid_file, grid_to_toml, merge_grid, ... are importable from here too (their
@@ -162,11 +163,13 @@ def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
 
 def cell_id(config: ExperimentConfig) -> str:
     """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded), with the
-    defense's :meth:`~mi_art.defenses.Defense.defaults_key` where it has one (DP-SGD's default delta)."""
+    defense's :meth:`~mi_art.defenses.Defense.defaults_key` where it has one (DP-SGD's default delta). Renamed
+    settings and values are hashed under their earlier names (``prior_steps``, ``"nls"``, ``"efficientnet_b0"``:
+    :meth:`~mi_art.evaluations.settings.Settings.id_form`), so that a rename changes no id."""
     from mi_art.defenses import get_defense
 
-    d = {k: v for k, v in config.to_dict().items()
-         if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v == _IN_ID_WHEN_SET[k])}
+    d = SETTINGS.id_form({k: v for k, v in config.to_dict().items()
+                          if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v == _IN_ID_WHEN_SET[k])})
     try:
         d.update(get_defense(config.defense).defaults_key(config.defense_params))
     except ValueError:  # an unknown defense: Grid.validate names it
@@ -258,6 +261,7 @@ class Grid:
         first (:func:`check_grid`: one :class:`GridError` lists every problem, each after ``where``; a dictionary
         :func:`load_grid_file` checked is not checked again); call :meth:`validate` for what needs more (defense
         parameters against the data, data folders, model shapes)."""
+        d = renamed_grid(d, where)
         check_grid(d, where)
         datasets = [_parse_dataset(x) for x in _as_list(d.get("datasets", ["digits"]), "datasets")]
         defenses = [_parse_defense(x) for x in _as_list(d.get("defenses", ["none"]), "defenses")]

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
-from .grid_schema import CheckedGrid, GridError, check_grid
+from .grid_schema import CheckedGrid, GridError, check_grid, renamed_grid
 
 __all__ = ["grid_to_toml", "load_grid_file", "merge_grid", "read_grid_file"]
 
@@ -23,7 +23,8 @@ def load_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
 
 def read_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
     """:func:`load_grid_file` without the check, for a grid that is checked once it is complete (the command line
-    lays its options over the file's keys first)."""
+    lays its options over the file's keys first). Earlier names are read under their names now, each reported
+    (:func:`~mi_art.evaluations.grid_schema.renamed_grid`)."""
     path = Path(path)
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")
@@ -57,7 +58,7 @@ def read_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
             raise GridError(f"{path}: invalid TOML: {err}") from err
     if not isinstance(data, dict):
         raise GridError(f"{path}: a grid file holds a table (mapping) at the top level")
-    return data
+    return renamed_grid(data, str(path))
 
 
 def merge_grid(base: Mapping[str, Any], override: Mapping[str, Any]) -> Dict[str, Any]:

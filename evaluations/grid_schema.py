@@ -9,12 +9,13 @@ import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mi_art.attacks.params import ART_NAMES
+from mi_art.renames import Renames
 
 from .config_rules import PRETRAIN_EPOCHS
 from .experiment import SETTINGS
 
 __all__ = ["BUDGET_KEYS", "CheckedGrid", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
-           "data_option_keys", "data_option_problems", "renamed_dataset_keys"]
+           "data_option_keys", "data_option_problems", "renamed_dataset_keys", "renamed_grid"]
 
 #: ExperimentConfig fields a grid may set globally or per dataset (those declared ``budget``).
 BUDGET_KEYS: Tuple[str, ...] = SETTINGS.budgets
@@ -24,7 +25,7 @@ _GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "s
               "device", *BUDGET_KEYS)
 _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
 #: Dataset keys of earlier grid files and their names now (the names of the config and the CLI).
-_RENAMED_DATASET_KEYS = {"root": "data_root", "options": "data_options"}
+_RENAMED_DATASET_KEYS = Renames("grid key", {"root": "data_root", "options": "data_options"})
 _DEFENSE_KEYS = ("name", "params")
 SEED_SCOPES = ("all", "attack")
 #: Keys of a cell's configuration left out of its id (declared ``in_id="never"``).
@@ -95,20 +96,39 @@ def _compact_identities(value: Any) -> Any:
 
 def renamed_dataset_keys(item: Any, where: str = "dataset") -> Any:
     """``item`` (a dataset table of a grid file) with the keys of earlier grid files, ``root`` and
-    ``options``, under their names now, ``data_root`` and ``data_options`` (a warning says so); both
-    names at once is an error. Anything but a table is returned as it is."""
+    ``options``, under their names now, ``data_root`` and ``data_options`` (reported as renamed); both
+    names with two values is an error. Anything but a table is returned as it is."""
     if not isinstance(item, Mapping):
         return item
-    out = dict(item)
-    for old, new in _RENAMED_DATASET_KEYS.items():
-        if old in out:
-            if new in out:
-                raise GridError(f"{where} gives both {old!r} and {new!r}: {old!r} is the earlier name of {new!r}; "
-                                f"keep {new!r} only")
-            out[new] = out.pop(old)
-            warnings.warn(f"{where}: the grid key {old!r} is now called {new!r} (as in the config and the CLI); "
-                          f"the file still works, rename it there", FutureWarning, stacklevel=3)
-    return out
+    return _RENAMED_DATASET_KEYS.keys(item, where, error=GridError)
+
+
+def renamed_grid(d: Any, where: str = "the grid") -> Any:
+    """A grid dictionary with every earlier name under its name now, each reported as renamed
+    (:class:`~mi_art.renames.RenamedWarning`): a setting's (``prior_steps``, at the top or in a dataset's table), a
+    dataset table's keys (``root``, ``options``), a setting's values (an architecture's) and a defense's name
+    (``nls``). Two names of one setting with two values are refused (:class:`GridError`). ``d`` itself when it holds
+    no earlier name (a :class:`CheckedGrid` stays one); anything but a mapping as it is (:func:`check_grid` names
+    it)."""
+    from mi_art.defenses.registry import RENAMED_DEFENSES
+
+    if not isinstance(d, Mapping):
+        return d
+
+    def settings(table: Mapping[str, Any], at: str) -> Dict[str, Any]:
+        table = SETTINGS.renamed.keys(table, at, error=GridError)
+        return {**table, **SETTINGS.resolved({k: v for k, v in table.items() if k in BUDGET_KEYS}, at)}
+
+    out = settings(d, where)
+    if isinstance(out.get("datasets"), list):
+        out["datasets"] = [settings(renamed_dataset_keys(x, f"{where}, dataset {x.get('name')!r}"),
+                                    f"{where}, dataset {x.get('name')!r}") if isinstance(x, Mapping) else x
+                           for x in out["datasets"]]
+    if isinstance(out.get("defenses"), list):
+        out["defenses"] = [{**x, "name": RENAMED_DEFENSES.new(x["name"], where)}
+                           if isinstance(x, Mapping) and "name" in x else RENAMED_DEFENSES.new(x, where)
+                           for x in out["defenses"]]
+    return d if out == dict(d) else out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,6 +343,7 @@ def check_grid(d: Any, where: str = "the grid") -> None:
         return
     if not isinstance(d, Mapping):
         raise GridError(f"{where}: a grid is a mapping (a table of keys), got {type(d).__name__}")
+    d = renamed_grid(d, where)
     p = _Problems()
     p.run(_check_keys, d, _GRID_KEYS, where)
     if "name" in d:

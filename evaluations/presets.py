@@ -26,7 +26,7 @@ QUICK: Dict[str, Any] = {
     "eval_epochs": 30,
     "iterations": 200,
     "n_reconstructions": 5,
-    "prior_steps": 300,
+    "gmi_steps": 300,
     "kedmi_steps": 100,
     "gan_width": 32,
     "surrogate_archs": ["cnn-small", "cnn"],
@@ -45,7 +45,7 @@ PAPER: Dict[str, Any] = {
         # BiDO-HSIC, the GMI/KEDMI CelebA setting (lambda_x, lambda_y) = (0.05, 0.5)
         {"name": "bido", "params": [{"lambda_x": 0.05, "lambda_y": 0.5, "measure": "hsic"}]},
         # negative label smoothing, alpha = -0.05
-        {"name": "nls", "params": [{"alpha": -0.05}]},
+        {"name": "negative-label-smoothing", "params": [{"alpha": -0.05}]},
         # TL-DMI: torchvision's first 27 VGG16-BN feature modules (features.0-26) hold 16 parameterised
         # layers (8 conv + 8 BatchNorm), features.0-features.25 in mi_art's vgg16bn
         {"name": "tl", "params": [{"freeze": 16}]},
@@ -72,11 +72,11 @@ PAPER: Dict[str, Any] = {
     "n_reconstructions": 5,
     "identities": "0-299",
     "batch_size": 60,
-    "prior_steps": 30000,
+    "gmi_steps": 30000,
     "kedmi_steps": 11000,
     "plgmi_steps": 30000,
     "gan_width": 64,
-    "surrogate_archs": ["efficientnet_b0", "efficientnet_b1", "efficientnet_b2"],
+    "surrogate_archs": ["efficientnet-b0", "efficientnet-b1", "efficientnet-b2"],
     "surrogate_steps": 10000,
 }
 

@@ -134,15 +134,36 @@ def _name_dataset(row: Dict[str, Any]) -> None:
     row.setdefault("dataset_kind", kind)
 
 
+def _names_now(row: Dict[str, Any]) -> None:
+    """Rows written before a setting, an architecture or a defense was renamed hold the earlier names (``prior_steps``
+    in their ``config``, the defense ``"nls"`` and its label ``"nls(alpha=-0.05)"``): read them under the names now,
+    so that a folder's earlier and later cells are one group of the report (their ids never changed). Nothing is
+    reported: the user wrote none of these names."""
+    from mi_art.defenses.registry import RENAMED_DEFENSES
+
+    from .experiment import SETTINGS
+
+    defense = row.get("defense")
+    if defense in RENAMED_DEFENSES:
+        row["defense"] = RENAMED_DEFENSES.table[defense]
+        label = row.get("defense_label")
+        if isinstance(label, str) and (label == defense or label.startswith(f"{defense}(")):
+            row["defense_label"] = row["defense"] + label[len(defense):]
+    if isinstance(row.get("config"), dict):
+        row["config"] = SETTINGS.resolved(SETTINGS.renamed.keys(row["config"], quiet=True), quiet=True)
+
+
 def normalise_row(row: Dict[str, Any]) -> Dict[str, Any]:
     """A copy of ``row`` whose Acc@k reads against chance: ``acc@k`` and ``acc@k_std`` are None where
     ``k >= n_classes`` (1.0 by construction: not applicable), ``chance@k`` is filled in from
     ``n_classes``. Rows written before these columns existed (no ``n_classes``) keep their values
-    and get no chance level (None); rows that call an image folder "image-folder" get the folder's name."""
+    and get no chance level (None); rows that call an image folder "image-folder" get the folder's name, and rows
+    written under earlier names the names now (:func:`_names_now`)."""
     from .metrics import chance_level, topk_applicable
 
     out = dict(row)
     _name_dataset(out)
+    _names_now(out)
     n_classes = _n_classes(row)
     for k in TOP_K:
         if n_classes is None:

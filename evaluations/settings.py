@@ -3,14 +3,20 @@ itself, its default, its rule, its help and where a grid may set it (:func:`sett
 package reads are derived from those declarations (:class:`Settings`): the config's and the grid files' checks
 (:attr:`Settings.rules`), the commands' options (:mod:`mi_art.evaluations.config_options`), the grid's budget keys
 and what a cell's id leaves out (:mod:`mi_art.evaluations.grid_schema`). Adding a setting is one line in the
-dataclass, beside its use."""
+dataclass, beside its use. A renamed setting declares its earlier name (``was``), and a setting whose values were
+renamed the table of their earlier names (``values``, or its rule's): both still work wherever a setting is given
+(:func:`accepts_earlier_names`, :meth:`Settings.resolved`), and a cell's id keeps the earlier names
+(:meth:`Settings.id_form`), so that no id changes."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Tuple
 
-__all__ = ["IN_ID", "Rule", "Setting", "Settings", "setting"]
+from mi_art.renames import Renames
+
+__all__ = ["IN_ID", "Rule", "Setting", "Settings", "accepts_earlier_names", "setting"]
 
 #: How a setting enters a grid cell's id: "always"; "when-set" (left out while it holds its default, so that
 #: adding it kept the ids of existing grids' cells); "never" (it changes how, not what, is computed).
@@ -22,10 +28,12 @@ _METADATA_KEY = "mi_art.setting"
 class Rule:
     """How a setting's value is checked, in Python and on the command line: ``check(name, value)`` raises a
     ValueError naming ``name``, the value and what is valid; ``cli`` is the click type the commands parse it
-    with (``bool``: an on/off switch)."""
+    with (``bool``: an on/off switch); ``renames``: the earlier names of the values it accepts (an architecture
+    renamed), resolved before the check."""
 
     check: Callable[[str, Any], Any]
     cli: Any = None
+    renames: Optional[Renames] = None
 
     def __call__(self, name: str, value: Any) -> Any:
         return self.check(name, value)
@@ -45,12 +53,15 @@ class Setting:
     none_means: str
     budget: bool
     in_id: str
+    was: Optional[str] = None
+    values: Optional[Renames] = None
 
 
 def setting(default: Any = dataclasses.MISSING, rule: Optional[Rule] = None, help: Optional[str] = None, *,
             default_factory: Any = dataclasses.MISSING, checked_by: Optional[str] = None, option: bool = True,
             flag: Optional[str] = None, switch: Optional[str] = None, multiple: bool = False, none_means: str = "none",
-            budget: bool = True, in_id: str = "always") -> Any:
+            budget: bool = True, in_id: str = "always", was: Optional[str] = None,
+            values: Optional[Renames] = None) -> Any:
     """A config field with its declaration: a :func:`dataclasses.field` whose metadata holds a :class:`Setting`.
 
     :param rule: How its value is checked (:class:`Rule`); None when it is checked against the data or the machine
@@ -62,6 +73,9 @@ def setting(default: Any = dataclasses.MISSING, rule: Optional[Rule] = None, hel
     :param budget: A grid may set it, for every data set or per data set (the grid's other keys are its own:
         datasets, defenses, attacks, variants, seeds, device).
     :param in_id: How it enters a cell's id (:data:`IN_ID`).
+    :param was: The setting's earlier name: still accepted by the config, the commands and grid files (reported as
+        renamed), and the name a cell's id holds it under.
+    :param values: The earlier names of its values (default: its rule's ``renames``), likewise.
     """
     if (rule is None) == (checked_by is None):
         raise ValueError("a setting has a rule, or names what checks it (checked_by), not both")
@@ -70,7 +84,8 @@ def setting(default: Any = dataclasses.MISSING, rule: Optional[Rule] = None, hel
     if rule is None and option and help is not None:
         raise ValueError("an option needs a rule: its click type is the rule's")
     meta = Setting(rule=rule, help=help, checked_by=checked_by, option=option and help is not None, flag=flag,
-                   switch=switch, multiple=multiple, none_means=none_means, budget=budget, in_id=in_id)
+                   switch=switch, multiple=multiple, none_means=none_means, budget=budget, in_id=in_id, was=was,
+                   values=values if values is not None else getattr(rule, "renames", None))
     return dataclasses.field(default=default, default_factory=default_factory, metadata={_METADATA_KEY: meta})
 
 
@@ -87,6 +102,8 @@ class Settings:
         self.declared: Dict[str, Setting] = {f.name: f.metadata[_METADATA_KEY] for f in fields}
         self.defaults: Dict[str, Any] = {f.name: f.default if f.default is not dataclasses.MISSING
                                          else f.default_factory() for f in fields}
+        #: The settings' earlier names (earlier name -> field).
+        self.renamed = Renames("setting", {s.was: k for k, s in self.declared.items() if s.was})
 
     @property
     def rules(self) -> Dict[str, Rule]:
@@ -118,15 +135,62 @@ class Settings:
         """The fields a cell's id never holds."""
         return tuple(k for k, s in self.declared.items() if s.in_id == "never")
 
+    def resolved(self, values: Dict[str, Any], where: str = "", *, quiet: bool = False) -> Dict[str, Any]:
+        """``values`` (field -> value) with each value that has an earlier name under its name now, reported as
+        renamed (a list or tuple item by item; not reported when ``quiet``: a stored record)."""
+        out = dict(values)
+        for k, v in values.items():
+            s = self.declared.get(k)
+            if s is not None and s.values is not None:
+                out[k] = type(v)(s.values.new(x, where, quiet=quiet) for x in v) if isinstance(v, (list, tuple)) \
+                    else s.values.new(v, where, quiet=quiet)
+        return out
+
+    def id_form(self, values: Dict[str, Any]) -> Dict[str, Any]:
+        """``values`` (field -> value) under the names cell ids were first made with: a renamed setting under its
+        earlier name, a renamed value as it was spelled (:meth:`~mi_art.renames.Renames.old`), so that renaming
+        changes no id."""
+        out = {}
+        for k, v in values.items():
+            s = self.declared.get(k)
+            if s is not None and s.values is not None:
+                v = type(v)(s.values.old(x) for x in v) if isinstance(v, (list, tuple)) else s.values.old(v)
+            out[s.was if s is not None and s.was else k] = v
+        return out
+
     def describe(self) -> str:
         """Every field, its default and its help (else what checks it), as a reST list: the dataclass's
         docstring documents its fields from their declarations."""
         lines = []
         for k, s in self.declared.items():
             what = s.help or (f"Checked by {s.checked_by}." if s.checked_by else "")
+            what += f" Its earlier name ``{s.was}`` still works." if s.was else ""
             lines.append(f"- ``{k}`` (default ``{self.defaults[k]!r}``){': ' + what if what else ''}")
         return "\n".join(lines)
 
     def with_rule(self, rule: Rule) -> Tuple[str, ...]:
         """The fields checked by ``rule``."""
         return tuple(k for k, s in self.declared.items() if s.rule is rule)
+
+
+def accepts_earlier_names(cls: type) -> type:
+    """Class decorator (above ``@dataclass``): the dataclass also takes each field's earlier name (its
+    declaration's ``was``) as a keyword and as an attribute to read, and the earlier names of its values (its
+    declaration's ``values``) as keywords' values, each reported as renamed; an earlier name beside its new one with
+    another value is refused, naming both."""
+    settings = Settings(cls)
+    renamed = settings.renamed
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **settings.resolved(renamed.keys(kwargs, cls.__name__), cls.__name__))
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    for old, new in renamed.table.items():
+        def read(self: Any, old: str = old, new: str = new) -> Any:
+            renamed.report(old, cls.__name__)
+            return getattr(self, new)
+
+        setattr(cls, old, property(read, doc=f"The earlier name of :attr:`{new}` (reported as renamed)."))
+    return cls

@@ -13,6 +13,8 @@ import torch
 import torchvision
 from torch import nn
 
+from .renames import Renames
+
 
 
 def check_image_channels(channels: int) -> None:
@@ -225,10 +227,13 @@ ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
     "ir18": lambda c, k, s: IRNet(c, k, s, depth=18),
     "ir50": lambda c, k, s: IRNet(c, k, s, depth=50),
     "ir152": lambda c, k, s: IRNet(c, k, s, depth=152),
-    "efficientnet_b0": lambda c, k, s: EfficientNet(c, k, s, "b0"),
-    "efficientnet_b1": lambda c, k, s: EfficientNet(c, k, s, "b1"),
-    "efficientnet_b2": lambda c, k, s: EfficientNet(c, k, s, "b2"),
+    "efficientnet-b0": lambda c, k, s: EfficientNet(c, k, s, "b0"),
+    "efficientnet-b1": lambda c, k, s: EfficientNet(c, k, s, "b1"),
+    "efficientnet-b2": lambda c, k, s: EfficientNet(c, k, s, "b2"),
 }
+#: Earlier names of architectures, still accepted wherever an architecture is named (reported as renamed); the
+#: cache keys of models keep them (:meth:`~mi_art.renames.Renames.old`).
+RENAMED_ARCHITECTURES = Renames("architecture", {f"efficientnet_{v}": f"efficientnet-{v}" for v in ("b0", "b1", "b2")})
 #: Deployed face recognisers (:mod:`mi_art.deployed_faces`): dlib's pretrained network with a head for the
 #: identities, by name, and what each trains besides the head. Their head's input is centred on the public
 #: images' descriptors (``PretrainedFaceClassifier.centre_on``) before training.
@@ -245,7 +250,9 @@ def _pretrained_face(in_channels: int, num_classes: int, trainable: str) -> nn.M
 
 def make_classifier(arch: str, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Build a classifier by name (see :data:`ARCHITECTURES`). The model keeps the name as its
-    ``architecture_name`` attribute (several names build the same class), which records report."""
+    ``architecture_name`` attribute (several names build the same class), which records report. An earlier name
+    (:data:`RENAMED_ARCHITECTURES`) builds its architecture under its name now."""
+    arch = RENAMED_ARCHITECTURES.new(arch)
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     if num_classes < 2:

@@ -332,3 +332,32 @@ def test_attack_variants_splits_the_identities_into_validation_and_held_out():
         identities("--identities", "5", "--identity-set", "held-out")
     with pytest.raises(SystemExit, match="none left"):
         identities("--identity-set", "held-out", "--validation-identities", "50")
+
+
+def test_the_benchmarks_take_the_earlier_prior_steps_option_with_a_note(capsys):
+    """--prior-steps (hidden) is --gmi-steps, noted once on stderr; both with two values are refused."""
+    import attack_variants
+    import surrogates
+    from _settings import parse_args
+
+    args = parse_args(attack_variants._parser(), ["--prior-steps", "9"])
+    assert args.gmi_steps == 9
+    assert "note: the setting --prior-steps is now called --gmi-steps" in capsys.readouterr().err
+    assert parse_args(attack_variants._parser(), ["--gmi-steps", "9", "--prior-steps", "9"]).gmi_steps == 9
+    with pytest.raises(SystemExit):
+        parse_args(attack_variants._parser(), ["--gmi-steps", "8", "--prior-steps", "9"])
+    assert "--prior-steps (9) and --gmi-steps (8) are both given" in capsys.readouterr().err
+    assert "--prior-steps" not in attack_variants._parser().format_help()
+    from mi_art.renames import RenamedWarning
+
+    with pytest.warns(RenamedWarning, match="efficientnet_b0"):  # an earlier architecture name
+        assert surrogates._settings("efficientnet_b0:10:0")[0][0] == "efficientnet-b0"
+
+
+def test_a_renamed_defense_keeps_its_results_files_key():
+    """The defense benchmark's rows are keyed by their label: negative label smoothing's stays "nls(...)", so the
+    rows already in a results file are not run again."""
+    import defenses
+
+    assert defenses.label(defenses.NLS, {"alpha": -0.05}) == "nls(alpha=-0.05)"
+    assert defenses.label("mid", {"beta": 0.01}) == "mid(beta=0.01)"

@@ -13,7 +13,7 @@ from mi_art.data import load_digits_data
 from mi_art.features import last_linear
 
 TINY = ["--iterations", "20", "--n-reconstructions", "2", "--target-epochs", "3", "--eval-epochs", "3",
-        "--prior-steps", "10", "--kedmi-steps", "10", "--surrogate-steps", "2", "--quiet"]
+        "--gmi-steps", "10", "--kedmi-steps", "10", "--surrogate-steps", "2", "--quiet"]
 
 
 @pytest.fixture(scope="module")

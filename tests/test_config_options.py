@@ -112,3 +112,79 @@ def test_config_and_grid_refuse_a_bad_value_with_the_same_message(key):
         message = str(from_config.value).split(" must ", 1)[1]
         assert any(message in p for p in from_grid.value.problems), \
             (str(from_config.value), from_grid.value.problems)
+
+
+# ------------------------------------------------------------------------- earlier names
+
+
+def _configured(monkeypatch, args):
+    """The config `mi-art attack ARGS` would run, and its output."""
+    import mi_art.evaluations.experiment as experiment
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_workbench(config, cache):
+        seen["config"] = config
+        raise Stop
+
+    monkeypatch.setattr(experiment, "Workbench", fake_workbench)
+    result = CliRunner().invoke(main, ["attack", *args, "--quiet"])
+    assert "unexpected Stop" in result.output, result.output
+    return seen["config"], result.output
+
+
+def test_attack_takes_an_earlier_option_and_architecture_with_a_one_line_note(tmp_path, monkeypatch):
+    config, output = _configured(monkeypatch, ["--prior-steps", "7", "--surrogate", "efficientnet_b0", "--surrogate",
+                                               "cnn", "--out", str(tmp_path / "o")])
+    assert config.gmi_steps == 7 and config.surrogate_archs == ("efficientnet-b0", "cnn")
+    notes = [line for line in output.splitlines() if line.startswith("note: ")]
+    assert sorted(notes) == ["note: --surrogate: the architecture 'efficientnet_b0' is now called 'efficientnet-b0'; "
+                             "the earlier name still works",
+                             "note: the setting --prior-steps is now called --gmi-steps; the earlier name still works"]
+    config, output = _configured(monkeypatch, ["--gmi-steps", "7", "--out", str(tmp_path / "o")])
+    assert config.gmi_steps == 7 and "note:" not in output
+    assert "--prior-steps" not in CliRunner().invoke(main, ["attack", "--help"]).output  # hidden: the name now is shown
+
+
+@pytest.mark.parametrize("command", ["attack", "evaluate"])
+def test_an_option_under_both_names_with_two_values_is_refused_naming_both(tmp_path, command):
+    extra = ["--dry-run"] if command == "evaluate" else []
+    result = CliRunner().invoke(main, [command, "--prior-steps", "5", "--gmi-steps", "6", *extra,
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "--prior-steps (5) and --gmi-steps (6) are both given" in result.output and "give --gmi-steps only" in \
+        result.output, result.output
+
+
+def _plan(tmp_path, *args):
+    result = CliRunner().invoke(main, ["evaluate", "--dry-run", "--attack", "gmi", "--variant", "baseline", "--out",
+                                       str(tmp_path / "o"), *args])
+    assert result.exit_code == 0, result.output
+    ids = [line.split()[0] for line in result.output.split("cells (")[1].split("grid file")[0].splitlines()[1:]]
+    notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
+    return ids, notes, result.output.split("grid file (TOML")[1]
+
+
+def test_evaluate_takes_the_earlier_names_of_a_grid_file_and_options_with_the_same_cells(tmp_path):
+    (tmp_path / "old.toml").write_text('prior_steps = 5\n[[datasets]]\nname = "digits"\nprior_steps = 6\n'
+                                       'surrogate_archs = ["efficientnet_b0"]\n')
+    (tmp_path / "new.toml").write_text('gmi_steps = 5\n[[datasets]]\nname = "digits"\ngmi_steps = 6\n'
+                                       'surrogate_archs = ["efficientnet-b0"]\n')
+    ids, notes, toml = _plan(tmp_path, "--config", str(tmp_path / "old.toml"), "--defense", "nls:alpha=-0.1",
+                             "--defense", "none")
+    new_ids, new_notes, new_toml = _plan(tmp_path, "--config", str(tmp_path / "new.toml"), "--defense",
+                                         "negative-label-smoothing:alpha=-0.1", "--defense", "none")
+    assert ids == new_ids and len(ids) == 2 and toml == new_toml and not new_notes
+    assert "gmi_steps = 5" in toml and 'name = "negative-label-smoothing"' in toml and "efficientnet-b0" in toml
+    assert len(notes) == len(set(notes)) == 4, notes  # each earlier name once: two prior_steps, the arch, nls
+    assert any("the defense 'nls' is now called 'negative-label-smoothing'" in n for n in notes), notes
+    assert any("old.toml, dataset 'digits': the setting 'prior_steps'" in n for n in notes), notes
+    ids, notes, _ = _plan(tmp_path, "--config", str(tmp_path / "new.toml"), "--prior-steps", "5", "--defense",
+                          "negative-label-smoothing:alpha=-0.1", "--defense", "none")
+    assert ids == new_ids and notes == ["note: the setting --prior-steps is now called --gmi-steps; the earlier name "
+                                        "still works"]
+    _, _, toml = _plan(tmp_path, "--config", str(tmp_path / "old.toml"), "--gmi-steps", "7")  # options override
+    assert "\ngmi_steps = 7\n" in toml.split("[[datasets]]")[0], toml

@@ -161,10 +161,11 @@ def test_warmup_schedule():
 
 
 def test_nls_training_follows_schedule(data):
-    model, rec = train_defended_target("nls", data, model="cnn-small", **dict(FAST, epochs=4), alpha=-0.2)
+    model, rec = train_defended_target("negative-label-smoothing", data, model="cnn-small", **dict(FAST, epochs=4),
+                                       alpha=-0.2)
     assert rec.details["alpha_per_epoch"] == pytest.approx([0.0, 0.0, -0.2, -0.2])
     with pytest.warns(UserWarning, match="increases model inversion"):
-        train_defended_target("nls", data, model="cnn-small", **FAST, alpha=0.1)
+        train_defended_target("negative-label-smoothing", data, model="cnn-small", **FAST, alpha=0.1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,8 +279,8 @@ def test_user_module_is_not_modified(data):
     ("dp-sgd", {"noise_multiplier": 1.0, "target_delta": 1.5}, "target_delta"),
     ("dp-sgd", {"noise_multiplier": 1.0, "accountant": "moments"}, "accountant"),
     ("dp-sgd", {"noise_multiplier": 1.0, "max_grad_norm": 0}, "max_grad_norm"),
-    ("nls", {"alpha": 1.0}, "alpha"),
-    ("nls", {"alpha": -1.5}, "alpha"),
+    ("negative-label-smoothing", {"alpha": 1.0}, "alpha"),
+    ("negative-label-smoothing", {"alpha": -1.5}, "alpha"),
     ("mid", {"beta": -0.1}, "beta"),
     ("bido", {"measure": "mmd"}, "measure"),
     ("bido", {"lambda_x": -1}, "lambda_x"),
@@ -297,7 +298,8 @@ def test_bad_parameters(defense, params, match, data):
 
 
 def test_unknown_defense_lists_valid_names(data):
-    with pytest.raises(ValueError, match="unknown defense 'dp'.*dp-sgd.*mid.*bido.*nls.*tl.*class-labels"):
+    with pytest.raises(ValueError,
+                       match="unknown defense 'dp'.*dp-sgd.*mid.*bido.*negative-label-smoothing.*tl.*class-labels"):
         train_defended_target("dp", data)
     with pytest.raises(ValueError, match="epochs"):
         train_defended_target("none", data, epochs=0)
@@ -305,6 +307,22 @@ def test_unknown_defense_lists_valid_names(data):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="dataset"):
             train_defended_target("none", data.private_train)
+
+
+def test_a_defense_is_found_under_its_earlier_name_with_a_note():
+    """"nls" is now "negative-label-smoothing": the registry takes the earlier name (case and "_" forgiven as for
+    every name), reports it as renamed, and lists only the name now."""
+    from mi_art.defenses import check_defense_params
+    from mi_art.renames import RenamedWarning
+
+    with pytest.warns(RenamedWarning, match="the defense 'nls' is now called 'negative-label-smoothing'") as said:
+        assert get_defense("nls") is get_defense("NLS") is get_defense("negative-label-smoothing")
+    assert said[0].filename == __file__
+    with pytest.warns(RenamedWarning):
+        assert check_defense_params("nls", {"alpha": -0.1})["alpha"] == -0.1
+    assert "nls" not in DEFENSES and "nls" not in ", ".join(DEFENSES)
+    with pytest.raises(ValueError, match="'nls' is the earlier name of the defense 'negative-label-smoothing'"):
+        register_defense(type("Mine", (Defense,), {"name": "nls"})())
 
 
 class ShrunkWeights(Defense):
@@ -335,7 +353,8 @@ def registered():
 
 
 def test_registry_lists_every_built_in_defense_and_refuses_unknown_ones():
-    assert {"none", "dp-sgd", "mid", "bido", "nls", "tl", "trap-mid", "reverse-sigmoid"} <= set(DEFENSES)
+    assert {"none", "dp-sgd", "mid", "bido", "negative-label-smoothing", "tl", "trap-mid",
+            "reverse-sigmoid"} <= set(DEFENSES)
     assert get_defense("Trap_MID").name == "trap-mid"
     with pytest.raises(ValueError, match="unknown defense 'dpsgd'; valid names: none, dp-sgd"):
         get_defense("dpsgd")
@@ -366,7 +385,7 @@ target_epochs = 2
 eval_epochs = 2
 iterations = 5
 n_reconstructions = 1
-prior_steps = 3
+gmi_steps = 3
 gan_width = 8
 surrogate_archs = ["mlp"]
 surrogate_steps = 2

@@ -47,11 +47,11 @@ DOCS = ROOT / "docs"
 #: ``None`` are flags. Commands asking for ``--help`` run as written.
 TINY_CLI: Dict[str, Dict[str, Optional[str]]] = {
     "attack": {"--iterations": "3", "--n-reconstructions": "2", "--target-epochs": "1", "--eval-epochs": "1",
-               "--prior-steps": "2", "--kedmi-steps": "2", "--plgmi-steps": "2", "--surrogate-steps": "1",
+               "--gmi-steps": "2", "--kedmi-steps": "2", "--plgmi-steps": "2", "--surrogate-steps": "1",
                "--miface-iterations": "2", "--quiet": None},
     "evaluate": {"--seeds": "0", "--attack": "gmi", "--variant": "lomma", "--iterations": "2",
                  "--max-queries": "2000",
-                 "--n-reconstructions": "1", "--target-epochs": "1", "--eval-epochs": "1", "--prior-steps": "2",
+                 "--n-reconstructions": "1", "--target-epochs": "1", "--eval-epochs": "1", "--gmi-steps": "2",
                  "--kedmi-steps": "2", "--surrogate-steps": "1", "--miface-iterations": "2", "--no-progress": None},
 }
 

@@ -451,7 +451,7 @@ def test_run_attack_keeps_a_given_estimator(target, digits, monkeypatch):
 
     case = make_case("clip255+preprocessing", target, None)
     config = E.ExperimentConfig(dataset="digits", attack="gmi", variant="lom", target_epochs=1, eval_epochs=1,
-                                eval_arch="cnn-small", prior_steps=2, iterations=2, n_reconstructions=1, gan_width=8,
+                                eval_arch="cnn-small", gmi_steps=2, iterations=2, n_reconstructions=1, gan_width=8,
                                 surrogate_archs=())
     bench = E.Workbench(config)
     assert E.wrap_target(case.clf, bench.data, bench.device) is case.clf
@@ -483,7 +483,7 @@ def test_artifacts_made_for_a_given_target_are_keyed_by_that_target(digits, tmp_
     from mi_art.evaluations import experiment as E
     from mi_art.evaluations.cache import ArtifactCache
 
-    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, prior_steps=1, kedmi_steps=1,
+    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, gmi_steps=1, kedmi_steps=1,
                                 gan_width=8, surrogate_archs=("cnn-small",), surrogate_steps=1)
     bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
     own = bench.target()

@@ -39,7 +39,7 @@ eval_arch = "cnn-small"
 eval_epochs = 1
 iterations = 20
 n_reconstructions = 2
-prior_steps = 5
+gmi_steps = 5
 kedmi_steps = 5
 gan_width = 8
 surrogate_archs = ["mlp"]
@@ -298,7 +298,7 @@ TARGET_AND_DEPENDENTS = {"target", "kedmi-prior", "surrogate", "p-reg"}
     ({"eval_epochs": 3}, {"evaluator"}),
     ({"eval_arch": "cnn"}, {"evaluator"}),
     # the KEDMI generator starts from the GMI prior's, and surrogates are distilled on its samples
-    ({"prior_steps": 3}, {"gmi-prior", "kedmi-prior", "surrogate"}),
+    ({"gmi_steps": 3}, {"gmi-prior", "kedmi-prior", "surrogate"}),
     ({"kedmi_steps": 3}, {"kedmi-prior"}),
     ({"kedmi_init": "none"}, {"kedmi-prior"}),
     ({"surrogate_data": "public"}, {"surrogate"}),
@@ -472,7 +472,8 @@ def test_seed_scope_attack_shares_artifacts_across_seeds(tmp_path, monkeypatch):
     ('[[datasets]]\nname = "image-folder"\ndata_root = "/nonexistent/faces"\n', [], "/nonexistent/faces"),
     ('[[datasets]]\nname = "digits"\ndata_options = { test_fraction = 2.0 }\n', [], "test_fraction"),
     ('[[datasets]]\nname = "digits"\noptions = { test_fraction = 2.0 }\n', [], "test_fraction"),
-    ('[[datasets]]\nname = "digits"\noptions = {}\ndata_options = {}\n', [], "both 'options' and 'data_options'"),
+    ('[[datasets]]\nname = "digits"\noptions = { test_fraction = 0.3 }\ndata_options = {}\n', [],
+     "'options' ({'test_fraction': 0.3}) and 'data_options' ({}) are both given"),
 ])
 def test_invalid_grids_fail_before_any_training(tmp_path, extra, args, message):
     config = tmp_path / "bad.toml"
@@ -526,7 +527,7 @@ def test_presets_validate_and_print(tmp_path):
     assert (c.target_arch, c.eval_arch, c.iterations, c.n_reconstructions, c.batch_size) == (
         "vgg16bn", "ir50", 2400, 5, 60)
     assert c.identities == list(range(300)) and c.data_options["image_size"] == 64
-    assert {s.name for s in paper.defenses} == {"none", "mid", "bido", "nls", "tl", "dp-sgd"}
+    assert {s.name for s in paper.defenses} == {"none", "mid", "bido", "negative-label-smoothing", "tl", "dp-sgd"}
     # a real run needs the CelebA folder
     result = CliRunner().invoke(main, ["evaluate", "--preset", "paper", "--out", str(tmp_path / "p")])
     assert result.exit_code != 0 and "needs a data folder" in result.output

@@ -11,7 +11,7 @@ import mi_art as M
 from mi_art.features import extract_features, last_linear, logits_and_features
 
 SMALL_ARCHS = ["cnn", "cnn-wide", "cnn-small", "mlp", "resnet", "resnet10", "resnet18"]
-BIG_ARCHS = ["vgg16bn", "ir18", "ir50", "ir152", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2"]
+BIG_ARCHS = ["vgg16bn", "ir18", "ir50", "ir152", "efficientnet-b0", "efficientnet-b1", "efficientnet-b2"]
 #: dlib's pretrained recogniser with a head (mi_art.deployed_faces; training: tests/test_deployed_faces.py).
 PRETRAINED_ARCHS = ["dlib-head", "dlib-finetune"]
 
@@ -19,6 +19,17 @@ PRETRAINED_ARCHS = ["dlib-head", "dlib-finetune"]
 def test_architecture_registry_is_covered():
     # A new architecture must be added to one of the lists above (and so get a shape test).
     assert set(M.ARCHITECTURES) == set(SMALL_ARCHS) | set(BIG_ARCHS) | set(PRETRAINED_ARCHS)
+
+
+def test_an_architecture_is_built_under_its_earlier_name_with_a_note():
+    """The EfficientNets' earlier names ("efficientnet_b0": an underscore among dashed names) build them, reported
+    as renamed; the model is named as now."""
+    from mi_art.renames import RenamedWarning
+
+    with pytest.warns(RenamedWarning, match="the architecture 'efficientnet_b0' is now called 'efficientnet-b0'"):
+        model = M.make_classifier("efficientnet_b0", 1, 3, 16)
+    assert model.architecture_name == "efficientnet-b0" and "efficientnet_b0" not in M.ARCHITECTURES
+    assert set(M.models.RENAMED_ARCHITECTURES.table.values()) <= set(M.ARCHITECTURES)
 
 
 @pytest.mark.parametrize("arch", PRETRAINED_ARCHS)
@@ -206,7 +217,7 @@ def test_make_classifier_rejects_unknown_arch_and_too_few_classes():
 # --------------------------------------------------------------------------- big classifiers: forward and backward
 
 
-@pytest.mark.parametrize("arch", ["ir50", "ir152", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2"])
+@pytest.mark.parametrize("arch", ["ir50", "ir152", "efficientnet-b0", "efficientnet-b1", "efficientnet-b2"])
 def test_big_classifier_forward_backward_32px(arch):
     """One training step's forward and backward at 32x32, batch 2, one channel (the replaced first
     convolution): logits of the right shape, fc on the captured feature, and a finite, non-zero

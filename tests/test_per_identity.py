@@ -139,7 +139,7 @@ def test_a_grid_cell_records_prdc_and_who_leaks_and_rolss_trains_in_it(tmp_path)
 
     grid = Grid.from_dict({"name": "tiny", "attacks": ["gmi"], "variants": ["baseline"], "seeds": [0],
                            "target_arch": "resnet", "target_epochs": 1, "eval_arch": "cnn-small", "eval_epochs": 1,
-                           "iterations": 5, "n_reconstructions": 2, "prior_steps": 5, "gan_width": 8,
+                           "iterations": 5, "n_reconstructions": 2, "gmi_steps": 5, "gan_width": 8,
                            "surrogate_archs": ["mlp"], "surrogate_steps": 2, "datasets": [{"name": "digits"}],
                            "defenses": [{"name": "rolss"}]})
     (row,) = evaluate_grid(grid, tmp_path / "out", threads=1, progress=False, echo=lambda s: None)

@@ -39,7 +39,7 @@ PINNED_KEYS = {
     ("sized", "surrogate0"): "b452c3c6c8fbeb40",
 }
 CONFIGS = {"default": {}, "kedmi-none": {"kedmi_init": "none"},
-           "sized": {"prior_steps": 7, "kedmi_steps": 5, "plgmi_steps": 9, "gan_width": 16, "seed": 3,
+           "sized": {"gmi_steps": 7, "kedmi_steps": 5, "plgmi_steps": 9, "gan_width": 16, "seed": 3,
                      "gan_augment": "flip"}}
 
 
@@ -78,7 +78,7 @@ def test_the_registries_name_the_valid_keys_and_refuse_a_taken_name():
 
 def test_the_workbench_trains_a_prior_with_its_entrys_train(digits_data, tmp_path, monkeypatch):
     """Workbench.prior calls the entry's own train with its arguments, and caches under its key."""
-    config = experiment.ExperimentConfig(prior_steps=1, gan_width=8)
+    config = experiment.ExperimentConfig(gmi_steps=1, gan_width=8)
     bench = experiment.Workbench(config, ArtifactCache(tmp_path), data=digits_data)
     spec, calls = get_prior("gmi"), []
     real = spec.train
@@ -135,7 +135,7 @@ NOISE_PRIOR = PriorSpec(
     arguments=lambda bench, target: ((bench.data.public.x,), {"seed": bench.config.seed}),
     build=lambda bench: {"g": NoiseGenerator(bench.data.input_shape[1], bench.data.input_shape[0])},
     key=lambda bench, target: {"data": bench.data_key, "seed": bench.config.seed, "noise": 1},
-    steps_field="prior_steps")
+    steps_field="gmi_steps")
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_an_attack_on_a_new_kind_of_prior_runs_through_the_registries_alone(nois
         warnings.simplefilter("ignore")  # weak one-epoch models: said, and beside the point here
         result = experiment.run_attack(bench)
     assert result["attack"] == "noise-search" and result["reconstructions"].shape == (2, 1, 8, 8)
-    assert result["prior"]["name"] == "noise" and result["prior"]["steps"] == config.prior_steps
+    assert result["prior"]["name"] == "noise" and result["prior"]["steps"] == config.gmi_steps
     assert bench.cache.path("noise-prior", bench.prior_key("noise")).is_file()
     assert np.isfinite(result["acc@1"])
 

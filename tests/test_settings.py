@@ -68,6 +68,28 @@ def test_a_setting_declared_once_is_a_rule_an_option_a_grid_key_and_an_id_scope(
     assert s.in_id_when_set == {"warmup": 0} and s.not_in_id == ("quiet",)
     assert s.with_rule(PRETRAIN_EPOCHS) == ("warmup",)
     assert s.defaults == {"steps": 3, "warmup": 0, "quiet": False, "where": None}
+    assert s.renamed.table == {}
+
+
+def test_a_renamed_setting_declares_its_earlier_name_and_keeps_it_in_the_id():
+    from mi_art.evaluations.config_rules import COUNT, choice
+    from mi_art.evaluations.settings import Settings, accepts_earlier_names, setting
+    from mi_art.renames import Renames, RenamedWarning
+
+    shapes = Renames("shape", {"sq": "square"})
+
+    @accepts_earlier_names
+    @dataclasses.dataclass
+    class Toy:
+        gen_steps: int = setting(3, COUNT, "Steps.", was="steps")
+        shape: str = setting("round", choice(["round", "square"], shapes), "Shape.")
+
+    s = Settings(Toy)
+    assert s.renamed.table == {"steps": "gen_steps"} and s.declared["shape"].values is shapes
+    with pytest.warns(RenamedWarning):
+        toy = Toy(steps=4, shape="sq")
+    assert (toy.gen_steps, toy.shape) == (4, "square")
+    assert s.id_form(dataclasses.asdict(toy)) == {"steps": 4, "shape": "sq"}
 
 
 def test_a_setting_needs_a_rule_or_a_named_checker_and_every_field_one_declaration():
@@ -194,3 +216,143 @@ def test_a_config_is_checked_once_by_its_workbench_not_again_by_run_attack(monke
     assert plgmi_steps_checks == ["plgmi_steps"]
     with pytest.raises(ValueError, match="has no variants"):  # another attack or variant is checked
         run_attack(bench, attack="miface", variant="lomma")
+
+
+# ------------------------------------------------------------------------- renamed settings and names
+
+#: Computed with the code before gmi_steps, "negative-label-smoothing" and "efficientnet-b0" were renamed (their
+#: earlier names prior_steps, "nls", "efficientnet_b0"): a cell's id and an artifact's cache key must not change.
+RENAMED_CONFIG_ID = "d5c0074a0ec4a688"
+GMI_STEPS_ID = "1298c46da80bbff7"
+RENAMED_KEYS = {"target": "1ea151c49f05f456", "evaluator": "7949ae9303b679f5", "surrogate0": "43469ce073cd6320",
+                "pretrained": "8539a968bad9b14f", "answer0": "135fdd0032bcb478"}
+
+
+def _renamed_config(new: bool, **changes):
+    from mi_art.evaluations.experiment import ExperimentConfig
+
+    arch = (lambda v: f"efficientnet-{v}") if new else (lambda v: f"efficientnet_{v}")
+    return ExperimentConfig(defense="negative-label-smoothing" if new else "nls", defense_params={"alpha": -0.1},
+                            target_arch=arch("b1"), eval_arch=arch("b2"), surrogate_archs=(arch("b0"), "cnn"),
+                            **{("gmi_steps" if new else "prior_steps"): 7}, **changes)
+
+
+def test_a_renamed_setting_is_taken_under_its_earlier_name_and_reported_once_at_the_users_line():
+    from mi_art.evaluations.experiment import ExperimentConfig
+    from mi_art.renames import RenamedWarning
+
+    with pytest.warns(RenamedWarning, match="'prior_steps' is now called 'gmi_steps'") as said:
+        config = ExperimentConfig(prior_steps=7)
+    assert config.gmi_steps == 7 and len(said) == 1 and said[0].filename == __file__
+    assert config.to_dict()["gmi_steps"] == 7 and "prior_steps" not in config.to_dict()
+    with pytest.warns(RenamedWarning, match="prior_steps"):
+        assert config.prior_steps == 7  # a plug-in reading the earlier name
+    with pytest.warns(RenamedWarning):
+        assert ExperimentConfig(prior_steps=7, gmi_steps=7).gmi_steps == 7  # one value under both names
+
+
+def test_both_names_of_a_setting_with_two_values_are_refused_naming_both():
+    from mi_art.evaluations.experiment import ExperimentConfig
+    from mi_art.evaluations.grid_schema import GridError
+
+    with pytest.raises(ValueError, match="'prior_steps' \\(7\\) and 'gmi_steps' \\(8\\) are both given.*give "
+                                         "'gmi_steps' only"):
+        ExperimentConfig(prior_steps=7, gmi_steps=8)
+    with pytest.raises(GridError, match="'prior_steps' \\(7\\) and 'gmi_steps' \\(8\\)"):
+        Grid.from_dict({"prior_steps": 7, "gmi_steps": 8})
+    with pytest.raises(GridError, match="dataset 'digits'.*'prior_steps' \\(7\\) and 'gmi_steps' \\(8\\)"):
+        Grid.from_dict({"datasets": [{"name": "digits", "prior_steps": 7, "gmi_steps": 8}]})
+
+
+def test_renamed_architectures_and_defenses_are_taken_by_the_config_under_their_names_now():
+    from mi_art.renames import RenamedWarning
+
+    with pytest.warns(RenamedWarning) as said:
+        config = _renamed_config(new=False)
+    assert (config.defense, config.target_arch, config.eval_arch, config.surrogate_archs, config.gmi_steps) == \
+        ("negative-label-smoothing", "efficientnet-b1", "efficientnet-b2", ("efficientnet-b0", "cnn"), 7)
+    notes = {str(w.message) for w in said}
+    assert any("the defense 'nls' is now called 'negative-label-smoothing'" in n for n in notes), notes
+    assert any("the architecture 'efficientnet_b0' is now called 'efficientnet-b0'" in n for n in notes), notes
+    config.eval_arch = "efficientnet_b1"  # set after the config was made: resolved by validate
+    with pytest.warns(RenamedWarning, match="efficientnet_b1"):
+        config.validate()
+    assert config.eval_arch == "efficientnet-b1"
+
+
+def test_a_rename_changes_no_cell_id_and_no_cache_key():
+    """The id and the keys hash the earlier names (cell_id: Settings.id_form; the Workbench's keys: the earlier
+    spelling of an architecture and a defense), so no finished cell is rerun and no cached model retrained."""
+    from mi_art.data import load_dataset
+    from mi_art.evaluations.cache import config_key
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+    from mi_art.evaluations.grid import cell_id
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old, new = _renamed_config(new=False), _renamed_config(new=True)
+        assert cell_id(old) == cell_id(new) == RENAMED_CONFIG_ID
+        assert cell_id(ExperimentConfig(prior_steps=7)) == cell_id(ExperimentConfig(gmi_steps=7)) == GMI_STEPS_ID
+    data = load_dataset("digits")
+    bench = Workbench(new, data=data, checked=True)
+    below = Workbench(dataclasses.replace(new, access="black-box"), data=data, checked=True)
+    keys = {"target": bench.target_key(), "evaluator": bench.evaluator_key(), "surrogate0": bench.surrogate_key(0),
+            "pretrained": bench.pretrained_key("efficientnet-b2", 3, 0), "answer0": below.answer_surrogate_key(0)}
+    assert {k: config_key(v) for k, v in keys.items()} == RENAMED_KEYS
+
+
+def _with_earlier_names(grid):
+    """A grid dictionary written as before the renames."""
+    out = dict(grid)
+    out["prior_steps"] = out.pop("gmi_steps")
+    out["surrogate_archs"] = [a.replace("-b", "_b") for a in out["surrogate_archs"]]
+    out["defenses"] = [{**d, "name": "nls"} if d["name"] == "negative-label-smoothing" else d for d in out["defenses"]]
+    return out
+
+
+def test_a_grid_with_the_earlier_names_has_the_cells_and_ids_of_the_grid_with_the_names_now(tmp_path):
+    """The paper preset under its earlier names (prior_steps, "nls", "efficientnet_b0"...) keeps its pinned ids;
+    a grid file under the earlier names makes the cells of the same file under the names now, each name reported
+    once."""
+    from mi_art.evaluations.grid_files import load_grid_file
+    from mi_art.renames import RenamedWarning
+
+    paper = preset("paper")
+    with pytest.warns(RenamedWarning):
+        assert [c.id for c in Grid.from_dict(_with_earlier_names(paper)).cells()] == PAPER_IDS
+    new = 'gmi_steps = 5\nsurrogate_archs = ["efficientnet-b0"]\n[[datasets]]\nname = "digits"\ngmi_steps = 6\n' \
+          '[[defenses]]\nname = "negative-label-smoothing"\nparams = [{ alpha = -0.1 }]\n'
+    old = new.replace("gmi_steps", "prior_steps").replace("efficientnet-b0", "efficientnet_b0") \
+        .replace("negative-label-smoothing", "nls")
+    (tmp_path / "new.toml").write_text(new)
+    (tmp_path / "old.toml").write_text(old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the names now are not reported
+        cells = Grid.from_dict(load_grid_file(tmp_path / "new.toml")).cells()
+    with pytest.warns(RenamedWarning) as said:
+        legacy = Grid.from_dict(load_grid_file(tmp_path / "old.toml")).cells()
+    assert [(c.id, c.config, c.defense_label) for c in legacy] == [(c.id, c.config, c.defense_label) for c in cells]
+    assert legacy[0].config.gmi_steps == 6 and legacy[0].defense_label == "negative-label-smoothing(alpha=-0.1)"
+    notes = [str(w.message) for w in said]
+    assert len(notes) == len(set(notes)) == 4, notes  # top-level and dataset prior_steps, the architecture, nls
+    assert all(str(tmp_path / "old.toml") in n for n in notes), notes
+
+
+def test_renames_resolve_report_and_keep_the_earlier_spelling():
+    """The one mechanism behind every rename (mi_art.renames.Renames)."""
+    from mi_art.renames import Renames, RenamedWarning, renames_reported_by
+
+    sizes = Renames("setting", {"width": "channels"})
+    with pytest.warns(RenamedWarning, match="here: the setting 'width' is now called 'channels'"):
+        assert sizes.new("width", "here") == "channels"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sizes.new("depth") == "depth" and sizes.old("channels") == "width" and sizes.old("depth") == "depth"
+        assert sizes.keys({"width": 3}, quiet=True) == {"channels": 3}
+    notes = []
+    with renames_reported_by(notes.append):  # the command line's notes: each line once, no warning
+        sizes.new("width")
+        sizes.keys({"width": 3, "channels": 3})
+    assert notes == ["the setting 'width' is now called 'channels'; the earlier name still works"]
+    with pytest.raises(ValueError, match="a name is either"):
+        Renames("setting", {"a": "b", "b": "c"})

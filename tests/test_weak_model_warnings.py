@@ -46,7 +46,7 @@ def test_the_pipeline_warns_of_a_weak_surrogate_once(digits, tmp_path):
     from mi_art.evaluations import experiment as E
     from mi_art.evaluations.cache import ArtifactCache
 
-    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, prior_steps=2, surrogate_steps=1,
+    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, gmi_steps=2, surrogate_steps=1,
                                 surrogate_archs=("mlp",), surrogate_data="public", augment="none")
     bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
     with warnings.catch_warnings(record=True) as record:
@@ -100,7 +100,7 @@ def test_the_pipeline_warns_of_weak_surrogates_learnt_from_answers(digits, tmp_p
     from mi_art.evaluations.cache import ArtifactCache
 
     config = E.ExperimentConfig(dataset="digits", access="black-box", attack="gmi", variant="baseline",
-                                max_queries=2000, target_epochs=1, eval_epochs=1, prior_steps=2, surrogate_steps=1,
+                                max_queries=2000, target_epochs=1, eval_epochs=1, gmi_steps=2, surrogate_steps=1,
                                 surrogate_archs=("mlp",), surrogate_data="public", iterations=2, n_reconstructions=1,
                                 augment="none")
     for _ in range(2):  # made, then loaded from the cache

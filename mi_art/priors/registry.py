@@ -142,7 +142,7 @@ def _run_settings(bench: Any) -> Dict[str, Any]:
 
 def _gmi_key(bench: Any, target: Optional[nn.Module]) -> Dict[str, Any]:
     c = bench.config
-    return {"data": bench.data_key, "steps": c.prior_steps, "width": c.gan_width, "augment": c.gan_augment,
+    return {"data": bench.data_key, "steps": c.gmi_steps, "width": c.gan_width, "augment": c.gan_augment,
             "seed": c.seed}
 
 
@@ -163,7 +163,7 @@ def _plgmi_key(bench: Any, target: Optional[nn.Module]) -> Dict[str, Any]:
 
 def _gmi_arguments(bench: Any, target: Optional[nn.Module]) -> Tuple[tuple, Dict[str, Any]]:
     c = bench.config
-    return (bench.data.public.x,), dict(steps=c.prior_steps, augment=c.gan_augment, **_run_settings(bench))
+    return (bench.data.public.x,), dict(steps=c.gmi_steps, augment=c.gan_augment, **_run_settings(bench))
 
 
 def _kedmi_arguments(bench: Any, target: Optional[nn.Module]) -> Tuple[tuple, Dict[str, Any]]:
@@ -202,7 +202,7 @@ def _plgmi_parts(bench: Any) -> Dict[str, nn.Module]:
 _BUILT_IN: Sequence[PriorSpec] = (
     # a WGAN-GP on public images, independent of the target (GMI, VMI, BREP-MI)
     PriorSpec(PUBLIC_PRIOR, per_target=False, train=train_gmi_prior, arguments=_gmi_arguments, build=_gmi_parts,
-              key=_gmi_key, steps_field="prior_steps", size_checks=_critic_checks, face_steps=1500),
+              key=_gmi_key, steps_field="gmi_steps", size_checks=_critic_checks, face_steps=1500),
     # a GAN whose discriminator learns the target's soft labels on public images, one per target (KEDMI)
     PriorSpec("kedmi", per_target=True, train=train_kedmi_prior, arguments=_kedmi_arguments, build=_kedmi_parts,
               key=_kedmi_key, steps_field="kedmi_steps", size_checks=_kedmi_checks, face_steps=200,
