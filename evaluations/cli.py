@@ -653,7 +653,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
         for c in cells:
             click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.dataset_label}  {c.defense_label}  "
-                       f"{c.config.attack}/{c.config.variant}  seed {c.config.attack_seed}")
+                       f"{c.config.attack}{'' if c.form is None else f' [{c.form}]'}/{c.config.variant}  "
+                       f"seed {c.config.attack_seed}")
         click.echo("grid file (TOML; save it and pass it to --config):")
         click.echo(grid_to_toml(grid.to_dict()))
         return

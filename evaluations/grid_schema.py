@@ -20,12 +20,14 @@ __all__ = ["BUDGET_KEYS", "CheckedGrid", "GridError", "SEED_SCOPES", "ZERO_OK_KE
 BUDGET_KEYS: Tuple[str, ...] = SETTINGS.budgets
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
 ZERO_OK_KEYS: Tuple[str, ...] = SETTINGS.with_rule(PRETRAIN_EPOCHS)
-_GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
+_GRID_KEYS = ("name", "datasets", "defenses", "forms", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
               "device", *BUDGET_KEYS)
 _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
 #: Dataset keys of earlier grid files and their names now (the names of the config and the CLI).
 _RENAMED_DATASET_KEYS = {"root": "data_root", "options": "data_options"}
 _DEFENSE_KEYS = ("name", "params")
+#: Keys of an attack form: its name (a label) and the settings it changes.
+_FORM_KEYS = ("name", *BUDGET_KEYS)
 SEED_SCOPES = ("all", "attack")
 #: Keys of a cell's configuration left out of its id (declared ``in_id="never"``).
 _NOT_IN_ID = SETTINGS.not_in_id
@@ -308,6 +310,41 @@ def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
                 p.add(f"{where} of defense {dname!r}: {err}")
 
 
+def _check_form_item(p: _Problems, name: str, item: Any) -> None:
+    """An attack form: a table with a ``name`` and any budget keys, each value checked by its field's rule (a bare
+    string is a named form that changes nothing)."""
+    item = _as_table(p, name, item, "a table with a 'name' and the settings the form changes, e.g. "
+                                    "{ name = \"label-only\", access = \"label-only\" }")
+    if item is None:
+        return
+    p.run(_check_keys, item, _FORM_KEYS, name)
+    if "name" not in item:
+        p.add(f"{name} has no 'name': give it one (it labels the form's rows, report and plots)")
+    elif not isinstance(item["name"], str) or not item["name"].strip():
+        p.add(f"{name}.name must be a non-empty string (it labels the form's rows), got {item['name']!r}")
+    for k in BUDGET_KEYS:
+        if k in item:
+            _check_budget(p, f"{name}.{k}", k, item[k])
+
+
+def _check_forms(p: _Problems, forms: Any) -> None:
+    """A non-empty list of forms, each named once."""
+    from mi_art.validation import repeated as repeated_values
+
+    problem = _list_problem("forms", forms, "forms (tables with a 'name')")
+    if problem is not None:
+        p.add(problem)
+        return
+    if not forms:
+        p.add("forms is empty: leave it out for the grid's one default form, or give at least one")
+    for i, item in enumerate(forms):
+        _check_form_item(p, f"forms[{i}]", item)
+    names = [f if isinstance(f, str) else f.get("name") for f in forms if isinstance(f, (str, Mapping))]
+    again = sorted(repeated_values(n for n in names if isinstance(n, str)))
+    if again:
+        p.add(f"forms repeat the name(s) {', '.join(map(repr, again))}: give each form a name of its own")
+
+
 def check_grid(d: Any, where: str = "the grid") -> None:
     """Check the type and range of every key of a grid dictionary (a grid file, a preset, the merged
     options) without loading data or training anything.
@@ -342,6 +379,8 @@ def check_grid(d: Any, where: str = "the grid") -> None:
             else:
                 for i, item in enumerate(value):
                     item_check(p, f"{key}[{i}]", item)
+    if "forms" in d:
+        _check_forms(p, d["forms"])
     if "attacks" in d:
         _check_names(p, "attacks", d["attacks"], attacks, "attack")
     if "variants" in d:
