@@ -620,6 +620,9 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         grid = Grid.from_dict(spec, where=str(config_file) if config_file else "the grid")
         if adaptive:
             grid.variants = with_adaptive_attack(grid.variants)
+            for form in grid.forms:
+                if form.variants is not None:
+                    form.variants = with_adaptive_attack(form.variants)
             note = plain_views_note(c.config for c in grid.cells())
             if note:
                 click.echo(f"note: {note}", err=True)

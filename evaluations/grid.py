@@ -41,8 +41,11 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     [[forms]]
     name = "label-only"
     access = "label-only"
+    attacks = ["gmi", "kedmi"]               # a form's own attacks and variants (default: the grid's)
+    variants = ["lomma"]
 
-A grid is thus datasets x seeds x defense settings x forms x attack/variant pairs. Without ``forms`` it has one
+A grid is thus datasets x seeds x defense settings x forms x attack/variant pairs (each form's own, where it
+names its attacks or variants). Without ``forms`` it has one
 unnamed default form (its cells, their ids and rows are those of a grid written before forms existed). A form's
 settings override the dataset's, which override the grid's, which override the declared defaults. A sweep of any
 setting is a list of forms, one per value (``[[forms]] name = "iterations=100" iterations = 100``, ...). A cell's
@@ -123,14 +126,20 @@ class DefenseSpec:
 
 @dataclass
 class FormSpec:
-    """A named attack form: the settings (budget keys) its cells change, over the dataset's and the grid's."""
+    """A named attack form: the settings (budget keys) its cells change, over the dataset's and the grid's, and the
+    attacks and variants it runs when they are not the grid's (None: the grid's)."""
 
     name: str
     settings: Dict[str, Any] = field(default_factory=dict)
+    attacks: Optional[List[str]] = None
+    variants: Optional[List[str]] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, **{k: (_compact_identities(v) if k == "identities" else
-                                          list(v) if isinstance(v, tuple) else v) for k, v in self.settings.items()}}
+        out: Dict[str, Any] = {"name": self.name}
+        out.update({k: list(v) for k, v in (("attacks", self.attacks), ("variants", self.variants)) if v is not None})
+        out.update({k: (_compact_identities(v) if k == "identities" else list(v) if isinstance(v, tuple) else v)
+                    for k, v in self.settings.items()})
+        return out
 
 
 @dataclass
@@ -269,7 +278,9 @@ def _parse_form(item: Any) -> FormSpec:
     """A form checked by :func:`check_grid`: a table (or a bare name) of its name and settings."""
     item = {"name": item} if isinstance(item, str) else item
     return FormSpec(name=str(item["name"]), settings={k: (_identities(v) if k == "identities" else v)
-                                                      for k, v in item.items() if k in BUDGET_KEYS})
+                                                      for k, v in item.items() if k in BUDGET_KEYS},
+                    attacks=None if "attacks" not in item else [str(a) for a in item["attacks"]],
+                    variants=None if "variants" not in item else [str(v) for v in item["variants"]])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,9 +345,16 @@ class Grid:
 
     # ---------------------------------------------------------------- validation
 
-    def pairs(self) -> List[Tuple[str, str]]:
-        """The (attack, variant) pairs of each cell group: MIFace and BREP-MI run their baseline only."""
-        return [(a, v) for a in self.attacks for v in _variants_of(a, self.variants)]
+    def pairs(self, form: Optional[FormSpec] = None) -> List[Tuple[str, str]]:
+        """The (attack, variant) pairs of each cell group (of ``form``'s, where it names its own attacks or
+        variants): MIFace and BREP-MI run their baseline only."""
+        return [(a, v) for a in self._attacks(form) for v in _variants_of(a, self._variants(form))]
+
+    def _attacks(self, form: Optional[FormSpec]) -> List[str]:
+        return self.attacks if form is None or form.attacks is None else form.attacks
+
+    def _variants(self, form: Optional[FormSpec]) -> List[str]:
+        return self.variants if form is None or form.variants is None else form.variants
 
     def form_list(self) -> List[Optional[FormSpec]]:
         """The grid's forms; ``[None]``, the one unnamed default form, when it names none."""
@@ -345,12 +363,13 @@ class Grid:
     def n_cells(self) -> int:
         """The number of cells, counted without making them."""
         return (len(self.datasets) * len(self.seeds) * sum(len(s.params) for s in self.defenses)
-                * len(self.form_list()) * len(self.pairs()))
+                * sum(len(self.pairs(f)) for f in self.form_list()))
 
     def _shape(self) -> str:
-        forms = f"{len(self.forms)} form(s) x " if self.forms else ""
+        pairs = (f"{len(self.forms)} form(s) with {sum(len(self.pairs(f)) for f in self.forms)} attack/variant "
+                 "pair(s) in all" if self.forms else f"{len(self.pairs())} attack/variant pair(s)")
         return (f"{len(self.datasets)} dataset(s) x {sum(len(s.params) for s in self.defenses)} defense setting(s) x "
-                f"{len(self.seeds):,} seed(s) x {forms}{len(self.pairs())} attack/variant pair(s)")
+                f"{len(self.seeds):,} seed(s) x {pairs}")
 
     def validate(self, *, check_data: bool = True, load_data: bool = True, allow_large: bool = False) -> List[str]:
         """Check everything that can be checked before any training: names of datasets, defenses,
@@ -392,12 +411,11 @@ class Grid:
         # the rules between fields, through the configuration of a representative cell per dataset and form
         for d in self.datasets:
             for form in self.form_list():
-                for attack in self.attacks:
-                    for variant in _variants_of(attack, self.variants):
-                        try:
-                            self._config(d, "none", {}, attack, variant, self.seeds[0], form).check_relations()
-                        except (ValueError, TypeError) as err:
-                            raise GridError(f"dataset {d.name!r}{_in_form(form)}: {err}") from None
+                for attack, variant in self.pairs(form):
+                    try:
+                        self._config(d, "none", {}, attack, variant, self.seeds[0], form).check_relations()
+                    except (ValueError, TypeError) as err:
+                        raise GridError(f"dataset {d.name!r}{_in_form(form)}: {err}") from None
                 for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (check_relations)
                     for params in spec.params:
                         try:
@@ -464,7 +482,7 @@ class Grid:
             if bad:
                 raise GridError(f"dataset {d.name!r} has {data.num_classes} private identities (0-"
                                 f"{data.num_classes - 1}); identities out of range: {bad[:10]}")
-        for attack, variant in self.pairs():  # the query budget against the public images it is spent on
+        for attack, variant in self.pairs(form):  # the query budget against the public images it is spent on
             problem = query_budget_problem(self._config(d, "none", {}, attack, variant, self.seeds[0], form),
                                            len(data.public.x))
             if problem is not None:
@@ -472,7 +490,7 @@ class Grid:
         try:
             for arch in (self._budget(d, "eval_arch", form), *self._budget(d, "surrogate_archs", form)):
                 make_classifier(arch, c, data.num_classes, s)
-            if any(get_attack(a).prior is not None for a in self.attacks):
+            if any(get_attack(a).prior is not None for a in self._attacks(form)):
                 Generator(s, c, width=self._budget(d, "gan_width", form))
         except ValueError as err:
             raise GridError(f"dataset {d.name!r} ({c}x{s}x{s}): {err}") from None
@@ -515,7 +533,7 @@ class Grid:
                 for spec in self.defenses:
                     for params in spec.params:
                         for form in self.form_list():
-                            for attack, variant in self.pairs():
+                            for attack, variant in self.pairs(form):
                                 config = self._config(d, spec.name, params, attack, variant, seed, form)
                                 out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out),
                                                 None if form is None else form.name))

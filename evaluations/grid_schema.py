@@ -26,8 +26,9 @@ _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
 #: Dataset keys of earlier grid files and their names now (the names of the config and the CLI).
 _RENAMED_DATASET_KEYS = {"root": "data_root", "options": "data_options"}
 _DEFENSE_KEYS = ("name", "params")
-#: Keys of an attack form: its name (a label) and the settings it changes.
-_FORM_KEYS = ("name", *BUDGET_KEYS)
+#: Keys of an attack form: its name (a label), the attacks and variants it runs (default: the grid's) and the
+#: settings it changes.
+_FORM_KEYS = ("name", "attacks", "variants", *BUDGET_KEYS)
 SEED_SCOPES = ("all", "attack")
 #: Keys of a cell's configuration left out of its id (declared ``in_id="never"``).
 _NOT_IN_ID = SETTINGS.not_in_id
@@ -311,8 +312,8 @@ def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
 
 
 def _check_form_item(p: _Problems, name: str, item: Any) -> None:
-    """An attack form: a table with a ``name`` and any budget keys, each value checked by its field's rule (a bare
-    string is a named form that changes nothing)."""
+    """An attack form: a table with a ``name``, the ``attacks`` and ``variants`` it runs if not the grid's, and any
+    budget keys, each value checked by its field's rule (a bare string is a named form that changes nothing)."""
     item = _as_table(p, name, item, "a table with a 'name' and the settings the form changes, e.g. "
                                     "{ name = \"label-only\", access = \"label-only\" }")
     if item is None:
@@ -322,6 +323,11 @@ def _check_form_item(p: _Problems, name: str, item: Any) -> None:
         p.add(f"{name} has no 'name': give it one (it labels the form's rows, report and plots)")
     elif not isinstance(item["name"], str) or not item["name"].strip():
         p.add(f"{name}.name must be a non-empty string (it labels the form's rows), got {item['name']!r}")
+    from .config_rules import ATTACKS as attacks, VARIANTS as variants
+
+    for key, choices in (("attacks", attacks), ("variants", variants)):
+        if key in item:
+            _check_names(p, f"{name}.{key}", item[key], choices, key[:-1])
     for k in BUDGET_KEYS:
         if k in item:
             _check_budget(p, f"{name}.{k}", k, item[k])

@@ -770,3 +770,33 @@ def test_the_form_reaches_the_row_and_a_finished_cell_is_reported_under_the_grid
     assert [r["form"] for r in renamed] == ["one", "two"]
     report = (out / "report.md").read_text()
     assert "miface [one]/baseline" in report and "miface [short]/baseline" not in report
+
+
+def test_a_form_may_run_its_own_attacks_and_variants(tmp_path):
+    """The rows a benchmark adds in another form (LOMMA in its paper's form, through the target's labels) need not
+    multiply every attack and variant of the grid."""
+    grid = Grid.from_dict(_tiny_grid(attacks=["gmi", "miface"], forms=[
+        {"name": "as-is"}, {"name": "label-only", "access": "label-only", "variants": ["lomma"], "attacks": ["gmi"]}]))
+    cells = grid.cells()
+    assert [(c.form, c.config.attack, c.config.variant) for c in cells if c.defense_label == "none"] == [
+        ("as-is", "gmi", "baseline"), ("as-is", "gmi", "lomma"), ("as-is", "miface", "baseline"),
+        ("label-only", "gmi", "lomma")]
+    assert grid.n_cells() == len(cells) == 8
+    assert [c.id for c in Grid.from_dict(tomllib_loads(grid_to_toml(grid.to_dict()))).cells()] == [c.id for c in cells]
+    # --adaptive adds the aligned form of the form's own variants too
+    path = tmp_path / "forms.toml"
+    path.write_text(grid_to_toml(grid.to_dict()))
+    result = CliRunner().invoke(main, ["evaluate", "--config", str(path), "--adaptive", "--dry-run",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "gmi [label-only]/lomma+align" in result.output and "gmi [as-is]/lomma+align" in result.output
+    with pytest.raises(GridError) as err:
+        Grid.from_dict({"forms": [{"name": "x", "attacks": ["gmi", "nope"], "variants": "lomma"}]})
+    assert any("forms[0].attacks[1]: unknown attack 'nope'" in p for p in err.value.problems)
+    assert any("forms[0].variants must be a list of variant names" in p for p in err.value.problems)
+
+
+def tomllib_loads(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
