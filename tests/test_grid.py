@@ -721,7 +721,8 @@ def test_bad_forms_are_refused_at_once_each_by_its_fields_own_rule(tmp_path):
     assert any("forms[3].name must be a non-empty string" in p for p in problems)
     assert any("forms repeat the name(s) 'a'" in p for p in problems)
     assert len(problems) == 6  # "b": a named form that changes nothing is valid
-    for value, message in (([], "forms is empty"), ({"name": "a"}, "wrap it in a list"), ([3], r"forms\[0\] must be a table")):
+    for value, message in (([], "forms is empty"), ({"name": "a"}, "wrap it in a list"),
+                           ([3], r"forms\[0\] must be a table")):
         with pytest.raises(GridError, match=message):
             Grid.from_dict({"forms": value})
     # a form's settings against the rest of its cells (check_relations), named with the form
