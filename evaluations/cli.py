@@ -624,6 +624,9 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         grid = Grid.from_dict(spec, where=str(config_file) if config_file else "the grid")
         if adaptive:
             grid.variants = with_adaptive_attack(grid.variants)
+            for form in grid.forms:
+                if form.variants is not None:
+                    form.variants = with_adaptive_attack(form.variants)
             note = plain_views_note(c.config for c in grid.cells())
             if note:
                 click.echo(f"note: {note}", err=True)
@@ -657,7 +660,8 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
         click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
         for c in cells:
             click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.dataset_label}  {c.defense_label}  "
-                       f"{c.config.attack}/{c.config.variant}  seed {c.config.attack_seed}")
+                       f"{c.config.attack}{'' if c.form is None else f' [{c.form}]'}/{c.config.variant}  "
+                       f"seed {c.config.attack_seed}")
         click.echo("grid file (TOML; save it and pass it to --config):")
         click.echo(grid_to_toml(grid.to_dict()))
         return

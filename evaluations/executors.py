@@ -39,7 +39,7 @@ from .cache import ArtifactCache
 from .claims import CLAIM_TIMEOUT_SECONDS, CellClaimed, claim_cell, claim_state, find_claimed  # noqa: F401
 from .grid import Cell, Grid, load_data
 from .metric_facts import row_figures
-from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row, read_cell
+from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row, pair_label, read_cell
 from .stages import StageLog, format_seconds
 
 # ROW_KEYS, cell_paths, completed_cells and read_cell live in mi_art.evaluations.rows (shared with the report);
@@ -171,8 +171,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
         set_threads(threads)
     config = dataclasses.replace(cell.config, verbose=verbose, device=device or cell.config.device)
     start = time.perf_counter()
-    tag = f"{cell.dataset_label} {cell.defense_label} {config.attack}/{config.variant} seed {config.attack_seed}"
-    stages = StageLog(echo, prefix=f"  {tag}: ")
+    stages = StageLog(echo, prefix=f"  {cell.tag}: ")
     data = load_data(config.dataset, config.data_root, config.data_options)
     # the grid checked every value of the cell's config (check_grid): the workbench checks it against the data
     bench = Workbench(config, LockingArtifactCache(cache_dir, stages=stages), data=data, checked=True)
@@ -186,7 +185,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
         # below white-box the access level is part of the attack's name, so tables and plots keep it apart
         "attack": result["attack"] if config.access == "white-box" else f"{result['attack']}[{config.access}]",
         "variant": result["variant"], "seed": config.attack_seed, "access": config.access,
-        "artifact_seed": config.seed,
+        "artifact_seed": config.seed, "form": cell.form,
         **row_figures(result),  # every declared metric, under the row's names (metric_facts)
         "n_judges": int(result["n_judges"]),
         "cell_seconds": time.perf_counter() - start,
@@ -463,7 +462,7 @@ def summary_line(row: Dict[str, Any]) -> str:
 
     row = normalise_row(row)
     eps = "" if row.get("epsilon") is None else f", eps {row['epsilon']:.2f}"
-    return (f"{row['dataset']} {row['defense_label']} {row['attack']}/{row['variant']} seed {row['seed']}: "
+    return (f"{row['dataset']} {row['defense_label']} {pair_label(row)} seed {row['seed']}: "
             f"Acc@1 {f(row['acc@1'])} +- {f(row['acc@1_std'])} (chance {f(row.get('chance@1'))}"
             + (f"; judges +- {f(row.get('acc@1_judge_std'))}" if (row.get("n_judges") or 1) > 1 else "") + "), "
             f"Acc@5 {f(row['acc@5'])} (chance {f(row.get('chance@5'))}), KNN {f(row['knn_dist'])}, "
@@ -478,7 +477,7 @@ def _say_interrupted(out: Path, cells: Sequence[Cell], done: Dict[str, Dict[str,
                      report: bool) -> None:
     """After Ctrl-C: what was kept, how to resume, each finished cell's Acc@1 and the report of those cells
     (a second Ctrl-C skips the report)."""
-    rows = [done[c.id] for c in cells if c.id in done]
+    rows = [{**done[c.id], "form": c.form} for c in cells if c.id in done]
     echo(f"interrupted: {len(rows)} of {len(cells)} cells are finished and kept in {out / 'cells'} (a cell that was "
          "running is lost). Run the same command again to resume: finished cells are not run again, and trained "
          "targets, judges, priors and surrogates are loaded from the cache.")
@@ -487,7 +486,7 @@ def _say_interrupted(out: Path, cells: Sequence[Cell], done: Dict[str, Dict[str,
     echo("finished cells:")
     for row in rows:
         acc, nat = row.get("acc@1"), row.get("natural_accuracy")
-        echo(f"  {row['dataset']} {row['defense_label']} {row['attack']}/{row['variant']} seed {row['seed']}: "
+        echo(f"  {row['dataset']} {row['defense_label']} {pair_label(row)} seed {row['seed']}: "
              f"Acc@1 {'n/a' if acc is None else format(acc, '.3f')}, "
              f"natural acc {'n/a' if nat is None else format(nat, '.3f')}")
     if not report:
@@ -535,7 +534,8 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "grid.json", json.dumps({"grid": grid.to_dict(), "cells": [
         {"id": c.id, "index": c.index, "dataset": c.dataset_label, "defense_label": c.defense_label,
-         "attack": c.config.attack, "variant": c.config.variant, "seed": c.config.attack_seed} for c in cells],
+         "attack": c.config.attack, "variant": c.config.variant, "seed": c.config.attack_seed, "form": c.form}
+        for c in cells],
         "cache_dir": str(cache)}, indent=1))
     done = completed_cells(out, [c.id for c in cells])
     todo = [c for c in cells if c.id not in done]
@@ -552,7 +552,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
 
     def finished(cell: Cell, row: Dict[str, Any]) -> None:
         bar.update(1)
-        done[cell.id] = row
+        done[cell.id] = row = {**row, "form": cell.form}  # a saved row of the same work may name another form
         ran_here[0] += 1
         write(summary_line(row))
         left = len(cells) - len(done) - len(failures)
@@ -576,8 +576,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
                 if err is not None:
                     bar.update(1)
                     failures.append((cell, err))
-                    write(f"FAILED {cell.dataset_label} {cell.defense_label} {cell.config.attack}/"
-                          f"{cell.config.variant} seed {cell.config.attack_seed}: {type(err).__name__}: {err}")
+                    write(f"FAILED {cell.tag}: {type(err).__name__}: {err}")
                     full = find_disk_full(err)
                     if full is not None:  # every later cell would fail too: stop, keeping what is saved
                         break
@@ -597,7 +596,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     if full is not None:
         raise GridRunError(f"{full}. The grid stopped there: {len(done)} of {len(cells)} cells are finished and "
                            f"saved under {out / 'cells'}; the report was not rendered")
-    rows = [done[c.id] for c in cells if c.id in done]
+    rows = [{**done[c.id], "form": c.form} for c in cells if c.id in done]
     if report and rows:
         from .report import render_report
 
@@ -606,8 +605,7 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
         paths = render_report(out)
         echo(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - report_start:.1f} s")
     if failures:
-        lines = "\n".join(f"  {c.id} {c.dataset_label} {c.defense_label} {c.config.attack}/{c.config.variant} "
-                          f"seed {c.config.attack_seed}: {type(e).__name__}: {e}" for c, e in failures)
+        lines = "\n".join(f"  {c.id} {c.tag}: {type(e).__name__}: {e}" for c, e in failures)
         raise GridRunError(f"{len(failures)} of {len(cells)} cells failed (the others are saved; run the same "
                            f"command again to retry):\n{lines}")
     return rows

@@ -35,6 +35,23 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     name = "mid"
     params = [{ beta = 0.003 }, { beta = 0.01 }]   # one cell group per strength
 
+    [[forms]]                                # optional: named attack forms, each a cell group
+    name = "paper"                           # the label of its rows, report columns and plots
+    regularise_surrogates = false            # any budget key (BUDGET_KEYS), checked by its own rule
+    [[forms]]
+    name = "label-only"
+    access = "label-only"
+    attacks = ["gmi", "kedmi"]               # a form's own attacks and variants (default: the grid's)
+    variants = ["lomma"]
+
+A grid is thus datasets x seeds x defense settings x forms x attack/variant pairs (each form's own, where it
+names its attacks or variants). Without ``forms`` it has one
+unnamed default form (its cells, their ids and rows are those of a grid written before forms existed). A form's
+settings override the dataset's, which override the grid's, which override the declared defaults. A sweep of any
+setting is a list of forms, one per value (``[[forms]] name = "iterations=100" iterations = 100``, ...). A cell's
+id is its configuration's, not its form's name: a form that changes nothing is the default form's cell (finished
+cells are found again under the new name), and two forms that give one configuration are refused.
+
 Every key is checked for type and range when a grid is loaded (:func:`check_grid`, called by
 :func:`load_grid_file` and :meth:`Grid.from_dict`): a string where a list is expected, a width of -4,
 a float where an integer is needed, an unknown key, an unknown loader option or defense parameter
@@ -71,7 +88,7 @@ from .size_guard import SizeError, check_size, grid_size_problem, reconstruction
 
 # GridError, check_grid, load_grid_file, grid_to_toml, merge_grid, ... are importable from here too (their
 # modules: grid_schema, grid_files); __all__ lists what this module defines.
-__all__ = ["Cell", "DatasetSpec", "DefenseSpec", "Grid", "cell_id", "config_dataset_label", "defense_label",
+__all__ = ["Cell", "DatasetSpec", "DefenseSpec", "FormSpec", "Grid", "cell_id", "config_dataset_label", "defense_label",
            "load_data"]
 
 @dataclass
@@ -109,22 +126,49 @@ class DefenseSpec:
 
 
 @dataclass
+class FormSpec:
+    """A named attack form: the settings (budget keys) its cells change, over the dataset's and the grid's, and the
+    attacks and variants it runs when they are not the grid's (None: the grid's)."""
+
+    name: str
+    settings: Dict[str, Any] = field(default_factory=dict)
+    attacks: Optional[List[str]] = None
+    variants: Optional[List[str]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name}
+        out.update({k: list(v) for k, v in (("attacks", self.attacks), ("variants", self.variants)) if v is not None})
+        out.update({k: (_compact_identities(v) if k == "identities" else list(v) if isinstance(v, tuple) else v)
+                    for k, v in self.settings.items()})
+        return out
+
+
+@dataclass
 class Cell:
-    """One attack run of the grid."""
+    """One attack run of the grid; ``form`` is the name of its attack form (None: the grid's one default form)."""
 
     id: str
     config: ExperimentConfig
     defense_label: str
     index: int = 0
+    form: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return {"id": self.id, "config": self.config.to_dict(), "defense_label": self.defense_label,
-                "index": self.index}
+                "index": self.index, "form": self.form}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Cell":
         return cls(id=d["id"], config=config_from_dict(d["config"]), defense_label=d["defense_label"],
-                   index=int(d.get("index", 0)))
+                   index=int(d.get("index", 0)), form=d.get("form"))
+
+    @property
+    def tag(self) -> str:
+        """``"digits none gmi [label-only]/lomma seed 0"``: the cell in a line of progress or of an error (its form
+        named as the report names it, :func:`~mi_art.evaluations.rows.form_attack`)."""
+        c = self.config
+        return (f"{self.dataset_label} {self.defense_label} {c.attack}{'' if self.form is None else f' [{self.form}]'}"
+                f"/{c.variant} seed {c.attack_seed}")
 
     @property
     def dataset_label(self) -> str:
@@ -233,6 +277,15 @@ def _parse_defense(item: Any) -> DefenseSpec:
     return DefenseSpec(name=str(item["name"]), params=[dict(p) for p in settings])
 
 
+def _parse_form(item: Any) -> FormSpec:
+    """A form checked by :func:`check_grid`: a table (or a bare name) of its name and settings."""
+    item = {"name": item} if isinstance(item, str) else item
+    return FormSpec(name=str(item["name"]), settings={k: (_identities(v) if k == "identities" else v)
+                                                      for k, v in item.items() if k in BUDGET_KEYS},
+                    attacks=None if "attacks" not in item else [str(a) for a in item["attacks"]],
+                    variants=None if "variants" not in item else [str(v) for v in item["variants"]])
+
+
 # --------------------------------------------------------------------------------------------------
 # The grid
 # --------------------------------------------------------------------------------------------------
@@ -240,7 +293,8 @@ def _parse_defense(item: Any) -> DefenseSpec:
 
 @dataclass
 class Grid:
-    """Datasets x defenses (x strengths) x attacks x variants x seeds, with shared budgets."""
+    """Datasets x seeds x defenses (x strengths) x forms x attacks x variants, with shared budgets; no ``forms``:
+    one unnamed default form."""
 
     datasets: List[DatasetSpec]
     defenses: List[DefenseSpec]
@@ -252,6 +306,7 @@ class Grid:
     artifact_seed: int = 0
     name: str = "grid"
     device: Optional[str] = None
+    forms: List[FormSpec] = field(default_factory=list)
     #: What :meth:`to_dict` gave when :func:`check_grid` last passed the grid's values (None: not yet).
     _checked_as: Optional[Dict[str, Any]] = field(default=None, init=False, repr=False, compare=False)
 
@@ -272,7 +327,8 @@ class Grid:
                    seeds=seeds, budgets={k: (_identities(d[k]) if k == "identities" else d[k])
                                          for k in BUDGET_KEYS if k in d},
                    seed_scope=str(d.get("seed_scope", "all")), artifact_seed=d.get("artifact_seed", 0),
-                   name=str(d.get("name", "grid")), device=d.get("device"))
+                   name=str(d.get("name", "grid")), device=d.get("device"),
+                   forms=[_parse_form(x) for x in _as_list(d.get("forms"), "forms")])
         grid._checked_as = grid.to_dict()
         return grid
 
@@ -287,21 +343,37 @@ class Grid:
                     for k, v in self.budgets.items()})
         out["datasets"] = [s.to_dict() for s in self.datasets]
         out["defenses"] = [s.to_dict() for s in self.defenses]
+        if self.forms:
+            out["forms"] = [f.to_dict() for f in self.forms]
         return out
 
     # ---------------------------------------------------------------- validation
 
-    def pairs(self) -> List[Tuple[str, str]]:
-        """The (attack, variant) pairs of each cell group: MIFace and BREP-MI run their baseline only."""
-        return [(a, v) for a in self.attacks for v in _variants_of(a, self.variants)]
+    def pairs(self, form: Optional[FormSpec] = None) -> List[Tuple[str, str]]:
+        """The (attack, variant) pairs of each cell group (of ``form``'s, where it names its own attacks or
+        variants): MIFace and BREP-MI run their baseline only."""
+        return [(a, v) for a in self._attacks(form) for v in _variants_of(a, self._variants(form))]
+
+    def _attacks(self, form: Optional[FormSpec]) -> List[str]:
+        return self.attacks if form is None or form.attacks is None else form.attacks
+
+    def _variants(self, form: Optional[FormSpec]) -> List[str]:
+        return self.variants if form is None or form.variants is None else form.variants
+
+    def form_list(self) -> List[Optional[FormSpec]]:
+        """The grid's forms; ``[None]``, the one unnamed default form, when it names none."""
+        return list(self.forms) or [None]
 
     def n_cells(self) -> int:
         """The number of cells, counted without making them."""
-        return len(self.datasets) * len(self.seeds) * sum(len(s.params) for s in self.defenses) * len(self.pairs())
+        return (len(self.datasets) * len(self.seeds) * sum(len(s.params) for s in self.defenses)
+                * sum(len(self.pairs(f)) for f in self.form_list()))
 
     def _shape(self) -> str:
+        pairs = (f"{len(self.forms)} form(s) with {sum(len(self.pairs(f)) for f in self.forms)} attack/variant "
+                 "pair(s) in all" if self.forms else f"{len(self.pairs())} attack/variant pair(s)")
         return (f"{len(self.datasets)} dataset(s) x {sum(len(s.params) for s in self.defenses)} defense setting(s) x "
-                f"{len(self.seeds):,} seed(s) x {len(self.pairs())} attack/variant pair(s)")
+                f"{len(self.seeds):,} seed(s) x {pairs}")
 
     def validate(self, *, check_data: bool = True, load_data: bool = True, allow_large: bool = False) -> List[str]:
         """Check everything that can be checked before any training: names of datasets, defenses,
@@ -340,22 +412,22 @@ class Grid:
         dup = sorted(repeated_values(labels))
         if dup:
             raise GridError(f"the grid lists the same defense setting twice: {', '.join(dup)}")
-        # the rules between fields, through the configuration of a representative cell per dataset
+        # the rules between fields, through the configuration of a representative cell per dataset and form
         for d in self.datasets:
-            for attack in self.attacks:
-                for variant in _variants_of(attack, self.variants):
+            for form in self.form_list():
+                for attack, variant in self.pairs(form):
                     try:
-                        self._config(d, "none", {}, attack, variant, self.seeds[0]).check_relations()
+                        self._config(d, "none", {}, attack, variant, self.seeds[0], form).check_relations()
                     except (ValueError, TypeError) as err:
-                        raise GridError(f"dataset {d.name!r}: {err}") from None
-            for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (check_relations)
-                for params in spec.params:
-                    try:
-                        self._config(d, spec.name, params, ExperimentConfig.attack, "baseline",
-                                     self.seeds[0]).check_relations()
-                    except (ValueError, TypeError) as err:
-                        raise GridError(f"dataset {d.name!r}, defense {defense_label(spec.name, params)}: "
-                                        f"{err}") from None
+                        raise GridError(f"dataset {d.name!r}{_in_form(form)}: {err}") from None
+                for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (check_relations)
+                    for params in spec.params:
+                        try:
+                            self._config(d, spec.name, params, ExperimentConfig.attack, "baseline",
+                                         self.seeds[0], form).check_relations()
+                        except (ValueError, TypeError) as err:
+                            raise GridError(f"dataset {d.name!r}{_in_form(form)}, defense "
+                                            f"{defense_label(spec.name, params)}: {err}") from None
         # defense parameters; dataset folders and options
         for d in self.datasets:
             data = None
@@ -366,37 +438,41 @@ class Grid:
                 warnings_out.append(problem)
             elif load_data:
                 data = _load(d)
-            self._check_reconstructions(d, data, allow_large)
             n_train = len(data.private_train) if data is not None else 1000
-            for spec in self.defenses:
-                for params in spec.params:
-                    _check_defense_params(spec.name, params, n_train, data, self._budget(d, "target_arch"))
-            if data is not None:
-                self._check_shapes(d, data)
+            for form in self.form_list():
+                self._check_reconstructions(d, data, allow_large, form)
+                if data is not None:
+                    self._check_shapes(d, data, form)
+            for arch in dict.fromkeys(self._budget(d, "target_arch", f) for f in self.form_list()):
+                for spec in self.defenses:
+                    for params in spec.params:
+                        _check_defense_params(spec.name, params, n_train, data, arch)
         return warnings_out
 
-    def _check_reconstructions(self, d: DatasetSpec, data: Any, allow_large: bool) -> None:
+    def _check_reconstructions(self, d: DatasetSpec, data: Any, allow_large: bool,
+                               form: Optional[FormSpec] = None) -> None:
         """The reconstructions (or candidates) of a cell fit in memory and finish: with the data, at its size and
         number of identities; without it, at the least they can be (one identity, or those listed, of 1x8x8)."""
-        ids = self._budget(d, "identities")
+        ids = self._budget(d, "identities", form)
         if data is not None:
             n_ids, floats = (len(ids) if ids is not None else data.num_classes), int(np.prod(data.input_shape))
         else:
             size = d.options.get("image_size") if isinstance(d.options.get("image_size"), int) else 8
             n_ids, floats = (len(ids) if ids is not None else 1), size * size
         try:
-            b = {k: self._budget(d, k) for k in ("n_reconstructions", "n_candidates", "iterations", "batch_size")}
+            b = {k: self._budget(d, k, form) for k in ("n_reconstructions", "n_candidates", "iterations", "batch_size")}
             check_size(reconstruction_problem(b["n_reconstructions"], b["n_candidates"], n_ids, floats, b["iterations"],
-                                              b["batch_size"], where=f"dataset {d.label!r}: "), allow_large)
+                                              b["batch_size"], where=f"dataset {d.label!r}{_in_form(form)}: "),
+                       allow_large)
         except SizeError as err:
             raise GridError(str(err)) from None
 
-    def _check_shapes(self, d: DatasetSpec, data: Any) -> None:
+    def _check_shapes(self, d: DatasetSpec, data: Any, form: Optional[FormSpec] = None) -> None:
         from mi_art.models import make_classifier
         from mi_art.priors import Generator
 
         c, s, _ = data.input_shape
-        pretrain = [k for k in ZERO_OK_KEYS if self._budget(d, k)]
+        pretrain = [k for k in ZERO_OK_KEYS if self._budget(d, k, form)]
         if pretrain:
             from mi_art.pretraining import MIN_PUBLIC_CLASSES
 
@@ -404,28 +480,32 @@ class Grid:
                 raise GridError(f"dataset {d.name!r} has {data.num_public_classes} public identities: "
                                 f"{' and '.join(pretrain)} need at least {MIN_PUBLIC_CLASSES} to pre-train on; "
                                 "set them to 0")
-        identities = self._budget(d, "identities")
+        identities = self._budget(d, "identities", form)
         if identities is not None:
             bad = [i for i in identities if not isinstance(i, int) or not 0 <= i < data.num_classes]
             if bad:
                 raise GridError(f"dataset {d.name!r} has {data.num_classes} private identities (0-"
                                 f"{data.num_classes - 1}); identities out of range: {bad[:10]}")
-        for attack, variant in self.pairs():  # the query budget against the public images it is spent on
-            problem = query_budget_problem(self._config(d, "none", {}, attack, variant, self.seeds[0]),
+        for attack, variant in self.pairs(form):  # the query budget against the public images it is spent on
+            problem = query_budget_problem(self._config(d, "none", {}, attack, variant, self.seeds[0], form),
                                            len(data.public.x))
             if problem is not None:
-                raise GridError(f"dataset {d.label!r}, {attack}/{variant}: {problem}")
+                raise GridError(f"dataset {d.label!r}{_in_form(form)}, {attack}/{variant}: {problem}")
         try:
-            for arch in (self._budget(d, "eval_arch"), *self._budget(d, "surrogate_archs")):
+            for arch in (self._budget(d, "eval_arch", form), *self._budget(d, "surrogate_archs", form)):
                 make_classifier(arch, c, data.num_classes, s)
-            if any(get_attack(a).prior is not None for a in self.attacks):
-                Generator(s, c, width=self._budget(d, "gan_width"))
+            if any(get_attack(a).prior is not None for a in self._attacks(form)):
+                Generator(s, c, width=self._budget(d, "gan_width", form))
         except ValueError as err:
             raise GridError(f"dataset {d.name!r} ({c}x{s}x{s}): {err}") from None
 
     # ---------------------------------------------------------------- cells
 
-    def _budget(self, d: DatasetSpec, key: str) -> Any:
+    def _budget(self, d: DatasetSpec, key: str, form: Optional[FormSpec] = None) -> Any:
+        """``key``'s value for the cells of ``d`` in ``form``: the form's, else the dataset's, else the grid's, else
+        the declared default."""
+        if form is not None and key in form.settings:
+            return form.settings[key]
         if key in d.overrides:
             return d.overrides[key]
         if key in self.budgets:
@@ -433,8 +513,8 @@ class Grid:
         return config_defaults()[key]  # the declared default: gan_augment "auto" is resolved per dataset
 
     def _config(self, d: DatasetSpec, defense: str, params: Dict[str, Any], attack: str, variant: str,
-                seed: int) -> ExperimentConfig:
-        budgets = {k: self._budget(d, k) for k in BUDGET_KEYS}
+                seed: int, form: Optional[FormSpec] = None) -> ExperimentConfig:
+        budgets = {k: self._budget(d, k, form) for k in BUDGET_KEYS}
         if isinstance(budgets["surrogate_archs"], (list, tuple)):
             budgets["surrogate_archs"] = tuple(budgets["surrogate_archs"])
         elif isinstance(budgets["surrogate_archs"], str):
@@ -449,22 +529,27 @@ class Grid:
                                 device=self.device, **budgets)
 
     def cells(self) -> List[Cell]:
-        """Every cell, in a fixed order: dataset, seed, defense, strength, attack, variant. MIFace runs
+        """Every cell, in a fixed order: dataset, seed, defense, strength, form, attack, variant. MIFace runs
         its baseline only (once, whatever ``variants`` holds)."""
         out: List[Cell] = []
         for d in self.datasets:
             for seed in self.seeds:
                 for spec in self.defenses:
                     for params in spec.params:
-                        for attack, variant in self.pairs():
-                            config = self._config(d, spec.name, params, attack, variant, seed)
-                            out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out)))
+                        for form in self.form_list():
+                            for attack, variant in self.pairs(form):
+                                config = self._config(d, spec.name, params, attack, variant, seed, form)
+                                out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out),
+                                                None if form is None else form.name))
         ids: Dict[str, Cell] = {}
         for cell in out:  # a set: linear in the cells
             if cell.id in ids:
                 a, b = ids[cell.id], cell
-                raise GridError(f"cells {a.index} and {b.index} ({a.dataset_label} {a.defense_label} {a.config.attack}/"
-                                f"{a.config.variant} seed {a.config.attack_seed}) are the same work: the grid lists a "
+                if a.form != b.form:
+                    raise GridError(f"forms {a.form!r} and {b.form!r} give the same configuration (cells {a.index} "
+                                    f"and {b.index}, {a.tag}): a form must change a setting of the grid; drop one "
+                                    "or change what it sets")
+                raise GridError(f"cells {a.index} and {b.index} ({a.tag}) are the same work: the grid lists a "
                                 "data set, defense setting or seed twice")
             ids[cell.id] = cell
         return out
@@ -473,8 +558,9 @@ class Grid:
         """A human-readable plan of the grid."""
         cells = self.cells()
         n_strengths = sum(len(s.params) for s in self.defenses)
+        forms = f" x {len(self.forms)} form(s)" if self.forms else ""
         lines = [f"grid {self.name!r}: {len(cells)} cells = {len(self.datasets)} dataset(s) x {n_strengths} "
-                 f"defense setting(s) x {len(self.seeds)} seed(s) x attack/variant pairs "
+                 f"defense setting(s) x {len(self.seeds)} seed(s){forms} x attack/variant pairs "
                  f"{sorted({(c.config.attack, c.config.variant) for c in cells})}"]
         for d in self.datasets:
             lines.append(f"  dataset {d.label} ({d.name}): data_root={d.root or '-'} "
@@ -483,6 +569,9 @@ class Grid:
         for s in self.defenses:
             for p in s.params:
                 lines.append(f"  defense {defense_label(s.name, p)}")
+        for f in self.forms:
+            lines.append(f"  form {f.name!r}: " + (", ".join(f"{k}={_fmt(v)}" for k, v in f.to_dict().items()
+                                                          if k != "name") or "the grid's settings"))
         lines.append(f"  attacks {self.attacks}, variants {self.variants}, seeds {self.seeds} "
                      f"(seed scope {self.seed_scope})")
         budgets = {k: self._budget(self.datasets[0], k) for k in BUDGET_KEYS}
@@ -497,6 +586,11 @@ class Grid:
                      f"needed), {len(priors)} GMI prior(s) (GMI's, and the start of KEDMI's and PLG-MI's GANs and "
                      "of the surrogates' prior samples), one evaluator per dataset and seed")
         return "\n".join(lines)
+
+
+def _in_form(form: Optional[FormSpec]) -> str:
+    """``", form 'paper'"`` for a named form's error messages; nothing for the default form."""
+    return "" if form is None else f", form {form.name!r}"
 
 
 def _preview_ids(ids: Sequence[int]) -> str:

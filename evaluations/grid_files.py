@@ -92,8 +92,8 @@ def grid_to_toml(d: Mapping[str, Any]) -> str:
     """A grid dictionary (:meth:`Grid.to_dict`) as a TOML grid file (``None`` values are left out:
     they are the defaults)."""
     lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in d.items()
-             if k not in ("datasets", "defenses") and v is not None]
-    for section in ("datasets", "defenses"):
+             if k not in ("datasets", "defenses", "forms") and v is not None]
+    for section in ("datasets", "defenses", "forms"):
         for item in d.get(section, []):
             lines += ["", f"[[{section}]]"]
             lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items() if v is not None]

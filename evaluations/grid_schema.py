@@ -21,12 +21,15 @@ __all__ = ["BUDGET_KEYS", "CheckedGrid", "GridError", "SEED_SCOPES", "ZERO_OK_KE
 BUDGET_KEYS: Tuple[str, ...] = SETTINGS.budgets
 #: Integer budgets for which 0 is valid and means "off" (the others are counts, >= 1).
 ZERO_OK_KEYS: Tuple[str, ...] = SETTINGS.with_rule(PRETRAIN_EPOCHS)
-_GRID_KEYS = ("name", "datasets", "defenses", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
+_GRID_KEYS = ("name", "datasets", "defenses", "forms", "attacks", "variants", "seeds", "seed_scope", "artifact_seed",
               "device", *BUDGET_KEYS)
 _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
 #: Dataset keys of earlier grid files and their names now (the names of the config and the CLI).
 _RENAMED_DATASET_KEYS = Renames("grid key", {"root": "data_root", "options": "data_options"})
 _DEFENSE_KEYS = ("name", "params")
+#: Keys of an attack form: its name (a label), the attacks and variants it runs (default: the grid's) and the
+#: settings it changes.
+_FORM_KEYS = ("name", "attacks", "variants", *BUDGET_KEYS)
 SEED_SCOPES = ("all", "attack")
 #: Keys of a cell's configuration left out of its id (declared ``in_id="never"``).
 _NOT_IN_ID = SETTINGS.not_in_id
@@ -105,7 +108,7 @@ def renamed_dataset_keys(item: Any, where: str = "dataset") -> Any:
 
 def renamed_grid(d: Any, where: str = "the grid") -> Any:
     """A grid dictionary with every earlier name under its name now, each reported as renamed
-    (:class:`~mi_art.renames.RenamedWarning`): a setting's (``prior_steps``, at the top or in a dataset's table), a
+    (:class:`~mi_art.renames.RenamedWarning`): a setting's (``prior_steps``, at the top, in a dataset's table or in a form), a
     dataset table's keys (``root``, ``options``), a setting's values (an architecture's) and a defense's name
     (``nls``). Two names of one setting with two values are refused (:class:`GridError`). ``d`` itself when it holds
     no earlier name (a :class:`CheckedGrid` stays one); anything but a mapping as it is (:func:`check_grid` names
@@ -124,6 +127,9 @@ def renamed_grid(d: Any, where: str = "the grid") -> Any:
         out["datasets"] = [settings(renamed_dataset_keys(x, f"{where}, dataset {x.get('name')!r}"),
                                     f"{where}, dataset {x.get('name')!r}") if isinstance(x, Mapping) else x
                            for x in out["datasets"]]
+    if isinstance(out.get("forms"), list):
+        out["forms"] = [settings(x, f"{where}, form {x.get('name')!r}") if isinstance(x, Mapping) else x
+                        for x in out["forms"]]
     if isinstance(out.get("defenses"), list):
         out["defenses"] = [{**x, "name": RENAMED_DEFENSES.new(x["name"], where)}
                            if isinstance(x, Mapping) and "name" in x else RENAMED_DEFENSES.new(x, where)
@@ -328,6 +334,46 @@ def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
                 p.add(f"{where} of defense {dname!r}: {err}")
 
 
+def _check_form_item(p: _Problems, name: str, item: Any) -> None:
+    """An attack form: a table with a ``name``, the ``attacks`` and ``variants`` it runs if not the grid's, and any
+    budget keys, each value checked by its field's rule (a bare string is a named form that changes nothing)."""
+    item = _as_table(p, name, item, "a table with a 'name' and the settings the form changes, e.g. "
+                                    "{ name = \"label-only\", access = \"label-only\" }")
+    if item is None:
+        return
+    p.run(_check_keys, item, _FORM_KEYS, name)
+    if "name" not in item:
+        p.add(f"{name} has no 'name': give it one (it labels the form's rows, report and plots)")
+    elif not isinstance(item["name"], str) or not item["name"].strip():
+        p.add(f"{name}.name must be a non-empty string (it labels the form's rows), got {item['name']!r}")
+    from .config_rules import ATTACKS as attacks, VARIANTS as variants
+
+    for key, choices in (("attacks", attacks), ("variants", variants)):
+        if key in item:
+            _check_names(p, f"{name}.{key}", item[key], choices, key[:-1])
+    for k in BUDGET_KEYS:
+        if k in item:
+            _check_budget(p, f"{name}.{k}", k, item[k])
+
+
+def _check_forms(p: _Problems, forms: Any) -> None:
+    """A non-empty list of forms, each named once."""
+    from mi_art.validation import repeated as repeated_values
+
+    problem = _list_problem("forms", forms, "forms (tables with a 'name')")
+    if problem is not None:
+        p.add(problem)
+        return
+    if not forms:
+        p.add("forms is empty: leave it out for the grid's one default form, or give at least one")
+    for i, item in enumerate(forms):
+        _check_form_item(p, f"forms[{i}]", item)
+    names = [f if isinstance(f, str) else f.get("name") for f in forms if isinstance(f, (str, Mapping))]
+    again = sorted(repeated_values(n for n in names if isinstance(n, str)))
+    if again:
+        p.add(f"forms repeat the name(s) {', '.join(map(repr, again))}: give each form a name of its own")
+
+
 def check_grid(d: Any, where: str = "the grid") -> None:
     """Check the type and range of every key of a grid dictionary (a grid file, a preset, the merged
     options) without loading data or training anything.
@@ -363,6 +409,8 @@ def check_grid(d: Any, where: str = "the grid") -> None:
             else:
                 for i, item in enumerate(value):
                     item_check(p, f"{key}[{i}]", item)
+    if "forms" in d:
+        _check_forms(p, d["forms"])
     if "attacks" in d:
         _check_names(p, "attacks", d["attacks"], attacks, "attack")
     if "variants" in d:

@@ -40,7 +40,8 @@ from mi_art.utils import write_atomic
 
 from .plots import wrap_title
 from .metric_facts import metric_facts, metric_names
-from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row
+from .rows import (ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, form_attack, normalise_row,
+                   pair_label)
 from .utility import adaptive_lines, equal_utility_lines, matched_utility
 
 # NEAR_CHANCE_FACTOR, WEAK_JUDGE_ACCURACY, WEAK_TARGET_ACCURACY and weak_model_warnings are mi_art.quality's,
@@ -171,6 +172,9 @@ def load_rows(out_dir: PathLike) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     if meta.get("cells"):
         order = [c["id"] for c in meta["cells"]]
         rows = [done[i] for i in order if i in done]
+        for c in meta["cells"]:  # the grid names each cell's form: a saved row may be the same work under another
+            if "form" in c and c["id"] in done:
+                done[c["id"]]["form"] = c["form"]
     else:
         rows = sorted(done.values(), key=lambda r: (r.get("index", 0), r["cell_id"]))
     return rows, meta
@@ -185,17 +189,20 @@ def _mean_std(values: Sequence[Optional[float]]) -> Tuple[Optional[float], Optio
 
 
 def aggregate(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Mean and std over seeds per (dataset, defense setting, attack, variant), in first-seen order: for each
+    """Mean and std over seeds per (dataset, defense setting, attack, variant), in first-seen order, an attack
+    form's rows apart from the other forms' (``attack`` is :func:`~mi_art.evaluations.rows.form_attack`,
+    ``"gmi [paper]"``, beside ``form`` and ``access``; so every table, section and plot keeps forms apart): for each
     declared metric and :data:`AVERAGED` figure ``key``, ``key`` (the mean), ``key + "_std"`` (the sample std over
     seeds, not a row's spread over rounds) and ``key + "_n"`` (the seeds that have it); for each metric judged by
     the panel, ``key + "_judge_std"``, the cells' spread over judges averaged over seeds."""
     groups: "OrderedDict[Tuple[str, str, str, str], List[Dict[str, Any]]]" = OrderedDict()
     for r in rows:
-        groups.setdefault((r["dataset"], r["defense_label"], r["attack"], r["variant"]), []).append(r)
+        groups.setdefault((r["dataset"], r["defense_label"], form_attack(r), r["variant"]), []).append(r)
     out = []
     for (dataset, label, attack, variant), rs in groups.items():
         agg: Dict[str, Any] = {"dataset": dataset, "defense_label": label, "defense": rs[0]["defense"],
                                "defense_params": rs[0]["defense_params"], "attack": attack, "variant": variant,
+                               "form": rs[0].get("form"), "access": rs[0].get("access"),
                                "seeds": [r["seed"] for r in rs], "n": len(rs)}
         for key in dict.fromkeys((*AVERAGED, *metric_names())):
             agg[key], agg[key + "_std"], agg[key + "_n"] = _mean_std([r.get(key) for r in rs])
@@ -292,7 +299,7 @@ def identity_lines(rows: Sequence[Dict[str, Any]], n: int = EXPOSED_IDENTITIES) 
     groups: "OrderedDict[Tuple[str, str, str], List[Dict[str, Any]]]" = OrderedDict()
     for r in rows:
         if isinstance(r.get("per_identity"), list) and r["per_identity"]:
-            groups.setdefault((r["defense_label"], r["attack"], r["variant"]), []).append(r)
+            groups.setdefault((r["defense_label"], form_attack(r), r["variant"]), []).append(r)
     best: "OrderedDict[str, Tuple[float, Tuple[str, str], List[Dict[str, Any]]]]" = OrderedDict()
     for (label, attack, variant), rs in groups.items():
         acc = _mean_std([r.get("acc@1") for r in rs])[0]
@@ -376,8 +383,12 @@ def privacy_line(result: Dict[str, Any]) -> Optional[str]:
             f"sample rate {num(d.get('sample_rate'), '.4g')}, {d.get('steps', '?')} steps{clip}{who})")
 
 
-def _access_of(attack: str) -> str:
-    """The access level written in an attack's name (``gmi[black-box]``), white-box when none is."""
+def _access_of(agg: Dict[str, Any]) -> str:
+    """An aggregated row's access level: its ``access``, or for rows written without one the level written in the
+    attack's name (``gmi[black-box]``), white-box when none is."""
+    if agg.get("access"):
+        return str(agg["access"])
+    attack = agg["attack"]
     return attack[attack.index("[") + 1:-1] if attack.endswith("]") and "[" in attack else "white-box"
 
 
@@ -411,10 +422,10 @@ def _what_it_bought(aggs: Sequence[Dict[str, Any]]) -> List[str]:
         cost = "natural accuracy unknown" if nat is None else f"natural accuracy {nat:.3f}"
         if nat is not None and ref_nat is not None:
             cost += f" ({100 * (nat - ref_nat):+.1f} points against the undefended {ref_nat:.3f})"
-        levels = list(dict.fromkeys(_access_of(a["attack"]) for a in la))
+        levels = list(dict.fromkeys(_access_of(a) for a in la))
         gains = []
         for level in levels:
-            best = max((a for a in la if _access_of(a["attack"]) == level), key=lambda a: a["acc@1"])
+            best = max((a for a in la if _access_of(a) == level), key=lambda a: a["acc@1"])
             pair = (best["attack"], best["variant"])
             name = markdown_text(f"{pair[0]}/{pair[1]}")
             gain = (f"the strongest attack on it, {name}, reaches Acc@1 {best['acc@1']:.3f}" if len(levels) == 1
@@ -558,7 +569,7 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
             link += " | " + (f"[prior]({img['prior_samples'].relative_to(out).as_posix()})" if "prior_samples" in img
                              else "-")
             acc = "n/a" if r.get("acc@1") is None else f"{r['acc@1']:.3f}"
-            pair = markdown_text(f"{r['attack']}/{r['variant']}")
+            pair = markdown_text(pair_label(r))
             label, seed = markdown_text(r["defense_label"]), markdown_text(r["seed"])
             lines.append(f"| {label} | {pair} | {seed} | {acc} | {link} |")
         lines.append("")
@@ -724,8 +735,8 @@ def _cell_images(out: Path, row: Dict[str, Any], redraw: bool) -> Dict[str, Path
         acc += f" (chance {row['chance@1']:.2f})"
     prior = row.get("prior") or {}
     save_reconstruction_grid(paths["reconstructions"], recs, labels, real_x, real_y, identity_names=names,
-                             title=f"{row['dataset']} {row['defense_label']}\n{row['attack'].upper()} {row['variant']} "
-                                   f"seed {row['seed']}: Acc@1 {acc} by the judges",
+                             title=f"{row['dataset']} {row['defense_label']}\n{form_attack(row).upper()} "
+                                   f"{row['variant']} seed {row['seed']}: Acc@1 {acc} by the judges",
                              prior_samples=None if samples is None else samples[:10], caveat=prior.get("caveat"))
     if samples is not None:
         save_prior_samples(paths["prior_samples"], samples, title=f"{row['dataset']} seed {row.get('artifact_seed')}: "

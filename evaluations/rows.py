@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 from .metric_facts import Names
 
 __all__ = ["ROW_KEYS", "ROW_SOURCES", "TOP_K", "cell_paths", "completed_cells", "finite_or_none", "normalise_row",
-           "read_cell"]
+           "form_attack", "pair_label", "read_cell"]
 
 PathLike = Union[str, Path]
 
@@ -35,11 +35,18 @@ _FIRST_COLUMNS = ("cell_id", "dataset", "dataset_kind", "defense", "defense_para
                   "recall_judge_std", "density_judge_std", "coverage_judge_std")
 
 
+#: Columns a row has gained since :data:`_FIRST_COLUMNS` that are no metric's, in the order they came; after the
+#: first columns, before the metrics'. ``form``: the name of the cell's attack form in its grid (None: the grid's
+#: one default form; :class:`~mi_art.evaluations.grid.FormSpec`).
+_ADDED_COLUMNS = ("form",)
+
+
 def _row_keys() -> Tuple[str, ...]:
     from .metric_facts import metric_facts
 
-    added = [c for m in metric_facts() for c in m.columns if c not in _FIRST_COLUMNS]
-    return _FIRST_COLUMNS + tuple(dict.fromkeys(added))
+    first = _FIRST_COLUMNS + _ADDED_COLUMNS
+    added = [c for m in metric_facts() for c in m.columns if c not in first]
+    return first + tuple(dict.fromkeys(added))
 
 
 #: Columns of a result row, in the order of results.csv: :data:`_FIRST_COLUMNS`, then the columns of every metric
@@ -68,9 +75,25 @@ ROW_SOURCES: Dict[str, str] = {
     "delta": "the target's defense record (result.delta likewise)",
     "attack": "result.attack, with \"[access]\" appended below white-box access (config.access)",
     "n_classes": "result.num_classes: the judges' classes",
+    "form": "cell.form: the grid's name for the cell's settings; the grid that shows the row names it (a form's "
+            "cell is its configuration's, so a saved row may have been computed under another form's name)",
     "n_judges": "result.n_judges: the panel's trained judges (result.evaluator_test_accuracies has each one's "
                 "accuracy, the row their mean, evaluator_test_accuracy)",
 }
+
+
+def form_attack(row: Dict[str, Any]) -> str:
+    """The row's attack under its attack form's name, ``"gmi [paper]"`` (the attack alone for the default form): what
+    the report groups and labels rows by, so that two forms of one attack are kept apart as two attacks are (as
+    the access level is, written into ``attack`` itself)."""
+    form = row.get("form")
+    return str(row["attack"]) if form is None else f"{row['attack']} [{form}]"
+
+
+def pair_label(row: Dict[str, Any]) -> str:
+    """``"gmi/lomma"``, or ``"gmi [paper]/lomma"`` for a row of a named attack form (:func:`form_attack`): a row's
+    attack and variant in lines and tables."""
+    return f"{form_attack(row)}/{row['variant']}"
 
 
 def finite_or_none(x: Any) -> Optional[float]:

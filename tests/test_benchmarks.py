@@ -361,3 +361,32 @@ def test_a_renamed_defense_keeps_its_results_files_key():
 
     assert defenses.label(defenses.NLS, {"alpha": -0.05}) == "nls(alpha=-0.05)"
     assert defenses.label("mid", {"beta": 0.01}) == "mid(beta=0.01)"
+
+
+def test_the_attack_variants_grid_file_is_the_scripts_rows_with_their_configurations():
+    """benchmarks/grids/attack_variants_lfw.toml: each form's attack/variant pairs are the rows of
+    attack_variants.py --benchmark lfw (METHODS, each with its CONFIG_FORM changes), and every cell's configuration
+    is the one the script runs that row with (the seeds, where the data is and the device aside)."""
+    import dataclasses
+
+    import attack_variants
+    from mi_art.data.registry import expand_preset
+    from mi_art.evaluations.grid import Grid, load_grid_file
+
+    grid = Grid.from_dict(load_grid_file(Path(attack_variants.REPO) / "benchmarks/grids/attack_variants_lfw.toml"))
+    config = attack_variants._config(attack_variants._parser().parse_args(["--benchmark", "lfw"]))
+    rows = {(attack, variant, tuple(sorted(attack_variants.CONFIG_FORM.get(name, {}).items())))
+            for attack, variant, name in attack_variants.METHODS}
+    cells = [c for c in grid.cells() if c.config.attack_seed == 0]
+    form_settings = {f.name: tuple(sorted(f.settings.items())) for f in grid.forms}
+    assert sorted((c.config.attack, c.config.variant, form_settings[c.form]) for c in cells) == sorted(rows)
+    assert len(cells) == len(attack_variants.METHODS)
+    aside = ("seed", "attack_seed", "data_root", "data_options", "device", "verbose")
+    for c in cells:
+        expected = dataclasses.replace(config, attack=c.config.attack, variant=c.config.variant,
+                                       **dict(form_settings[c.form])).to_dict()
+        got = c.config.to_dict()
+        assert {k: v for k, v in got.items() if k not in aside} == {k: v for k, v in expected.items()
+                                                                    if k not in aside}, c.tag
+        assert expand_preset(got["dataset"], got["data_options"]) == expected["data_options"]
+    assert grid.seeds == [0, 1, 2] and grid.seed_scope == "attack" and grid.artifact_seed == config.seed

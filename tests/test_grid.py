@@ -661,3 +661,155 @@ def test_a_grid_file_in_json_reads_like_toml(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(GridError, match="invalid JSON"):
         load_grid_file(tmp_path / "bad.json")
+
+
+# ------------------------------------------------------------------------- attack forms: a named axis of cells
+
+FORMS = [{"name": "paper", "regularise_surrogates": False, "iterations": 7},
+         {"name": "label-only", "access": "label-only"}]
+
+
+def test_forms_multiply_the_cells_each_with_its_settings_over_the_datasets_and_the_grids():
+    import tomllib
+
+    from mi_art.evaluations.grid import Cell
+
+    plain = _tiny_grid()
+    formed = _tiny_grid(forms=FORMS, datasets=[{"name": "digits", "iterations": 9}])
+    cells = Grid.from_dict(formed).cells()
+    assert len(cells) == 2 * len(Grid.from_dict(plain).cells()) == 2 * Grid.from_dict(plain).n_cells()
+    assert Grid.from_dict(formed).n_cells() == len(cells)
+    # order: dataset, seed, defense, strength, form, attack, variant
+    assert [(c.defense_label, c.form, c.config.variant) for c in cells[:4]] == [
+        ("none", "paper", "baseline"), ("none", "paper", "lomma"),
+        ("none", "label-only", "baseline"), ("none", "label-only", "lomma")]
+    for c in cells:
+        paper = c.form == "paper"
+        # the form's settings override the dataset's (iterations = 9), which override the grid's (20)
+        assert (c.config.regularise_surrogates, c.config.iterations) == ((False, 7) if paper else (True, 9))
+        assert c.config.access == ("white-box" if paper else "label-only")
+    # a cell carries its form to the workers and back; the grid file written from the grid gives the same cells
+    assert Cell.from_dict(cells[2].to_dict()) == cells[2]
+    again = Grid.from_dict(tomllib.loads(grid_to_toml(Grid.from_dict(formed).to_dict())))
+    assert [(c.id, c.form) for c in again.cells()] == [(c.id, c.form) for c in cells]
+
+
+def test_a_form_that_changes_nothing_is_the_default_cell_and_two_forms_of_one_configuration_are_refused():
+    plain = Grid.from_dict(_tiny_grid()).cells()
+    named = Grid.from_dict(_tiny_grid(forms=[{"name": "as-is"}, FORMS[0]])).cells()
+    # a cell's id is its configuration's: the form that changes nothing finds the grid's finished cells
+    assert [c.id for c in named if c.form == "as-is"] == [c.id for c in plain]
+    assert not {c.id for c in named if c.form == "paper"} & {c.id for c in plain}
+    # ... so a second form giving the same configuration (here: the grid's own iterations) would be the same work
+    with pytest.raises(GridError, match="forms 'as-is' and 'same' give the same configuration"):
+        Grid.from_dict(_tiny_grid(forms=[{"name": "as-is"}, {"name": "same", "iterations": 20}])).cells()
+
+
+def test_bad_forms_are_refused_at_once_each_by_its_fields_own_rule(tmp_path):
+    from mi_art.evaluations.config_rules import check_field
+
+    bad = {"forms": [{"name": "a", "iterations": -1}, {"access": "psychic", "steps": 3}, {"name": "a"}, {"name": ""},
+                     "b"]}
+    with pytest.raises(GridError) as err:
+        Grid.from_dict(bad)
+    problems = err.value.problems
+    for field, value, where in (("iterations", -1, "forms[0].iterations"), ("access", "psychic", "forms[1].access")):
+        with pytest.raises(ValueError) as own:
+            check_field(where, field, value)
+        assert str(own.value) in problems  # the field's own message, where the grid sets it
+    assert any("unknown key(s) 'steps' in forms[1]" in p for p in problems)
+    assert any("forms[1] has no 'name'" in p for p in problems)
+    assert any("forms[3].name must be a non-empty string" in p for p in problems)
+    assert any("forms repeat the name(s) 'a'" in p for p in problems)
+    assert len(problems) == 6  # "b": a named form that changes nothing is valid
+    for value, message in (([], "forms is empty"), ({"name": "a"}, "wrap it in a list"),
+                           ([3], r"forms\[0\] must be a table")):
+        with pytest.raises(GridError, match=message):
+            Grid.from_dict({"forms": value})
+    # a form's settings against the rest of its cells (check_relations), named with the form
+    grid = Grid.from_dict(_tiny_grid(forms=[{"name": "few", "n_candidates": 1}]))
+    with pytest.raises(GridError, match="dataset .digits., form .few.: n_candidates=1 is below n_reconstructions=2"):
+        grid.validate(check_data=False, load_data=False)
+    assert Grid.from_dict(_tiny_grid()).validate(check_data=False, load_data=False) == []
+
+
+def test_the_dry_run_shows_the_forms(tmp_path):
+    config = tmp_path / "forms.toml"
+    config.write_text(TINY + '\n[[forms]]\nname = "paper"\nregularise_surrogates = false\n'
+                      '\n[[forms]]\nname = "label-only"\naccess = "label-only"\n')
+    result = CliRunner().invoke(main, ["evaluate", "--config", str(config), "--dry-run", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "8 cells = 1 dataset(s) x 2 defense setting(s) x 1 seed(s) x 2 form(s)" in out
+    assert "form 'paper': regularise_surrogates=False" in out and "form 'label-only': access=label-only" in out
+    assert "gmi [label-only]/lomma" in out and "[[forms]]" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY + '\n[[forms]]\nname = "x"\niterations = 0\n')
+    result = CliRunner().invoke(main, ["evaluate", "--config", str(bad), "--dry-run", "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "invalid grid" in result.output and "forms[0].iterations" in result.output
+
+
+def test_the_form_reaches_the_row_and_a_finished_cell_is_reported_under_the_grids_name(tmp_path):
+    """Two MIFace forms (no prior to train: seconds); then a grid naming the same configurations otherwise runs
+    nothing and reports them under its own names."""
+    small = {"attacks": ["miface"], "seeds": [0], "target_epochs": 1, "eval_arch": "cnn-small", "eval_epochs": 1,
+             "n_reconstructions": 1, "identities": [0, 1]}
+    out = tmp_path / "out"
+    rows = evaluate_grid(Grid.from_dict({**small, "forms": [{"name": "short", "miface_iterations": 1},
+                                                            {"name": "long", "miface_iterations": 2}]}),
+                         out, progress=False, echo=lambda s: None)
+    assert [r["form"] for r in rows] == ["short", "long"]
+    assert sorted(r["form"] for r in _cell_rows(out).values()) == ["long", "short"]
+    assert {r["cell_id"]: r["form"] for r in _csv_rows(out / "results.csv")} == {r["cell_id"]: r["form"]
+                                                                                  for r in rows}
+    report = (out / "report.md").read_text()
+    assert "miface [short]/baseline" in report and "miface [long]/baseline" in report
+    lines: list = []
+    renamed = evaluate_grid(Grid.from_dict({**small, "forms": [{"name": "one", "miface_iterations": 1},
+                                                               {"name": "two", "miface_iterations": 2}]}),
+                            out, progress=False, echo=lines.append)
+    assert "0 to run" in lines[0]
+    assert [r["form"] for r in renamed] == ["one", "two"]
+    report = (out / "report.md").read_text()
+    assert "miface [one]/baseline" in report and "miface [short]/baseline" not in report
+
+
+def test_a_form_may_run_its_own_attacks_and_variants(tmp_path):
+    """The rows a benchmark adds in another form (LOMMA in its paper's form, through the target's labels) need not
+    multiply every attack and variant of the grid."""
+    grid = Grid.from_dict(_tiny_grid(attacks=["gmi", "miface"], forms=[
+        {"name": "as-is"}, {"name": "label-only", "access": "label-only", "variants": ["lomma"], "attacks": ["gmi"]}]))
+    cells = grid.cells()
+    assert [(c.form, c.config.attack, c.config.variant) for c in cells if c.defense_label == "none"] == [
+        ("as-is", "gmi", "baseline"), ("as-is", "gmi", "lomma"), ("as-is", "miface", "baseline"),
+        ("label-only", "gmi", "lomma")]
+    assert grid.n_cells() == len(cells) == 8
+    assert [c.id for c in Grid.from_dict(tomllib_loads(grid_to_toml(grid.to_dict()))).cells()] == [c.id for c in cells]
+    # --adaptive adds the aligned form of the form's own variants too
+    path = tmp_path / "forms.toml"
+    path.write_text(grid_to_toml(grid.to_dict()))
+    result = CliRunner().invoke(main, ["evaluate", "--config", str(path), "--adaptive", "--dry-run",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "gmi [label-only]/lomma+align" in result.output and "gmi [as-is]/lomma+align" in result.output
+    with pytest.raises(GridError) as err:
+        Grid.from_dict({"forms": [{"name": "x", "attacks": ["gmi", "nope"], "variants": "lomma"}]})
+    assert any("forms[0].attacks[1]: unknown attack 'nope'" in p for p in err.value.problems)
+    assert any("forms[0].variants must be a list of variant names" in p for p in err.value.problems)
+
+
+def tomllib_loads(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def test_a_forms_earlier_setting_and_architecture_names_are_read_as_renamed():
+    from mi_art.renames import RenamedWarning
+
+    with pytest.warns(RenamedWarning, match="form 'a': the setting 'prior_steps' is now called 'gmi_steps'"):
+        grid = Grid.from_dict({"attacks": ["gmi"], "variants": ["baseline"],
+                               "forms": [{"name": "a", "prior_steps": 7},
+                                         {"name": "b", "surrogate_archs": ["efficientnet_b0"]}]})
+    assert [(c.form, c.config.gmi_steps, c.config.surrogate_archs[0]) for c in grid.cells()] == [
+        ("a", 7, "cnn-small"), ("b", 300, "efficientnet-b0")]

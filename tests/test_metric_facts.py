@@ -108,7 +108,8 @@ def test_a_registered_metric_is_a_column_a_table_and_a_judged_figure(toy):
     from mi_art.evaluations import leakage, metrics, report, rows
 
     assert tuple(rows.ROW_KEYS)[-2:] == ("toy_sharpness", "toy_sharpness_judge_std")
-    assert tuple(rows.ROW_KEYS)[:-2] == rows._FIRST_COLUMNS  # the columns files already have keep their order
+    # the columns files already have keep their order; the row's own columns added since follow them
+    assert tuple(rows.ROW_KEYS)[:-2] == rows._FIRST_COLUMNS + rows._ADDED_COLUMNS
     assert report.METRICS[-1] == ("toy_sharpness", toy.label, ".2f")
     assert "toy_sharpness" in report.JUDGED and "toy_sharpness" in report.OPTIONAL_METRICS
     assert "toy_sharpness" in metrics.PANEL_METRICS and "toy_sharpness" not in leakage.LEAK_FIGURES
@@ -243,7 +244,7 @@ def test_a_metric_is_refused_with_a_message_naming_what_is_wrong(toy):
 def test_every_metric_column_files_have_is_declared():
     """The columns results files already have: each measured one is a declared metric's (so the frozen order and
     the declarations cannot drift apart)."""
-    from mi_art.evaluations.rows import _FIRST_COLUMNS, ROW_SOURCES
+    from mi_art.evaluations.rows import _ADDED_COLUMNS, _FIRST_COLUMNS, ROW_SOURCES
 
     declared = set(_metric_columns())
     described = {"cell_id", "dataset", "dataset_kind", "defense", "defense_params", "defense_label", "epsilon",
@@ -251,4 +252,5 @@ def test_every_metric_column_files_have_is_declared():
                  "n_identities", "n_classes", "n_reconstructions", "n_candidates", "search_views", "iterations",
                  "n_judges", "access"}
     assert set(_FIRST_COLUMNS) == declared | described and not declared & described
-    assert set(ROW_SOURCES) <= set(_FIRST_COLUMNS)
+    assert set(ROW_SOURCES) <= set(_FIRST_COLUMNS + _ADDED_COLUMNS)
+    assert not set(_ADDED_COLUMNS) & declared

@@ -431,3 +431,29 @@ def test_report_says_what_a_postprocessor_changed_at_each_access_level(tmp_path)
     assert ("**reverse-sigmoid**: natural accuracy 0.950 (+0.0 points against the undefended 0.950); white-box: "
             "gmi/lomma reaches 0.800 (+0.0 points against 0.800 undefended); black-box: gmi[black-box]/lomma reaches "
             "0.200 (-50.0 points against 0.700 undefended); chance is 0.200.") in md
+
+
+def test_the_report_keeps_two_forms_of_one_attack_apart_under_the_grids_names(tmp_path):
+    """Two attack forms of one attack, variant and defense (and the default form): each its own column, mean and
+    plot bar, never averaged together; the grid's names for the cells (grid.json) win over the saved rows'."""
+    from mi_art.evaluations.report import aggregate
+
+    out = tmp_path / "out"
+    rows = [{**_row("p0", 0, dataset="digits", n_classes=10, acc1=0.2), "form": "paper"},
+            {**_row("l0", 1, dataset="digits", n_classes=10, acc1=0.8), "form": "old-name"},
+            _row("d0", 2, dataset="digits", n_classes=10, acc1=0.5)]
+    for r in rows:
+        _write_cell(out, r, images=False)
+    cells = [{"id": "p0", "form": "paper"}, {"id": "l0", "form": "label-only"}, {"id": "d0", "form": None}]
+    (out / "grid.json").write_text(json.dumps({"grid": {"name": "forms"}, "cells": cells}))
+    render_report(out)
+    md = (out / "report.md").read_text()
+    table = md[md.index("### Attack accuracy Acc@1"):]
+    lines = table.split("\n")
+    header, values = lines[4], lines[6]
+    assert header.split(" | ")[3:] == ["gmi [paper]/baseline", "gmi [label-only]/baseline", "gmi/baseline |"]
+    assert values.split(" | ")[3:] == ["0.200", "0.800", "0.500 |"]
+    assert {r["cell_id"]: r["form"] for r in _csv(out / "results.csv").values()} == {
+        "p0": "paper", "l0": "label-only", "d0": ""}
+    assert [(a["attack"], a["form"], a["acc@1"]) for a in aggregate([normalise_row(r) for r in rows])] == [
+        ("gmi [paper]", "paper", 0.2), ("gmi [old-name]", "old-name", 0.8), ("gmi", None, 0.5)]
