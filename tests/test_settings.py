@@ -233,7 +233,7 @@ def _renamed_config(new: bool, **changes):
 
     arch = (lambda v: f"efficientnet-{v}") if new else (lambda v: f"efficientnet_{v}")
     return ExperimentConfig(defense="negative-label-smoothing" if new else "nls", defense_params={"alpha": -0.1},
-                            target_arch=arch("b1"), eval_arch=arch("b2"), surrogate_archs=(arch("b0"), "cnn"),
+                            target_arch=arch("b1"), judge_arch=arch("b2"), surrogate_archs=(arch("b0"), "cnn"),
                             **{("gmi_steps" if new else "prior_steps"): 7}, **changes)
 
 
@@ -269,15 +269,15 @@ def test_renamed_architectures_and_defenses_are_taken_by_the_config_under_their_
 
     with pytest.warns(RenamedWarning) as said:
         config = _renamed_config(new=False)
-    assert (config.defense, config.target_arch, config.eval_arch, config.surrogate_archs, config.gmi_steps) == \
+    assert (config.defense, config.target_arch, config.judge_arch, config.surrogate_archs, config.gmi_steps) == \
         ("negative-label-smoothing", "efficientnet-b1", "efficientnet-b2", ("efficientnet-b0", "cnn"), 7)
     notes = {str(w.message) for w in said}
     assert any("the defense 'nls' is now called 'negative-label-smoothing'" in n for n in notes), notes
     assert any("the architecture 'efficientnet_b0' is now called 'efficientnet-b0'" in n for n in notes), notes
-    config.eval_arch = "efficientnet_b1"  # set after the config was made: resolved by validate
+    config.judge_arch = "efficientnet_b1"  # set after the config was made: resolved by validate
     with pytest.warns(RenamedWarning, match="efficientnet_b1"):
         config.validate()
-    assert config.eval_arch == "efficientnet-b1"
+    assert config.judge_arch == "efficientnet-b1"
 
 
 def test_a_rename_changes_no_cell_id_and_no_cache_key():
