@@ -29,7 +29,7 @@ from _settings import BENCHMARKS, REPO, add_setting_argument, add_threads_argume
 from mi_art.threads import set_threads
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="att")
     parser.add_argument("--data-root", default=None)
@@ -41,7 +41,11 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"),
                         help="where the float32 target and GMI prior of the reconstructions are cached")
     parser.add_argument("--out", default=None)
-    args = parse_args(parser)
+    return parser
+
+
+def main() -> None:
+    args = parse_args(_parser())
     set_threads(args.threads)
     out = Path(args.out or REPO / "mi_art_runs" / f"precision-{args.benchmark}.json")
     results = Results(out, indent=2, empty={"models": {}})

@@ -47,7 +47,7 @@ def _regimes(text: str) -> List[Tuple[int, int]]:
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--image-size", type=int, default=32)
@@ -62,7 +62,11 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "pretraining-cache"))
     parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/pretraining-<size>.json)")
     parser.add_argument("--md", default=None, help="also write the table (with the command and date) to this file")
-    args = parse_args(parser)
+    return parser
+
+
+def main() -> None:
+    args = parse_args(_parser())
     set_threads(args.threads)
     out = Path(args.out or REPO / "mi_art_runs" / f"pretraining-{args.image_size}.json")
     results = Results(out)
