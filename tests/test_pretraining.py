@@ -14,7 +14,7 @@ import mi_art.evaluations.experiment as experiment
 import mi_art.pretraining as pretraining
 from mi_art.evaluations.cache import ArtifactCache, config_key
 from mi_art.evaluations.cli import main
-from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+from mi_art.evaluations.experiment import SETTINGS, ExperimentConfig, Workbench
 from mi_art.evaluations.grid import Cell, Grid, GridError, cell_id, check_grid
 from mi_art.data import MIDataset, Split, load_digits_data
 from mi_art.models import make_classifier
@@ -25,7 +25,7 @@ FAST = dict(augment="none", batch_size=64)
 #: config fields added since the cells' ids were first computed: left out of an id while at their default
 NEW_FIELDS = ("target_pretrain_epochs", "judge_pretrain_epochs", "surrogate_pretrain_epochs", "judges",
               "min_surrogate_agreement", "regularise_surrogates", "plgmi_steps", "access", "max_queries",
-              "mixed_precision", "independent_judge", "n_candidates", "search_views")
+              "mixed_precision", "independent_judge", "n_candidates", "search_views", "id_weight")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_cache_keys_unchanged_at_zero_and_changed_above(digits):
                                   "seed": 0, **recipe}
     assert bench.evaluator_key() == {"data": data_key, "arch": "cnn-wide", "epochs": c.judge_epochs,
                                      "augment": "shift", "seed": 1000, **recipe}
-    old_cell = config_key({k: v for k, v in c.to_dict().items()
+    old_cell = config_key({SETTINGS.renamed.old(k): v for k, v in c.to_dict().items()  # ids keep earlier names
                            if k not in ("device", "verbose", *NEW_FIELDS)})
     assert cell_id(c) == old_cell
 
