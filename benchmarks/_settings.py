@@ -28,7 +28,7 @@ def att_faces_config(data_root: str, **overrides: Any) -> ExperimentConfig:
     settings: dict = dict(
         dataset="image-folder", data_root=data_root,
         data_options=preset_options("att"),  # installed with mi_art: --data-option preset=att
-        target_arch="cnn", target_epochs=60, eval_arch="cnn-wide", eval_epochs=80, augment="flip-shift",
+        target_arch="cnn", target_epochs=60, judge_arch="cnn-wide", judge_epochs=80, augment="flip-shift",
         batch_size=100, gan_augment="flip", surrogate_archs=("cnn-small", "cnn"), seed=0)
     settings.update(overrides)
     return ExperimentConfig(**settings)
@@ -50,7 +50,7 @@ def lfw_config(data_root: str, **overrides: Any) -> ExperimentConfig:
         dataset="image-folder", data_root=data_root,
         data_options=preset_options("lfw"),  # installed with mi_art: --data-option preset=lfw
         target_arch="cnn", target_epochs=60, target_pretrain_epochs=60,
-        eval_arch="resnet10", eval_epochs=60, eval_pretrain_epochs=60, augment="flip-shift",
+        judge_arch="resnet10", judge_epochs=60, judge_pretrain_epochs=60, augment="flip-shift",
         batch_size=100, gan_augment="flip", surrogate_archs=("cnn-small", "cnn"), seed=0)
     settings.update(overrides)
     return ExperimentConfig(**settings)
@@ -107,11 +107,19 @@ def add_run_arguments(parser: Any, results: str, device: str = "auto") -> None:
     parser.add_argument("--out", default=None, help=f"results JSON (default mi_art_runs/{results}-<benchmark>.json)")
 
 
+def add_setting_argument(parser: Any, field: str, *, type: Callable[[str], Any], default: Any, help: str) -> None:
+    """``--<field>`` (a config field's option, ``--judge-epochs``) and, hidden, the option of the field's earlier
+    name when it was renamed (``--eval-epochs``), which :func:`parse_args` resolves."""
+    parser.add_argument(_flag(field), type=type, default=default, help=help)
+    was = SETTINGS.declared[field].was
+    if was:
+        parser.add_argument(_flag(was), type=type, default=None, help=argparse.SUPPRESS)
+
+
 def add_gmi_steps_argument(parser: Any, default: Optional[int], help: str) -> None:
     """``--gmi-steps`` (the config's ``gmi_steps``: the GMI prior's generator steps) and, hidden, its earlier name
-    ``--prior-steps``, which :func:`parse_args` resolves."""
-    parser.add_argument("--gmi-steps", type=int, default=default, help=help)
-    parser.add_argument("--prior-steps", type=int, default=None, help=argparse.SUPPRESS)
+    ``--prior-steps``."""
+    add_setting_argument(parser, "gmi_steps", type=int, default=default, help=help)
 
 
 def _flag(field: str) -> str:
@@ -119,9 +127,9 @@ def _flag(field: str) -> str:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """``parser.parse_args(argv)``, a renamed setting's earlier option (``--prior-steps``) taken as its setting's and
-    noted once on stderr (:data:`mi_art.evaluations.experiment.SETTINGS`' earlier names); given beside the option
-    of the name now with another value, a usage error naming both."""
+    """``parser.parse_args(argv)``, a renamed setting's earlier option (``--prior-steps``, ``--eval-epochs``) taken as
+    its setting's and noted once on stderr (:data:`mi_art.evaluations.experiment.SETTINGS`' earlier names); given
+    beside the option of the name now with another value, a usage error naming both."""
     args = parser.parse_args(argv)
     renamed = SETTINGS.renamed
     earlier = {old: getattr(args, old) for old in renamed.table if getattr(args, old, None) is not None}

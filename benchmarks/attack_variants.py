@@ -144,7 +144,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
                      judges=args.judges or (1 if q else 3), surrogate_pretrain_epochs=args.surrogate_pretrain_epochs,
                      max_queries=args.max_queries)
     if args.pretrain_epochs is not None:
-        overrides.update(target_pretrain_epochs=args.pretrain_epochs, eval_pretrain_epochs=args.pretrain_epochs)
+        overrides.update(target_pretrain_epochs=args.pretrain_epochs, judge_pretrain_epochs=args.pretrain_epochs)
     if args.batch_size is not None:
         overrides["batch_size"] = args.batch_size
     if args.surrogate_archs:
@@ -264,7 +264,7 @@ def _judges(record: dict, metric: str) -> str:
 
 
 def _pretraining(config: ExperimentConfig) -> str:
-    n, m, s = config.target_pretrain_epochs, config.eval_pretrain_epochs, config.surrogate_pretrain_epochs
+    n, m, s = config.target_pretrain_epochs, config.judge_pretrain_epochs, config.surrogate_pretrain_epochs
     return ((f"target pre-trained {n} epochs on the public identities, " if n else "")
             + (f"judges pre-trained {m} epochs, " if m else "")
             + (f"surrogates pre-trained {s} epochs, " if s else ""))
@@ -291,7 +291,7 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
     print(f"\n{title} ({first['n_identities']} identities; chance Acc@1 "
           f"{_num(first.get('chance@1'), '.2f')}, Acc@5 {_num(first.get('chance@5'), '.2f')}), "
           f"{_pretraining(config)}target {config.target_arch} "
-          f"(test acc {first['target_test_accuracy']:.3f}), {len(judge_acc)} evaluation model(s) {config.eval_arch} "
+          f"(test acc {first['target_test_accuracy']:.3f}), {len(judge_acc)} evaluation model(s) {config.judge_arch} "
           f"(test acc {' / '.join(f'{a:.3f}' for a in judge_acc)}); GAN attacks: {config.iterations} iterations, "
           f"{config.n_reconstructions} reconstructions per identity"
           f"{'' if config.identities is None else f' on {len(config.identities)} of the identities (the results file lists them)'}"

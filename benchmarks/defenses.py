@@ -367,7 +367,7 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
     to the defense over K views and the share of the defense's protection kept against it."""
     print(f"\n{title}, 32x32; target {base.target_arch} ({base.target_epochs} epochs); "
           f"LOMMA attacks: {base.iterations} iterations, {base.n_reconstructions} reconstructions per identity; "
-          f"Acc@1 by the {base.eval_arch} evaluation model, mean +- std over attack seeds")
+          f"Acc@1 by the {base.judge_arch} evaluation model, mean +- std over attack seeds")
     first = next(iter(done.values()), None)
     if first is None:
         return

@@ -25,33 +25,37 @@ from mi_art.evaluations.experiment import JUDGE_SEED_OFFSET, Workbench, run_atta
 from mi_art.evaluations.metrics import judge_panel, natural_accuracy
 
 from _results import Results
-from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
+from _settings import BENCHMARKS, REPO, add_setting_argument, add_threads_argument, benchmark_config, parse_args
 from mi_art.threads import set_threads
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="att")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=1000, help="GMI+LOM iterations (default 1000)")
-    parser.add_argument("--eval-epochs", type=int, default=None,
-                        help="the judges' epochs (default: the benchmark's); the target keeps its recipe")
+    add_setting_argument(parser, "judge_epochs", type=int, default=None,
+                         help="the judges' epochs (default: the benchmark's); the target keeps its recipe")
     add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"),
                         help="where the float32 target and GMI prior of the reconstructions are cached")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parse_args(_parser())
     set_threads(args.threads)
     out = Path(args.out or REPO / "mi_art_runs" / f"precision-{args.benchmark}.json")
     results = Results(out, indent=2, empty={"models": {}})
     record = results.records
 
     data = None
-    kinds = ("evaluator",) if args.eval_epochs is not None else ("target", "evaluator")
+    kinds = ("evaluator",) if args.judge_epochs is not None else ("target", "evaluator")
     for mixed in (False, True):
         with tempfile.TemporaryDirectory() as tmp:  # cold: every model trained and timed here
-            epochs = {} if args.eval_epochs is None else {"eval_epochs": args.eval_epochs}
+            epochs = {} if args.judge_epochs is None else {"judge_epochs": args.judge_epochs}
             bench = Workbench(benchmark_config(args.benchmark, args.data_root, mixed_precision=mixed, **epochs),
                               ArtifactCache(tmp))
             data = bench.data
@@ -88,7 +92,7 @@ def main() -> None:
             judges = []
             first = bench.config.seed + JUDGE_SEED_OFFSET
             for seed in range(first, first + args.seeds):
-                judge = bench.untrained_classifier(bench.config.eval_arch)  # its architecture (the epochs do not matter)
+                judge = bench.untrained_classifier(bench.config.judge_arch)  # its architecture (not its epochs)
                 judge.load_state_dict(torch.load(out.with_name(f"{out.stem}-evaluator-{precision}-seed{seed}.pt"),
                                                  weights_only=True))
                 judges.append(judge.eval())

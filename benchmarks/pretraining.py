@@ -4,7 +4,7 @@ On AT&T faces (all 40 identities: s1-s20 private with 8 train / 2 test images ea
 with 10 images each), the target (``cnn``) and the judge (``cnn-wide``) are trained on the private
 training images either from scratch, or after pre-training on the public identities (their own labels)
 with the classification layer then replaced and every layer fine-tuned
-(``ExperimentConfig.target_pretrain_epochs`` / ``eval_pretrain_epochs``, :mod:`mi_art.pretraining`).
+(``ExperimentConfig.target_pretrain_epochs`` / ``judge_pretrain_epochs``, :mod:`mi_art.pretraining`).
 Each fine-tuning budget ("regime") is run with several seeds (a seed sets initialisation, batching and
 augmentation of both steps); the table gives the test accuracy on the held-out private images, mean
 +- sample std over seeds, and the CPU seconds of each step. Pre-trained bodies are cached (keyed by
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from _results import Results
-from _settings import DEFAULT_ROOT, REPO, add_threads_argument, att_faces_config
+from _settings import DEFAULT_ROOT, REPO, add_setting_argument, add_threads_argument, att_faces_config, parse_args
 from mi_art.threads import set_threads
 
 from mi_art.evaluations.cache import ArtifactCache
@@ -35,7 +35,7 @@ from mi_art.evaluations.experiment import Workbench
 from mi_art.evaluations.metrics import natural_accuracy
 from mi_art.utils import write_atomic
 
-MODELS = (("target", "target_arch"), ("judge", "eval_arch"))
+MODELS = (("target", "target_arch"), ("judge", "judge_arch"))
 
 
 def _regimes(text: str) -> List[Tuple[int, int]]:
@@ -47,7 +47,7 @@ def _regimes(text: str) -> List[Tuple[int, int]]:
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--image-size", type=int, default=32)
@@ -56,17 +56,22 @@ def main() -> None:
                         help="fine-tuning (and from-scratch) epochs of target/judge, comma-separated "
                              "(60/80: the budgets of the AT&T attack benchmarks)")
     parser.add_argument("--target-pretrain-epochs", type=int, default=60)
-    parser.add_argument("--eval-pretrain-epochs", type=int, default=60)
+    add_setting_argument(parser, "judge_pretrain_epochs", type=int, default=60,
+                         help="the judge's pre-training epochs on the public identities (default 60)")
     add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "pretraining-cache"))
     parser.add_argument("--out", default=None, help="results JSON (default mi_art_runs/pretraining-<size>.json)")
     parser.add_argument("--md", default=None, help="also write the table (with the command and date) to this file")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parse_args(_parser())
     set_threads(args.threads)
     out = Path(args.out or REPO / "mi_art_runs" / f"pretraining-{args.image_size}.json")
     results = Results(out)
     regimes = _regimes(args.regimes)
-    pre = {"target": args.target_pretrain_epochs, "judge": args.eval_pretrain_epochs}
+    pre = {"target": args.target_pretrain_epochs, "judge": args.judge_pretrain_epochs}
     start = time.perf_counter()
     data = None
     for seed in range(args.seeds):
@@ -77,12 +82,12 @@ def main() -> None:
                     key = f"{model}/{epochs}/{'pre' if pretrained else 'scratch'}/seed{seed}"
                     if key in results:
                         continue
-                    base = att_faces_config(args.data_root, seed=seed, target_epochs=t_epochs, eval_epochs=e_epochs,
+                    base = att_faces_config(args.data_root, seed=seed, target_epochs=t_epochs, judge_epochs=e_epochs,
                                             device="cpu")
                     base.data_options = {**base.data_options, "image_size": args.image_size}
                     if pretrained:
                         base.target_pretrain_epochs = pre["target"]
-                        base.eval_pretrain_epochs = pre["judge"]
+                        base.judge_pretrain_epochs = pre["judge"]
                     bench = Workbench(base, ArtifactCache(args.cache_dir), data=data)
                     data = bench.data
                     arch = getattr(base, arch_field)

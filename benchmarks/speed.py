@@ -140,7 +140,7 @@ def loop_rates(bench: Workbench, device: torch.device) -> Dict[str, Dict[str, fl
         "target": loop_rate(lambda: train_classifier(make_classifier(c.target_arch, channels, d.num_classes, size),
                                                      x, y, epochs=1, augment=c.augment, mixed_precision=mp,
                                                      device=device), len(x)),
-        "judges": loop_rate(lambda: train_classifier(make_classifier(c.eval_arch, channels, d.num_classes, size),
+        "judges": loop_rate(lambda: train_classifier(make_classifier(c.judge_arch, channels, d.num_classes, size),
                                                      x, y, epochs=1, augment=c.augment, mixed_precision=mp,
                                                      device=device), len(x)),
         "GMI prior": loop_rate(lambda: train_gmi_prior(public, steps=steps, augment=c.gan_augment, device=device),

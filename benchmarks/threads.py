@@ -85,7 +85,7 @@ def job_command(job: str, folder: Path, data_root: Path) -> List[str]:
                 "--cache-dir", str(folder / "cache")]
     if job == "mnist":
         return ["mi-art", "attack", "--dataset", "mnist", "--data-root", str(data_root / "mnist"), "--iterations", "2",
-                "--target-epochs", "1", "--eval-epochs", "1", "--gmi-steps", "2", "--kedmi-steps", "2",
+                "--target-epochs", "1", "--judge-epochs", "1", "--gmi-steps", "2", "--kedmi-steps", "2",
                 "--surrogate-steps", "2", "--n-reconstructions", "1", "--quiet", "--out", str(folder / "out"),
                 "--cache-dir", str(folder / "cache")]
     code = PRIOR_JOB.format(root=str(data_root / "att_faces")) if job == "prior" else ATTACK_JOB

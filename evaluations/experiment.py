@@ -110,18 +110,20 @@ class ExperimentConfig:
         none_means="each attack's own: 100 (the papers'), PLG-MI 1", in_id="when-set")
     batch_size: int = setting(60, COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together.")
     target_arch: str = setting("cnn", ARCHITECTURE, "Architecture of the target.")
-    eval_arch: str = setting("cnn-wide", ARCHITECTURE, "Architecture of the evaluation models (judges).")
+    judge_arch: str = setting("cnn-wide", ARCHITECTURE, "Architecture of the judges (the evaluation models).",
+                              was="eval_arch")
     target_epochs: int = setting(20, COUNT, "Epochs of training the target on the private identities.")
-    eval_epochs: int = setting(30, COUNT, "Epochs of training each judge on the private identities.")
+    judge_epochs: int = setting(30, COUNT, "Epochs of training each judge on the private identities.",
+                                was="eval_epochs")
     # mi_art.pretraining
     target_pretrain_epochs: int = setting(
         0, PRETRAIN_EPOCHS,
         "Epochs of pre-training the target on the public identities (their own labels) before "
         "--target-epochs of fine-tuning every layer on the private ones; 0: from scratch.", in_id="when-set")
-    eval_pretrain_epochs: int = setting(
+    judge_pretrain_epochs: int = setting(
         0, PRETRAIN_EPOCHS,
-        "Epochs of pre-training the evaluation model on the public identities before --eval-epochs of "
-        "fine-tuning on the private ones; 0: from scratch.", in_id="when-set")
+        "Epochs of pre-training each judge on the public identities before --judge-epochs of "
+        "fine-tuning on the private ones; 0: from scratch.", in_id="when-set", was="eval_pretrain_epochs")
     # judge j is initialised from seed + JUDGE_SEED_OFFSET + j
     judges: int = setting(
         1, COUNT,
@@ -380,7 +382,7 @@ class Workbench:
         c, (ch, s, _) = self.config, self._shape
         k = max(2, self.data.num_classes)
         where = f"{s}x{s} images with {ch} channel{'s' if ch > 1 else ''} (dataset {self.data.name!r})"
-        archs = [("target_arch", c.target_arch), ("eval_arch", c.eval_arch)]
+        archs = [("target_arch", c.target_arch), ("judge_arch", c.judge_arch)]
         spec = get_attack(c.attack)
         if spec.variants or spec.prior is not None:  # the surrogates' architectures, as the prior's, are checked
             archs += [(f"surrogate_archs[{i}]", a) for i, a in enumerate(c.surrogate_archs)]
@@ -569,15 +571,15 @@ class Workbench:
 
     def evaluator_key(self) -> Dict[str, Any]:
         c = self.config
-        key = {"data": self._data_key, "arch": _key_name(c.eval_arch), "epochs": c.eval_epochs, "augment": c.augment,
+        key = {"data": self._data_key, "arch": _key_name(c.judge_arch), "epochs": c.judge_epochs, "augment": c.augment,
                "seed": c.seed + JUDGE_SEED_OFFSET}
-        if c.eval_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
-            key["pretrain_epochs"] = c.eval_pretrain_epochs
-        return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.eval_arch)}
+        if c.judge_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
+            key["pretrain_epochs"] = c.judge_pretrain_epochs
+        return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.judge_arch)}
 
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split (after
-        ``config.eval_pretrain_epochs`` of pre-training on the public identities, when > 0). The first
+        ``config.judge_pretrain_epochs`` of pre-training on the public identities, when > 0). The first
         of :meth:`evaluators`."""
         model = self._from_recipe("evaluator", self.config.seed + JUDGE_SEED_OFFSET, "evaluator")
         self._own_evaluators.add(model)
@@ -626,7 +628,7 @@ class Workbench:
         if kind == "target":
             arch, epochs, pre, key = c.target_arch, c.target_epochs, c.target_pretrain_epochs, self.target_key()
         else:
-            arch, epochs, pre, key = c.eval_arch, c.eval_epochs, c.eval_pretrain_epochs, self.evaluator_key()
+            arch, epochs, pre, key = c.judge_arch, c.judge_epochs, c.judge_pretrain_epochs, self.evaluator_key()
         return self.cache.module(
             kind, {**key, "seed": seed}, lambda: self.untrained_classifier(arch),
             lambda: self._trained_classifier(arch, epochs, pre, seed, desc)).to(self.device)
@@ -1137,7 +1139,7 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         "dataset": d.name, "attack": attack, "variant": variant, "attack_seed": seed, **panel,
         "target_test_accuracy": target_accuracy, "evaluator_test_accuracy": judge_accuracy,
         "evaluator_test_accuracies": judge_accuracies,
-        "panel_shares": panel_shares(c.target_arch, c.eval_arch, c.target_pretrain_epochs, c.eval_pretrain_epochs),
+        "panel_shares": panel_shares(c.target_arch, c.judge_arch, c.target_pretrain_epochs, c.judge_pretrain_epochs),
         "warnings": weak_model_warnings(target_accuracy=target_accuracy, judge_accuracy=judge_accuracy,
                                         n_classes=panel["num_classes"], defended=defended) + notes,
         "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),

@@ -16,7 +16,7 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     gmi_steps = 300                          # but the grid's own keys; each one's meaning is its
                                              # option's help, `mi-art evaluate --help`)
     target_pretrain_epochs = 20              # pre-train on the public identities first (0: from
-    eval_pretrain_epochs = 20                # scratch), for the target, the evaluation model
+    judge_pretrain_epochs = 20               # scratch), for the target, the judges
     surrogate_pretrain_epochs = 0            # and the surrogates (before distillation)
     judges = 3                               # evaluation models per cell: metrics are their mean
 
@@ -492,7 +492,7 @@ class Grid:
             if problem is not None:
                 raise GridError(f"dataset {d.label!r}{_in_form(form)}, {attack}/{variant}: {problem}")
         try:
-            for arch in (self._budget(d, "eval_arch", form), *self._budget(d, "surrogate_archs", form)):
+            for arch in (self._budget(d, "judge_arch", form), *self._budget(d, "surrogate_archs", form)):
                 make_classifier(arch, c, data.num_classes, s)
             if any(get_attack(a).prior is not None for a in self._attacks(form)):
                 Generator(s, c, width=self._budget(d, "gan_width", form))

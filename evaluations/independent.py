@@ -127,15 +127,15 @@ def shared_with_target(judge: EmbeddingJudge, target: Any) -> List[str]:
     return []
 
 
-def panel_shares(target_arch: str, eval_arch: str, target_pretrain_epochs: int = 0,
-                 eval_pretrain_epochs: int = 0) -> List[str]:
+def panel_shares(target_arch: str, judge_arch: str, target_pretrain_epochs: int = 0,
+                 judge_pretrain_epochs: int = 0) -> List[str]:
     """What the trained judges share with the target: always the private training images they are trained on;
     the architecture when it is the target's; the public identities when both are pre-trained on them. A panel
     sharing all of this is the target's own recipe, whose errors the attack can share (issue 40)."""
     shared = ["training data (the private training images)"]
-    if eval_arch == target_arch:
-        shared.insert(0, f"architecture ({eval_arch})")
-    if target_pretrain_epochs and eval_pretrain_epochs:
+    if judge_arch == target_arch:
+        shared.insert(0, f"architecture ({judge_arch})")
+    if target_pretrain_epochs and judge_pretrain_epochs:
         shared.append("pre-training data (the public identities)")
     return shared
 

@@ -23,7 +23,7 @@ QUICK: Dict[str, Any] = {
     "seeds": [0, 1],
     "seed_scope": "all",
     "target_epochs": 20,
-    "eval_epochs": 30,
+    "judge_epochs": 30,
     "iterations": 200,
     "n_reconstructions": 5,
     "gmi_steps": 300,
@@ -58,13 +58,13 @@ PAPER: Dict[str, Any] = {
     "seed_scope": "all",
     "target_arch": "vgg16bn",
     "target_epochs": 50,
-    "eval_arch": "ir50",
-    "eval_epochs": 50,
+    "judge_arch": "ir50",
+    "judge_epochs": 50,
     # the papers' target and judge start from ImageNet / MS-Celeb-1M weights, which cannot be downloaded:
     # the offline substitute is pre-training on the public identities, then fine-tuning every layer on
     # the private ones (TL-DMI takes the same pre-training, then freezes its first layers). Not measured here.
     "target_pretrain_epochs": 20,
-    "eval_pretrain_epochs": 20,
+    "judge_pretrain_epochs": 20,
     # a single judge is a draw (AT&T: three judges of one recipe scored the same images far apart;
     # benchmarks/results/attack_variants.md)
     "judges": 3,

@@ -86,11 +86,11 @@ def weak_model_warnings(*, target_accuracy: Optional[float] = None, judge_accura
             out.append(f"the evaluation model is close to chance: test accuracy {judge:.3f}, under "
                        f"{NEAR_CHANCE_FACTOR:g}x chance ({near:.3f}){chance_text}. It cannot judge: every Acc@k "
                        "here is noise. Train it longer or pre-train it on the public identities "
-                       "(eval_pretrain_epochs, --eval-pretrain-epochs).")
+                       "(judge_pretrain_epochs, --judge-pretrain-epochs).")
         elif judge < WEAK_JUDGE_ACCURACY:
             out.append(f"weak evaluation model: test accuracy {judge:.3f} < {WEAK_JUDGE_ACCURACY:g}{chance_text}. "
                        "Acc@1/Acc@5 mix the attack's failures with the judge's own errors. Train it longer or "
-                       "pre-train it on the public identities (eval_pretrain_epochs, --eval-pretrain-epochs).")
+                       "pre-train it on the public identities (judge_pretrain_epochs, --judge-pretrain-epochs).")
     target = _finite(target_accuracy)
     if target is not None:
         if near is not None and target < near:

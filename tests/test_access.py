@@ -152,7 +152,7 @@ def test_workbench_attacks_an_output_defense_through_predict(digits, tmp_path):
     from mi_art.evaluations.experiment import ExperimentConfig, Workbench, run_attack
 
     config = ExperimentConfig(defense="class-labels", attack="gmi", variant="lomma", access="label-only",
-                              max_queries=6000, target_epochs=3, eval_epochs=3, gmi_steps=20, surrogate_steps=40,
+                              max_queries=6000, target_epochs=3, judge_epochs=3, gmi_steps=20, surrogate_steps=40,
                               iterations=20, n_reconstructions=2, gan_width=16)
     record = run_attack(Workbench(config, ArtifactCache(tmp_path), data=digits))
     assert record["access"] == "label-only" and record["query_budget"] == 6000
@@ -182,7 +182,7 @@ def test_a_prior_made_against_the_target_is_made_against_the_first_surrogate(dig
     from mi_art.evaluations.cache import ArtifactCache
 
     config = experiment.ExperimentConfig(attack="kedmi", variant="baseline", access="black-box", target_epochs=2,
-                                         eval_epochs=2, gmi_steps=5, kedmi_steps=3, surrogate_steps=10,
+                                         judge_epochs=2, gmi_steps=5, kedmi_steps=3, surrogate_steps=10,
                                          iterations=2, n_reconstructions=1, gan_width=16)
     bench = experiment.Workbench(config, ArtifactCache(tmp_path), data=digits)
     target = bench.target()
@@ -216,7 +216,7 @@ def test_cli_attack_with_label_only_access(tmp_path):
     result = CliRunner().invoke(main, [
         "attack", "--dataset", "digits", "--attack", "kedmi", "--variant", "lom", "--access", "label-only",
         "--max-queries", "4000", "--iterations", "3", "--n-reconstructions", "1", "--target-epochs", "1",
-        "--eval-epochs", "1", "--gmi-steps", "2", "--kedmi-steps", "2", "--surrogate-steps", "5", "--quiet",
+        "--judge-epochs", "1", "--gmi-steps", "2", "--kedmi-steps", "2", "--surrogate-steps", "5", "--quiet",
         "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     record = json.loads((out / "results.json").read_text())

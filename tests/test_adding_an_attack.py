@@ -45,7 +45,7 @@ FIFTH_ATTACK = textwrap.dedent('''
     result = CliRunner().invoke(main, ["attack", "--dataset", "digits", "--attack", "plain", "--variant", "lomma",
                                        "--out", sys.argv[1] + "/run", "--cache-dir", sys.argv[1] + "/cache",
                                        "--iterations", "10", "--n-reconstructions", "2", "--target-epochs", "3",
-                                       "--eval-epochs", "3", "--gmi-steps", "5", "--surrogate-steps", "2",
+                                       "--judge-epochs", "3", "--gmi-steps", "5", "--surrogate-steps", "2",
                                        "--quiet"])
     print(json.dumps({"exit_code": result.exit_code, "output": result.output,
                       "grid_accepts": PARAMETER_RULES["attack"]("attack", "plain"),

@@ -354,6 +354,24 @@ def test_the_benchmarks_take_the_earlier_prior_steps_option_with_a_note(capsys):
         assert surrogates._settings("efficientnet_b0:10:0")[0][0] == "efficientnet-b0"
 
 
+def test_the_benchmarks_take_the_judges_earlier_options_with_a_note(capsys):
+    """precision.py's --eval-epochs and pretraining.py's --eval-pretrain-epochs (hidden) are --judge-epochs and
+    --judge-pretrain-epochs, noted on stderr; both with two values are refused."""
+    import precision
+    import pretraining
+    from _settings import parse_args
+
+    assert parse_args(precision._parser(), ["--eval-epochs", "40"]).judge_epochs == 40
+    assert parse_args(pretraining._parser(), ["--eval-pretrain-epochs", "3"]).judge_pretrain_epochs == 3
+    err = capsys.readouterr().err
+    assert "note: the setting --eval-epochs is now called --judge-epochs" in err
+    assert "note: the setting --eval-pretrain-epochs is now called --judge-pretrain-epochs" in err
+    with pytest.raises(SystemExit):
+        parse_args(pretraining._parser(), ["--judge-pretrain-epochs", "8", "--eval-pretrain-epochs", "9"])
+    assert "--eval-pretrain-epochs (9) and --judge-pretrain-epochs (8) are both given" in capsys.readouterr().err
+    assert "--eval-" not in precision._parser().format_help() + pretraining._parser().format_help()
+
+
 def test_a_renamed_defense_keeps_its_results_files_key():
     """The defense benchmark's rows are keyed by their label: negative label smoothing's stays "nls(...)", so the
     rows already in a results file are not run again."""

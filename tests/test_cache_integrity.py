@@ -131,7 +131,7 @@ def _dp_config(**params):
     from mi_art.evaluations.experiment import ExperimentConfig
 
     return ExperimentConfig(dataset="digits", target_arch="mlp", target_epochs=1, defense="dp-sgd",
-                            defense_params={"noise_multiplier": 1.0, **params}, eval_epochs=1, gmi_steps=2,
+                            defense_params={"noise_multiplier": 1.0, **params}, judge_epochs=1, gmi_steps=2,
                             gan_width=8, augment="none", device="cpu")
 
 

@@ -12,7 +12,7 @@ from mi_art.evaluations.cli import main
 from mi_art.data import load_digits_data
 from mi_art.features import last_linear
 
-TINY = ["--iterations", "20", "--n-reconstructions", "2", "--target-epochs", "3", "--eval-epochs", "3",
+TINY = ["--iterations", "20", "--n-reconstructions", "2", "--target-epochs", "3", "--judge-epochs", "3",
         "--gmi-steps", "10", "--kedmi-steps", "10", "--surrogate-steps", "2", "--quiet"]
 
 

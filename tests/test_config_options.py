@@ -145,6 +145,33 @@ def test_an_option_under_both_names_with_two_values_is_refused_naming_both(tmp_p
         result.output, result.output
 
 
+def test_the_judges_earlier_options_are_taken_hidden_with_one_note_each(tmp_path, monkeypatch):
+    config, output = _configured(monkeypatch, ["--eval-arch", "resnet10", "--eval-epochs", "7",
+                                               "--eval-pretrain-epochs", "3", "--out", str(tmp_path / "o")])
+    assert (config.judge_arch, config.judge_epochs, config.judge_pretrain_epochs) == ("resnet10", 7, 3)
+    notes = [line for line in output.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: the setting --eval-{k} is now called --judge-{k}; the earlier name still works"
+                     for k in ("arch", "epochs", "pretrain-epochs")], notes
+    help_text = CliRunner().invoke(main, ["attack", "--help"]).output
+    assert "--judge-pretrain-epochs" in help_text and "--eval-" not in help_text
+    result = CliRunner().invoke(main, ["evaluate", "--eval-epochs", "5", "--judge-epochs", "6", "--dry-run",
+                                       "--out", str(tmp_path / "g")])
+    assert result.exit_code == 2 and "--eval-epochs (5) and --judge-epochs (6) are both given" in result.output, \
+        result.output
+
+
+def test_evaluate_takes_a_grid_file_with_the_judges_earlier_names_with_the_same_cells(tmp_path):
+    new = 'judge_epochs = 4\n[[datasets]]\nname = "digits"\njudge_arch = "cnn"\njudge_pretrain_epochs = 2\n' \
+          '[[forms]]\nname = "a"\njudge_epochs = 5\n'
+    (tmp_path / "new.toml").write_text(new)
+    (tmp_path / "old.toml").write_text(new.replace("judge_", "eval_"))
+    ids, notes, toml = _plan(tmp_path, "--config", str(tmp_path / "old.toml"))
+    new_ids, new_notes, new_toml = _plan(tmp_path, "--config", str(tmp_path / "new.toml"))
+    assert ids == new_ids and toml == new_toml and not new_notes and "judge_epochs = 4" in toml
+    assert len(notes) == len(set(notes)) == 4, notes  # the top, two in the dataset's table, the form
+    assert any("old.toml, form 'a': the setting 'eval_epochs'" in n for n in notes), notes
+
+
 def _plan(tmp_path, *args):
     result = CliRunner().invoke(main, ["evaluate", "--dry-run", "--attack", "gmi", "--variant", "baseline", "--out",
                                        str(tmp_path / "o"), *args])

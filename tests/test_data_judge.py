@@ -44,7 +44,7 @@ def _test_only_rows(data: MIDataset) -> Set[bytes]:
 def test_models_never_train_on_private_test_images(digits: MIDataset, recorded: List[Call], artifact: str) -> None:
     held_out = _test_only_rows(digits)
     assert len(held_out) > 100  # the check below has something to find
-    config = ExperimentConfig(eval_epochs=1, target_epochs=1, device="cpu")
+    config = ExperimentConfig(judge_epochs=1, target_epochs=1, device="cpu")
     build: Callable[[], object] = getattr(Workbench(config, ArtifactCache(None), data=digits), artifact)
     build()
     assert recorded, f"Workbench.{artifact}() did not train through train_classifier"

@@ -46,12 +46,12 @@ DOCS = ROOT / "docs"
 #: command (a repeatable option such as ``--variant`` keeps only the tiny value) or is added. Values
 #: ``None`` are flags. Commands asking for ``--help`` run as written.
 TINY_CLI: Dict[str, Dict[str, Optional[str]]] = {
-    "attack": {"--iterations": "3", "--n-reconstructions": "2", "--target-epochs": "1", "--eval-epochs": "1",
+    "attack": {"--iterations": "3", "--n-reconstructions": "2", "--target-epochs": "1", "--judge-epochs": "1",
                "--gmi-steps": "2", "--kedmi-steps": "2", "--plgmi-steps": "2", "--surrogate-steps": "1",
                "--miface-iterations": "2", "--quiet": None},
     "evaluate": {"--seeds": "0", "--attack": "gmi", "--variant": "lomma", "--iterations": "2",
                  "--max-queries": "2000",
-                 "--n-reconstructions": "1", "--target-epochs": "1", "--eval-epochs": "1", "--gmi-steps": "2",
+                 "--n-reconstructions": "1", "--target-epochs": "1", "--judge-epochs": "1", "--gmi-steps": "2",
                  "--kedmi-steps": "2", "--surrogate-steps": "1", "--miface-iterations": "2", "--no-progress": None},
 }
 

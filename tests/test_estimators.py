@@ -450,8 +450,8 @@ def test_run_attack_keeps_a_given_estimator(target, digits, monkeypatch):
     from mi_art.evaluations import experiment as E
 
     case = make_case("clip255+preprocessing", target, None)
-    config = E.ExperimentConfig(dataset="digits", attack="gmi", variant="lom", target_epochs=1, eval_epochs=1,
-                                eval_arch="cnn-small", gmi_steps=2, iterations=2, n_reconstructions=1, gan_width=8,
+    config = E.ExperimentConfig(dataset="digits", attack="gmi", variant="lom", target_epochs=1, judge_epochs=1,
+                                judge_arch="cnn-small", gmi_steps=2, iterations=2, n_reconstructions=1, gan_width=8,
                                 surrogate_archs=())
     bench = E.Workbench(config)
     assert E.wrap_target(case.clf, bench.data, bench.device) is case.clf
@@ -483,7 +483,7 @@ def test_artifacts_made_for_a_given_target_are_keyed_by_that_target(digits, tmp_
     from mi_art.evaluations import experiment as E
     from mi_art.evaluations.cache import ArtifactCache
 
-    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, gmi_steps=1, kedmi_steps=1,
+    config = E.ExperimentConfig(dataset="digits", target_epochs=1, judge_epochs=1, gmi_steps=1, kedmi_steps=1,
                                 gan_width=8, surrogate_archs=("cnn-small",), surrogate_steps=1)
     bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
     own = bench.target()
@@ -508,7 +508,7 @@ def test_redrawn_target_and_judge_are_the_recipe_from_another_seed_and_keyed_by_
     from mi_art.evaluations import experiment as E
     from mi_art.evaluations.cache import ArtifactCache
 
-    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, augment="none")
+    config = E.ExperimentConfig(dataset="digits", target_epochs=1, judge_epochs=1, augment="none")
     bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
     own, judge = bench.target(), bench.evaluator()
     same, same_judge = bench.redraw("target", config.seed), bench.redraw("evaluator", config.seed + 1000)

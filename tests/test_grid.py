@@ -35,8 +35,8 @@ attacks = ["gmi"]
 variants = ["baseline", "lomma"]
 seeds = [0]
 target_epochs = 4
-eval_arch = "cnn-small"
-eval_epochs = 1
+judge_arch = "cnn-small"
+judge_epochs = 1
 iterations = 20
 n_reconstructions = 2
 gmi_steps = 5
@@ -295,8 +295,8 @@ TARGET_AND_DEPENDENTS = {"target", "kedmi-prior", "surrogate", "p-reg"}
     ({"target_epochs": 3}, TARGET_AND_DEPENDENTS),
     ({"target_arch": "cnn-small"}, TARGET_AND_DEPENDENTS),
     ({"defense": "mid", "defense_params": {"beta": 0.01}}, TARGET_AND_DEPENDENTS | {"defense-record"}),
-    ({"eval_epochs": 3}, {"evaluator"}),
-    ({"eval_arch": "cnn"}, {"evaluator"}),
+    ({"judge_epochs": 3}, {"evaluator"}),
+    ({"judge_arch": "cnn"}, {"evaluator"}),
     # the KEDMI generator starts from the GMI prior's, and surrogates are distilled on its samples
     ({"gmi_steps": 3}, {"gmi-prior", "kedmi-prior", "surrogate"}),
     ({"kedmi_steps": 3}, {"kedmi-prior"}),
@@ -311,7 +311,7 @@ TARGET_AND_DEPENDENTS = {"target", "kedmi-prior", "surrogate", "p-reg"}
     ({"data_options": {"test_fraction": 0.3}}, TARGET_AND_DEPENDENTS | {"evaluator", "gmi-prior"}),
 ])
 def test_cache_key_changes_exactly_with_what_the_artifact_depends_on(change, affected):
-    base = ExperimentConfig(target_epochs=2, eval_epochs=2, surrogate_archs=("mlp",), gan_width=8, device="cpu")
+    base = ExperimentConfig(target_epochs=2, judge_epochs=2, surrogate_archs=("mlp",), gan_width=8, device="cpu")
     if "defense" in change:  # a defended base, so that the record's key is compared too
         base_def = dataclasses.replace(base, defense="mid", defense_params={"beta": 0.003})
         new_def = dataclasses.replace(base, **change)
@@ -333,7 +333,7 @@ def test_cache_key_changes_exactly_with_what_the_artifact_depends_on(change, aff
 def test_cache_keys_follow_the_data_content_not_its_name():
     """Two datasets under one name and options (data passed in, e.g. a folder whose images changed)
     share no artifact; the same content loaded twice shares all of them."""
-    base = ExperimentConfig(target_epochs=2, eval_epochs=2, surrogate_archs=("mlp",), gan_width=8, device="cpu")
+    base = ExperimentConfig(target_epochs=2, judge_epochs=2, surrogate_archs=("mlp",), gan_width=8, device="cpu")
     data = load_digits_data()
     same = _artifact_keys(base, load_digits_data())
     assert _artifact_keys(base, data) == same
@@ -524,7 +524,7 @@ def test_presets_validate_and_print(tmp_path):
     paper = Grid.from_dict(load_grid_file(saved))
     assert [c.id for c in paper.cells()] == [c.id for c in Grid.from_dict(PRESETS["paper"]).cells()]
     c = paper.cells()[0].config
-    assert (c.target_arch, c.eval_arch, c.iterations, c.n_reconstructions, c.batch_size) == (
+    assert (c.target_arch, c.judge_arch, c.iterations, c.n_reconstructions, c.batch_size) == (
         "vgg16bn", "ir50", 2400, 5, 60)
     assert c.identities == list(range(300)) and c.data_options["image_size"] == 64
     assert {s.name for s in paper.defenses} == {"none", "mid", "bido", "negative-label-smoothing", "tl", "dp-sgd"}
@@ -752,7 +752,7 @@ def test_the_dry_run_shows_the_forms(tmp_path):
 def test_the_form_reaches_the_row_and_a_finished_cell_is_reported_under_the_grids_name(tmp_path):
     """Two MIFace forms (no prior to train: seconds); then a grid naming the same configurations otherwise runs
     nothing and reports them under its own names."""
-    small = {"attacks": ["miface"], "seeds": [0], "target_epochs": 1, "eval_arch": "cnn-small", "eval_epochs": 1,
+    small = {"attacks": ["miface"], "seeds": [0], "target_epochs": 1, "judge_arch": "cnn-small", "judge_epochs": 1,
              "n_reconstructions": 1, "identities": [0, 1]}
     out = tmp_path / "out"
     rows = evaluate_grid(Grid.from_dict({**small, "forms": [{"name": "short", "miface_iterations": 1},

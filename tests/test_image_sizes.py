@@ -213,7 +213,7 @@ def digits16():
 
 @pytest.mark.parametrize("field,value,label", [
     ("target_arch", "vgg16bn", "target_arch='vgg16bn'"),
-    ("eval_arch", "ir18", "eval_arch='ir18'"),
+    ("judge_arch", "ir18", "judge_arch='ir18'"),
     ("surrogate_archs", ("cnn-small", "vgg16bn"), "surrogate_archs[1]='vgg16bn'"),
 ])
 def test_workbench_refuses_an_architecture_that_cannot_be_built_at_the_size(digits16, no_training, field, value,

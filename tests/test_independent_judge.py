@@ -96,7 +96,7 @@ def test_attack_records_the_independent_judge(dlib_state, tmp_path):
     result = CliRunner().invoke(main, [
         "attack", "--dataset", "image-folder", "--data-root", str(faces), "--data-option", "private=3",
         "--data-option", "image_size=16", "--data-option", "channels=1", "--independent-judge", "dlib",
-        "--iterations", "2", "--target-epochs", "1", "--eval-epochs", "1", "--gmi-steps", "2", "--kedmi-steps", "2",
+        "--iterations", "2", "--target-epochs", "1", "--judge-epochs", "1", "--gmi-steps", "2", "--kedmi-steps", "2",
         "--surrogate-steps", "2", "--n-reconstructions", "2", "--variant", "baseline", "--quiet", "--out", str(out),
         "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output

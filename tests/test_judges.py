@@ -13,7 +13,7 @@ from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.metrics import attack_accuracy, judge_panel, knn_distance, natural_accuracy
 
 
-TINY = dict(dataset="digits", target_epochs=2, eval_epochs=2, gmi_steps=2, kedmi_steps=1, gan_width=8,
+TINY = dict(dataset="digits", target_epochs=2, judge_epochs=2, gmi_steps=2, kedmi_steps=1, gan_width=8,
             iterations=2, n_reconstructions=2, surrogate_steps=1, augment="none")
 
 

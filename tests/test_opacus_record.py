@@ -18,7 +18,7 @@ from mi_art.evaluations import experiment as E
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.report import privacy_line
 
-TINY = dict(dataset="digits", target_epochs=1, eval_epochs=1, gmi_steps=2, iterations=2, n_reconstructions=1,
+TINY = dict(dataset="digits", target_epochs=1, judge_epochs=1, gmi_steps=2, iterations=2, n_reconstructions=1,
             augment="none", attack="gmi", variant="baseline")
 
 

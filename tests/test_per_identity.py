@@ -138,7 +138,7 @@ def test_a_grid_cell_records_prdc_and_who_leaks_and_rolss_trains_in_it(tmp_path)
     from mi_art.evaluations.grid import Grid
 
     grid = Grid.from_dict({"name": "tiny", "attacks": ["gmi"], "variants": ["baseline"], "seeds": [0],
-                           "target_arch": "resnet", "target_epochs": 1, "eval_arch": "cnn-small", "eval_epochs": 1,
+                           "target_arch": "resnet", "target_epochs": 1, "judge_arch": "cnn-small", "judge_epochs": 1,
                            "iterations": 5, "n_reconstructions": 2, "gmi_steps": 5, "gan_width": 8,
                            "surrogate_archs": ["mlp"], "surrogate_steps": 2, "datasets": [{"name": "digits"}],
                            "defenses": [{"name": "rolss"}]})

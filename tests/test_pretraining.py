@@ -1,5 +1,5 @@
 """Public pre-training then private fine-tuning of targets and evaluation models (mi_art.pretraining,
-ExperimentConfig.target_pretrain_epochs / eval_pretrain_epochs, the CLI and grid options). The
+ExperimentConfig.target_pretrain_epochs / judge_pretrain_epochs, the CLI and grid options). The
 warnings for a weak judge or target: test_weak_model_warnings.py. Tiny digits models: seconds on a CPU."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import mi_art.evaluations.experiment as experiment
 import mi_art.pretraining as pretraining
 from mi_art.evaluations.cache import ArtifactCache, config_key
 from mi_art.evaluations.cli import main
-from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+from mi_art.evaluations.experiment import SETTINGS, ExperimentConfig, Workbench
 from mi_art.evaluations.grid import Cell, Grid, GridError, cell_id, check_grid
 from mi_art.data import MIDataset, Split, load_digits_data
 from mi_art.models import make_classifier
@@ -23,9 +23,9 @@ torch.set_num_threads(1)
 
 FAST = dict(augment="none", batch_size=64)
 #: config fields added since the cells' ids were first computed: left out of an id while at their default
-NEW_FIELDS = ("target_pretrain_epochs", "eval_pretrain_epochs", "surrogate_pretrain_epochs", "judges",
+NEW_FIELDS = ("target_pretrain_epochs", "judge_pretrain_epochs", "surrogate_pretrain_epochs", "judges",
               "min_surrogate_agreement", "regularise_surrogates", "plgmi_steps", "access", "max_queries",
-              "mixed_precision", "independent_judge", "n_candidates", "search_views")
+              "mixed_precision", "independent_judge", "n_candidates", "search_views", "id_weight")
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +149,14 @@ def test_cache_keys_unchanged_at_zero_and_changed_above(digits):
     recipe = {"batch_norm": "re-estimated"}
     assert bench.target_key() == {"data": data_key, "arch": "cnn", "epochs": c.target_epochs, "augment": "shift",
                                   "seed": 0, **recipe}
-    assert bench.evaluator_key() == {"data": data_key, "arch": "cnn-wide", "epochs": c.eval_epochs,
+    assert bench.evaluator_key() == {"data": data_key, "arch": "cnn-wide", "epochs": c.judge_epochs,
                                      "augment": "shift", "seed": 1000, **recipe}
-    old_cell = config_key({k: v for k, v in c.to_dict().items()
+    old_cell = config_key({SETTINGS.renamed.old(k): v for k, v in c.to_dict().items()  # ids keep earlier names
                            if k not in ("device", "verbose", *NEW_FIELDS)})
     assert cell_id(c) == old_cell
 
     pre_t = Workbench(ExperimentConfig(target_pretrain_epochs=3), data=digits)
-    pre_e = Workbench(ExperimentConfig(eval_pretrain_epochs=3), data=digits)
+    pre_e = Workbench(ExperimentConfig(judge_pretrain_epochs=3), data=digits)
     assert pre_t.target_key() == {**bench.target_key(), "pretrain_epochs": 3}
     assert pre_t.evaluator_key() == bench.evaluator_key()
     assert pre_e.evaluator_key() == {**bench.evaluator_key(), "pretrain_epochs": 3}
@@ -179,7 +179,7 @@ def test_cache_keys_unchanged_at_zero_and_changed_above(digits):
 
 
 def test_workbench_target_and_judge_start_from_the_cached_pretrained_body(digits, tmp_path, monkeypatch):
-    config = ExperimentConfig(target_epochs=1, eval_epochs=1, target_pretrain_epochs=1, eval_pretrain_epochs=2,
+    config = ExperimentConfig(target_epochs=1, judge_epochs=1, target_pretrain_epochs=1, judge_pretrain_epochs=2,
                               augment="none")
     bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
     seen = _spy(monkeypatch, experiment, "fine_tune_classifier")
@@ -256,25 +256,25 @@ def test_tl_takes_the_targets_pretraining_and_refuses_a_conflict():
     with pytest.raises(ValueError, match="target_pretrain_epochs=3 and defense 'tl' with pretrain_epochs=5"):
         ExperimentConfig(defense="tl", defense_params={"pretrain_epochs": 5}, target_pretrain_epochs=3).validate()
     for bad in (-1, 1.5, "2", True):
-        with pytest.raises(ValueError, match="eval_pretrain_epochs must be an integer"):
-            ExperimentConfig(eval_pretrain_epochs=bad).validate()
+        with pytest.raises(ValueError, match="judge_pretrain_epochs must be an integer"):
+            ExperimentConfig(judge_pretrain_epochs=bad).validate()
 
 
 # ------------------------------------------------------------------------------------------ grid and CLI
 
 
 def test_grid_accepts_zero_and_refuses_bad_pretrain_epochs():
-    check_grid({"target_pretrain_epochs": 0, "eval_pretrain_epochs": 4})  # 0 is valid here (counts are >= 1)
+    check_grid({"target_pretrain_epochs": 0, "judge_pretrain_epochs": 4})  # 0 is valid here (counts are >= 1)
     with pytest.raises(GridError) as err:
-        check_grid({"target_pretrain_epochs": -1, "eval_pretrain_epochs": 1.5,
+        check_grid({"target_pretrain_epochs": -1, "judge_pretrain_epochs": 1.5,
                     "datasets": [{"name": "digits", "target_pretrain_epochs": "3"}]})
     text = str(err.value)
     assert "target_pretrain_epochs must be an integer in [0, inf), got -1" in text
-    assert "eval_pretrain_epochs must be an integer, got 1.5" in text
+    assert "judge_pretrain_epochs must be an integer, got 1.5" in text
     assert "target_pretrain_epochs must be an integer, got '3'" in text
-    grid = Grid.from_dict({"target_pretrain_epochs": 2, "datasets": [{"name": "digits", "eval_pretrain_epochs": 3}]})
+    grid = Grid.from_dict({"target_pretrain_epochs": 2, "datasets": [{"name": "digits", "judge_pretrain_epochs": 3}]})
     cells = grid.cells()
-    assert {(c.config.target_pretrain_epochs, c.config.eval_pretrain_epochs) for c in cells} == {(2, 3)}
+    assert {(c.config.target_pretrain_epochs, c.config.judge_pretrain_epochs) for c in cells} == {(2, 3)}
     assert Grid.from_dict(grid.to_dict()).cells()[0].id == cells[0].id
     with pytest.raises(GridError, match="defense tl\\(pretrain_epochs=5\\).*TL-DMI's pre-training is the target's"):
         Grid.from_dict({"target_pretrain_epochs": 2, "defenses": [{"name": "tl", "params": [{"pretrain_epochs": 5}]}]
@@ -285,15 +285,15 @@ def test_cli_options_are_validated_and_reach_the_grid(tmp_path):
     runner = CliRunner()
     bad = runner.invoke(main, ["attack", "--target-pretrain-epochs", "-1"])
     assert bad.exit_code == 2 and "--target-pretrain-epochs" in bad.output and "-1" in bad.output
-    bad = runner.invoke(main, ["evaluate", "--eval-pretrain-epochs", "x", "--dry-run"])
-    assert bad.exit_code == 2 and "--eval-pretrain-epochs" in bad.output
+    bad = runner.invoke(main, ["evaluate", "--judge-pretrain-epochs", "x", "--dry-run"])
+    assert bad.exit_code == 2 and "--judge-pretrain-epochs" in bad.output
     dry = runner.invoke(main, ["evaluate", "--dataset", "digits", "--target-pretrain-epochs", "3",
-                               "--eval-pretrain-epochs", "0", "--dry-run", "--out", str(tmp_path / "g")])
+                               "--judge-pretrain-epochs", "0", "--dry-run", "--out", str(tmp_path / "g")])
     assert dry.exit_code == 0, dry.output
-    assert "target_pretrain_epochs=3" in dry.output and "eval_pretrain_epochs=0" in dry.output
+    assert "target_pretrain_epochs=3" in dry.output and "judge_pretrain_epochs=0" in dry.output
     assert "target_pretrain_epochs = 3" in dry.output  # the printed grid file carries it
     help_text = runner.invoke(main, ["attack", "--help"]).output
-    assert "--target-pretrain-epochs" in help_text and "--eval-pretrain-epochs" in help_text
+    assert "--target-pretrain-epochs" in help_text and "--judge-pretrain-epochs" in help_text
     dry = runner.invoke(main, ["evaluate", "--dataset", "digits", "--surrogate-pretrain-epochs", "2", "--dry-run",
                                "--out", str(tmp_path / "s")])
     assert dry.exit_code == 0 and "surrogate_pretrain_epochs = 2" in dry.output, dry.output

@@ -104,7 +104,7 @@ def test_plgmi_records_say_when_the_public_set_is_small(digits, tmp_path):
 
     k = digits.num_classes
     small = dataclasses.replace(digits, public=Split(digits.public.x[:10 * k], digits.public.y[:10 * k]))
-    config = ExperimentConfig(attack="plgmi", target_epochs=2, eval_epochs=2, gmi_steps=2, plgmi_steps=1,
+    config = ExperimentConfig(attack="plgmi", target_epochs=2, judge_epochs=2, gmi_steps=2, plgmi_steps=1,
                               iterations=2, n_reconstructions=1, gan_width=8, verbose=False)
     bench = Workbench(config, ArtifactCache(tmp_path), data=small)
     with pytest.warns(UserWarning, match="per class"):

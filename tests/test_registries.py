@@ -148,7 +148,7 @@ def noise_attack():
 
 
 def test_an_attack_on_a_new_kind_of_prior_runs_through_the_registries_alone(noise_attack, digits_data, tmp_path):
-    config = experiment.ExperimentConfig(attack="noise-search", variant="baseline", target_epochs=1, eval_epochs=1,
+    config = experiment.ExperimentConfig(attack="noise-search", variant="baseline", target_epochs=1, judge_epochs=1,
                                          iterations=3, n_reconstructions=1, identities=[0, 1])
     bench = experiment.Workbench(config, ArtifactCache(tmp_path), data=digits_data)
     with warnings.catch_warnings():
@@ -161,7 +161,7 @@ def test_an_attack_on_a_new_kind_of_prior_runs_through_the_registries_alone(nois
 
 
 def test_the_new_attack_runs_from_the_command_line_and_a_grid_file(noise_attack, tmp_path):
-    tiny = ["--iterations", "2", "--n-reconstructions", "1", "--target-epochs", "1", "--eval-epochs", "1",
+    tiny = ["--iterations", "2", "--n-reconstructions", "1", "--target-epochs", "1", "--judge-epochs", "1",
             "--identities", "0,1", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     result = CliRunner().invoke(main, ["attack", "--attack", "noise-search", "--variant", "baseline",
                                        "--out", str(tmp_path / "run"), *tiny])
@@ -169,7 +169,7 @@ def test_the_new_attack_runs_from_the_command_line_and_a_grid_file(noise_attack,
     assert json.loads((tmp_path / "run" / "results.json").read_text())["attack"] == "noise-search"
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps({"datasets": ["digits"], "defenses": [{"name": "none"}], "attacks": ["noise-search"],
-                                "variants": ["baseline"], "seeds": [0], "target_epochs": 1, "eval_epochs": 1,
+                                "variants": ["baseline"], "seeds": [0], "target_epochs": 1, "judge_epochs": 1,
                                 "iterations": 2, "n_reconstructions": 1, "identities": [0, 1]}))
     done = CliRunner().invoke(main, ["evaluate", "--config", str(grid), "--out", str(tmp_path / "grid"),
                                      "--cache-dir", str(tmp_path / "cache"), "--threads", "1", "--no-progress"])
@@ -200,7 +200,7 @@ def test_the_pipeline_asks_an_attacks_entry_for_its_variants_access_and_run(grey
         experiment.ExperimentConfig(attack="grey").validate()
     with pytest.raises(ValueError, match="Grey looks at nothing: it has no access='black-box' form"):
         experiment.ExperimentConfig(attack="grey", variant="baseline", access="black-box").validate()
-    config = experiment.ExperimentConfig(attack="grey", variant="baseline", target_epochs=1, eval_epochs=1,
+    config = experiment.ExperimentConfig(attack="grey", variant="baseline", target_epochs=1, judge_epochs=1,
                                          miface_iterations=7, identities=[0, 1])
     assert experiment.query_budget_problem(dataclasses.replace(config, max_queries=1), 100) is None
     bench = experiment.Workbench(config, ArtifactCache(tmp_path), data=digits_data)

@@ -87,19 +87,21 @@ def test_normalise_row_marks_acc_at_k_with_k_at_least_the_classes_not_applicable
 
 
 def test_a_row_written_under_earlier_names_reads_under_the_names_now():
-    """A folder's cells finished before "nls" and prior_steps were renamed keep their ids (no rerun); read back, they
-    join the later cells' group of the report, without a note (the user wrote none of these names)."""
+    """A folder's cells finished before "nls", prior_steps and eval_arch were renamed keep their ids (no rerun); read
+    back, they join the later cells' group of the report, without a note (the user wrote none of these names)."""
     import warnings
 
     old = {"cell_id": "x", "defense": "nls", "defense_label": "nls(alpha=-0.05)", "n_classes": 10,
-           "config": {"defense": "nls", "prior_steps": 300, "surrogate_archs": ["efficientnet_b0"]}}
+           "config": {"defense": "nls", "prior_steps": 300, "surrogate_archs": ["efficientnet_b0"],
+                      "eval_arch": "cnn-wide", "eval_epochs": 30, "eval_pretrain_epochs": 0}}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         row = normalise_row(old)
     assert (row["defense"], row["defense_label"]) == ("negative-label-smoothing",
                                                       "negative-label-smoothing(alpha=-0.05)")
     assert row["config"] == {"defense": "negative-label-smoothing", "gmi_steps": 300,
-                             "surrogate_archs": ["efficientnet-b0"]}
+                             "surrogate_archs": ["efficientnet-b0"], "judge_arch": "cnn-wide", "judge_epochs": 30,
+                             "judge_pretrain_epochs": 0}
     assert old["defense"] == "nls"  # the stored row itself is left as it was
 
 

@@ -233,7 +233,7 @@ def _renamed_config(new: bool, **changes):
 
     arch = (lambda v: f"efficientnet-{v}") if new else (lambda v: f"efficientnet_{v}")
     return ExperimentConfig(defense="negative-label-smoothing" if new else "nls", defense_params={"alpha": -0.1},
-                            target_arch=arch("b1"), eval_arch=arch("b2"), surrogate_archs=(arch("b0"), "cnn"),
+                            target_arch=arch("b1"), judge_arch=arch("b2"), surrogate_archs=(arch("b0"), "cnn"),
                             **{("gmi_steps" if new else "prior_steps"): 7}, **changes)
 
 
@@ -269,15 +269,15 @@ def test_renamed_architectures_and_defenses_are_taken_by_the_config_under_their_
 
     with pytest.warns(RenamedWarning) as said:
         config = _renamed_config(new=False)
-    assert (config.defense, config.target_arch, config.eval_arch, config.surrogate_archs, config.gmi_steps) == \
+    assert (config.defense, config.target_arch, config.judge_arch, config.surrogate_archs, config.gmi_steps) == \
         ("negative-label-smoothing", "efficientnet-b1", "efficientnet-b2", ("efficientnet-b0", "cnn"), 7)
     notes = {str(w.message) for w in said}
     assert any("the defense 'nls' is now called 'negative-label-smoothing'" in n for n in notes), notes
     assert any("the architecture 'efficientnet_b0' is now called 'efficientnet-b0'" in n for n in notes), notes
-    config.eval_arch = "efficientnet_b1"  # set after the config was made: resolved by validate
+    config.judge_arch = "efficientnet_b1"  # set after the config was made: resolved by validate
     with pytest.warns(RenamedWarning, match="efficientnet_b1"):
         config.validate()
-    assert config.eval_arch == "efficientnet-b1"
+    assert config.judge_arch == "efficientnet-b1"
 
 
 def test_a_rename_changes_no_cell_id_and_no_cache_key():
@@ -336,6 +336,70 @@ def test_a_grid_with_the_earlier_names_has_the_cells_and_ids_of_the_grid_with_th
     notes = [str(w.message) for w in said]
     assert len(notes) == len(set(notes)) == 4, notes  # top-level and dataset prior_steps, the architecture, nls
     assert all(str(tmp_path / "old.toml") in n for n in notes), notes
+
+
+#: The judges' settings were eval_arch, eval_epochs and eval_pretrain_epochs: computed with the code before they
+#: were renamed (a config, its judges' cache key, the default judges' key, a grid setting them at the top, in a
+#: dataset's table and in forms).
+JUDGE_NAMES = {"eval_arch": "judge_arch", "eval_epochs": "judge_epochs", "eval_pretrain_epochs": "judge_pretrain_epochs"}
+JUDGE_CONFIG_ID, JUDGE_KEY, DEFAULT_JUDGE_KEY = "5fadd3c378d98d6d", "5d3727005b6ea4c9", "a8551bfa8ee8e85b"
+JUDGE_GRID_IDS = ["cea26aa129001217", "d35a8d9fdf6ab58d"]
+
+
+def _judge_grid(name):
+    """A grid setting the judges' settings everywhere a grid can, under ``name(setting_now)``."""
+    return {"attacks": ["gmi"], "variants": ["baseline"], name("judge_epochs"): 4,
+            "datasets": [{"name": "digits", name("judge_arch"): "cnn", name("judge_pretrain_epochs"): 2}],
+            "forms": [{"name": "a", name("judge_epochs"): 5}, {"name": "b", name("judge_arch"): "resnet10"}]}
+
+
+def test_the_judges_settings_take_their_earlier_eval_names_with_one_note_each():
+    from mi_art.evaluations.experiment import SETTINGS, ExperimentConfig
+    from mi_art.renames import RenamedWarning
+
+    assert {old: SETTINGS.renamed.table[old] for old in JUDGE_NAMES} == JUDGE_NAMES
+    with pytest.warns(RenamedWarning) as said:
+        config = ExperimentConfig(eval_arch="resnet10", eval_epochs=7, eval_pretrain_epochs=3)
+    assert (config.judge_arch, config.judge_epochs, config.judge_pretrain_epochs) == ("resnet10", 7, 3)
+    assert sorted(str(w.message) for w in said) == sorted(
+        f"ExperimentConfig: the setting {old!r} is now called {new!r}; the earlier name still works"
+        for old, new in JUDGE_NAMES.items())
+    assert not set(JUDGE_NAMES) & set(config.to_dict())
+    with pytest.warns(RenamedWarning, match="'eval_epochs' is now called 'judge_epochs'"):
+        assert config.eval_epochs == 7  # a plug-in reading the earlier name
+    for old, new in JUDGE_NAMES.items():
+        value, other = ("cnn", "resnet10") if old == "eval_arch" else (2, 3)
+        with pytest.raises(ValueError, match=f"'{old}' \\({value!r}\\) and '{new}' \\({other!r}\\) are both given"):
+            ExperimentConfig(**{old: value, new: other})
+
+
+def test_the_judges_renamed_settings_change_no_cell_id_and_no_cache_key():
+    """Pinned before the rename: the id hashes the earlier names (Settings.id_form), the judges' key holds the
+    values only ("arch", "epochs", "pretrain_epochs"), so no finished cell is rerun and no judge retrained."""
+    from mi_art.data import load_dataset
+    from mi_art.evaluations.cache import config_key
+    from mi_art.evaluations.experiment import ExperimentConfig, Workbench
+    from mi_art.evaluations.grid import cell_id
+    from mi_art.renames import RenamedWarning
+
+    config = ExperimentConfig(judge_arch="resnet10", judge_epochs=7, judge_pretrain_epochs=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        earlier = ExperimentConfig(eval_arch="resnet10", eval_epochs=7, eval_pretrain_epochs=3)
+        assert cell_id(config) == cell_id(earlier) == JUDGE_CONFIG_ID
+    with pytest.warns(RenamedWarning) as said:
+        earlier_grid = Grid.from_dict(_judge_grid(lambda k: k.replace("judge_", "eval_")))
+    assert [c.id for c in earlier_grid.cells()] == JUDGE_GRID_IDS
+    notes = [str(w.message) for w in said]  # at the top, two in the dataset's table, one in each form
+    assert len(notes) == len(set(notes)) == 5, notes
+    assert any("dataset 'digits': the setting 'eval_pretrain_epochs'" in n for n in notes), notes
+    assert any("form 'b': the setting 'eval_arch'" in n for n in notes), notes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the names now are not reported
+        assert [c.id for c in Grid.from_dict(_judge_grid(lambda k: k)).cells()] == JUDGE_GRID_IDS
+    data = load_dataset("digits")
+    assert config_key(Workbench(config, data=data, checked=True).evaluator_key()) == JUDGE_KEY
+    assert config_key(Workbench(ExperimentConfig(), data=data, checked=True).evaluator_key()) == DEFAULT_JUDGE_KEY
 
 
 def test_renames_resolve_report_and_keep_the_earlier_spelling():

@@ -17,7 +17,7 @@ from mi_art.evaluations.cli import main
 from mi_art.evaluations.executors import worker_threads
 from mi_art.threads import auto_threads, cgroup_cpu_quota, check_threads, other_cpu_load, set_threads, usable_cpus
 
-TINY = ["--iterations", "2", "--target-epochs", "1", "--eval-epochs", "1", "--gmi-steps", "2", "--kedmi-steps", "2",
+TINY = ["--iterations", "2", "--target-epochs", "1", "--judge-epochs", "1", "--gmi-steps", "2", "--kedmi-steps", "2",
         "--surrogate-steps", "2", "--n-reconstructions", "1", "--miface-iterations", "2", "--quiet"]
 
 

@@ -183,7 +183,7 @@ def pipeline(digits, tmp_path_factory):
             raise _Recorded
 
     def run(variant: str, **changes):
-        config = experiment.ExperimentConfig(variant=variant, target_epochs=1, eval_epochs=1, gmi_steps=2,
+        config = experiment.ExperimentConfig(variant=variant, target_epochs=1, judge_epochs=1, gmi_steps=2,
                                              surrogate_steps=2, iterations=2, n_reconstructions=1, gan_width=16,
                                              **changes)
         bench = experiment.Workbench(config, cache, data=digits)

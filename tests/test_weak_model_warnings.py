@@ -46,7 +46,7 @@ def test_the_pipeline_warns_of_a_weak_surrogate_once(digits, tmp_path):
     from mi_art.evaluations import experiment as E
     from mi_art.evaluations.cache import ArtifactCache
 
-    config = E.ExperimentConfig(dataset="digits", target_epochs=1, eval_epochs=1, gmi_steps=2, surrogate_steps=1,
+    config = E.ExperimentConfig(dataset="digits", target_epochs=1, judge_epochs=1, gmi_steps=2, surrogate_steps=1,
                                 surrogate_archs=("mlp",), surrogate_data="public", augment="none")
     bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
     with warnings.catch_warnings(record=True) as record:
@@ -100,7 +100,7 @@ def test_the_pipeline_warns_of_weak_surrogates_learnt_from_answers(digits, tmp_p
     from mi_art.evaluations.cache import ArtifactCache
 
     config = E.ExperimentConfig(dataset="digits", access="black-box", attack="gmi", variant="baseline",
-                                max_queries=2000, target_epochs=1, eval_epochs=1, gmi_steps=2, surrogate_steps=1,
+                                max_queries=2000, target_epochs=1, judge_epochs=1, gmi_steps=2, surrogate_steps=1,
                                 surrogate_archs=("mlp",), surrogate_data="public", iterations=2, n_reconstructions=1,
                                 augment="none")
     for _ in range(2):  # made, then loaded from the cache
@@ -119,7 +119,7 @@ TINY_ATTACK = ["attack", "--attack", "miface", "--miface-iterations", "2", "--ta
 def test_attack_warns_for_a_weak_judge_and_not_for_a_good_one(tmp_path):
     runner = CliRunner()
     # a small judge after one epoch (a cnn-wide's is no longer weak once its BatchNorm is re-estimated)
-    weak = runner.invoke(main, [*TINY_ATTACK, "--eval-arch", "cnn-small", "--eval-epochs", "1",
+    weak = runner.invoke(main, [*TINY_ATTACK, "--judge-arch", "cnn-small", "--judge-epochs", "1",
                                 "--out", str(tmp_path / "weak"),
                                 "--cache-dir", str(tmp_path / "cache")])
     assert weak.exit_code == 0, weak.output
@@ -128,14 +128,14 @@ def test_attack_warns_for_a_weak_judge_and_not_for_a_good_one(tmp_path):
     assert len(record["warnings"]) == 1 and "weak evaluation model" in record["warnings"][0]
     assert "warning: weak evaluation model" in weak.output and "(chance 0.20)" in weak.output
 
-    good = runner.invoke(main, [*TINY_ATTACK, "--eval-epochs", "10", "--eval-pretrain-epochs", "1",
+    good = runner.invoke(main, [*TINY_ATTACK, "--judge-epochs", "10", "--judge-pretrain-epochs", "1",
                                 "--target-pretrain-epochs", "1", "--out", str(tmp_path / "good"),
                                 "--cache-dir", str(tmp_path / "cache")])
     assert good.exit_code == 0, good.output
     record = json.loads((tmp_path / "good" / "results.json").read_text())
     assert record["evaluator_test_accuracy"] >= WEAK_JUDGE_ACCURACY and record["target_test_accuracy"] >= 0.5
     assert record["warnings"] == [] and "warning:" not in good.output
-    assert record["config"]["target_pretrain_epochs"] == record["config"]["eval_pretrain_epochs"] == 1
+    assert record["config"]["target_pretrain_epochs"] == record["config"]["judge_pretrain_epochs"] == 1
 
 
 def test_warning_rules():
