@@ -12,6 +12,7 @@ import numpy as np
 # mi-art must be installed (pip install -e .): mi_art.evaluations lives in evaluations/ and is mapped
 # into the package by the install, so the repository folder itself is not put on the path
 from mi_art.data import preset_options
+from mi_art.evaluations.config_options import option_flag
 from mi_art.evaluations.experiment import SETTINGS, ExperimentConfig
 from mi_art.renames import renames_reported_by
 
@@ -110,20 +111,16 @@ def add_run_arguments(parser: Any, results: str, device: str = "auto") -> None:
 def add_setting_argument(parser: Any, field: str, *, type: Callable[[str], Any], default: Any, help: str) -> None:
     """``--<field>`` (a config field's option, ``--judge-epochs``) and, hidden, the option of the field's earlier
     name when it was renamed (``--eval-epochs``), which :func:`parse_args` resolves."""
-    parser.add_argument(_flag(field), type=type, default=default, help=help)
+    parser.add_argument(option_flag(field), type=type, default=default, help=help)
     was = SETTINGS.declared[field].was
     if was:
-        parser.add_argument(_flag(was), type=type, default=None, help=argparse.SUPPRESS)
+        parser.add_argument(option_flag(was), type=type, default=None, help=argparse.SUPPRESS)
 
 
 def add_gmi_steps_argument(parser: Any, default: Optional[int], help: str) -> None:
     """``--gmi-steps`` (the config's ``gmi_steps``: the GMI prior's generator steps) and, hidden, its earlier name
     ``--prior-steps``."""
     add_setting_argument(parser, "gmi_steps", type=int, default=default, help=help)
-
-
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -139,7 +136,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
              if old in earlier and getattr(args, new) != parser.get_default(new)}
     try:
         with renames_reported_by(lambda note: print(f"note: {note}", file=sys.stderr)):
-            named = renamed.keys({**given, **earlier}, shown=_flag)
+            named = renamed.keys({**given, **earlier}, shown=option_flag)
     except ValueError as err:
         parser.error(str(err))
     for key, value in named.items():

@@ -14,7 +14,8 @@ from . import config_rules
 from .experiment import SETTINGS, config_defaults
 from .settings import Setting
 
-__all__ = ["COUNT", "FIELD_OPTIONS", "FieldOption", "FiniteFloat", "PRETRAIN_EPOCHS", "SEED", "field_options"]
+__all__ = ["COUNT", "FIELD_OPTIONS", "FieldOption", "FiniteFloat", "PRETRAIN_EPOCHS", "SEED", "field_options",
+           "option_flag"]
 
 #: A count (epochs, steps, iterations, sizes, workers): an integer >= 1.
 COUNT = config_rules.COUNT.cli
@@ -89,7 +90,7 @@ class FieldOption:
 
     @property
     def flag(self) -> str:
-        return self.name or "--" + self.field.replace("_", "-")
+        return self.name or option_flag(self.field)
 
 
 def _field_option(field: str, declared: Setting) -> FieldOption:
@@ -142,14 +143,15 @@ def field_options(command: str) -> Callable:
             if command in spec.commands:
                 func = _decorator(spec, command)(func)
         for old, spec in _earlier_options(command).items():  # hidden from --help; field_values resolves them
-            func = click.option(_flag(old), old, type=spec.type, default=None, hidden=True,
+            func = click.option(option_flag(old), old, type=spec.type, default=None, hidden=True,
                                 help=f"The earlier name of {spec.flag}.")(func)
         return func
 
     return decorate
 
 
-def _flag(field: str) -> str:
+def option_flag(field: str) -> str:
+    """A config field's command-line option: ``gmi_steps`` -> ``--gmi-steps``."""
     return "--" + field.replace("_", "-")
 
 
@@ -171,7 +173,7 @@ def field_values(command: str, values: dict) -> dict:
     given = {k: v for k, v in out.items()
              if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)}
     try:
-        named = SETTINGS.renamed.keys({**given, **earlier}, shown=_flag, error=click.UsageError)
+        named = SETTINGS.renamed.keys({**given, **earlier}, shown=option_flag, error=click.UsageError)
     except click.UsageError as err:
         raise click.UsageError(err.message, ctx) from None
     return {**out, **named}

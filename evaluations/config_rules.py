@@ -24,7 +24,8 @@ from .independent import FACE_DATASETS, INDEPENDENT_JUDGES
 from .settings import Rule
 
 __all__ = ["ARCHITECTURE", "ARCHITECTURE_LIST", "ATTACK", "ATTACKS", "CHECKED_ELSEWHERE", "COUNT",
-           "FLAG", "GAN_AUGMENTATIONS", "ID_WEIGHT", "INDEPENDENT_JUDGE", "KEDMI_INITS", "MIRROR_SAFE_DATASETS", "PARAMETER_RULES",
+           "FLAG", "GAN_AUGMENTATIONS", "ID_WEIGHT", "INDEPENDENT_JUDGE", "KEDMI_INITS", "MIRROR_SAFE_DATASETS",
+           "PARAMETER_RULES",
            "PRETRAIN_EPOCHS", "SEARCH_VIEWS", "SEED", "SHARE", "SURROGATE_DATA", "VARIANT", "VARIANTS", "check_field",
            "choice", "gan_augment_for", "needs_gmi_prior", "optional_count"]
 

@@ -60,7 +60,8 @@ PRIOR_GRID_SAMPLES = 32
 #: The prior training steps the face benchmarks use (benchmarks/attack_variants.py without --quick): below them
 #: the priors made grey ovals and blurred faces on AT&T that the judges still scored high, and the priors' FID on
 #: the judge's features does not tell this apart (issue 36; measured in
-#: benchmarks/results/attack_variants_att_quick.md), so the warning is keyed to the budget. Each prior's entry holds its own (``face_steps``).
+#: benchmarks/results/attack_variants_att_quick.md), so the warning is keyed to the budget. Each prior's entry holds
+#: its own (``face_steps``).
 FACE_PRIOR_STEPS = {name: spec.face_steps for name, spec in PRIORS.items() if spec.face_steps is not None}
 #: What every defense record holds: a cached record without them is another artifact's, set aside.
 DEFENSE_RECORD_FIELDS = ("defense", "params", "test_accuracy", "epsilon", "delta")
@@ -571,8 +572,8 @@ class Workbench:
 
     def evaluator_key(self) -> Dict[str, Any]:
         c = self.config
-        key = {"data": self._data_key, "arch": _key_name(c.judge_arch), "epochs": c.judge_epochs, "augment": c.augment,
-               "seed": c.seed + JUDGE_SEED_OFFSET}
+        key = {"data": self._data_key, "arch": _key_name(c.judge_arch), "epochs": c.judge_epochs,
+               "augment": c.augment, "seed": c.seed + JUDGE_SEED_OFFSET}
         if c.judge_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
             key["pretrain_epochs"] = c.judge_pretrain_epochs
         return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.judge_arch)}
@@ -736,8 +737,9 @@ class Workbench:
 
     def surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         c = self.config
-        key = {"target": self._key_of(target), "arch": _key_name(c.surrogate_archs[i]), "steps": c.surrogate_steps,
-               "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data, "version": 3}
+        key = {"target": self._key_of(target), "arch": _key_name(c.surrogate_archs[i]),
+               "steps": c.surrogate_steps, "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data,
+               "version": 3}
         if c.surrogate_data == "public+prior":
             key["prior"] = self.prior_key(PUBLIC_PRIOR)
         if c.surrogate_pretrain_epochs:  # only then: the keys of surrogates distilled from scratch stay as they were

@@ -112,7 +112,7 @@ class DatasetSpec:
             out["data_root"] = self.root
         if self.options:
             out["data_options"] = dict(self.options)
-        out.update({k: (_compact_identities(v) if k == "identities" else v) for k, v in self.overrides.items()})
+        out.update(_written_budgets(self.overrides))
         return out
 
 
@@ -138,8 +138,7 @@ class FormSpec:
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"name": self.name}
         out.update({k: list(v) for k, v in (("attacks", self.attacks), ("variants", self.variants)) if v is not None})
-        out.update({k: (_compact_identities(v) if k == "identities" else list(v) if isinstance(v, tuple) else v)
-                    for k, v in self.settings.items()})
+        out.update(_written_budgets(self.settings))
         return out
 
 
@@ -247,6 +246,17 @@ def defense_label(name: str, params: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+def _read_budgets(table: Mapping[str, Any]) -> Dict[str, Any]:
+    """The budget keys of a checked grid, dataset or form table, in its order (identities as a list)."""
+    return {k: (_identities(v) if k == "identities" else v) for k, v in table.items() if k in BUDGET_KEYS}
+
+
+def _written_budgets(budgets: Mapping[str, Any]) -> Dict[str, Any]:
+    """Budgets as a grid file holds them (identities compacted, tuples as lists)."""
+    return {k: (_compact_identities(v) if k == "identities" else list(v) if isinstance(v, tuple) else v)
+            for k, v in budgets.items()}
+
+
 def _parse_dataset(item: Any) -> DatasetSpec:
     if isinstance(item, str):
         item = {"name": item}
@@ -259,8 +269,7 @@ def _parse_dataset(item: Any) -> DatasetSpec:
         raise GridError(f"dataset {item['name']!r}: data_options must be a table of loader arguments, got {options!r}")
     root = item.get("data_root")
     return DatasetSpec(name=str(item["name"]), root=None if root in (None, "") else str(root), options=dict(options),
-                       overrides={k: (_identities(v) if k == "identities" else v) for k, v in item.items()
-                                  if k in BUDGET_KEYS})
+                       overrides=_read_budgets(item))
 
 
 def _parse_defense(item: Any) -> DefenseSpec:
@@ -280,8 +289,7 @@ def _parse_defense(item: Any) -> DefenseSpec:
 def _parse_form(item: Any) -> FormSpec:
     """A form checked by :func:`check_grid`: a table (or a bare name) of its name and settings."""
     item = {"name": item} if isinstance(item, str) else item
-    return FormSpec(name=str(item["name"]), settings={k: (_identities(v) if k == "identities" else v)
-                                                      for k, v in item.items() if k in BUDGET_KEYS},
+    return FormSpec(name=str(item["name"]), settings=_read_budgets(item),
                     attacks=None if "attacks" not in item else [str(a) for a in item["attacks"]],
                     variants=None if "variants" not in item else [str(v) for v in item["variants"]])
 
@@ -324,8 +332,7 @@ class Grid:
         grid = cls(datasets=datasets, defenses=defenses,
                    attacks=[str(a) for a in _as_list(d.get("attacks", [ExperimentConfig.attack]), "attacks")],
                    variants=[str(v) for v in _as_list(d.get("variants", ["baseline", "lomma"]), "variants")],
-                   seeds=seeds, budgets={k: (_identities(d[k]) if k == "identities" else d[k])
-                                         for k in BUDGET_KEYS if k in d},
+                   seeds=seeds, budgets=_read_budgets({k: d[k] for k in BUDGET_KEYS if k in d}),
                    seed_scope=str(d.get("seed_scope", "all")), artifact_seed=d.get("artifact_seed", 0),
                    name=str(d.get("name", "grid")), device=d.get("device"),
                    forms=[_parse_form(x) for x in _as_list(d.get("forms"), "forms")])
@@ -339,8 +346,7 @@ class Grid:
             out["artifact_seed"] = self.artifact_seed
         if self.device is not None:
             out["device"] = self.device
-        out.update({k: (_compact_identities(v) if k == "identities" else list(v) if isinstance(v, tuple) else v)
-                    for k, v in self.budgets.items()})
+        out.update(_written_budgets(self.budgets))
         out["datasets"] = [s.to_dict() for s in self.datasets]
         out["defenses"] = [s.to_dict() for s in self.defenses]
         if self.forms:

@@ -108,11 +108,11 @@ def renamed_dataset_keys(item: Any, where: str = "dataset") -> Any:
 
 def renamed_grid(d: Any, where: str = "the grid") -> Any:
     """A grid dictionary with every earlier name under its name now, each reported as renamed
-    (:class:`~mi_art.renames.RenamedWarning`): a setting's (``prior_steps``, at the top, in a dataset's table or in a form), a
-    dataset table's keys (``root``, ``options``), a setting's values (an architecture's) and a defense's name
-    (``nls``). Two names of one setting with two values are refused (:class:`GridError`). ``d`` itself when it holds
-    no earlier name (a :class:`CheckedGrid` stays one); anything but a mapping as it is (:func:`check_grid` names
-    it)."""
+    (:class:`~mi_art.renames.RenamedWarning`): a setting's (``prior_steps``, at the top, in a dataset's table or in a
+    form), a dataset table's keys (``root``, ``options``), a setting's values (an architecture's) and a defense's
+    name (``nls``). Two names of one setting with two values are refused (:class:`GridError`). ``d`` itself when it
+    holds no earlier name (a :class:`CheckedGrid` stays one); anything but a mapping as it is (:func:`check_grid`
+    names it)."""
     from mi_art.defenses.registry import RENAMED_DEFENSES
 
     if not isinstance(d, Mapping):

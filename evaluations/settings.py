@@ -142,8 +142,7 @@ class Settings:
         for k, v in values.items():
             s = self.declared.get(k)
             if s is not None and s.values is not None:
-                out[k] = type(v)(s.values.new(x, where, quiet=quiet) for x in v) if isinstance(v, (list, tuple)) \
-                    else s.values.new(v, where, quiet=quiet)
+                out[k] = _each(v, lambda x: s.values.new(x, where, quiet=quiet))
         return out
 
     def id_form(self, values: Dict[str, Any]) -> Dict[str, Any]:
@@ -154,7 +153,7 @@ class Settings:
         for k, v in values.items():
             s = self.declared.get(k)
             if s is not None and s.values is not None:
-                v = type(v)(s.values.old(x) for x in v) if isinstance(v, (list, tuple)) else s.values.old(v)
+                v = _each(v, s.values.old)
             out[s.was if s is not None and s.was else k] = v
         return out
 
@@ -171,6 +170,11 @@ class Settings:
     def with_rule(self, rule: Rule) -> Tuple[str, ...]:
         """The fields checked by ``rule``."""
         return tuple(k for k, s in self.declared.items() if s.rule is rule)
+
+
+def _each(value: Any, rename: Callable[[Any], Any]) -> Any:
+    """``rename`` of ``value``, or of each item of a list or tuple (of the same type)."""
+    return type(value)(rename(x) for x in value) if isinstance(value, (list, tuple)) else rename(value)
 
 
 def accepts_earlier_names(cls: type) -> type:

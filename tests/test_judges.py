@@ -90,8 +90,8 @@ def test_id_weight_reaches_the_search_and_the_record(digits, tmp_path, monkeypat
     assert default["id_weight"] == 100.0 and light["id_weight"] == 0.5
     assert not np.allclose(default["reconstructions"], light["reconstructions"])
     assert "id_weight=0.5 was not used" in " ".join(E.run_attack(
-        E.Workbench(E.ExperimentConfig(attack="miface", variant="baseline", id_weight=0.5, miface_iterations=2, **TINY), cache,
-                    data=digits))["warnings"])
+        E.Workbench(E.ExperimentConfig(attack="miface", variant="baseline", id_weight=0.5, miface_iterations=2,
+                                       **TINY), cache, data=digits))["warnings"])
 
 
 def _pinned_panel_inputs():
