@@ -10,7 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import mi_art.evaluations.experiment as experiment
+import mi_art.evaluations.surrogate_artifacts as surrogate_artifacts
+import mi_art.evaluations.workbench as workbench
 import mi_art.pretraining as pretraining
 from mi_art.evaluations.cache import ArtifactCache, config_key
 from mi_art.evaluations.cli import main
@@ -182,7 +183,7 @@ def test_workbench_target_and_judge_start_from_the_cached_pretrained_body(digits
     config = ExperimentConfig(target_epochs=1, judge_epochs=1, target_pretrain_epochs=1, judge_pretrain_epochs=2,
                               augment="none")
     bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
-    seen = _spy(monkeypatch, experiment, "fine_tune_classifier")
+    seen = _spy(monkeypatch, workbench, "fine_tune_classifier")
     target, judge = bench.target(), bench.evaluator()
     assert [s["out"] for s in seen] == [digits.num_public_classes] * 2
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.pt")) == ["evaluator", "pretrained", "pretrained",
@@ -205,13 +206,13 @@ def test_surrogates_start_from_the_cached_pretrained_body(digits, tmp_path, monk
     bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
     target = bench.target()
     seen = []
-    original = experiment.distill_surrogate
+    original = surrogate_artifacts.distill_surrogate
 
     def spy(teacher, student, *args, **kwargs):
         seen.append({"conv": _first_conv(student), "out": student.fc.out_features})
         return original(teacher, student, *args, **kwargs)
 
-    monkeypatch.setattr(experiment, "distill_surrogate", spy)
+    monkeypatch.setattr(surrogate_artifacts, "distill_surrogate", spy)
     bench.surrogates(target)
     assert [s["out"] for s in seen] == [digits.num_classes] * 2
     for i, arch in enumerate(config.surrogate_archs):

@@ -1,9 +1,9 @@
 """Every prior by name (:data:`PRIORS`, :func:`register_prior`, :func:`get_prior`): each entry owns how its
 prior is built, trained, keyed in the artifact cache and checked against the data's image size, so the
-pipeline (:class:`~mi_art.evaluations.experiment.Workbench`) trains any registered prior the same way.
+pipeline (:class:`~mi_art.evaluations.workbench.Workbench`) trains any registered prior the same way.
 
 An entry's callables are given the workbench (``bench``), of which they use: ``bench.config`` (the run's
-:class:`~mi_art.evaluations.experiment.ExperimentConfig`, or a config with the fields they read),
+:class:`~mi_art.evaluations.experiment_config.ExperimentConfig`, or a config with the fields they read),
 ``bench.data`` (:class:`~mi_art.data.MIDataset`, images in [0, 1]), ``bench.device``, ``bench.data_key`` (the
 data's part of a cache key), ``bench.key_of(target)`` (the target's part) and ``bench.prior(name)`` /
 ``bench.prior_key(name)`` (another prior, e.g. the one it starts from, and its key)."""
@@ -198,7 +198,7 @@ def _plgmi_parts(bench: Any) -> Dict[str, nn.Module]:
 
 
 #: The face benchmarks' prior budgets (benchmarks/attack_variants.py without --quick): see
-#: :data:`mi_art.evaluations.experiment.FACE_PRIOR_STEPS`.
+#: :data:`mi_art.evaluations.workbench.FACE_PRIOR_STEPS`.
 _BUILT_IN: Sequence[PriorSpec] = (
     # a WGAN-GP on public images, independent of the target (GMI, VMI, BREP-MI)
     PriorSpec(PUBLIC_PRIOR, per_target=False, train=train_gmi_prior, arguments=_gmi_arguments, build=_gmi_parts,
