@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -12,12 +12,10 @@ from torch import nn
 
 from mi_art import distill_surrogate, estimate_p_reg, top1_agreement
 from mi_art.access import PredictOracle
-from mi_art.defenses.registry import RENAMED_DEFENSES
 from mi_art.priors import PUBLIC_PRIOR
 from mi_art.quality import WeakModelWarning, warn_weak, weak_surrogate_warning
 from mi_art.utils import EstimatorModule
 
-from .artifact_keys import _key_name
 from .experiment_config import HELD_OUT_PUBLIC
 
 
@@ -43,17 +41,6 @@ class SurrogateArtifacts:
         perm = np.random.default_rng(self.config.seed).permutation(len(x))
         return x[perm[n_val:]], x[perm[:n_val]]
 
-    def surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
-        c = self.config
-        key = {"target": self._key_of(target), "arch": _key_name(c.surrogate_archs[i]),
-               "steps": c.surrogate_steps, "augment": c.augment, "seed": c.seed + i, "data": c.surrogate_data,
-               "version": 3}
-        if c.surrogate_data == "public+prior":
-            key["prior"] = self.prior_key(PUBLIC_PRIOR)
-        if c.surrogate_pretrain_epochs:  # only then: the keys of surrogates distilled from scratch stay as they were
-            key["pretrain_epochs"] = c.surrogate_pretrain_epochs
-        return {**key, **self._precision_key()}
-
     def _surrogate_start(self, arch: str, seed: int) -> nn.Module:
         """The model a surrogate is distilled into: random weights, or ``arch`` pre-trained on the public
         identities with a fresh head for the private ones."""
@@ -73,7 +60,7 @@ class SurrogateArtifacts:
                                              mixed_precision=c.mixed_precision, device=self.device,
                                              seed=c.seed + i, verbose=c.verbose, desc=f"distil surrogate {i} ({arch})")
 
-            out.append(self.cache.module("surrogate", self.surrogate_key(i, target),
+            out.append(self.cache.module("surrogate", self.key("surrogate", index=i, target=target),
                                          lambda arch=arch: self.untrained_classifier(arch), train).to(self.device))
         return out
 
@@ -116,15 +103,13 @@ class SurrogateArtifacts:
         return used, report, notes + weak
 
     def p_reg(self, target: nn.Module) -> torch.Tensor:
-        return self.cache.tensor("p-reg", {"target": self._key_of(target), "version": 3},
+        return self.cache.tensor("p-reg", self.key("p-reg", target=target),
                                  lambda: estimate_p_reg(target, self.data.public.x))
 
     def surrogate_p_reg(self, target: nn.Module, index: int, surrogate: nn.Module) -> torch.Tensor:
         """The mean public feature of surrogate ``index`` (:meth:`surrogates`, or :meth:`answer_surrogates`
         below white-box), for its own regulariser."""
-        key = (self.surrogate_key(index, target) if self.config.access == "white-box"
-               else self.answer_surrogate_key(index, target))
-        return self.cache.tensor("p-reg", {"surrogate": key, "version": 1},
+        return self.cache.tensor("p-reg", self.key("p-reg", target=target, index=index),
                                  lambda: estimate_p_reg(surrogate, self.data.public.x))
 
     def api(self, target: nn.Module) -> Any:
@@ -143,11 +128,6 @@ class SurrogateArtifacts:
                                  clip_values=(0.0, 1.0), postprocessing_defences=post,
                                  device_type="gpu" if self.device.type == "cuda" else "cpu")
 
-    def answer_surrogate_key(self, i: int, target: Optional[nn.Module] = None) -> Dict[str, Any]:
-        c = self.config
-        return {**self.surrogate_key(i, target), "access": c.access, "max_queries": c.max_queries,
-                "defense": RENAMED_DEFENSES.old(c.defense), "defense_params": dict(c.defense_params)}
-
     def answer_surrogates(self, target: nn.Module) -> Tuple[List[nn.Module], List[int]]:
         """Below white-box: the surrogates distilled from the answers of :meth:`api` alone (scores or labels,
         ``config.access``), each with an equal share of ``config.max_queries``. Returns the surrogates and
@@ -157,7 +137,7 @@ class SurrogateArtifacts:
         share = None if c.max_queries is None else max(1, c.max_queries // len(c.surrogate_archs))
         out, queries = [], []
         for i, arch in enumerate(c.surrogate_archs):
-            key = self.answer_surrogate_key(i, target)
+            key = self.key("answer-surrogate", index=i, target=target)
             made: Dict[str, int] = {}
 
             def train(arch: str = arch, i: int = i, made: Dict[str, int] = made) -> nn.Module:

@@ -5,7 +5,6 @@ train it once."""
 from __future__ import annotations
 
 import time
-import weakref
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -15,16 +14,15 @@ from torch import nn
 
 from mi_art import make_classifier, train_classifier
 from mi_art.attacks import get_attack
-from mi_art.data import MIDataset, expand_preset, load_dataset
-from mi_art.defenses.registry import RENAMED_DEFENSES
-from mi_art.face_recognizer import DLIB_WEIGHTS_SHA256, load_dlib_face_recognizer
+from mi_art.data import MIDataset, load_dataset
+from mi_art.face_recognizer import load_dlib_face_recognizer
 from mi_art.models import PRETRAINED_FACE_ARCHS
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.priors import PRIORS, PUBLIC_PRIOR, get_prior, prior_samples, priors_needed, save_sample_grid
 from mi_art.utils import resolve_device, seed_everything
 from mi_art.validation import check_choice, check_int, check_labels
 
-from .artifact_keys import _key_name, data_fingerprint, model_fingerprint
+from .artifact_keys import JUDGE_SEED_OFFSET, ArtifactKeys
 from .cache import ArtifactCache
 from .config_rules import needs_gmi_prior
 from .experiment_config import ExperimentConfig, query_budget_problem
@@ -33,9 +31,6 @@ from .metrics import fid_eval_features
 from .stages import StageLog
 from .surrogate_artifacts import SurrogateArtifacts
 
-#: The evaluation models' initialisation seeds are ``config.seed + JUDGE_SEED_OFFSET + j`` for judge ``j``:
-#: other draws than the target's (``config.seed``).
-JUDGE_SEED_OFFSET = 1000
 #: A prior's quality is the FID between this many of its samples and the public images, at most
 #: PRIOR_FID_PUBLIC of them (a seeded sample): beyond a few thousand the real side's statistics change little,
 #: and each image costs a pass through the judge.
@@ -79,16 +74,9 @@ class Workbench(SurrogateArtifacts):
             with self.stages.stage("loading the data", f"{config.dataset}" + (f" from {root}" if root else "")):
                 data = load_dataset(config.dataset, root, **config.data_options)
         self.data: MIDataset = data
-        # artifacts are keyed by what they were made from: the data's content, not only its name
-        # (not the name the user gives it: renaming a data set does not retrain its models)
-        self._data_key = {"dataset": config.dataset,
-                          "options": expand_preset(config.dataset, {k: v for k, v in config.data_options.items()
-                                                                    if k != "name"}),
-                          "content": data_fingerprint(self.data)}
+        #: Every artifact's cache key: ``key(kind, **parts)`` (:class:`~.artifact_keys.ArtifactKeys`).
+        self.key = ArtifactKeys(self, data)
         self.defense_record: Optional[Dict[str, Any]] = None
-        # the models target() and evaluator() returned: artifacts made with them are keyed by their configs
-        self._own_targets: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
-        self._own_evaluators: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
         self._public_centre: Optional[torch.Tensor] = None  # a deployed face recogniser's, once computed
         self._check_sizes()
         self._check_against_data()
@@ -133,7 +121,7 @@ class Workbench(SurrogateArtifacts):
         needed = priors_needed(get_attack(c.attack).prior, c)
         return needed + ((PUBLIC_PRIOR,) if PUBLIC_PRIOR not in needed and needs_gmi_prior(c) else ())
 
-    # ---------------------------------------------------------------- keys and shapes
+    # ---------------------------------------------------------------- classifiers
 
     @property
     def _shape(self) -> Tuple[int, int, int]:
@@ -160,38 +148,6 @@ class Workbench(SurrogateArtifacts):
         model.centre.copy_(self._public_centre)
         return model
 
-    def _embedding_key(self, arch: str) -> Dict[str, Any]:
-        """What a deployed face recogniser's key owes to its head's input being centred on the public
-        images (nothing for other architectures: their keys stay as they were)."""
-        return {"embedding": "centred-on-public"} if arch in PRETRAINED_FACE_ARCHS else {}
-
-    def target_key(self) -> Dict[str, Any]:
-        c = self.config
-        key = {"data": self._data_key, "arch": _key_name(c.target_arch), "epochs": c.target_epochs,
-               "augment": c.augment, "seed": c.seed}
-        if c.target_pretrain_epochs:  # only then: the keys of targets trained from scratch stay as they were
-            key["pretrain_epochs"] = c.target_pretrain_epochs
-        if c.defense != "none":
-            from mi_art.defenses import get_defense
-
-            key.update(defense=RENAMED_DEFENSES.old(c.defense), defense_params=c.defense_params,
-                       **get_defense(c.defense).defaults_key(c.defense_params))
-        return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.target_arch)}
-
-    def _precision_key(self) -> Dict[str, Any]:
-        """What mixed precision adds to a model's key: nothing in float32 (older keys stay valid)."""
-        return {"mixed_precision": True} if self.config.mixed_precision else {}
-
-    def _classifier_recipe_key(self) -> Dict[str, Any]:
-        """What a trained classifier's key owes to the training code: its BatchNorm statistics re-estimated
-        after training (``train_classifier``'s default), so that no checkpoint trained before is served."""
-        return {"batch_norm": "re-estimated", **self._precision_key()}
-
-    def pretrained_key(self, arch: str, epochs: int, seed: int) -> Dict[str, Any]:
-        """The cache key of :meth:`pretrained`'s model (without a defense's architecture tag)."""
-        return {"data": self._data_key, "arch": _key_name(arch), "epochs": epochs, "augment": self.config.augment,
-                "seed": seed, **self._classifier_recipe_key(), **self._embedding_key(arch)}
-
     def pretrained(self, arch: str, epochs: int, seed: int, desc: str, defense: Any = None,
                    params: Optional[Dict[str, Any]] = None) -> nn.Module:
         """A fresh ``arch`` (initialised from ``seed``) pre-trained ``epochs`` on the public identities, with
@@ -199,14 +155,12 @@ class Workbench(SurrogateArtifacts):
         whose fine-tuning needs another structure from the start: ``defense.pretraining_architecture``,
         e.g. DP-SGD's GroupNorm, keyed apart by its ``pretraining_tag``)."""
         c, d = self.config, self.data
-        key = self.pretrained_key(arch, epochs, seed)
         params = None if defense is None else {**defense.defaults, **(params or {})}
         tag = "" if defense is None else defense.pretraining_tag(params)
         shape = (lambda m: defense.pretraining_architecture(m, params)) if tag else (lambda m: m)
-        if tag:
-            key["architecture"] = tag
         return self.cache.module(
-            "pretrained", key, lambda: shape(self.untrained_classifier(arch, d.num_public_classes)),
+            "pretrained", self.key("pretrained", arch=arch, epochs=epochs, seed=seed, architecture=tag),
+            lambda: shape(self.untrained_classifier(arch, d.num_public_classes)),
             lambda: pretrain_classifier(shape(self._initialised(arch, seed)), d.public.x, d.public.y,
                                         num_classes=d.num_public_classes, epochs=epochs, augment=c.augment,
                                         mixed_precision=c.mixed_precision, device=self.device, seed=seed,
@@ -243,21 +197,12 @@ class Workbench(SurrogateArtifacts):
             model = self._defended_target()
         else:
             model = self._from_recipe("target", c.seed, "target")
-        self._own_targets.add(model)
-        return model
-
-    def _key_of(self, target: Optional[nn.Module]) -> Dict[str, Any]:
-        """The cache key of what an artifact is made from: ``target_key()`` for None or a model :meth:`target`
-        returned, else a fingerprint of the given model's weights (and of its estimator's input mapping),
-        so that a prior, surrogate or p_reg made for another target is never served for this one."""
-        if target is None or target in self._own_targets:
-            return self.target_key()
-        return {"given-target": model_fingerprint(target)}
+        return self.key.own("target", model)
 
     def _defended_target(self) -> nn.Module:
         from mi_art.defenses import check_defense_params, defended_architecture, get_defense, train_defended_target
 
-        c, key = self.config, self.target_key()
+        c, key = self.config, self.key("target")
         defense = get_defense(c.defense)
         checked = check_defense_params(c.defense, dict(c.defense_params), n_train=len(self.data.private_train))
         trained: Dict[str, Any] = {}
@@ -299,21 +244,12 @@ class Workbench(SurrogateArtifacts):
                                               fields=DEFENSE_RECORD_FIELDS)
         return model.to(self.device)
 
-    def evaluator_key(self) -> Dict[str, Any]:
-        c = self.config
-        key = {"data": self._data_key, "arch": _key_name(c.judge_arch), "epochs": c.judge_epochs,
-               "augment": c.augment, "seed": c.seed + JUDGE_SEED_OFFSET}
-        if c.judge_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
-            key["pretrain_epochs"] = c.judge_pretrain_epochs
-        return {**key, **self._classifier_recipe_key(), **self._embedding_key(c.judge_arch)}
-
     def evaluator(self) -> nn.Module:
         """The independent judge: another architecture, trained on the private training split (after
         ``config.judge_pretrain_epochs`` of pre-training on the public identities, when > 0). The first
         of :meth:`evaluators`."""
         model = self._from_recipe("evaluator", self.config.seed + JUDGE_SEED_OFFSET, "evaluator")
-        self._own_evaluators.add(model)
-        return model
+        return self.key.own("evaluator", model)
 
     def independent_judge(self) -> Optional[EmbeddingJudge]:
         """The judge we did not train (``config.independent_judge``; :mod:`mi_art.evaluations.independent`) over
@@ -322,10 +258,10 @@ class Workbench(SurrogateArtifacts):
             self._independent = None
             if resolve_independent_judge(self.config.independent_judge, self.config.dataset) is not None:
                 train, embedder = self.data.private_train, load_dlib_face_recognizer(device="cpu")
-                key = {"data": self._data_key, "judge": "dlib", "weights": DLIB_WEIGHTS_SHA256}
                 # the training images' descriptors are the same for every cell of a data set: cached
-                features = self.cache.tensor("independent-descriptors", key, lambda: torch.from_numpy(
-                    embed_images(embedder, train.x, device=self.device)))
+                features = self.cache.tensor("independent-descriptors", self.key("independent-descriptors"),
+                                             lambda: torch.from_numpy(embed_images(embedder, train.x,
+                                                                                   device=self.device)))
                 self._independent = EmbeddingJudge(embedder, train.x, train.y, self.data.num_classes, name="dlib",
                                                    device=self.device, train_features=features.numpy())
         return self._independent
@@ -356,30 +292,12 @@ class Workbench(SurrogateArtifacts):
         cached under its key with that seed."""
         c = self.config
         if kind == "target":
-            arch, epochs, pre, key = c.target_arch, c.target_epochs, c.target_pretrain_epochs, self.target_key()
+            arch, epochs, pre = c.target_arch, c.target_epochs, c.target_pretrain_epochs
         else:
-            arch, epochs, pre, key = c.judge_arch, c.judge_epochs, c.judge_pretrain_epochs, self.evaluator_key()
+            arch, epochs, pre = c.judge_arch, c.judge_epochs, c.judge_pretrain_epochs
         return self.cache.module(
-            kind, {**key, "seed": seed}, lambda: self.untrained_classifier(arch),
+            kind, {**self.key(kind), "seed": seed}, lambda: self.untrained_classifier(arch),
             lambda: self._trained_classifier(arch, epochs, pre, seed, desc)).to(self.device)
-
-    @property
-    def data_key(self) -> Dict[str, Any]:
-        """The data's part of every artifact's cache key: its name, options and content."""
-        return self._data_key
-
-    def key_of(self, target: Optional[nn.Module]) -> Dict[str, Any]:
-        """The target's part of an artifact's cache key (:meth:`_key_of`)."""
-        return self._key_of(target)
-
-    def prior_key(self, name: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
-        """The cache key of the prior ``name`` (its entry's ``key``), for ``target`` when it is made per target."""
-        spec = get_prior(name)
-        return spec.key(self, target if spec.per_target else None)
-
-    def _prior_key(self, kind: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
-        """:meth:`prior_key` by the prior's cache kind (``"<name>-prior"``)."""
-        return self.prior_key(kind[:-len("-prior")], target)
 
     def _timed_prior(self, kind: str, key: Dict[str, Any], build, train) -> nn.ModuleDict:
         """Load or train a prior; a freshly trained one gets a record of its training seconds and a grid
@@ -418,8 +336,8 @@ class Workbench(SurrogateArtifacts):
             parts = spec.train(*args, **kwargs)
             return nn.ModuleDict({part: m for part, m in zip("gd", parts) if m is not None})
 
-        pair = self._timed_prior(spec.cache_kind, spec.key(self, target), lambda: nn.ModuleDict(spec.build(self)),
-                                 train)
+        pair = self._timed_prior(spec.cache_kind, self.key(spec.cache_kind, target=target),
+                                 lambda: nn.ModuleDict(spec.build(self)), train)
         return pair["g"].eval(), (pair["d"].eval() if "d" in pair else None)
 
     def prior_report(self, kind: str, target: Optional[nn.Module] = None,
@@ -429,14 +347,12 @@ class Workbench(SurrogateArtifacts):
         :data:`PRIOR_FID_SAMPLES` of its samples and the public images (a seeded sample of
         :data:`PRIOR_FID_PUBLIC` of a larger set), on the evaluation model's features."""
         name = kind[:-len("-prior")]
-        key = self.prior_key(name, target)
+        key = self.key(kind, target=target)
         gen = self.prior(name, target)[0]
         # a record lost or set aside is not worth training the prior again: its seconds are then unknown
         seconds = self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": None},
                                   fields=("train_seconds",))["train_seconds"]
         evaluator = evaluator if evaluator is not None else self.evaluator()
-        judge_key = (self.evaluator_key() if evaluator in self._own_evaluators
-                     else {"given-evaluator": model_fingerprint(evaluator)})
 
         def quality() -> Dict[str, Any]:
             fake = prior_samples(gen, PRIOR_FID_SAMPLES, seed=self.config.seed)
@@ -445,8 +361,8 @@ class Workbench(SurrogateArtifacts):
                 public = public[np.random.default_rng(self.config.seed).permutation(len(public))[:PRIOR_FID_PUBLIC]]
             return {"fid_public": fid_eval_features(evaluator, fake, public)}
 
-        fid = self.cache.json(f"{kind}-quality", {"prior": key, "evaluator": judge_key}, quality,
-                              fields=("fid_public",))
+        fid = self.cache.json(f"{kind}-quality", self.key(f"{kind}-quality", target=target, evaluator=evaluator),
+                              quality, fields=("fid_public",))
         report = {"train_seconds": seconds, **fid}
         caveat = prior_caveat(name, self.prior_budget(name)["steps"], self.config.dataset)
         return report | ({"caveat": caveat} if caveat else {})
