@@ -18,7 +18,7 @@ from mi_art.data import MIDataset
 from mi_art.priors import get_prior, prior_samples
 from mi_art.quality import WEAK_SURROGATE_AGREEMENT, warn_weak, weak_model_warnings, weak_surrogate_warning
 from mi_art.threads import thread_record
-from mi_art.utils import seed_everything
+from mi_art.utils import as_module, seed_everything
 from mi_art.validation import check_labels
 from mi_art.variants import attack_kwargs, parse_variant
 
@@ -118,6 +118,37 @@ def variant_models(bench: Workbench, estimator: Any, unit_target: nn.Module,
     return VariantModels(estimator, surrogates, p_reg, surrogate_p_reg, record, notes)
 
 
+@dataclass
+class _Attacked:
+    """What one run attacks and judges with."""
+
+    bench: Workbench
+    attack: str
+    variant: str
+    seed: int
+    identities: np.ndarray
+    #: The target as given (a module or an ART estimator), as an ART estimator, and as a module in its own input
+    #: space (``target_view``) and on the workbench's [0, 1] images (``unit_target``).
+    target: Any
+    estimator: Any
+    target_view: Any
+    unit_target: nn.Module
+    #: The judges on [0, 1] images; the first judges the priors' quality.
+    unit_judges: List[nn.Module]
+    #: ``(what, budget)`` of the attack's stage line.
+    stage: Tuple[str, str]
+
+
+@dataclass
+class _Reconstructed:
+    """What an attack gave: its reconstructions in [0, 1], their labels and index, and the attack's seconds."""
+
+    images: np.ndarray
+    labels: Any
+    index: Any
+    seconds: float
+
+
 def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optional[str] = None,
                attack_seed: Optional[int] = None, target: Any = None, evaluator: Any = None,
                target_record: Any = None) -> Dict[str, Any]:
@@ -143,106 +174,128 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     carries it under ``"defense_record"``, with its ``"defense"``, ``"epsilon"`` and ``"delta"`` beside the
     metrics, and its delta is checked as a DP-SGD target's. Without it, a target the workbench trained under a
     defense has the workbench's record (``bench.defense_record``)."""
-    from mi_art.utils import as_module
-
     c, d = bench.config, bench.data
     if target_record is not None and target is None:
         raise ValueError("target_record describes a target you give: pass target= too (the workbench's own "
                          "target has its own record, bench.defense_record)")
     given_record = None if target_record is None else _target_record(target_record)
-    attack = attack or c.attack
-    variant = variant or c.variant
+    attack, variant = attack or c.attack, variant or c.variant
     seed = c.attack_seed if attack_seed is None else attack_seed
     if (attack, variant) != (c.attack, c.variant):  # the workbench checked its config
         dataclasses.replace(c, attack=attack, variant=variant).validate()
     target = target if target is not None else bench.target()
+    judges = _judges(bench, evaluator)
+    identities = np.arange(d.num_classes) if c.identities is None else check_labels(c.identities, d.num_classes,
+                                                                                    "identities")
+    estimator = wrap_target(target, d, bench.device)
+    run = _Attacked(bench, attack, variant, seed, identities, target, estimator, as_module(estimator, "target"),
+                    _on_unit_images(target, "target"),
+                    [_on_unit_images(j, f"evaluator[{i}]") for i, j in enumerate(judges)],
+                    _attack_stage(c, attack, variant, len(identities)))
+    extra: Dict[str, Any] = {}
+    notes: List[str] = []
+    seed_everything(seed)
+    reconstructed = (_gan_search if get_attack(attack).gan_search else _own_run)(run, extra, notes)
+    panel = _judged(run, reconstructed, extra, notes)
+    defended = _defense_facts(bench, given_record, extra, notes)
+    return _result(run, panel, reconstructed, defended, extra, notes)
+
+
+def _judges(bench: Workbench, evaluator: Any) -> List[Any]:
+    """The judges a run is scored by: the workbench's panel for None, else the judge or list of judges given."""
     judges = bench.evaluators() if evaluator is None else (list(evaluator) if isinstance(evaluator, (list, tuple))
                                                             else [evaluator])
     if not judges:
         raise ValueError("evaluator is an empty list: give at least one evaluation model, or None for the "
                          "workbench's panel")
-    identities = np.arange(d.num_classes) if c.identities is None else check_labels(c.identities, d.num_classes,
-                                                                                    "identities")
-    estimator = wrap_target(target, d, bench.device)
-    target_view = as_module(estimator, "target")
+    return judges
 
-    def on_unit_images(model: Any, what: str) -> Any:
-        """``model`` taking the workbench's [0, 1] images: a bare module as it is, an estimator through the
-        view that maps them to its input space (the one place: EstimatorModule)."""
-        return model if isinstance(model, nn.Module) else as_module(model, what, unit_input=True)
 
-    unit_target = on_unit_images(target, "target")
-    unit_judges = [on_unit_images(j, f"evaluator[{i}]") for i, j in enumerate(judges)]
-    unit_judge = unit_judges[0]  # judges the priors' quality
-    extra: Dict[str, Any] = {}
-    notes: List[str] = []
-    seed_everything(seed)
-    spec = get_attack(attack)
-    attacking = _attack_stage(c, attack, variant, len(identities))
+def _on_unit_images(model: Any, what: str) -> Any:
+    """``model`` taking the workbench's [0, 1] images: a bare module as it is, an estimator through the view that
+    maps them to its input space (the one place: EstimatorModule)."""
+    return model if isinstance(model, nn.Module) else as_module(model, what, unit_input=True)
+
+
+def _own_run(run: _Attacked, extra: Dict[str, Any], notes: List[str]) -> _Reconstructed:
+    """An attack run its own way (ART's MIFace, BREP-MI): its entry's ``run``; a note for each search setting it
+    does not use."""
+    c = run.bench.config
     start = time.perf_counter()
-    if not spec.gan_search:  # an attack run its own way (ART's MIFace, BREP-MI): its entry's run
-        outcome = spec.run(AttackJob(bench, target_view, unit_target, identities, seed, attacking))
-        recs, labels, rec_index = outcome.reconstructions, outcome.labels, outcome.reconstruction_index
-        extra.update(outcome.record)
-    else:
-        # what the variant's improvements are made of (variant_models); mi_art.attack_kwargs turns it into the
-        # attack's arguments
-        improvements = parse_variant(variant)
-        use_lom = "lom" in improvements
-        models = variant_models(bench, estimator, unit_target, improvements)
-        estimator, surrogates = models.estimator, models.surrogates
-        extra.update(models.record)
-        notes.extend(models.notes)
-        kwargs = attack_kwargs(improvements, access=c.access, p_reg=models.p_reg, surrogates=surrogates,
-                               surrogate_p_reg=models.surrogate_p_reg, views=c.search_views)
-        kwargs.update(iterations=c.iterations, n_reconstructions=c.n_reconstructions, n_candidates=c.n_candidates,
-                      batch_size=c.batch_size, seed=seed, verbose=c.verbose)
-        if c.id_weight is not None:
-            kwargs["id_weight"] = c.id_weight
-        cls = spec.attack_class
-        data_note = get_prior(spec.prior).data_note(len(d.public.x), d.num_classes)
-        if data_note:
-            notes.append(data_note)
-        # a prior made against the target (KEDMI's soft labels, PLG-MI's pseudo-labels and margin loss) is
-        # made against the first surrogate when the target answers through predict alone
-        prior_target = unit_target if c.access == "white-box" else surrogates[0]
-        g, disc = bench.prior(spec.prior, prior_target)
-        extra["prior"] = {**bench.prior_report(get_prior(spec.prior).cache_kind, prior_target, unit_judge),
-                          **bench.prior_budget(spec.prior)}
-        notes.extend([extra["prior"]["caveat"]] if "caveat" in extra["prior"] else [])
-        extra["prior_samples"] = prior_samples(g, PRIOR_GRID_SAMPLES, seed=c.seed)
-        start = time.perf_counter()  # artifacts above are shared work, not attack time
-        runner = cls(estimator, g, disc, **kwargs)
-        with bench.stages.stage(*attacking):
-            recs = runner.infer(None, identities)
-        labels, rec_index = runner.labels_, runner.reconstruction_index_
-        if c.access != "white-box":
-            extra["queries"] = sum(row["queries"] or 0 for row in extra["surrogates"]) + runner.queries_
-        if use_lom:
-            extra["reg_weight"] = runner.reg_weight_
-            extra["reg_weights"] = runner.reg_weights_
+    outcome = get_attack(run.attack).run(AttackJob(run.bench, run.target_view, run.unit_target, run.identities,
+                                                   run.seed, run.stage))
+    extra.update(outcome.record)
     seconds = time.perf_counter() - start
-    recs = target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
-    if spec.gan_search:
-        extra["feature_norms"] = feature_norms([unit_target, *surrogates], recs, d.public.x)
-        extra["n_candidates"] = c.n_candidates
-        extra["search_views"] = runner.views
-        extra["id_weight"] = runner.id_weight
-    elif c.n_candidates is not None:
-        notes.append(f"n_candidates={c.n_candidates} was not used: {attack} selects no candidates (the GAN attacks do)")
-    if not spec.gan_search:
-        for name in ("search_views", "id_weight"):
-            if getattr(c, name) is not None:
-                notes.append(f"{name}={getattr(c, name)} was not used: {attack} searches no GAN prior's codes")
+    if c.n_candidates is not None:
+        notes.append(f"n_candidates={c.n_candidates} was not used: {run.attack} selects no candidates (the GAN "
+                     "attacks do)")
+    for name in ("search_views", "id_weight"):
+        if getattr(c, name) is not None:
+            notes.append(f"{name}={getattr(c, name)} was not used: {run.attack} searches no GAN prior's codes")
+    images = run.target_view.to_unit(np.asarray(outcome.reconstructions, dtype=np.float32))
+    return _Reconstructed(images, outcome.labels, outcome.reconstruction_index, seconds)
+
+
+def _gan_search(run: _Attacked, extra: Dict[str, Any], notes: List[str]) -> _Reconstructed:
+    """A GAN attack: what the variant's improvements are made of (:func:`variant_models`) turned into the attack's
+    arguments by :func:`mi_art.attack_kwargs`, its prior (with its quality and samples in ``extra``), and the
+    search of its codes."""
+    bench, c, d = run.bench, run.bench.config, run.bench.data
+    spec = get_attack(run.attack)
+    improvements = parse_variant(run.variant)
+    models = variant_models(bench, run.estimator, run.unit_target, improvements)
+    extra.update(models.record)
+    notes.extend(models.notes)
+    kwargs = _search_arguments(c, improvements, models, run.seed)
+    data_note = get_prior(spec.prior).data_note(len(d.public.x), d.num_classes)
+    notes.extend([data_note] if data_note else [])
+    # a prior made against the target (KEDMI's soft labels, PLG-MI's pseudo-labels and margin loss) is
+    # made against the first surrogate when the target answers through predict alone
+    prior_target = run.unit_target if c.access == "white-box" else models.surrogates[0]
+    g, disc = bench.prior(spec.prior, prior_target)
+    extra["prior"] = {**bench.prior_report(get_prior(spec.prior).cache_kind, prior_target, run.unit_judges[0]),
+                      **bench.prior_budget(spec.prior)}
+    notes.extend([extra["prior"]["caveat"]] if "caveat" in extra["prior"] else [])
+    extra["prior_samples"] = prior_samples(g, PRIOR_GRID_SAMPLES, seed=c.seed)
+    start = time.perf_counter()  # artifacts above are shared work, not attack time
+    runner = spec.attack_class(models.estimator, g, disc, **kwargs)
+    with bench.stages.stage(*run.stage):
+        recs = runner.infer(None, run.identities)
+    if c.access != "white-box":
+        extra["queries"] = sum(row["queries"] or 0 for row in extra["surrogates"]) + runner.queries_
+    if "lom" in improvements:
+        extra["reg_weight"], extra["reg_weights"] = runner.reg_weight_, runner.reg_weights_
+    seconds = time.perf_counter() - start
+    images = run.target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
+    extra["feature_norms"] = feature_norms([run.unit_target, *models.surrogates], images, d.public.x)
+    extra.update(n_candidates=c.n_candidates, search_views=runner.views, id_weight=runner.id_weight)
+    return _Reconstructed(images, runner.labels_, runner.reconstruction_index_, seconds)
+
+
+def _search_arguments(c: ExperimentConfig, improvements: Any, models: VariantModels, seed: int) -> Dict[str, Any]:
+    """The GAN attack's arguments: the variant's (:func:`mi_art.attack_kwargs`) and the configured budgets."""
+    kwargs = attack_kwargs(improvements, access=c.access, p_reg=models.p_reg, surrogates=models.surrogates,
+                           surrogate_p_reg=models.surrogate_p_reg, views=c.search_views)
+    kwargs.update(iterations=c.iterations, n_reconstructions=c.n_reconstructions, n_candidates=c.n_candidates,
+                  batch_size=c.batch_size, seed=seed, verbose=c.verbose)
+    if c.id_weight is not None:
+        kwargs["id_weight"] = c.id_weight
+    return kwargs
+
+
+def _judged(run: _Attacked, rec: _Reconstructed, extra: Dict[str, Any], notes: List[str]) -> Dict[str, Any]:
+    """The panel's figures of the reconstructions (:func:`~mi_art.evaluations.metrics.judge_panel`); beside them in
+    ``extra`` the independent judge's and each identity's (:func:`identity_leakage`)."""
+    bench, c, d = run.bench, run.bench.config, run.bench.data
     priv = d.private_all()
     independent = bench.independent_judge()
-    with bench.stages.stage("judging", f"{len(recs)} reconstructions by {len(unit_judges)} trained judge(s)"
-                            + (", and dlib's face recogniser" if independent is not None else "")):
-        panel = judge_panel(unit_judges, recs, labels, priv.x, priv.y, rec_index=rec_index, top_k=(1, 5),
-                            train_x=d.private_train.x, train_y=d.private_train.y)
+    with bench.stages.stage("judging", f"{len(rec.images)} reconstructions by {len(run.unit_judges)} trained "
+                            "judge(s)" + (", and dlib's face recogniser" if independent is not None else "")):
+        panel = judge_panel(run.unit_judges, rec.images, rec.labels, priv.x, priv.y, rec_index=rec.index,
+                            top_k=(1, 5), train_x=d.private_train.x, train_y=d.private_train.y)
         if independent is not None:
-            extra.update(independent_record(independent, target, recs, labels, d.private_test.x, d.private_test.y,
-                                            panel))
+            extra.update(independent_record(independent, run.target, rec.images, rec.labels, d.private_test.x,
+                                            d.private_test.y, panel))
     extra["per_identity"] = identity_leakage(panel.pop("per_identity"), extra.pop("independent_per_identity", None),
                                              d.private_identities)
     if independent is not None:
@@ -250,31 +303,47 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     elif c.independent_judge == "auto" and c.dataset in FACE_DATASETS:
         notes.append("no independent judge: dlib's face recogniser is not installed (pip install \"mi-art[faces]\"); "
                      "every figure here is the trained judges' alone")
+    return panel
+
+
+def _defense_facts(bench: Workbench, given_record: Optional[Dict[str, Any]], extra: Dict[str, Any],
+                   notes: List[str]) -> bool:
+    """Whether the target was trained under a defense. Its record's delta is checked (a note when it is too large
+    for the training set) and a given target's record goes into ``extra``."""
     record = given_record if given_record is not None else bench.defense_record
     if record is not None:
         from mi_art.defenses.dp import delta_warning
 
-        n_train = (record.get("details") or {}).get("n_train") or len(d.private_train)
+        n_train = (record.get("details") or {}).get("n_train") or len(bench.data.private_train)
         warned = delta_warning(record.get("delta"), n_train)
         notes.extend([warned] if warned else [])
-    if given_record is not None:
-        extra.update(defense=given_record.get("defense"), epsilon=given_record.get("epsilon"),
-                     delta=given_record.get("delta"), defense_record=given_record)
-    defended = given_record.get("defense", "none") != "none" if given_record is not None else c.defense != "none"
-    target_accuracy = natural_accuracy(unit_target, d.private_test.x, d.private_test.y)
-    judge_accuracies = [natural_accuracy(j, d.private_test.x, d.private_test.y) for j in unit_judges]
+    if given_record is None:
+        return bench.config.defense != "none"
+    extra.update(defense=given_record.get("defense"), epsilon=given_record.get("epsilon"),
+                 delta=given_record.get("delta"), defense_record=given_record)
+    return given_record.get("defense", "none") != "none"
+
+
+def _result(run: _Attacked, panel: Dict[str, Any], rec: _Reconstructed, defended: bool, extra: Dict[str, Any],
+            notes: List[str]) -> Dict[str, Any]:
+    """The run's record: the panel's figures, the models' accuracies, warnings, timings and settings, then
+    ``extra`` and the reconstructions."""
+    c, d = run.bench.config, run.bench.data
+    target_accuracy = natural_accuracy(run.unit_target, d.private_test.x, d.private_test.y)
+    judge_accuracies = [natural_accuracy(j, d.private_test.x, d.private_test.y) for j in run.unit_judges]
     judge_accuracy = float(np.mean(judge_accuracies))
+    n = len(run.identities)
     return {
-        "dataset": d.name, "attack": attack, "variant": variant, "attack_seed": seed, **panel,
+        "dataset": d.name, "attack": run.attack, "variant": run.variant, "attack_seed": run.seed, **panel,
         "target_test_accuracy": target_accuracy, "evaluator_test_accuracy": judge_accuracy,
         "evaluator_test_accuracies": judge_accuracies,
         "panel_shares": panel_shares(c.target_arch, c.judge_arch, c.target_pretrain_epochs, c.judge_pretrain_epochs),
         "warnings": weak_model_warnings(target_accuracy=target_accuracy, judge_accuracy=judge_accuracy,
                                         n_classes=panel["num_classes"], defended=defended) + notes,
-        "seconds": seconds, "seconds_per_reconstruction": seconds / len(recs),
-        "n_identities": int(len(identities)), "n_reconstructions": int(len(recs) // len(identities)),
-        "iterations": getattr(c, spec.iterations_field), **thread_record(),
-        **extra, "reconstructions": recs, "labels": labels,
+        "seconds": rec.seconds, "seconds_per_reconstruction": rec.seconds / len(rec.images),
+        "n_identities": int(n), "n_reconstructions": int(len(rec.images) // n),
+        "iterations": getattr(c, get_attack(run.attack).iterations_field), **thread_record(),
+        **extra, "reconstructions": rec.images, "labels": rec.labels,
     }
 
 
@@ -301,7 +370,8 @@ def _attack_stage(c: ExperimentConfig, attack: str, variant: str, n_identities: 
     return "attacking", budget + (f", at most {c.max_queries} queries" if c.max_queries is not None else "")
 
 
-def feature_norms(models: List[Any], recs: np.ndarray, public_x: np.ndarray, n_public: int = 500) -> List[Optional[Dict[str, float]]]:
+def feature_norms(models: List[Any], recs: np.ndarray, public_x: np.ndarray,
+                  n_public: int = 500) -> List[Optional[Dict[str, float]]]:
     """For each model (the target, then the surrogates): the mean norm of its penultimate feature on (up to
     ``n_public``) public images and on the reconstructions, all in [0, 1] channels first. A look at what the
     logit loss does to each model's features: a norm far above the public one is a feature no real image
