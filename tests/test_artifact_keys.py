@@ -190,3 +190,10 @@ def test_every_artifact_keeps_its_cache_key(name, monkeypatch):
     expected = json.loads(GOLDEN.read_text())[name]
     assert found["asked"] == expected["asked"]
     assert found["keys"] == expected["keys"]
+
+
+def test_a_kind_without_a_key_is_refused_naming_the_kinds():
+    bench = Workbench(ExperimentConfig(), data=load_dataset("digits"))
+    with pytest.raises(ValueError, match=r"no cache key for artifacts of kind 'nope'; valid kinds: data, target, "
+                                         r"evaluator, pretrained, .*<name>-prior"):
+        bench.key("nope")
