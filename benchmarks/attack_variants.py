@@ -136,6 +136,7 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
     q = args.quick
     overrides = dict(iterations=args.iterations or (200 if q else 1000), n_reconstructions=args.n_reconstructions,
                      n_candidates=args.candidates, search_views=args.search_views, id_weight=args.id_weight,
+                     feature_layer=args.feature_layer,
                      gmi_steps=args.gmi_steps or (300 if q else 1500),
                      kedmi_steps=args.kedmi_steps or (60 if q else 200),
                      plgmi_steps=args.plgmi_steps or (150 if q else 1000),
@@ -191,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--id-weight", type=float, default=None,
                         help="weight of the identity loss against the prior's term (default: each attack's own, "
                              "100; PLG-MI 1)")
+    parser.add_argument("--feature-layer", default=None,
+                        help="the module of the target whose input is the feature LOM's p_reg regularises, by its name "
+                             "in model.named_modules(), e.g. 'embed.1' (default: its last nn.Linear)")
     parser.add_argument("--n-reconstructions", type=int, default=5, help="reconstructions per identity (default 5)")
     parser.add_argument("--candidates", type=int, default=None,
                         help="candidates searched per identity, the most robust --n-reconstructions kept (Plug & Play "
@@ -298,7 +302,8 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
           f"{'' if config.identities is None else ' (the results file lists them)'}"
           f"{'' if config.n_candidates is None else f', kept from {config.n_candidates} candidates'}"
           f"{'' if config.search_views is None else f', identity loss over {config.search_views} random views'}"
-          f"{'' if config.id_weight is None else f', identity loss weight {config.id_weight:g}'}. "
+          f"{'' if config.id_weight is None else f', identity loss weight {config.id_weight:g}'}"
+          f"{'' if config.feature_layer is None else f', p_reg at the input of {config.feature_layer}'}. "
           f"Each metric: mean, +- std over attack seeds, [std over judges]. {_independent_header(first)}")
     header = (f"| {'method':<24} | {'seeds':>5} | {'Acc@1':>23} | {'Acc@5':>23} | {'KNN dist':>24} | {'s / rec':>7} "
               f"| {'prior s':>7} | {'prior FID':>9} | {'surrogate agreement (public / private)':<38} "

@@ -37,7 +37,7 @@ class ArtifactKeys:
     * ``"surrogate"``, ``"answer-surrogate"``: surrogate ``index`` distilled from ``target`` (None: the
       workbench's), from its answers below white-box;
     * ``"p-reg"``: the mean public feature of ``target``, or with ``index`` of that surrogate (the answer
-      surrogate's below white-box);
+      surrogate's below white-box), read at the input of module ``layer`` when one is named;
     * ``"<name>-prior"``: prior ``name`` of :data:`mi_art.priors.PRIORS` (its entry's ``key``), for ``target``
       when it is made per target; ``"<name>-prior-quality"``: its FID judged by ``evaluator``;
     * ``"independent-descriptors"``: dlib's descriptors of the private training images.
@@ -143,11 +143,14 @@ class ArtifactKeys:
         return {**self._surrogate(index, target), "access": c.access, "max_queries": c.max_queries,
                 "defense": RENAMED_DEFENSES.old(c.defense), "defense_params": dict(c.defense_params)}
 
-    def _p_reg(self, target: Optional[nn.Module] = None, index: Optional[int] = None) -> Dict[str, Any]:
+    def _p_reg(self, target: Optional[nn.Module] = None, index: Optional[int] = None,
+               layer: Optional[str] = None) -> Dict[str, Any]:
         if index is None:
-            return {"target": self._target(target), "version": 3}
-        surrogate = self._surrogate if self.config.access == "white-box" else self._answer_surrogate
-        return {"surrogate": surrogate(index, target), "version": 1}
+            key = {"target": self._target(target), "version": 3}
+        else:
+            surrogate = self._surrogate if self.config.access == "white-box" else self._answer_surrogate
+            key = {"surrogate": surrogate(index, target), "version": 1}
+        return key if layer is None else {**key, "feature_layer": layer}
 
     def _prior(self, name: str, target: Optional[nn.Module] = None) -> Dict[str, Any]:
         spec = get_prior(name)

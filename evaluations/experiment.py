@@ -105,7 +105,7 @@ def variant_models(bench: Workbench, estimator: Any, unit_target: nn.Module,
             weak.extend([warned] if warned else [])
         warn_weak(weak)
         notes.extend(weak)
-        p_reg = bench.surrogate_p_reg(unit_target, 0, surrogates[0]) if use_lom else None
+        p_reg = bench.surrogate_p_reg(unit_target, 0, surrogates[0], c.feature_layer) if use_lom else None
         if use_lom and use_ma and c.regularise_surrogates and len(surrogates) > 1:
             surrogate_p_reg = [bench.surrogate_p_reg(unit_target, i, s) for i, s in enumerate(surrogates) if i]
     else:
@@ -229,7 +229,7 @@ def _own_run(run: _Attacked, extra: Dict[str, Any], notes: List[str]) -> _Recons
     if c.n_candidates is not None:
         notes.append(f"n_candidates={c.n_candidates} was not used: {run.attack} selects no candidates (the GAN "
                      "attacks do)")
-    for name in ("search_views", "id_weight"):
+    for name in ("search_views", "id_weight", "feature_layer"):
         if getattr(c, name) is not None:
             notes.append(f"{name}={getattr(c, name)} was not used: {run.attack} searches no GAN prior's codes")
     images = run.target_view.to_unit(np.asarray(outcome.reconstructions, dtype=np.float32))
@@ -265,6 +265,11 @@ def _gan_search(run: _Attacked, extra: Dict[str, Any], notes: List[str]) -> _Rec
         extra["queries"] = sum(row["queries"] or 0 for row in extra["surrogates"]) + runner.queries_
     if "lom" in improvements:
         extra["reg_weight"], extra["reg_weights"] = runner.reg_weight_, runner.reg_weights_
+    if c.feature_layer is not None:
+        extra["feature_layer"] = c.feature_layer
+        if "lom" not in improvements:
+            notes.append(f"feature_layer={c.feature_layer!r} was not used: the variant {run.variant!r} has no "
+                         "p_reg (LOM's regulariser)")
     seconds = time.perf_counter() - start
     images = run.target_view.to_unit(np.asarray(recs, dtype=np.float32))  # the target's input space -> [0, 1]
     extra["feature_norms"] = feature_norms([run.unit_target, *models.surrogates], images, d.public.x)
@@ -280,6 +285,8 @@ def _search_arguments(c: ExperimentConfig, improvements: Any, models: VariantMod
                   batch_size=c.batch_size, seed=seed, verbose=c.verbose)
     if c.id_weight is not None:
         kwargs["id_weight"] = c.id_weight
+    if c.feature_layer is not None and models.p_reg is not None:
+        kwargs["feature_layer"] = c.feature_layer
     return kwargs
 
 

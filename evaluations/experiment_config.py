@@ -15,8 +15,8 @@ from mi_art.defenses.registry import RENAMED_DEFENSES
 from mi_art.training import AUGMENTATIONS
 from mi_art.variants import ALIGN_VIEWS, Variant, parse_variant
 
-from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, COUNT, FLAG, GAN_AUGMENTATIONS, ID_WEIGHT,
-                           INDEPENDENT_JUDGE, KEDMI_INITS, PRETRAIN_EPOCHS, SEARCH_VIEWS, SEED, SHARE, SURROGATE_DATA,
+from .config_rules import (ARCHITECTURE, ARCHITECTURE_LIST, ATTACK, COUNT, FEATURE_LAYER, FLAG, GAN_AUGMENTATIONS,
+                           ID_WEIGHT, INDEPENDENT_JUDGE, KEDMI_INITS, PRETRAIN_EPOCHS, SEARCH_VIEWS, SEED, SHARE, SURROGATE_DATA,
                            VARIANT, choice, gan_augment_for, optional_count)
 from .settings import Settings, accepts_earlier_names, setting
 
@@ -66,6 +66,12 @@ class ExperimentConfig:
     id_weight: Optional[float] = setting(
         None, ID_WEIGHT, "Weight of the identity loss against the prior's term in the GAN attacks' search.",
         none_means="each attack's own: 100 (the papers'), PLG-MI 1", in_id="when-set")
+    # LOMMA's p_reg (mi_art.estimate_p_reg) and the attack's feature_layer
+    feature_layer: Optional[str] = setting(
+        None, FEATURE_LAYER,
+        "The module of the inverted model (the target; below white-box the first surrogate) whose input is the "
+        "feature LOM's regulariser holds near p_reg, by its name in model.named_modules().",
+        none_means="the model's last nn.Linear: the penultimate feature, as the paper", in_id="when-set")
     batch_size: int = setting(60, COUNT, "Latent codes (GMI) or identities (KEDMI) optimised together.")
     target_arch: str = setting("cnn", ARCHITECTURE, "Architecture of the target.")
     judge_arch: str = setting("cnn-wide", ARCHITECTURE, "Architecture of the judges (the evaluation models).",

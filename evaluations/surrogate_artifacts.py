@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -103,14 +103,18 @@ class SurrogateArtifacts:
         return used, report, notes + weak
 
     def p_reg(self, target: nn.Module) -> torch.Tensor:
-        return self.cache.tensor("p-reg", self.key("p-reg", target=target),
-                                 lambda: estimate_p_reg(target, self.data.public.x))
+        """The target's mean public feature, at the configured ``feature_layer``."""
+        layer = self.config.feature_layer
+        return self.cache.tensor("p-reg", self.key("p-reg", target=target, layer=layer),
+                                 lambda: estimate_p_reg(target, self.data.public.x, feature_layer=layer))
 
-    def surrogate_p_reg(self, target: nn.Module, index: int, surrogate: nn.Module) -> torch.Tensor:
+    def surrogate_p_reg(self, target: nn.Module, index: int, surrogate: nn.Module,
+                        layer: Optional[str] = None) -> torch.Tensor:
         """The mean public feature of surrogate ``index`` (:meth:`surrogates`, or :meth:`answer_surrogates`
-        below white-box), for its own regulariser."""
-        return self.cache.tensor("p-reg", self.key("p-reg", target=target, index=index),
-                                 lambda: estimate_p_reg(surrogate, self.data.public.x))
+        below white-box), for its own regulariser; at the input of module ``layer`` (default: its last
+        ``nn.Linear``)."""
+        return self.cache.tensor("p-reg", self.key("p-reg", target=target, index=index, layer=layer),
+                                 lambda: estimate_p_reg(surrogate, self.data.public.x, feature_layer=layer))
 
     def api(self, target: nn.Module) -> Any:
         """The target as its users reach it: an ART ``PyTorchClassifier`` whose ``predict`` returns

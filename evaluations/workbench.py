@@ -16,6 +16,7 @@ from mi_art import make_classifier, train_classifier
 from mi_art.attacks import get_attack
 from mi_art.data import MIDataset, load_dataset
 from mi_art.face_recognizer import load_dlib_face_recognizer
+from mi_art.features import penultimate_layer
 from mi_art.models import PRETRAINED_FACE_ARCHS
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.priors import PRIORS, PUBLIC_PRIOR, get_prior, prior_samples, priors_needed, save_sample_grid
@@ -107,12 +108,26 @@ class Workbench(SurrogateArtifacts):
         for name, arch in archs:
             check_builds(f"{name}={arch!r}", lambda arch=arch: make_classifier(arch, ch, k, s), (2, ch, s, s),
                          (2, k), where)
+        self._check_feature_layer(ch, k, s)
         checked = set()
         for prior in self.priors_needed():  # each part of every prior the run trains or loads
             for what, build, shape_in, shape_out in get_prior(prior).size_checks(ch, s, k, c.gan_width):
                 if what not in checked:
                     checked.add(what)
                     check_builds(what, build, shape_in, shape_out, where)
+
+    def _check_feature_layer(self, channels: int, num_classes: int, size: int) -> None:
+        """A named ``feature_layer`` is a module of the model the attack inverts (the target at white-box, below it
+        the first surrogate), before anything is trained."""
+        c = self.config
+        if c.feature_layer is None:
+            return
+        field, arch = (("target_arch", c.target_arch) if c.access == "white-box" or not c.surrogate_archs
+                       else ("surrogate_archs[0]", c.surrogate_archs[0]))
+        try:
+            penultimate_layer(make_classifier(arch, channels, num_classes, size), c.feature_layer)
+        except ValueError as error:
+            raise ValueError(f"{error} ({arch!r}, the model inverted, is the configuration's {field})") from None
 
     def priors_needed(self) -> Tuple[str, ...]:
         """The priors a run of the config trains or loads: its attack's, those that one starts from, and the

@@ -26,7 +26,8 @@ FAST = dict(augment="none", batch_size=64)
 #: config fields added since the cells' ids were first computed: left out of an id while at their default
 NEW_FIELDS = ("target_pretrain_epochs", "judge_pretrain_epochs", "surrogate_pretrain_epochs", "judges",
               "min_surrogate_agreement", "regularise_surrogates", "plgmi_steps", "access", "max_queries",
-              "mixed_precision", "independent_judge", "n_candidates", "search_views", "id_weight")
+              "mixed_precision", "independent_judge", "n_candidates", "search_views", "id_weight",
+              "feature_layer")
 
 
 @pytest.fixture(scope="module")

@@ -344,7 +344,7 @@ class _Bench:
     def __init__(self, access: str):
         from types import SimpleNamespace
 
-        self.config = SimpleNamespace(access=access, max_queries=500, regularise_surrogates=True)
+        self.config = SimpleNamespace(access=access, max_queries=500, regularise_surrogates=True, feature_layer=None)
         self.asked = []
 
     def _ask(self, what, value):
@@ -360,7 +360,7 @@ class _Bench:
     def surrogate_report(self, target, surrogates):
         return self._ask("surrogate_report", [{"arch": "cnn", "agreement_public_heldout": a} for a in (0.9, 0.3)])
 
-    def surrogate_p_reg(self, target, index, surrogate):
+    def surrogate_p_reg(self, target, index, surrogate, layer=None):
         return self._ask("surrogate_p_reg", f"p_reg of {surrogate} ({index})")
 
     def checked_surrogates(self, target):
@@ -401,3 +401,50 @@ def test_variant_models_inverts_the_learnt_surrogates_below_white_box():
         models = variant_models(bench, "estimator", "target", M.parse_variant("lomma"))
     assert models.surrogates == ["learnt 0", "learnt 1"] and models.surrogate_p_reg == ["p_reg of learnt 1 (1)"]
     assert len(models.notes) == 1 and "surrogate 1 (cnn)" in models.notes[0]
+
+
+# --------------------------------------------------------------------------- p_reg's feature layer
+
+
+@pytest.mark.parametrize("access", ["white-box", "black-box"])
+def test_the_feature_layer_reaches_p_reg_and_the_attack(pipeline, access):
+    """``feature_layer`` names where LOM's regulariser reads the inverted model (the target; below white-box the
+    first surrogate): p_reg is that module's input, keyed apart from the penultimate one, and the attack is told."""
+    got, bench = pipeline("lom", access=access, feature_layer="embed.1")
+    default, _ = pipeline("lom", access=access)
+    assert got["feature_layer"] == "embed.1" and "feature_layer" not in default
+    width = 32 if access == "white-box" else 16  # cnn's or cnn-small's one block at 8 px, pooled to 4 x 4
+    assert got["p_reg"].numel() == width * 4 * 4 != default["p_reg"].numel()
+    target = bench.target()
+    keys = ([bench.key("p-reg", target=target, layer="embed.1"), bench.key("p-reg", target=target)]
+            if access == "white-box" else
+            [bench.key("p-reg", target=target, index=0, layer="embed.1"), bench.key("p-reg", target=target, index=0)])
+    assert keys[0] == {**keys[1], "feature_layer": "embed.1"}
+
+
+def test_a_feature_layer_the_inverted_model_lacks_is_refused_before_training(digits):
+    from mi_art.evaluations import experiment as E
+
+    with pytest.raises(ValueError, match=r"feature_layer='fc9'.*sub-modules are .*embed\.1.*'cnn', the model "
+                                         r"inverted, is the configuration's target_arch"):
+        E.Workbench(E.ExperimentConfig(feature_layer="fc9"), data=digits)
+    with pytest.raises(ValueError, match=r"'cnn-small', the model inverted, is the configuration's "
+                                         r"surrogate_archs\[0\]"):
+        E.Workbench(E.ExperimentConfig(feature_layer="fc9", access="black-box", max_queries=None), data=digits)
+    with pytest.raises(ValueError, match="feature_layer must be the name of a sub-module"):
+        E.ExperimentConfig(feature_layer="").validate()
+
+
+def test_a_feature_layer_without_p_reg_is_said_unused(pipeline, digits, tmp_path):
+    from mi_art.evaluations import experiment as E
+    from mi_art.evaluations.cache import ArtifactCache
+
+    got, _ = pipeline("ma", feature_layer="embed.1")
+    assert "feature_layer" not in got and got["p_reg"] is None
+    config = E.ExperimentConfig(variant="baseline", feature_layer="embed.1", target_epochs=1, judge_epochs=1,
+                                gmi_steps=2, iterations=2, n_reconstructions=1, gan_width=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record = E.run_attack(E.Workbench(config, ArtifactCache(tmp_path), data=digits))
+    assert record["feature_layer"] == "embed.1"
+    assert "feature_layer='embed.1' was not used: the variant 'baseline' has no p_reg" in " ".join(record["warnings"])
