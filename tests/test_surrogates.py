@@ -3,6 +3,7 @@ the best student), and never left out, nor used weak, without a warning."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,8 +218,8 @@ def _pinned_distillations():
     """Six distillations of fixed seeds on random 8x8 images, one per path of ``distill_surrogate`` (a module's
     KL with a generator, a split of public_x and a halved learning rate; the best student kept, on val_x at another
     temperature; an oracle's scores until its budget runs out; early stopping; label-only answers; an API that
-    fails for good), each summarised by its student's weights, its scores on val, its warnings and the oracle's
-    counts."""
+    fails for good), each summarised by its student's weights, its scores on val, its warnings (and the file they
+    are attributed to: the caller's) and the oracle's counts."""
     from art.estimators.classification import BlackBoxClassifier
 
     def teacher():  # confident: its logits scaled up
@@ -258,7 +259,7 @@ def _pinned_distillations():
             "weights": {k: [float(v.sum()), float(v.abs().sum())] for k, v in model.state_dict().items()},
             "val_scores": [float(scores.sum()), float(scores.abs().sum())],
             "training": model.training,
-            "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
+            "warnings": [f"{w.category.__name__} at {Path(w.filename).name}: {w.message}" for w in caught],
             "oracle": ([target.calls, target.queries, target.failed_calls]
                        if isinstance(target, M.PredictOracle) else None)}
     return out
