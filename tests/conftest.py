@@ -6,6 +6,7 @@ Private identities are digits 0-4 (5 classes, chance 0.2), public images are dig
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,12 @@ def assert_same(got, expected, where="output"):
 
 
 def assert_matches_golden(got, name: str) -> None:
-    """``got``, through JSON, is what ``tests/golden/<name>`` pinned (:func:`assert_same`)."""
-    assert_same(json.loads(json.dumps(got)), json.loads((GOLDEN / name).read_text()), name)
+    """``got``, through JSON, is what ``tests/golden/<name>`` pinned (:func:`assert_same`); with
+    ``MI_ART_WRITE_GOLDEN=1`` it is written there instead (only for an intended change)."""
+    got = json.loads(json.dumps(got))
+    if os.environ.get("MI_ART_WRITE_GOLDEN"):
+        (GOLDEN / name).write_text(json.dumps(got, indent=1) + "\n")
+    assert_same(got, json.loads((GOLDEN / name).read_text()), name)
 
 
 @pytest.fixture(scope="session")

@@ -139,3 +139,114 @@ def test_process_executor_spawns_no_pool_when_every_cell_is_done(tmp_path, monke
                          echo=lambda s: None)
     assert [r["variant"] for r in rows] == ["baseline", "lomma"]
     assert list(executors._run_process([], str(out), None, verbose=False, threads=None, device=None)) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# What evaluate_grid says and returns, pinned
+# --------------------------------------------------------------------------------------------------
+
+_PINNED_GRID = {"name": "pinned", "attacks": ["gmi"], "variants": ["baseline", "lomma"], "seeds": [0, 1, 2],
+                "datasets": [{"name": "digits"}], "defenses": [{"name": "none"}]}
+
+
+def _pinned_row(cell, acc1: float) -> dict:
+    from mi_art.evaluations.rows import ROW_KEYS
+
+    return {**dict.fromkeys(ROW_KEYS), "cell_id": cell.id, "index": cell.index, "dataset": "digits",
+            "defense": "none", "defense_params": {}, "defense_label": "none", "attack": "gmi",
+            "variant": cell.config.variant, "seed": cell.config.attack_seed, "artifact_seed": 0, "acc@1": acc1,
+            "acc@1_std": 0.1, "n_classes": 5, "natural_accuracy": 0.9, "cell_seconds": 1.5,
+            "warnings": ["a weak judge"] if acc1 < 0.3 else []}
+
+
+def _pinned_attacks(outcomes: dict):
+    """A stand-in for each cell's attack, by the cell's position in the grid: its Acc@1 (the row saved as the real
+    one is), an error raised, ("finished elsewhere", Acc@1): another process holds the cell and saves its row
+    meanwhile, or ("left", Acc@1): another process holds the cell and stops without finishing it."""
+    from mi_art.evaluations.claims import CellClaimed
+    from mi_art.utils import write_atomic
+
+    seen = set()
+
+    def attack(cell, out_dir, cache_dir, **kwargs):
+        outcome = outcomes[cell.index]
+        json_path, _ = executors.cell_paths(out_dir, cell.id)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if isinstance(outcome, tuple) and (outcome[0] == "finished elsewhere" or cell.id not in seen):
+            seen.add(cell.id)
+            if outcome[0] == "finished elsewhere":
+                write_atomic(json_path, json.dumps(_pinned_row(cell, outcome[1])))
+            raise CellClaimed(cell.id, {"pid": 4242, "host": "elsewhere", "started": "then"})
+        row = _pinned_row(cell, outcome[1] if isinstance(outcome, tuple) else outcome)
+        write_atomic(json_path, json.dumps(row))
+        return row
+
+    return attack
+
+
+def _transcript(tmp_path, monkeypatch, name: str, outcomes: dict, done: tuple = (), executor: str = "local"):
+    """evaluate_grid on the pinned grid: its lines (timings masked, paths relative), what it raised, the rows it
+    returned, grid.json, and the reports it rendered."""
+    import re
+
+    from mi_art.evaluations import report as report_module
+
+    out = tmp_path / name
+    grid = Grid.from_dict(_PINNED_GRID)
+    (out / "cells").mkdir(parents=True)
+    for cell in grid.cells():
+        if cell.index in done:
+            (out / "cells" / f"{cell.id}.json").write_text(json.dumps(_pinned_row(cell, 0.5)))
+    monkeypatch.setattr(executors, "_attack_cell", _pinned_attacks(outcomes))
+    monkeypatch.setattr(executors, "CLAIM_POLL_SECONDS", 0.0)
+    rendered: list = []
+
+    def render_report(folder):
+        rendered.append(len(list(Path(folder, "cells").glob("*.json"))))
+        return [Path(folder) / "report.md"]
+
+    monkeypatch.setattr(report_module, "render_report", render_report)
+    lines: list = []
+    raised, rows = None, None
+    try:
+        rows = evaluate_grid(grid, out, executor=executor, validate=False, progress=False, echo=lines.append)
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - what it raises is pinned
+        raised = f"{type(err).__name__}: {err}"
+
+    def masked(text: str) -> str:
+        text = text.replace(str(out.resolve()), "<out>").replace(str(tmp_path.resolve()), "<tmp>")
+        text = re.sub(r"about .+? at this run's pace", "about <t> at this run's pace", text)
+        return re.sub(r" in \d+\.\d s$", " in <t> s", text)
+
+    grid_json = json.loads((out / "grid.json").read_text())
+    grid_json["cache_dir"] = masked(grid_json["cache_dir"])
+    return {"lines": [masked(line) for line in lines], "raised": raised and masked(raised),
+            "rows": rows, "grid.json": grid_json, "rendered": rendered}
+
+
+def test_what_evaluate_grid_says_and_returns_is_pinned(tmp_path, monkeypatch):
+    """evaluate_grid's lines, rows, errors, grid.json and report, on stand-in attacks: a resumed grid with a cell
+    that fails, one another process finishes and one it left unfinished; the same grid finished; a full disk;
+    Ctrl-C; a grid with nothing to run; and the cells spread over target groups for another executor. Pinned in
+    tests/golden/evaluate_grid.json."""
+    from conftest import assert_matches_golden
+
+    from mi_art.utils import DiskFullError
+
+    disk_full = DiskFullError(tmp_path / "full" / "cell.json", 1234, 0)
+    got = {
+        "failures, claims": _transcript(tmp_path, monkeypatch, "a", {1: 0.6, 2: ValueError("bad cell"),
+                                                                     3: ("finished elsewhere", 0.7), 4: 0.2,
+                                                                     5: ("left", 0.8)},
+                                        done=(0,)),
+        "finished": _transcript(tmp_path, monkeypatch, "b", {2: 0.4, 5: 0.8}, done=(0, 1, 3, 4)),
+        "disk full": _transcript(tmp_path, monkeypatch, "c", {0: 0.6, 1: disk_full, 2: 0.1}),
+        "ctrl-c": _transcript(tmp_path, monkeypatch, "d", {1: 0.6, 2: KeyboardInterrupt()}, done=(0,)),
+        "process, nothing to run": _transcript(tmp_path, monkeypatch, "e", {}, done=tuple(range(6)),
+                                               executor="process"),
+    }
+    monkeypatch.setitem(executors._RUNNERS, "process", executors._run_local)  # in this process, in its order
+    got["process, spread"] = _transcript(tmp_path, monkeypatch, "f", {i: 0.1 * i for i in range(6)},
+                                         executor="process")
+    assert_matches_golden(got, "evaluate_grid.json")
