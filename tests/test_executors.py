@@ -9,6 +9,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -250,3 +251,115 @@ def test_what_evaluate_grid_says_and_returns_is_pinned(tmp_path, monkeypatch):
     got["process, spread"] = _transcript(tmp_path, monkeypatch, "f", {i: 0.1 * i for i in range(6)},
                                          executor="process")
     assert_matches_golden(got, "evaluate_grid.json")
+
+
+# --------------------------------------------------------------------------------------------------
+# A cell's row and images, pinned
+# --------------------------------------------------------------------------------------------------
+
+
+class _PinnedSplit:
+    def __init__(self, x, y) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class _PinnedData:
+    """What a cell reads of its data: the private identities' names, images and training split."""
+
+    num_classes = 3
+    private_identities = ["ann", "bob", "cy"]
+
+    def __init__(self) -> None:
+        y = np.repeat(np.arange(3), 4)
+        self.private_train = _PinnedSplit(None, y[:9])
+        self._all = _PinnedSplit(np.arange(12 * 4, dtype=np.float32).reshape(12, 1, 2, 2) / 48, y)
+
+    def private_all(self):
+        return self._all
+
+
+def _pinned_result(samples: bool) -> dict:
+    """What run_attack returns, every declared metric included (figures by their order), with a NaN among them."""
+    from mi_art.evaluations.metric_facts import metric_facts
+
+    result = {}
+    for i, m in enumerate(metric_facts()):
+        for j, column in enumerate(m.columns):
+            result[m.result_key + column[len(m.name):]] = round(0.01 * (i + 1) + 0.001 * j, 4)
+    result[metric_facts()[3].result_key] = float("nan")
+    result.update(attack="gmi", variant="lomma", n_judges=2, n_identities=2, n_reconstructions=4, n_candidates=3,
+                  iterations=7, num_classes=3, threads=1, thread_setting="1", usable_cpus=2,
+                  warnings=["weak judge"], surrogates=[{"agreement": 0.5}], prior={"fid": 40.0},
+                  per_identity=[{"identity": 0, "acc@1": 1.0}], reconstructions=np.full((4, 1, 2, 2), 0.25),
+                  labels=np.array([0, 0, 2, 2]), **{"chance@1": 0.34})
+    if samples:
+        result["prior_samples"] = np.full((2, 1, 2, 2), 0.5)
+    return result
+
+
+def _pinned_cell(tmp_path, monkeypatch, name: str, *, access: str, record: dict, samples: bool, threads=None):
+    """_attack_cell on a stand-in workbench and attack: its row (the host, process and times masked), the row it
+    saved, its images, and how it built the workbench."""
+    import dataclasses
+
+    from mi_art.evaluations import experiment
+
+    calls: dict = {}
+
+    class Bench:
+        def __init__(self, config, cache, data, checked):
+            changed = {k: v for k, v in config.to_dict().items() if cell.config.to_dict().get(k, "absent") != v}
+            calls["bench"] = {"config changed": changed, "cache": type(cache).__name__, "checked": checked}
+            self.data, self.defense_record = data, record
+
+        def target(self):
+            return "target"
+
+        def evaluators(self):
+            return ["judge"]
+
+    def run_attack(bench, target, evaluator):
+        calls["run_attack"] = [target, evaluator]
+        return _pinned_result(samples)
+
+    monkeypatch.setattr(experiment, "Workbench", Bench)
+    monkeypatch.setattr(experiment, "run_attack", run_attack)
+    monkeypatch.setattr(executors, "load_data", lambda *args: calls.setdefault("load_data", list(args))
+                        and _PinnedData())
+    monkeypatch.setattr(executors, "set_threads", lambda value: calls.setdefault("set_threads", value))
+    cell = Grid.from_dict(_PINNED_GRID).cells()[1]
+    cell = dataclasses.replace(cell, config=dataclasses.replace(cell.config, access=access), form="paper")
+    config = {**cell.config.to_dict(), "device": "cpu"}  # the row's config: the cell's on the device, no verbose
+    config.pop("verbose")
+    out = tmp_path / name
+    row = executors._attack_cell(cell, out, tmp_path / "cache", verbose=True, threads=threads, device="cpu",
+                                 echo=None)
+    json_path, npz_path = executors.cell_paths(out, cell.id)
+    saved = json.loads(json_path.read_text())
+    masked = {}
+    for key, value in row.items():
+        assert key not in ("cell_seconds", "finished_at", "host", "pid") or value is not None, key
+        masked[key] = f"<{type(value).__name__}>" if key in ("cell_seconds", "finished_at", "host", "pid") else value
+    assert row["config"] == config
+    masked["config"] = "<the cell's config on the device>"
+    with np.load(npz_path) as npz:
+        images = {k: [str(v.dtype), list(v.shape), v.tolist() if v.dtype.kind in "iU" else float(v.sum())]
+                  for k, v in npz.items()}
+    return {"row": masked, "saved is the row": saved == json.loads(json.dumps(row, default=str)),
+            "images": images, "calls": calls}
+
+
+def test_a_cells_row_and_images_are_pinned(tmp_path, monkeypatch):
+    """_attack_cell's row (every key in order, the declared metrics copied, chance and n/a by the judge's classes, the
+    access level in the attack's name, the defense's record), the JSON it saves and the images beside it, on a
+    stand-in workbench and attack. Pinned in tests/golden/attack_cell.json."""
+    from conftest import assert_matches_golden
+
+    dp = {"defense": "dp-sgd", "epsilon": 3.5, "delta": 1e-5, "accountant": "rdp"}
+    got = {"white-box": _pinned_cell(tmp_path, monkeypatch, "a", access="white-box", record={}, samples=False),
+           "black-box, DP, prior samples": _pinned_cell(tmp_path, monkeypatch, "b", access="black-box", record=dp,
+                                                        samples=True, threads=2)}
+    assert_matches_golden(got, "attack_cell.json")
