@@ -177,6 +177,15 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     bench = Workbench(config, LockingArtifactCache(cache_dir, stages=stages), data=data, checked=True)
     target, judges = bench.target(), bench.evaluators()
     result = run_attack(bench, target=target, evaluator=judges)
+    row = _row_columns(cell, config, bench, result, time.perf_counter() - start)
+    row.update(_run_details(cell, config, bench, result))
+    _write_cell_files(cell, out_dir, bench, result, row)
+    return row
+
+
+def _row_columns(cell: Cell, config: Any, bench: Any, result: Dict[str, Any], seconds: float) -> Dict[str, Any]:
+    """The cell's columns of the results table (:data:`~mi_art.evaluations.rows.ROW_KEYS`), normalised: what ran,
+    every declared metric, the sizes, and Acc@k against the judge's chance."""
     record = bench.defense_record or {}
     row: Dict[str, Any] = {
         "cell_id": cell.id, "dataset": cell.dataset_label, "dataset_kind": config.dataset, "defense": config.defense,
@@ -188,7 +197,7 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
         "artifact_seed": config.seed, "form": cell.form,
         **row_figures(result),  # every declared metric, under the row's names (metric_facts)
         "n_judges": int(result["n_judges"]),
-        "cell_seconds": time.perf_counter() - start,
+        "cell_seconds": seconds,
         "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
         "n_candidates": result.get("n_candidates"), "search_views": result.get("search_views"),
         "iterations": result["iterations"],
@@ -196,23 +205,32 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
         "n_classes": int(result.get("num_classes", bench.data.num_classes)),
     }
     row.update({f"chance@{k}": result[f"chance@{k}"] for k in TOP_K if result.get(f"chance@{k}") is not None})
-    row = normalise_row(row)
-    if record:
-        row["defense_record"] = record
-    row["config"] = {k: v for k, v in config.to_dict().items() if k not in ("verbose",)}
-    row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    row["host"], row["pid"] = socket.gethostname(), os.getpid()
-    row.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus", "independent_judge", "independent",
-                                       "independent_shares", "panel_shares") if k in result})
-    # what the single run's record holds beside its metrics: every warning it gave, each surrogate's agreement
-    # with the target, the prior's quality; and N, against which the report reads DP's delta
-    row["warnings"] = list(result["warnings"])
-    row.update({k: result.get(k) for k in ("surrogates", "prior")})
-    row["n_train"] = len(bench.data.private_train)
-    row["per_identity"] = result.get("per_identity")  # who is exposed: each attacked identity's figures
-    row["index"] = cell.index
+    return normalise_row(row)
 
-    # reconstructions and a few real private images of the attacked identities, for the figures
+
+def _run_details(cell: Cell, config: Any, bench: Any, result: Dict[str, Any]) -> Dict[str, Any]:
+    """What the row holds beside its columns: the defense's record, the config, where and when it ran, its threads,
+    and what the single run's record holds beside its metrics."""
+    record = bench.defense_record or {}
+    details: Dict[str, Any] = {"defense_record": record} if record else {}
+    details["config"] = {k: v for k, v in config.to_dict().items() if k not in ("verbose",)}
+    details["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    details["host"], details["pid"] = socket.gethostname(), os.getpid()
+    details.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus", "independent_judge",
+                                           "independent", "independent_shares", "panel_shares") if k in result})
+    # every warning the run gave, each surrogate's agreement with the target, the prior's quality; and N, against
+    # which the report reads DP's delta
+    details["warnings"] = list(result["warnings"])
+    details.update({k: result.get(k) for k in ("surrogates", "prior")})
+    details["n_train"] = len(bench.data.private_train)
+    details["per_identity"] = result.get("per_identity")  # who is exposed: each attacked identity's figures
+    details["index"] = cell.index
+    return details
+
+
+def _write_cell_files(cell: Cell, out_dir: PathLike, bench: Any, result: Dict[str, Any], row: Dict[str, Any]) -> None:
+    """The cell's images (its reconstructions, two real private images of each attacked identity, the prior's
+    samples), then its row: its JSON file marks the cell done."""
     recs, labels = np.asarray(result["reconstructions"], np.float32), np.asarray(result["labels"], np.int64)
     priv = bench.data.private_all()
     keep = np.concatenate([np.flatnonzero(priv.y == k)[:2] for k in np.unique(labels)]).astype(np.int64)
@@ -222,7 +240,6 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     _write_npz_atomic(npz_path, reconstructions=recs, labels=labels, real_x=priv.x[keep], real_y=priv.y[keep],
                       identity_names=np.asarray(bench.data.private_identities, dtype=str), **samples)
     write_atomic(json_path, json.dumps(row, indent=1, sort_keys=False, default=str))
-    return row
 
 
 def _ray_run_cell(cell: Dict[str, Any], out_dir: str, cache_dir: Optional[str], verbose: bool,
