@@ -548,81 +548,113 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     out = Path(out_dir).resolve()
     cache = Path(cache_dir).resolve() if cache_dir is not None else out / "cache"
     cells = grid.cells()
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "grid.json", json.dumps({"grid": grid.to_dict(), "cells": [
-        {"id": c.id, "index": c.index, "dataset": c.dataset_label, "defense_label": c.defense_label,
-         "attack": c.config.attack, "variant": c.config.variant, "seed": c.config.attack_seed, "form": c.form}
-        for c in cells],
-        "cache_dir": str(cache)}, indent=1))
+    _write_grid_json(out, grid, cells, cache)
     done = completed_cells(out, [c.id for c in cells])
     todo = [c for c in cells if c.id not in done]
     echo(f"{len(cells)} cells in the grid, {len(done)} already done, {len(todo)} to run "
          f"(executor {executor}, cache {cache})")
-    if executor != "local":
-        todo = _spread(todo)
-    failures: List[Tuple[Cell, BaseException]] = []
-    full: Optional[DiskFullError] = None
-    waiting: Dict[str, Cell] = {}  # claimed by another process
     bar = tqdm(total=len(cells), initial=len(done), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
-    write = bar.write if progress else echo
-    started, ran_here = time.perf_counter(), [0]
-
-    def finished(cell: Cell, row: Dict[str, Any]) -> None:
-        bar.update(1)
-        done[cell.id] = row = {**row, "form": cell.form}  # a saved row of the same work may name another form
-        ran_here[0] += 1
-        write(summary_line(row))
-        left = len(cells) - len(done) - len(failures)
-        if left:
-            pace = (time.perf_counter() - started) / ran_here[0]
-            write(f"{len(done)} of {len(cells)} cells done; {left} left, about {format_seconds(pace * left)} at this "
-                  "run's pace so far (cells that share trained artifacts go faster)")
-
+    run = _GridRun(out, cells, done, bar, bar.write if progress else echo)
     try:
-        while todo and full is None:
-            # nothing to run: start no worker pool and no Ray instance
-            runner = _RUNNERS[executor](todo, str(out), str(cache), verbose=verbose, threads=threads, device=device,
-                                        workers=workers, address=address, gpus_per_task=gpus_per_task,
-                                        cpus_per_task=cpus_per_task, echo=write)
-            for cell, row, err in runner:
-                claimed = find_claimed(err)
-                if claimed is not None:
-                    waiting[cell.id] = cell
-                    write(f"{cell.id}: {claimed}")
-                    continue
-                if err is not None:
-                    bar.update(1)
-                    failures.append((cell, err))
-                    write(f"FAILED {cell.tag}: {type(err).__name__}: {err}")
-                    full = find_disk_full(err)
-                    if full is not None:  # every later cell would fail too: stop, keeping what is saved
-                        break
-                    continue
-                assert row is not None
-                json_path, _ = cell_paths(out, cell.id)
-                if not json_path.is_file():  # a worker whose file system the driver does not see
-                    write_atomic(json_path, json.dumps(row, indent=1, default=str))
-                finished(cell, row)
-            todo = [] if full is not None else _wait_for_claims(out, waiting, finished, write)
+        run.run(todo if executor == "local" else _spread(todo), executor, str(cache),
+                dict(verbose=verbose, threads=threads, device=device, workers=workers, address=address,
+                     gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task))
     except KeyboardInterrupt:
         bar.close()
         _say_interrupted(out, cells, done, echo, report)
         raise GridInterrupted() from None
     finally:
         bar.close()
-    if full is not None:
-        raise GridRunError(f"{full}. The grid stopped there: {len(done)} of {len(cells)} cells are finished and "
-                           f"saved under {out / 'cells'}; the report was not rendered")
+    run.raise_if_disk_full()
     rows = [{**done[c.id], "form": c.form} for c in cells if c.id in done]
     if report and rows:
-        from .report import render_report
-
-        echo(f"rendering the report of {len(rows)} cells (tables, figures, one image grid per cell) ...")
-        report_start = time.perf_counter()
-        paths = render_report(out)
-        echo(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - report_start:.1f} s")
-    if failures:
-        lines = "\n".join(f"  {c.id} {c.tag}: {type(e).__name__}: {e}" for c, e in failures)
-        raise GridRunError(f"{len(failures)} of {len(cells)} cells failed (the others are saved; run the same "
-                           f"command again to retry):\n{lines}")
+        _render_grid_report(out, rows, echo)
+    run.raise_if_failed()
     return rows
+
+
+def _write_grid_json(out: Path, grid: Grid, cells: Sequence[Cell], cache: Path) -> None:
+    """``<out>/grid.json``: the grid, each cell's id and what it runs, and the cache it uses."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "grid.json", json.dumps({"grid": grid.to_dict(), "cells": [
+        {"id": c.id, "index": c.index, "dataset": c.dataset_label, "defense_label": c.defense_label,
+         "attack": c.config.attack, "variant": c.config.variant, "seed": c.config.attack_seed, "form": c.form}
+        for c in cells],
+        "cache_dir": str(cache)}, indent=1))
+
+
+class _GridRun:
+    """The cells of a grid as an executor runs them: the rows done, the failures, the cells other processes hold,
+    a full disk, and a line on the console for each."""
+
+    def __init__(self, out: Path, cells: Sequence[Cell], done: Dict[str, Dict[str, Any]], bar: Any,
+                 write: Callable[[str], None]) -> None:
+        self.out, self.cells, self.done, self.bar, self.write = out, cells, done, bar, write
+        self.failures: List[Tuple[Cell, BaseException]] = []
+        self.full: Optional[DiskFullError] = None
+        self.waiting: Dict[str, Cell] = {}  # claimed by another process
+        self.started, self.ran_here = time.perf_counter(), 0
+
+    def run(self, todo: List[Cell], executor: str, cache: str, settings: Dict[str, Any]) -> None:
+        """Run ``todo`` on ``executor``, then the cells other processes held and left, until none is left to run
+        here or the disk is full."""
+        while todo and self.full is None:
+            # nothing to run: start no worker pool and no Ray instance
+            for cell, row, err in _RUNNERS[executor](todo, str(self.out), cache, **settings, echo=self.write):
+                self.take(cell, row, err)
+                if self.full is not None:  # every later cell would fail too: stop, keeping what is saved
+                    break
+            todo = [] if self.full is not None else _wait_for_claims(self.out, self.waiting, self.finished,
+                                                                     self.write)
+
+    def take(self, cell: Cell, row: Optional[Dict[str, Any]], err: Optional[BaseException]) -> None:
+        """One outcome of the executor: a cell another process holds (waited for), a failure, or a row."""
+        claimed = find_claimed(err)
+        if claimed is not None:
+            self.waiting[cell.id] = cell
+            self.write(f"{cell.id}: {claimed}")
+            return
+        if err is not None:
+            self.bar.update(1)
+            self.failures.append((cell, err))
+            self.write(f"FAILED {cell.tag}: {type(err).__name__}: {err}")
+            self.full = find_disk_full(err)
+            return
+        assert row is not None
+        json_path, _ = cell_paths(self.out, cell.id)
+        if not json_path.is_file():  # a worker whose file system the driver does not see
+            write_atomic(json_path, json.dumps(row, indent=1, default=str))
+        self.finished(cell, row)
+
+    def finished(self, cell: Cell, row: Dict[str, Any]) -> None:
+        """A cell's row, run here or by another process: its line, and how long the cells left will take."""
+        self.bar.update(1)
+        self.done[cell.id] = row = {**row, "form": cell.form}  # a saved row of the same work may name another form
+        self.ran_here += 1
+        self.write(summary_line(row))
+        left = len(self.cells) - len(self.done) - len(self.failures)
+        if left:
+            pace = (time.perf_counter() - self.started) / self.ran_here
+            self.write(f"{len(self.done)} of {len(self.cells)} cells done; {left} left, about "
+                       f"{format_seconds(pace * left)} at this run's pace so far (cells that share trained artifacts "
+                       "go faster)")
+
+    def raise_if_disk_full(self) -> None:
+        if self.full is not None:
+            raise GridRunError(f"{self.full}. The grid stopped there: {len(self.done)} of {len(self.cells)} cells are "
+                               f"finished and saved under {self.out / 'cells'}; the report was not rendered")
+
+    def raise_if_failed(self) -> None:
+        if self.failures:
+            lines = "\n".join(f"  {c.id} {c.tag}: {type(e).__name__}: {e}" for c, e in self.failures)
+            raise GridRunError(f"{len(self.failures)} of {len(self.cells)} cells failed (the others are saved; run "
+                               f"the same command again to retry):\n{lines}")
+
+
+def _render_grid_report(out: Path, rows: List[Dict[str, Any]], echo: Callable[[str], None]) -> None:
+    from .report import render_report
+
+    echo(f"rendering the report of {len(rows)} cells (tables, figures, one image grid per cell) ...")
+    report_start = time.perf_counter()
+    paths = render_report(out)
+    echo(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - report_start:.1f} s")
