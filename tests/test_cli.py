@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 import mi_art.evaluations.experiment as experiment
-import mi_art.evaluations.metrics as metrics
+import mi_art.evaluations.panel as panel
 from mi_art.evaluations.cli import main
 from mi_art.data import load_digits_data
 from mi_art.features import last_linear
@@ -63,7 +63,7 @@ def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant, mo
     targets, evaluators, judged = [], [], []
     _recording(monkeypatch, experiment.Workbench, "target", targets)
     _recording(monkeypatch, experiment.Workbench, "evaluator", evaluators)
-    _recording(monkeypatch, metrics, "attack_accuracy", judged)
+    _recording(monkeypatch, panel, "attack_accuracy", judged)  # the panel judges
     out = tmp_path / "run"
     args = ["attack", "--dataset", "digits", "--attack", attack, "--variant", variant, "--out", str(out),
             "--cache-dir", cache_dir, "--miface-iterations", "5", *TINY]

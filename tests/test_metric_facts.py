@@ -201,10 +201,10 @@ def test_the_judge_panel_averages_a_registered_metric_its_judges_compute(monkeyp
     import torch
     from torch import nn
 
-    from mi_art.evaluations import metrics
+    from mi_art.evaluations import metrics, panel as panel_module
 
-    measured = metrics.prdc
-    monkeypatch.setattr(metrics, "prdc", lambda real, fake: {**measured(real, fake), "toy_sharpness": 0.5})
+    measured = metrics.prdc  # the panel's judges compute it beside PRDC
+    monkeypatch.setattr(panel_module, "prdc", lambda real, fake: {**measured(real, fake), "toy_sharpness": 0.5})
     torch.manual_seed(0)
     judges = [nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)) for _ in range(2)]
     rng = np.random.default_rng(0)
