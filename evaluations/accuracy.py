@@ -14,21 +14,10 @@ from mi_art.validation import check_index_vector
 from .metric_inputs import ArrayLike, DeviceLike, ModelLike, checked_images
 
 
-def attack_accuracy(
-    model: ModelLike,
-    x: ArrayLike,
-    y: ArrayLike,
-    *,
-    rec_index: Optional[ArrayLike] = None,
-    top_k: Sequence[int] = (1, 5),
-    batch_size: int = 256,
-    device: DeviceLike = None,
-    output_index: Any = None,
-    test_x: Optional[ArrayLike] = None,
-    test_y: Optional[ArrayLike] = None,
-    target: ModelLike = None,
-    target_defended: bool = False,
-) -> Dict[str, Any]:
+def attack_accuracy(model: ModelLike, x: ArrayLike, y: ArrayLike, *, rec_index: Optional[ArrayLike] = None,
+                    top_k: Sequence[int] = (1, 5), batch_size: int = 256, device: DeviceLike = None,
+                    output_index: Any = None, test_x: Optional[ArrayLike] = None, test_y: Optional[ArrayLike] = None,
+                    target: ModelLike = None, target_defended: bool = False) -> Dict[str, Any]:
     """Attack accuracy: share of reconstructions that the evaluation model puts in the attacked class.
 
     Following the protocol, accuracy is computed separately for every reconstruction round (e.g. each
@@ -90,35 +79,42 @@ def attack_accuracy(
     check_index_vector("y", y, length=n, length_name="x", low=None)  # before the forward passes
     ks = _check_top_k(top_k)
     rounds = None if rec_index is None else check_index_vector("rec_index", rec_index, length=n, length_name="x")
+    _check_held_out(test_x, test_y, target)
+    logits = predict_logits(model, images, batch_size=batch_size, device=device, output_index=output_index)
+    labels = check_model_labels(y, logits.shape[1], length=n)
+    result = _accuracy_over_rounds(logits, torch.as_tensor(labels), ks, np.zeros(n, dtype=np.int64)
+                                   if rounds is None else rounds)
+    if test_x is not None:
+        result.update(_weak_models(model, test_x, test_y, logits.shape[1], target, target_defended,
+                                   batch_size=batch_size, device=device, output_index=output_index))
+    return result
+
+
+def _check_held_out(test_x: Optional[ArrayLike], test_y: Optional[ArrayLike], target: ModelLike) -> None:
+    """The held-out images and labels come together, and the target's accuracy only with them."""
     if (test_x is None) != (test_y is None):
         raise ValueError("give test_x and test_y together (held-out private images and their labels), or neither")
     if target is not None and test_x is None:
         raise ValueError("target's accuracy is measured on test_x and test_y: give them too")
-    logits = predict_logits(model, images, batch_size=batch_size, device=device, output_index=output_index)
+
+
+def _accuracy_over_rounds(logits: torch.Tensor, attacked: torch.Tensor, ks: Sequence[int],
+                          rounds: np.ndarray) -> Dict[str, Any]:
+    """Acc@k of every ``k`` in each reconstruction round, as their mean and population std, beside its chance
+    level; the number of classes, and each reconstruction's top-1 hit."""
     num_classes = logits.shape[1]
-    labels = check_model_labels(y, num_classes, length=n)
-
-    attacked = torch.as_tensor(labels)
-    max_k = min(max(ks), num_classes)
-    ranked = logits.topk(max_k, dim=1).indices  # (N, max_k), best first
+    ranked = logits.topk(min(max(ks), num_classes), dim=1).indices  # (N, max_k), best first
     hits = ranked == attacked[:, None]  # at most one True per row
-    if rounds is None:
-        rounds = np.zeros(n, dtype=np.int64)
     round_ids = np.unique(rounds)
-
     result: Dict[str, Union[float, np.ndarray]] = {}
     for k in ks:
-        k_eff = min(k, num_classes)
-        correct = hits[:, :k_eff].any(dim=1).numpy()
+        correct = hits[:, :min(k, num_classes)].any(dim=1).numpy()
         per_round = np.array([correct[rounds == r].mean() for r in round_ids], dtype=np.float64)
         result[f"acc@{k}"] = float(per_round.mean())
         result[f"acc@{k}_std"] = float(per_round.std())
         result[f"chance@{k}"] = chance_level(k, num_classes)
     result["num_classes"] = int(num_classes)
     result["per_sample_top1"] = hits[:, 0].numpy().astype(bool)
-    if test_x is not None:
-        result.update(_weak_models(model, test_x, test_y, num_classes, target, target_defended,
-                                   batch_size=batch_size, device=device, output_index=output_index))
     return result
 
 
