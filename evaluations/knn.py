@@ -16,18 +16,9 @@ from mi_art.validation import check_count
 from .metric_inputs import ArrayLike, DeviceLike, ModelLike, checked_images
 
 
-def knn_distance(
-    model: ModelLike,
-    x: ArrayLike,
-    y: ArrayLike,
-    private_x: ArrayLike,
-    private_y: ArrayLike,
-    *,
-    batch_size: int = 256,
-    device: DeviceLike = None,
-    feature_layer: Optional[str] = None,
-    output_index: Any = None,
-) -> Dict[str, Union[float, np.ndarray]]:
+def knn_distance(model: ModelLike, x: ArrayLike, y: ArrayLike, private_x: ArrayLike, private_y: ArrayLike, *,
+                 batch_size: int = 256, device: DeviceLike = None, feature_layer: Optional[str] = None,
+                 output_index: Any = None) -> Dict[str, Union[float, np.ndarray]]:
     """KNN distance: squared L2 distance, in ``E``'s penultimate feature space, from every
     reconstruction to the nearest private image of the same identity.
 
@@ -73,20 +64,30 @@ def knn_distance(
     labels = check_model_labels(y, num_classes, length=len(images))
     private_labels = check_model_labels(private_y, num_classes, "private_y", length=len(private),
                                         length_name="private_x")
-    missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(private_labels).tolist()))
-    if missing:
-        raise ValueError(
-            f"no private image for identity {missing[0]}" + (f" (nor for {missing[1:]})" if len(missing) > 1 else "")
-            + ": the KNN distance needs private images of every attacked identity"
-        )
+    _check_every_identity_has_private_images(labels, private_labels)
     device = device_for(view, device)
     attacked = np.isin(private_labels, labels)  # the other identities' images can be nobody's nearest
     private, private_labels = private[torch.from_numpy(attacked)], private_labels[attacked]
     with eval_mode(view):
         feats = extract_features(view, images, batch_size, device, layer=feature_layer).double().numpy()
         private_feats = extract_features(view, private, batch_size, device, layer=feature_layer).double().numpy()
+    per_sample = _nearest_squared_distances(feats, labels, private_feats, private_labels)
+    return {"knn_dist": float(per_sample.mean()), "knn_dist_std": float(per_sample.std()), "per_sample": per_sample}
 
-    per_sample = np.empty(len(images), dtype=np.float64)
+
+def _check_every_identity_has_private_images(labels: np.ndarray, private_labels: np.ndarray) -> None:
+    missing = sorted(set(np.unique(labels).tolist()) - set(np.unique(private_labels).tolist()))
+    if missing:
+        raise ValueError(
+            f"no private image for identity {missing[0]}" + (f" (nor for {missing[1:]})" if len(missing) > 1 else "")
+            + ": the KNN distance needs private images of every attacked identity"
+        )
+
+
+def _nearest_squared_distances(feats: np.ndarray, labels: np.ndarray, private_feats: np.ndarray,
+                               private_labels: np.ndarray) -> np.ndarray:
+    """For every feature row of ``feats``, the squared L2 distance to the nearest private one of its identity."""
+    per_sample = np.empty(len(feats), dtype=np.float64)
     for identity in np.unique(labels):
         rec_mask = labels == identity
         ref = private_feats[private_labels == identity]
@@ -94,8 +95,4 @@ def knn_distance(
         nearest = ref[nn_index[:, 0]]
         # recompute the squared distance exactly rather than squaring sklearn's rounded square root
         per_sample[rec_mask] = ((feats[rec_mask] - nearest) ** 2).sum(axis=1)
-    return {
-        "knn_dist": float(per_sample.mean()),
-        "knn_dist_std": float(per_sample.std()),
-        "per_sample": per_sample,
-    }
+    return per_sample
