@@ -3,7 +3,7 @@ distance (:func:`fid`, :func:`fid_eval_features` on the judge's penultimate feat
 density and coverage (:func:`prdc`) (:mod:`mi_art.evaluations.metrics`)."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -77,14 +77,8 @@ class _FidFeatureAdapter(nn.Module):
         return feats
 
 
-def fid(
-    fake_x: ArrayLike,
-    real_x: ArrayLike,
-    *misplaced: Any,
-    feature_extractor: Optional[nn.Module] = None,
-    batch_size: int = 256,
-    device: DeviceLike = None,
-) -> float:
+def fid(fake_x: ArrayLike, real_x: ArrayLike, *misplaced: Any, feature_extractor: Optional[nn.Module] = None,
+        batch_size: int = 256, device: DeviceLike = None) -> float:
     """Fréchet distance between the feature distributions of two image sets.
 
     Computed by ``torchmetrics.image.fid.FrechetInceptionDistance`` with ``feature_extractor`` as its
@@ -117,10 +111,7 @@ def fid(
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    if misplaced or isinstance(fake_x, nn.Module) or hasattr(fake_x, "predict") or feature_extractor is None:
-        raise ValueError("fid(fake_x, real_x, feature_extractor=...) takes the images first; for the FID on a "
-                         "model's features, model first as every other metric, use fid_eval_features(model, "
-                         "fake_x, real_x)")
+    _check_fid_call(fake_x, misplaced, feature_extractor)
     check_count("batch_size", batch_size)
     fake = checked_images(fake_x, "fake_x")
     real = checked_images(real_x, "real_x")
@@ -129,8 +120,7 @@ def fid(
             raise ValueError(f"FID needs at least 2 images on each side; {name} has {len(imgs)}")
     if not isinstance(feature_extractor, nn.Module):
         raise ValueError(f"feature_extractor must be a torch nn.Module, got {type(feature_extractor).__name__}")
-    device = device_for(feature_extractor, device)
-    adapter = _FidFeatureAdapter(feature_extractor, device, real[:1])
+    adapter = _FidFeatureAdapter(feature_extractor, device_for(feature_extractor, device), real[:1])
     # normalize=True: float images are expected; with a custom feature network torchmetrics passes them
     # through unchanged (no conversion to uint8).
     metric = FrechetInceptionDistance(feature=adapter, normalize=True, reset_real_features=True)
@@ -141,6 +131,15 @@ def fid(
     if np.isnan(value):
         raise ValueError("FID is NaN: the feature statistics are degenerate")
     return max(value, 0.0)
+
+
+def _check_fid_call(fake_x: Any, misplaced: Tuple[Any, ...], feature_extractor: Optional[nn.Module]) -> None:
+    """:func:`fid` takes the images first and the extractor by name; a model first (as the other metrics take
+    it) is pointed to :func:`fid_eval_features`."""
+    if misplaced or isinstance(fake_x, nn.Module) or hasattr(fake_x, "predict") or feature_extractor is None:
+        raise ValueError("fid(fake_x, real_x, feature_extractor=...) takes the images first; for the FID on a "
+                         "model's features, model first as every other metric, use fid_eval_features(model, "
+                         "fake_x, real_x)")
 
 
 def fid_eval_features(

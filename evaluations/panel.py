@@ -128,19 +128,9 @@ def _panel_means(per_judge: List[Dict[str, Any]], top_k: Sequence[int]) -> Dict[
     return out
 
 
-def judge_panel(
-    judges: Sequence[ModelLike],
-    x: ArrayLike,
-    y: ArrayLike,
-    private_x: ArrayLike,
-    private_y: ArrayLike,
-    *,
-    rec_index: Optional[ArrayLike] = None,
-    top_k: Sequence[int] = (1, 5),
-    batch_size: int = 256,
-    train_x: Optional[ArrayLike] = None,
-    train_y: Optional[ArrayLike] = None,
-) -> Dict[str, Any]:
+def judge_panel(judges: Sequence[ModelLike], x: ArrayLike, y: ArrayLike, private_x: ArrayLike, private_y: ArrayLike,
+                *, rec_index: Optional[ArrayLike] = None, top_k: Sequence[int] = (1, 5), batch_size: int = 256,
+                train_x: Optional[ArrayLike] = None, train_y: Optional[ArrayLike] = None) -> Dict[str, Any]:
     """Attack accuracy, KNN distance, FID and precision / recall / density / coverage judged by several
     independently trained evaluation models, and their mean; and the figures of each attacked identity.
 
@@ -190,16 +180,28 @@ def judge_panel(
     attacked = np.unique(labels)
     real = _of_identities(private_images, private_labels, attacked)
     train_real = _of_identities(train_images, train_labels, attacked)
+    per_judge, hits, distances = _each_judges_figures(judges, images, labels, private_images, private_labels, real,
+                                                      train_real, rec_index=rec_index, top_k=top_k,
+                                                      batch_size=batch_size)
+    out = _panel_means(per_judge, top_k)
+    out["per_identity"] = per_identity_figures(labels, {"acc@1": np.mean(hits, axis=0),
+                                                        "knn_dist": np.mean(distances, axis=0)}, train_labels)
+    return out
+
+
+def _each_judges_figures(judges: List[ModelLike], images: torch.Tensor, labels: np.ndarray,
+                         private_images: torch.Tensor, private_labels: np.ndarray, real: torch.Tensor,
+                         train_real: torch.Tensor, **options: Any
+                         ) -> Tuple[List[Dict[str, Any]], List[np.ndarray], List[np.ndarray]]:
+    """Every judge's figures (:func:`_judge_figures`, each judge held to the first one's classes), with its
+    per-reconstruction top-1 hits (as floats) and KNN distances."""
     per_judge: List[Dict[str, Any]] = []
     hits, distances = [], []
     for i, judge in enumerate(judges):
         figures, success, knn_per_sample = _judge_figures(
             judge, i, per_judge[0]["num_classes"] if per_judge else None, images, labels, private_images,
-            private_labels, real, train_real, rec_index=rec_index, top_k=top_k, batch_size=batch_size)
+            private_labels, real, train_real, **options)
         hits.append(success.astype(np.float64))
         distances.append(knn_per_sample)
         per_judge.append(figures)
-    out = _panel_means(per_judge, top_k)
-    out["per_identity"] = per_identity_figures(labels, {"acc@1": np.mean(hits, axis=0),
-                                                        "knn_dist": np.mean(distances, axis=0)}, train_labels)
-    return out
+    return per_judge, hits, distances
