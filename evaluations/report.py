@@ -487,6 +487,30 @@ def transfer_lines(aggs: Sequence[Dict[str, Any]]) -> List[str]:
 
 def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict[str, Any],
               figures: Dict[str, List[Path]], images: Dict[str, Dict[str, Path]], out: Path) -> str:
+    lines = _title_lines(rows, meta, out)
+    for dataset in dict.fromkeys(a["dataset"] for a in aggs):
+        da = [a for a in aggs if a["dataset"] == dataset]
+        dr = [r for r in rows if r["dataset"] == dataset]
+        lines += [f"## {markdown_text(dataset)}", ""]
+        lines += _judge_lines(dr)
+        warned = _dataset_warnings(dr)
+        if warned:
+            lines += ["**Warnings** (the attack numbers below mean little where these apply):", ""]
+            lines += [f"- {markdown_text(w)}" for w in warned] + [""]
+        for key, title, spec in METRICS:
+            if key in OPTIONAL_METRICS and not any(r.get(key) is not None for r in dr):
+                continue  # white-box attacks make no query; no independent judge without its weights
+            lines += _metric_table(key, title, spec, da, dr)
+        lines += _what_it_bought(da) + transfer_lines(da) + equal_utility_lines(da) + adaptive_lines(da)
+        lines += _dp_targets(dr)
+        lines += identity_lines(dr)
+        lines += _figure_lines(figures.get(dataset), out)
+        lines += _reconstruction_lines(dr, images, out)
+    return "\n".join(lines)
+
+
+def _title_lines(rows: List[Dict[str, Any]], meta: Dict[str, Any], out: Path) -> List[str]:
+    """The report's title, how many cells finished, the grid's budgets and how to read the tables."""
     grid = meta.get("grid", {})
     n_cells = len(meta.get("cells", [])) or len(rows)
     lines = [f"# Model inversion defense grid: {markdown_text(grid.get('name', out.name))}", ""]
@@ -501,83 +525,85 @@ def _markdown(rows: List[Dict[str, Any]], aggs: List[Dict[str, Any]], meta: Dict
                                                + (f", identities={len(budgets['identities'])} "
                                                   f"({budgets['identities'][0]}-{budgets['identities'][-1]})"
                                                   if budgets.get("identities") else "")) + "."]
-    lines += ["", "Each value is the mean ± sample std over seeds (one value: a single seed). Natural accuracy "
-              "is the target's test accuracy on held-out private images; epsilon is DP-SGD's (epsilon, delta) "
-              "from Opacus's accountant. Acc@1/Acc@5 are judged by independent evaluation models and mean "
-              "something only above their chance level (given under each table; n/a: not applicable); FID is "
-              "computed on their features, not Inception's. Where several judges score each cell, a value is "
-              "their mean and \"(judges ± s)\" the std over judges, averaged over seeds.", ""]
-    for dataset in dict.fromkeys(a["dataset"] for a in aggs):
-        da = [a for a in aggs if a["dataset"] == dataset]
-        dr = [r for r in rows if r["dataset"] == dataset]
-        pairs, labels = _pairs(da), _labels(da)
-        lines += [f"## {markdown_text(dataset)}", ""]
-        evals = _mean_std(list({r["artifact_seed"]: r.get("evaluator_test_accuracy") for r in dr}.values()))
-        if evals[0] is not None:
-            classes = sorted({r["n_classes"] for r in dr if isinstance(r.get("n_classes"), int)})
-            chance = "" if len(classes) != 1 else f" (chance {1 / classes[0]:.3f} with {classes[0]} classes)"
-            n_judges = max(int(r.get("n_judges") or 1) for r in dr)
-            what = "Evaluation model" if n_judges == 1 else f"Evaluation models' (mean of {n_judges} judges)"
-            lines += [f"{what} test accuracy: {_fmt(*evals, '.3f')}{chance}.", ""]
-        independent = _mean_std(list({r["artifact_seed"]: r.get("independent_test_accuracy") for r in dr}.values()))
-        if independent[0] is not None:
-            shared = sorted({s for r in dr for s in r.get("independent_shares") or []})
-            lines += [f"Independent judge ({markdown_text(dr[0].get('independent_judge') or 'dlib')}) accuracy on the "
-                      f"real private test images at the attack's resolution: {_fmt(*independent, '.3f')}"
-                      + (f"; it shares {markdown_text(', '.join(map(str, shared)))} with the target, so it is not "
-                         "independent of it"
-                         if shared else "") + ".", ""]
-        warned = _dataset_warnings(dr)
-        if warned:
-            lines += ["**Warnings** (the attack numbers below mean little where these apply):", ""]
-            lines += [f"- {markdown_text(w)}" for w in warned] + [""]
-        for key, title, spec in METRICS:
-            if key in OPTIONAL_METRICS and not any(r.get(key) is not None for r in dr):
-                continue  # white-box attacks make no query; no independent judge without its weights
-            lines += [f"### {title}", ""]
-            if key.startswith("acc@"):
-                lines += [_chance_note(int(key[4:]), dr), ""]
-            header = ["defense", "natural acc", "epsilon"] + [markdown_text(f"{a}/{v}") for a, v in pairs]
-            lines.append("| " + " | ".join(header) + " |")
-            lines.append("|" + "---|" * len(header))
-            for label in labels:
-                la = [a for a in da if a["defense_label"] == label]
-                lr = [r for r in dr if r["defense_label"] == label]
-                # natural accuracy: one value per target (seed), not per attack cell
-                per_seed = {(r["artifact_seed"]): r.get("natural_accuracy") for r in lr}
-                nat = _mean_std(list(per_seed.values()))
-                eps = _mean_std(list({r["artifact_seed"]: r.get("epsilon") for r in lr}.values()))
-                cells = [markdown_text(label), _fmt(*nat, ".3f"), "-" if eps[0] is None else _fmt(*eps, ".2f")]
-                for a, v in pairs:
-                    match = [x for x in la if (x["attack"], x["variant"]) == (a, v)]
-                    judge_std = match[0].get(key + "_judge_std") if match and match[0]["n_judges"] > 1 else None
-                    cells.append(_fmt(match[0][key], match[0][key + "_std"], match[0][key + "_n"], spec, judge_std)
-                                 if match else "-")
-                lines.append("| " + " | ".join(cells) + " |")
-            lines.append("")
-        lines += _what_it_bought(da) + transfer_lines(da) + equal_utility_lines(da) + adaptive_lines(da)
-        lines += _dp_targets(dr)
-        lines += identity_lines(dr)
-        if figures.get(dataset):
-            lines += ["### Figures", ""]
-            for p in figures[dataset]:
-                lines.append(f"![{p.stem}]({p.relative_to(out).as_posix()})")
-            lines.append("")
-        lines += ["### Reconstructions (first column: a real private image; last: a sample of the prior searched)",
-                  "", "| defense | attack/variant | seed | Acc@1 | image | prior samples |",
-                  "|---|---|---|---|---|---|"]
-        for r in dr:
-            img = images.get(r["cell_id"], {})
-            link = (f"[{markdown_text(r['cell_id'])}]({img['reconstructions'].relative_to(out).as_posix()})"
-                    if "reconstructions" in img else "(no saved reconstructions)")
-            link += " | " + (f"[prior]({img['prior_samples'].relative_to(out).as_posix()})" if "prior_samples" in img
-                             else "-")
-            acc = "n/a" if r.get("acc@1") is None else f"{r['acc@1']:.3f}"
-            pair = markdown_text(pair_label(r))
-            label, seed = markdown_text(r["defense_label"]), markdown_text(r["seed"])
-            lines.append(f"| {label} | {pair} | {seed} | {acc} | {link} |")
-        lines.append("")
-    return "\n".join(lines)
+    return lines + ["", "Each value is the mean ± sample std over seeds (one value: a single seed). Natural accuracy "
+                    "is the target's test accuracy on held-out private images; epsilon is DP-SGD's (epsilon, delta) "
+                    "from Opacus's accountant. Acc@1/Acc@5 are judged by independent evaluation models and mean "
+                    "something only above their chance level (given under each table; n/a: not applicable); FID is "
+                    "computed on their features, not Inception's. Where several judges score each cell, a value is "
+                    "their mean and \"(judges ± s)\" the std over judges, averaged over seeds.", ""]
+
+
+def _judge_lines(dr: Sequence[Dict[str, Any]]) -> List[str]:
+    """A data set's judges: the trained ones' test accuracy against chance, and the independent judge's, with what
+    it shares with the target."""
+    lines: List[str] = []
+    evals = _mean_std(list({r["artifact_seed"]: r.get("evaluator_test_accuracy") for r in dr}.values()))
+    if evals[0] is not None:
+        classes = sorted({r["n_classes"] for r in dr if isinstance(r.get("n_classes"), int)})
+        chance = "" if len(classes) != 1 else f" (chance {1 / classes[0]:.3f} with {classes[0]} classes)"
+        n_judges = max(int(r.get("n_judges") or 1) for r in dr)
+        what = "Evaluation model" if n_judges == 1 else f"Evaluation models' (mean of {n_judges} judges)"
+        lines += [f"{what} test accuracy: {_fmt(*evals, '.3f')}{chance}.", ""]
+    independent = _mean_std(list({r["artifact_seed"]: r.get("independent_test_accuracy") for r in dr}.values()))
+    if independent[0] is not None:
+        shared = sorted({s for r in dr for s in r.get("independent_shares") or []})
+        lines += [f"Independent judge ({markdown_text(dr[0].get('independent_judge') or 'dlib')}) accuracy on the "
+                  f"real private test images at the attack's resolution: {_fmt(*independent, '.3f')}"
+                  + (f"; it shares {markdown_text(', '.join(map(str, shared)))} with the target, so it is not "
+                     "independent of it"
+                     if shared else "") + ".", ""]
+    return lines
+
+
+def _metric_table(key: str, title: str, spec: str, da: Sequence[Dict[str, Any]],
+                  dr: Sequence[Dict[str, Any]]) -> List[str]:
+    """One metric's table of a data set: a row per defense (its natural accuracy and epsilon, one value per
+    target), a column per attack/variant (the mean over seeds of ``key``)."""
+    pairs = _pairs(da)
+    lines = [f"### {title}", ""]
+    if key.startswith("acc@"):
+        lines += [_chance_note(int(key[4:]), dr), ""]
+    header = ["defense", "natural acc", "epsilon"] + [markdown_text(f"{a}/{v}") for a, v in pairs]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for label in _labels(da):
+        la = [a for a in da if a["defense_label"] == label]
+        lr = [r for r in dr if r["defense_label"] == label]
+        # natural accuracy: one value per target (seed), not per attack cell
+        per_seed = {(r["artifact_seed"]): r.get("natural_accuracy") for r in lr}
+        nat = _mean_std(list(per_seed.values()))
+        eps = _mean_std(list({r["artifact_seed"]: r.get("epsilon") for r in lr}.values()))
+        cells = [markdown_text(label), _fmt(*nat, ".3f"), "-" if eps[0] is None else _fmt(*eps, ".2f")]
+        for a, v in pairs:
+            match = [x for x in la if (x["attack"], x["variant"]) == (a, v)]
+            judge_std = match[0].get(key + "_judge_std") if match and match[0]["n_judges"] > 1 else None
+            cells.append(_fmt(match[0][key], match[0][key + "_std"], match[0][key + "_n"], spec, judge_std)
+                         if match else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _figure_lines(figures: Optional[List[Path]], out: Path) -> List[str]:
+    if not figures:
+        return []
+    return ["### Figures", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures] + [""]
+
+
+def _reconstruction_lines(dr: Sequence[Dict[str, Any]], images: Dict[str, Dict[str, Path]], out: Path) -> List[str]:
+    """A data set's table of cells, each linked to its image grid and its prior's samples."""
+    lines = ["### Reconstructions (first column: a real private image; last: a sample of the prior searched)",
+             "", "| defense | attack/variant | seed | Acc@1 | image | prior samples |", "|---|---|---|---|---|---|"]
+    for r in dr:
+        img = images.get(r["cell_id"], {})
+        link = (f"[{markdown_text(r['cell_id'])}]({img['reconstructions'].relative_to(out).as_posix()})"
+                if "reconstructions" in img else "(no saved reconstructions)")
+        link += " | " + (f"[prior]({img['prior_samples'].relative_to(out).as_posix()})" if "prior_samples" in img
+                         else "-")
+        acc = "n/a" if r.get("acc@1") is None else f"{r['acc@1']:.3f}"
+        pair = markdown_text(pair_label(r))
+        label, seed = markdown_text(r["defense_label"]), markdown_text(r["seed"])
+        lines.append(f"| {label} | {pair} | {seed} | {acc} | {link} |")
+    return lines + [""]
 
 
 # --------------------------------------------------------------------------------------------------
