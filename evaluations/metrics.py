@@ -39,7 +39,8 @@ from __future__ import annotations
 from mi_art.predictions import natural_accuracy, predict_logits
 
 from .accuracy import attack_accuracy, chance_level, topk_applicable
-from .distributions import PRDC_K, PRDC_MAX_SAMPLES, PRDC_METRICS, PenultimateFeatures, fid, fid_eval_features, prdc
+from .distributions import (PRDC_K, PRDC_MAX_SAMPLES, PRDC_METRICS, PenultimateFeatures, fid,  # noqa: F401
+                            fid_eval_features, prdc)
 from .knn import knn_distance
 from .metric_inputs import ArrayLike, DeviceLike, ModelLike  # noqa: F401 - the metrics' input types, named here too
 from .panel import PANEL_METRICS, judge_panel, per_identity_figures
