@@ -340,19 +340,41 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
            cache_dir: str, threads: Any, allow_large: bool, verbose: bool, **fields: Any) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
     from mi_art.threads import set_threads
-    from mi_art.utils import write_atomic
 
-    from .cache import ArtifactCache
-    from .experiment import ExperimentConfig, Workbench, public_record, run_attack
-    from .plots import write_run_figures
-    from .size_guard import check_size, reconstruction_problem
+    from .experiment import ExperimentConfig
     from .stages import StageLog, format_seconds
 
     command_start = time.perf_counter()
-
     # every option is checked before any work starts
     if not get_attack(attack).variants and variant != "baseline":  # MIFace, BREP-MI: "baseline" only
         variant = "baseline"
+    options, ids, out = _checked_attack_options(dataset, data_root, data_options, attack, variant, identities,
+                                                device, out_dir, cache_dir, allow_large)
+    click.get_current_context().meta[_LOG_DIR] = out
+    # gan_augment "auto" is resolved by the config, for the dataset, as for the grid's cells
+    fields = field_values("attack", fields) | {"surrogate_archs": tuple(fields["surrogate_archs"])}
+    config = ExperimentConfig(dataset=dataset, data_root=data_root, data_options=options, attack=attack,
+                              variant=variant, identities=ids, seed=seed, attack_seed=attack_seed, device=device,
+                              verbose=verbose, **fields)
+    if threads is not None:
+        set_threads(threads)
+    stages = StageLog(click.echo)
+    bench, result = _run_one_attack(config, ids, cache_dir, stages, allow_large)
+    record = _write_run_record(out, bench, result, config, stages, command_start,
+                               title=f"{attack.upper()} {variant} on {bench.data.name}")
+    for line in _attack_result_lines(f"{attack}/{variant} on {bench.data.name}", config.judges, result):
+        click.echo(line)
+    for line in result["warnings"]:
+        click.echo(f"warning: {line}", err=True)
+    click.echo(f"wrote {out / 'results.json'} and {', '.join(str(out / f) for f in record['figures'].values())} in "
+               f"{format_seconds(record['command_seconds'])} (the attack itself: {format_seconds(result['seconds'])})")
+
+
+def _checked_attack_options(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...], attack: str,
+                            variant: str, identities: Optional[str], device: str, out_dir: Optional[str],
+                            cache_dir: str, allow_large: bool) -> Tuple[Dict[str, Any], Optional[List[int]], Path]:
+    """``mi-art attack``'s options checked before any work: the data set's options, the identities and the
+    output folder (default: named after the run), the cache folder writable."""
     _check_device_option(device)
     options = _parse_options(data_options)
     _check_data_options(dataset, options)
@@ -364,64 +386,78 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     problem = _writable_problem(Path(cache_dir))  # made when the first artifact is stored: not made here
     if problem is not None:
         raise click.BadParameter(f"{problem}: the trained models could not be cached there", param_hint="'--cache-dir'")
-    click.get_current_context().meta[_LOG_DIR] = out
-    # gan_augment "auto" is resolved by the config, for the dataset, as for the grid's cells
-    fields = field_values("attack", fields) | {"surrogate_archs": tuple(fields["surrogate_archs"])}
-    config = ExperimentConfig(dataset=dataset, data_root=data_root, data_options=options, attack=attack,
-                              variant=variant, identities=ids, seed=seed, attack_seed=attack_seed, device=device,
-                              verbose=verbose, **fields)
-    if threads is not None:
-        set_threads(threads)
-    stages = StageLog(click.echo)
+    return options, ids, out
+
+
+def _run_one_attack(config: Any, ids: Optional[List[int]], cache_dir: str, stages: Any,
+                    allow_large: bool) -> Tuple[Any, Dict[str, Any]]:
+    """The workbench (which checks the config against the data) and the attack's result, once the run's size is
+    allowed; a refusal as a one-line error, Ctrl-C as what the cache keeps."""
+    from .cache import ArtifactCache
+    from .experiment import Workbench, run_attack
+    from .size_guard import check_size, reconstruction_problem
+
     try:
         bench = Workbench(config, ArtifactCache(cache_dir, stages=stages))  # checks the config against the data
         check_size(reconstruction_problem(config.n_reconstructions, config.n_candidates,
                                           len(ids) if ids is not None else bench.data.num_classes,
                                           math.prod(bench.data.input_shape), config.iterations, config.batch_size),
                    allow_large)
-        result = run_attack(bench)
+        return bench, run_attack(bench)
     except ValueError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
     except KeyboardInterrupt:
         click.echo(f"interrupted: what was trained is kept in the cache ({cache_dir}); the same command loads it "
                    "and goes on from the step that was running", err=True)
         click.get_current_context().exit(130)
-    warned = result["warnings"]
+        raise  # not reached: exit raises
+
+
+def _write_run_record(out: Path, bench: Any, result: Dict[str, Any], config: Any, stages: Any, command_start: float,
+                      *, title: str) -> Dict[str, Any]:
+    """The run's figures and ``results.json`` (the result's own names, the config, the figures, the seconds of the
+    command and of each stage); returns the record."""
+    from mi_art.utils import write_atomic
+
+    from .experiment import public_record
+    from .plots import write_run_figures
+
     priv = bench.data.private_all()
     with stages.stage("rendering", f"the figures in {out}"):
         figures = write_run_figures(out, result, priv.x, priv.y, identity_names=bench.data.private_identities,
-                                    title=f"{attack.upper()} {variant} on {bench.data.name}")
+                                    title=title)
     record = public_record(result) | {"config": config.to_dict(), "figures": figures,
                                       "command_seconds": time.perf_counter() - command_start,
                                       "stage_seconds": dict(stages.seconds)}
     write_atomic(out / "results.json", json.dumps(record, indent=2, default=str))
+    return record
+
+
+def _attack_result_lines(run: str, judges: int, result: Dict[str, Any]) -> List[str]:
+    """``mi-art attack``'s lines on the result of ``run`` (``"gmi/lomma on digits"``): the figures of its ``judges``,
+    PRDC and exposure, and the independent judge's figures where it scored the run."""
     fid = result["fid_eval_features"]
     acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"
-    panel = "" if config.judges == 1 else (f" (mean of {config.judges} judges: "
+    panel = "" if judges == 1 else (f" (mean of {judges} judges: "
                                     + " / ".join(f"{a:.3f}" for a in result["acc@1_judges"]) + ")")
-    click.echo(f"{attack}/{variant} on {bench.data.name}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}"
-               f"{panel} "
-               f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
-               f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
-               f"target acc {result['target_test_accuracy']:.3f}, "
-               f"evaluator acc {result['evaluator_test_accuracy']:.3f} (chance {result['chance@1']:.2f}), "
-               f"{result['seconds_per_reconstruction']:.3f} s/reconstruction")
-    click.echo(_prdc_and_exposure_line(result))
+    lines = [f"{run}: Acc@1 {result['acc@1']:.3f} +- "
+             f"{result['acc@1_std']:.3f}{panel} "
+             f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
+             f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
+             f"target acc {result['target_test_accuracy']:.3f}, "
+             f"evaluator acc {result['evaluator_test_accuracy']:.3f} (chance {result['chance@1']:.2f}), "
+             f"{result['seconds_per_reconstruction']:.3f} s/reconstruction", _prdc_and_exposure_line(result)]
     if result.get("independent_acc@1") is not None:
-        acc5 = result["independent_acc@5"]
-        ratio = result["independent_ratio"]
-        click.echo(f"independent judge ({result['independent_judge']}"
-                   + ("" if result["independent"] else ", NOT independent: it shares "
-                      + ", ".join(result["independent_shares"]) + " with the target")
-                   + f"): Acc@1 {result['independent_acc@1']:.3f} +- {result['independent_acc@1_se']:.3f}, "
-                   f"Acc@5 {'n/a' if acc5 is None else f'{acc5:.3f}'}, distance to the nearest training image "
-                   f"{result['independent_dist']:.3f}, ratio to the trained judges "
-                   f"{'n/a' if ratio is None else f'{ratio:.2f}'}, its accuracy on real private test images "
-                   f"{result['independent_test_accuracy']:.3f}")
-    for line in warned:
-        click.echo(f"warning: {line}", err=True)
-    click.echo(f"wrote {out / 'results.json'} and {', '.join(str(out / f) for f in figures.values())} in "
-               f"{format_seconds(record['command_seconds'])} (the attack itself: {format_seconds(result['seconds'])})")
+        acc5, ratio = result["independent_acc@5"], result["independent_ratio"]
+        lines.append(f"independent judge ({result['independent_judge']}"
+                     + ("" if result["independent"] else ", NOT independent: it shares "
+                        + ", ".join(result["independent_shares"]) + " with the target")
+                     + f"): Acc@1 {result['independent_acc@1']:.3f} +- {result['independent_acc@1_se']:.3f}, "
+                     f"Acc@5 {'n/a' if acc5 is None else f'{acc5:.3f}'}, distance to the nearest training image "
+                     f"{result['independent_dist']:.3f}, ratio to the trained judges "
+                     f"{'n/a' if ratio is None else f'{ratio:.2f}'}, its accuracy on real private test images "
+                     f"{result['independent_test_accuracy']:.3f}")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------
