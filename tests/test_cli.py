@@ -395,3 +395,54 @@ def test_what_mi_art_attack_says_and_writes_is_pinned(tmp_path, monkeypatch):
             case["config"] = {k: v for k, v in case["config"].items() if k in ("attack", "variant", "identities",
                                                                              "judges", "device", "verbose")}
     assert_matches_golden(got, "cli_attack.json")
+
+
+def _pinned_evaluate(tmp_path, monkeypatch, name: str, args: list, outcome=None) -> dict:
+    """``mi-art evaluate`` with evaluate_grid stood in for (``outcome``: an error it raises): the output (paths
+    masked), the exit code and what evaluate_grid was given."""
+    import mi_art.evaluations.executors as executors
+
+    seen = {}
+
+    def evaluate_grid(grid, out, **kwargs):
+        seen.update(cells=[c.tag for c in grid.cells()], out=str(out), **{k: v for k, v in kwargs.items()
+                                                                           if k != "echo"})
+        if outcome is not None:
+            raise outcome
+        return []
+
+    monkeypatch.setattr(executors, "evaluate_grid", evaluate_grid)
+    out = tmp_path / name
+    run = CliRunner().invoke(main, ["evaluate", "--out", str(out), *args])
+    mask = lambda text: str(text).replace(str(tmp_path), "<tmp>")  # noqa: E731
+    return {"exit": run.exit_code, "output": mask(run.output).splitlines(),
+            "evaluate_grid": {k: mask(v) if k == "out" else v for k, v in seen.items()} or None}
+
+
+def test_what_mi_art_evaluate_says_and_runs_is_pinned(tmp_path, monkeypatch):
+    """mi-art evaluate's dry run (the summary, each cell, the grid file), the adaptive grid, what it hands
+    evaluate_grid, and its refusals and errors (tests/golden/cli_evaluate.json)."""
+    from conftest import assert_matches_golden
+
+    from mi_art.evaluations.executors import GridInterrupted, GridRunError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nattacks = ["gmi"]\nvariants = ["baseline"]\nseeds = [0]\niterations = 0\n'
+                   '[[datasets]]\nname = "digits"\n[[defenses]]\nname = "none"\n')
+    grid = ["--dataset", "digits", "--defense", "none", "--defense", "mid:beta=0.01", "--attack", "gmi",
+            "--variant", "baseline", "--seeds", "0,1", "--iterations", "5", "--threads", "1"]
+    got = {
+        "dry run": _pinned_evaluate(tmp_path, monkeypatch, "a", [*grid, "--dry-run", "--name", "pinned"]),
+        "adaptive dry run": _pinned_evaluate(tmp_path, monkeypatch, "b", [*grid, "--adaptive", "--dry-run"]),
+        "run": _pinned_evaluate(tmp_path, monkeypatch, "c", [*grid, "--no-progress", "--device", "cpu"]),
+        "failed cells": _pinned_evaluate(tmp_path, monkeypatch, "d", grid, GridRunError("2 of 4 cells failed")),
+        "interrupted": _pinned_evaluate(tmp_path, monkeypatch, "e", grid, GridInterrupted()),
+        "bad grid": _pinned_evaluate(tmp_path, monkeypatch, "f", [*grid, "--seeds", "x"]),
+        "bad threads": _pinned_evaluate(tmp_path, monkeypatch, "g", [*grid, "--threads", "0"]),
+        "bad device": _pinned_evaluate(tmp_path, monkeypatch, "h", [*grid, "--device", "tpu"]),
+        "bad defense": _pinned_evaluate(tmp_path, monkeypatch, "i", [*grid, "--defense", "nope"]),
+        "invalid grid file": _pinned_evaluate(tmp_path, monkeypatch, "j", ["--config", str(bad)]),
+        "dry run, a device it cannot use": _pinned_evaluate(tmp_path, monkeypatch, "k",
+                                                            [*grid, "--dry-run", "--device", "cuda:7"]),
+    }
+    assert_matches_golden(got, "cli_evaluate.json")
