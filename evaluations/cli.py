@@ -634,18 +634,50 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
       mi-art evaluate --dataset digits --defense none --defense mid:beta=0.01 --attack gmi \\
           --variant baseline --variant lomma --seeds 0,1
     """
-    from mi_art.validation import check_device
-
-    from .executors import GridInterrupted, GridRunError, completed_cells, evaluate_grid, worker_threads
-    from .grid import Grid, GridError
-    from .grid_files import grid_to_toml, merge_grid, read_grid_file
-    from .presets import plain_views_note, preset as get_preset, with_adaptive_attack
+    from .executors import GridInterrupted, GridRunError, evaluate_grid, worker_threads
+    from .grid import GridError
 
     _check_device_option(device, executor)
     try:
         worker_threads(executor, threads, workers=workers, cpus_per_task=cpus_per_task)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="'--threads'") from None
+    grid, problems = _grid_of_options(preset, config_file, name, datasets, data_root, data_options, defenses, attacks,
+                                      variants, adaptive, seeds, seed_scope, device, executor, dry_run, allow_large,
+                                      fields)
+    out = Path(out_dir or f"mi_art_runs/evaluate-{grid.name}")
+    if dry_run:
+        _check_folders_writable(out, cache_dir)
+        _show_dry_run(grid, out, problems)
+        return
+    _check_out_dir(out)
+    if cache_dir is not None:
+        _check_out_dir(Path(cache_dir), "--cache-dir")
+    click.get_current_context().meta[_LOG_DIR] = out
+    try:
+        evaluate_grid(grid, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address,
+                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, threads=threads, device=device,
+                      verbose=verbose, progress=progress, echo=click.echo, validate=False, allow_large=allow_large)
+    except (GridError, GridRunError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    except GridInterrupted:
+        click.get_current_context().exit(130)  # it said what was kept and how to resume: no "Aborted!" after it
+
+
+def _grid_of_options(preset: Optional[str], config_file: Optional[str], name: Optional[str],
+                     datasets: Tuple[str, ...], data_root: Optional[str], data_options: Tuple[str, ...],
+                     defenses: Tuple[str, ...], attacks: Tuple[str, ...], variants: Tuple[str, ...], adaptive: bool,
+                     seeds: Optional[str], seed_scope: Optional[str], device: Optional[str], executor: str,
+                     dry_run: bool, allow_large: bool, fields: Dict[str, Any]) -> Tuple[Any, List[str]]:
+    """The grid of ``mi-art evaluate``'s preset, grid file and options (each variant also aligned under
+    ``--adaptive``), validated before anything is trained, and the problems a dry run reports instead of
+    stopping at them; an invalid grid is refused in one line."""
+    from mi_art.validation import check_device
+
+    from .grid import Grid, GridError
+    from .grid_files import merge_grid, read_grid_file
+    from .presets import preset as get_preset
+
     try:
         base: Dict[str, Any] = get_preset(preset) if preset else {}
         if config_file:  # checked once, with the options laid over it, by Grid.from_dict
@@ -659,13 +691,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
             spec["device"] = device
         grid = Grid.from_dict(spec, where=str(config_file) if config_file else "the grid")
         if adaptive:
-            grid.variants = with_adaptive_attack(grid.variants)
-            for form in grid.forms:
-                if form.variants is not None:
-                    form.variants = with_adaptive_attack(form.variants)
-            note = plain_views_note(c.config for c in grid.cells())
-            if note:
-                click.echo(f"note: {note}", err=True)
+            _add_the_adaptive_attack(grid)
         problems = grid.validate(check_data=not dry_run, allow_large=allow_large)
         if grid.device is not None and executor != "ray":
             try:
@@ -676,39 +702,50 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
                 problems.append(str(err))
     except GridError as err:
         raise click.ClickException(f"invalid grid: {err}") from None
-    out = Path(out_dir or f"mi_art_runs/evaluate-{grid.name}")
-    if not dry_run:
-        _check_out_dir(out)
-        if cache_dir is not None:
-            _check_out_dir(Path(cache_dir), "--cache-dir")
-        click.get_current_context().meta[_LOG_DIR] = out
-    else:  # the same folders, checked without writing anything: a dry run writes nothing, not even an error log
-        for folder, option in ((out, "--out"), (None if cache_dir is None else Path(cache_dir), "--cache-dir")):
-            problem = None if folder is None else _writable_problem(folder)
-            if problem is not None:
-                raise click.BadParameter(f"{problem}: a real run could not write there", param_hint=f"'{option}'")
-    if dry_run:
-        for p in problems:
-            click.echo(f"warning: {p} (a real run stops here)", err=True)
-        click.echo(grid.summary())
-        cells = grid.cells()
-        done = completed_cells(out, [c.id for c in cells])
-        click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
-        for c in cells:
-            click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.dataset_label}  {c.defense_label}  "
-                       f"{c.config.attack}{'' if c.form is None else f' [{c.form}]'}/{c.config.variant}  "
-                       f"seed {c.config.attack_seed}")
-        click.echo("grid file (TOML; save it and pass it to --config):")
-        click.echo(grid_to_toml(grid.to_dict()))
-        return
-    try:
-        evaluate_grid(grid, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address,
-                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, threads=threads, device=device,
-                      verbose=verbose, progress=progress, echo=click.echo, validate=False, allow_large=allow_large)
-    except (GridError, GridRunError, RuntimeError) as err:
-        raise click.ClickException(str(err)) from None
-    except GridInterrupted:
-        click.get_current_context().exit(130)  # it said what was kept and how to resume: no "Aborted!" after it
+    return grid, problems
+
+
+def _add_the_adaptive_attack(grid: Any) -> None:
+    """Each variant of the grid (and of its forms) also aligned; a note where the plain variants search without
+    views."""
+    from .presets import plain_views_note, with_adaptive_attack
+
+    grid.variants = with_adaptive_attack(grid.variants)
+    for form in grid.forms:
+        if form.variants is not None:
+            form.variants = with_adaptive_attack(form.variants)
+    note = plain_views_note(c.config for c in grid.cells())
+    if note:
+        click.echo(f"note: {note}", err=True)
+
+
+def _check_folders_writable(out: Path, cache_dir: Optional[str]) -> None:
+    """The folders of a real run checked without writing anything: a dry run writes nothing, not even an error
+    log."""
+    for folder, option in ((out, "--out"), (None if cache_dir is None else Path(cache_dir), "--cache-dir")):
+        problem = None if folder is None else _writable_problem(folder)
+        if problem is not None:
+            raise click.BadParameter(f"{problem}: a real run could not write there", param_hint=f"'{option}'")
+
+
+def _show_dry_run(grid: Any, out: Path, problems: List[str]) -> None:
+    """A dry run's output: the problems a real run stops at, the grid's summary, each cell (done or to do in
+    ``out``) and the grid as a file to pass to ``--config``."""
+    from .executors import completed_cells
+    from .grid_files import grid_to_toml
+
+    for p in problems:
+        click.echo(f"warning: {p} (a real run stops here)", err=True)
+    click.echo(grid.summary())
+    cells = grid.cells()
+    done = completed_cells(out, [c.id for c in cells])
+    click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
+    for c in cells:
+        click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.dataset_label}  {c.defense_label}  "
+                   f"{c.config.attack}{'' if c.form is None else f' [{c.form}]'}/{c.config.variant}  "
+                   f"seed {c.config.attack_seed}")
+    click.echo("grid file (TOML; save it and pass it to --config):")
+    click.echo(grid_to_toml(grid.to_dict()))
 
 
 @main.command()
