@@ -125,7 +125,7 @@ def add_gmi_steps_argument(parser: Any, default: Optional[int], help: str) -> No
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """``parser.parse_args(argv)``, a renamed setting's earlier option (``--prior-steps``, ``--eval-epochs``) taken as
-    its setting's and noted once on stderr (:data:`mi_art.evaluations.experiment.SETTINGS`' earlier names); given
+    its setting's and noted once on stderr (:data:`mi_art.evaluations.experiment_config.SETTINGS`' earlier names); given
     beside the option of the name now with another value, a usage error naming both."""
     args = parser.parse_args(argv)
     renamed = SETTINGS.renamed

@@ -94,7 +94,8 @@ def main() -> None:
                     pre_seconds, pre_trained_here = None, False
                     if pretrained:  # time the pre-training (trained once, then cached) apart from the fine-tuning
                         pre_seed = seed if model == "target" else seed + 1000
-                        path = bench.cache.path("pretrained", bench.pretrained_key(arch, pre[model], pre_seed))
+                        pre_key = bench.key("pretrained", arch=arch, epochs=pre[model], seed=pre_seed)
+                        path = bench.cache.path("pretrained", pre_key)
                         pre_trained_here = not path.is_file()
                         c0 = time.process_time()
                         bench.pretrained(arch, pre[model], pre_seed, model)

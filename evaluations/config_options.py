@@ -1,4 +1,4 @@
-"""The command line's options for :class:`~mi_art.evaluations.experiment.ExperimentConfig`'s fields: one
+"""The command line's options for :class:`~mi_art.evaluations.experiment_config.ExperimentConfig`'s fields: one
 table (:data:`FIELD_OPTIONS`, derived from the fields' declarations) from which ``mi-art attack`` (defaults: the
 config's) and ``mi-art evaluate`` (default: the grid's value) generate theirs, so that a field declared with a help
 text is an option of both, read with its rule's click type."""
@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import click
 
 from . import config_rules
-from .experiment import SETTINGS, config_defaults
+from .experiment_config import SETTINGS, config_defaults
 from .settings import Setting
 
 __all__ = ["COUNT", "FIELD_OPTIONS", "FieldOption", "FiniteFloat", "PRETRAIN_EPOCHS", "SEED", "field_options",
@@ -99,7 +99,7 @@ def _field_option(field: str, declared: Setting) -> FieldOption:
 
 
 #: Every config field the commands take as an option, in the order ``--help`` lists them (the fields' order):
-#: derived from the fields' declarations (:data:`~mi_art.evaluations.experiment.SETTINGS`).
+#: derived from the fields' declarations (:data:`~mi_art.evaluations.experiment_config.SETTINGS`).
 FIELD_OPTIONS: Tuple[FieldOption, ...] = tuple(_field_option(k, SETTINGS.declared[k]) for k in SETTINGS.options)
 
 _CONFIG_DEFAULTS = config_defaults()

@@ -1,4 +1,4 @@
-"""The rules :class:`~mi_art.evaluations.experiment.ExperimentConfig`'s fields declare (each field names its own,
+"""The rules :class:`~mi_art.evaluations.experiment_config.ExperimentConfig`'s fields declare (each field names its own,
 :func:`~mi_art.evaluations.settings.setting`), and the choices they check against. :data:`PARAMETER_RULES` (field ->
 rule, like scikit-learn's ``_parameter_constraints``) is derived from those declarations; the config's ``validate``
 and the grid files' checks both apply it, through the shared helpers of :mod:`mi_art.validation`, so a value is
@@ -47,14 +47,14 @@ def gan_augment_for(dataset: str, gan_augment: str) -> str:
     """``gan_augment`` for ``dataset`` with "auto" resolved: "flip" for face folders and CelebA
     (:data:`MIRROR_SAFE_DATASETS`: a mirrored face is a face; without flips KEDMI's prior on a few hundred
     public faces turns to noise), "none" elsewhere (a mirrored digit is not a digit). Any other value is
-    returned as it is. The one place "auto" is decided: :class:`~mi_art.evaluations.experiment.ExperimentConfig`
+    returned as it is. The one place "auto" is decided: :class:`~mi_art.evaluations.experiment_config.ExperimentConfig`
     calls it when it is made, so cache keys and grid cell ids hold the resolved value."""
     if gan_augment != "auto":
         return gan_augment
     return "flip" if normalise_dataset_name(dataset) in MIRROR_SAFE_DATASETS else "none"
 
 def needs_gmi_prior(config: Any) -> bool:
-    """Whether a run of ``config`` (an :class:`~mi_art.evaluations.experiment.ExperimentConfig`) trains or loads
+    """Whether a run of ``config`` (an :class:`~mi_art.evaluations.experiment_config.ExperimentConfig`) trains or loads
     the public (GMI) prior (:data:`mi_art.priors.PUBLIC_PRIOR`): when its attack searches it (GMI, VMI, BREP-MI)
     or a prior started from it (KEDMI with ``kedmi_init="gmi"``, PLG-MI), and when surrogates distilled on
     "public+prior" learn on its samples."""
@@ -153,9 +153,9 @@ INDEPENDENT_JUDGE = Rule(_independent_judge, click.Choice(INDEPENDENT_JUDGES))
 
 def __getattr__(name: str) -> Any:
     """:data:`PARAMETER_RULES` (field -> rule) and :data:`CHECKED_ELSEWHERE` (field -> what checks it), derived
-    from the config's declarations (:data:`mi_art.evaluations.experiment.SETTINGS`)."""
+    from the config's declarations (:data:`mi_art.evaluations.experiment_config.SETTINGS`)."""
     if name in ("PARAMETER_RULES", "CHECKED_ELSEWHERE"):
-        from .experiment import CHECKED_ELSEWHERE, PARAMETER_RULES
+        from .experiment_config import CHECKED_ELSEWHERE, PARAMETER_RULES
 
         return {"PARAMETER_RULES": PARAMETER_RULES, "CHECKED_ELSEWHERE": CHECKED_ELSEWHERE}[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -164,6 +164,6 @@ def __getattr__(name: str) -> Any:
 def check_field(name: str, field: str, value: Any) -> Any:
     """Check ``value`` for the config field ``field`` by its rule; ``name`` is what the message calls it
     (the field, or where a grid file sets it)."""
-    from .experiment import PARAMETER_RULES
+    from .experiment_config import PARAMETER_RULES
 
     return PARAMETER_RULES[field](name, value)

@@ -78,7 +78,7 @@ from mi_art.validation import repeated as repeated_values
 
 from .cache import config_key
 from .config_rules import needs_gmi_prior
-from .experiment import SETTINGS, ExperimentConfig, config_defaults, query_budget_problem
+from .experiment_config import SETTINGS, ExperimentConfig, config_defaults, query_budget_problem
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
                           ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,

@@ -12,7 +12,7 @@ from mi_art.attacks.params import ART_NAMES
 from mi_art.renames import Renames
 
 from .config_rules import PRETRAIN_EPOCHS
-from .experiment import SETTINGS
+from .experiment_config import SETTINGS
 
 __all__ = ["BUDGET_KEYS", "CheckedGrid", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
            "data_option_keys", "data_option_problems", "renamed_dataset_keys", "renamed_grid"]

@@ -105,7 +105,7 @@ def with_adaptive_attack(variants: Sequence[str]) -> List[str]:
 
 def plain_views_note(configs: Iterable[Any]) -> Optional[str]:
     """What to tell of a grid whose variants without alignment are given ``search_views`` (the configs of its
-    cells, :class:`~mi_art.evaluations.experiment.ExperimentConfig`): the field is every variant's, so the attack
+    cells, :class:`~mi_art.evaluations.experiment_config.ExperimentConfig`): the field is every variant's, so the attack
     the aligned one is compared with averages over random views too (PLG-MI's); None when none is."""
     views = sorted({c.search_views for c in configs
                     if c.search_views and "align" not in parse_variant(c.variant).improvements})

@@ -60,7 +60,7 @@ ROW_KEYS: Sequence[str] = Names(_row_keys)
 
 #: Where a row's columns come from when the row calls them otherwise (the row keeps the names results files were
 #: written with: none is renamed, so old files load and render). ``config.X``: the cell's
-#: :class:`~mi_art.evaluations.experiment.ExperimentConfig` field; ``result.X``: ``run_attack``'s result (what
+#: :class:`~mi_art.evaluations.experiment_config.ExperimentConfig` field; ``result.X``: ``run_attack``'s result (what
 #: ``mi-art attack`` saves in its results.json); ``cell.X``: the grid's cell. A metric's own renames are its
 #: :attr:`~mi_art.evaluations.metric_facts.MetricFacts.source` (``natural_accuracy`` is
 #: ``result.target_test_accuracy``). In :func:`~mi_art.evaluations.report.aggregate`'s rows ``seed`` becomes the
@@ -164,7 +164,7 @@ def _names_now(row: Dict[str, Any]) -> None:
     reported: the user wrote none of these names."""
     from mi_art.defenses.registry import RENAMED_DEFENSES
 
-    from .experiment import SETTINGS
+    from .experiment_config import SETTINGS
 
     defense = row.get("defense")
     if defense in RENAMED_DEFENSES:

@@ -1,4 +1,4 @@
-"""One declaration per setting: each :class:`~mi_art.evaluations.experiment.ExperimentConfig` field says, beside
+"""One declaration per setting: each :class:`~mi_art.evaluations.experiment_config.ExperimentConfig` field says, beside
 itself, its default, its rule, its help and where a grid may set it (:func:`setting`). The tables the rest of the
 package reads are derived from those declarations (:class:`Settings`): the config's and the grid files' checks
 (:attr:`Settings.rules`), the commands' options (:mod:`mi_art.evaluations.config_options`), the grid's budget keys

@@ -150,7 +150,7 @@ def test_a_bad_defense_record_or_target_is_rebuilt_with_the_same_metrics(tmp_pat
     bench = Workbench(_dp_config(), cache, data=small_digits)
     target = bench.target()
     record = bench.defense_record
-    key = bench.target_key()
+    key = bench.key("target")
     path = cache.json_path("defense-record", key)
     if damage == "missing":
         path.unlink()
@@ -162,7 +162,7 @@ def test_a_bad_defense_record_or_target_is_rebuilt_with_the_same_metrics(tmp_pat
         other = Workbench(_dp_config(noise_multiplier=3.0), cache, data=small_digits)
         other.target()
         assert other.defense_record["epsilon"] != record["epsilon"]
-        shutil.copy(cache.json_path("defense-record", other.target_key()), path)
+        shutil.copy(cache.json_path("defense-record", other.key("target")), path)
         expected = [rf"cache file {path} was written for another artifact", "training the target again"]
     else:
         target_path = cache.path("target", key)

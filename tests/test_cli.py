@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 import mi_art.evaluations.experiment as experiment
 import mi_art.evaluations.panel as panel
+import mi_art.evaluations.surrogate_artifacts as surrogate_artifacts
+import mi_art.evaluations.workbench as workbench
 from mi_art.evaluations.cli import main
 from mi_art.data import load_digits_data
 from mi_art.features import last_linear
@@ -106,7 +108,7 @@ def test_attack_names_each_step_before_it_runs_and_shows_its_prior(tmp_path, mon
     runs; both surrogates are named apart; the record links the reconstructions and a titled grid of the prior's
     samples written in the run's folder, and says how long the whole command took beside the attack alone."""
     distilled = []
-    _recording(monkeypatch, experiment, "distill_surrogate", distilled)
+    _recording(monkeypatch, surrogate_artifacts, "distill_surrogate", distilled)
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["attack", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *TINY])
     assert result.exit_code == 0, result.output
@@ -166,7 +168,7 @@ TRAININGS = ("train_classifier", "train_gmi_prior", "train_kedmi_prior", "distil
 
 
 def _count_trainings(monkeypatch) -> dict:
-    """Count every call of the training functions, wherever the experiment looks them up."""
+    """Count every call of the training functions, wherever the Workbench looks them up."""
     import mi_art
     import mi_art.training
 
@@ -178,7 +180,7 @@ def _count_trainings(monkeypatch) -> dict:
             counts[_name] += 1
             return _original(*args, **kwargs)
 
-        for owner in (experiment, mi_art, mi_art.training):
+        for owner in (workbench, surrogate_artifacts, mi_art, mi_art.training):
             if getattr(owner, name, None) is original:
                 monkeypatch.setattr(owner, name, counted)
         for prior in mi_art.PRIORS.values():  # each prior trains through its registry entry

@@ -539,7 +539,7 @@ def test_a_preset_keys_artifacts_as_its_options() -> None:
 
     def key(options: Dict) -> Dict:
         config = ExperimentConfig(dataset="image-folder", data_root="unused", data_options=options)
-        return Workbench(config, data=data).target_key()
+        return Workbench(config, data=data).key("target")
 
     assert key({"preset": "att"}) == key(preset_options("att")) != key({"preset": "att", "image_size": 16})
 

@@ -9,7 +9,7 @@ import pytest
 
 import mi_art
 import mi_art.training
-from mi_art.evaluations import experiment
+from mi_art.evaluations import workbench
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 from mi_art.data import MIDataset
@@ -30,7 +30,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> List[Call]:
         calls.append((np.asarray(x), np.asarray(y)))
         return model  # untrained: only the data it was given matters here
 
-    for module in (experiment, mi_art, mi_art.training):
+    for module in (workbench, mi_art, mi_art.training):
         monkeypatch.setattr(module, "train_classifier", fake_train_classifier, raising=False)
     return calls
 

@@ -54,7 +54,7 @@ def test_workbench_centres_deployed_targets_on_public_images_and_dp_trains_the_h
     config = ExperimentConfig(dataset="digits", target_arch="dlib-head", target_epochs=1, defense="dp-sgd",
                               defense_params=dp, device="cpu")
     bench = Workbench(config, ArtifactCache(tmp_path), data=small_digits)
-    assert bench.target_key()["embedding"] == "centred-on-public"
+    assert bench.key("target")["embedding"] == "centred-on-public"
     target = bench.target()
     with torch.no_grad():
         units = nn.functional.normalize(target.backbone(torch.from_numpy(small_digits.public.x)), dim=1)

@@ -54,11 +54,11 @@ def test_a_dp_target_left_at_the_default_delta_is_keyed_apart_from_the_earlier_d
     def config(**params):
         return ExperimentConfig(defense="dp-sgd", defense_params={"noise_multiplier": 1.0, **params})
 
-    assert "default_delta" in Workbench(config()).target_key()
-    assert "default_delta" not in Workbench(config(target_delta=1e-5)).target_key()
+    assert "default_delta" in Workbench(config()).key("target")
+    assert "default_delta" not in Workbench(config(target_delta=1e-5)).key("target")
     assert cell_id(config()) != cell_id(config(target_delta=1e-5))
     none = ExperimentConfig()
-    assert "default_delta" not in Workbench(none).target_key()
+    assert "default_delta" not in Workbench(none).key("target")
 
 
 @pytest.mark.parametrize("noise, delta", [(1e6, 0.5), (1e6, 1 / 30), (50.0, 1 / 30)])

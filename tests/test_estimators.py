@@ -496,10 +496,11 @@ def test_artifacts_made_for_a_given_target_are_keyed_by_that_target(digits, tmp_
     torch.testing.assert_close(p_own, M.estimate_p_reg(own, digits.public.x))
     torch.testing.assert_close(p_other, M.estimate_p_reg(other, digits.public.x))
     torch.testing.assert_close(bench.p_reg(bench.target()), p_own)  # a reloaded own target: the same key
-    assert bench.surrogate_key(0, other) != bench.surrogate_key(0, own) == bench.surrogate_key(0)
-    assert bench._prior_key("kedmi-prior", other) != bench._prior_key("kedmi-prior", own)
-    assert bench._prior_key("kedmi-prior", own) == bench._prior_key("kedmi-prior")
-    assert bench._key_of(other) != bench._key_of(copy.deepcopy(own))  # other weights, other key
+    assert bench.key("surrogate", index=0, target=other) != bench.key("surrogate", index=0, target=own) \
+        == bench.key("surrogate", index=0)
+    assert bench.key("kedmi-prior", target=other) != bench.key("kedmi-prior", target=own)
+    assert bench.key("kedmi-prior", target=own) == bench.key("kedmi-prior")
+    assert bench.key("target", model=other) != bench.key("target", model=copy.deepcopy(own))  # other weights, other key
 
 
 def test_redrawn_target_and_judge_are_the_recipe_from_another_seed_and_keyed_by_their_weights(digits, tmp_path):
@@ -514,12 +515,13 @@ def test_redrawn_target_and_judge_are_the_recipe_from_another_seed_and_keyed_by_
     same, same_judge = bench.redraw("target", config.seed), bench.redraw("evaluator", config.seed + 1000)
     torch.testing.assert_close(same.fc.weight, own.fc.weight)
     torch.testing.assert_close(same_judge.fc.weight, judge.fc.weight)
-    assert bench._key_of(same) == bench.target_key()  # the workbench's own target: artifacts keyed by its config
+    # the workbench's own target: artifacts keyed by its config
+    assert bench.key("target", model=same) == bench.key("target")
     other, other_judge = bench.redraw("target", 7), bench.redraw("evaluator", 7)
     assert type(other) is type(own) and type(other_judge) is type(judge)
     assert not torch.equal(other.fc.weight, own.fc.weight)
     assert not torch.equal(other_judge.fc.weight, judge.fc.weight)
-    assert bench._key_of(other) != bench._key_of(own) == bench.target_key()
+    assert bench.key("target", model=other) != bench.key("target", model=own) == bench.key("target")
     torch.testing.assert_close(bench.redraw("target", 7).fc.weight, other.fc.weight)  # cached
     assert len(list(tmp_path.glob("target-*.pt"))) == 2 and len(list(tmp_path.glob("evaluator-*.pt"))) == 2
     with pytest.raises(ValueError, match="kind must be one of 'target', 'evaluator', got 'judge'"):

@@ -425,7 +425,7 @@ def test_process_executor_gives_the_local_rows(local_run, grid_file, tmp_path):
 def test_seed_scope_attack_shares_artifacts_across_seeds(tmp_path, monkeypatch):
     """seed_scope = "attack": two seeds attack one target (trained once, with artifact_seed) and differ
     only in the attack's seed; seed_scope = "all" gives each seed its own artifacts."""
-    import mi_art.evaluations.experiment as experiment
+    import mi_art.evaluations.workbench as workbench
 
     spec = _tiny_grid(variants=["baseline"], defenses=[{"name": "none"}], seeds=[0, 1])
     everything = Grid.from_dict({**spec, "seed_scope": "all"}).cells()
@@ -435,7 +435,7 @@ def test_seed_scope_attack_shares_artifacts_across_seeds(tmp_path, monkeypatch):
     assert [(c.config.seed, c.config.attack_seed) for c in cells] == [(3, 0), (3, 1)]
 
     counts = {"train_classifier": 0, "train_gmi_prior": 0}
-    for name, owner, attribute in (("train_classifier", experiment, "train_classifier"),
+    for name, owner, attribute in (("train_classifier", workbench, "train_classifier"),
                                    ("train_gmi_prior", M.PRIORS["gmi"], "train")):  # the prior's registry entry
         original = getattr(owner, attribute)
 

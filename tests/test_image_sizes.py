@@ -12,7 +12,7 @@ from torch import nn
 
 import mi_art as M
 from conftest import wrap
-from mi_art.evaluations import experiment
+from mi_art.evaluations import surrogate_artifacts, workbench
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench
 from mi_art.data import load_digits_data
@@ -196,12 +196,12 @@ def test_attack_still_refuses_a_generator_of_another_size(priors_28, tiny_target
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """Any training in the experiment module fails the test."""
+    """Any training by the Workbench fails the test."""
     def refuse(*args, **kwargs):
         raise AssertionError("training started before the size check")
 
-    for name in ("train_classifier", "distill_surrogate"):
-        monkeypatch.setattr(experiment, name, refuse)
+    for module, name in ((workbench, "train_classifier"), (surrogate_artifacts, "distill_surrogate")):
+        monkeypatch.setattr(module, name, refuse)
     for prior in PRIORS.values():  # each prior trains through its registry entry
         monkeypatch.setattr(prior, "train", refuse)
 

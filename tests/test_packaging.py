@@ -80,3 +80,15 @@ def test_the_library_does_not_import_the_harness():
                 if any(n.split(".")[:2] == ["mi_art", "evaluations"] for n in names):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, f"library modules import the harness: {offenders}"
+
+
+def test_the_single_run_does_not_import_the_report():
+    """The data flow points one way: the single run (its configuration, the Workbench, run_attack) imports nothing
+    of what reads its records (the grid, its rows and executors, the report and its figures, the command line)."""
+    code = ("import sys, mi_art.evaluations.experiment; "
+            "print(' '.join(m for m in sys.modules if m.startswith('mi_art.evaluations.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    readers = {"report", "plots", "rows", "executors", "grid", "grid_files", "grid_schema", "claims", "utility",
+               "leakage", "cli", "presets"}
+    assert "mi_art.evaluations.workbench" in loaded
+    assert not [m for m in loaded if m.split(".")[-1] in readers]

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from mi_art.access import PredictOracle
-from mi_art.evaluations import experiment
+from mi_art.data import load_dataset
+from mi_art.evaluations import surrogate_artifacts, workbench
 from mi_art.evaluations.cli import _check_int_list, _parse_int_list, main
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, query_budget_problem
 from mi_art.priors import PRIORS
@@ -49,8 +50,8 @@ def no_training(monkeypatch):
     def trained(*args, **kwargs):
         raise AssertionError("TRAINED")
 
-    for name in ("train_classifier", "distill_surrogate"):
-        monkeypatch.setattr(experiment, name, trained)
+    for module, name in ((workbench, "train_classifier"), (surrogate_artifacts, "distill_surrogate")):
+        monkeypatch.setattr(module, name, trained)
     for prior in PRIORS.values():  # each prior trains through its registry entry
         monkeypatch.setattr(prior, "train", trained)
 
@@ -88,7 +89,7 @@ def test_the_least_budget_is_what_one_distillation_step_asks(surrogate_data):
     config = ExperimentConfig(access="black-box", surrogate_archs=("mlp",), surrogate_data=surrogate_data,
                               max_queries=1)
     bench = Workbench.__new__(Workbench)  # the data and its split, nothing checked or trained
-    bench.config, bench.data = config, experiment.load_dataset("digits", None)
+    bench.config, bench.data = config, load_dataset("digits", None)
     train_x, val_x = bench.public_split()
     message = query_budget_problem(config, len(bench.data.public.x))
     need = int(message.split("give max_queries >= ")[1])

@@ -10,7 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import mi_art.evaluations.experiment as experiment
+import mi_art.evaluations.surrogate_artifacts as surrogate_artifacts
+import mi_art.evaluations.workbench as workbench
 import mi_art.pretraining as pretraining
 from mi_art.evaluations.cache import ArtifactCache, config_key
 from mi_art.evaluations.cli import main
@@ -142,14 +143,14 @@ def test_tl_defense_uses_the_shared_pretraining(digits, monkeypatch):
 
 def test_cache_keys_unchanged_at_zero_and_changed_above(digits):
     bench = Workbench(ExperimentConfig(), data=digits)
-    data_key = bench._data_key
+    data_key = bench.key("data")
     c = bench.config
     # the keys of the release before the option existed, plus the training code's mark (BatchNorm statistics
     # re-estimated after training): a checkpoint trained before that is not served
     recipe = {"batch_norm": "re-estimated"}
-    assert bench.target_key() == {"data": data_key, "arch": "cnn", "epochs": c.target_epochs, "augment": "shift",
+    assert bench.key("target") == {"data": data_key, "arch": "cnn", "epochs": c.target_epochs, "augment": "shift",
                                   "seed": 0, **recipe}
-    assert bench.evaluator_key() == {"data": data_key, "arch": "cnn-wide", "epochs": c.judge_epochs,
+    assert bench.key("evaluator") == {"data": data_key, "arch": "cnn-wide", "epochs": c.judge_epochs,
                                      "augment": "shift", "seed": 1000, **recipe}
     old_cell = config_key({SETTINGS.renamed.old(k): v for k, v in c.to_dict().items()  # ids keep earlier names
                            if k not in ("device", "verbose", *NEW_FIELDS)})
@@ -157,14 +158,14 @@ def test_cache_keys_unchanged_at_zero_and_changed_above(digits):
 
     pre_t = Workbench(ExperimentConfig(target_pretrain_epochs=3), data=digits)
     pre_e = Workbench(ExperimentConfig(judge_pretrain_epochs=3), data=digits)
-    assert pre_t.target_key() == {**bench.target_key(), "pretrain_epochs": 3}
-    assert pre_t.evaluator_key() == bench.evaluator_key()
-    assert pre_e.evaluator_key() == {**bench.evaluator_key(), "pretrain_epochs": 3}
-    assert pre_e.target_key() == bench.target_key()
+    assert pre_t.key("target") == {**bench.key("target"), "pretrain_epochs": 3}
+    assert pre_t.key("evaluator") == bench.key("evaluator")
+    assert pre_e.key("evaluator") == {**bench.key("evaluator"), "pretrain_epochs": 3}
+    assert pre_e.key("target") == bench.key("target")
     # everything built on the target follows it
-    assert pre_t.surrogate_key(0) != bench.surrogate_key(0)
-    assert pre_t._prior_key("kedmi-prior") != bench._prior_key("kedmi-prior")
-    assert pre_t._prior_key("gmi-prior") == bench._prior_key("gmi-prior")   # the GMI prior does not
+    assert pre_t.key("surrogate", index=0) != bench.key("surrogate", index=0)
+    assert pre_t.key("kedmi-prior") != bench.key("kedmi-prior")
+    assert pre_t.key("gmi-prior") == bench.key("gmi-prior")   # the GMI prior does not
     assert len({cell_id(c), cell_id(pre_t.config), cell_id(pre_e.config)}) == 3
 
     def group(cfg):
@@ -173,8 +174,8 @@ def test_cache_keys_unchanged_at_zero_and_changed_above(digits):
     assert group(pre_t.config) != group(c) and group(pre_e.config) == group(c)
     # a defended target's key gets it too
     mid = ExperimentConfig(defense="mid", defense_params={"beta": 0.01})
-    assert "pretrain_epochs" not in Workbench(mid, data=digits).target_key()
-    assert Workbench(dataclasses.replace(mid, target_pretrain_epochs=2), data=digits).target_key()[
+    assert "pretrain_epochs" not in Workbench(mid, data=digits).key("target")
+    assert Workbench(dataclasses.replace(mid, target_pretrain_epochs=2), data=digits).key("target")[
         "pretrain_epochs"] == 2
 
 
@@ -182,7 +183,7 @@ def test_workbench_target_and_judge_start_from_the_cached_pretrained_body(digits
     config = ExperimentConfig(target_epochs=1, judge_epochs=1, target_pretrain_epochs=1, judge_pretrain_epochs=2,
                               augment="none")
     bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
-    seen = _spy(monkeypatch, experiment, "fine_tune_classifier")
+    seen = _spy(monkeypatch, workbench, "fine_tune_classifier")
     target, judge = bench.target(), bench.evaluator()
     assert [s["out"] for s in seen] == [digits.num_public_classes] * 2
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.pt")) == ["evaluator", "pretrained", "pretrained",
@@ -205,13 +206,13 @@ def test_surrogates_start_from_the_cached_pretrained_body(digits, tmp_path, monk
     bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
     target = bench.target()
     seen = []
-    original = experiment.distill_surrogate
+    original = surrogate_artifacts.distill_surrogate
 
     def spy(teacher, student, *args, **kwargs):
         seen.append({"conv": _first_conv(student), "out": student.fc.out_features})
         return original(teacher, student, *args, **kwargs)
 
-    monkeypatch.setattr(experiment, "distill_surrogate", spy)
+    monkeypatch.setattr(surrogate_artifacts, "distill_surrogate", spy)
     bench.surrogates(target)
     assert [s["out"] for s in seen] == [digits.num_classes] * 2
     for i, arch in enumerate(config.surrogate_archs):
@@ -220,8 +221,8 @@ def test_surrogates_start_from_the_cached_pretrained_body(digits, tmp_path, monk
         assert not torch.equal(seen[i]["conv"].cpu(), _first_conv(bench._initialised(arch, config.seed + i)))
     # off (0) keeps the keys of surrogates distilled from scratch; on, they differ
     scratch = Workbench(dataclasses.replace(config, surrogate_pretrain_epochs=0), data=digits)
-    assert "pretrain_epochs" not in scratch.surrogate_key(0)
-    assert bench.surrogate_key(0) == {**scratch.surrogate_key(0), "pretrain_epochs": 1}
+    assert "pretrain_epochs" not in scratch.key("surrogate", index=0)
+    assert bench.key("surrogate", index=0) == {**scratch.key("surrogate", index=0), "pretrain_epochs": 1}
     with pytest.raises(ValueError, match="surrogate_pretrain_epochs must be an integer"):
         ExperimentConfig(surrogate_pretrain_epochs=-1).validate()
 

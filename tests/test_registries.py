@@ -23,7 +23,7 @@ from mi_art.evaluations.cli import main  # before the plug-in is registered: its
 from mi_art.priors import PriorSpec, get_prior, register_prior, unregister_prior
 
 #: config_key of each prior's cache key for three configs on digits, computed with the Workbench before the
-#: priors were registry entries (Workbench._prior_key): a cached prior must still be found.
+#: priors were registry entries (Workbench._prior_key, now Workbench.key): a cached prior must still be found.
 PINNED_KEYS = {
     ("default", "gmi-prior"): "e3b04115ffc691f9",
     ("default", "kedmi-prior"): "ecfd2f9d04e9482d",
@@ -53,9 +53,8 @@ def test_every_prior_keeps_the_cache_key_of_its_artifacts_made_before_the_regist
     for name, changes in CONFIGS.items():
         bench = experiment.Workbench(experiment.ExperimentConfig(**changes), data=digits_data)
         for kind in ("gmi-prior", "kedmi-prior", "plgmi-prior"):
-            found[(name, kind)] = config_key(bench.prior_key(get_prior(kind[:-len("-prior")]).name))
-            assert bench._prior_key(kind) == bench.prior_key(kind[:-len("-prior")])
-        found[(name, "surrogate0")] = config_key(bench.surrogate_key(0))
+            found[(name, kind)] = config_key(bench.key(kind))
+        found[(name, "surrogate0")] = config_key(bench.key("surrogate", index=0))
     assert found == PINNED_KEYS
 
 
@@ -85,7 +84,7 @@ def test_the_workbench_trains_a_prior_with_its_entrys_train(digits_data, tmp_pat
     monkeypatch.setattr(spec, "train", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
     generator, critic = bench.prior("gmi")
     assert calls and calls[0]["steps"] == 1 and calls[0]["width"] == 8
-    assert isinstance(critic, M.Critic) and bench.cache.path("gmi-prior", bench.prior_key("gmi")).is_file()
+    assert isinstance(critic, M.Critic) and bench.cache.path("gmi-prior", bench.key("gmi-prior")).is_file()
     bench.prior("gmi")
     assert len(calls) == 1  # the second time from the cache
 
@@ -134,7 +133,7 @@ NOISE_PRIOR = PriorSpec(
     "noise", per_target=False, train=train_noise_prior,
     arguments=lambda bench, target: ((bench.data.public.x,), {"seed": bench.config.seed}),
     build=lambda bench: {"g": NoiseGenerator(bench.data.input_shape[1], bench.data.input_shape[0])},
-    key=lambda bench, target: {"data": bench.data_key, "seed": bench.config.seed, "noise": 1},
+    key=lambda bench, target: {"data": bench.key("data"), "seed": bench.config.seed, "noise": 1},
     steps_field="gmi_steps")
 
 
@@ -156,7 +155,7 @@ def test_an_attack_on_a_new_kind_of_prior_runs_through_the_registries_alone(nois
         result = experiment.run_attack(bench)
     assert result["attack"] == "noise-search" and result["reconstructions"].shape == (2, 1, 8, 8)
     assert result["prior"]["name"] == "noise" and result["prior"]["steps"] == config.gmi_steps
-    assert bench.cache.path("noise-prior", bench.prior_key("noise")).is_file()
+    assert bench.cache.path("noise-prior", bench.key("noise-prior")).is_file()
     assert np.isfinite(result["acc@1"])
 
 

@@ -296,8 +296,10 @@ def test_a_rename_changes_no_cell_id_and_no_cache_key():
     data = load_dataset("digits")
     bench = Workbench(new, data=data, checked=True)
     below = Workbench(dataclasses.replace(new, access="black-box"), data=data, checked=True)
-    keys = {"target": bench.target_key(), "evaluator": bench.evaluator_key(), "surrogate0": bench.surrogate_key(0),
-            "pretrained": bench.pretrained_key("efficientnet-b2", 3, 0), "answer0": below.answer_surrogate_key(0)}
+    keys = {"target": bench.key("target"), "evaluator": bench.key("evaluator"),
+            "surrogate0": bench.key("surrogate", index=0),
+            "pretrained": bench.key("pretrained", arch="efficientnet-b2", epochs=3, seed=0),
+            "answer0": below.key("answer-surrogate", index=0)}
     assert {k: config_key(v) for k, v in keys.items()} == RENAMED_KEYS
 
 
@@ -398,8 +400,8 @@ def test_the_judges_renamed_settings_change_no_cell_id_and_no_cache_key():
         warnings.simplefilter("error")  # the names now are not reported
         assert [c.id for c in Grid.from_dict(_judge_grid(lambda k: k)).cells()] == JUDGE_GRID_IDS
     data = load_dataset("digits")
-    assert config_key(Workbench(config, data=data, checked=True).evaluator_key()) == JUDGE_KEY
-    assert config_key(Workbench(ExperimentConfig(), data=data, checked=True).evaluator_key()) == DEFAULT_JUDGE_KEY
+    assert config_key(Workbench(config, data=data, checked=True).key("evaluator")) == JUDGE_KEY
+    assert config_key(Workbench(ExperimentConfig(), data=data, checked=True).key("evaluator")) == DEFAULT_JUDGE_KEY
 
 
 def test_renames_resolve_report_and_keep_the_earlier_spelling():

@@ -322,7 +322,7 @@ def test_mixed_precision_is_checked_and_keys_its_models_apart():
     with pytest.raises(ValueError, match="mixed_precision"):
         ExperimentConfig(mixed_precision=1).validate()
     plain, mixed = Workbench(ExperimentConfig()), Workbench(ExperimentConfig(mixed_precision=True))
-    assert "mixed_precision" not in plain.target_key()  # float32 keys as they were: caches stay valid
-    for key in ("target_key", "evaluator_key"):
-        assert getattr(mixed, key)() == {**getattr(plain, key)(), "mixed_precision": True}
-    assert mixed.surrogate_key(0) != plain.surrogate_key(0)
+    assert "mixed_precision" not in plain.key("target")  # float32 keys as they were: caches stay valid
+    for kind in ("target", "evaluator"):
+        assert mixed.key(kind) == {**plain.key(kind), "mixed_precision": True}
+    assert mixed.key("surrogate", index=0) != plain.key("surrogate", index=0)

@@ -1,12 +1,13 @@
 """Every prior by name (:data:`PRIORS`, :func:`register_prior`, :func:`get_prior`): each entry owns how its
 prior is built, trained, keyed in the artifact cache and checked against the data's image size, so the
-pipeline (:class:`~mi_art.evaluations.experiment.Workbench`) trains any registered prior the same way.
+pipeline (:class:`~mi_art.evaluations.workbench.Workbench`) trains any registered prior the same way.
 
 An entry's callables are given the workbench (``bench``), of which they use: ``bench.config`` (the run's
-:class:`~mi_art.evaluations.experiment.ExperimentConfig`, or a config with the fields they read),
-``bench.data`` (:class:`~mi_art.data.MIDataset`, images in [0, 1]), ``bench.device``, ``bench.data_key`` (the
-data's part of a cache key), ``bench.key_of(target)`` (the target's part) and ``bench.prior(name)`` /
-``bench.prior_key(name)`` (another prior, e.g. the one it starts from, and its key)."""
+:class:`~mi_art.evaluations.experiment_config.ExperimentConfig`, or a config with the fields they read),
+``bench.data`` (:class:`~mi_art.data.MIDataset`, images in [0, 1]), ``bench.device``, ``bench.key(kind, ...)``
+(:class:`~mi_art.evaluations.artifact_keys.ArtifactKeys`: ``bench.key("data")``, the data's part of a cache key;
+``bench.key("target", model=target)``, the target's part; ``bench.key("<name>-prior")``, another prior's key) and
+``bench.prior(name)`` (another prior, e.g. the one it starts from)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -142,23 +143,23 @@ def _run_settings(bench: Any) -> Dict[str, Any]:
 
 def _gmi_key(bench: Any, target: Optional[nn.Module]) -> Dict[str, Any]:
     c = bench.config
-    return {"data": bench.data_key, "steps": c.gmi_steps, "width": c.gan_width, "augment": c.gan_augment,
+    return {"data": bench.key("data"), "steps": c.gmi_steps, "width": c.gan_width, "augment": c.gan_augment,
             "seed": c.seed}
 
 
 def _kedmi_key(bench: Any, target: Optional[nn.Module]) -> Dict[str, Any]:
     c = bench.config
-    key = {"target": bench.key_of(target), "steps": c.kedmi_steps, "width": c.gan_width, "augment": c.gan_augment,
-           "seed": c.seed, "version": 2}
+    key = {"target": bench.key("target", model=target), "steps": c.kedmi_steps, "width": c.gan_width,
+           "augment": c.gan_augment, "seed": c.seed, "version": 2}
     if c.kedmi_init == PUBLIC_PRIOR:
-        key["init"] = bench.prior_key(PUBLIC_PRIOR)
+        key["init"] = bench.key(f"{PUBLIC_PRIOR}-prior")
     return key
 
 
 def _plgmi_key(bench: Any, target: Optional[nn.Module]) -> Dict[str, Any]:
     c = bench.config
-    return {"target": bench.key_of(target), "steps": c.plgmi_steps, "width": c.gan_width, "seed": c.seed,
-            "init": bench.prior_key(PUBLIC_PRIOR), "version": 1}
+    return {"target": bench.key("target", model=target), "steps": c.plgmi_steps, "width": c.gan_width,
+            "seed": c.seed, "init": bench.key(f"{PUBLIC_PRIOR}-prior"), "version": 1}
 
 
 def _gmi_arguments(bench: Any, target: Optional[nn.Module]) -> Tuple[tuple, Dict[str, Any]]:
@@ -198,7 +199,7 @@ def _plgmi_parts(bench: Any) -> Dict[str, nn.Module]:
 
 
 #: The face benchmarks' prior budgets (benchmarks/attack_variants.py without --quick): see
-#: :data:`mi_art.evaluations.experiment.FACE_PRIOR_STEPS`.
+#: :data:`mi_art.evaluations.workbench.FACE_PRIOR_STEPS`.
 _BUILT_IN: Sequence[PriorSpec] = (
     # a WGAN-GP on public images, independent of the target (GMI, VMI, BREP-MI)
     PriorSpec(PUBLIC_PRIOR, per_target=False, train=train_gmi_prior, arguments=_gmi_arguments, build=_gmi_parts,
