@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mi_art.evaluations import executors
+from mi_art.evaluations import cell_runner, executors
 from mi_art.evaluations.executors import LockingArtifactCache, evaluate_grid
 from mi_art.evaluations.grid import Grid
 
@@ -199,7 +199,7 @@ def _transcript(tmp_path, monkeypatch, name: str, outcomes: dict, done: tuple = 
     for cell in grid.cells():
         if cell.index in done:
             (out / "cells" / f"{cell.id}.json").write_text(json.dumps(_pinned_row(cell, 0.5)))
-    monkeypatch.setattr(executors, "_attack_cell", _pinned_attacks(outcomes))
+    monkeypatch.setattr(cell_runner, "_attack_cell", _pinned_attacks(outcomes))
     monkeypatch.setattr(executors, "CLAIM_POLL_SECONDS", 0.0)
     rendered: list = []
 
@@ -327,17 +327,17 @@ def _pinned_cell(tmp_path, monkeypatch, name: str, *, access: str, record: dict,
 
     monkeypatch.setattr(experiment, "Workbench", Bench)
     monkeypatch.setattr(experiment, "run_attack", run_attack)
-    monkeypatch.setattr(executors, "load_data", lambda *args: calls.setdefault("load_data", list(args))
+    monkeypatch.setattr(cell_runner, "load_data", lambda *args: calls.setdefault("load_data", list(args))
                         and _PinnedData())
-    monkeypatch.setattr(executors, "set_threads", lambda value: calls.setdefault("set_threads", value))
+    monkeypatch.setattr(cell_runner, "set_threads", lambda value: calls.setdefault("set_threads", value))
     cell = Grid.from_dict(_PINNED_GRID).cells()[1]
     cell = dataclasses.replace(cell, config=dataclasses.replace(cell.config, access=access), form="paper")
     config = {**cell.config.to_dict(), "device": "cpu"}  # the row's config: the cell's on the device, no verbose
     config.pop("verbose")
     out = tmp_path / name
-    row = executors._attack_cell(cell, out, tmp_path / "cache", verbose=True, threads=threads, device="cpu",
+    row = cell_runner._attack_cell(cell, out, tmp_path / "cache", verbose=True, threads=threads, device="cpu",
                                  echo=None)
-    json_path, npz_path = executors.cell_paths(out, cell.id)
+    json_path, npz_path = cell_runner.cell_paths(out, cell.id)
     saved = json.loads(json_path.read_text())
     masked = {}
     for key, value in row.items():
