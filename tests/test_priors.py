@@ -230,7 +230,7 @@ def test_a_prior_whose_loss_becomes_nan_stops_with_a_clear_error(digits, which, 
 def _pinned_priors():
     """KEDMI's and PLG-MI's GANs trained a few steps from fixed seeds on random images (warm-started or not, with
     augmentation, entropy and adversarial terms, top_n pseudo-labels), each summarised by its weights' sums, its
-    warnings and whether the target's parameters are left as they were."""
+    warnings, whether the target's parameters are left as they were and whether a gradient reached them."""
     import warnings
 
     from torch import nn
@@ -265,7 +265,8 @@ def _pinned_priors():
             gen, disc = train(t)
         out[name] = {"weights": weights(gen, disc), "eval": [gen.training, disc.training],
                      "warnings": [str(w.message) for w in caught],
-                     "target unchanged": before == [p.requires_grad for p in t.parameters()]}
+                     "target unchanged": before == [p.requires_grad for p in t.parameters()],
+                     "no gradient reached the target": all(p.grad is None for p in t.parameters())}
     return out
 
 
