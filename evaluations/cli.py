@@ -1,12 +1,9 @@
 """The ``mi-art`` command line."""
 from __future__ import annotations
 
-import json
-import math
 import tempfile
 import time
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -17,184 +14,16 @@ from mi_art.data import DATASETS, normalise_dataset_name
 
 from .config_options import COUNT, SEED, THREADS, FiniteFloat, field_options, field_values
 from .config_rules import ATTACKS, MIRROR_SAFE_DATASETS, VARIANTS, gan_augment_for  # noqa: F401 - importable here
+from .cli_attack import (ON_THE_ATTACK_LINES, _attack_result_lines, _checked_attack_options,  # noqa: F401
+                         _prdc_and_exposure_line, _run_one_attack, _write_run_record)
+from .cli_options import (ALLOW_LARGE_HELP, THREADS_HELP, LiveChoice, _check_data_options, _check_data_root,  # noqa
+                          _check_device_option, _check_int_list, _check_name_option, _check_out_dir, _options_suffix,
+                          _parse_defense, _parse_int_list, _parse_options, _writable_problem)
 from .experiment import SETTINGS
 
 #: Where a command that knows its output folder records it (``ctx.meta``), so that an unexpected
 #: error's log lands beside the run's results.
 _LOG_DIR = "mi_art.log_dir"
-
-THREADS_HELP = ("torch's CPU threads: a count, 'auto' (the CPUs this process may use that other processes leave "
-                "idle when it starts, at least 1: torch's default of one per core is several times slower when "
-                "another job holds a core; benchmarks/results/threads.md) or 'torch' (torch's default) "
-                "[default: $MI_ART_THREADS, else $OMP_NUM_THREADS, else auto].")
-
-ALLOW_LARGE_HELP = ("Run work the size guard refuses as too large to finish or fit in memory (a grid of more than "
-                    "10,000 cells, a seed or identity range of more than a million values, reconstructions that "
-                    "cannot fit in this machine's memory or need over 30 days of attack steps).")
-
-
-class LiveChoice(click.Choice):
-    """A choice among a registry's names (a live sequence such as :data:`mi_art.attacks.ATTACK_NAMES`), read at
-    each use: an entry registered after this module is imported is offered too."""
-
-    def __init__(self, names: Any) -> None:
-        self._names = names
-        super().__init__(tuple(names))
-
-    @property  # type: ignore[override]
-    def choices(self) -> Tuple[str, ...]:
-        return tuple(self._names)
-
-    @choices.setter
-    def choices(self, value: Any) -> None:  # click.Choice sets it once: the live names stand instead
-        pass
-
-
-def _check_device_option(value: Optional[str], executor: str = "local") -> None:
-    """``--device`` against what this machine has: a usage error for cuda without CUDA (checked in the
-    command, not while parsing, so that a command written for a GPU machine still parses here). Ray
-    runs on the cluster's machines: there only the form is checked."""
-    from mi_art.validation import check_device
-
-    from .grid_schema import check_device_form
-
-    if value is None:
-        return
-    try:
-        if executor == "ray":
-            check_device_form("device", value)
-        else:
-            check_device("device", value)
-    except ValueError as err:
-        raise click.BadParameter(str(err), param_hint="'--device'") from None
-
-
-def _check_name_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
-    if value is not None and (not value.strip() or any(c in value for c in "/\\") or value.strip() in (".", "..")):
-        raise click.BadParameter(f"{value!r}: the grid name names the results folder; give a non-empty name "
-                                 "without path separators", ctx=ctx, param=param)
-    return value
-
-
-def _parse_options(pairs: Tuple[str, ...], option: str = "--data-option") -> Dict[str, Any]:
-    """``("KEY=VALUE", ...)`` -> a dict; values are JSON when they parse as JSON, else strings."""
-    options: Dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=f"'{option}'")
-        key, value = pair.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r} (the key is empty)", param_hint=f"'{option}'")
-        if key in options:
-            raise click.BadParameter(f"{key!r} is given twice; give each key once", param_hint=f"'{option}'")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
-def _check_data_options(dataset: str, options: Dict[str, Any]) -> None:
-    """Every ``--data-option`` key must be an argument of the dataset's loader (the valid keys are
-    listed otherwise), and values that can be checked without the data must be valid."""
-    from .grid_schema import data_option_keys, data_option_problems
-
-    valid = data_option_keys(dataset)
-    unknown = sorted(k for k in options if k not in valid)
-    if unknown:
-        raise click.BadParameter(f"unknown key(s) {', '.join(map(repr, unknown))} for dataset {dataset!r}; valid "
-                                 f"keys: {', '.join(valid)}", param_hint="'--data-option'")
-    problems = data_option_problems(dataset, options)
-    if problems:
-        raise click.BadParameter("; ".join(problems), param_hint="'--data-option'")
-
-
-def _options_suffix(options: Dict[str, Any]) -> str:
-    """What tells runs of one dataset apart in a default folder name: ``-32px``, ``-3ch`` and a short hash of
-    any other loader options ("" without options), so that runs at other sizes do not overwrite each other."""
-    from .cache import config_key
-
-    parts = [f"{options['image_size']}px"] if "image_size" in options else []
-    parts += [f"{options['channels']}ch"] if "channels" in options else []
-    rest = {k: v for k, v in options.items() if k not in ("image_size", "channels")}
-    parts += [config_key(rest)[:6]] if rest else []
-    return "".join(f"-{p}" for p in parts)
-
-
-def _check_out_dir(out: Path, option: str = "--out") -> None:
-    """The output folder can be written, checked before any training: an existing file, or a folder that
-    cannot be created or written to, is refused now, not after an hour of work. The folders made here are
-    removed again when the command ends with them empty (a run that failed before writing anything)."""
-    import tempfile
-
-    if out.exists() and not out.is_dir():
-        raise click.BadParameter(f"{out} is a file, not a folder: name a folder for the results",
-                                 param_hint=f"'{option}'")
-    made = [p for p in (out, *out.parents) if not p.exists()]
-    click.get_current_context().call_on_close(lambda: _remove_empty(made))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
-            pass
-    except OSError as err:
-        what = "results" if option == "--out" else "the artifact cache"
-        raise click.BadParameter(f"cannot write {what} to {out}: {err.strerror or err}", param_hint=f"'{option}'") \
-            from None
-
-
-def _remove_empty(folders: list) -> None:
-    """Remove each of ``folders`` (deepest first) that is empty: what a failed run made and left unused."""
-    for folder in folders:
-        try:
-            folder.rmdir()  # only an empty folder goes
-        except OSError:
-            return
-
-
-def _check_data_root(dataset: str, data_root: Optional[str]) -> None:
-    """digits takes no ``--data-root``; every other dataset needs an existing folder."""
-    if dataset == "digits":
-        if data_root is not None:
-            raise click.BadParameter(f"dataset 'digits' ships with scikit-learn and takes no data folder (got "
-                                     f"{data_root!r}); leave --data-root out", param_hint="'--data-root'")
-        return
-    if data_root is None:
-        raise click.UsageError(f"dataset {dataset!r} needs its data folder: pass --data-root")
-    path = Path(data_root).expanduser()
-    if not path.is_dir():
-        raise click.BadParameter(f"data folder does not exist: {path}", param_hint="'--data-root'")
-
-
-def _check_int_list(values: list, option: str) -> list:
-    """A non-empty list of distinct values (``--identities``, ``--seeds``), checked in one pass."""
-    from mi_art.validation import repeated as repeated_values
-
-    if not values:
-        raise click.BadParameter("no value given; give at least one, e.g. 0,1 or 0-4", param_hint=f"'{option}'")
-    again = sorted(repeated_values(values))
-    if again:
-        raise click.BadParameter(f"{', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''} given "
-                                 "twice; list each once", param_hint=f"'{option}'")
-    return values
-
-
-def _writable_problem(path: Path) -> Optional[str]:
-    """Why ``path`` cannot be made and written as a folder, found without creating anything (a dry run writes
-    nothing): it is a file, it lies under a file, or its nearest existing folder cannot be written to."""
-    import os
-
-    path = path.expanduser()
-    existing = path
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        return (f"{path} is a file, not a folder" if existing == path else
-                f"cannot make the folder {path}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"cannot write to {existing}" + ("" if existing == path else f" (to make {path})")
-    return None
-
 
 def _internal_error_log(ctx: click.Context, err: BaseException) -> Path:
     """Write the traceback of an unexpected error beside the run's results (or to a temp file)."""
@@ -271,39 +100,6 @@ def _engine_of(err: BaseException) -> Optional[Tuple[str, str]]:
     return None
 
 
-def _parse_int_list(text: str, option: str, *, allow_large: bool = False) -> list:
-    """``"0,1,2"`` or ``"0-4"`` (or a mix) -> a list of non-negative ints. The ranges are counted before they are
-    made into a list: one too large to hold (``0-99999999``) is refused by the size guard, its size stated."""
-    from .size_guard import SizeError, check_size, list_size_problem
-
-    ranges = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                lo_i, hi_i = int(lo), int(hi)
-                if lo_i > hi_i:
-                    raise click.BadParameter(f"the range {part!r} is empty: write LOW-HIGH with LOW <= HIGH",
-                                             param_hint=f"'{option}'")
-                ranges.append(range(lo_i, hi_i + 1))
-            else:
-                ranges.append(range(int(part), int(part) + 1))
-        except ValueError:
-            raise click.BadParameter(f"expected integers like 0,1,2 or 0-4, got {text!r}",
-                                     param_hint=f"'{option}'") from None
-    negative = [r.start for r in ranges if r.start < 0]
-    if negative:
-        raise click.BadParameter(f"values must be >= 0, got {negative[0]} in {text!r}", param_hint=f"'{option}'")
-    try:
-        check_size(list_size_problem(option, text, sum(len(r) for r in ranges)), allow_large)
-    except SizeError as err:
-        raise click.BadParameter(str(err), param_hint=f"'{option}'") from None
-    return [v for r in ranges for v in r]
-
-
 @click.group(cls=_Main)
 @click.version_option(package_name="mi-art")
 def main() -> None:
@@ -340,30 +136,16 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
            cache_dir: str, threads: Any, allow_large: bool, verbose: bool, **fields: Any) -> None:
     """Run one attack variant end to end and write results.json and reconstructions.png."""
     from mi_art.threads import set_threads
-    from mi_art.utils import write_atomic
 
-    from .cache import ArtifactCache
-    from .experiment import ExperimentConfig, Workbench, public_record, run_attack
-    from .plots import write_run_figures
-    from .size_guard import check_size, reconstruction_problem
+    from .experiment import ExperimentConfig
     from .stages import StageLog, format_seconds
 
     command_start = time.perf_counter()
-
     # every option is checked before any work starts
     if not get_attack(attack).variants and variant != "baseline":  # MIFace, BREP-MI: "baseline" only
         variant = "baseline"
-    _check_device_option(device)
-    options = _parse_options(data_options)
-    _check_data_options(dataset, options)
-    _check_data_root(dataset, data_root)
-    ids = None if identities is None else _check_int_list(
-        _parse_int_list(identities, "--identities", allow_large=allow_large), "--identities")
-    out = Path(out_dir or f"mi_art_runs/{dataset}-{attack}-{variant}{_options_suffix(options)}")
-    _check_out_dir(out)
-    problem = _writable_problem(Path(cache_dir))  # made when the first artifact is stored: not made here
-    if problem is not None:
-        raise click.BadParameter(f"{problem}: the trained models could not be cached there", param_hint="'--cache-dir'")
+    options, ids, out = _checked_attack_options(dataset, data_root, data_options, attack, variant, identities,
+                                                device, out_dir, cache_dir, allow_large)
     click.get_current_context().meta[_LOG_DIR] = out
     # gan_augment "auto" is resolved by the config, for the dataset, as for the grid's cells
     fields = field_values("attack", fields) | {"surrogate_archs": tuple(fields["surrogate_archs"])}
@@ -373,113 +155,20 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
     if threads is not None:
         set_threads(threads)
     stages = StageLog(click.echo)
-    try:
-        bench = Workbench(config, ArtifactCache(cache_dir, stages=stages))  # checks the config against the data
-        check_size(reconstruction_problem(config.n_reconstructions, config.n_candidates,
-                                          len(ids) if ids is not None else bench.data.num_classes,
-                                          math.prod(bench.data.input_shape), config.iterations, config.batch_size),
-                   allow_large)
-        result = run_attack(bench)
-    except ValueError as err:
-        raise click.ClickException(" ".join(str(err).split())) from None
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: what was trained is kept in the cache ({cache_dir}); the same command loads it "
-                   "and goes on from the step that was running", err=True)
-        click.get_current_context().exit(130)
-    warned = result["warnings"]
-    priv = bench.data.private_all()
-    with stages.stage("rendering", f"the figures in {out}"):
-        figures = write_run_figures(out, result, priv.x, priv.y, identity_names=bench.data.private_identities,
-                                    title=f"{attack.upper()} {variant} on {bench.data.name}")
-    record = public_record(result) | {"config": config.to_dict(), "figures": figures,
-                                      "command_seconds": time.perf_counter() - command_start,
-                                      "stage_seconds": dict(stages.seconds)}
-    write_atomic(out / "results.json", json.dumps(record, indent=2, default=str))
-    fid = result["fid_eval_features"]
-    acc5 = "n/a" if result["acc@5"] is None else f"{result['acc@5']:.3f} (chance {result['chance@5']:.2f})"
-    panel = "" if config.judges == 1 else (f" (mean of {config.judges} judges: "
-                                    + " / ".join(f"{a:.3f}" for a in result["acc@1_judges"]) + ")")
-    click.echo(f"{attack}/{variant} on {bench.data.name}: Acc@1 {result['acc@1']:.3f} +- {result['acc@1_std']:.3f}"
-               f"{panel} "
-               f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
-               f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
-               f"target acc {result['target_test_accuracy']:.3f}, "
-               f"evaluator acc {result['evaluator_test_accuracy']:.3f} (chance {result['chance@1']:.2f}), "
-               f"{result['seconds_per_reconstruction']:.3f} s/reconstruction")
-    click.echo(_prdc_and_exposure_line(result))
-    if result.get("independent_acc@1") is not None:
-        acc5 = result["independent_acc@5"]
-        ratio = result["independent_ratio"]
-        click.echo(f"independent judge ({result['independent_judge']}"
-                   + ("" if result["independent"] else ", NOT independent: it shares "
-                      + ", ".join(result["independent_shares"]) + " with the target")
-                   + f"): Acc@1 {result['independent_acc@1']:.3f} +- {result['independent_acc@1_se']:.3f}, "
-                   f"Acc@5 {'n/a' if acc5 is None else f'{acc5:.3f}'}, distance to the nearest training image "
-                   f"{result['independent_dist']:.3f}, ratio to the trained judges "
-                   f"{'n/a' if ratio is None else f'{ratio:.2f}'}, its accuracy on real private test images "
-                   f"{result['independent_test_accuracy']:.3f}")
-    for line in warned:
+    bench, result = _run_one_attack(config, ids, cache_dir, stages, allow_large)
+    record = _write_run_record(out, bench, result, config, stages, command_start,
+                               title=f"{attack.upper()} {variant} on {bench.data.name}")
+    for line in _attack_result_lines(f"{attack}/{variant} on {bench.data.name}", config.judges, result):
+        click.echo(line)
+    for line in result["warnings"]:
         click.echo(f"warning: {line}", err=True)
-    click.echo(f"wrote {out / 'results.json'} and {', '.join(str(out / f) for f in figures.values())} in "
+    click.echo(f"wrote {out / 'results.json'} and {', '.join(str(out / f) for f in record['figures'].values())} in "
                f"{format_seconds(record['command_seconds'])} (the attack itself: {format_seconds(result['seconds'])})")
 
 
 # --------------------------------------------------------------------------------------------------
 # mi-art evaluate / mi-art report: the defense grid
 # --------------------------------------------------------------------------------------------------
-
-
-def _parse_defense(spec: str) -> Tuple[str, Dict[str, Any]]:
-    """``"mid:beta=0.01,bottleneck_dim=32"`` -> ``("mid", {"beta": 0.01, "bottleneck_dim": 32})``."""
-    name, _, rest = spec.partition(":")
-    tokens = [t for t in rest.split(",")] if rest.strip() else []
-    pairs = []
-    for token in tokens:  # a JSON list value ("layers=[a,b]") was split at its commas: glue it back
-        if "=" in token or not pairs:
-            pairs.append(token)
-        else:
-            pairs[-1] += "," + token
-    try:
-        params = _parse_options(tuple(p for p in pairs if p.strip()), "--defense")
-    except click.BadParameter as err:
-        raise click.BadParameter(f"{err.message} in {spec!r}; write NAME or NAME:KEY=VALUE[,KEY=VALUE...]",
-                                 param_hint="'--defense'") from None
-    from mi_art.defenses import check_defense_params, get_defense
-
-    try:
-        name = get_defense(name).name
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            check_defense_params(name, params)  # types and ranges; a real run checks again with the data
-    except ValueError as err:
-        raise click.BadParameter(f"{err} (in {spec!r})", param_hint="'--defense'") from None
-    return name, params
-
-
-#: The declared metrics ``mi-art attack``'s lines write by hand (``queries`` only in its results.json); every other
-#: one is written as "name value" by :func:`~mi_art.evaluations.metric_facts.figure_text`.
-ON_THE_ATTACK_LINES = ("natural_accuracy", "acc@1", "acc@5", "knn_dist", "fid_eval_features", "precision", "recall",
-                       "density", "coverage", "seconds", "queries", "evaluator_test_accuracy", "independent_acc@1",
-                       "independent_acc@5", "independent_dist", "independent_test_accuracy", "independent_ratio")
-
-
-def _prdc_and_exposure_line(result: Dict[str, Any]) -> str:
-    """``mi-art attack``'s line on precision / recall / density / coverage and the identities that leak most and
-    least (their reconstructions' Acc@1 and their number of private training images)."""
-    from .leakage import rank_identities
-    from .metric_facts import figure_text
-    from .metrics import PRDC_METRICS
-
-    prdc = ", ".join(f"{m} {'n/a' if result.get(m) is None else format(result[m], '.3f')}" for m in PRDC_METRICS)
-    others = figure_text(result, ON_THE_ATTACK_LINES)  # metrics declared since these lines were written
-    most, least = rank_identities(result.get("per_identity") or [], 3)
-
-    def who(rows: List[Dict[str, Any]]) -> str:
-        return "; ".join(f"{r.get('name', r['identity'])} {r['acc@1']:.2f} ({r.get('n_private_train', '?')} "
-                         "training images)" for r in rows) or "-"
-
-    return (f"{prdc} (k=5, the judges' features against the attacked identities' training images); "
-            + (f"{others}; " if others else "") + f"most exposed identities (Acc@1): {who(most)}; least: {who(least)}")
 
 
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,
@@ -598,18 +287,50 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
       mi-art evaluate --dataset digits --defense none --defense mid:beta=0.01 --attack gmi \\
           --variant baseline --variant lomma --seeds 0,1
     """
-    from mi_art.validation import check_device
-
-    from .executors import GridInterrupted, GridRunError, completed_cells, evaluate_grid, worker_threads
-    from .grid import Grid, GridError
-    from .grid_files import grid_to_toml, merge_grid, read_grid_file
-    from .presets import plain_views_note, preset as get_preset, with_adaptive_attack
+    from .executors import GridInterrupted, GridRunError, evaluate_grid, worker_threads
+    from .grid import GridError
 
     _check_device_option(device, executor)
     try:
         worker_threads(executor, threads, workers=workers, cpus_per_task=cpus_per_task)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="'--threads'") from None
+    grid, problems = _grid_of_options(preset, config_file, name, datasets, data_root, data_options, defenses, attacks,
+                                      variants, adaptive, seeds, seed_scope, device, executor, dry_run, allow_large,
+                                      fields)
+    out = Path(out_dir or f"mi_art_runs/evaluate-{grid.name}")
+    if dry_run:
+        _check_folders_writable(out, cache_dir)
+        _show_dry_run(grid, out, problems)
+        return
+    _check_out_dir(out)
+    if cache_dir is not None:
+        _check_out_dir(Path(cache_dir), "--cache-dir")
+    click.get_current_context().meta[_LOG_DIR] = out
+    try:
+        evaluate_grid(grid, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address,
+                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, threads=threads, device=device,
+                      verbose=verbose, progress=progress, echo=click.echo, validate=False, allow_large=allow_large)
+    except (GridError, GridRunError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    except GridInterrupted:
+        click.get_current_context().exit(130)  # it said what was kept and how to resume: no "Aborted!" after it
+
+
+def _grid_of_options(preset: Optional[str], config_file: Optional[str], name: Optional[str],
+                     datasets: Tuple[str, ...], data_root: Optional[str], data_options: Tuple[str, ...],
+                     defenses: Tuple[str, ...], attacks: Tuple[str, ...], variants: Tuple[str, ...], adaptive: bool,
+                     seeds: Optional[str], seed_scope: Optional[str], device: Optional[str], executor: str,
+                     dry_run: bool, allow_large: bool, fields: Dict[str, Any]) -> Tuple[Any, List[str]]:
+    """The grid of ``mi-art evaluate``'s preset, grid file and options (each variant also aligned under
+    ``--adaptive``), validated before anything is trained, and the problems a dry run reports instead of
+    stopping at them; an invalid grid is refused in one line."""
+    from mi_art.validation import check_device
+
+    from .grid import Grid, GridError
+    from .grid_files import merge_grid, read_grid_file
+    from .presets import preset as get_preset
+
     try:
         base: Dict[str, Any] = get_preset(preset) if preset else {}
         if config_file:  # checked once, with the options laid over it, by Grid.from_dict
@@ -623,13 +344,7 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
             spec["device"] = device
         grid = Grid.from_dict(spec, where=str(config_file) if config_file else "the grid")
         if adaptive:
-            grid.variants = with_adaptive_attack(grid.variants)
-            for form in grid.forms:
-                if form.variants is not None:
-                    form.variants = with_adaptive_attack(form.variants)
-            note = plain_views_note(c.config for c in grid.cells())
-            if note:
-                click.echo(f"note: {note}", err=True)
+            _add_the_adaptive_attack(grid)
         problems = grid.validate(check_data=not dry_run, allow_large=allow_large)
         if grid.device is not None and executor != "ray":
             try:
@@ -640,39 +355,50 @@ def evaluate(preset: Optional[str], config_file: Optional[str], name: Optional[s
                 problems.append(str(err))
     except GridError as err:
         raise click.ClickException(f"invalid grid: {err}") from None
-    out = Path(out_dir or f"mi_art_runs/evaluate-{grid.name}")
-    if not dry_run:
-        _check_out_dir(out)
-        if cache_dir is not None:
-            _check_out_dir(Path(cache_dir), "--cache-dir")
-        click.get_current_context().meta[_LOG_DIR] = out
-    else:  # the same folders, checked without writing anything: a dry run writes nothing, not even an error log
-        for folder, option in ((out, "--out"), (None if cache_dir is None else Path(cache_dir), "--cache-dir")):
-            problem = None if folder is None else _writable_problem(folder)
-            if problem is not None:
-                raise click.BadParameter(f"{problem}: a real run could not write there", param_hint=f"'{option}'")
-    if dry_run:
-        for p in problems:
-            click.echo(f"warning: {p} (a real run stops here)", err=True)
-        click.echo(grid.summary())
-        cells = grid.cells()
-        done = completed_cells(out, [c.id for c in cells])
-        click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
-        for c in cells:
-            click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.dataset_label}  {c.defense_label}  "
-                       f"{c.config.attack}{'' if c.form is None else f' [{c.form}]'}/{c.config.variant}  "
-                       f"seed {c.config.attack_seed}")
-        click.echo("grid file (TOML; save it and pass it to --config):")
-        click.echo(grid_to_toml(grid.to_dict()))
-        return
-    try:
-        evaluate_grid(grid, out, cache_dir=cache_dir, executor=executor, workers=workers, address=address,
-                      gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, threads=threads, device=device,
-                      verbose=verbose, progress=progress, echo=click.echo, validate=False, allow_large=allow_large)
-    except (GridError, GridRunError, RuntimeError) as err:
-        raise click.ClickException(str(err)) from None
-    except GridInterrupted:
-        click.get_current_context().exit(130)  # it said what was kept and how to resume: no "Aborted!" after it
+    return grid, problems
+
+
+def _add_the_adaptive_attack(grid: Any) -> None:
+    """Each variant of the grid (and of its forms) also aligned; a note where the plain variants search without
+    views."""
+    from .presets import plain_views_note, with_adaptive_attack
+
+    grid.variants = with_adaptive_attack(grid.variants)
+    for form in grid.forms:
+        if form.variants is not None:
+            form.variants = with_adaptive_attack(form.variants)
+    note = plain_views_note(c.config for c in grid.cells())
+    if note:
+        click.echo(f"note: {note}", err=True)
+
+
+def _check_folders_writable(out: Path, cache_dir: Optional[str]) -> None:
+    """The folders of a real run checked without writing anything: a dry run writes nothing, not even an error
+    log."""
+    for folder, option in ((out, "--out"), (None if cache_dir is None else Path(cache_dir), "--cache-dir")):
+        problem = None if folder is None else _writable_problem(folder)
+        if problem is not None:
+            raise click.BadParameter(f"{problem}: a real run could not write there", param_hint=f"'{option}'")
+
+
+def _show_dry_run(grid: Any, out: Path, problems: List[str]) -> None:
+    """A dry run's output: the problems a real run stops at, the grid's summary, each cell (done or to do in
+    ``out``) and the grid as a file to pass to ``--config``."""
+    from .executors import completed_cells
+    from .grid_files import grid_to_toml
+
+    for p in problems:
+        click.echo(f"warning: {p} (a real run stops here)", err=True)
+    click.echo(grid.summary())
+    cells = grid.cells()
+    done = completed_cells(out, [c.id for c in cells])
+    click.echo(f"cells ({len(done)} of {len(cells)} already done in {out}):")
+    for c in cells:
+        click.echo(f"  {c.id}  {'done' if c.id in done else 'todo'}  {c.dataset_label}  {c.defense_label}  "
+                   f"{c.config.attack}{'' if c.form is None else f' [{c.form}]'}/{c.config.variant}  "
+                   f"seed {c.config.attack_seed}")
+    click.echo("grid file (TOML; save it and pass it to --config):")
+    click.echo(grid_to_toml(grid.to_dict()))
 
 
 @main.command()

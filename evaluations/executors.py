@@ -19,28 +19,22 @@ On Ray the output and cache directories must be on a file system every node sees
 """
 from __future__ import annotations
 
-import io
 import json
 import os
-import socket
 import sys
 import time
-from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
-
 from mi_art.threads import check_threads, set_threads, usable_cpus
-from mi_art.utils import DiskFullError, atomic_file, find_disk_full, write_atomic
+from mi_art.utils import DiskFullError, find_disk_full, write_atomic
 
-from .cache import ArtifactCache
+# one cell's run (its claim, its attack, its files) is mi_art.evaluations.cell_runner's, importable from here too
+from .cell_runner import LockingArtifactCache, _attack_cell, _write_npz_atomic, run_cell  # noqa: F401
 from .claims import CLAIM_TIMEOUT_SECONDS, CellClaimed, claim_cell, claim_state, find_claimed  # noqa: F401
-from .grid import Cell, Grid, load_data
-from .metric_facts import row_figures
-from .rows import ROW_KEYS, TOP_K, cell_paths, completed_cells, finite_or_none, normalise_row, pair_label, read_cell
-from .stages import StageLog, format_seconds
+from .grid import Cell, Grid
+from .rows import ROW_KEYS, cell_paths, completed_cells, normalise_row, pair_label, read_cell
+from .stages import format_seconds
 
 # ROW_KEYS, cell_paths, completed_cells and read_cell live in mi_art.evaluations.rows (shared with the report);
 # they stay importable from here.
@@ -63,166 +57,6 @@ class CellFailure(RuntimeError):
 class GridInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped the grid after it said what was kept and how to resume (:func:`evaluate_grid`)."""
 
-
-# --------------------------------------------------------------------------------------------------
-# Shared artifacts
-# --------------------------------------------------------------------------------------------------
-
-
-class LockingArtifactCache(ArtifactCache):
-    """An :class:`ArtifactCache` whose artifacts are computed under an exclusive file lock
-    (``<artifact>.lock``), so that concurrent processes sharing the directory train each once. A record
-    is read, set aside or written under its own lock, also when a module checks the records beside it."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._held: Dict[str, int] = {}  # the locks this process holds: taken again, they are not re-locked
-
-    @contextmanager
-    def _locked(self, kind: str, config: Dict[str, Any]) -> Iterator[None]:
-        path = self.path(kind, config)
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no locking, at worst duplicated work
-            fcntl = None  # type: ignore[assignment]
-        if path is None or fcntl is None:
-            yield
-            return
-        name = f"{kind}-{path.stem.rsplit('-', 1)[-1]}.lock"
-        if self._held.get(name):  # flock on a second descriptor of the same file would wait for ourselves
-            self._held[name] += 1
-            try:
-                yield
-            finally:
-                self._held[name] -= 1
-            return
-        locks = path.parent / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        with open(locks / name, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            self._held[name] = 1
-            try:
-                yield
-            finally:
-                self._held[name] = 0
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def module(self, kind, config, build, train, records=()):  # type: ignore[override]
-        with self._locked(kind, config):
-            return super().module(kind, config, build, train, records)
-
-    def json(self, kind, config, compute, fields=()):  # type: ignore[override]
-        with self._locked(kind + ".json", config):
-            return super().json(kind, config, compute, fields)
-
-    def _read_json(self, kind, config, fields=()):  # type: ignore[override]
-        with self._locked(kind + ".json", config):
-            return super()._read_json(kind, config, fields)
-
-    def store_json(self, kind, config, value):  # type: ignore[override]
-        with self._locked(kind + ".json", config):
-            super().store_json(kind, config, value)
-
-    def tensor(self, kind, config, compute):  # type: ignore[override]
-        with self._locked(kind, config):
-            return super().tensor(kind, config, compute)
-
-
-# --------------------------------------------------------------------------------------------------
-# One cell
-# --------------------------------------------------------------------------------------------------
-
-
-def _write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    with atomic_file(path, size=buffer.getbuffer().nbytes) as f:
-        f.write(buffer.getbuffer())
-
-
-def run_cell(cell: Union[Cell, Dict[str, Any]], out_dir: PathLike, cache_dir: Optional[PathLike], *,
-             verbose: bool = False, threads: Union[int, str, None] = None, device: Optional[str] = None,
-             echo: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Run one cell end to end (shared artifacts from the cache), write its files, return its row.
-    ``echo``, when given, receives a line for each stage: every artifact trained (target, judges, prior,
-    surrogates, p_reg, ...) with its seconds, and the attack.
-
-    The cell is claimed first (:mod:`mi_art.evaluations.claims`), so that processes sharing ``out_dir`` run
-    it once: a cell another process finished meanwhile is not run again (its saved row is returned).
-
-    :raises CellClaimed: Another live process is running the cell."""
-    cell = Cell.from_dict(cell) if isinstance(cell, dict) else cell
-    with claim_cell(out_dir, cell.id):
-        row = read_cell(cell_paths(out_dir, cell.id)[0])
-        if row is not None and row["cell_id"] == cell.id:
-            return row
-        return _attack_cell(cell, out_dir, cache_dir, verbose=verbose, threads=threads, device=device, echo=echo)
-
-
-def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *, verbose: bool,
-                 threads: Union[int, str, None], device: Optional[str],
-                 echo: Optional[Callable[[str], None]]) -> Dict[str, Any]:
-    """:func:`run_cell`'s work, under the cell's claim."""
-    import dataclasses
-
-    from .experiment import Workbench, run_attack
-
-    if threads is not None:
-        set_threads(threads)
-    config = dataclasses.replace(cell.config, verbose=verbose, device=device or cell.config.device)
-    start = time.perf_counter()
-    stages = StageLog(echo, prefix=f"  {cell.tag}: ")
-    data = load_data(config.dataset, config.data_root, config.data_options)
-    # the grid checked every value of the cell's config (check_grid): the workbench checks it against the data
-    bench = Workbench(config, LockingArtifactCache(cache_dir, stages=stages), data=data, checked=True)
-    target, judges = bench.target(), bench.evaluators()
-    result = run_attack(bench, target=target, evaluator=judges)
-    record = bench.defense_record or {}
-    row: Dict[str, Any] = {
-        "cell_id": cell.id, "dataset": cell.dataset_label, "dataset_kind": config.dataset, "defense": config.defense,
-        "defense_params": dict(config.defense_params), "defense_label": cell.defense_label,
-        "epsilon": finite_or_none(record.get("epsilon")), "delta": finite_or_none(record.get("delta")),
-        # below white-box the access level is part of the attack's name, so tables and plots keep it apart
-        "attack": result["attack"] if config.access == "white-box" else f"{result['attack']}[{config.access}]",
-        "variant": result["variant"], "seed": config.attack_seed, "access": config.access,
-        "artifact_seed": config.seed, "form": cell.form,
-        **row_figures(result),  # every declared metric, under the row's names (metric_facts)
-        "n_judges": int(result["n_judges"]),
-        "cell_seconds": time.perf_counter() - start,
-        "n_identities": result["n_identities"], "n_reconstructions": result["n_reconstructions"],
-        "n_candidates": result.get("n_candidates"), "search_views": result.get("search_views"),
-        "iterations": result["iterations"],
-        # the judge's number of classes: Acc@k against chance, and n/a where k >= n_classes
-        "n_classes": int(result.get("num_classes", bench.data.num_classes)),
-    }
-    row.update({f"chance@{k}": result[f"chance@{k}"] for k in TOP_K if result.get(f"chance@{k}") is not None})
-    row = normalise_row(row)
-    if record:
-        row["defense_record"] = record
-    row["config"] = {k: v for k, v in config.to_dict().items() if k not in ("verbose",)}
-    row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    row["host"], row["pid"] = socket.gethostname(), os.getpid()
-    row.update({k: result[k] for k in ("threads", "thread_setting", "usable_cpus", "independent_judge", "independent",
-                                       "independent_shares", "panel_shares") if k in result})
-    # what the single run's record holds beside its metrics: every warning it gave, each surrogate's agreement
-    # with the target, the prior's quality; and N, against which the report reads DP's delta
-    row["warnings"] = list(result["warnings"])
-    row.update({k: result.get(k) for k in ("surrogates", "prior")})
-    row["n_train"] = len(bench.data.private_train)
-    row["per_identity"] = result.get("per_identity")  # who is exposed: each attacked identity's figures
-    row["index"] = cell.index
-
-    # reconstructions and a few real private images of the attacked identities, for the figures
-    recs, labels = np.asarray(result["reconstructions"], np.float32), np.asarray(result["labels"], np.int64)
-    priv = bench.data.private_all()
-    keep = np.concatenate([np.flatnonzero(priv.y == k)[:2] for k in np.unique(labels)]).astype(np.int64)
-    json_path, npz_path = cell_paths(out_dir, cell.id)
-    samples = {} if result.get("prior_samples") is None else {"prior_samples": np.asarray(result["prior_samples"],
-                                                                                        np.float32)}
-    _write_npz_atomic(npz_path, reconstructions=recs, labels=labels, real_x=priv.x[keep], real_y=priv.y[keep],
-                      identity_names=np.asarray(bench.data.private_identities, dtype=str), **samples)
-    write_atomic(json_path, json.dumps(row, indent=1, sort_keys=False, default=str))
-    return row
 
 
 def _ray_run_cell(cell: Dict[str, Any], out_dir: str, cache_dir: Optional[str], verbose: bool,
@@ -531,81 +365,113 @@ def evaluate_grid(grid: Grid, out_dir: PathLike, *, cache_dir: Optional[PathLike
     out = Path(out_dir).resolve()
     cache = Path(cache_dir).resolve() if cache_dir is not None else out / "cache"
     cells = grid.cells()
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "grid.json", json.dumps({"grid": grid.to_dict(), "cells": [
-        {"id": c.id, "index": c.index, "dataset": c.dataset_label, "defense_label": c.defense_label,
-         "attack": c.config.attack, "variant": c.config.variant, "seed": c.config.attack_seed, "form": c.form}
-        for c in cells],
-        "cache_dir": str(cache)}, indent=1))
+    _write_grid_json(out, grid, cells, cache)
     done = completed_cells(out, [c.id for c in cells])
     todo = [c for c in cells if c.id not in done]
     echo(f"{len(cells)} cells in the grid, {len(done)} already done, {len(todo)} to run "
          f"(executor {executor}, cache {cache})")
-    if executor != "local":
-        todo = _spread(todo)
-    failures: List[Tuple[Cell, BaseException]] = []
-    full: Optional[DiskFullError] = None
-    waiting: Dict[str, Cell] = {}  # claimed by another process
     bar = tqdm(total=len(cells), initial=len(done), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
-    write = bar.write if progress else echo
-    started, ran_here = time.perf_counter(), [0]
-
-    def finished(cell: Cell, row: Dict[str, Any]) -> None:
-        bar.update(1)
-        done[cell.id] = row = {**row, "form": cell.form}  # a saved row of the same work may name another form
-        ran_here[0] += 1
-        write(summary_line(row))
-        left = len(cells) - len(done) - len(failures)
-        if left:
-            pace = (time.perf_counter() - started) / ran_here[0]
-            write(f"{len(done)} of {len(cells)} cells done; {left} left, about {format_seconds(pace * left)} at this "
-                  "run's pace so far (cells that share trained artifacts go faster)")
-
+    run = _GridRun(out, cells, done, bar, bar.write if progress else echo)
     try:
-        while todo and full is None:
-            # nothing to run: start no worker pool and no Ray instance
-            runner = _RUNNERS[executor](todo, str(out), str(cache), verbose=verbose, threads=threads, device=device,
-                                        workers=workers, address=address, gpus_per_task=gpus_per_task,
-                                        cpus_per_task=cpus_per_task, echo=write)
-            for cell, row, err in runner:
-                claimed = find_claimed(err)
-                if claimed is not None:
-                    waiting[cell.id] = cell
-                    write(f"{cell.id}: {claimed}")
-                    continue
-                if err is not None:
-                    bar.update(1)
-                    failures.append((cell, err))
-                    write(f"FAILED {cell.tag}: {type(err).__name__}: {err}")
-                    full = find_disk_full(err)
-                    if full is not None:  # every later cell would fail too: stop, keeping what is saved
-                        break
-                    continue
-                assert row is not None
-                json_path, _ = cell_paths(out, cell.id)
-                if not json_path.is_file():  # a worker whose file system the driver does not see
-                    write_atomic(json_path, json.dumps(row, indent=1, default=str))
-                finished(cell, row)
-            todo = [] if full is not None else _wait_for_claims(out, waiting, finished, write)
+        run.run(todo if executor == "local" else _spread(todo), executor, str(cache),
+                dict(verbose=verbose, threads=threads, device=device, workers=workers, address=address,
+                     gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task))
     except KeyboardInterrupt:
         bar.close()
         _say_interrupted(out, cells, done, echo, report)
         raise GridInterrupted() from None
     finally:
         bar.close()
-    if full is not None:
-        raise GridRunError(f"{full}. The grid stopped there: {len(done)} of {len(cells)} cells are finished and "
-                           f"saved under {out / 'cells'}; the report was not rendered")
+    run.raise_if_disk_full()
     rows = [{**done[c.id], "form": c.form} for c in cells if c.id in done]
     if report and rows:
-        from .report import render_report
-
-        echo(f"rendering the report of {len(rows)} cells (tables, figures, one image grid per cell) ...")
-        report_start = time.perf_counter()
-        paths = render_report(out)
-        echo(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - report_start:.1f} s")
-    if failures:
-        lines = "\n".join(f"  {c.id} {c.tag}: {type(e).__name__}: {e}" for c, e in failures)
-        raise GridRunError(f"{len(failures)} of {len(cells)} cells failed (the others are saved; run the same "
-                           f"command again to retry):\n{lines}")
+        _render_grid_report(out, rows, echo)
+    run.raise_if_failed()
     return rows
+
+
+def _write_grid_json(out: Path, grid: Grid, cells: Sequence[Cell], cache: Path) -> None:
+    """``<out>/grid.json``: the grid, each cell's id and what it runs, and the cache it uses."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "grid.json", json.dumps({"grid": grid.to_dict(), "cells": [
+        {"id": c.id, "index": c.index, "dataset": c.dataset_label, "defense_label": c.defense_label,
+         "attack": c.config.attack, "variant": c.config.variant, "seed": c.config.attack_seed, "form": c.form}
+        for c in cells],
+        "cache_dir": str(cache)}, indent=1))
+
+
+class _GridRun:
+    """The cells of a grid as an executor runs them: the rows done, the failures, the cells other processes hold,
+    a full disk, and a line on the console for each."""
+
+    def __init__(self, out: Path, cells: Sequence[Cell], done: Dict[str, Dict[str, Any]], bar: Any,
+                 write: Callable[[str], None]) -> None:
+        self.out, self.cells, self.done, self.bar, self.write = out, cells, done, bar, write
+        self.failures: List[Tuple[Cell, BaseException]] = []
+        self.full: Optional[DiskFullError] = None
+        self.waiting: Dict[str, Cell] = {}  # claimed by another process
+        self.started, self.ran_here = time.perf_counter(), 0
+
+    def run(self, todo: List[Cell], executor: str, cache: str, settings: Dict[str, Any]) -> None:
+        """Run ``todo`` on ``executor``, then the cells other processes held and left, until none is left to run
+        here or the disk is full."""
+        while todo and self.full is None:
+            # nothing to run: start no worker pool and no Ray instance
+            for cell, row, err in _RUNNERS[executor](todo, str(self.out), cache, **settings, echo=self.write):
+                self.take(cell, row, err)
+                if self.full is not None:  # every later cell would fail too: stop, keeping what is saved
+                    break
+            todo = [] if self.full is not None else _wait_for_claims(self.out, self.waiting, self.finished,
+                                                                     self.write)
+
+    def take(self, cell: Cell, row: Optional[Dict[str, Any]], err: Optional[BaseException]) -> None:
+        """One outcome of the executor: a cell another process holds (waited for), a failure, or a row."""
+        claimed = find_claimed(err)
+        if claimed is not None:
+            self.waiting[cell.id] = cell
+            self.write(f"{cell.id}: {claimed}")
+            return
+        if err is not None:
+            self.bar.update(1)
+            self.failures.append((cell, err))
+            self.write(f"FAILED {cell.tag}: {type(err).__name__}: {err}")
+            self.full = find_disk_full(err)
+            return
+        assert row is not None
+        json_path, _ = cell_paths(self.out, cell.id)
+        if not json_path.is_file():  # a worker whose file system the driver does not see
+            write_atomic(json_path, json.dumps(row, indent=1, default=str))
+        self.finished(cell, row)
+
+    def finished(self, cell: Cell, row: Dict[str, Any]) -> None:
+        """A cell's row, run here or by another process: its line, and how long the cells left will take."""
+        self.bar.update(1)
+        self.done[cell.id] = row = {**row, "form": cell.form}  # a saved row of the same work may name another form
+        self.ran_here += 1
+        self.write(summary_line(row))
+        left = len(self.cells) - len(self.done) - len(self.failures)
+        if left:
+            pace = (time.perf_counter() - self.started) / self.ran_here
+            self.write(f"{len(self.done)} of {len(self.cells)} cells done; {left} left, about "
+                       f"{format_seconds(pace * left)} at this run's pace so far (cells that share trained artifacts "
+                       "go faster)")
+
+    def raise_if_disk_full(self) -> None:
+        if self.full is not None:
+            raise GridRunError(f"{self.full}. The grid stopped there: {len(self.done)} of {len(self.cells)} cells are "
+                               f"finished and saved under {self.out / 'cells'}; the report was not rendered")
+
+    def raise_if_failed(self) -> None:
+        if self.failures:
+            lines = "\n".join(f"  {c.id} {c.tag}: {type(e).__name__}: {e}" for c, e in self.failures)
+            raise GridRunError(f"{len(self.failures)} of {len(self.cells)} cells failed (the others are saved; run "
+                               f"the same command again to retry):\n{lines}")
+
+
+def _render_grid_report(out: Path, rows: List[Dict[str, Any]], echo: Callable[[str], None]) -> None:
+    from .report import render_report
+
+    echo(f"rendering the report of {len(rows)} cells (tables, figures, one image grid per cell) ...")
+    report_start = time.perf_counter()
+    paths = render_report(out)
+    echo(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - report_start:.1f} s")

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .markdown import markdown_text, mean_std_text
+
 __all__ = ["ALIGN_SUFFIX", "FrontierPoint", "adaptive_comparison", "adaptive_lines", "common_level",
            "aligned_variant", "equal_utility_lines", "frontier", "interpolate", "matched_utility", "plain_variant",
            "protection_kept", "utility_ratio"]
@@ -200,9 +202,7 @@ def adaptive_comparison(aggs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 
 def _point_text(point: Optional[FrontierPoint]) -> str:
-    from .report import _fmt
-
-    return "-" if point is None else _fmt(point[1], point[2] or 0.0, point[3], ".3f")
+    return "-" if point is None else mean_std_text(point[1], point[2] or 0.0, point[3], ".3f")
 
 
 def _ratio_text(ratio: Optional[float], entry: Dict[str, Any], key: str = "acc@1") -> str:
@@ -221,8 +221,6 @@ def equal_utility_lines(aggs: Sequence[Dict[str, Any]]) -> List[str]:
     """The report's "Defenses at equal utility" section for one data set's aggregated rows: per attack variant
     and defense, the Acc@1 at the common natural accuracy (trained panel, and the independent judge where it
     scored the cells) and the utility ratio; nothing without a defended row."""
-    from .report import markdown_text
-
     entries = matched_utility(aggs)
     if not entries:
         return []
@@ -285,8 +283,6 @@ def adaptive_lines(aggs: Sequence[Dict[str, Any]]) -> List[str]:
     """The report's "Protection against the adaptive attack" section: per defense setting attacked with and
     without alignment, the undefended Acc@1, the defended Acc@1 of both and the share of the protection kept,
     with a sentence each; nothing when no aligned variant was run on a defended target."""
-    from .report import _fmt, markdown_text
-
     compared = adaptive_comparison(aggs)
     if not compared:
         return []
@@ -303,8 +299,8 @@ def adaptive_lines(aggs: Sequence[Dict[str, Any]]) -> List[str]:
         name, pair = markdown_text(c["defense_label"]), markdown_text(f"{c['attack']}/{c['variant']}")
 
         def acc(row: Optional[Dict[str, Any]]) -> str:
-            return "-" if row is None else _fmt(row["acc@1"], row.get("acc@1_std") or 0.0,
-                                                row.get("acc@1_n") or row.get("n") or 1, ".3f")
+            return "-" if row is None else mean_std_text(row["acc@1"], row.get("acc@1_std") or 0.0,
+                                                         row.get("acc@1_n") or row.get("n") or 1, ".3f")
 
         kept = "-" if c["kept"] is None else f"{100 * c['kept']:.0f}%"
         lines.append(f"| {name} | {pair} | {acc(c['undefended'])} | {acc(c['plain'])} | {acc(c['aligned'])} | "

@@ -4,7 +4,8 @@ attacks see it (:class:`ModelSet`)."""
 from __future__ import annotations
 
 import warnings
-from typing import Any, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, ContextManager, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -103,20 +104,13 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     """Model augmentation (https://arxiv.org/abs/2304.01669): distil ``target`` into ``student`` on public
     data only, with KL divergence at ``temperature`` and SGD with momentum (the paper's settings).
 
-    The paper distils on 30k-70k public images; with a few hundred the student learns too little of the
-    target to help the attack. So, as a documented deviation:
-
-    - with ``generator`` (a GAN prior trained on the public images), every batch adds as many fresh
-      prior samples as public images: the student learns the target on the images the attack explores;
-    - the budget is counted in optimiser ``steps``, with the learning rate constant as in the paper's
-      20-epoch schedule, or halved every ``lr_step`` steps (halving it every third of 300 steps on digits
-      cut the student's agreement with the target on private test images: measured in
-      ``benchmarks/results/attack_variants_lfw.md``, "Surrogates distilled for every step"); every
-      ``eval_every`` steps the KL on held-out public images (``val_x``, or a ``val_fraction`` of
-      ``public_x`` set aside) is measured and the best student is kept. Training
-      stops early once that KL has not improved for ``patience`` evaluations, if ``patience`` is given;
-      by default it runs every step: on LFW the held-out KL of 155 public images stalls while the student
-      still learns the target on the private faces (``benchmarks/results/attack_variants_lfw.md``).
+    With a few hundred public images (the paper has 30k-70k) the student learns too little, so, as a documented
+    deviation (measured in docs/methods.md, "MA: model augmentation"): with ``generator`` (a GAN prior
+    trained on the public images) every batch adds as many fresh prior samples as public images; the budget is
+    counted in optimiser ``steps``, at a constant learning rate or halved every ``lr_step`` steps; every
+    ``eval_every`` steps the KL on held-out public images (``val_x``, or a ``val_fraction`` of ``public_x`` set
+    aside) is measured and the best student is kept. Training stops early once that KL has not improved for
+    ``patience`` evaluations, if ``patience`` is given; by default it runs every step.
 
     ``target`` is an ART estimator or a module (``output_index``: where its logits are in a tuple or dict
     output); ``public_x`` (and ``val_x``) are images it takes, in its input space (as for ``predict``).
@@ -135,120 +129,216 @@ def distill_surrogate(target: Any, student: nn.Module, public_x: Any, *, generat
     Before any work, the images are checked where they meet the target (its ``input_shape`` and
     ``clip_values``; [0, 1] channels first for a bare module: :meth:`mi_art.utils.EstimatorModule.unit_images`,
     :meth:`mi_art.access.PredictOracle.to_unit`) and the student must give one output per class of the target.
-
     ``mixed_precision`` runs the student's forward passes in bfloat16
     (:func:`mi_art.training.mixed_precision_context`); the target answers in its own precision.
-
     A student that agrees with the target's top-1 on fewer held-out public images than
-    :data:`mi_art.quality.WEAK_SURROGATE_AGREEMENT` is returned with a :class:`mi_art.quality.WeakModelWarning`
-    (the pipeline's weak-surrogate warning): in the attack it would pull the reconstructions away from the
-    target's identities.
+    :data:`mi_art.quality.WEAK_SURROGATE_AGREEMENT` is returned with a :class:`mi_art.quality.WeakModelWarning`:
+    in the attack it would pull the reconstructions away from the target's identities.
     ``desc`` names the progress bar (default: ``distil <the student's class>``).
     """
-    steps, batch_size = check_count("steps", steps), check_count("batch_size", batch_size)
-    eval_every, patience = check_count("eval_every", eval_every), check_optional_count("patience", patience)
-    lr, temperature = check_positive("lr", lr), check_positive("temperature", temperature)
-    check_number("momentum", momentum, low=0, high=1, high_open=True)
-    check_number("weight_decay", weight_decay, low=0)
-    lr_step = check_optional_count("lr_step", lr_step)
+    schedule = _Schedule(steps, batch_size, eval_every, patience, lr, temperature, momentum, weight_decay, lr_step)
     seed_everything(seed)
     device = resolve_device(device)
     precision = mixed_precision_context(mixed_precision, device)
-    oracle = target if isinstance(target, PredictOracle) else None
-    teacher = None if oracle else as_module(target, "target", output_index=output_index).to(device).eval()
-    # the images are checked where they meet the target (layout, channels, range) before any work
-    x = check_images(public_x, "public_x")
-    x = oracle.to_unit(x, "public_x") if oracle is not None else _checked(teacher, x, "public_x")
+    teacher = _Teacher(target, output_index, device)
+    x, val = _public_and_held_out(teacher, public_x, val_x, val_fraction, seed)
+    _check_same_classes(student.to(device), teacher.first_unit(x), teacher.classes(x))
+    x, held_out = teacher.student_space(x, val, temperature)
+    batches = _Batches(x, min(batch_size, len(x)), augment, generator, device)
+    _train(student, teacher, batches, held_out, schedule, precision,
+           trange(steps, desc=desc or f"distil {type(student).__name__}", disable=not verbose))
+    check_module_finite(student, f"distilled {type(student).__name__}")
+    weak = weak_surrogate_warning(held_out.agreement(student), name=f"the distilled {type(student).__name__}",
+                                  hint="Distil it longer (steps), with a GAN prior's samples (generator), or leave "
+                                       "it out of the attack's surrogates")
+    warn_weak([weak] if weak else [])
+    return student.eval()
+
+
+@dataclass
+class _Schedule:
+    """Distillation's optimiser settings and budget, checked (in this order) when made."""
+
+    steps: int
+    batch_size: int
+    eval_every: int
+    patience: Optional[int]
+    lr: float
+    temperature: float
+    momentum: float
+    weight_decay: float
+    lr_step: Optional[int]
+
+    def __post_init__(self) -> None:
+        self.steps, self.batch_size = check_count("steps", self.steps), check_count("batch_size", self.batch_size)
+        self.eval_every = check_count("eval_every", self.eval_every)
+        self.patience = check_optional_count("patience", self.patience)
+        self.lr, self.temperature = check_positive("lr", self.lr), check_positive("temperature", self.temperature)
+        check_number("momentum", self.momentum, low=0, high=1, high_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
+        self.lr_step = check_optional_count("lr_step", self.lr_step)
+
+    def optimiser(self, student: nn.Module) -> Tuple[torch.optim.Optimizer, Any]:
+        """SGD with momentum over the student, and its learning rate halved every ``lr_step`` steps (if given)."""
+        opt = torch.optim.SGD(student.parameters(), lr=self.lr, momentum=self.momentum,
+                              weight_decay=self.weight_decay)
+        return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=self.lr_step or self.steps + 1, gamma=0.5)
+
+    def evaluates_at(self, step: int) -> bool:
+        """Whether the student is evaluated after ``step`` (from 0): every ``eval_every`` steps, and at the end."""
+        return (step + 1) % self.eval_every == 0 or step + 1 == self.steps
+
+
+class _Teacher:
+    """The target as distillation asks it: a module (its logits, through its preprocessing) or an oracle (its
+    answers, every image a counted query)."""
+
+    def __init__(self, target: Any, output_index: Any, device: torch.device) -> None:
+        self.oracle = target if isinstance(target, PredictOracle) else None
+        self.module = None if self.oracle else as_module(target, "target", output_index=output_index).to(device).eval()
+        self.device = device
+
+    def checked(self, x: np.ndarray, name: str) -> np.ndarray:
+        """``x`` checked where it meets the target: as unit-space images for an oracle, as given for a module."""
+        return self.oracle.to_unit(x, name) if self.oracle is not None else _checked(self.module, x, name)
+
+    def first_unit(self, x: np.ndarray) -> torch.Tensor:
+        """The first of the checked images ``x`` in the student's space."""
+        return torch.from_numpy(x[:1] if self.oracle is not None else self.module.to_unit(x[:1])).to(self.device)
+
+    def classes(self, x: np.ndarray) -> int:
+        """The target's number of classes (a module's, read off its outputs on the first of ``x``)."""
+        if self.oracle is not None:
+            return self.oracle.nb_classes
+        return int(batched_logits(self.module, torch.from_numpy(x[:1]).to(self.device)).shape[1])
+
+    def student_space(self, x: np.ndarray, val: np.ndarray, temperature: float) -> Tuple[torch.Tensor, "_HeldOut"]:
+        """The training images in the student's space ([0, 1], channels first), and the held-out ones with the
+        target's answers on them. From now on a module teacher takes the student's images."""
+        x, val = torch.from_numpy(x).to(self.device), torch.from_numpy(val).to(self.device)
+        if self.oracle is not None:  # log-probabilities: the KL's teacher logits; the answers are taken at T = 1
+            return x, _HeldOut(val, self.oracle.answers(val).clamp_min(1e-12).log(), 1.0)
+        val_teacher = check_finite(batched_logits(self.module, val), "the target's outputs on public_x")
+        x, val = self.module.to_unit(x), self.module.to_unit(val)
+        self.module = self.module.unit_view()
+        return x, _HeldOut(val, val_teacher, temperature)
+
+    def cannot_answer(self, n: int) -> bool:
+        """Whether the oracle's budget is too small for ``n`` more images."""
+        return self.oracle is not None and self.oracle.remaining() is not None and self.oracle.remaining() < n
+
+    def answers(self, images: torch.Tensor) -> torch.Tensor:
+        """What the student learns on unit-space ``images``: the oracle's answers or the module's logits."""
+        return self.oracle.answers(images) if self.oracle is not None else self.module(images)
+
+    def loss(self, logits: torch.Tensor, answer: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The KL to a module's logits; the cross-entropy against an oracle's answers (the KL up to a constant)."""
+        if self.oracle is not None:
+            return -(answer * F.log_softmax(logits, 1)).sum(1).mean()
+        return distillation_loss(logits, answer, temperature)
+
+
+def _public_and_held_out(teacher: _Teacher, public_x: Any, val_x: Any, val_fraction: float,
+                         seed: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """The training and held-out images, checked where they meet the target: ``val_x``, or a ``val_fraction``
+    of ``public_x`` set aside at random (by ``seed``)."""
+    x = teacher.checked(check_images(public_x, "public_x"), "public_x")
     if val_x is None:
         check_number("val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True)
         n_val = max(1, int(round(val_fraction * len(x))))
         if len(x) - n_val < 2:
             raise ValueError(f"public_x has {len(x)} images: too few to set {n_val} aside for validation; pass val_x")
         perm = np.random.default_rng(seed).permutation(len(x))
-        x, val = x[perm[n_val:]], x[perm[:n_val]]
-    elif oracle is not None:
-        val = oracle.to_unit(val_x, "val_x")
-    else:
-        val = _checked(teacher, check_images(val_x, "val_x", shape=x.shape[1:]), "val_x")
-    student.to(device)
-    first = torch.from_numpy(x[:1] if oracle is not None else teacher.to_unit(x[:1])).to(device)
-    _check_same_classes(student, first, oracle.nb_classes if oracle is not None
-                        else int(batched_logits(teacher, torch.from_numpy(x[:1]).to(device)).shape[1]))
-    if oracle is not None:  # the student's space: [0, 1], channels first
-        x, val = torch.from_numpy(x).to(device), torch.from_numpy(val).to(device)
-        val_teacher = oracle.answers(val).clamp_min(1e-12).log()  # log-probabilities: the KL's teacher logits
+        return x[perm[n_val:]], x[perm[:n_val]]
+    if teacher.oracle is None:
+        val_x = check_images(val_x, "val_x", shape=x.shape[1:])
+    return x, teacher.checked(val_x, "val_x")
 
-        def teach(images: torch.Tensor) -> torch.Tensor:
-            return oracle.answers(images)
-    else:
-        x, val = torch.from_numpy(x).to(device), torch.from_numpy(val).to(device)
-        val_teacher = check_finite(batched_logits(teacher, val), "the target's outputs on public_x")
-        x, val = teacher.to_unit(x), teacher.to_unit(val)  # the student's space: [0, 1], channels first
-        teacher = teacher.unit_view()  # from now on the teacher takes the student's images
 
-        def teach(images: torch.Tensor) -> torch.Tensor:
-            return teacher(images)
+@dataclass
+class _HeldOut:
+    """Held-out images in the student's space, the target's logits on them and the temperature of their KL."""
 
-    def held_out_kl() -> float:
+    images: torch.Tensor
+    teacher_logits: torch.Tensor
+    temperature: float
+
+    def kl(self, student: nn.Module) -> float:
         with eval_mode(student):
-            return distillation_loss(batched_logits(student, val), val_teacher,
-                                     1.0 if oracle is not None else temperature).item()
+            return distillation_loss(batched_logits(student, self.images), self.teacher_logits, self.temperature).item()
 
-    if generator is not None:
-        generator = generator.to(device).eval()
-        latent = int(getattr(generator, "latent_dim", LATENT_DIM))
+    def agreement(self, student: nn.Module) -> float:
+        """The share of held-out images on which the student's top-1 class is the target's."""
+        with eval_mode(student):
+            return float((batched_logits(student, self.images).argmax(1) == self.teacher_logits.argmax(1))
+                         .float().mean())
+
+
+class _Batches:
+    """Training batches in the student's space: shuffled, augmented public images, and as many fresh samples of
+    ``generator`` (if given) beside them."""
+
+    def __init__(self, x: torch.Tensor, batch_size: int, augment: str, generator: Optional[nn.Module],
+                 device: torch.device) -> None:
+        self.data, self.augment, self.device = infinite_batches(x, batch_size), augment, device
+        self.generator = None if generator is None else generator.to(device).eval()
+        self.latent = None if generator is None else int(getattr(generator, "latent_dim", LATENT_DIM))
+
+    def next(self) -> torch.Tensor:
+        xb = augment_batch(next(self.data), self.augment)
+        if self.generator is None:
+            return xb
+        with torch.no_grad():
+            fake = self.generator(torch.randn(len(xb), self.latent, device=self.device).clamp(-1, 1))
+        return torch.cat([xb, fake])
+
+
+class _BestStudent:
+    """The weights of the student of the lowest held-out KL so far, and the evaluations since it."""
+
+    def __init__(self) -> None:
+        self.kl, self.state, self.step, self.stale = float("inf"), None, None, 0
+
+    def update(self, student: nn.Module, kl: float, step: int) -> None:
+        if kl < self.kl:
+            self.kl, self.step, self.stale = kl, step, 0
+            self.state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        else:
+            self.stale += 1
+
+
+def _train(student: nn.Module, teacher: _Teacher, batches: _Batches, held_out: _HeldOut, schedule: _Schedule,
+           precision: ContextManager, bar: Any) -> None:
+    """Distil ``teacher`` into ``student`` for the steps of ``bar``, and leave the best student in it."""
     student.train()
-    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step or steps + 1, gamma=0.5)
-    data = infinite_batches(x, min(batch_size, len(x)))
-    best, best_state, best_step, stale = float("inf"), None, None, 0
-    bar = trange(steps, desc=desc or f"distil {type(student).__name__}", disable=not verbose)
+    opt, sched = schedule.optimiser(student)
+    best = _BestStudent()
     for step in bar:
-        xb = augment_batch(next(data), augment)
-        if generator is not None:
-            with torch.no_grad():
-                fake = generator(torch.randn(len(xb), latent, device=device).clamp(-1, 1))
-            xb = torch.cat([xb, fake])
-        if oracle is not None and oracle.remaining() is not None and oracle.remaining() < len(xb):
+        xb = batches.next()
+        if teacher.cannot_answer(len(xb)):
             break  # the budget cannot answer another batch: keep the best student so far
         try:
             with torch.no_grad():
-                answer = teach(xb)
+                answer = teacher.answers(xb)
         except PredictFailedError as err:
-            _interrupted(student, err, step, steps, held_out_kl(), best, best_state, best_step, oracle)
-            best_state = None  # already in the student
-            break
+            _interrupted(student, err, step, schedule.steps, held_out.kl(student), best, teacher.oracle)
+            return  # the student kept is already in place
         with precision:
             logits = student(xb).float()
-        if oracle is not None:  # cross-entropy against the answers: the KL to them up to a constant
-            loss = -(answer * F.log_softmax(logits, 1)).sum(1).mean()
-        else:
-            loss = distillation_loss(logits, answer, temperature)
-        loss = check_finite_at(loss, "the distillation loss", step, steps)
+        loss = check_finite_at(teacher.loss(logits, answer, schedule.temperature), "the distillation loss", step,
+                               schedule.steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            val_kl = held_out_kl()
+        if schedule.evaluates_at(step):
+            val_kl = held_out.kl(student)
             show_progress(bar, len(xb), kl=loss, val_kl=val_kl)
-            if val_kl < best:
-                best, best_step, stale = val_kl, step + 1, 0
-                best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-            else:
-                stale += 1
-                if patience is not None and stale >= patience:
-                    break
-    if best_state is not None:
-        student.load_state_dict(best_state)
-    check_module_finite(student, f"distilled {type(student).__name__}")
-    with eval_mode(student):
-        agreement = float((batched_logits(student, val).argmax(1) == val_teacher.argmax(1)).float().mean())
-    weak = weak_surrogate_warning(agreement, name=f"the distilled {type(student).__name__}",
-                                  hint="Distil it longer (steps), with a GAN prior's samples (generator), or leave "
-                                       "it out of the attack's surrogates")
-    warn_weak([weak] if weak else [])
-    return student.eval()
+            best.update(student, val_kl, step + 1)
+            if schedule.patience is not None and best.stale >= schedule.patience:
+                break
+    if best.state is not None:
+        student.load_state_dict(best.state)
 
 
 def _checked(teacher: EstimatorModule, x: np.ndarray, name: str) -> np.ndarray:
@@ -272,19 +362,19 @@ def _check_same_classes(student: nn.Module, unit: torch.Tensor, target_classes: 
                          f"{target_classes}, size))")
 
 
-def _interrupted(student: nn.Module, err: PredictFailedError, step: int, steps: int, current: float, best: float,
-                 best_state: Optional[dict], best_step: Optional[int], oracle: PredictOracle) -> None:
+def _interrupted(student: nn.Module, err: PredictFailedError, step: int, steps: int, current: float,
+                 best: _BestStudent, oracle: PredictOracle) -> None:
     """The API failed beyond its retries at ``step``: the student becomes the best one so far (the current
     one, whose held-out KL is ``current``, when it is better than the best evaluated), and a warning says so."""
-    if best_state is not None and best <= current:
-        student.load_state_dict(best_state)
-        kept = f"the best student so far (held-out KL {best:.4g}, after step {best_step})"
+    if best.state is not None and best.kl <= current:
+        student.load_state_dict(best.state)
+        kept = f"the best student so far (held-out KL {best.kl:.4g}, after step {best.step})"
     else:
         kept = f"the student as it stood (held-out KL {current:.4g}, after step {step})"
     warnings.warn(f"distillation interrupted at step {step + 1} of {steps}: {err}. Keeping {kept}; the API answered "
                   f"{oracle.calls} requests ({oracle.queries} images) and failed {oracle.failed_calls} tries. "
                   "Raise the oracle's retries or backoff, or distil again when the API is back",
-                  RuntimeWarning, stacklevel=3)
+                  RuntimeWarning, stacklevel=4)  # the user's line: _interrupted < _train < distill_surrogate < user
 
 
 class ModelSet:

@@ -5,6 +5,10 @@ Private identities are digits 0-4 (5 classes, chance 0.2), public images are dig
 """
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -28,6 +32,34 @@ def wrap(model: nn.Module, **kwargs):
     params = dict(loss=nn.CrossEntropyLoss(), input_shape=IMAGE_SHAPE, nb_classes=NUM_CLASSES, clip_values=(0, 1))
     params.update(kwargs)
     return PyTorchClassifier(model, **params)
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def assert_same(got, expected, where="output"):
+    """``got`` equals ``expected`` (JSON-like): the same keys in the same order, floats to 1e-5 relative."""
+    if isinstance(expected, dict):
+        assert list(got) == list(expected), where
+        for key in expected:
+            assert_same(got[key], expected[key], f"{where}[{key!r}]")
+    elif isinstance(expected, list):
+        assert len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected)):
+            assert_same(g, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), where
+    else:
+        assert got == expected, where
+
+
+def assert_matches_golden(got, name: str) -> None:
+    """``got``, through JSON, is what ``tests/golden/<name>`` pinned (:func:`assert_same`); with
+    ``MI_ART_WRITE_GOLDEN=1`` it is written there instead (only for an intended change)."""
+    got = json.loads(json.dumps(got))
+    if os.environ.get("MI_ART_WRITE_GOLDEN"):
+        (GOLDEN / name).write_text(json.dumps(got, indent=1) + "\n")
+    assert_same(got, json.loads((GOLDEN / name).read_text()), name)
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import torch
 from click.testing import CliRunner
 
 import mi_art.evaluations.experiment as experiment
+import mi_art.evaluations.panel as panel
 import mi_art.evaluations.surrogate_artifacts as surrogate_artifacts
 import mi_art.evaluations.workbench as workbench
-import mi_art.evaluations.metrics as metrics
 from mi_art.evaluations.cli import main
 from mi_art.data import load_digits_data
 from mi_art.features import last_linear
@@ -65,7 +65,7 @@ def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant, mo
     targets, evaluators, judged = [], [], []
     _recording(monkeypatch, experiment.Workbench, "target", targets)
     _recording(monkeypatch, experiment.Workbench, "evaluator", evaluators)
-    _recording(monkeypatch, metrics, "attack_accuracy", judged)
+    _recording(monkeypatch, panel, "attack_accuracy", judged)  # the panel judges
     out = tmp_path / "run"
     args = ["attack", "--dataset", "digits", "--attack", attack, "--variant", variant, "--out", str(out),
             "--cache-dir", cache_dir, "--miface-iterations", "5", *TINY]
@@ -316,3 +316,138 @@ def test_default_output_folders_differ_with_the_images_size_and_channels():
     a, b = _options_suffix({"image_size": 32, "channels": 1}), _options_suffix({"image_size": 64, "channels": 3})
     assert a == "-32px-1ch" and b == "-64px-3ch"
     assert _options_suffix({"private": 20}) != _options_suffix({"private": 30})
+
+
+# --------------------------------------------------------------------------------------------------
+# What mi-art attack says and writes, pinned
+# --------------------------------------------------------------------------------------------------
+
+
+class _PinnedData:
+    name, num_classes, input_shape, private_identities = "digits", 5, (1, 8, 8), ["a", "b", "c", "d", "e"]
+
+    def private_all(self):
+        return type("Split", (), {"x": np.zeros((5, 1, 8, 8), np.float32), "y": np.arange(5)})()
+
+
+def _pinned_result(judges: int, independent: bool) -> dict:
+    result = {"attack": "gmi", "variant": "lomma", "acc@1": 0.6, "acc@1_std": 0.05, "chance@1": 0.2, "acc@5": None,
+              "chance@5": 1.0, "knn_dist": 12.5, "fid_eval_features": None if independent else 40.25,
+              "target_test_accuracy": 0.9, "evaluator_test_accuracy": 0.95, "seconds_per_reconstruction": 0.125,
+              "seconds": 2.5, "precision": 0.5, "recall": None, "density": 1.25, "coverage": 0.75,
+              "per_identity": [{"identity": i, "name": f"id{i}", "acc@1": 0.2 * i, "n_private_train": 3 + i}
+                               for i in range(5)],
+              "warnings": ["the judge is weak", "the prior is small"], "reconstructions": np.zeros((2, 1, 8, 8)),
+              "labels": np.zeros(2), "acc@1_judges": [0.5, 0.7][:judges] if judges > 1 else [0.6]}
+    if independent:
+        result.update({"independent_acc@1": 0.4, "independent_acc@1_se": 0.02, "independent_acc@5": None,
+                       "independent_dist": 0.55, "independent_ratio": 0.67, "independent_test_accuracy": 0.8,
+                       "independent_judge": "dlib", "independent": False, "independent_shares": ["faces"]})
+    return result
+
+
+def _pinned_attack(tmp_path, monkeypatch, name: str, args: list, result: dict) -> dict:
+    """``mi-art attack`` on a stand-in workbench and attack: its output (paths and times masked), exit code,
+    results.json's keys and the config it ran."""
+    import re
+
+    import mi_art.evaluations.plots as plots
+
+    seen = {}
+
+    class Bench:
+        def __init__(self, config, cache):
+            seen["config"] = config
+            self.data = _PinnedData()
+
+    monkeypatch.setattr(experiment, "Workbench", Bench)
+    def run_attack(bench):
+        if isinstance(result, Exception):
+            raise result
+        return dict(result)
+
+    monkeypatch.setattr(experiment, "run_attack", run_attack)
+    monkeypatch.setattr(plots, "write_run_figures", lambda out, *a, **k: {"reconstructions": "reconstructions.png"})
+    out = tmp_path / name
+    run = CliRunner().invoke(main, ["attack", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *args])
+    text = run.output.replace(str(tmp_path), "<tmp>")
+    text = re.sub(r"\d+(\.\d+)? (ms|s)\b", "<t>", text)
+    record = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else None
+    return {"exit": run.exit_code, "output": text.splitlines(), "record keys": record and sorted(record),
+            "config": seen["config"].to_dict() if "config" in seen else None}
+
+
+def test_what_mi_art_attack_says_and_writes_is_pinned(tmp_path, monkeypatch):
+    """mi-art attack's lines (its result, PRDC and exposure, the independent judge, warnings, what it wrote) and
+    results.json, for one judge and for a panel with an independent judge that shares data; and refusals before
+    any work (tests/golden/cli_attack.json)."""
+    from conftest import assert_matches_golden
+
+    got = {
+        "one judge": _pinned_attack(tmp_path, monkeypatch, "a", ["--quiet"], _pinned_result(1, False)),
+        "panel, independent": _pinned_attack(tmp_path, monkeypatch, "b", ["--judges", "2", "--attack", "miface",
+                                                                          "--identities", "0-3"],
+                                             _pinned_result(2, True)),
+        "bad identities": _pinned_attack(tmp_path, monkeypatch, "c", ["--identities", "x"], {}),
+        "bad device": _pinned_attack(tmp_path, monkeypatch, "d", ["--device", "tpu"], {}),
+        "refused by the run": _pinned_attack(tmp_path, monkeypatch, "e", [], ValueError("a bad\n   setting")),
+    }
+    for case in got.values():
+        if case["config"] is not None:
+            case["config"] = {k: v for k, v in case["config"].items() if k in ("attack", "variant", "identities",
+                                                                             "judges", "device", "verbose")}
+    assert_matches_golden(got, "cli_attack.json")
+
+
+def _pinned_evaluate(tmp_path, monkeypatch, name: str, args: list, outcome=None) -> dict:
+    """``mi-art evaluate`` with evaluate_grid stood in for (``outcome``: an error it raises): the output (paths
+    masked), the exit code and what evaluate_grid was given."""
+    import mi_art.evaluations.executors as executors
+
+    seen = {}
+
+    def evaluate_grid(grid, out, **kwargs):
+        seen.update(cells=[c.tag for c in grid.cells()], out=str(out), **{k: v for k, v in kwargs.items()
+                                                                           if k != "echo"})
+        if outcome is not None:
+            raise outcome
+        return []
+
+    monkeypatch.setattr(executors, "evaluate_grid", evaluate_grid)
+    out = tmp_path / name
+    run = CliRunner().invoke(main, ["evaluate", "--out", str(out), *args])
+    mask = lambda text: str(text).replace(str(tmp_path), "<tmp>")  # noqa: E731
+    # the summary's line of budgets names every setting: a setting added later would change it, not this command
+    lines = ["  budgets <every setting>" if line.startswith("  budgets ") else line
+             for line in mask(run.output).splitlines()]
+    return {"exit": run.exit_code, "output": lines,
+            "evaluate_grid": {k: mask(v) if k == "out" else v for k, v in seen.items()} or None}
+
+
+def test_what_mi_art_evaluate_says_and_runs_is_pinned(tmp_path, monkeypatch):
+    """mi-art evaluate's dry run (the summary, each cell, the grid file), the adaptive grid, what it hands
+    evaluate_grid, and its refusals and errors (tests/golden/cli_evaluate.json)."""
+    from conftest import assert_matches_golden
+
+    from mi_art.evaluations.executors import GridInterrupted, GridRunError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nattacks = ["gmi"]\nvariants = ["baseline"]\nseeds = [0]\niterations = 0\n'
+                   '[[datasets]]\nname = "digits"\n[[defenses]]\nname = "none"\n')
+    grid = ["--dataset", "digits", "--defense", "none", "--defense", "mid:beta=0.01", "--attack", "gmi",
+            "--variant", "baseline", "--seeds", "0,1", "--iterations", "5", "--threads", "1"]
+    got = {
+        "dry run": _pinned_evaluate(tmp_path, monkeypatch, "a", [*grid, "--dry-run", "--name", "pinned"]),
+        "adaptive dry run": _pinned_evaluate(tmp_path, monkeypatch, "b", [*grid, "--adaptive", "--dry-run"]),
+        "run": _pinned_evaluate(tmp_path, monkeypatch, "c", [*grid, "--no-progress", "--device", "cpu"]),
+        "failed cells": _pinned_evaluate(tmp_path, monkeypatch, "d", grid, GridRunError("2 of 4 cells failed")),
+        "interrupted": _pinned_evaluate(tmp_path, monkeypatch, "e", grid, GridInterrupted()),
+        "bad grid": _pinned_evaluate(tmp_path, monkeypatch, "f", [*grid, "--seeds", "x"]),
+        "bad threads": _pinned_evaluate(tmp_path, monkeypatch, "g", [*grid, "--threads", "0"]),
+        "bad device": _pinned_evaluate(tmp_path, monkeypatch, "h", [*grid, "--device", "tpu"]),
+        "bad defense": _pinned_evaluate(tmp_path, monkeypatch, "i", [*grid, "--defense", "nope"]),
+        "invalid grid file": _pinned_evaluate(tmp_path, monkeypatch, "j", ["--config", str(bad)]),
+        "dry run, a device it cannot use": _pinned_evaluate(tmp_path, monkeypatch, "k",
+                                                            [*grid, "--dry-run", "--device", "cuda:7"]),
+    }
+    assert_matches_golden(got, "cli_evaluate.json")

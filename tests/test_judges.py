@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mi_art as M
+from conftest import assert_matches_golden
 from mi_art.evaluations import experiment as E
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.metrics import attack_accuracy, judge_panel, knn_distance, natural_accuracy
@@ -111,28 +112,8 @@ def _pinned_panel_inputs():
                                                     train_x=private_x[train], train_y=private_y[train])
 
 
-def _assert_same(got, expected, where="panel"):
-    if isinstance(expected, dict):
-        assert list(got) == list(expected), where  # the same keys in the same order
-        for key in expected:
-            _assert_same(got[key], expected[key], f"{where}[{key!r}]")
-    elif isinstance(expected, list):
-        assert len(got) == len(expected), where
-        for i, (g, e) in enumerate(zip(got, expected)):
-            _assert_same(g, e, f"{where}[{i}]")
-    elif isinstance(expected, float):
-        assert got == pytest.approx(expected, rel=1e-5, abs=1e-9), where
-    else:
-        assert got == expected, where
-
-
 def test_the_panel_output_is_pinned():
     """judge_panel's whole output on a fixed input (every metric, its judges' values and spreads, chance levels,
     Acc@k not applicable at k >= K, per identity) stays what it was when the panel was one function."""
-    import json
-    from pathlib import Path
-
     judges, x, y, private_x, private_y, options = _pinned_panel_inputs()
-    panel = judge_panel(judges, x, y, private_x, private_y, **options)
-    expected = json.loads((Path(__file__).parent / "golden" / "judge_panel.json").read_text())
-    _assert_same(json.loads(json.dumps(panel)), expected)
+    assert_matches_golden(judge_panel(judges, x, y, private_x, private_y, **options), "judge_panel.json")

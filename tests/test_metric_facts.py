@@ -163,7 +163,7 @@ def test_a_grid_cell_writes_a_registered_metric_in_its_row(tmp_path, monkeypatch
     """run_cell's row, with the workbench and the attack faked: the toy metric and the declared renames are in it."""
     import types
 
-    from mi_art.evaluations import executors, experiment
+    from mi_art.evaluations import cell_runner, executors, experiment
     from mi_art.evaluations.experiment import ExperimentConfig
     from mi_art.evaluations.grid import Cell
 
@@ -187,7 +187,7 @@ def test_a_grid_cell_writes_a_registered_metric_in_its_row(tmp_path, monkeypatch
                 "num_classes": 2, "chance@1": 0.5, "toy_sharpness": 0.75, "toy_sharpness_judge_std": 0.0,
                 "reconstructions": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 1])}
 
-    monkeypatch.setattr(executors, "load_data", lambda *a: data)
+    monkeypatch.setattr(cell_runner, "load_data", lambda *a: data)
     monkeypatch.setattr(experiment, "Workbench", Bench)
     monkeypatch.setattr(experiment, "run_attack", fake_attack)
     cell = Cell("c0", ExperimentConfig(dataset="digits", attack="gmi", seed=4, attack_seed=9), "none")
@@ -201,10 +201,10 @@ def test_the_judge_panel_averages_a_registered_metric_its_judges_compute(monkeyp
     import torch
     from torch import nn
 
-    from mi_art.evaluations import metrics
+    from mi_art.evaluations import metrics, panel as panel_module
 
-    measured = metrics.prdc
-    monkeypatch.setattr(metrics, "prdc", lambda real, fake: {**measured(real, fake), "toy_sharpness": 0.5})
+    measured = metrics.prdc  # the panel's judges compute it beside PRDC
+    monkeypatch.setattr(panel_module, "prdc", lambda real, fake: {**measured(real, fake), "toy_sharpness": 0.5})
     torch.manual_seed(0)
     judges = [nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)) for _ in range(2)]
     rng = np.random.default_rng(0)

@@ -309,3 +309,85 @@ def test_fid_called_model_first_says_which_function_takes_the_model(target):
     x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
     with pytest.raises(ValueError, match=r"fid_eval_features\(model, fake_x, real_x\)"):
         fid(target, x, x)
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs and messages, pinned
+# --------------------------------------------------------------------------------------------------
+def _pinned_metrics():
+    """attack_accuracy (rounds, k above the classes, a held-out set with a judge and a weak target, defended or
+    not), knn_distance, fid and fid_eval_features on fixed inputs, and the message of every refusal."""
+    import warnings
+
+    torch.manual_seed(0)
+    judge = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    target = nn.Sequential(nn.Flatten(), nn.Linear(16, 4)).eval()
+    rng = np.random.default_rng(0)
+    x, test_x = rng.random((12, 1, 4, 4), dtype=np.float32), rng.random((20, 1, 4, 4), dtype=np.float32)
+    y, test_y, rounds = np.tile(np.arange(4), 3), np.arange(20) % 4, np.repeat(np.arange(3), 4)
+    out = {}
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value.tolist() if isinstance(value, np.ndarray) else value
+
+    for defended in (False, True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            acc = attack_accuracy(judge, x, y, rec_index=rounds, top_k=(1, 2, 9), test_x=test_x, test_y=test_y,
+                                  target=target, target_defended=defended)
+        out[f"attack_accuracy, defended={defended}"] = {**plain(acc), "issued": [str(w.message) for w in caught]}
+    out["attack_accuracy, one k"] = plain(attack_accuracy(judge, x, y, top_k=3))
+    out["knn_distance"] = plain(knn_distance(judge, x, y, test_x, test_y, batch_size=5))
+    out["knn_distance, a layer"] = plain(knn_distance(judge, x, y, test_x, test_y, feature_layer="1"))
+    out["fid"] = fid(x, test_x, feature_extractor=nn.Flatten(), batch_size=7)
+    out["fid_eval_features"] = fid_eval_features(judge, x, test_x, batch_size=5)
+
+    bad = {
+        "acc, test_x alone": lambda: attack_accuracy(judge, x, y, test_x=test_x),
+        "acc, target without test_x": lambda: attack_accuracy(judge, x, y, target=target),
+        "acc, empty top_k": lambda: attack_accuracy(judge, x, y, top_k=()),
+        "acc, top_k 0": lambda: attack_accuracy(judge, x, y, top_k=(1, 0)),
+        "acc, labels": lambda: attack_accuracy(judge, x, y + 3),
+        "acc, rec_index": lambda: attack_accuracy(judge, x, y, rec_index=rounds[:5]),
+        "knn, identity": lambda: knn_distance(judge, x, y, test_x[:2], test_y[:2]),
+        "knn, identities": lambda: knn_distance(judge, x, y, test_x[:1], test_y[:1]),
+        "knn, batch_size": lambda: knn_distance(judge, x, y, test_x, test_y, batch_size=0),
+        "knn, private_y": lambda: knn_distance(judge, x, y, test_x, test_y[:3]),
+        "fid, model first": lambda: fid(judge, x, test_x),
+        "fid, no extractor": lambda: fid(x, test_x),
+        "fid, misplaced": lambda: fid(x, test_x, nn.Flatten()),
+        "fid, one image": lambda: fid(x[:1], test_x, feature_extractor=nn.Flatten()),
+        "fid, one real": lambda: fid(x, test_x[:1], feature_extractor=nn.Flatten()),
+        "fid, extractor": lambda: fid(x, test_x, feature_extractor=lambda t: t),
+        "fid, batch_size": lambda: fid(x, test_x, feature_extractor=nn.Flatten(), batch_size=0),
+        "fid, not a tensor": lambda: fid(x, test_x, feature_extractor=_Listing()),
+        "fid, degenerate": lambda: fid(np.zeros_like(x), np.zeros_like(test_x), feature_extractor=nn.Flatten()),
+        "fid, infinite": lambda: fid(x, test_x, feature_extractor=_Infinite()),
+    }
+    for name, call in bad.items():
+        try:
+            call()
+            out[name] = "no error"
+        except ValueError as err:
+            out[name] = f"ValueError: {err}"
+    return out
+
+
+class _Listing(nn.Module):
+    def forward(self, x):
+        return [x]
+
+
+class _Infinite(nn.Module):
+    def forward(self, x):
+        return x.flatten(1) / 0
+
+
+def test_the_metrics_outputs_and_messages_are_pinned():
+    """attack_accuracy, knn_distance, fid and fid_eval_features: every output and refusal on fixed inputs stays
+    what it was before they were split (tests/golden/metrics.json)."""
+    from conftest import assert_matches_golden
+
+    assert_matches_golden(_pinned_metrics(), "metrics.json")

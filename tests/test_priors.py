@@ -225,3 +225,54 @@ def test_a_prior_whose_loss_becomes_nan_stops_with_a_clear_error(digits, which, 
         target = M.make_classifier("mlp", 1, NUM_CLASSES, 8).eval()
         with pytest.raises(NonFiniteError, match="KEDMI discriminator's loss"):
             M.train_kedmi_prior(target, public, steps=3, batch_size=16)
+
+
+def _pinned_priors():
+    """KEDMI's and PLG-MI's GANs trained a few steps from fixed seeds on random images (warm-started or not, with
+    augmentation, entropy and adversarial terms, top_n pseudo-labels), each summarised by its weights' sums, its
+    warnings, whether the target's parameters are left as they were and whether a gradient reached them."""
+    import warnings
+
+    from torch import nn
+
+    def target():
+        torch.manual_seed(0)
+        return nn.Sequential(M.make_classifier("cnn", 1, 4, 8), nn.Identity()).eval()
+
+    rng = np.random.default_rng(0)
+    public = rng.random((24, 1, 8, 8), dtype=np.float32)
+
+    def weights(*modules):
+        return [{k: [float(v.float().sum()), float(v.float().abs().sum())] for k, v in m.state_dict().items()}
+                for m in modules]
+
+    torch.manual_seed(5)
+    warm = M.priors.networks.Generator(8, 1, 16, 8)
+    tiny = dict(steps=3, n_critic=2, batch_size=6, width=8, latent_dim=16, seed=0)
+    out = {}
+    runs = {
+        "kedmi": lambda t: M.train_kedmi_prior(t, public, augment="shift", **tiny),
+        "kedmi, warm, weights": lambda t: M.train_kedmi_prior(t, public, init_generator=warm, entropy_weight=0.5,
+                                                             adversarial_weight=0.0, **tiny),
+        "plgmi": lambda t: M.train_plgmi_prior(t, public, alpha=0.5, **tiny),
+        "plgmi, warm, top_n": lambda t: M.train_plgmi_prior(t, public, init_generator=warm, top_n=3, **tiny),
+    }
+    for name, train in runs.items():
+        t = target()
+        before = [p.requires_grad for p in t.parameters()]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gen, disc = train(t)
+        out[name] = {"weights": weights(gen, disc), "eval": [gen.training, disc.training],
+                     "warnings": [str(w.message) for w in caught],
+                     "target unchanged": before == [p.requires_grad for p in t.parameters()],
+                     "no gradient reached the target": all(p.grad is None for p in t.parameters())}
+    return out
+
+
+def test_the_kedmi_and_plgmi_priors_are_pinned():
+    """train_kedmi_prior's and train_plgmi_prior's GANs on fixed seeds stay what they were before they were split
+    (tests/golden/priors.json)."""
+    from conftest import assert_matches_golden
+
+    assert_matches_golden(_pinned_priors(), "priors.json")

@@ -459,3 +459,29 @@ def test_the_report_keeps_two_forms_of_one_attack_apart_under_the_grids_names(tm
         "p0": "paper", "l0": "label-only", "d0": ""}
     assert [(a["attack"], a["form"], a["acc@1"]) for a in aggregate([normalise_row(r) for r in rows])] == [
         ("gmi [paper]", "paper", 0.2), ("gmi [old-name]", "old-name", 0.8), ("gmi", None, 0.5)]
+
+
+def test_the_markdown_of_a_grid_with_meta_figures_and_images_is_pinned(tmp_path):
+    """report.md's text from fixed rows with what the rendered report of test_metric_facts leaves out: the grid's
+    budgets and identities, missing cells, figures, saved images with and without prior samples, and an
+    independent judge that shares data with the target (tests/golden/report_markdown.md)."""
+    import os
+
+    from test_metric_facts import fixed_rows
+
+    from mi_art.evaluations.report import _markdown, aggregate
+    from mi_art.evaluations.rows import normalise_row
+
+    rows = [normalise_row(r) for r in fixed_rows()]
+    rows[0]["independent_shares"] = ["public data"]
+    out = tmp_path / "out"
+    meta = {"grid": {"name": "pinned_grid", "datasets": [], "defenses": [], "iterations": 10, "seeds": [0, 1],
+                     "identities": [3, 4, 5, 6]}, "cells": [{}] * (len(rows) + 2)}
+    figures = {"faces": [out / "plots" / "frontier-faces.png", out / "plots" / "bars-faces.png"]}
+    images = {"n0": {"reconstructions": out / "images" / "n0.png", "prior_samples": out / "images" / "n0-prior.png"},
+              "d1": {"reconstructions": out / "images" / "d1.png"}}
+    text = _markdown(rows, aggregate(rows), meta, figures, images, out)
+    golden = Path(__file__).resolve().parent / "golden" / "report_markdown.md"
+    if os.environ.get("MI_ART_WRITE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()

@@ -313,11 +313,11 @@ def _evaluate(out: str, barrier, results) -> None:
 
 
 def test_two_runs_on_one_folder_attack_each_cell_once(tmp_path, monkeypatch):
-    from mi_art.evaluations import executors
+    from mi_art.evaluations import cell_runner, executors
     from mi_art.evaluations.grid import Grid
 
     log = tmp_path / "attacks.log"
-    monkeypatch.setattr(executors, "_attack_cell", _stub_attack(log))
+    monkeypatch.setattr(cell_runner, "_attack_cell", _stub_attack(log))
     monkeypatch.setattr(executors, "CLAIM_POLL_SECONDS", 0.05)
     ctx = multiprocessing.get_context("fork")  # the children keep the stub
     barrier, results = ctx.Barrier(2), ctx.Queue()
@@ -380,12 +380,12 @@ def test_a_running_cell_refreshes_its_claim(tmp_path):
 
 
 def test_a_full_disk_stops_the_grid_and_keeps_the_finished_cells(tmp_path, monkeypatch):
-    from mi_art.evaluations import executors
+    from mi_art.evaluations import cell_runner
     from mi_art.evaluations.executors import GridRunError, evaluate_grid
     from mi_art.evaluations.grid import Grid
 
     log = tmp_path / "attacks.log"
-    monkeypatch.setattr(executors, "_attack_cell", _stub_attack(log, fail_on=1))
+    monkeypatch.setattr(cell_runner, "_attack_cell", _stub_attack(log, fail_on=1))
     out = tmp_path / "out"
     with pytest.raises(GridRunError) as info:
         evaluate_grid(Grid.from_dict(_GRID), out, executor="local", validate=False, progress=False,

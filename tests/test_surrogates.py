@@ -3,13 +3,15 @@ the best student), and never left out, nor used weak, without a warning."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import mi_art as M
-from conftest import NUM_CLASSES, wrap
+from conftest import NUM_CLASSES, assert_matches_golden, wrap
 from mi_art.evaluations import experiment as E
 from mi_art.evaluations.cache import ArtifactCache
 
@@ -171,3 +173,100 @@ def test_distill_surrogate_accepts_an_art_estimator(target, digits):
     with pytest.raises(ValueError, match="temperature"):
         M.distill_surrogate(target, M.make_classifier("mlp", 1, NUM_CLASSES, 8), digits.public.x[:8],
                             temperature=0)
+
+
+class _PinnedGenerator(nn.Module):
+    """A tiny fixed generator (latent 4 -> 1x8x8 in [0, 1]) for the pinned distillations."""
+
+    latent_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.fc = nn.Linear(4, 64)
+
+    def forward(self, z):
+        return torch.sigmoid(self.fc(z)).view(-1, 1, 8, 8)
+
+
+class _PinnedApi:
+    """A 5-class API around a fixed module: its probabilities, then (from call ``fail_from``) a 503 for good."""
+
+    def __init__(self, model, fail_from=None) -> None:
+        self.model, self.fail_from, self.calls = model, fail_from, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        if self.fail_from is not None and self.calls >= self.fail_from:
+            raise ConnectionError("503 Service Unavailable")
+        with torch.no_grad():
+            return torch.softmax(self.model(torch.from_numpy(np.asarray(x, np.float32))), 1).numpy()
+
+
+class _Scaled(nn.Module):
+    """Its input times ``factor``: a confident teacher of an untrained network."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+def _pinned_distillations():
+    """Six distillations of fixed seeds on random 8x8 images, one per path of ``distill_surrogate`` (a module's
+    KL with a generator, a split of public_x and a halved learning rate; the best student kept, on val_x at another
+    temperature; an oracle's scores until its budget runs out; early stopping; label-only answers; an API that
+    fails for good), each summarised by its student's weights, its scores on val, its warnings (and the file they
+    are attributed to: the caller's) and the oracle's counts."""
+    from art.estimators.classification import BlackBoxClassifier
+
+    def teacher():  # confident: its logits scaled up
+        torch.manual_seed(0)
+        return nn.Sequential(M.make_classifier("cnn", 1, 5, 8), _Scaled(30.0)).eval()
+
+    def student():
+        torch.manual_seed(1)
+        return M.make_classifier("mlp", 1, 5, 8)
+
+    def oracle(access="black-box", fail_from=None, max_queries=None):
+        api = BlackBoxClassifier(_PinnedApi(teacher(), fail_from), (1, 8, 8), 5, clip_values=(0.0, 1.0))
+        return M.PredictOracle(api, access=access, max_queries=max_queries, retries=0, backoff=0)
+
+    rng = np.random.default_rng(0)
+    public, val = rng.random((40, 1, 8, 8), dtype=np.float32), rng.random((12, 1, 8, 8), dtype=np.float32)
+    fast = dict(steps=12, batch_size=8, eval_every=3, seed=0)
+    cases = {
+        "module, generator, split, lr_step": (teacher(), dict(generator=_PinnedGenerator(), lr_step=4, **fast)),
+        "module, val_x, best kept, temperature": (teacher(), dict(val_x=val, patience=2, temperature=2.0, lr=1.0,
+                                                                 augment="none", **fast)),
+        "black-box, budget": (oracle(max_queries=60), dict(val_x=val, temperature=3.0, **fast)),
+        "black-box, patience": (oracle(), dict(val_x=val, eval_every=1, patience=2, lr=5.0, steps=12, batch_size=8,
+                                              seed=0)),
+        "label-only, generator": (oracle("label-only"), dict(generator=_PinnedGenerator(), lr_step=5, **fast)),
+        "black-box, API down": (oracle(fail_from=8), dict(val_x=val, eval_every=1, steps=12, batch_size=8, lr=5.0,
+                                                          temperature=3.0, seed=0)),
+    }
+    out = {}
+    for name, (target, kwargs) in cases.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = M.distill_surrogate(target, student(), public, **kwargs)
+        with torch.no_grad():
+            scores = model(torch.from_numpy(val))
+        out[name] = {
+            "weights": {k: [float(v.sum()), float(v.abs().sum())] for k, v in model.state_dict().items()},
+            "val_scores": [float(scores.sum()), float(scores.abs().sum())],
+            "training": model.training,
+            "warnings": [f"{w.category.__name__} at {Path(w.filename).name}: {w.message}" for w in caught],
+            "oracle": ([target.calls, target.queries, target.failed_calls]
+                       if isinstance(target, M.PredictOracle) else None)}
+    return out
+
+
+def test_distillation_is_pinned():
+    """distill_surrogate's students on six fixed distillations (every path: module or oracle, generator, split,
+    lr_step, the best student kept, patience, budget, API failure) and their warnings stay what they were when it
+    was one function."""
+    assert_matches_golden(_pinned_distillations(), "distill_surrogate.json")

@@ -91,39 +91,75 @@ def train_kedmi_prior(target: Any, public_x: Any, *, steps: int = 600, n_critic:
     device = resolve_device(device)
     # the GAN (generator and discriminator) works in [0, 1], channels first
     _, x, probs = public_through_target(target, public_x, output_index=output_index, device=device)
-    _, c, s, _ = x.shape
     batch_size = min(batch_size, len(x))
-    num_classes = probs.shape[1]
-    gen = Generator(s, c, latent_dim, width)
-    if init_generator is not None:
-        gen = _copy_generator(init_generator, gen)
-    gen, disc = gen.to(device), KEDMIDiscriminator(num_classes, s, c, width).to(device)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
-    idx_stream = infinite_batches(torch.arange(len(x)), batch_size)
+    gen, disc = _kedmi_networks(x, probs.shape[1], latent_dim, width, init_generator, device)
+    update = _KEDMIUpdates(gen, disc, x, probs, batch_size=batch_size, latent_dim=latent_dim, augment=augment,
+                           lr=lr, betas=betas, entropy_weight=entropy_weight, adversarial_weight=adversarial_weight,
+                           device=device)
     gen.train()
     bar = trange(steps, desc="train KEDMI prior", disable=not verbose)
     for step in bar:
         for _ in range(n_critic):
-            lab, unl = next(idx_stream), next(idx_stream)
-            x_lab, x_unl = augment_batch(x[lab], augment), augment_batch(x[unl], augment)
-            with torch.no_grad():
-                fake = gen(torch.randn(batch_size, latent_dim, device=device))
-            d_loss = kedmi_discriminator_loss(disc(x_lab), probs[lab], disc(x_unl), disc(fake))
-            check_finite_at(d_loss, "the KEDMI discriminator's loss", step, steps)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        feat_fake, logits_fake = disc(gen(torch.randn(batch_size, latent_dim, device=device)), return_features=True)
-        with torch.no_grad():
-            feat_real, _ = disc(augment_batch(x[next(idx_stream)], augment), return_features=True)
-        g_loss = ((feat_fake.mean(0) - feat_real.mean(0)).abs().mean()
-                  + entropy_weight * entropy(logits_fake) * len(logits_fake)
-                  + adversarial_weight * kedmi_prior_loss(logits_fake).mean())
-        check_finite_at(g_loss, "the KEDMI generator's loss", step, steps)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
+            d_loss = update.discriminator(step, steps)
+        g_loss = update.generator(step, steps)
         if step % 50 == 0:
             show_progress(bar, (n_critic + 1) * batch_size, d=d_loss, g=g_loss)
     return gen.eval(), disc.eval()
+
+
+def _kedmi_networks(x: torch.Tensor, num_classes: int, latent_dim: int, width: int,
+                    init_generator: Optional[nn.Module], device: torch.device) -> Tuple[Generator, KEDMIDiscriminator]:
+    """KEDMI's generator (fresh, or a copy of ``init_generator``) and its K-logit discriminator, for images shaped
+    as ``x``, on ``device``."""
+    _, c, s, _ = x.shape
+    gen = Generator(s, c, latent_dim, width)
+    if init_generator is not None:
+        gen = _copy_generator(init_generator, gen)
+    return gen.to(device), KEDMIDiscriminator(num_classes, s, c, width).to(device)
+
+
+class _KEDMIUpdates:
+    """One update of KEDMI's discriminator or generator, on the public images ``x`` (unit space) and the target's
+    soft labels ``probs`` of them, drawn from one stream of shuffled batches."""
+
+    def __init__(self, gen: Generator, disc: KEDMIDiscriminator, x: torch.Tensor, probs: torch.Tensor, *,
+                 batch_size: int, latent_dim: int, augment: str, lr: float, betas: Tuple[float, float],
+                 entropy_weight: float, adversarial_weight: float, device: torch.device) -> None:
+        self.gen, self.disc, self.x, self.probs, self.device = gen, disc, x, probs, device
+        self.batch_size, self.latent_dim, self.augment = batch_size, latent_dim, augment
+        self.entropy_weight, self.adversarial_weight = entropy_weight, adversarial_weight
+        self.opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
+        self.idx_stream = infinite_batches(torch.arange(len(x)), batch_size)
+
+    def _codes(self) -> torch.Tensor:
+        return torch.randn(self.batch_size, self.latent_dim, device=self.device)
+
+    def discriminator(self, step: int, steps: int) -> torch.Tensor:
+        """The soft labels of a labelled batch, the real/fake terms of an unlabelled one and of generated images."""
+        lab, unl = next(self.idx_stream), next(self.idx_stream)
+        x_lab, x_unl = augment_batch(self.x[lab], self.augment), augment_batch(self.x[unl], self.augment)
+        with torch.no_grad():
+            fake = self.gen(self._codes())
+        d_loss = kedmi_discriminator_loss(self.disc(x_lab), self.probs[lab], self.disc(x_unl), self.disc(fake))
+        check_finite_at(d_loss, "the KEDMI discriminator's loss", step, steps)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        return d_loss
+
+    def generator(self, step: int, steps: int) -> torch.Tensor:
+        """Feature matching against a public batch, the entropy of the generated images' classes and the
+        semi-supervised GAN term."""
+        feat_fake, logits_fake = self.disc(self.gen(self._codes()), return_features=True)
+        with torch.no_grad():
+            feat_real, _ = self.disc(augment_batch(self.x[next(self.idx_stream)], self.augment),
+                                     return_features=True)
+        g_loss = ((feat_fake.mean(0) - feat_real.mean(0)).abs().mean()
+                  + self.entropy_weight * entropy(logits_fake) * len(logits_fake)
+                  + self.adversarial_weight * kedmi_prior_loss(logits_fake).mean())
+        check_finite_at(g_loss, "the KEDMI generator's loss", step, steps)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        return g_loss

@@ -16,9 +16,10 @@ discriminator the pseudo-labels better than 1000 steps at 2e-4 (docs/methods.md,
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +121,26 @@ def train_plgmi_prior(target: Any, public_x: Any, *, steps: int = 1000, n_critic
     if note:
         warnings.warn(note, stacklevel=2)
     picked, pseudo = select_pseudo_labels(probs, top_n)
+    gen, disc = _plgmi_networks(x, num_classes, latent_dim, width, init_generator, device)
+    with _frozen(target):  # gradients reach the generator only
+        update = _PLGMIUpdates(gen, disc, target, x, picked, pseudo, num_classes=num_classes, batch_size=batch_size,
+                               latent_dim=latent_dim, lr=lr, betas=betas, alpha=alpha, device=device)
+        gen.train()
+        bar = trange(steps, desc="train PLG-MI prior", disable=not verbose)
+        for step in bar:
+            g_loss, inversion = update.generator(step, steps)
+            for _ in range(n_critic):
+                d_loss = update.discriminator(step, steps)
+            if step % 50 == 0:
+                show_progress(bar, (n_critic + 1) * batch_size, d=d_loss, g=g_loss, margin=inversion)
+    return gen.eval(), disc.eval()
+
+
+def _plgmi_networks(x: torch.Tensor, num_classes: int, latent_dim: int, width: int,
+                    init_generator: Optional[nn.Module],
+                    device: torch.device) -> Tuple[ConditionalGenerator, ProjectionDiscriminator]:
+    """PLG-MI's conditional generator (every class started from ``init_generator``, a GMI generator, if given) and
+    its projection discriminator, for images shaped as ``x``, on ``device``."""
     _, c, s, _ = x.shape
     gen = ConditionalGenerator(s, c, num_classes, latent_dim, width)
     if init_generator is not None:
@@ -127,43 +148,62 @@ def train_plgmi_prior(target: Any, public_x: Any, *, steps: int = 1000, n_critic
             raise ValueError(f"init_generator must be a GMI Generator (mi_art.train_gmi_prior), got "
                              f"{type(init_generator).__name__}")
         gen.start_from(init_generator)
-    gen, disc = gen.to(device), ProjectionDiscriminator(s, c, num_classes, width).to(device)
-    frozen = [(p, p.requires_grad) for p in target.parameters()]  # gradients reach the generator only
+    return gen.to(device), ProjectionDiscriminator(s, c, num_classes, width).to(device)
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """``model``'s parameters without gradients for the block, then as they were."""
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
-    real_stream = infinite_batches(torch.arange(len(picked), device=device), min(batch_size, len(picked)))
-    gen.train()
-
-    def fake_batch() -> Tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(num_classes, (batch_size,), device=device)
-        return gen(torch.randn(batch_size, latent_dim, device=device), y), y
-
-    bar = trange(steps, desc="train PLG-MI prior", disable=not verbose)
     try:
-        for step in bar:
-            fake, y = fake_batch()
-            inversion = identity_loss(target(target.from_unit(random_views(fake))), y, "margin").mean()
-            g_loss = check_finite_at(-disc(fake, y).mean() + alpha * inversion, "the PLG-MI generator's loss",
-                                     step, steps)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            for _ in range(n_critic):
-                idx = next(real_stream)
-                with torch.no_grad():
-                    fake, y = fake_batch()
-                d_loss = F.relu(1 - disc(x[picked[idx]], pseudo[idx])).mean() + F.relu(1 + disc(fake, y)).mean()
-                check_finite_at(d_loss, "the PLG-MI discriminator's loss", step, steps)
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            if step % 50 == 0:
-                show_progress(bar, (n_critic + 1) * batch_size, d=d_loss, g=g_loss,
-                              margin=inversion)
+        yield
     finally:
         for p, flag in frozen:
             p.requires_grad_(flag)
-    return gen.eval(), disc.eval()
 
+
+class _PLGMIUpdates:
+    """One update of PLG-MI's generator (against the discriminator, plus ``alpha`` times the target's margin on a
+    random view of its images) or of its discriminator (the pseudo-labelled public images ``x[picked]``, labels
+    ``pseudo``, against fresh generated ones), classes drawn uniformly."""
+
+    def __init__(self, gen: ConditionalGenerator, disc: ProjectionDiscriminator, target: Any, x: torch.Tensor,
+                 picked: torch.Tensor, pseudo: torch.Tensor, *, num_classes: int, batch_size: int, latent_dim: int,
+                 lr: float, betas: Tuple[float, float], alpha: float, device: torch.device) -> None:
+        self.gen, self.disc, self.target = gen, disc, target
+        self.x, self.picked, self.pseudo = x, picked, pseudo
+        self.num_classes, self.batch_size, self.latent_dim = num_classes, batch_size, latent_dim
+        self.alpha, self.device = alpha, device
+        self.opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=betas)
+        self.real_stream = infinite_batches(torch.arange(len(picked), device=device), min(batch_size, len(picked)))
+
+    def fake_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(self.num_classes, (self.batch_size,), device=self.device)
+        return self.gen(torch.randn(self.batch_size, self.latent_dim, device=self.device), y), y
+
+    def generator(self, step: int, steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The generator's update; its loss and the target's margin loss in it."""
+        fake, y = self.fake_batch()
+        inversion = identity_loss(self.target(self.target.from_unit(random_views(fake))), y, "margin").mean()
+        g_loss = check_finite_at(-self.disc(fake, y).mean() + self.alpha * inversion, "the PLG-MI generator's loss",
+                                 step, steps)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        return g_loss, inversion
+
+    def discriminator(self, step: int, steps: int) -> torch.Tensor:
+        """The discriminator's hinge-loss update."""
+        idx = next(self.real_stream)
+        with torch.no_grad():
+            fake, y = self.fake_batch()
+        d_loss = (F.relu(1 - self.disc(self.x[self.picked[idx]], self.pseudo[idx])).mean()
+                  + F.relu(1 + self.disc(fake, y)).mean())
+        check_finite_at(d_loss, "the PLG-MI discriminator's loss", step, steps)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+        return d_loss
