@@ -195,17 +195,30 @@ class Grid:
         :return: Warnings (problems tolerated because ``check_data`` is False).
         :raises GridError: The first problem found, named.
         """
-        from mi_art.defenses import DEFENSES, defense_defaults
+        self._check_values_once()
+        self._check_grid_size(allow_large)
+        _check_distinct_datasets(self.datasets)
+        self._check_defense_names()
+        self._check_cell_relations()
+        return self._check_datasets(check_data=check_data, load_data=load_data, allow_large=allow_large)
 
-        warnings_out: List[str] = []
+    def _check_values_once(self) -> None:
+        """Each value by its rule (:func:`check_grid`), unless :meth:`from_dict` did and nothing changed since."""
         if self._checked_as is None or self.to_dict() != self._checked_as:  # made or changed since from_dict
             check_grid(self.to_dict())
             self._checked_as = self.to_dict()
+
+    def _check_grid_size(self, allow_large: bool) -> None:
+        """The number of cells against the size guard."""
         try:
             check_size(grid_size_problem(self.n_cells(), self._shape()), allow_large)
         except SizeError as err:
             raise GridError(str(err)) from None
-        _check_distinct_datasets(self.datasets)
+
+    def _check_defense_names(self) -> None:
+        """Each defense known and written as its registry writes it; each defense setting listed once."""
+        from mi_art.defenses import DEFENSES, defense_defaults
+
         for spec in self.defenses:
             try:
                 defense_defaults(spec.name)
@@ -217,7 +230,11 @@ class Grid:
         dup = sorted(repeated_values(labels))
         if dup:
             raise GridError(f"the grid lists the same defense setting twice: {', '.join(dup)}")
-        # the rules between fields, through the configuration of a representative cell per dataset and form
+
+    def _check_cell_relations(self) -> None:
+        """The rules between fields (``ExperimentConfig.check_relations``), through the configuration of a
+        representative cell per dataset and form: each attack/variant pair undefended, then each defense setting
+        with the default attack (the pre-training's interplay with TL-DMI's)."""
         for d in self.datasets:
             for form in self.form_list():
                 for attack, variant in self.pairs(form):
@@ -225,7 +242,7 @@ class Grid:
                         self._config(d, "none", {}, attack, variant, self.seeds[0], form).check_relations()
                     except (ValueError, TypeError) as err:
                         raise GridError(f"dataset {d.name!r}{_in_form(form)}: {err}") from None
-                for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (check_relations)
+                for spec in self.defenses:
                     for params in spec.params:
                         try:
                             self._config(d, spec.name, params, ExperimentConfig.attack, "baseline",
@@ -233,7 +250,11 @@ class Grid:
                         except (ValueError, TypeError) as err:
                             raise GridError(f"dataset {d.name!r}{_in_form(form)}, defense "
                                             f"{defense_label(spec.name, params)}: {err}") from None
-        # defense parameters; dataset folders and options
+
+    def _check_datasets(self, *, check_data: bool, load_data: bool, allow_large: bool) -> List[str]:
+        """Per dataset: its folder (an error, or a warning returned when not ``check_data``), its data loaded when
+        ``load_data``, then its reconstructions' size, its shapes and the defense parameters against it."""
+        warnings_out: List[str] = []
         for d in self.datasets:
             data = None
             problem = _data_path_problem(d)
