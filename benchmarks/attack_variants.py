@@ -159,6 +159,17 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
 def _parser() -> argparse.ArgumentParser:
     """The command line: the benchmark, its budgets, the rows and seeds to run, where to keep the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_benchmark_arguments(parser)
+    _add_training_arguments(parser)
+    _add_identity_arguments(parser)
+    _add_attack_arguments(parser)
+    _add_model_arguments(parser)
+    _add_run_arguments(parser)
+    return parser
+
+
+def _add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which benchmark, its data, its image size, and how many attack seeds and judges."""
     parser.add_argument("--benchmark", choices=sorted(BENCHMARKS), default="att",
                         help="att: AT&T faces, the quick look; lfw: LFW, the harder benchmark (default att)")
     parser.add_argument("--data-root", default=None, help="the benchmark's data folder (default ../shared/data/...)")
@@ -171,6 +182,10 @@ def _parser() -> argparse.ArgumentParser:
                              "a second process whose --out is merged with --also")
     parser.add_argument("--judges", type=int, default=None, help="evaluation models per reconstruction (default 3; "
                                                                  "quick 1)")
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The budgets of what is trained before the attacks: the GANs' steps, the surrogates'."""
     parser.add_argument("--iterations", type=int, default=None, help="GAN attack iterations (default 1000)")
     add_gmi_steps_argument(parser, None, "the GMI prior's WGAN-GP generator steps (default 1500)")
     parser.add_argument("--kedmi-steps", type=int, default=None,
@@ -180,6 +195,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="PLG-MI conditional GAN generator steps, from the GMI generator (default 1000)")
     parser.add_argument("--surrogate-steps", type=int, default=None,
                         help="distillation steps (default 10000, as the paper preset; quick 1000)")
+
+
+def _add_identity_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which private identities are attacked."""
     parser.add_argument("--identities", type=int, default=None,
                         help="attack this many private identities, evenly spaced over them (default: all); a budget "
                              "for targets that are slow to differentiate, stated in the table")
@@ -189,6 +208,10 @@ def _parser() -> argparse.ArgumentParser:
                              "'held-out', the others, on which the chosen setting is reported (default: all)")
     parser.add_argument("--validation-identities", type=int, default=10,
                         help="identities of the validation side of --identity-set (default 10)")
+
+
+def _add_attack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The attacks' own settings: their loss, search and reconstructions."""
     parser.add_argument("--id-weight", type=float, default=None,
                         help="weight of the identity loss against the prior's term (default: each attack's own, "
                              "100; PLG-MI 1)")
@@ -203,6 +226,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="random views of each image over which the identity loss is averaged at every search "
                              "step (default: each attack's own, PLG-MI 2, the others 0)")
     parser.add_argument("--miface-iterations", type=int, default=None, help="MIFace iterations (default 2000)")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the target, the judges and the surrogates start, and the black-box rows' query budget."""
     parser.add_argument("--pretrain-epochs", type=int, default=None,
                         help="pre-train target and judges this many epochs on the public identities before "
                              "fine-tuning on the private ones (default: the benchmark's; 0: from scratch)")
@@ -214,6 +241,10 @@ def _parser() -> argparse.ArgumentParser:
                              "'cnn-small,cnn'; 'dlib-head': the deployed target's own backbone with a new head)")
     parser.add_argument("--max-queries", type=int, default=None,
                         help="query budget of the black-box, label-only and BREP-MI rows (default: no limit)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which rows to run, how, and where the results go."""
     parser.add_argument("--methods", default=None,
                         help="comma-separated subset, e.g. 'GMI,GMI+LOMMA'; the '+ALIGN' rows (e.g. "
                              "'GMI+LOMMA+ALIGN', 30 views per step) run only when named here")
@@ -226,7 +257,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None,
                         help="results JSON (default mi_art_runs/attack_variants[-lfw][-quick].json)")
     add_also_argument(parser)
-    return parser
 
 
 def _keep_reconstructions(out: Path, key: str, result: dict) -> Path:

@@ -20,7 +20,8 @@ from mi_art.utils import atomic_file, write_atomic
 
 from .cache import ArtifactCache
 from .claims import claim_cell
-from .grid import Cell, load_data
+from .grid_data import load_data
+from .grid_specs import Cell
 from .metric_facts import row_figures
 from .rows import TOP_K, cell_paths, finite_or_none, normalise_row, read_cell
 from .stages import StageLog

@@ -65,234 +65,33 @@ A cell is one ``ExperimentConfig``; its id is a stable hash of that configuratio
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mi_art.attacks import ATTACK_SPECS, get_attack
+from mi_art.attacks import get_attack
 from mi_art.data import normalise_dataset_name
 from mi_art.validation import repeated as repeated_values
 
-from .cache import config_key
 from .config_rules import needs_gmi_prior
-from .experiment_config import SETTINGS, ExperimentConfig, config_defaults, query_budget_problem
+from .experiment_config import ExperimentConfig, config_defaults, query_budget_problem
+from .grid_data import (_check_defense_params, _check_distinct_datasets, _data_path_problem, _load, data_memo_key,
+                        load_data)
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
-from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS,
-                          ZERO_OK_KEYS, GridError, _as_list, _check_keys, _compact_identities,
-                          _identities, check_device_form, check_grid, data_option_keys, renamed_dataset_keys,
-                          renamed_grid)
+from .grid_schema import (BUDGET_KEYS, ZERO_OK_KEYS, GridError, _as_list, check_device_form, check_grid,
+                          data_option_keys, renamed_grid)
+from .grid_specs import (Cell, DatasetSpec, DefenseSpec, FormSpec, _fmt, _parse_dataset, _parse_defense, _parse_form,
+                         _read_budgets, _variants_of, _written_budgets, cell_id, config_dataset_label,
+                         config_from_dict, defense_label)
 from .size_guard import SizeError, check_size, grid_size_problem, reconstruction_problem
 
-# GridError, check_grid, load_grid_file, grid_to_toml, merge_grid, ... are importable from here too (their
-# modules: grid_schema, grid_files); __all__ lists what this module defines.
+# The grid's parts (grid_specs: specs, cells, ids, labels), its data (grid_data: load_data, ...), its checks and files
+# (grid_schema: GridError, check_grid, ...; grid_files: load_grid_file, grid_to_toml, merge_grid) are importable from
+# here too; __all__ lists what the grid's API documentation shows.
 __all__ = ["Cell", "DatasetSpec", "DefenseSpec", "FormSpec", "Grid", "cell_id", "config_dataset_label", "defense_label",
            "load_data"]
-
-@dataclass
-class DatasetSpec:
-    name: str
-    root: Optional[str] = None
-    options: Dict[str, Any] = field(default_factory=dict)
-    overrides: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def label(self) -> str:
-        """The name this data set's rows, report section and plots go under (:func:`mi_art.data.dataset_label`:
-        an image folder's own name, or the ``name`` in its ``data_options``)."""
-        from mi_art.data import dataset_label
-
-        return dataset_label(self.name, self.root, self.options)
-
-    def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"name": self.name}
-        if self.root is not None:
-            out["data_root"] = self.root
-        if self.options:
-            out["data_options"] = dict(self.options)
-        out.update(_written_budgets(self.overrides))
-        return out
-
-
-@dataclass
-class DefenseSpec:
-    name: str
-    params: List[Dict[str, Any]] = field(default_factory=lambda: [{}])
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "params": [dict(p) for p in self.params]}
-
-
-@dataclass
-class FormSpec:
-    """A named attack form: the settings (budget keys) its cells change, over the dataset's and the grid's, and the
-    attacks and variants it runs when they are not the grid's (None: the grid's)."""
-
-    name: str
-    settings: Dict[str, Any] = field(default_factory=dict)
-    attacks: Optional[List[str]] = None
-    variants: Optional[List[str]] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"name": self.name}
-        out.update({k: list(v) for k, v in (("attacks", self.attacks), ("variants", self.variants)) if v is not None})
-        out.update(_written_budgets(self.settings))
-        return out
-
-
-@dataclass
-class Cell:
-    """One attack run of the grid; ``form`` is the name of its attack form (None: the grid's one default form)."""
-
-    id: str
-    config: ExperimentConfig
-    defense_label: str
-    index: int = 0
-    form: Optional[str] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"id": self.id, "config": self.config.to_dict(), "defense_label": self.defense_label,
-                "index": self.index, "form": self.form}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Cell":
-        return cls(id=d["id"], config=config_from_dict(d["config"]), defense_label=d["defense_label"],
-                   index=int(d.get("index", 0)), form=d.get("form"))
-
-    @property
-    def tag(self) -> str:
-        """``"digits none gmi [label-only]/lomma seed 0"``: the cell in a line of progress or of an error (its form
-        named as the report names it, :func:`~mi_art.evaluations.rows.form_attack`)."""
-        c = self.config
-        return (f"{self.dataset_label} {self.defense_label} {c.attack}{'' if self.form is None else f' [{self.form}]'}"
-                f"/{c.variant} seed {c.attack_seed}")
-
-    @property
-    def dataset_label(self) -> str:
-        """The name the cell's results go under: the image folder's (or the user's ``name``), else the dataset's
-        (:func:`mi_art.data.dataset_label`)."""
-        return config_dataset_label(self.config)
-
-    @property
-    def target_group(self) -> str:
-        """Cells with the same value share a target (and its KEDMI prior, surrogates, p_reg)."""
-        c = self.config
-        key = {"data": [c.dataset, c.data_root, c.data_options], "defense": c.defense,
-               "params": c.defense_params, "arch": c.target_arch, "epochs": c.target_epochs,
-               "augment": c.augment, "seed": c.seed}
-        if c.target_pretrain_epochs:
-            key["pretrain_epochs"] = c.target_pretrain_epochs
-        return config_key(key)
-
-
-def config_dataset_label(config: ExperimentConfig) -> str:
-    """:func:`mi_art.data.dataset_label` of a cell's configuration: what its row calls its data set."""
-    from mi_art.data import dataset_label
-
-    try:
-        return dataset_label(config.dataset, config.data_root, config.data_options)
-    except ValueError:  # an unknown dataset: Grid.validate names it
-        return str(config.dataset)
-
-
-def config_from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
-    d = dict(d)
-    if d.get("surrogate_archs") is not None:
-        d["surrogate_archs"] = tuple(d["surrogate_archs"])
-    return ExperimentConfig(**d)
-
-
-def cell_id(config: ExperimentConfig) -> str:
-    """Stable hash of everything a cell computes from (``device`` and ``verbose`` excluded), with the
-    defense's :meth:`~mi_art.defenses.Defense.defaults_key` where it has one (DP-SGD's default delta). Renamed
-    settings and values are hashed under their earlier names (``prior_steps``, ``"nls"``, ``"efficientnet_b0"``:
-    :meth:`~mi_art.evaluations.settings.Settings.id_form`), so that a rename changes no id."""
-    from mi_art.defenses import get_defense
-
-    d = SETTINGS.id_form({k: v for k, v in config.to_dict().items()
-                          if k not in _NOT_IN_ID and not (k in _IN_ID_WHEN_SET and v == _IN_ID_WHEN_SET[k])})
-    try:
-        d.update(get_defense(config.defense).defaults_key(config.defense_params))
-    except ValueError:  # an unknown defense: Grid.validate names it
-        pass
-    return config_key(d)
-
-
-def _variants_of(attack: str, variants: Sequence[str]) -> Sequence[str]:
-    """The grid's ``variants`` an attack runs: all of them, or "baseline" alone for an attack that takes none
-    (its registry entry's ``variants``: MIFace, BREP-MI). An unknown attack is refused by the grid's checks."""
-    spec = ATTACK_SPECS.get(attack)
-    return ["baseline"] if spec is not None and not spec.variants else variants
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
-def defense_label(name: str, params: Mapping[str, Any]) -> str:
-    """``"mid(beta=0.01)"``: the defense and the parameters the grid sets."""
-    if not params:
-        return name
-    return f"{name}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(params.items())) + ")"
-
-
-
-# --------------------------------------------------------------------------------------------------
-# Parsing into specs
-# --------------------------------------------------------------------------------------------------
-
-
-def _read_budgets(table: Mapping[str, Any]) -> Dict[str, Any]:
-    """The budget keys of a checked grid, dataset or form table, in its order (identities as a list)."""
-    return {k: (_identities(v) if k == "identities" else v) for k, v in table.items() if k in BUDGET_KEYS}
-
-
-def _written_budgets(budgets: Mapping[str, Any]) -> Dict[str, Any]:
-    """Budgets as a grid file holds them (identities compacted, tuples as lists)."""
-    return {k: (_compact_identities(v) if k == "identities" else list(v) if isinstance(v, tuple) else v)
-            for k, v in budgets.items()}
-
-
-def _parse_dataset(item: Any) -> DatasetSpec:
-    if isinstance(item, str):
-        item = {"name": item}
-    if not isinstance(item, dict) or "name" not in item:
-        raise GridError(f"a dataset is a name or a table with a 'name', got {item!r}")
-    item = renamed_dataset_keys(item, f"dataset {item['name']!r}")
-    _check_keys(item, _DATASET_KEYS, f"dataset {item['name']!r}")
-    options = item.get("data_options") or {}
-    if not isinstance(options, dict):
-        raise GridError(f"dataset {item['name']!r}: data_options must be a table of loader arguments, got {options!r}")
-    root = item.get("data_root")
-    return DatasetSpec(name=str(item["name"]), root=None if root in (None, "") else str(root), options=dict(options),
-                       overrides=_read_budgets(item))
-
-
-def _parse_defense(item: Any) -> DefenseSpec:
-    if isinstance(item, str):
-        item = {"name": item}
-    if not isinstance(item, dict) or "name" not in item:
-        raise GridError(f"a defense is a name or a table with a 'name' (and 'params'), got {item!r}")
-    _check_keys(item, _DEFENSE_KEYS, f"defense {item['name']!r}")
-    params = item.get("params")
-    settings = [{}] if params is None or params == [] else _as_list(params, f"defense {item['name']!r} params")
-    for p in settings:
-        if not isinstance(p, dict):
-            raise GridError(f"defense {item['name']!r}: each parameter setting is a table, got {p!r}")
-    return DefenseSpec(name=str(item["name"]), params=[dict(p) for p in settings])
-
-
-def _parse_form(item: Any) -> FormSpec:
-    """A form checked by :func:`check_grid`: a table (or a bare name) of its name and settings."""
-    item = {"name": item} if isinstance(item, str) else item
-    return FormSpec(name=str(item["name"]), settings=_read_budgets(item),
-                    attacks=None if "attacks" not in item else [str(a) for a in item["attacks"]],
-                    variants=None if "variants" not in item else [str(v) for v in item["variants"]])
-
 
 # --------------------------------------------------------------------------------------------------
 # The grid
@@ -396,17 +195,30 @@ class Grid:
         :return: Warnings (problems tolerated because ``check_data`` is False).
         :raises GridError: The first problem found, named.
         """
-        from mi_art.defenses import DEFENSES, defense_defaults
+        self._check_values_once()
+        self._check_grid_size(allow_large)
+        _check_distinct_datasets(self.datasets)
+        self._check_defense_names()
+        self._check_cell_relations()
+        return self._check_datasets(check_data=check_data, load_data=load_data, allow_large=allow_large)
 
-        warnings_out: List[str] = []
+    def _check_values_once(self) -> None:
+        """Each value by its rule (:func:`check_grid`), unless :meth:`from_dict` did and nothing changed since."""
         if self._checked_as is None or self.to_dict() != self._checked_as:  # made or changed since from_dict
             check_grid(self.to_dict())
             self._checked_as = self.to_dict()
+
+    def _check_grid_size(self, allow_large: bool) -> None:
+        """The number of cells against the size guard."""
         try:
             check_size(grid_size_problem(self.n_cells(), self._shape()), allow_large)
         except SizeError as err:
             raise GridError(str(err)) from None
-        _check_distinct_datasets(self.datasets)
+
+    def _check_defense_names(self) -> None:
+        """Each defense known and written as its registry writes it; each defense setting listed once."""
+        from mi_art.defenses import DEFENSES, defense_defaults
+
         for spec in self.defenses:
             try:
                 defense_defaults(spec.name)
@@ -418,7 +230,11 @@ class Grid:
         dup = sorted(repeated_values(labels))
         if dup:
             raise GridError(f"the grid lists the same defense setting twice: {', '.join(dup)}")
-        # the rules between fields, through the configuration of a representative cell per dataset and form
+
+    def _check_cell_relations(self) -> None:
+        """The rules between fields (``ExperimentConfig.check_relations``), through the configuration of a
+        representative cell per dataset and form: each attack/variant pair undefended, then each defense setting
+        with the default attack (the pre-training's interplay with TL-DMI's)."""
         for d in self.datasets:
             for form in self.form_list():
                 for attack, variant in self.pairs(form):
@@ -426,7 +242,7 @@ class Grid:
                         self._config(d, "none", {}, attack, variant, self.seeds[0], form).check_relations()
                     except (ValueError, TypeError) as err:
                         raise GridError(f"dataset {d.name!r}{_in_form(form)}: {err}") from None
-                for spec in self.defenses:  # the pre-training's interplay with TL-DMI's (check_relations)
+                for spec in self.defenses:
                     for params in spec.params:
                         try:
                             self._config(d, spec.name, params, ExperimentConfig.attack, "baseline",
@@ -434,7 +250,11 @@ class Grid:
                         except (ValueError, TypeError) as err:
                             raise GridError(f"dataset {d.name!r}{_in_form(form)}, defense "
                                             f"{defense_label(spec.name, params)}: {err}") from None
-        # defense parameters; dataset folders and options
+
+    def _check_datasets(self, *, check_data: bool, load_data: bool, allow_large: bool) -> List[str]:
+        """Per dataset: its folder (an error, or a warning returned when not ``check_data``), its data loaded when
+        ``load_data``, then its reconstructions' size, its shapes and the defense parameters against it."""
+        warnings_out: List[str] = []
         for d in self.datasets:
             data = None
             problem = _data_path_problem(d)
@@ -604,88 +424,3 @@ def _preview_ids(ids: Sequence[int]) -> str:
     if ids and ids == list(range(ids[0], ids[0] + len(ids))):
         return f"{ids[0]}-{ids[-1]}"
     return ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
-
-
-def _check_distinct_datasets(datasets: Sequence[DatasetSpec]) -> None:
-    """Each data set of a grid once, under a name of its own: rows, report sections and plots find a data set by
-    its name (:attr:`DatasetSpec.label`), so two data sets under one name would be averaged as if they were
-    seeds of one, and one data set under two names would be computed twice."""
-    by_label: Dict[str, int] = {}
-    by_data: Dict[str, int] = {}
-    for i, d in enumerate(datasets):
-        label = d.label
-        kind = normalise_dataset_name(d.name)
-        data = data_memo_key("image-folder" if kind == "folder" else kind, d.root,  # "folder": the same loader
-                             {k: v for k, v in d.options.items() if k != "name"})
-        if data in by_data:
-            j = by_data[data]
-            same = "the same data set" if datasets[j].label == label else \
-                f"the same data under two names ({datasets[j].label!r} and {label!r})"
-            raise GridError(f"datasets[{j}] and datasets[{i}] are {same} ({d.name}, data_root={d.root!r}, "
-                            f"data_options={json.dumps(d.options, sort_keys=True)}): list it once")
-        if label in by_label:
-            j = by_label[label]
-            fix = ("give each folder a name of its own, e.g. data_options = { name = \"" + label + "-2\" }"
-                   if kind in ("image-folder", "folder") else
-                   "only image folders take a name (data_options name); evaluate the other in a grid of its own")
-            raise GridError(f"datasets[{j}] and datasets[{i}] are different data sets that would both be reported as "
-                            f"{label!r} (their rows, report section and plots would be merged): {fix}")
-        by_label[label], by_data[data] = i, i
-
-
-def _data_path_problem(d: DatasetSpec) -> Optional[str]:
-    key = normalise_dataset_name(d.name)
-    if key == "digits":
-        if d.root is not None:
-            return f"dataset 'digits' ships with scikit-learn and takes no data_root (got data_root={d.root!r})"
-        return None
-    if d.root is None:
-        return (f"dataset {d.name!r} needs a data folder: set data_root in the grid or pass --data-root"
-                + (" (the CelebA folder with img_align_celeba/ and identity_CelebA.txt)" if key == "celeba" else ""))
-    path = Path(d.root).expanduser()
-    if not path.exists():
-        return f"dataset {d.name!r}: data folder does not exist: {path}"
-    if not path.is_dir():
-        return f"dataset {d.name!r}: data path is not a folder: {path}"
-    return None
-
-
-_DATA_MEMO: Dict[str, Any] = {}
-
-
-def data_memo_key(name: str, root: Optional[str], options: Mapping[str, Any]) -> str:
-    return json.dumps([normalise_dataset_name(name), str(Path(root).expanduser().resolve()) if root else None,
-                       options], sort_keys=True, default=str)
-
-
-def load_data(name: str, root: Optional[str], options: Mapping[str, Any]) -> Any:
-    """Load a dataset once per process (cells of one dataset share it)."""
-    from mi_art.data import load_dataset
-
-    key = data_memo_key(name, root, options)
-    if key not in _DATA_MEMO:
-        _DATA_MEMO[key] = load_dataset(name, str(Path(root).expanduser().resolve()) if root else None, **options)
-    return _DATA_MEMO[key]
-
-
-def _load(d: DatasetSpec) -> Any:
-    try:
-        return load_data(d.name, d.root, d.options)
-    except (ValueError, TypeError, OSError) as err:
-        raise GridError(f"dataset {d.name!r} (data_root={d.root!r}, data_options={d.options}): {err}") from None
-
-
-def _check_defense_params(name: str, params: Dict[str, Any], n_train: int, data: Any, target_arch: str) -> None:
-    """``mi_art.defenses.api`` validation of one parameter setting; with data, also builds the defended
-    architecture (TL's freeze count against the model, MID's bottleneck, DP's Opacus fixes)."""
-    from mi_art.defenses import check_defense_params, defended_architecture
-
-    label = defense_label(name, params)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            check_defense_params(name, dict(params), n_train=n_train)
-            if data is not None:
-                defended_architecture(name, data, model=target_arch, **params)
-    except (ValueError, TypeError) as err:
-        raise GridError(f"defense {label}: {err}") from None

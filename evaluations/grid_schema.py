@@ -381,7 +381,7 @@ def check_grid(d: Any, where: str = "the grid") -> None:
     :raises GridError: Listing every problem found (``err.problems``), each naming the key, the value
         and what would be valid.
     """
-    from mi_art.validation import check_choice, check_int, repeated as repeated_values
+    from mi_art.validation import check_choice, check_int
 
     from .config_rules import ATTACKS as attacks, VARIANTS as variants
 
@@ -392,11 +392,32 @@ def check_grid(d: Any, where: str = "the grid") -> None:
     d = renamed_grid(d, where)
     p = _Problems()
     p.run(_check_keys, d, _GRID_KEYS, where)
-    if "name" in d:
-        n = d["name"]
-        if not isinstance(n, str) or not n.strip() or any(c in n for c in "/\\\\") or n.strip() in (".", ".."):
-            p.add(f"name must be a non-empty string without path separators (it names the results folder), "
-                  f"got {n!r}")
+    name = d.get("name", "grid")
+    if not isinstance(name, str) or not name.strip() or any(c in name for c in "/\\\\") or name.strip() in (".", ".."):
+        p.add(f"name must be a non-empty string without path separators (it names the results folder), got {name!r}")
+    _check_datasets_and_defenses(p, d)
+    if "forms" in d:
+        _check_forms(p, d["forms"])
+    if "attacks" in d:
+        _check_names(p, "attacks", d["attacks"], attacks, "attack")
+    if "variants" in d:
+        _check_names(p, "variants", d["variants"], variants, "variant")
+    if "seeds" in d:
+        _check_seeds(p, d["seeds"])
+    if "seed_scope" in d:
+        p.run(check_choice, "seed_scope", d["seed_scope"], SEED_SCOPES)
+    if "artifact_seed" in d:
+        p.run(check_int, "artifact_seed", d["artifact_seed"], low=0)
+    if d.get("device") is not None:
+        p.run(check_device_form, "device", d["device"])
+    for k in BUDGET_KEYS:
+        if k in d:
+            _check_budget(p, k, k, d[k])
+    _raise_problems(p, where)
+
+
+def _check_datasets_and_defenses(p: _Problems, d: Mapping[str, Any]) -> None:
+    """``datasets`` and ``defenses``: each a non-empty list, and each of its items checked."""
     for key, item_check in (("datasets", _check_dataset_item), ("defenses", _check_defense_item)):
         if key in d:
             value = d[key]
@@ -409,35 +430,28 @@ def check_grid(d: Any, where: str = "the grid") -> None:
             else:
                 for i, item in enumerate(value):
                     item_check(p, f"{key}[{i}]", item)
-    if "forms" in d:
-        _check_forms(p, d["forms"])
-    if "attacks" in d:
-        _check_names(p, "attacks", d["attacks"], attacks, "attack")
-    if "variants" in d:
-        _check_names(p, "variants", d["variants"], variants, "variant")
-    if "seeds" in d:
-        seeds = d["seeds"]
-        problem = _list_problem("seeds", seeds, "non-negative integers")
-        if problem is not None:
-            p.add(problem)
-        elif not seeds:
-            p.add("seeds is empty: the grid has no seeds; give at least one, e.g. seeds = [0]")
-        else:
-            for i, s in enumerate(seeds):
-                p.run(check_int, f"seeds[{i}]", s, low=0)
-            again = repeated_values(s for s in seeds if isinstance(s, int) and not isinstance(s, bool))
-            if again:
-                p.add(f"seeds repeat {', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}: "
-                      "list each once")
-    if "seed_scope" in d:
-        p.run(check_choice, "seed_scope", d["seed_scope"], SEED_SCOPES)
-    if "artifact_seed" in d:
-        p.run(check_int, "artifact_seed", d["artifact_seed"], low=0)
-    if d.get("device") is not None:
-        p.run(check_device_form, "device", d["device"])
-    for k in BUDGET_KEYS:
-        if k in d:
-            _check_budget(p, k, k, d[k])
+
+
+def _check_seeds(p: _Problems, seeds: Any) -> None:
+    """``seeds``: a non-empty list of non-negative integers, each once."""
+    from mi_art.validation import check_int, repeated as repeated_values
+
+    problem = _list_problem("seeds", seeds, "non-negative integers")
+    if problem is not None:
+        p.add(problem)
+    elif not seeds:
+        p.add("seeds is empty: the grid has no seeds; give at least one, e.g. seeds = [0]")
+    else:
+        for i, s in enumerate(seeds):
+            p.run(check_int, f"seeds[{i}]", s, low=0)
+        again = repeated_values(s for s in seeds if isinstance(s, int) and not isinstance(s, bool))
+        if again:
+            p.add(f"seeds repeat {', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}: "
+                  "list each once")
+
+
+def _raise_problems(p: _Problems, where: str) -> None:
+    """One :class:`GridError` listing every problem found (each also in ``err.problems``), if there is any."""
     if p.items:
         head = f"{where}: " if where != "the grid" else ""
         if len(p.items) == 1:
