@@ -12,6 +12,7 @@ import click
 
 from mi_art.attacks import ATTACK_NAMES, get_attack
 from mi_art.data import normalise_dataset_name
+from mi_art.features import check_feature_layer
 from mi_art.models import ARCHITECTURES, RENAMED_ARCHITECTURES
 from mi_art.priors import PUBLIC_PRIOR, priors_needed
 from mi_art.renames import Renames
@@ -116,13 +117,6 @@ def _id_weight(name: str, value: Any) -> Any:
     return None if value is None else check_positive(name, value, hint=" (None: each attack's own, GMI's 100)")
 
 
-def _feature_layer(name: str, value: Any) -> Any:
-    if value is None or (isinstance(value, str) and value.strip()):
-        return value
-    raise ValueError(f"{name} must be the name of a sub-module of the inverted model (as in model.named_modules(), "
-                     f"e.g. 'embed.1'), or None for its last nn.Linear, got {value!r}")
-
-
 def _search_views(name: str, value: Any) -> Any:
     return None if value is None else check_int(
         name, value, low=0, hint=" (0: the images as generated; None: each attack's own, "
@@ -156,7 +150,7 @@ SEARCH_VIEWS = Rule(_search_views, click.IntRange(min=0))
 #: An optional weight > 0 (None: the attack's own).
 ID_WEIGHT = Rule(_id_weight, click.FloatRange(min=0, min_open=True))
 #: An optional layer name (None: the model's last nn.Linear).
-FEATURE_LAYER = Rule(_feature_layer, click.STRING)
+FEATURE_LAYER = Rule(lambda name, value: check_feature_layer(value, name), click.STRING)
 INDEPENDENT_JUDGE = Rule(_independent_judge, click.Choice(INDEPENDENT_JUDGES))
 
 

@@ -45,11 +45,12 @@ def last_linear(model: nn.Module, name: Optional[str] = None) -> nn.Linear:
     return layer
 
 
-def check_feature_layer(value: Any) -> Optional[str]:
-    """``feature_layer`` is ``None`` (the last ``nn.Linear``) or the non-empty name of a sub-module."""
-    if value is None or (isinstance(value, str) and value):
+def check_feature_layer(value: Any, name: str = "feature_layer") -> Optional[str]:
+    """``feature_layer`` (called ``name`` in the message) is ``None`` (the last ``nn.Linear``) or the non-blank name
+    of a sub-module."""
+    if value is None or (isinstance(value, str) and value.strip()):
         return value
-    raise ValueError(f"feature_layer must be None (the model's last nn.Linear) or the name of a sub-module "
+    raise ValueError(f"{name} must be None (the model's last nn.Linear) or the name of a sub-module "
                      f"(as in model.named_modules()), got {value!r}")
 
 

@@ -431,7 +431,7 @@ def test_a_feature_layer_the_inverted_model_lacks_is_refused_before_training(dig
     with pytest.raises(ValueError, match=r"'cnn-small', the model inverted, is the configuration's "
                                          r"surrogate_archs\[0\]"):
         E.Workbench(E.ExperimentConfig(feature_layer="fc9", access="black-box", max_queries=None), data=digits)
-    with pytest.raises(ValueError, match="feature_layer must be the name of a sub-module"):
+    with pytest.raises(ValueError, match=r"feature_layer must be None \(the model's last nn.Linear\) or the name of a sub-module"):
         E.ExperimentConfig(feature_layer="").validate()
 
 
