@@ -118,32 +118,33 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
     assert sorted(p["epsilon"] for p in points if p["defense"] == "dp-sgd") == [1.0, 3.0, 8.0]
 
 
-def test_attack_variants_keeps_each_cells_reconstructions_for_later_judges(tmp_path):
-    import attack_variants
+def _fake_faces(*args, **kwargs):
+    """A data set of the shape of the face benchmarks' (32x32 grey), 4 private and 20 public identities."""
+    from mi_art.data import Split
+    from mi_art.data.dataset import MIDataset
 
-    result = {"reconstructions": np.random.rand(4, 1, 8, 8).astype(np.float32), "labels": np.array([0, 0, 1, 1])}
-    path = attack_variants._keep_reconstructions(tmp_path / "variants.json", "GMI+LOMMA/seed2", result)
-    assert path.parent == tmp_path / "variants.reconstructions" and path.name == "GMI_LOMMA-seed2.npz"
-    kept = np.load(path)
-    assert np.array_equal(kept["reconstructions"], result["reconstructions"])
-    assert kept["labels"].tolist() == [0, 0, 1, 1]
+    def split(n_classes: int, per_class: int) -> Split:
+        y = np.repeat(np.arange(n_classes), per_class)
+        return Split(np.random.default_rng(0).random((len(y), 1, 32, 32), dtype=np.float32), y)
+
+    return MIDataset("faces", split(4, 2), split(4, 1), split(20, 1), tuple(f"p{i}" for i in range(4)),
+                     tuple(f"q{i}" for i in range(20)), 32, 1)
 
 
 def _run_attack_variants(tmp_path, monkeypatch, *options: str):
-    """benchmarks/attack_variants.py with every model faked: each attack scores 0.5 + 0.1 * seed. Returns the
-    (method's config differences, attack, variant, seed) it attacked and the results file."""
-    import types
-
-    import _cells
+    """benchmarks/attack_variants.py on the library's grid runner, with the data, the models and the attack faked:
+    each attack scores 0.5 + 0.1 * seed. Returns the (access, regularise_surrogates, attack, variant, seed) it
+    attacked and the results folder."""
     import attack_variants
+
+    import mi_art.data
+    from mi_art.evaluations import experiment, grid_data
 
     attacked = []
 
     class FakeWorkbench:
-        def __init__(self, config, cache, data=None):
-            self.config, self.cache = config, cache
-            self.data = data or types.SimpleNamespace(private_train=[0] * 8, private_test=[0] * 2, public=[0] * 4,
-                                                      num_classes=4)
+        def __init__(self, config, cache, data=None, checked=False):
+            self.config, self.data, self.defense_record = config, data, None
 
         def target(self):
             return "target"
@@ -151,63 +152,76 @@ def _run_attack_variants(tmp_path, monkeypatch, *options: str):
         def evaluators(self):
             return ["judge-0", "judge-1"]
 
-        def prior(self, *args):
-            return None
-
-        def surrogates(self, target):
-            return []
-
-    def fake_run_attack(bench, *, attack, variant, attack_seed, target, evaluator):
-        attacked.append((bench.config.access, bench.config.regularise_surrogates, attack, variant, attack_seed))
-        acc = 0.5 + 0.1 * attack_seed
-        return {"attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
+    def fake_run_attack(bench, *, target, evaluator):
+        c = bench.config
+        attacked.append((c.access, c.regularise_surrogates, c.attack, c.variant, c.attack_seed))
+        acc = 0.5 + 0.1 * c.attack_seed
+        return {"attack": c.attack, "variant": c.variant, "attack_seed": c.attack_seed, "acc@1": acc,
                 "acc@1_judges": [acc - 0.05, acc + 0.05], "acc@5": 0.9, "knn_dist": 10.0,
                 "seconds_per_reconstruction": 0.5, "n_identities": 4, "chance@1": 0.25, "chance@5": 1.0,
-                "target_test_accuracy": 0.8, "evaluator_test_accuracies": [0.9, 0.85],
-                "queries": 100 if bench.config.access != "white-box" else None,
-                "reconstructions": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 1])}
+                "target_test_accuracy": 0.8, "evaluator_test_accuracies": [0.9, 0.85], "n_judges": 2,
+                "n_reconstructions": 2, "iterations": c.iterations, "num_classes": 10, "warnings": [],
+                "queries": 100 if c.access != "white-box" else None,
+                "reconstructions": np.full((2, 1, 4, 4), c.attack_seed, np.float32), "labels": np.array([0, 1])}
 
-    for module in (attack_variants, _cells):  # the benchmark's workbench, and its cells' own
-        monkeypatch.setattr(module, "Workbench", FakeWorkbench)
-    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
-    monkeypatch.setattr(attack_variants, "artifact_cache", lambda cache_dir: "cache")
-    out = tmp_path / "variants.json"
-    monkeypatch.setattr(sys, "argv", ["attack_variants.py", "--quick", "--out", str(out), "--cache-dir",
-                                      str(tmp_path), *options])
+    monkeypatch.setattr(experiment, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(experiment, "run_attack", fake_run_attack)
+    monkeypatch.setattr(mi_art.data, "load_dataset", _fake_faces)
+    monkeypatch.setattr(grid_data, "_DATA_MEMO", {})
+    out = tmp_path / "variants"
+    monkeypatch.setattr(sys, "argv", ["attack_variants.py", "--quick", "--out", str(out), "--data-root",
+                                      str(tmp_path), "--cache-dir", str(tmp_path / "cache"), *options])
     attack_variants.main()
     return attacked, out
 
 
 def test_attack_variants_runs_each_method_and_seed_once_and_tables_them(tmp_path, monkeypatch, capsys):
-    import json
+    """Each row is a form of the script's grid, run by the library's grid runner: every row at every seed (MIFace
+    at the first alone), each with its configuration; its reconstructions kept in its cell's file for a later judge;
+    the table from the cells; another folder's cells merged with --also; a second run attacks nothing."""
+    from mi_art.evaluations.rows import cell_paths, completed_cells
 
     methods = "GMI,GMI+LOMMA,GMI+LOMMA (paper),GMI+LOMMA [label-only],ART MIFace,KEDMI+ALIGN"
     attacked, out = _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")
     assert attacked == [
-        ("white-box", True, "miface", "baseline", 0),
-        ("white-box", True, "gmi", "baseline", 0), ("white-box", True, "gmi", "baseline", 1),
-        ("white-box", True, "gmi", "lomma", 0), ("white-box", True, "gmi", "lomma", 1),
-        ("white-box", False, "gmi", "lomma", 0), ("white-box", False, "gmi", "lomma", 1),
-        ("label-only", True, "gmi", "lomma", 0), ("label-only", True, "gmi", "lomma", 1),
-        ("white-box", True, "kedmi", "align", 0), ("white-box", True, "kedmi", "align", 1)]
-    done = json.loads(out.read_text())
-    assert list(done) == ["ART MIFace/seed0", "GMI/seed0", "GMI/seed1", "GMI+LOMMA/seed0", "GMI+LOMMA/seed1",
-                          "GMI+LOMMA (paper)/seed0", "GMI+LOMMA (paper)/seed1", "GMI+LOMMA [label-only]/seed0",
-                          "GMI+LOMMA [label-only]/seed1", "KEDMI+ALIGN/seed0", "KEDMI+ALIGN/seed1"]
-    assert Path(done["GMI/seed1"]["reconstructions_file"]).is_file()
+        ("white-box", True, "miface", "baseline", 0), ("white-box", True, "gmi", "baseline", 0),
+        ("white-box", True, "gmi", "lomma", 0), ("white-box", False, "gmi", "lomma", 0),
+        ("label-only", True, "gmi", "lomma", 0), ("white-box", True, "kedmi", "align", 0),
+        ("white-box", True, "gmi", "baseline", 1), ("white-box", True, "gmi", "lomma", 1),
+        ("white-box", False, "gmi", "lomma", 1), ("label-only", True, "gmi", "lomma", 1),
+        ("white-box", True, "kedmi", "align", 1)]
+    rows = completed_cells(out)
+    assert sorted(f"{r['form']}/seed{r['seed']}" for r in rows.values()) == sorted(
+        ["ART MIFace/seed0", "GMI/seed0", "GMI/seed1", "GMI+LOMMA/seed0", "GMI+LOMMA/seed1",
+         "GMI+LOMMA (paper)/seed0", "GMI+LOMMA (paper)/seed1", "GMI+LOMMA [label-only]/seed0",
+         "GMI+LOMMA [label-only]/seed1", "KEDMI+ALIGN/seed0", "KEDMI+ALIGN/seed1"])
+    gmi_seed1 = next(cid for cid, r in rows.items() if r["form"] == "GMI" and r["seed"] == 1)
+    with np.load(cell_paths(out, gmi_seed1)[1]) as kept:  # the very images the table scored, for a later judge
+        assert kept["reconstructions"].shape == (2, 1, 4, 4) and (kept["reconstructions"] == 1).all()
+        assert kept["labels"].tolist() == [0, 1]
     table = capsys.readouterr().out
     line = next(row for row in table.splitlines() if row.startswith("| GMI+LOMMA [label-only]"))
     assert line.startswith("| GMI+LOMMA [label-only]   |     2 |  0.550 +- 0.050 [0.050] |          0.900 +- 0.000 "
                            "|              10.0 +- 0.0 |   0.500 |")
     assert "|       100 |" in line
-    # a second process's seed 2, merged with --also; nothing of the first file is run again
+    assert next(row for row in table.splitlines() if row.startswith("| ART MIFace")).startswith(
+        "| ART MIFace               |     1 |")
+    # a second process's seed 2 in a folder of its own, merged with --also; nothing of the first is run again
     attacked, _ = _run_attack_variants(tmp_path, monkeypatch, "--methods", "GMI", "--first-seed", "2", "--seeds",
-                                       "1", "--out", str(tmp_path / "more.json"), "--also", str(out))
+                                       "1", "--out", str(tmp_path / "more"), "--also", str(out))
     assert attacked == [("white-box", True, "gmi", "baseline", 2)]
     table = capsys.readouterr().out
     assert next(row for row in table.splitlines() if row.startswith("| GMI ")).startswith(
         "| GMI                      |     3 |  0.600 +- 0.082 [0.050] |")
     assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
+
+
+def test_attack_variants_refuses_an_earlier_results_file_and_rows_it_does_not_have(tmp_path, monkeypatch):
+    (tmp_path / "variants.json").write_text("{}")
+    with pytest.raises(SystemExit, match="is a file .the results file of an earlier version"):
+        _run_attack_variants(tmp_path, monkeypatch, "--out", str(tmp_path / "variants.json"))
+    with pytest.raises(SystemExit, match="--methods='GMI,GMl' names no row: GMl"):
+        _run_attack_variants(tmp_path, monkeypatch, "--methods", "GMI,GMl")
 
 
 def test_defense_cells_are_data_keyed_as_the_results_files_are():
