@@ -30,17 +30,14 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from _grid_run import add_grid_out_arguments, benchmark_data, config_grid, out_folder, run_benchmark_grid
 from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, benchmark_config, parse_args,
                        spaced_identities)
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
-from mi_art.evaluations.executors import GridRunError, evaluate_grid
 from mi_art.evaluations.experiment import ExperimentConfig
-from mi_art.evaluations.experiment_config import config_defaults
-from mi_art.evaluations.grid import DatasetSpec, DefenseSpec, FormSpec, Grid, load_data
-from mi_art.evaluations.grid_schema import BUDGET_KEYS, GridError
-from mi_art.evaluations.rows import completed_cells
+from mi_art.evaluations.grid import FormSpec, Grid
 from mi_art.variants import VARIANTS
 
 #: Row names of the GAN attacks: every attack of the registry, by its title.
@@ -75,55 +72,28 @@ def main() -> None:
     config = _config(args)
     suffix = (("" if args.benchmark == "att" else f"-{args.benchmark}") + ("-quick" if args.quick else "")
               + ("" if args.image_size is None else f"-{args.image_size}px"))
-    out = _out_folder(args.out or REPO / "mi_art_runs" / f"attack_variants{suffix}")
+    out = out_folder(args.out or REPO / "mi_art_runs" / f"attack_variants{suffix}")
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
     unknown = sorted((wanted or set()) - {name for _, _, name in METHODS + OPT_IN_METHODS})
     if unknown:
         raise SystemExit(f"--methods={args.methods!r} names no row: {', '.join(unknown)} (the rows: "
                          + ", ".join(name for _, _, name in METHODS + OPT_IN_METHODS) + ")")
     methods = selected_methods(wanted)
-    data = _load_data(config)
+    data = benchmark_data(config)
     chosen = attacked_identities(args, data.num_classes)
     if chosen is not None:
         config = dataclasses.replace(config, identities=chosen)
     print(f"data: {len(data.private_train)} private train / {len(data.private_test)} test images of "
           f"{data.num_classes} identities, {len(data.public)} public images", flush=True)
     seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (2 if args.quick else 3))))
-    grid = variants_grid(config, methods, seeds, f"attack-variants{suffix}")
-    failed = None
-    try:
-        evaluate_grid(grid, out, cache_dir=args.cache_dir, threads="torch" if args.threads is None else args.threads,
-                      progress=False, report=False)
-    except GridError as err:
-        raise SystemExit(f"invalid benchmark grid: {err}") from None
-    except GridRunError as err:  # the finished cells are tabled first
-        failed = err
-    done = table_records(grid, out, args.also)
-    if not done:
-        print("no finished cells yet")
-    else:
-        size = config.data_options["image_size"]
-        print_table(done, config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", out)
+    size = config.data_options["image_size"]
+
+    def table(rows: List[Dict[str, Any]]) -> None:
+        print_table(table_records(rows), config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", out)
         print(f"total wall time {time.perf_counter() - start:.0f}s")
-    if failed is not None:
-        raise SystemExit(str(failed))
 
-
-def _out_folder(path: Path | str) -> Path:
-    """``--out``: the grid's results folder; a results file of the earlier script is refused, named."""
-    path = Path(path)
-    if path.is_file():
-        raise SystemExit(f"--out {path} is a file (the results file of an earlier version of this script): give a "
-                         "folder; the finished cells go under <out>/cells")
-    return path
-
-
-def _load_data(config: ExperimentConfig) -> Any:
-    """The benchmark's data (loaded once: the grid's cells share it), or an exit naming ``--data-root``."""
-    try:
-        return load_data(config.dataset, config.data_root, config.data_options)
-    except (ValueError, OSError) as err:
-        raise SystemExit(f"--data-root {config.data_root}: {err}") from None
+    run_benchmark_grid(variants_grid(config, methods, seeds, f"attack-variants{suffix}"), out, table,
+                       cache_dir=args.cache_dir, threads=args.threads, also=args.also)
 
 
 def attacked_identities(args: argparse.Namespace, num_classes: int) -> list | None:
@@ -153,31 +123,15 @@ def selected_methods(wanted: set | None) -> list:
 def variants_grid(config: ExperimentConfig, methods: Sequence[tuple], seeds: Sequence[int], name: str) -> Grid:
     """The rows ``methods`` as a grid over the benchmark's ``config``: one attack form per row, named as the row,
     with its attack, its variant and its :data:`CONFIG_FORM` changes, at every seed of ``seeds`` (a
-    :data:`DETERMINISTIC` attack at the first alone). Artifacts (target, judges, priors, surrogates) use the
-    configuration's seed; the seeds are the attack's."""
-    defaults = config_defaults()
-    budgets = {k: getattr(config, k) for k in BUDGET_KEYS if getattr(config, k) != defaults[k]}
-    forms = [FormSpec(row, dict(CONFIG_FORM.get(row, {})), [attack], [variant],
-                      list(seeds[:1]) if attack in DETERMINISTIC else None) for attack, variant, row in methods]
-    return Grid(datasets=[DatasetSpec(config.dataset, config.data_root, dict(config.data_options))],
-                defenses=[DefenseSpec(config.defense, [dict(config.defense_params)])],
-                attacks=list(dict.fromkeys(a for a, _, _ in methods)),
-                variants=list(dict.fromkeys(v for _, v, _ in methods)), seeds=list(seeds), budgets=budgets,
-                seed_scope="attack", artifact_seed=config.seed, name=name, device=config.device, forms=forms)
+    :data:`DETERMINISTIC` attack at the first alone)."""
+    return config_grid(config, [FormSpec(row, dict(CONFIG_FORM.get(row, {})), [attack], [variant],
+                                         list(seeds[:1]) if attack in DETERMINISTIC else None)
+                                for attack, variant, row in methods], seeds, name)
 
 
-def table_records(grid: Grid, out: Path, also: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
-    """The finished cells as the table reads them, keyed ``<row>/seed<seed>`` (a cell's row is its form's name):
-    the grid's cells in ``out``, then every finished cell of the folders ``also`` (a later folder's key wins; a
-    folder without cells is named on the console and left out)."""
-    cells = grid.cells()
-    finished = completed_cells(out, [c.id for c in cells])
-    rows: List[Dict[str, Any]] = [{**finished[c.id], "form": c.form} for c in cells if c.id in finished]
-    for folder in also:
-        more = completed_cells(folder)
-        if not more:
-            print(f"(no finished cells in {folder}: its rows are missing)")
-        rows += more.values()
+def table_records(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The finished rows as the table reads them, keyed ``<row>/seed<seed>`` (a cell's row is its form's name; a
+    later row's key wins)."""
     return {f"{r['form']}/seed{r['seed']}": r for r in rows if r.get("form")}
 
 
@@ -304,12 +258,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
-    parser.add_argument("--out", default=None,
-                        help="results folder: the grid's finished cells, <out>/cells/<cell-id>.json and .npz (default "
-                             "mi_art_runs/attack_variants[-lfw][-quick]); processes may share one")
-    parser.add_argument("--also", nargs="*", default=(),
-                        help="more results folders whose finished cells join the table (another process's --out, "
-                             "e.g. for a second CPU core; its own --out too, for the rows other processes ran there)")
+    add_grid_out_arguments(parser, "mi_art_runs/attack_variants[-lfw][-quick]")
 
 
 def _independent(rows: list, metric: str) -> str:
