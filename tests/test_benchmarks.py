@@ -9,6 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+from mi_art.evaluations.rows import completed_cells  # noqa: E402
+
 
 def test_speed_charges_each_artifact_its_own_seconds(tmp_path, monkeypatch):
     """A stage that needs another (a target that needs its pre-training) is charged its own time only."""
@@ -63,72 +65,27 @@ def test_plgmi_prior_measures_accuracy_on_the_condition_and_feature_norm():
 def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(tmp_path, monkeypatch):
     """``--judges 3``: each attack is scored by the panel of three judges (not the first alone); the records
     give the frontier one point per defense strength, the mean over attack seeds, DP points with epsilon."""
-    import json
-    import types
-
-    import _cells
     import defenses
+    from conftest import fake_grid_models
 
-    seen = []
+    def figures(c):
+        acc = 0.9 - 0.1 * c.attack_seed if c.defense == "none" else 0.2
+        return {"acc@1": acc, "knn_dist": 1.0, "seconds": 0.0, "chance@1": 0.1}
 
-    class FakeWorkbench:
-        def __init__(self, config, cache, data=None):
-            self.config, self.cache = config, cache
-            self.data = types.SimpleNamespace(private_train=[0] * 10, private_test=types.SimpleNamespace(x=0, y=0))
-            dp = config.defense == "dp-sgd"
-            self.defense_record = {"epsilon": config.defense_params.get("target_epsilon"), "delta": 0.1} if dp else {}
-
-        def target(self):
-            return "target"
-
-        def evaluator(self):
-            return "judge-0"
-
-        def evaluators(self):
-            return [f"judge-{j}" for j in range(self.config.judges)]
-
-        def prior(self, *args):
-            return None
-
-        def surrogates(self, target):
-            return []
-
-    def fake_run_attack(bench, *, attack, attack_seed, target, evaluator, variant):
-        seen.append(evaluator)
-        acc = 0.9 - 0.1 * attack_seed if bench.config.defense == "none" else 0.2
-        return {"dataset": "fake", "attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
-                "knn_dist": 1.0, "seconds": 0.0, "n_judges": len(evaluator), "chance@1": 0.1,
-                "evaluator_test_accuracy": 0.9, "evaluator_test_accuracies": [0.9] * len(evaluator)}
-
-    for module in (defenses, _cells):  # the defended targets' workbenches, and the cells' own
-        monkeypatch.setattr(module, "Workbench", FakeWorkbench)
-    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
-    monkeypatch.setattr(_cells, "public_record", dict)
-    monkeypatch.setattr(defenses, "natural_accuracy", lambda *a: 0.8)
-    out = tmp_path / "cells.json"
+    attacked = fake_grid_models(monkeypatch, figures, n_private=5, judges=3)
+    out = tmp_path / "cells"
     monkeypatch.setattr(sys, "argv", ["defenses.py", "--deployed", "--only", "none,dp-sgd", "--seeds", "2",
-                                      "--judges", "3", "--attacks", "gmi", "--cache-dir", str(tmp_path),
-                                      "--out", str(out)])
+                                      "--judges", "3", "--attacks", "gmi", "--cache-dir", str(tmp_path / "cache"),
+                                      "--data-root", str(tmp_path), "--out", str(out)])
     defenses.main()
-    assert seen and all(judges == ["judge-0", "judge-1", "judge-2"] for judges in seen)
-    done = json.loads(out.read_text())
-    points = defenses.frontier_rows(done, defenses._rows(defenses.deployed_grid(10)))
+    assert len(attacked) == 8 and all(c.judges == 3 and c.target_pretrain_epochs == 60 for c in attacked)
+    targets = defenses._grid(defenses._parser().parse_args(["--deployed"]), 10)
+    done = defenses.table_records(list(completed_cells(out).values()), targets)
+    assert len(done) == 8 and all(r["n_judges"] == 3 and r["evaluator_test_accuracies"] == [0.9] * 3 for r in done.values())
+    points = defenses.frontier_rows(done, targets)
     undefended = next(p for p in points if p["defense"] == "none")
     assert undefended["acc@1"] == pytest.approx(0.85) and undefended["n"] == 2
     assert sorted(p["epsilon"] for p in points if p["defense"] == "dp-sgd") == [1.0, 3.0, 8.0]
-
-
-def _fake_faces(*args, **kwargs):
-    """A data set of the shape of the face benchmarks' (32x32 grey), 4 private and 20 public identities."""
-    from mi_art.data import Split
-    from mi_art.data.dataset import MIDataset
-
-    def split(n_classes: int, per_class: int) -> Split:
-        y = np.repeat(np.arange(n_classes), per_class)
-        return Split(np.random.default_rng(0).random((len(y), 1, 32, 32), dtype=np.float32), y)
-
-    return MIDataset("faces", split(4, 2), split(4, 1), split(20, 1), tuple(f"p{i}" for i in range(4)),
-                     tuple(f"q{i}" for i in range(20)), 32, 1)
 
 
 def _run_attack_variants(tmp_path, monkeypatch, *options: str):
@@ -136,43 +93,20 @@ def _run_attack_variants(tmp_path, monkeypatch, *options: str):
     each attack scores 0.5 + 0.1 * seed. Returns the (access, regularise_surrogates, attack, variant, seed) it
     attacked and the results folder."""
     import attack_variants
+    from conftest import fake_grid_models
 
-    import mi_art.data
-    from mi_art.evaluations import experiment, grid_data
-
-    attacked = []
-
-    class FakeWorkbench:
-        def __init__(self, config, cache, data=None, checked=False):
-            self.config, self.data, self.defense_record = config, data, None
-
-        def target(self):
-            return "target"
-
-        def evaluators(self):
-            return ["judge-0", "judge-1"]
-
-    def fake_run_attack(bench, *, target, evaluator):
-        c = bench.config
-        attacked.append((c.access, c.regularise_surrogates, c.attack, c.variant, c.attack_seed))
+    def figures(c):
         acc = 0.5 + 0.1 * c.attack_seed
-        return {"attack": c.attack, "variant": c.variant, "attack_seed": c.attack_seed, "acc@1": acc,
-                "acc@1_judges": [acc - 0.05, acc + 0.05], "acc@5": 0.9, "knn_dist": 10.0,
-                "seconds_per_reconstruction": 0.5, "n_identities": 4, "chance@1": 0.25, "chance@5": 1.0,
-                "target_test_accuracy": 0.8, "evaluator_test_accuracies": [0.9, 0.85], "n_judges": 2,
-                "n_reconstructions": 2, "iterations": c.iterations, "num_classes": 10, "warnings": [],
-                "queries": 100 if c.access != "white-box" else None,
-                "reconstructions": np.full((2, 1, 4, 4), c.attack_seed, np.float32), "labels": np.array([0, 1])}
+        return {"acc@1": acc, "acc@1_judges": [acc - 0.05, acc + 0.05], "acc@5": 0.9, "knn_dist": 10.0,
+                "seconds_per_reconstruction": 0.5, "chance@1": 0.25, "chance@5": 1.0,
+                "evaluator_test_accuracies": [0.9, 0.85], "queries": 100 if c.access != "white-box" else None}
 
-    monkeypatch.setattr(experiment, "Workbench", FakeWorkbench)
-    monkeypatch.setattr(experiment, "run_attack", fake_run_attack)
-    monkeypatch.setattr(mi_art.data, "load_dataset", _fake_faces)
-    monkeypatch.setattr(grid_data, "_DATA_MEMO", {})
+    attacked = fake_grid_models(monkeypatch, figures)
     out = tmp_path / "variants"
     monkeypatch.setattr(sys, "argv", ["attack_variants.py", "--quick", "--out", str(out), "--data-root",
                                       str(tmp_path), "--cache-dir", str(tmp_path / "cache"), *options])
     attack_variants.main()
-    return attacked, out
+    return [(c.access, c.regularise_surrogates, c.attack, c.variant, c.attack_seed) for c in attacked], out
 
 
 def test_attack_variants_runs_each_method_and_seed_once_and_tables_them(tmp_path, monkeypatch, capsys):
@@ -224,23 +158,27 @@ def test_attack_variants_refuses_an_earlier_results_file_and_rows_it_does_not_ha
         _run_attack_variants(tmp_path, monkeypatch, "--methods", "GMI,GMl")
 
 
-def test_defense_cells_are_data_keyed_as_the_results_files_are():
-    """Each defended target's cells: every attack at every access level (BREP-MI label-only alone), the aligned
-    form beside it with its views, each keyed as the results files always were."""
+def test_defense_cells_are_keyed_as_the_results_files_were():
+    """Each defended target's cells: every attack at every access level (BREP-MI label-only alone, its baseline), the
+    aligned form beside it with its views; each row keyed for the tables as the results files always were."""
     import types
 
     import defenses
 
     align = types.SimpleNamespace(variant="lomma+align", search_views=4)
-    cells = defenses.defense_cells("mid(beta=0.02)", ["gmi", "brepmi"], ["white-box", "label-only"], "lomma",
-                                   align, range(0, 1))
-    assert [(c.key, c.attack, c.variant, dict(c.config)) for c in cells] == [
-        ("mid(beta=0.02)/gmi/seed0", "gmi", "lomma", {}),
-        ("mid(beta=0.02)/gmi+align(K=4)/seed0", "gmi", "lomma+align", {"search_views": 4}),
-        ("mid(beta=0.02)/gmi[label-only]/seed0", "gmi", "lomma", {"access": "label-only"}),
-        ("mid(beta=0.02)/gmi+align(K=4)[label-only]/seed0", "gmi", "lomma+align",
-         {"access": "label-only", "search_views": 4}),
-        ("mid(beta=0.02)/brepmi[label-only]/seed0", "brepmi", "baseline", {"access": "label-only"})]
+    base = defenses._config(defenses._parser().parse_args([]))
+    targets = [("mid", {"beta": 0.02}, {})]
+    cells = defenses.defenses_grid(base, targets, ["gmi", "brepmi"], ["white-box", "label-only"], align, range(1),
+                                   "g").cells()
+    assert [(c.form, c.config.attack, c.config.variant, c.config.access, c.config.search_views) for c in cells] == [
+        ("white-box", "gmi", "lomma", "white-box", None), ("white-box+align(K=4)", "gmi", "lomma+align", "white-box", 4),
+        ("label-only", "gmi", "lomma", "label-only", None), ("label-only", "brepmi", "baseline", "label-only", None),
+        ("label-only+align(K=4)", "gmi", "lomma+align", "label-only", 4)]
+    rows = [{"config": c.config.to_dict(), "access": c.config.access, "defense": c.config.defense,
+             "defense_params": dict(c.config.defense_params), "seed": c.config.attack_seed} for c in cells]
+    assert list(defenses.table_records(rows, targets)) == [
+        "mid(beta=0.02)/gmi/seed0", "mid(beta=0.02)/gmi+align(K=4)/seed0", "mid(beta=0.02)/gmi[label-only]/seed0",
+        "mid(beta=0.02)/brepmi[label-only]/seed0", "mid(beta=0.02)/gmi+align(K=4)[label-only]/seed0"]
 
 
 def test_a_results_file_as_the_scripts_write_it_resumes_through_results(tmp_path, capsys):
