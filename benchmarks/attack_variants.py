@@ -346,7 +346,8 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
         agreement = ", ".join(f"{s['arch']} {s['agreement_public_heldout']:.2f} / {s['agreement_private_test']:.2f}"
                               + ("" if s.get("used", True) else " (dropped)")
                               for s in rows[0].get("surrogates") or []) or "-"
-        sec = float(np.mean([r["seconds_per_reconstruction"] for r in rows]))
+        secs = [r["seconds_per_reconstruction"] for r in rows if r.get("seconds_per_reconstruction") is not None]
+        sec = f"{np.mean(secs):.3f}" if secs else "-"  # a grid's rows of the library's earlier versions lack it
         norms = [[n["reconstructions"] / n["public"] if n else np.nan for n in r.get("feature_norms") or []]
                  for r in rows]
         same_models = norms and norms[0] and len({len(n) for n in norms}) == 1
@@ -355,7 +356,7 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
         query_text = f"{np.mean(queries):.0f}" if queries else "-"
         print(f"| {name:<24} | {len(rows):>5} | {cell('acc@1'):>23} | {cell('acc@5'):>23} "
               f"| {cell('knn_dist', '.1f'):>24} "
-              f"| {sec:>7.3f} | {_num(prior.get('train_seconds'), '.0f'):>7} "
+              f"| {sec:>7} | {_num(prior.get('train_seconds'), '.0f'):>7} "
               f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} | {norm_text:<31} | {query_text:>9} "
               f"| {_independent(rows, 'independent_acc@1'):>17} | {_independent(rows, 'independent_acc@5'):>17} "
               f"| {_independent(rows, 'independent_dist'):>16} |")

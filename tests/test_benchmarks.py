@@ -150,6 +150,26 @@ def test_attack_variants_runs_each_method_and_seed_once_and_tables_them(tmp_path
     assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
 
 
+def test_a_benchmark_grid_tables_its_finished_cells_when_some_failed(tmp_path, monkeypatch, capsys):
+    """A failed cell does not lose the table of the finished ones: it is printed, then the run exits naming the
+    failure (a rerun retries the failed cell alone)."""
+    import attack_variants
+    from conftest import fake_grid_models
+
+    def figures(c):
+        if c.attack_seed == 1:
+            raise RuntimeError("out of memory at seed 1")
+        return {"acc@1": 0.5, "knn_dist": 1.0, "chance@1": 0.25}
+
+    fake_grid_models(monkeypatch, figures)
+    monkeypatch.setattr(sys, "argv", ["attack_variants.py", "--quick", "--methods", "GMI", "--out",
+                                      str(tmp_path / "out"), "--data-root", str(tmp_path), "--cache-dir",
+                                      str(tmp_path / "cache")])
+    with pytest.raises(SystemExit, match="(?s)1 of 2 cells failed.*out of memory at seed 1"):
+        attack_variants.main()
+    assert "| GMI                      |     1 |" in capsys.readouterr().out
+
+
 def test_attack_variants_refuses_an_earlier_results_file_and_rows_it_does_not_have(tmp_path, monkeypatch):
     (tmp_path / "variants.json").write_text("{}")
     with pytest.raises(SystemExit, match="is a file .the results file of an earlier version"):
