@@ -380,3 +380,6 @@ def test_the_attack_variants_grid_file_is_the_scripts_rows_with_their_configurat
                                                                     if k not in aside}, c.tag
         assert expand_preset(got["dataset"], got["data_options"]) == expected["data_options"]
     assert grid.seeds == [0, 1, 2] and grid.seed_scope == "attack" and grid.artifact_seed == config.seed
+    # MIFace, deterministic, at the first seed alone, as the script runs it; every other row at every seed
+    assert len(grid.cells()) == 3 * len(attack_variants.METHODS) - 2
+    assert [c.config.attack_seed for c in grid.cells() if c.config.attack == "miface"] == [0]
