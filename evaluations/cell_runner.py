@@ -186,14 +186,15 @@ def _run_details(cell: Cell, config: Any, bench: Any, result: Dict[str, Any]) ->
 
 
 def _judge_and_pace_details(result: Dict[str, Any]) -> Dict[str, Any]:
-    """Each trained judge's own figures (``acc@1_judges``, ...; ``evaluator_test_accuracies``), the seconds per
-    reconstruction and each model's feature norms, as the run gave them: a table that gives the spread over judges
-    of the seeds' means (the benchmarks') reads them from the row."""
+    """Each trained judge's own figures (``acc@1_judges``, ...; ``evaluator_test_accuracies``), the independent
+    judge's standard error, the seconds per reconstruction and each model's feature norms, as the run gave them: a
+    table that gives the spread over judges of the seeds' means (the benchmarks') reads them from the row."""
     lists = (*(f"{m.result_key}_judges" for m in metric_facts(lambda m: m.judged_by_panel)),
              "evaluator_test_accuracies")
     out: Dict[str, Any] = {k: [finite_or_none(v) for v in result[k]] for k in lists if result.get(k) is not None}
-    if result.get("seconds_per_reconstruction") is not None:
-        out["seconds_per_reconstruction"] = finite_or_none(result["seconds_per_reconstruction"])
+    for key in ("independent_acc@1_se", "seconds_per_reconstruction"):
+        if result.get(key) is not None:
+            out[key] = finite_or_none(result[key])
     if result.get("feature_norms") is not None:
         out["feature_norms"] = result["feature_norms"]
     return out
