@@ -4,8 +4,10 @@ its finished cells read back for their tables.
 A script builds its :class:`~mi_art.evaluations.grid.Grid` from its command line (:func:`config_grid`: its forms
 over its configuration) and calls :func:`run_benchmark_grid`: the unfinished cells run in the results folder
 ``--out`` (``<out>/cells/<cell-id>.json``, the row, and ``.npz``, the reconstructions; finished cells are skipped;
-processes that share the folder run each cell once, under its claim), then the script's table gets the finished
-rows, also those of the folders ``--also``, and also when some cells failed."""
+processes running the same grid in one folder share its cells, each run once under its claim, and each waits for
+the others' before its table), then the script's table gets the finished rows, also those of the folders
+``--also``, and also when some cells failed. (Processes with different grids may share a folder too, but its
+``grid.json``, which ``mi-art report`` orders the rows by, is the last one's.)"""
 from __future__ import annotations
 
 from pathlib import Path

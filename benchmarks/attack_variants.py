@@ -9,9 +9,10 @@ finished cell is ``<out>/cells/<cell-id>.json`` (its record) and ``.npz`` (its r
 a later judge), and a second run skips the finished cells. The target, the evaluation models, the GAN priors and
 the surrogates are trained once (cached under --cache-dir) and reused by every method and seed. Each method runs
 with several attack seeds (MIFace, deterministic, at the first alone), and every reconstruction is judged by
-``--judges`` independently trained evaluation models. Processes that split the rows (``--methods``,
-``--first-seed``) share the cache (each artifact trained once) and may share one ``--out`` (a cell is claimed
-before it runs: each runs once); ``--also`` merges other folders' finished cells into the table. The table gives,
+``--judges`` independently trained evaluation models. The same command in a second process (same ``--out``, e.g.
+for a second CPU core) shares the cells (each is claimed before it runs) and the cache (each artifact trained
+once), and both table every cell; processes that split the rows (``--methods``, ``--first-seed``) into folders of
+their own are merged with ``--also``. The table gives,
 for Acc@1, Acc@5 (by the judges) and KNN distance (squared L2 in a judge's feature space), the mean over seeds
 and judges, the std over attack seeds (of the judges' mean) and the std over judges (of the seeds' mean); and
 attack seconds per reconstruction.
