@@ -93,7 +93,20 @@ def deployed_grid(n_train: int, benchmark: str = "att") -> list:
         # the earlier defenses on the same pre-trained targets
         ("mid", {"beta": 0.01}, start), (NLS, {"alpha": -0.05}, start),
         ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}, start), ("tl", {"freeze": 0.5}, start),
-    ]
+    ] + _residual_rows(benchmark, start)
+
+
+#: RoLSS needs a network with skip connections: the benchmarks' CNN target has none, so RoLSS is compared with
+#: the undefended target of the same residual architecture, pre-trained the same way (RoLSS pre-trains its own
+#: skipless structure). Not on a deployed face recogniser, whose pre-trained skips RoLSS does not apply to.
+ROLSS_ARCH = "resnet10"
+
+
+def _residual_rows(benchmark: str, start: dict) -> list:
+    if TARGET_START.get(benchmark) is not PRETRAINED:
+        return []
+    residual = {**start, "target_arch": ROLSS_ARCH}
+    return [("none", {}, residual), ("rolss", {}, residual)]
 #: ART's output postprocessors (``--output-defenses``): they change what predict returns, so they are judged
 #: by attacks that see only that, black-box and label-only (``--access``), beside the undefended target.
 OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}), ("rounded", {"decimals": 1}),
@@ -102,14 +115,16 @@ OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}
 
 def label(defense: str, params: dict, overrides: dict | None = None) -> str:
     """The row's name: the defense and its parameters (DP fine-tuning: its epsilon), '[pre-trained]' when the
-    target starts from public pre-training."""
+    target starts from public pre-training, and its architecture where the row sets one (``[pre-trained, resnet10]``)."""
     if defense == "dp-sgd" and "target_epsilon" in params and params.get("trainable") == "head":
         return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('target_delta', '1/N')})"
     if overrides and overrides.get("target_pretrain_epochs") and defense == "dp-sgd" and "target_epsilon" in params:
         return f"dp-sgd fine-tuned (epsilon={params['target_epsilon']:g})"
     defense = RENAMED_DEFENSES.old(defense)  # a label is a key of the results files: a renamed defense keeps its own
     name = defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
-    return f"{name} [pre-trained]" if overrides and overrides.get("target_pretrain_epochs") else name
+    tags = (["pre-trained"] if overrides and overrides.get("target_pretrain_epochs") else []) + (
+        [overrides["target_arch"]] if overrides and "target_arch" in overrides else [])
+    return f"{name} [{', '.join(tags)}]" if tags else name
 
 
 def _rows(grid: list):
@@ -419,11 +434,15 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
 def adaptive_cells(done: dict, grid: list, views: int) -> dict:
     """(row name, attack) -> :func:`~mi_art.evaluations.utility.adaptive_comparison`'s entry (the plain and the
     aligned attack's mean over seeds, the undefended one's, and the protection kept) of the grid's white-box GMI
-    and KEDMI cells aligned over ``views`` views."""
+    and KEDMI cells aligned over ``views`` views; the undefended target is the one of the row's architecture."""
     columns = ["gmi", "kedmi", align_column("gmi", views), align_column("kedmi", views)]
-    rows = [{**r, "defense_label": label(*g), "seed": r["attack_seed"]} for g in grid
-            for cells in _white_box_cells(done, label(*g), columns).values() for r in cells]
-    return {(c["defense_label"], c["attack"]): c for c in adaptive_comparison(aggregate(rows))}
+    out = {}
+    for arch in dict.fromkeys(g[2].get("target_arch") for g in grid):  # each defense against its own architecture's
+        rows = [{**r, "defense_label": label(*g), "seed": r["attack_seed"]} for g in grid
+                if g[2].get("target_arch") == arch
+                for cells in _white_box_cells(done, label(*g), columns).values() for r in cells]
+        out.update({(c["defense_label"], c["attack"]): c for c in adaptive_comparison(aggregate(rows))})
+    return out
 
 
 def frontier_rows(done: dict, grid: list) -> list:
