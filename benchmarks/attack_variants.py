@@ -76,7 +76,7 @@ def main() -> None:
     if chosen is not None:
         config = dataclasses.replace(config, identities=chosen)
         bench = Workbench(config, bench.cache, data=bench.data)
-    target, judges = bench.target(), bench.evaluators()
+    target, judges = bench.target(), bench.judges()
     print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
           f"{bench.data.num_classes} identities, {len(bench.data.public)} public images; "
           f"setup {time.perf_counter() - start:.0f}s", flush=True)
@@ -321,7 +321,7 @@ def spread(rows: list, metric: str) -> tuple:
 
 def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> None:
     first = next(iter(done.values()))
-    judge_acc = first.get("evaluator_test_accuracies") or [first["evaluator_test_accuracy"]]
+    judge_acc = first.get("judge_test_accuracies") or [first["judge_test_accuracy"]]
     print(f"\n{title} ({first['n_identities']} identities; chance Acc@1 "
           f"{_num(first.get('chance@1'), '.2f')}, Acc@5 {_num(first.get('chance@5'), '.2f')}), "
           f"{_pretraining(config)}target {config.target_arch} "

@@ -153,7 +153,7 @@ def main() -> None:
     for defense, params, overrides in grid:
         name = label(defense, params, overrides)
         bench, target, facts = _defended_target(name, defense, params, overrides, base, cache)
-        judges = judges or bench.evaluators()  # the panel of --judges evaluation models
+        judges = judges or bench.judges()  # the panel of --judges evaluation models
         cells = defense_cells(name, attacks, levels, args.variant, align,
                               range(args.first_seed, args.first_seed + seeds))
         run_attack_cells(results, cells, bench, target, judges, describe=_describe,
@@ -386,7 +386,7 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
     first = next(iter(done.values()), None)
     if first is None:
         return
-    held_out = first.get("evaluator_test_accuracies") or [first["evaluator_test_accuracy"]]
+    held_out = first.get("judge_test_accuracies") or [first["judge_test_accuracy"]]
     print(f"Evaluation models' held-out accuracy {' / '.join(f'{a:.3f}' for a in held_out)}"
           f"{' (Acc@1 is the mean of the ' + str(len(held_out)) + ' judges)' if len(held_out) > 1 else ''}; "
           f"chance Acc@1 {first.get('chance@1', 0.05):.3f}")

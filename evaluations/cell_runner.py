@@ -131,8 +131,8 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     data = load_data(config.dataset, config.data_root, config.data_options)
     # the grid checked every value of the cell's config (check_grid): the workbench checks it against the data
     bench = Workbench(config, LockingArtifactCache(cache_dir, stages=stages), data=data, checked=True)
-    target, judges = bench.target(), bench.evaluators()
-    result = run_attack(bench, target=target, evaluator=judges)
+    target, judges = bench.target(), bench.judges()
+    result = run_attack(bench, target=target, judges=judges)
     row = _row_columns(cell, config, bench, result, time.perf_counter() - start)
     row.update(_run_details(cell, config, bench, result))
     _write_cell_files(cell, out_dir, bench, result, row)

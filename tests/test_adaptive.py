@@ -155,7 +155,7 @@ def _run_defenses_benchmark(tmp_path, monkeypatch, *options: str):
         def target(self):
             return "target"
 
-        def evaluators(self):
+        def judges(self):
             return ["judge"]
 
         def prior(self, *args):
@@ -164,12 +164,12 @@ def _run_defenses_benchmark(tmp_path, monkeypatch, *options: str):
         def surrogates(self, target):
             return []
 
-    def fake_run_attack(bench, *, attack, attack_seed, target, evaluator, variant):
+    def fake_run_attack(bench, *, attack, attack_seed, target, judges, variant):
         attacked.append((bench.config, variant))
         aligned = variant.endswith("+align")
         acc = 0.9 if bench.config.defense == "none" else 0.7 if aligned else 0.2
         return {"dataset": "fake", "attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
-                "knn_dist": 1.0, "seconds": 0.0, "n_judges": 1, "chance@1": 0.1, "evaluator_test_accuracy": 0.9,
+                "knn_dist": 1.0, "seconds": 0.0, "n_judges": 1, "chance@1": 0.1, "judge_test_accuracy": 0.9,
                 "search_views": bench.config.search_views if aligned else 0}
 
     for module in (defenses, _cells):  # the defended targets' workbenches, and the cells' own

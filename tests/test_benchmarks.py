@@ -1,6 +1,7 @@
 """The benchmark scripts' own logic (their runs are benchmarks, not tests)."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -81,10 +82,10 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
         def target(self):
             return "target"
 
-        def evaluator(self):
+        def judge(self):
             return "judge-0"
 
-        def evaluators(self):
+        def judges(self):
             return [f"judge-{j}" for j in range(self.config.judges)]
 
         def prior(self, *args):
@@ -93,12 +94,12 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
         def surrogates(self, target):
             return []
 
-    def fake_run_attack(bench, *, attack, attack_seed, target, evaluator, variant):
-        seen.append(evaluator)
+    def fake_run_attack(bench, *, attack, attack_seed, target, judges, variant):
+        seen.append(judges)
         acc = 0.9 - 0.1 * attack_seed if bench.config.defense == "none" else 0.2
         return {"dataset": "fake", "attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
-                "knn_dist": 1.0, "seconds": 0.0, "n_judges": len(evaluator), "chance@1": 0.1,
-                "evaluator_test_accuracy": 0.9, "evaluator_test_accuracies": [0.9] * len(evaluator)}
+                "knn_dist": 1.0, "seconds": 0.0, "n_judges": len(judges), "chance@1": 0.1,
+                "judge_test_accuracy": 0.9, "judge_test_accuracies": [0.9] * len(judges)}
 
     for module in (defenses, _cells):  # the defended targets' workbenches, and the cells' own
         monkeypatch.setattr(module, "Workbench", FakeWorkbench)
@@ -148,7 +149,7 @@ def _run_attack_variants(tmp_path, monkeypatch, *options: str):
         def target(self):
             return "target"
 
-        def evaluators(self):
+        def judges(self):
             return ["judge-0", "judge-1"]
 
         def prior(self, *args):
@@ -157,13 +158,13 @@ def _run_attack_variants(tmp_path, monkeypatch, *options: str):
         def surrogates(self, target):
             return []
 
-    def fake_run_attack(bench, *, attack, variant, attack_seed, target, evaluator):
+    def fake_run_attack(bench, *, attack, variant, attack_seed, target, judges):
         attacked.append((bench.config.access, bench.config.regularise_surrogates, attack, variant, attack_seed))
         acc = 0.5 + 0.1 * attack_seed
         return {"attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
                 "acc@1_judges": [acc - 0.05, acc + 0.05], "acc@5": 0.9, "knn_dist": 10.0,
                 "seconds_per_reconstruction": 0.5, "n_identities": 4, "chance@1": 0.25, "chance@5": 1.0,
-                "target_test_accuracy": 0.8, "evaluator_test_accuracies": [0.9, 0.85],
+                "target_test_accuracy": 0.8, "judge_test_accuracies": [0.9, 0.85],
                 "queries": 100 if bench.config.access != "white-box" else None,
                 "reconstructions": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 1])}
 
@@ -208,6 +209,11 @@ def test_attack_variants_runs_each_method_and_seed_once_and_tables_them(tmp_path
     assert next(row for row in table.splitlines() if row.startswith("| GMI ")).startswith(
         "| GMI                      |     3 |  0.600 +- 0.082 [0.050] |")
     assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
+    # a file saved when the judges' accuracies were "evaluator_test_accuracies" resumes, and its table names them
+    out.write_text(out.read_text().replace('"judge_test_accuracies"', '"evaluator_test_accuracies"'))
+    capsys.readouterr()
+    assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
+    assert re.search(r"2 evaluation model\(s\) \S+ \(test acc 0.900 / 0.850\)", capsys.readouterr().out)
 
 
 def test_defense_cells_are_data_keyed_as_the_results_files_are():
@@ -277,7 +283,7 @@ def test_target_draws_runs_each_targets_cells_once_with_the_other_judges(tmp_pat
             self.config, self.cache = config, cache
             self.data = types.SimpleNamespace(private_test=types.SimpleNamespace(x=0, y=0))
 
-        def evaluator(self):
+        def judge(self):
             return "judge"
 
         def redraw(self, kind, seed):
@@ -289,7 +295,7 @@ def test_target_draws_runs_each_targets_cells_once_with_the_other_judges(tmp_pat
         def surrogates(self, target):
             return []
 
-    def fake_run_attack(bench, *, attack, variant, attack_seed, target, evaluator):
+    def fake_run_attack(bench, *, attack, variant, attack_seed, target, judges):
         attacked.append((target, attack, variant, attack_seed))
         return {"attack": attack, "variant": variant, "acc@1": 0.5 if target == "target0" else 0.3, "knn_dist": 1.0,
                 "target_test_accuracy": 0.9, "reconstructions": np.zeros((2, 1, 4, 4)), "labels": np.array([0, 1])}

@@ -319,11 +319,11 @@ def _pinned_cell(tmp_path, monkeypatch, name: str, *, access: str, record: dict,
         def target(self):
             return "target"
 
-        def evaluators(self):
+        def judges(self):
             return ["judge"]
 
-    def run_attack(bench, target, evaluator):
-        calls["run_attack"] = [target, evaluator]
+    def run_attack(bench, target, judges):
+        calls["run_attack"] = [target, judges]
         return _pinned_result(samples)
 
     monkeypatch.setattr(experiment, "Workbench", Bench)
