@@ -64,7 +64,7 @@ def run_attack_cells(results: Results, cells: Sequence[AttackCell], bench: Any, 
             runner = Workbench(dataclasses.replace(bench.config, **cell.config), bench.cache, data=bench.data)
             attacked = runner.target()
         result = run_attack(runner, attack=cell.attack, variant=cell.variant, attack_seed=cell.seed,
-                            target=attacked, evaluator=judges)
+                            target=attacked, judges=judges)
         record = public_record(result)
         record["artifact_seconds"] = prep
         if annotate is not None:

@@ -63,34 +63,39 @@ def config_grid(config: ExperimentConfig, forms: Sequence[FormSpec], seeds: Sequ
                 forms=list(forms))
 
 
-def run_benchmark_grid(grid: Grid, out: Path, table: Callable[[List[Dict[str, Any]]], None], *, cache_dir: str,
-                       threads: Any, also: Sequence[str] = ()) -> None:
-    """Run ``grid``'s unfinished cells in ``out`` (in this process; ``threads`` None: torch's setting as it is),
-    then give ``table`` the finished rows (:func:`finished_rows`), also after some cells failed (then exit naming
-    them). An invalid grid exits before anything is trained."""
-    failed = None
-    try:
-        evaluate_grid(grid, out, cache_dir=cache_dir, threads="torch" if threads is None else threads,
-                      progress=False, report=False)
-    except GridError as err:
-        raise SystemExit(f"invalid benchmark grid: {err}") from None
-    except GridRunError as err:  # the finished cells are tabled first
-        failed = err
-    rows = finished_rows(grid, out, also)
+def run_benchmark_grid(grids: Sequence[Grid], out: Path, table: Callable[[List[Dict[str, Any]]], None], *,
+                       cache_dir: str, threads: Any, also: Sequence[str] = ()) -> None:
+    """Run the unfinished cells of each of ``grids`` in ``out`` (in this process; ``threads`` None: torch's setting
+    as it is), then give ``table`` the finished rows of them all (:func:`finished_rows`), also after some cells
+    failed (then exit naming them). An invalid grid exits before anything is trained."""
+    failed = []
+    for grid in grids:
+        try:
+            evaluate_grid(grid, out, cache_dir=cache_dir, threads="torch" if threads is None else threads,
+                          progress=False, report=False)
+        except GridError as err:
+            raise SystemExit(f"invalid benchmark grid: {err}") from None
+        except GridRunError as err:  # the finished cells are tabled first
+            failed.append(str(err))
+    rows = [r for grid in grids for r in finished_rows(grid, out)] + also_rows(also)
     if rows:
         table(rows)
     else:
         print("no finished cells yet")
-    if failed is not None:
-        raise SystemExit(str(failed))
+    if failed:
+        raise SystemExit("\n".join(failed))
 
 
-def finished_rows(grid: Grid, out: Path, also: Sequence[str] = ()) -> List[Dict[str, Any]]:
-    """The rows of ``grid``'s finished cells in ``out`` (each under its form in this grid), then every finished
-    cell of the folders ``also`` (a folder without cells is named on the console)."""
+def finished_rows(grid: Grid, out: Path) -> List[Dict[str, Any]]:
+    """The rows of ``grid``'s finished cells in ``out``, each under its form in this grid."""
     cells = grid.cells()
     finished: Mapping[str, Dict[str, Any]] = completed_cells(out, [c.id for c in cells])
-    rows = [{**finished[c.id], "form": c.form} for c in cells if c.id in finished]
+    return [{**finished[c.id], "form": c.form} for c in cells if c.id in finished]
+
+
+def also_rows(also: Sequence[str]) -> List[Dict[str, Any]]:
+    """Every finished cell of the folders ``also`` (a folder without cells is named on the console)."""
+    rows: List[Dict[str, Any]] = []
     for folder in also:
         more = completed_cells(folder)
         if not more:

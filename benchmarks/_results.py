@@ -2,19 +2,23 @@
 values are their records. Every resumable script that is not a grid (the grids, ``attack_variants.py`` and
 ``defenses.py``, resume in their folders: ``_grid_run.py``) loads it, skips the keys it holds and stores each cell
 as it finishes (atomically: a script stopped mid-write keeps the file it had). The format is the one the scripts
-have always written, so earlier files resume."""
+have always written, so earlier files resume; a record's renamed keys are read under their names now
+(:func:`~mi_art.evaluations.rows.record_names_now`)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from mi_art.evaluations.rows import record_names_now
 from mi_art.utils import write_atomic
 
 
 def load_results(path: Path | str) -> Dict[str, Any]:
-    """The records of the results file ``path`` (key -> record)."""
-    return json.loads(Path(path).read_text())
+    """The records of the results file ``path`` (key -> record), each under the names records have now (a file
+    written before a rename holds the earlier ones: ``evaluator_test_accuracy`` for ``judge_test_accuracy``)."""
+    records = json.loads(Path(path).read_text())
+    return {key: record_names_now(record) if isinstance(record, dict) else record for key, record in records.items()}
 
 
 class Results:

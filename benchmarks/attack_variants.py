@@ -93,7 +93,7 @@ def main() -> None:
         print_table(table_records(rows), config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", out)
         print(f"total wall time {time.perf_counter() - start:.0f}s")
 
-    run_benchmark_grid(variants_grid(config, methods, seeds, f"attack-variants{suffix}"), out, table,
+    run_benchmark_grid([variants_grid(config, methods, seeds, f"attack-variants{suffix}")], out, table,
                        cache_dir=args.cache_dir, threads=args.threads, also=args.also)
 
 
@@ -311,7 +311,7 @@ def spread(rows: list, metric: str) -> tuple:
 
 def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> None:
     first = next(iter(done.values()))
-    judge_acc = first.get("evaluator_test_accuracies") or [first["evaluator_test_accuracy"]]
+    judge_acc = first.get("judge_test_accuracies") or [first["judge_test_accuracy"]]
     print(f"\n{title} ({first['n_identities']} identities; chance Acc@1 "
           f"{_num(first.get('chance@1'), '.2f')}, Acc@5 {_num(first.get('chance@5'), '.2f')}), "
           f"{_pretraining(config)}target {config.target_arch} "

@@ -95,7 +95,20 @@ def deployed_grid(n_train: int, benchmark: str = "att") -> list:
         # the earlier defenses on the same pre-trained targets
         ("mid", {"beta": 0.01}, start), (NLS, {"alpha": -0.05}, start),
         ("bido", {"lambda_x": 0.05, "lambda_y": 0.5}, start), ("tl", {"freeze": 0.5}, start),
-    ]
+    ] + _residual_rows(benchmark, start)
+
+
+#: RoLSS needs a network with skip connections: the benchmarks' CNN target has none, so RoLSS is compared with
+#: the undefended target of the same residual architecture, pre-trained the same way (RoLSS pre-trains its own
+#: skipless structure). Not on a deployed face recogniser, whose pre-trained skips RoLSS does not apply to.
+ROLSS_ARCH = "resnet10"
+
+
+def _residual_rows(benchmark: str, start: dict) -> list:
+    if TARGET_START.get(benchmark) is not PRETRAINED:
+        return []
+    residual = {**start, "target_arch": ROLSS_ARCH}
+    return [("none", {}, residual), ("rolss", {}, residual)]
 #: ART's output postprocessors (``--output-defenses``): they change what predict returns, so they are judged
 #: by attacks that see only that, black-box and label-only (``--access``), beside the undefended target.
 OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}), ("rounded", {"decimals": 1}),
@@ -104,14 +117,16 @@ OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}
 
 def label(defense: str, params: dict, overrides: dict | None = None) -> str:
     """The row's name: the defense and its parameters (DP fine-tuning: its epsilon), '[pre-trained]' when the
-    target starts from public pre-training."""
+    target starts from public pre-training, and its architecture where the row sets one (``[pre-trained, resnet10]``)."""
     if defense == "dp-sgd" and "target_epsilon" in params and params.get("trainable") == "head":
         return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('target_delta', '1/N')})"
     if overrides and overrides.get("target_pretrain_epochs") and defense == "dp-sgd" and "target_epsilon" in params:
         return f"dp-sgd fine-tuned (epsilon={params['target_epsilon']:g})"
     defense = RENAMED_DEFENSES.old(defense)  # a label is a key of the results files: a renamed defense keeps its own
     name = defense if not params else f"{defense}(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
-    return f"{name} [pre-trained]" if overrides and overrides.get("target_pretrain_epochs") else name
+    tags = (["pre-trained"] if overrides and overrides.get("target_pretrain_epochs") else []) + (
+        [overrides["target_arch"]] if overrides and "target_arch" in overrides else [])
+    return f"{name} [{', '.join(tags)}]" if tags else name
 
 
 def _rows(grid: list):
@@ -137,12 +152,24 @@ def main() -> None:
     start = time.perf_counter()
 
     def table(rows: List[Dict[str, Any]]) -> None:
-        print_tables(args, table_records(rows, targets), targets, base, seeds, out, align)
+        print_tables(args, table_records(rows, targets, base.target_arch), targets, base, seeds, out, align)
         print(f"total wall time {time.perf_counter() - start:.0f}s")
 
-    grid = defenses_grid(base, targets, attacks, levels, align, range(args.first_seed, args.first_seed + seeds),
-                         f"defenses{suffix}")
-    run_benchmark_grid(grid, out, table, cache_dir=args.cache_dir, threads=args.threads, also=args.also)
+    seed_range = range(args.first_seed, args.first_seed + seeds)
+    grids = [defenses_grid(base, group, attacks, levels, align, seed_range,
+                           f"defenses{suffix}" + (f"-{group[0][2]['target_arch']}" if "target_arch" in group[0][2]
+                                                  else ""))
+             for group in _by_configuration(targets)]
+    run_benchmark_grid(grids, out, table, cache_dir=args.cache_dir, threads=args.threads, also=args.also)
+
+
+def _by_configuration(targets: list) -> list:
+    """The defended targets grouped by their configuration overrides, in their order: one grid per group (a grid's
+    defense settings share one configuration; the RoLSS rows' residual architecture is another)."""
+    groups: Dict[str, list] = {}
+    for target in targets:
+        groups.setdefault(json.dumps(target[2], sort_keys=True), []).append(target)
+    return list(groups.values())
 
 
 def defenses_grid(base: ExperimentConfig, targets: list, attacks: list, levels: list, align: ExperimentConfig | None,
@@ -167,20 +194,24 @@ def defenses_grid(base: ExperimentConfig, targets: list, attacks: list, levels: 
                        defenses=[DefenseSpec(defense, [dict(params)]) for defense, params, _ in targets])
 
 
-def table_records(rows: List[Dict[str, Any]], targets: list) -> Dict[str, Dict[str, Any]]:
+def table_records(rows: List[Dict[str, Any]], targets: list, arch: str) -> Dict[str, Dict[str, Any]]:
     """The finished rows keyed as the tables read them, ``<target>/<column>[<access>]/seed<seed>`` (white-box: no
     ``[<access>]``; the aligned attack's column :func:`align_column`): the target by its :func:`label` in
-    ``targets`` (a row of another grid: with its own configuration). The tables keep the columns apart by their
-    keys, not by the rows' forms."""
-    names = {(d, json.dumps(p, sort_keys=True)): label(d, p, o) for d, p, o in targets}
+    ``targets`` (the target architecture ``arch`` where a target's overrides set none; a row of another grid: with
+    its own configuration). The tables keep the columns apart by their keys, not by the rows' forms."""
+    def key(defense: str, params: dict, target_arch: str) -> tuple:
+        return defense, json.dumps(params, sort_keys=True), target_arch
+
+    names = {key(d, p, o.get("target_arch", arch)): label(d, p, o) for d, p, o in targets}
     records = {}
     for r in rows:
         config = r["config"]
         column = config["attack"] if plain_variant(config["variant"]) is None else \
             align_column(config["attack"], config["search_views"])
         where = column if r["access"] == "white-box" else f"{column}[{r['access']}]"
-        target = names.get((r["defense"], json.dumps(r["defense_params"], sort_keys=True))) or label(
-            r["defense"], r["defense_params"], config)
+        own = {k: v for k, v in config.items() if k != "target_arch" or v != arch}  # the architecture where it differs
+        target = names.get(key(r["defense"], r["defense_params"], config["target_arch"])) or label(
+            r["defense"], r["defense_params"], own)
         records[f"{target}/{where}/seed{r['seed']}"] = {**r, "form": None}
     return records
 
@@ -369,7 +400,7 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
     first = next(iter(done.values()), None)
     if first is None:
         return
-    held_out = first.get("evaluator_test_accuracies") or [first["evaluator_test_accuracy"]]
+    held_out = first.get("judge_test_accuracies") or [first["judge_test_accuracy"]]
     print(f"Evaluation models' held-out accuracy {' / '.join(f'{a:.3f}' for a in held_out)}"
           f"{' (Acc@1 is the mean of the ' + str(len(held_out)) + ' judges)' if len(held_out) > 1 else ''}; "
           f"chance Acc@1 {first.get('chance@1', 0.05):.3f}")
@@ -417,11 +448,14 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
 def adaptive_cells(done: dict, grid: list, views: int) -> dict:
     """(row name, attack) -> :func:`~mi_art.evaluations.utility.adaptive_comparison`'s entry (the plain and the
     aligned attack's mean over seeds, the undefended one's, and the protection kept) of the grid's white-box GMI
-    and KEDMI cells aligned over ``views`` views."""
+    and KEDMI cells aligned over ``views`` views; the undefended target is the one of the row's architecture."""
     columns = ["gmi", "kedmi", align_column("gmi", views), align_column("kedmi", views)]
-    rows = [{**r, "defense_label": label(*g)} for g in grid
-            for cells in _white_box_cells(done, label(*g), columns).values() for r in cells]
-    return {(c["defense_label"], c["attack"]): c for c in adaptive_comparison(aggregate(rows))}
+    out = {}
+    for arch in dict.fromkeys(g[2].get("target_arch") for g in grid):  # each defense against its own architecture's
+        rows = [{**r, "defense_label": label(*g)} for g in grid if g[2].get("target_arch") == arch
+                for cells in _white_box_cells(done, label(*g), columns).values() for r in cells]
+        out.update({(c["defense_label"], c["attack"]): c for c in adaptive_comparison(aggregate(rows))})
+    return out
 
 
 def frontier_rows(done: dict, grid: list) -> list:

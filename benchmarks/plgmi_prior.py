@@ -81,7 +81,7 @@ def main() -> None:
     results = Results(out)
     config = benchmark_config(args.benchmark, args.data_root, gmi_steps=args.gmi_steps, device=args.device)
     bench = Workbench(config, artifact_cache(args.cache_dir))
-    target, judge = bench.target(), bench.evaluator()
+    target, judge = bench.target(), bench.judge()
     gmi_generator = bench.gmi_prior()[0]
     public_x = torch.as_tensor(bench.data.public.x)
     k = bench.data.num_classes

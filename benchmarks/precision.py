@@ -28,6 +28,10 @@ from _results import Results
 from _settings import BENCHMARKS, REPO, add_setting_argument, add_threads_argument, benchmark_config, parse_args
 from mi_art.threads import set_threads
 
+#: The name each kind of model has in the results file's keys and the judges' checkpoint files: the judges' is
+#: their first name, "evaluator", so that files written before the rename resume.
+_STORED = {"target": "target", "judge": "evaluator"}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,7 +56,7 @@ def main() -> None:
     record = results.records
 
     data = None
-    kinds = ("evaluator",) if args.judge_epochs is not None else ("target", "evaluator")
+    kinds = ("judge",) if args.judge_epochs is not None else ("target", "judge")
     for mixed in (False, True):
         with tempfile.TemporaryDirectory() as tmp:  # cold: every model trained and timed here
             epochs = {} if args.judge_epochs is None else {"judge_epochs": args.judge_epochs}
@@ -62,7 +66,7 @@ def main() -> None:
             for kind in kinds:
                 first = bench.config.seed + (0 if kind == "target" else JUDGE_SEED_OFFSET)
                 for seed in range(first, first + args.seeds):
-                    name = f"{kind}/{'bfloat16' if mixed else 'float32'}/seed{seed}"
+                    name = f"{_STORED[kind]}/{'bfloat16' if mixed else 'float32'}/seed{seed}"
                     if name in record["models"]:
                         continue
                     start = time.perf_counter()
@@ -71,7 +75,7 @@ def main() -> None:
                     record["models"][name] = {
                         "seconds": seconds,
                         "test_accuracy": natural_accuracy(model, data.private_test.x, data.private_test.y)}
-                    if kind == "evaluator":
+                    if kind == "judge":
                         torch.save(model.state_dict(), out.with_name(f"{out.stem}-{name.replace('/', '-')}.pt"))
                     results.save()
                     print(f"{name}: {seconds:.1f} s, test accuracy {record['models'][name]['test_accuracy']:.3f}",
@@ -93,8 +97,8 @@ def main() -> None:
             first = bench.config.seed + JUDGE_SEED_OFFSET
             for seed in range(first, first + args.seeds):
                 judge = bench.untrained_classifier(bench.config.judge_arch)  # its architecture (not its epochs)
-                judge.load_state_dict(torch.load(out.with_name(f"{out.stem}-evaluator-{precision}-seed{seed}.pt"),
-                                                 weights_only=True))
+                saved = out.with_name(f"{out.stem}-{_STORED['judge']}-{precision}-seed{seed}.pt")
+                judge.load_state_dict(torch.load(saved, weights_only=True))
                 judges.append(judge.eval())
             panel = judge_panel(judges, result["reconstructions"], result["labels"], priv.x, priv.y,
                                 rec_index=np.tile(np.arange(bench.config.n_reconstructions), len(result["labels"]) //
@@ -106,7 +110,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for kind in kinds:
         for precision in ("float32", "bfloat16"):
-            rows = [v for k, v in record["models"].items() if k.startswith(f"{kind}/{precision}/")]
+            rows = [v for k, v in record["models"].items() if k.startswith(f"{_STORED[kind]}/{precision}/")]
             acc = np.array([r["test_accuracy"] for r in rows])
             print(f"| {kind} | {precision} | {len(rows)} | {np.mean([r['seconds'] for r in rows]):.1f} | "
                   f"{acc.mean():.3f} +- {acc.std():.3f} |")

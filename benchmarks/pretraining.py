@@ -101,7 +101,7 @@ def main() -> None:
                         bench.pretrained(arch, pre[model], pre_seed, model)
                         pre_seconds = time.process_time() - c0
                     c0 = time.process_time()
-                    net = bench.target() if model == "target" else bench.evaluator()
+                    net = bench.target() if model == "target" else bench.judge()
                     seconds = time.process_time() - c0
                     acc = natural_accuracy(net, data.private_test.x, data.private_test.y)
                     results.store(key, {

@@ -33,6 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mi_art import distill_surrogate, make_classifier, train_classifier, train_gmi_prior, train_kedmi_prior
+from mi_art.evaluations.artifact_keys import JUDGE_KIND
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.cli import gan_augment_for
 from mi_art.evaluations.experiment import ExperimentConfig, Workbench, run_attack
@@ -42,7 +43,7 @@ from _settings import BENCHMARKS, REPO, add_threads_argument, benchmark_config
 from mi_art.threads import set_threads
 
 #: Cache kinds -> the stage they belong to.
-STAGES = {"pretrained": "pre-training (public)", "target": "target", "evaluator": "judges",
+STAGES = {"pretrained": "pre-training (public)", "target": "target", JUDGE_KIND: "judges",
           "gmi-prior": "GMI prior", "kedmi-prior": "KEDMI prior", "surrogate": "surrogates",
           "p-reg": "p_reg", "surrogate-p-reg": "p_reg"}
 
@@ -175,7 +176,7 @@ def audit(config: ExperimentConfig, cache_root: Path) -> Dict[str, Any]:
                          "seconds_per_reconstruction": result["seconds_per_reconstruction"]}
     total = time.perf_counter() - start
     return {"bench": bench, "stages": cache.seconds, "total": total, "results": results,
-            "target_accuracy": result["target_test_accuracy"], "judge_accuracy": result["evaluator_test_accuracy"]}
+            "target_accuracy": result["target_test_accuracy"], "judge_accuracy": result["judge_test_accuracy"]}
 
 
 def table(record: Dict[str, Any], before: Optional[Dict[str, Any]] = None) -> str:

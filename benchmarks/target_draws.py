@@ -49,8 +49,8 @@ def main() -> None:
     config = att_faces_config(args.data_root, iterations=args.iterations, n_reconstructions=5, gmi_steps=1500,
                               kedmi_steps=200, surrogate_steps=3000, device=args.device)
     bench = Workbench(config, ArtifactCache(args.cache_dir))
-    evaluator = bench.evaluator()
-    judges = {int(s): bench.redraw("evaluator", int(s)) for s in args.judge_seeds.split(",") if s.strip()}
+    judge = bench.judge()
+    judges = {int(s): bench.redraw("judge", int(s)) for s in args.judge_seeds.split(",") if s.strip()}
     judge_accuracy = {s: natural_accuracy(j, bench.data.private_test.x, bench.data.private_test.y)
                       for s, j in judges.items()}
     results = Results(args.out)
@@ -58,7 +58,7 @@ def main() -> None:
     start = time.perf_counter()
     for target_seed in (int(s) for s in args.target_seeds.split(",")):
         target = bench.redraw("target", target_seed)
-        run_attack_cells(results, target_cells(target_seed, methods, range(args.seeds)), bench, target, evaluator,
+        run_attack_cells(results, target_cells(target_seed, methods, range(args.seeds)), bench, target, judge,
                          describe=_describe, annotate=lambda cell, result, seed=target_seed: {
                              "target_seed": seed, **_other_judges(judges, judge_accuracy, result)})
     print_table(results.records, methods)

@@ -21,6 +21,9 @@ from mi_art.utils import EstimatorModule
 #: The evaluation models' initialisation seeds are ``config.seed + JUDGE_SEED_OFFSET + j`` for judge ``j``:
 #: other draws than the target's (``config.seed``).
 JUDGE_SEED_OFFSET = 1000
+#: The kind the judges are cached and keyed under: their first name, "evaluator", which every cached judge's key
+#: and file name holds (renaming it would train every cached judge again).
+JUDGE_KIND = "evaluator"
 
 
 class ArtifactKeys:
@@ -30,7 +33,7 @@ class ArtifactKeys:
 
     * ``"data"``: the data's part of every key: its name, options (not the name a user gives it: renaming a data
       set does not retrain its models) and content;
-    * ``"target"``, ``"evaluator"``: the recipe of the workbench's target (under its defense) or judge; with
+    * ``"target"``, :data:`JUDGE_KIND`: the recipe of the workbench's target (under its defense) or judge; with
       ``model``, a model the workbench did not make (:meth:`own`) is keyed by its weights instead;
     * ``"pretrained"``: ``arch`` pre-trained ``epochs`` on the public identities from ``seed``, with a defense's
       ``architecture`` tag when its fine-tuning needs another structure;
@@ -39,7 +42,7 @@ class ArtifactKeys:
     * ``"p-reg"``: the mean public feature of ``target``, or with ``index`` of that surrogate (the answer
       surrogate's below white-box), read at the input of module ``layer`` when one is named;
     * ``"<name>-prior"``: prior ``name`` of :data:`mi_art.priors.PRIORS` (its entry's ``key``), for ``target``
-      when it is made per target; ``"<name>-prior-quality"``: its FID judged by ``evaluator``;
+      when it is made per target; ``"<name>-prior-quality"``: its FID judged by ``judge``;
     * ``"independent-descriptors"``: dlib's descriptors of the private training images.
 
     A record kept beside an artifact (``"defense-record"``, ``"<name>-prior-record"``,
@@ -54,9 +57,9 @@ class ArtifactKeys:
                       "content": data_fingerprint(data)}
         # the models the workbench made: artifacts made with them are keyed by their recipes
         self._own: Dict[str, "weakref.WeakSet[nn.Module]"] = {"target": weakref.WeakSet(),
-                                                              "evaluator": weakref.WeakSet()}
+                                                              JUDGE_KIND: weakref.WeakSet()}
         self._kinds: Dict[str, Callable[..., Dict[str, Any]]] = {
-            "data": lambda: self._data, "target": self._target, "evaluator": self._evaluator,
+            "data": lambda: self._data, "target": self._target, JUDGE_KIND: self._judge,
             "pretrained": self._pretrained, "surrogate": self._surrogate, "answer-surrogate": self._answer_surrogate,
             "p-reg": self._p_reg, "independent-descriptors": self._independent_descriptors}
 
@@ -75,7 +78,7 @@ class ArtifactKeys:
         return self._kinds[kind](**parts)
 
     def own(self, kind: str, model: nn.Module) -> nn.Module:
-        """``model``, noted as the workbench's ``kind`` ("target" or "evaluator"): keyed by its recipe."""
+        """``model``, noted as the workbench's ``kind`` ("target" or :data:`JUDGE_KIND`): keyed by its recipe."""
         self._own[kind].add(model)
         return model
 
@@ -112,9 +115,9 @@ class ArtifactKeys:
                        **get_defense(c.defense).defaults_key(c.defense_params))
         return {**key, **self._recipe(c.target_arch)}
 
-    def _evaluator(self, model: Optional[nn.Module] = None) -> Dict[str, Any]:
-        if self._is_given("evaluator", model):
-            return {"given-evaluator": model_fingerprint(model)}
+    def _judge(self, model: Optional[nn.Module] = None) -> Dict[str, Any]:
+        if self._is_given(JUDGE_KIND, model):
+            return {f"given-{JUDGE_KIND}": model_fingerprint(model)}
         c = self.config
         key = self._classifier(c.judge_arch, c.judge_epochs, c.seed + JUDGE_SEED_OFFSET)
         if c.judge_pretrain_epochs:  # only then: the keys of judges trained from scratch stay as they were
@@ -157,8 +160,8 @@ class ArtifactKeys:
         return spec.key(self._bench, target if spec.per_target else None)
 
     def _prior_quality(self, prior: str, target: Optional[nn.Module] = None,
-                       evaluator: Optional[nn.Module] = None) -> Dict[str, Any]:
-        return {"prior": self(prior, target=target), "evaluator": self._evaluator(evaluator)}
+                       judge: Optional[nn.Module] = None) -> Dict[str, Any]:
+        return {"prior": self(prior, target=target), JUDGE_KIND: self._judge(judge)}
 
     def _independent_descriptors(self) -> Dict[str, Any]:
         return {"data": self._data, "judge": "dlib", "weights": DLIB_WEIGHTS_SHA256}

@@ -131,8 +131,8 @@ def _attack_cell(cell: Cell, out_dir: PathLike, cache_dir: Optional[PathLike], *
     data = load_data(config.dataset, config.data_root, config.data_options)
     # the grid checked every value of the cell's config (check_grid): the workbench checks it against the data
     bench = Workbench(config, LockingArtifactCache(cache_dir, stages=stages), data=data, checked=True)
-    target, judges = bench.target(), bench.evaluators()
-    result = run_attack(bench, target=target, evaluator=judges)
+    target, judges = bench.target(), bench.judges()
+    result = run_attack(bench, target=target, judges=judges)
     row = _row_columns(cell, config, bench, result, time.perf_counter() - start)
     row.update(_run_details(cell, config, bench, result))
     _write_cell_files(cell, out_dir, bench, result, row)
@@ -186,11 +186,11 @@ def _run_details(cell: Cell, config: Any, bench: Any, result: Dict[str, Any]) ->
 
 
 def _judge_and_pace_details(result: Dict[str, Any]) -> Dict[str, Any]:
-    """Each trained judge's own figures (``acc@1_judges``, ...; ``evaluator_test_accuracies``), the independent
+    """Each trained judge's own figures (``acc@1_judges``, ...; ``judge_test_accuracies``), the independent
     judge's standard error, the seconds per reconstruction and each model's feature norms, as the run gave them: a
     table that gives the spread over judges of the seeds' means (the benchmarks') reads them from the row."""
     lists = (*(f"{m.result_key}_judges" for m in metric_facts(lambda m: m.judged_by_panel)),
-             "evaluator_test_accuracies")
+             "judge_test_accuracies")
     out: Dict[str, Any] = {k: [finite_or_none(v) for v in result[k]] for k in lists if result.get(k) is not None}
     for key in ("independent_acc@1_se", "seconds_per_reconstruction"):
         if result.get(key) is not None:

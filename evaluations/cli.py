@@ -239,7 +239,7 @@ def _grid_overrides(datasets, data_root, data_options, defenses, attacks, varian
                    "protection survives the adaptive attack. The grid's own cells keep their ids.")
 @click.option("--seeds", default=None, metavar="0,1,2|0-4", help="Seeds of the grid.")
 @click.option("--seed-scope", type=click.Choice(["all", "attack"]), default=None,
-              help="all: a seed retrains targets, evaluator, priors and surrogates; attack: only the attack's.")
+              help="all: a seed retrains targets, judges, priors and surrogates; attack: only the attack's.")
 @field_options("evaluate")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Results folder [default: mi_art_runs/evaluate-<grid name>]. Rerunning into the same "

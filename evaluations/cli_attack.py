@@ -89,7 +89,7 @@ def _attack_result_lines(run: str, judges: int, result: Dict[str, Any]) -> List[
              f"(chance {result['chance@1']:.2f}), Acc@5 {acc5}, KNN {result['knn_dist']:.3f}, "
              f"FID(eval features) {'n/a' if fid is None else f'{fid:.3f}'}, "
              f"target acc {result['target_test_accuracy']:.3f}, "
-             f"evaluator acc {result['evaluator_test_accuracy']:.3f} (chance {result['chance@1']:.2f}), "
+             f"judge acc {result['judge_test_accuracy']:.3f} (chance {result['chance@1']:.2f}), "
              f"{result['seconds_per_reconstruction']:.3f} s/reconstruction", _prdc_and_exposure_line(result)]
     if result.get("independent_acc@1") is not None:
         acc5, ratio = result["independent_acc@5"], result["independent_ratio"]
@@ -107,7 +107,7 @@ def _attack_result_lines(run: str, judges: int, result: Dict[str, Any]) -> List[
 #: The declared metrics ``mi-art attack``'s lines write by hand (``queries`` only in its results.json); every other
 #: one is written as "name value" by :func:`~mi_art.evaluations.metric_facts.figure_text`.
 ON_THE_ATTACK_LINES = ("natural_accuracy", "acc@1", "acc@5", "knn_dist", "fid_eval_features", "precision", "recall",
-                       "density", "coverage", "seconds", "queries", "evaluator_test_accuracy", "independent_acc@1",
+                       "density", "coverage", "seconds", "queries", "judge_test_accuracy", "independent_acc@1",
                        "independent_acc@5", "independent_dist", "independent_test_accuracy", "independent_ratio")
 
 

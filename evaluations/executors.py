@@ -12,7 +12,7 @@ Files are written atomically with the mode the umask gives (:func:`mi_art.utils.
 stops the grid with a :class:`~mi_art.utils.DiskFullError` naming the file, the finished cells kept.
 A local Ray instance (no ``address``) listens on 127.0.0.1 only (:func:`ray_init_settings`).
 
-Trained artifacts (targets, evaluators, GAN priors, surrogates, p_reg) go through one
+Trained artifacts (targets, judges, GAN priors, surrogates, p_reg) go through one
 :class:`~mi_art.evaluations.cache.ArtifactCache` directory shared by all workers; a file lock per artifact
 makes concurrent cells that need the same artifact train it once (the others wait and load it).
 On Ray the output and cache directories must be on a file system every node sees.

@@ -17,6 +17,7 @@ from mi_art.attacks import AttackJob, get_attack
 from mi_art.data import MIDataset
 from mi_art.priors import get_prior, prior_samples
 from mi_art.quality import WEAK_SURROGATE_AGREEMENT, warn_weak, weak_model_warnings, weak_surrogate_warning
+from mi_art.renames import Renames
 from mi_art.threads import thread_record
 from mi_art.utils import as_module, seed_everything
 from mi_art.validation import check_labels
@@ -35,6 +36,9 @@ __all__ = ["CHECKED_ELSEWHERE", "DEFENSE_RECORD_FIELDS", "DISTILL_BATCH_SIZE", "
            "PRIOR_GRID_SAMPLES", "SETTINGS", "VariantModels", "WEAK_SURROGATE_AGREEMENT", "Workbench",
            "config_defaults", "data_fingerprint", "feature_norms", "identity_leakage", "model_fingerprint",
            "prior_caveat", "public_record", "query_budget_problem", "run_attack", "variant_models", "wrap_target"]
+
+#: :func:`run_attack`'s renamed arguments (earlier name -> name now).
+_RENAMED_ARGUMENTS = Renames("argument", {"evaluator": "judges"})
 
 
 def wrap_target(model: Any, data: MIDataset, device: torch.device):
@@ -150,21 +154,22 @@ class _Reconstructed:
 
 
 def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optional[str] = None,
-               attack_seed: Optional[int] = None, target: Any = None, evaluator: Any = None,
-               target_record: Any = None) -> Dict[str, Any]:
+               attack_seed: Optional[int] = None, target: Any = None, judges: Any = None,
+               target_record: Any = None, evaluator: Any = None) -> Dict[str, Any]:
     """Run one attack variant and measure it. Returns the result record (metrics, timings, settings)
     with the reconstructions under ``"reconstructions"`` and their labels under ``"labels"``.
 
     Every attack metric is judged by a panel of evaluation models (:func:`~mi_art.evaluations.metrics.judge_panel`):
     ``"acc@1"``, ``"knn_dist"``, ... are means over the judges, ``"acc@1_judges"`` each judge's value and
-    ``"acc@1_judge_std"`` the spread over judges; ``"evaluator_test_accuracy"`` is the judges' mean held-out
-    accuracy (``"evaluator_test_accuracies"`` each judge's). ``"precision"``, ``"recall"``, ``"density"`` and
+    ``"acc@1_judge_std"`` the spread over judges; ``"judge_test_accuracy"`` is the judges' mean held-out
+    accuracy (``"judge_test_accuracies"`` each judge's). ``"precision"``, ``"recall"``, ``"density"`` and
     ``"coverage"`` compare the reconstructions with the attacked identities' training images on the judges'
     features; ``"per_identity"`` lists each attacked identity's figures (:func:`identity_leakage`).
 
-    ``target`` defaults to the workbench's target, ``evaluator`` to its panel (:meth:`Workbench.evaluators`);
-    ``evaluator`` may also be one judge or a list of judges. Each may be a module or an ART estimator,
-    which is used as it is (never re-wrapped: its preprocessing and input range stay). The workbench's
+    ``target`` defaults to the workbench's target, ``judges`` to its panel (:meth:`Workbench.judges`);
+    ``judges`` may also be one judge or a list of judges (``evaluator``: its earlier name, reported as
+    renamed). Each may be a module or an ART estimator, which is used as it is (never re-wrapped: its
+    preprocessing and input range stay). The workbench's
     data is in [0, 1] channels first: everything the attack does not see through the target estimator
     (priors, surrogates, p_reg, the judge, the accuracies) gets it mapped to each model's input space by
     :class:`mi_art.utils.EstimatorModule`, and the reconstructions are returned in [0, 1] too.
@@ -179,18 +184,19 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
         raise ValueError("target_record describes a target you give: pass target= too (the workbench's own "
                          "target has its own record, bench.defense_record)")
     given_record = None if target_record is None else _target_record(target_record)
+    judges = _judges_given(judges, evaluator)
     attack, variant = attack or c.attack, variant or c.variant
     seed = c.attack_seed if attack_seed is None else attack_seed
     if (attack, variant) != (c.attack, c.variant):  # the workbench checked its config
         dataclasses.replace(c, attack=attack, variant=variant).validate()
     target = target if target is not None else bench.target()
-    judges = _judges(bench, evaluator)
+    judges = _judges(bench, judges)
     identities = np.arange(d.num_classes) if c.identities is None else check_labels(c.identities, d.num_classes,
                                                                                     "identities")
     estimator = wrap_target(target, d, bench.device)
     run = _Attacked(bench, attack, variant, seed, identities, target, estimator, as_module(estimator, "target"),
                     _on_unit_images(target, "target"),
-                    [_on_unit_images(j, f"evaluator[{i}]") for i, j in enumerate(judges)],
+                    [_on_unit_images(j, f"judges[{i}]") for i, j in enumerate(judges)],
                     _attack_stage(c, attack, variant, len(identities)))
     extra: Dict[str, Any] = {}
     notes: List[str] = []
@@ -201,12 +207,23 @@ def run_attack(bench: Workbench, *, attack: Optional[str] = None, variant: Optio
     return _result(run, panel, reconstructed, defended, extra, notes)
 
 
-def _judges(bench: Workbench, evaluator: Any) -> List[Any]:
+def _judges_given(judges: Any, evaluator: Any) -> Any:
+    """``run_attack``'s ``judges``, given under that name or its earlier one ``evaluator`` (reported as renamed;
+    both with two values are refused)."""
+    if evaluator is None:
+        return judges
+    if judges is not None and judges is not evaluator:  # (models: their repr would fill the message)
+        raise ValueError("run_attack: evaluator and judges are both given: evaluator is the earlier name of judges; "
+                         "give judges only")
+    _RENAMED_ARGUMENTS.report("evaluator", "run_attack")
+    return evaluator
+
+
+def _judges(bench: Workbench, given: Any) -> List[Any]:
     """The judges a run is scored by: the workbench's panel for None, else the judge or list of judges given."""
-    judges = bench.evaluators() if evaluator is None else (list(evaluator) if isinstance(evaluator, (list, tuple))
-                                                            else [evaluator])
+    judges = bench.judges() if given is None else (list(given) if isinstance(given, (list, tuple)) else [given])
     if not judges:
-        raise ValueError("evaluator is an empty list: give at least one evaluation model, or None for the "
+        raise ValueError("judges is an empty list: give at least one evaluation model, or None for the "
                          "workbench's panel")
     return judges
 
@@ -342,8 +359,8 @@ def _result(run: _Attacked, panel: Dict[str, Any], rec: _Reconstructed, defended
     n = len(run.identities)
     return {
         "dataset": d.name, "attack": run.attack, "variant": run.variant, "attack_seed": run.seed, **panel,
-        "target_test_accuracy": target_accuracy, "evaluator_test_accuracy": judge_accuracy,
-        "evaluator_test_accuracies": judge_accuracies,
+        "target_test_accuracy": target_accuracy, "judge_test_accuracy": judge_accuracy,
+        "judge_test_accuracies": judge_accuracies,
         "panel_shares": panel_shares(c.target_arch, c.judge_arch, c.target_pretrain_epochs, c.judge_pretrain_epochs),
         "warnings": weak_model_warnings(target_accuracy=target_accuracy, judge_accuracy=judge_accuracy,
                                         n_classes=panel["num_classes"], defended=defended) + notes,

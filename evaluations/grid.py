@@ -9,7 +9,7 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
                                              # baseline only)
     variants = ["baseline", "lomma"]         # baseline, lom, ma, lomma; each also "+align"
     seeds = [0, 1]
-    seed_scope = "all"                       # "all": a seed retrains target, evaluator, priors and
+    seed_scope = "all"                       # "all": a seed retrains target, judges, priors and
                                              # surrogates and seeds the attack; "attack": artifacts
                                              # use artifact_seed, only the attack seed varies
     iterations = 200                         # any ExperimentConfig budget (BUDGET_KEYS: every field
@@ -418,7 +418,7 @@ class Grid:
                    c.config.seed) for c in cells if needs_gmi_prior(c.config)}
         lines.append(f"  shared work: {len(targets)} target(s) (each with its KEDMI GAN, surrogates, p_reg as "
                      f"needed), {len(priors)} GMI prior(s) (GMI's, and the start of KEDMI's and PLG-MI's GANs and "
-                     "of the surrogates' prior samples), one evaluator per dataset and seed")
+                     "of the surrogates' prior samples), one panel of judges per dataset and seed")
         return "\n".join(lines)
 
 

@@ -13,11 +13,12 @@ the independent judge or ``run_attack``'s result. A metric registered from your 
 process that imports it: grid workers started afresh (spawned processes, Ray) must import it too, as for a
 defense.
 
-Names on the way from the attack's result to the report's row are kept as results files were written (they are
-never renamed, so old files load and render): a metric whose result key differs from its row column says so in
-``source`` (the target's ``natural_accuracy`` is the result's ``target_test_accuracy``); the row's other renamed
-columns are :data:`~mi_art.evaluations.rows.ROW_SOURCES`. "Evaluator" is the older word for a trained judge
-(``evaluator_test_accuracy`` is the judges' mean held-out accuracy; ``n_judges`` and ``*_judge_std`` are theirs).
+Names on the way from the attack's result to the report's row are kept as results files were written, so old
+files load and render: a metric whose result key differs from its row column says so in ``source`` (the target's
+``natural_accuracy`` is the result's ``target_test_accuracy``); the row's other renamed columns are
+:data:`~mi_art.evaluations.rows.ROW_SOURCES`. The one stored name changed since, the judges' mean held-out accuracy
+``judge_test_accuracy`` (once ``evaluator_test_accuracy``), is read from old files under its name now
+(:data:`~mi_art.evaluations.rows.RENAMED_RECORD_KEYS`).
 """
 from __future__ import annotations
 
@@ -197,15 +198,15 @@ for _facts in (
                     help="Share of reconstructions the trained judges put in the attacked identity (top 1)."),
         MetricFacts("acc@5", "Attack accuracy Acc@5", True, judged_by_panel=True, round_std=True,
                     help="Share of reconstructions with the attacked identity in the judges' top 5."),
-        MetricFacts("knn_dist", "KNN distance to the closest private image, evaluator features (lower = closer)",
+        MetricFacts("knn_dist", "KNN distance to the closest private image, judge features (lower = closer)",
                     False, ".2f", judged_by_panel=True, per_identity=True,
                     help="Distance to the identity's closest private image in the judges' features."),
-        MetricFacts("fid_eval_features", "FID on evaluator features (lower = closer)", False, ".2f",
+        MetricFacts("fid_eval_features", "FID on judge features (lower = closer)", False, ".2f",
                     judged_by_panel=True,
                     help="FID of the recognised reconstructions to the attacked identities' images, judges' "
                          "features."),
         MetricFacts("precision", "Precision: share of the reconstructions inside the k-NN balls of the attacked "
-                                 f"identities' private training images, evaluator features ({_K_NN}; higher = "
+                                 f"identities' private training images, judge features ({_K_NN}; higher = "
                                  "more realistic)", True, judged_by_panel=True, optional=True,
                     help="Share of reconstructions inside the private training images' k-NN balls."),
         MetricFacts("recall", "Recall: share of those private training images inside the reconstructions' k-NN "
@@ -223,7 +224,7 @@ for _facts in (
         MetricFacts("queries", "Queries to the target through predict (black-box and label-only attacks: the "
                                "surrogates' distillation and one per reconstruction)", False, ".0f", optional=True,
                     help="Queries to the target's predict (None for a white-box attack)."),
-        MetricFacts("evaluator_test_accuracy", None, None,
+        MetricFacts("judge_test_accuracy", None, None,
                     help="The trained judges' mean accuracy on held-out private images."),
         MetricFacts("independent_acc@1", "Independent judge Acc@1 (a public face recogniser trained on nothing "
                                          "here: nearest identity centroid of its embedding; its own column, never "

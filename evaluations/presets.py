@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from mi_art.variants import ALIGN_VIEWS, parse_variant
 
 #: The main job on a laptop: the embedded digits, three defenses, GMI and KEDMI with and without
-#: LOMMA, two seeds (each retrains target, evaluator, priors and surrogates): 24 cells, minutes on 2 CPU cores
+#: LOMMA, two seeds (each retrains target, judges, priors and surrogates): 24 cells, minutes on 2 CPU cores
 #: (measured in benchmarks/results/speed.md).
 QUICK: Dict[str, Any] = {
     "name": "quick",

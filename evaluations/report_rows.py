@@ -35,7 +35,7 @@ def row_warnings(row: Dict[str, Any]) -> List[str]:
     :func:`dp_delta_warnings`, each once."""
     recorded = [w for w in row.get("warnings") or [] if isinstance(w, str)]
     return list(dict.fromkeys(recorded + weak_model_warnings(
-        target_accuracy=row.get("natural_accuracy"), judge_accuracy=row.get("evaluator_test_accuracy"),
+        target_accuracy=row.get("natural_accuracy"), judge_accuracy=row.get("judge_test_accuracy"),
         n_classes=row.get("n_classes"), defended=row.get("defense", "none") != "none") + dp_delta_warnings(row)))
 
 
@@ -51,7 +51,7 @@ def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
         targets.setdefault((r.get("defense_label"), r.get("artifact_seed")), r)
     for seed, r in judges.items():
         where = f"seed {seed}: " if len(seeds) > 1 else ""
-        out += [f"{where}{w}" for w in weak_model_warnings(judge_accuracy=r.get("evaluator_test_accuracy"),
+        out += [f"{where}{w}" for w in weak_model_warnings(judge_accuracy=r.get("judge_test_accuracy"),
                                                            n_classes=r.get("n_classes"))]
     for (label, seed), r in targets.items():
         where = f"{label}" + (f", seed {seed}" if len(seeds) > 1 else "")
@@ -61,7 +61,7 @@ def _dataset_warnings(rows: Sequence[Dict[str, Any]]) -> List[str]:
     recorded: Dict[str, None] = {}
     for r in rows:
         said = set(weak_model_warnings(target_accuracy=r.get("natural_accuracy"),
-                                       judge_accuracy=r.get("evaluator_test_accuracy"), n_classes=r.get("n_classes"),
+                                       judge_accuracy=r.get("judge_test_accuracy"), n_classes=r.get("n_classes"),
                                        defended=r.get("defense", "none") != "none") + dp_delta_warnings(r))
         where = f"{r.get('defense_label')}" + (f", seed {r.get('artifact_seed')}" if len(seeds) > 1 else "")
         for w in r.get("warnings") or []:

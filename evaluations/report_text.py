@@ -300,7 +300,7 @@ def _judge_lines(dr: Sequence[Dict[str, Any]]) -> List[str]:
     """A data set's judges: the trained ones' test accuracy against chance, and the independent judge's, with what
     it shares with the target."""
     lines: List[str] = []
-    evals = _mean_std(list({r["artifact_seed"]: r.get("evaluator_test_accuracy") for r in dr}.values()))
+    evals = _mean_std(list({r["artifact_seed"]: r.get("judge_test_accuracy") for r in dr}.values()))
     if evals[0] is not None:
         classes = sorted({r["n_classes"] for r in dr if isinstance(r.get("n_classes"), int)})
         chance = "" if len(classes) != 1 else f" (chance {1 / classes[0]:.3f} with {classes[0]} classes)"

@@ -11,10 +11,12 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
+from mi_art.renames import Renames
+
 from .metric_facts import Names
 
-__all__ = ["ROW_KEYS", "ROW_SOURCES", "TOP_K", "cell_paths", "completed_cells", "finite_or_none", "normalise_row",
-           "form_attack", "pair_label", "read_cell"]
+__all__ = ["RENAMED_RECORD_KEYS", "ROW_KEYS", "ROW_SOURCES", "TOP_K", "cell_paths", "completed_cells",
+           "finite_or_none", "normalise_row", "form_attack", "pair_label", "read_cell", "record_names_now"]
 
 PathLike = Union[str, Path]
 
@@ -22,12 +24,13 @@ PathLike = Union[str, Path]
 TOP_K = (1, 5)
 
 #: The columns of results.csv as they were when metrics came to be declared in one place, in that order (files
-#: already written have it); never extended: a metric registered since (:mod:`~mi_art.evaluations.metric_facts`)
-#: adds its columns after these.
+#: already written have it; ``judge_test_accuracy`` was then ``evaluator_test_accuracy``,
+#: :data:`RENAMED_RECORD_KEYS`); never extended: a metric registered since
+#: (:mod:`~mi_art.evaluations.metric_facts`) adds its columns after these.
 _FIRST_COLUMNS = ("cell_id", "dataset", "dataset_kind", "defense", "defense_params", "defense_label",
                   "natural_accuracy", "epsilon", "delta", "attack", "variant", "seed", "artifact_seed", "acc@1",
                   "acc@1_std", "acc@5", "acc@5_std", "chance@1", "chance@5", "knn_dist", "fid_eval_features",
-                  "seconds", "cell_seconds", "evaluator_test_accuracy", "n_identities", "n_classes",
+                  "seconds", "cell_seconds", "judge_test_accuracy", "n_identities", "n_classes",
                   "n_reconstructions", "n_candidates", "search_views", "iterations", "n_judges", "acc@1_judge_std",
                   "acc@5_judge_std", "knn_dist_judge_std", "fid_eval_features_judge_std", "access", "queries",
                   "independent_acc@1", "independent_acc@5", "independent_dist", "independent_test_accuracy",
@@ -59,7 +62,7 @@ def _row_keys() -> Tuple[str, ...]:
 ROW_KEYS: Sequence[str] = Names(_row_keys)
 
 #: Where a row's columns come from when the row calls them otherwise (the row keeps the names results files were
-#: written with: none is renamed, so old files load and render). ``config.X``: the cell's
+#: written with, but for :data:`RENAMED_RECORD_KEYS`, read under their names now). ``config.X``: the cell's
 #: :class:`~mi_art.evaluations.experiment_config.ExperimentConfig` field; ``result.X``: ``run_attack``'s result (what
 #: ``mi-art attack`` saves in its results.json); ``cell.X``: the grid's cell. A metric's own renames are its
 #: :attr:`~mi_art.evaluations.metric_facts.MetricFacts.source` (``natural_accuracy`` is
@@ -77,9 +80,22 @@ ROW_SOURCES: Dict[str, str] = {
     "n_classes": "result.num_classes: the judges' classes",
     "form": "cell.form: the grid's name for the cell's settings; the grid that shows the row names it (a form's "
             "cell is its configuration's, so a saved row may have been computed under another form's name)",
-    "n_judges": "result.n_judges: the panel's trained judges (result.evaluator_test_accuracies has each one's "
-                "accuracy, the row their mean, evaluator_test_accuracy)",
+    "n_judges": "result.n_judges: the panel's trained judges (result.judge_test_accuracies has each one's "
+                "accuracy, the row their mean, judge_test_accuracy)",
 }
+
+#: Keys of stored records (a grid's rows, ``run_attack``'s result as ``mi-art attack`` and the benchmarks save it)
+#: that were renamed: "judge" is the one word for the trained models that score an attack, once also called
+#: "evaluator". Records are written under the names now; a record written before is read under them by
+#: :func:`record_names_now`, the one place that knows the earlier names.
+RENAMED_RECORD_KEYS = Renames("record key", {"evaluator_test_accuracy": "judge_test_accuracy",
+                                             "evaluator_test_accuracies": "judge_test_accuracies"})
+
+
+def record_names_now(record: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of the stored ``record`` with every key of :data:`RENAMED_RECORD_KEYS` under its name now (nothing is
+    reported: the user wrote none of them), so that files written before the rename read as files written now."""
+    return RENAMED_RECORD_KEYS.keys(record, quiet=True)
 
 
 def form_attack(row: Dict[str, Any]) -> str:
@@ -112,12 +128,13 @@ def cell_paths(out_dir: PathLike, cid: str) -> Tuple[Path, Path]:
 
 
 def read_cell(path: Path) -> Optional[Dict[str, Any]]:
-    """The row saved at ``path``, or None for a missing, partial or foreign file."""
+    """The row saved at ``path`` under the names records have now (:func:`record_names_now`), or None for a
+    missing, partial or foreign file."""
     try:
         row = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return row if isinstance(row, dict) and "cell_id" in row else None
+    return record_names_now(row) if isinstance(row, dict) and "cell_id" in row else None
 
 
 def completed_cells(out_dir: PathLike, ids: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:
@@ -181,10 +198,11 @@ def normalise_row(row: Dict[str, Any]) -> Dict[str, Any]:
     ``k >= n_classes`` (1.0 by construction: not applicable), ``chance@k`` is filled in from
     ``n_classes``. Rows written before these columns existed (no ``n_classes``) keep their values
     and get no chance level (None); rows that call an image folder "image-folder" get the folder's name, and rows
-    written under earlier names the names now (:func:`_names_now`)."""
+    written under earlier names the names now (their keys: :func:`record_names_now`; the settings, architectures
+    and defenses they hold: :func:`_names_now`)."""
     from .metrics import chance_level, topk_applicable
 
-    out = dict(row)
+    out = record_names_now(row)
     _name_dataset(out)
     _names_now(out)
     n_classes = _n_classes(row)

@@ -11,6 +11,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
+from .artifact_keys import JUDGE_KIND
+
 Echo = Callable[[str], None]
 
 
@@ -113,7 +115,7 @@ def _queries(key: Dict[str, Any]) -> str:
 #: module, made in no time) are not announced.
 _DESCRIPTIONS: Dict[str, Callable[[Dict[str, Any]], Tuple[str, str]]] = {
     "target": lambda k: ("training the target", _epochs(k) + _defense(k)),
-    "evaluator": lambda k: ("training a judge", _epochs(k)),
+    JUDGE_KIND: lambda k: ("training a judge", _epochs(k)),
     "pretrained": lambda k: (f"pre-training {k.get('arch')} on the public identities", f"{k.get('epochs')} epochs"),
     "gmi-prior": lambda k: ("training the GMI prior", f"{k.get('steps')} steps of WGAN-GP"),
     "kedmi-prior": lambda k: ("training the KEDMI prior", f"{k.get('steps')} steps"

@@ -20,10 +20,11 @@ from mi_art.features import penultimate_layer
 from mi_art.models import PRETRAINED_FACE_ARCHS
 from mi_art.pretraining import fine_tune_classifier, pretrain_classifier, replace_head
 from mi_art.priors import PRIORS, PUBLIC_PRIOR, get_prior, prior_samples, priors_needed, save_sample_grid
+from mi_art.renames import Renames
 from mi_art.utils import resolve_device, seed_everything
 from mi_art.validation import check_choice, check_int, check_labels
 
-from .artifact_keys import JUDGE_SEED_OFFSET, ArtifactKeys
+from .artifact_keys import JUDGE_KIND, JUDGE_SEED_OFFSET, ArtifactKeys
 from .cache import ArtifactCache
 from .config_rules import needs_gmi_prior
 from .experiment_config import ExperimentConfig, query_budget_problem
@@ -45,6 +46,10 @@ PRIOR_GRID_SAMPLES = 32
 #: benchmarks/results/attack_variants_att_quick.md), so the warning is keyed to the budget. Each prior's entry holds
 #: its own (``face_steps``).
 FACE_PRIOR_STEPS = {name: spec.face_steps for name, spec in PRIORS.items() if spec.face_steps is not None}
+#: The Workbench's renamed methods and :meth:`Workbench.redraw`'s renamed kinds ("judge" is the one word for the
+#: models that score an attack); the earlier names still work, reported as renamed.
+RENAMED_METHODS = Renames("method", {"evaluator": "judge", "evaluators": "judges"})
+RENAMED_KINDS = Renames("kind", {"evaluator": "judge"})
 #: What every defense record holds: a cached record without them is another artifact's, set aside.
 DEFENSE_RECORD_FIELDS = ("defense", "params", "test_accuracy", "epsilon", "delta")
 
@@ -259,12 +264,17 @@ class Workbench(SurrogateArtifacts):
                                               fields=DEFENSE_RECORD_FIELDS)
         return model.to(self.device)
 
+    def judge(self) -> nn.Module:
+        """The trained judge (an evaluation model): another architecture, trained on the private training split
+        (after ``config.judge_pretrain_epochs`` of pre-training on the public identities, when > 0). The first
+        of :meth:`judges`."""
+        model = self._from_recipe(JUDGE_KIND, self.config.seed + JUDGE_SEED_OFFSET, "judge")
+        return self.key.own(JUDGE_KIND, model)
+
     def evaluator(self) -> nn.Module:
-        """The independent judge: another architecture, trained on the private training split (after
-        ``config.judge_pretrain_epochs`` of pre-training on the public identities, when > 0). The first
-        of :meth:`evaluators`."""
-        model = self._from_recipe("evaluator", self.config.seed + JUDGE_SEED_OFFSET, "evaluator")
-        return self.key.own("evaluator", model)
+        """:meth:`judge`, under its earlier name (reported as renamed)."""
+        RENAMED_METHODS.report("evaluator", "Workbench")
+        return self.judge()
 
     def independent_judge(self) -> Optional[EmbeddingJudge]:
         """The judge we did not train (``config.independent_judge``; :mod:`mi_art.evaluations.independent`) over
@@ -281,30 +291,37 @@ class Workbench(SurrogateArtifacts):
                                                    device=self.device, train_features=features.numpy())
         return self._independent
 
-    def evaluators(self) -> List[nn.Module]:
-        """The panel of ``config.judges`` evaluation models: :meth:`evaluator`, then the same recipe from
+    def judges(self) -> List[nn.Module]:
+        """The panel of ``config.judges`` evaluation models: :meth:`judge`, then the same recipe from
         the next initialisation seeds (``config.seed + JUDGE_SEED_OFFSET + j``), each cached."""
         first = self.config.seed + JUDGE_SEED_OFFSET
-        return [self.evaluator()] + [self.redraw("evaluator", first + j) for j in range(1, self.config.judges)]
+        return [self.judge()] + [self.redraw("judge", first + j) for j in range(1, self.config.judges)]
+
+    def evaluators(self) -> List[nn.Module]:
+        """:meth:`judges`, under its earlier name (reported as renamed)."""
+        RENAMED_METHODS.report("evaluators", "Workbench")
+        return self.judges()
 
     def redraw(self, kind: str, seed: int) -> nn.Module:
-        """The target's (``kind="target"``) or the evaluation model's (``"evaluator"``) recipe trained from
-        initialisation ``seed`` instead of the configured one (cached), to measure how much a result owes
-        to the draw of that model. The configured seed (``config.seed``; the judge's is ``config.seed +
-        JUDGE_SEED_OFFSET``) gives :meth:`target` / :meth:`evaluator` themselves; any other model is not the
-        workbench's own, so priors, surrogates and p_reg made for it are keyed by its weights."""
+        """The target's (``kind="target"``) or the judge's (``"judge"``; ``"evaluator"`` is its earlier name,
+        reported as renamed) recipe trained from initialisation ``seed`` instead of the configured one (cached),
+        to measure how much a result owes to the draw of that model. The configured seed (``config.seed``; the
+        judge's is ``config.seed + JUDGE_SEED_OFFSET``) gives :meth:`target` / :meth:`judge` themselves; any
+        other model is not the workbench's own, so priors, surrogates and p_reg made for it are keyed by its
+        weights."""
         c = self.config
-        kind, seed = check_choice("kind", kind, ("target", "evaluator")), check_int("seed", seed, low=0)
+        kind = check_choice("kind", RENAMED_KINDS.new(kind, "Workbench.redraw"), ("target", "judge"))
+        seed = check_int("seed", seed, low=0)
         if kind == "target" and c.defense != "none":
             raise ValueError(f"redraw('target') trains the undefended recipe; config.defense is "
                              f"{c.defense!r}: train that target with another config.seed instead")
         if seed == (c.seed if kind == "target" else c.seed + JUDGE_SEED_OFFSET):
-            return self.target() if kind == "target" else self.evaluator()
-        return self._from_recipe(kind, seed, f"{kind} seed {seed}")
+            return self.target() if kind == "target" else self.judge()
+        return self._from_recipe("target" if kind == "target" else JUDGE_KIND, seed, f"{kind} seed {seed}")
 
     def _from_recipe(self, kind: str, seed: int, desc: str) -> nn.Module:
-        """The undefended target's or the evaluation model's recipe trained from initialisation ``seed``,
-        cached under its key with that seed."""
+        """The undefended target's (``kind="target"``) or the evaluation model's (:data:`JUDGE_KIND`) recipe
+        trained from initialisation ``seed``, cached under its key with that seed."""
         c = self.config
         if kind == "target":
             arch, epochs, pre = c.target_arch, c.target_epochs, c.target_pretrain_epochs
@@ -356,27 +373,27 @@ class Workbench(SurrogateArtifacts):
         return pair["g"].eval(), (pair["d"].eval() if "d" in pair else None)
 
     def prior_report(self, kind: str, target: Optional[nn.Module] = None,
-                     evaluator: Optional[nn.Module] = None) -> Dict[str, Any]:
+                     judge: Optional[nn.Module] = None) -> Dict[str, Any]:
         """Training seconds (None when it was trained before records were kept) and quality of a prior
         (``kind``: its cache kind, ``"<name>-prior"`` of :data:`mi_art.priors.PRIORS`): FID between
         :data:`PRIOR_FID_SAMPLES` of its samples and the public images (a seeded sample of
-        :data:`PRIOR_FID_PUBLIC` of a larger set), on the evaluation model's features."""
+        :data:`PRIOR_FID_PUBLIC` of a larger set), on the features of ``judge`` (default: :meth:`judge`)."""
         name = kind[:-len("-prior")]
         key = self.key(kind, target=target)
         gen = self.prior(name, target)[0]
         # a record lost or set aside is not worth training the prior again: its seconds are then unknown
         seconds = self.cache.json(f"{kind}-record", key, lambda: {"train_seconds": None},
                                   fields=("train_seconds",))["train_seconds"]
-        evaluator = evaluator if evaluator is not None else self.evaluator()
+        judge = judge if judge is not None else self.judge()
 
         def quality() -> Dict[str, Any]:
             fake = prior_samples(gen, PRIOR_FID_SAMPLES, seed=self.config.seed)
             public = self.data.public.x
             if len(public) > PRIOR_FID_PUBLIC:  # a seeded sample: every public image's features cost a pass
                 public = public[np.random.default_rng(self.config.seed).permutation(len(public))[:PRIOR_FID_PUBLIC]]
-            return {"fid_public": fid_eval_features(evaluator, fake, public)}
+            return {"fid_public": fid_eval_features(judge, fake, public)}
 
-        fid = self.cache.json(f"{kind}-quality", self.key(f"{kind}-quality", target=target, evaluator=evaluator),
+        fid = self.cache.json(f"{kind}-quality", self.key(f"{kind}-quality", target=target, judge=judge),
                               quality, fields=("fid_public",))
         report = {"train_seconds": seconds, **fid}
         caveat = prior_caveat(name, self.prior_budget(name)["steps"], self.config.dataset)

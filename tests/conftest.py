@@ -198,16 +198,16 @@ def fake_grid_models(monkeypatch, figures, *, n_private: int = 4, judges: int = 
         def target(self):
             return "target"
 
-        def evaluators(self):
+        def judges(self):
             return [f"judge-{j}" for j in range(judges)]
 
-    def fake_run_attack(bench, *, target, evaluator):
+    def fake_run_attack(bench, *, target, judges):
         c = bench.config
         attacked.append(c)
-        return {"attack": c.attack, "variant": c.variant, "attack_seed": c.attack_seed, "n_judges": len(evaluator),
+        return {"attack": c.attack, "variant": c.variant, "attack_seed": c.attack_seed, "n_judges": len(judges),
                 "n_identities": n_private, "n_reconstructions": 2, "iterations": c.iterations, "num_classes": 10,
                 "warnings": [], "search_views": c.search_views, "target_test_accuracy": 0.8,
-                "evaluator_test_accuracies": [0.9] * len(evaluator), "evaluator_test_accuracy": 0.9,
+                "judge_test_accuracies": [0.9] * len(judges), "judge_test_accuracy": 0.9,
                 "reconstructions": np.full((2, 1, 4, 4), c.attack_seed, np.float32), "labels": np.array([0, 1]),
                 **figures(c)}
 

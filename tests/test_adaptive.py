@@ -164,7 +164,7 @@ def test_the_defenses_benchmark_attacks_every_cell_with_and_without_alignment(tm
     import defenses  # benchmarks/defenses.py, on the path the run put it on
     assert sorted((c.defense, c.variant, c.search_views) for c in attacked) == [
         ("mid", "lomma", None), ("mid", "lomma+align", 4), ("none", "lomma", None), ("none", "lomma+align", 4)]
-    done = defenses.table_records(list(completed_cells(out).values()), defenses._rows(defenses.QUICK))
+    done = defenses.table_records(list(completed_cells(out).values()), defenses._rows(defenses.QUICK), "cnn")
     assert done["mid(beta=0.02)/gmi+align(K=4)/seed0"]["variant"] == "lomma+align"
     assert done["mid(beta=0.02)/gmi/seed0"]["variant"] == "lomma"
     table = capsys.readouterr().out
@@ -184,3 +184,33 @@ def test_the_defenses_benchmark_refuses_an_alignment_without_views(tmp_path, mon
     with pytest.raises(SystemExit):
         _run_defenses_benchmark(tmp_path, monkeypatch, "--align-views", "4")
     assert "add --adaptive" in capsys.readouterr().err
+
+
+def test_the_deployed_grid_compares_rolss_with_the_undefended_target_of_its_own_architecture():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import defenses
+
+    grid = defenses._rows(defenses.deployed_grid(10, "att"))
+    residual = [(d, o["target_arch"]) for d, _, o in grid if "target_arch" in o]
+    assert residual == [("none", "resnet10"), ("rolss", "resnet10")]
+    assert not any(d == "rolss" for d, _, _ in defenses._rows(defenses.deployed_grid(10, "lfw-deployed")))
+    names = [defenses.label(*g) for g in grid]
+    assert len(set(names)) == len(names) and "rolss [pre-trained, resnet10]" in names
+
+    def record(defense: str, acc: float, variant: str) -> dict:
+        return {"dataset": "att", "defense": defense, "defense_params": {}, "attack": "gmi", "variant": variant,
+                "seed": 0, "acc@1": acc, "natural_accuracy": 0.9}
+
+    # the CNN undefended target gives 0.9 plain / 0.8 aligned; the resnet10 one 0.6 / 0.6; RoLSS 0.3 / 0.45
+    accs = {"none [pre-trained]": (0.9, 0.8), "none [pre-trained, resnet10]": (0.6, 0.6),
+            "rolss [pre-trained, resnet10]": (0.3, 0.45)}
+    done = {}
+    for (defense, params, overrides), name in zip(grid, names):
+        if name in accs:
+            done[f"{name}/gmi/seed0"] = record(defense, accs[name][0], "lomma")
+            done[f"{name}/{defenses.align_column('gmi', 4)}/seed0"] = record(defense, accs[name][1], "lomma+align")
+    kept = defenses.adaptive_cells(done, grid, 4)[("rolss [pre-trained, resnet10]", "gmi")]["kept"]
+    assert kept == pytest.approx((0.6 - 0.45) / (0.6 - 0.3))  # against the CNN target's it would be 0.75

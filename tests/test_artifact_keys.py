@@ -115,8 +115,8 @@ def _asks(bench: Workbench) -> Dict[str, Callable[[], Any]]:
     given = _given_model()
     asks: Dict[str, Callable[[], Any]] = {
         "target": bench.target,
-        "judges": bench.evaluators,
-        "redrawn judge": lambda: bench.redraw("evaluator", c.seed + 2000),
+        "judges": bench.judges,
+        "redrawn judge": lambda: bench.redraw("judge", c.seed + 2000),
         "pretrained": lambda: bench.pretrained(c.target_arch, c.target_pretrain_epochs or 3, c.seed, "target"),
         "independent judge": bench.independent_judge,
     }

@@ -1,6 +1,7 @@
 """The benchmark scripts' own logic (their runs are benchmarks, not tests)."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -78,10 +79,14 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
                                       "--judges", "3", "--attacks", "gmi", "--cache-dir", str(tmp_path / "cache"),
                                       "--data-root", str(tmp_path), "--out", str(out)])
     defenses.main()
-    assert len(attacked) == 8 and all(c.judges == 3 and c.target_pretrain_epochs == 60 for c in attacked)
+    # the CNN target undefended and under DP at three epsilons, and the residual one undefended (RoLSS's reference)
+    assert len(attacked) == 10 and all(c.judges == 3 and c.target_pretrain_epochs == 60 for c in attacked)
+    assert sorted(c.target_arch for c in attacked) == ["cnn"] * 8 + ["resnet10"] * 2
     targets = defenses._grid(defenses._parser().parse_args(["--deployed"]), 10)
-    done = defenses.table_records(list(completed_cells(out).values()), targets)
-    assert len(done) == 8 and all(r["n_judges"] == 3 and r["evaluator_test_accuracies"] == [0.9] * 3 for r in done.values())
+    done = defenses.table_records(list(completed_cells(out).values()), targets, "cnn")
+    assert sorted({k.split("/")[0] for k in done if k.startswith("none")}) == [
+        "none [pre-trained, resnet10]", "none [pre-trained]"]
+    assert len(done) == 10 and all(r["n_judges"] == 3 and r["judge_test_accuracies"] == [0.9] * 3 for r in done.values())
     points = defenses.frontier_rows(done, targets)
     undefended = next(p for p in points if p["defense"] == "none")
     assert undefended["acc@1"] == pytest.approx(0.85) and undefended["n"] == 2
@@ -99,7 +104,7 @@ def _run_attack_variants(tmp_path, monkeypatch, *options: str):
         acc = 0.5 + 0.1 * c.attack_seed
         return {"acc@1": acc, "acc@1_judges": [acc - 0.05, acc + 0.05], "acc@5": 0.9, "knn_dist": 10.0,
                 "seconds_per_reconstruction": 0.5, "chance@1": 0.25, "chance@5": 1.0,
-                "evaluator_test_accuracies": [0.9, 0.85], "queries": 100 if c.access != "white-box" else None}
+                "judge_test_accuracies": [0.9, 0.85], "queries": 100 if c.access != "white-box" else None}
 
     attacked = fake_grid_models(monkeypatch, figures)
     out = tmp_path / "variants"
@@ -152,6 +157,12 @@ def test_attack_variants_runs_each_method_and_seed_once_and_tables_them(tmp_path
     assert next(row for row in table.splitlines() if row.startswith("| GMI ")).startswith(
         "| GMI                      |     3 |  0.600 +- 0.082 [0.050] |")
     assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
+    # cells saved when the judges' accuracies were "evaluator_test_accuracies" resume, and their table names them
+    for cell in (out / "cells").glob("*.json"):
+        cell.write_text(cell.read_text().replace('"judge_test_accuracies"', '"evaluator_test_accuracies"'))
+    capsys.readouterr()
+    assert _run_attack_variants(tmp_path, monkeypatch, "--methods", methods, "--seeds", "2")[0] == []
+    assert re.search(r"2 evaluation model\(s\) \S+ \(test acc 0.900 / 0.850\)", capsys.readouterr().out)
 
 
 def test_a_benchmark_grid_tables_its_finished_cells_when_some_failed(tmp_path, monkeypatch, capsys):
@@ -200,7 +211,7 @@ def test_defense_cells_are_keyed_as_the_results_files_were():
         ("label-only+align(K=4)", "gmi", "lomma+align", "label-only", 4)]
     rows = [{"config": c.config.to_dict(), "access": c.config.access, "defense": c.config.defense,
              "defense_params": dict(c.config.defense_params), "seed": c.config.attack_seed} for c in cells]
-    assert list(defenses.table_records(rows, targets)) == [
+    assert list(defenses.table_records(rows, targets, "cnn")) == [
         "mid(beta=0.02)/gmi/seed0", "mid(beta=0.02)/gmi+align(K=4)/seed0", "mid(beta=0.02)/gmi[label-only]/seed0",
         "mid(beta=0.02)/brepmi[label-only]/seed0", "mid(beta=0.02)/gmi+align(K=4)[label-only]/seed0"]
 
@@ -247,7 +258,7 @@ def test_target_draws_runs_each_targets_cells_once_with_the_other_judges(tmp_pat
             self.config, self.cache = config, cache
             self.data = types.SimpleNamespace(private_test=types.SimpleNamespace(x=0, y=0))
 
-        def evaluator(self):
+        def judge(self):
             return "judge"
 
         def redraw(self, kind, seed):
@@ -259,7 +270,7 @@ def test_target_draws_runs_each_targets_cells_once_with_the_other_judges(tmp_pat
         def surrogates(self, target):
             return []
 
-    def fake_run_attack(bench, *, attack, variant, attack_seed, target, evaluator):
+    def fake_run_attack(bench, *, attack, variant, attack_seed, target, judges):
         attacked.append((target, attack, variant, attack_seed))
         return {"attack": attack, "variant": variant, "acc@1": 0.5 if target == "target0" else 0.3, "knn_dist": 1.0,
                 "target_test_accuracy": 0.9, "reconstructions": np.zeros((2, 1, 4, 4)), "labels": np.array([0, 1])}

@@ -61,10 +61,10 @@ def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant, monkeypatch):
     """results.json holds the metrics of the reconstructions, recomputed here by hand: Acc@1 from the
     evaluation model's arg-max (mean and std over rounds), KNN from its penultimate features, natural
-    accuracies from the target and the evaluator on the private test images."""
-    targets, evaluators, judged = [], [], []
+    accuracies from the target and the judge on the private test images."""
+    targets, judges, judged = [], [], []
     _recording(monkeypatch, experiment.Workbench, "target", targets)
-    _recording(monkeypatch, experiment.Workbench, "evaluator", evaluators)
+    _recording(monkeypatch, experiment.Workbench, "judge", judges)
     _recording(monkeypatch, panel, "attack_accuracy", judged)  # the panel judges
     out = tmp_path / "run"
     args = ["attack", "--dataset", "digits", "--attack", attack, "--variant", variant, "--out", str(out),
@@ -77,15 +77,15 @@ def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant, mo
     n_rec = 1 if attack == "miface" else 2
     assert record["n_reconstructions"] == n_rec
 
-    target, evaluator = targets[-1][2], evaluators[-1][2]
-    assert not _same_weights(target, evaluator)
+    target, own_judge = targets[-1][2], judges[-1][2]
+    assert not _same_weights(target, own_judge)
     (judge, recs, labels), kwargs, _ = judged[0]
-    assert _same_weights(judge, evaluator)  # judged by the evaluation model, never by the target
+    assert _same_weights(judge, own_judge)  # judged by the evaluation model, never by the target
     recs, labels = np.asarray(recs, np.float32), np.asarray(labels)
     assert recs.shape == (5 * n_rec, 1, 8, 8) and sorted(np.unique(labels)) == [0, 1, 2, 3, 4]
     rounds = np.asarray(kwargs["rec_index"])
     with torch.no_grad():
-        hits = evaluator.eval()(torch.as_tensor(recs)).argmax(1).numpy() == labels
+        hits = own_judge.eval()(torch.as_tensor(recs)).argmax(1).numpy() == labels
     per_round = [hits[rounds == r].mean() for r in np.unique(rounds)]
     assert len(per_round) == n_rec
     assert record["acc@1"] == pytest.approx(np.mean(per_round), abs=1e-12)
@@ -93,12 +93,12 @@ def test_attack_writes_results_and_grid(tmp_path, cache_dir, attack, variant, mo
 
     digits = load_digits_data()
     private = digits.private_all()
-    f_rec, f_priv = _penultimate(evaluator, recs), _penultimate(evaluator, private.x)
+    f_rec, f_priv = _penultimate(own_judge, recs), _penultimate(own_judge, private.x)
     nearest = [((f_priv[private.y == k] - f) ** 2).sum(1).min() for f, k in zip(f_rec, labels)]
     assert record["knn_dist"] == pytest.approx(np.mean(nearest), rel=1e-4)
     test_x, test_y = digits.private_test.x, digits.private_test.y
     assert record["target_test_accuracy"] == pytest.approx(_accuracy(target, test_x, test_y), abs=1e-12)
-    assert record["evaluator_test_accuracy"] == pytest.approx(_accuracy(evaluator, test_x, test_y), abs=1e-12)
+    assert record["judge_test_accuracy"] == pytest.approx(_accuracy(own_judge, test_x, test_y), abs=1e-12)
     assert (out / "reconstructions.png").stat().st_size > 1000
     assert f"Acc@1 {record['acc@1']:.3f}" in result.output
 
@@ -196,7 +196,7 @@ def test_cached_artifacts_are_reused(tmp_path, monkeypatch):
     args = ["attack", "--out", str(tmp_path / "a"), "--cache-dir", str(cache), *TINY]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
-    # gmi/lomma: target and evaluator, the GMI prior, the two default surrogates, p_reg of the target and of
+    # gmi/lomma: target and judge, the GMI prior, the two default surrogates, p_reg of the target and of
     # each surrogate (every model's logit loss is regularised)
     assert counts == {"train_classifier": 2, "train_gmi_prior": 1, "train_kedmi_prior": 0, "distill_surrogate": 2,
                       "estimate_p_reg": 3}
@@ -333,7 +333,7 @@ class _PinnedData:
 def _pinned_result(judges: int, independent: bool) -> dict:
     result = {"attack": "gmi", "variant": "lomma", "acc@1": 0.6, "acc@1_std": 0.05, "chance@1": 0.2, "acc@5": None,
               "chance@5": 1.0, "knn_dist": 12.5, "fid_eval_features": None if independent else 40.25,
-              "target_test_accuracy": 0.9, "evaluator_test_accuracy": 0.95, "seconds_per_reconstruction": 0.125,
+              "target_test_accuracy": 0.9, "judge_test_accuracy": 0.95, "seconds_per_reconstruction": 0.125,
               "seconds": 2.5, "precision": 0.5, "recall": None, "density": 1.25, "coverage": 0.75,
               "per_identity": [{"identity": i, "name": f"id{i}", "acc@1": 0.2 * i, "n_private_train": 3 + i}
                                for i in range(5)],

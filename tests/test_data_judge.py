@@ -40,7 +40,7 @@ def _test_only_rows(data: MIDataset) -> Set[bytes]:
     return _rows(data.private_test.x) - _rows(data.private_train.x) - _rows(data.public.x)
 
 
-@pytest.mark.parametrize("artifact", ["evaluator", "target"])
+@pytest.mark.parametrize("artifact", ["judge", "target"])
 def test_models_never_train_on_private_test_images(digits: MIDataset, recorded: List[Call], artifact: str) -> None:
     held_out = _test_only_rows(digits)
     assert len(held_out) > 100  # the check below has something to find

@@ -132,7 +132,7 @@ def test_an_old_results_folder_reports_its_folders_apart(tmp_path):
                "defense_label": "none", "natural_accuracy": 0.9, "attack": "gmi", "variant": "baseline", "seed": 0,
                "artifact_seed": 0, "acc@1": acc, "acc@1_std": 0.0, "acc@5": None, "acc@5_std": None,
                "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0,
-               "evaluator_test_accuracy": 0.9, "n_identities": 2, "n_reconstructions": 1, "iterations": 2,
+               "judge_test_accuracy": 0.9, "n_identities": 2, "n_reconstructions": 1, "iterations": 2,
                "n_classes": 10, "config": {"dataset": "image-folder", "data_root": root, "data_options": {}}}
         (out / "cells" / f"c{i}.json").write_text(json.dumps(row))
     result = CliRunner().invoke(main, ["report", str(out)])

@@ -25,6 +25,7 @@ from torch import nn
 import mi_art as M
 from conftest import IMAGE_SHAPE, NUM_CLASSES, wrap
 from mi_art.evaluations.metrics import attack_accuracy, fid_eval_features, knn_distance, natural_accuracy
+from mi_art.renames import RenamedWarning
 from mi_art.utils import EstimatorModule, as_module
 
 ATTACKS = [M.GMI, M.KEDMI]
@@ -471,7 +472,7 @@ def test_run_attack_keeps_a_given_estimator(target, digits, monkeypatch):
     expected = (case.clf.predict(case.to_model(test.x)).argmax(1) == test.y).mean()
     assert result["target_test_accuracy"] == pytest.approx(expected)
     assert result["target_test_accuracy"] == pytest.approx(natural_accuracy(target, test.x, test.y))
-    judge = result["evaluator_test_accuracy"]  # one epoch: a weak judge, and the result says so
+    judge = result["judge_test_accuracy"]  # one epoch: a weak judge, and the result says so
     assert judge < 0.8 and any(f"test accuracy {judge:.3f}" in w for w in result["warnings"]), result["warnings"]
 
 
@@ -511,21 +512,26 @@ def test_redrawn_target_and_judge_are_the_recipe_from_another_seed_and_keyed_by_
 
     config = E.ExperimentConfig(dataset="digits", target_epochs=1, judge_epochs=1, augment="none")
     bench = E.Workbench(config, ArtifactCache(tmp_path), data=digits)
-    own, judge = bench.target(), bench.evaluator()
-    same, same_judge = bench.redraw("target", config.seed), bench.redraw("evaluator", config.seed + 1000)
+    own, judge = bench.target(), bench.judge()
+    same, same_judge = bench.redraw("target", config.seed), bench.redraw("judge", config.seed + 1000)
     torch.testing.assert_close(same.fc.weight, own.fc.weight)
     torch.testing.assert_close(same_judge.fc.weight, judge.fc.weight)
     # the workbench's own target: artifacts keyed by its config
     assert bench.key("target", model=same) == bench.key("target")
-    other, other_judge = bench.redraw("target", 7), bench.redraw("evaluator", 7)
+    other, other_judge = bench.redraw("target", 7), bench.redraw("judge", 7)
     assert type(other) is type(own) and type(other_judge) is type(judge)
     assert not torch.equal(other.fc.weight, own.fc.weight)
     assert not torch.equal(other_judge.fc.weight, judge.fc.weight)
     assert bench.key("target", model=other) != bench.key("target", model=own) == bench.key("target")
     torch.testing.assert_close(bench.redraw("target", 7).fc.weight, other.fc.weight)  # cached
     assert len(list(tmp_path.glob("target-*.pt"))) == 2 and len(list(tmp_path.glob("evaluator-*.pt"))) == 2
-    with pytest.raises(ValueError, match="kind must be one of 'target', 'evaluator', got 'judge'"):
-        bench.redraw("judge", 1)
+    with pytest.raises(ValueError, match="kind must be one of 'target', 'judge', got 'surrogate'"):
+        bench.redraw("surrogate", 1)
+    # the judges' earlier name still works, reported as renamed; the cached model is found under it
+    with pytest.warns(RenamedWarning, match="the kind 'evaluator' is now called 'judge'"):
+        earlier = bench.redraw("evaluator", 7)
+    torch.testing.assert_close(earlier.fc.weight, other_judge.fc.weight)
+    assert len(list(tmp_path.glob("evaluator-*.pt"))) == 2
     with pytest.raises(ValueError, match="seed"):
         bench.redraw("target", -1)
     defended = E.Workbench(E.ExperimentConfig(dataset="digits", defense="rounded"), ArtifactCache(tmp_path),

@@ -56,7 +56,7 @@ name = "mid"
 params = [{ beta = 0.01 }]
 """
 METRIC_KEYS = ("natural_accuracy", "acc@1", "acc@1_std", "acc@5", "knn_dist", "fid_eval_features",
-               "evaluator_test_accuracy")
+               "judge_test_accuracy")
 
 
 def _csv_rows(path: Path):
@@ -92,19 +92,19 @@ def _penultimate(model, x: np.ndarray) -> np.ndarray:
 
 def _check_metrics_by_hand(out: Path, cell, row) -> None:
     """A cell's Acc@1, KNN distance and natural accuracy, recomputed from its saved reconstructions
-    with the cached evaluator and target (loaded, not trained: the run cached them)."""
+    with the cached judge and target (loaded, not trained: the run cached them)."""
     data = load_digits_data()
     bench = Workbench(dataclasses.replace(cell.config, device="cpu"), ArtifactCache(out / "cache"), data=data)
-    evaluator, target = bench.evaluator(), bench.target()
+    judge, target = bench.judge(), bench.target()
     with np.load(out / "cells" / f"{cell.id}.npz") as z:
         recs, labels = z["reconstructions"], z["labels"]
     with torch.no_grad():
-        top1 = evaluator.eval()(torch.as_tensor(recs)).argmax(1).numpy()
+        top1 = judge.eval()(torch.as_tensor(recs)).argmax(1).numpy()
         natural = (target.eval()(torch.as_tensor(data.private_test.x)).argmax(1).numpy() == data.private_test.y)
     # rounds of equal size (every identity once per round): the mean over rounds is the pooled mean
     assert row["acc@1"] == pytest.approx((top1 == labels).mean(), abs=1e-12), cell.id
     private = data.private_all()
-    f_rec, f_priv = _penultimate(evaluator, recs), _penultimate(evaluator, private.x)
+    f_rec, f_priv = _penultimate(judge, recs), _penultimate(judge, private.x)
     nearest = [((f_priv[private.y == k] - f) ** 2).sum(1).min() for f, k in zip(f_rec, labels)]
     assert row["knn_dist"] == pytest.approx(np.mean(nearest), rel=1e-4), cell.id
     assert row["natural_accuracy"] == pytest.approx(natural.mean(), abs=1e-12), cell.id
@@ -183,7 +183,7 @@ def test_end_to_end_report_matches_results(local_run, grid_file):
             assert f"{row['acc@1']:.3f}" in line
         assert f"{by_label[label].pop():.3f}" in line
 
-    # artifacts were shared: one evaluator, one GMI prior, two targets for four cells
+    # artifacts were shared: one judge, one GMI prior, two targets for four cells
     cache = out / "cache"
     assert len(list(cache.glob("evaluator-*.pt"))) == 1
     assert len(list(cache.glob("gmi-prior-*.pt"))) == 1
@@ -272,7 +272,7 @@ def _artifact_keys(config, data):
     cache = _RecordingCache()
     bench = Workbench(config, cache, data=data)
     target = bench.target()
-    bench.evaluator()
+    bench.judge()
     bench.prior("gmi")
     bench.prior("kedmi", target)
     bench.surrogates(target)
@@ -399,7 +399,7 @@ def test_lom_and_ma_variants_through_the_cli(local_run, grid_file, tmp_path, mon
         assert (out / "images" / f"{r['cell_id']}.png").is_file()
     md = (out / "report.md").read_text()
     assert "gmi/lom" in md and "gmi/ma" in md
-    # nothing was trained: the local run's target, evaluator, prior, surrogate and p_reg were reused
+    # nothing was trained: the local run's target, judge, prior, surrogate and p_reg were reused
     local = {r["variant"]: r for r in json.loads((local_run[0] / "results.json").read_text())
              if r["defense"] == "none"}
     assert {r["natural_accuracy"] for r in rows} == {local["lomma"]["natural_accuracy"]}
@@ -445,7 +445,7 @@ def test_seed_scope_attack_shares_artifacts_across_seeds(tmp_path, monkeypatch):
 
         monkeypatch.setattr(owner, attribute, counted)
     rows = evaluate_grid(grid, tmp_path / "out", threads=1, progress=False, report=False, echo=lambda s: None)
-    # one target and one evaluator, one GMI prior, for both seeds ("all" would train each twice)
+    # one target and one judge, one GMI prior, for both seeds ("all" would train each twice)
     assert counts == {"train_classifier": 2, "train_gmi_prior": 1}
     assert [(r["seed"], r["artifact_seed"]) for r in rows] == [(0, 3), (1, 3)]
     assert rows[0]["natural_accuracy"] == rows[1]["natural_accuracy"]

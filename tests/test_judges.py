@@ -12,6 +12,7 @@ from conftest import assert_matches_golden
 from mi_art.evaluations import experiment as E
 from mi_art.evaluations.cache import ArtifactCache
 from mi_art.evaluations.metrics import attack_accuracy, judge_panel, knn_distance, natural_accuracy
+from mi_art.renames import RenamedWarning
 
 
 TINY = dict(dataset="digits", target_epochs=2, judge_epochs=2, gmi_steps=2, kedmi_steps=1, gan_width=8,
@@ -57,18 +58,19 @@ def test_run_attack_is_judged_by_the_workbench_panel(digits, tmp_path):
     """config.judges evaluation models of one recipe from consecutive seeds; the record's metrics are their means."""
     bench = E.Workbench(E.ExperimentConfig(attack="gmi", variant="baseline", judges=3, **TINY), ArtifactCache(tmp_path),
                         data=digits)
-    judges = bench.evaluators()
+    judges = bench.judges()
     assert len(judges) == 3 and judges[0] is not judges[1]
     assert not torch.equal(judges[0].fc.weight, judges[1].fc.weight)
-    torch.testing.assert_close(judges[2].fc.weight, bench.redraw("evaluator", bench.config.seed + 1002).fc.weight)
+    torch.testing.assert_close(judges[2].fc.weight, bench.redraw("judge", bench.config.seed + 1002).fc.weight)
     result = E.run_attack(bench)
     test = digits.private_test
     assert result["n_judges"] == 3 and len(result["acc@1_judges"]) == 3
     assert result["acc@1"] == pytest.approx(np.mean(result["acc@1_judges"]))
     assert result["knn_dist"] == pytest.approx(np.mean(result["knn_dist_judges"]))
     accuracies = [natural_accuracy(j, test.x, test.y) for j in judges]
-    assert result["evaluator_test_accuracies"] == pytest.approx(accuracies)
-    assert result["evaluator_test_accuracy"] == pytest.approx(np.mean(accuracies))
+    assert result["judge_test_accuracies"] == pytest.approx(accuracies)
+    assert result["judge_test_accuracy"] == pytest.approx(np.mean(accuracies))
+    assert not [k for k in result if k.startswith("evaluator")]  # records are written under the names now
     per_judge = [attack_accuracy(j, result["reconstructions"], result["labels"])["acc@1"] for j in judges]
     assert result["acc@1_judges"] == pytest.approx(per_judge)
 
@@ -117,3 +119,24 @@ def test_the_panel_output_is_pinned():
     Acc@k not applicable at k >= K, per identity) stays what it was when the panel was one function."""
     judges, x, y, private_x, private_y, options = _pinned_panel_inputs()
     assert_matches_golden(judge_panel(judges, x, y, private_x, private_y, **options), "judge_panel.json")
+
+
+def test_the_judges_earlier_python_names_still_work_reported_as_renamed(digits, tmp_path):
+    """Workbench.evaluator() / evaluators() and run_attack(evaluator=...) were the judges' names: they give the
+    same models, each reported once as renamed (a RenamedWarning at the caller's line); run_attack refuses both
+    names with two values before any work."""
+    bench = E.Workbench(E.ExperimentConfig(attack="gmi", variant="baseline", judges=2, **TINY), ArtifactCache(tmp_path),
+                        data=digits)
+    judges = bench.judges()
+    with pytest.warns(RenamedWarning, match="the method 'evaluators' is now called 'judges'") as said:
+        earlier = bench.evaluators()
+    assert [w.filename for w in said] == [__file__]
+    assert [torch.equal(a.fc.weight, b.fc.weight) for a, b in zip(earlier, judges)] == [True, True]
+    with pytest.warns(RenamedWarning, match="the method 'evaluator' is now called 'judge'"):
+        assert torch.equal(bench.evaluator().fc.weight, bench.judge().fc.weight)
+    with pytest.warns(RenamedWarning, match="run_attack: the argument 'evaluator' is now called 'judges'"):
+        result = E.run_attack(bench, evaluator=judges[1])
+    assert result["n_judges"] == 1 and result["judge_test_accuracies"] == pytest.approx(
+        [natural_accuracy(judges[1], digits.private_test.x, digits.private_test.y)])
+    with pytest.raises(ValueError, match="evaluator and judges are both given: .*give judges only"):
+        E.run_attack(bench, judges=judges[0], evaluator=judges[1])

@@ -30,7 +30,7 @@ def _row(cid: str, index: int, *, defense: str = "none", label: str = "none", at
            "attack": attack, "variant": variant, "seed": seed, "artifact_seed": seed, "acc@1": acc1,
            "acc@1_std": 0.05, "acc@5": min(1.0, acc1 + 0.2), "acc@5_std": 0.02, "knn_dist": 12.5 - 5 * acc1,
            "fid_eval_features": 80.0 - 40 * acc1, "seconds": 3.0 + seed, "cell_seconds": 4.0 + seed,
-           "evaluator_test_accuracy": 0.95, "n_identities": 4, "n_classes": 10, "n_reconstructions": 2,
+           "judge_test_accuracy": 0.95, "n_identities": 4, "n_classes": 10, "n_reconstructions": 2,
            "n_candidates": None, "search_views": None, "iterations": 10, "n_judges": 3,
            "acc@1_judge_std": 0.04, "acc@5_judge_std": 0.03, "knn_dist_judge_std": 0.5,
            "fid_eval_features_judge_std": 2.0, "access": "white-box", "queries": None,
@@ -46,7 +46,8 @@ def _row(cid: str, index: int, *, defense: str = "none", label: str = "none", at
 
 def fixed_rows() -> List[Dict[str, Any]]:
     """Two seeds of an undefended and a DP target attacked white-box, one black-box cell with queries, and an old
-    data set's rows without PRDC, independent judge, per-identity figures or number of classes."""
+    data set's rows without PRDC, independent judge, per-identity figures or number of classes, whose judges'
+    accuracy is under its earlier key (``evaluator_test_accuracy``)."""
     dp = {"defense": "dp-sgd", "label": "dp-sgd(epsilon=8)", "natural": 0.7, "epsilon": 7.9, "delta": 1e-5,
           "defense_record": {"defense": "dp-sgd", "epsilon": 7.9, "delta": 1e-5, "accountant": "rdp",
                              "details": {"noise_multiplier": 1.1, "sample_rate": 0.05, "steps": 400,
@@ -64,6 +65,7 @@ def fixed_rows() -> List[Dict[str, Any]]:
                     "per_identity", "n_classes", "acc@1_judge_std", "acc@5_judge_std", "knn_dist_judge_std",
                     "fid_eval_features_judge_std", "n_judges", "dataset_kind", "n_candidates", "search_views"):
             row.pop(key)
+        row["evaluator_test_accuracy"] = row.pop("judge_test_accuracy")  # saved before the judges' key was renamed
         old.append(row)
     return rows + old
 
@@ -178,10 +180,10 @@ def test_a_grid_cell_writes_a_registered_metric_in_its_row(tmp_path, monkeypatch
         def target(self):
             return "target"
 
-        def evaluators(self):
+        def judges(self):
             return ["judge"]
 
-    def fake_attack(bench, target, evaluator):
+    def fake_attack(bench, target, judges):
         return {"attack": "gmi", "variant": "baseline", "target_test_accuracy": 0.875, "acc@1": 0.5,
                 "n_judges": 1, "n_identities": 2, "n_reconstructions": 1, "iterations": 3, "warnings": [],
                 "num_classes": 2, "chance@1": 0.5, "toy_sharpness": 0.75, "toy_sharpness_judge_std": 0.0,

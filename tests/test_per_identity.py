@@ -101,7 +101,7 @@ def _cell(cid, index, per_identity=None, acc1=0.6, variant="baseline", defense="
     row = {"cell_id": cid, "index": index, "dataset": "faces", "defense": defense, "defense_params": {},
            "defense_label": defense, "natural_accuracy": 0.9, "attack": "gmi", "variant": variant, "seed": 0,
            "artifact_seed": 0, "acc@1": acc1, "acc@1_std": 0.0, "acc@5": 0.9, "knn_dist": 1.0,
-           "fid_eval_features": None, "seconds": 1.0, "evaluator_test_accuracy": 0.95, "n_classes": 10,
+           "fid_eval_features": None, "seconds": 1.0, "judge_test_accuracy": 0.95, "n_classes": 10,
            "n_identities": 4, "n_reconstructions": 2, "n_judges": 1}
     if per_identity is not None:
         row["per_identity"] = per_identity

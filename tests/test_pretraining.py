@@ -185,7 +185,7 @@ def test_workbench_target_and_judge_start_from_the_cached_pretrained_body(digits
                               augment="none")
     bench = Workbench(config, ArtifactCache(tmp_path), data=digits)
     seen = _spy(monkeypatch, workbench, "fine_tune_classifier")
-    target, judge = bench.target(), bench.evaluator()
+    target, judge = bench.target(), bench.judge()
     assert [s["out"] for s in seen] == [digits.num_public_classes] * 2
     assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.pt")) == ["evaluator", "pretrained", "pretrained",
                                                                            "target"]

@@ -26,7 +26,7 @@ def _row(cid: str, index: int, *, dataset: str, n_classes, seed: int = 0, acc1: 
            "defense_label": "none", "natural_accuracy": 0.9, "epsilon": None, "delta": None, "attack": "gmi",
            "variant": variant, "seed": seed, "artifact_seed": seed, "acc@1": acc1, "acc@1_std": 0.1,
            "acc@5": acc5, "acc@5_std": 0.0, "knn_dist": 12.5, "fid_eval_features": None, "seconds": 3.0,
-           "cell_seconds": 4.0, "evaluator_test_accuracy": 0.95, "n_identities": 2, "n_reconstructions": 2,
+           "cell_seconds": 4.0, "judge_test_accuracy": 0.95, "n_identities": 2, "n_reconstructions": 2,
            "iterations": 10}
     if n_classes is not None:  # None: a row saved before n_classes / chance@k existed
         row["n_classes"] = n_classes
@@ -92,6 +92,7 @@ def test_a_row_written_under_earlier_names_reads_under_the_names_now():
     import warnings
 
     old = {"cell_id": "x", "defense": "nls", "defense_label": "nls(alpha=-0.05)", "n_classes": 10,
+           "evaluator_test_accuracy": 0.42, "evaluator_test_accuracies": [0.4, 0.44],
            "config": {"defense": "nls", "prior_steps": 300, "surrogate_archs": ["efficientnet_b0"],
                       "eval_arch": "cnn-wide", "eval_epochs": 30, "eval_pretrain_epochs": 0}}
     with warnings.catch_warnings():
@@ -102,7 +103,31 @@ def test_a_row_written_under_earlier_names_reads_under_the_names_now():
     assert row["config"] == {"defense": "negative-label-smoothing", "gmi_steps": 300,
                              "surrogate_archs": ["efficientnet-b0"], "judge_arch": "cnn-wide", "judge_epochs": 30,
                              "judge_pretrain_epochs": 0}
-    assert old["defense"] == "nls"  # the stored row itself is left as it was
+    assert (row["judge_test_accuracy"], row["judge_test_accuracies"]) == (0.42, [0.4, 0.44])
+    assert "evaluator_test_accuracy" not in row and "evaluator_test_accuracies" not in row
+    assert old["defense"] == "nls" and "judge_test_accuracy" not in old  # the stored row is left as it was
+
+
+def test_a_cell_saved_with_the_judges_earlier_key_reports_its_judge_accuracy(tmp_path):
+    """A cell finished when the judges' mean accuracy was saved as ``evaluator_test_accuracy``: the report reads it
+    as ``judge_test_accuracy`` (its line under the data set, the weak-judge warning, results.csv and .json) beside a
+    cell saved since."""
+    from mi_art.evaluations.report import render_report
+
+    out = tmp_path / "out"
+    old = _row("old", 0, dataset="d", n_classes=5)
+    old["evaluator_test_accuracy"] = old.pop("judge_test_accuracy")
+    old["evaluator_test_accuracy"] = 0.25  # weak: below WEAK_JUDGE_ACCURACY
+    _write_cell(out, old, images=False)
+    _write_cell(out, _row("new", 1, dataset="d", n_classes=5, seed=1), images=False)
+    render_report(out)
+    report = (out / "report.md").read_text()
+    assert "Evaluation model test accuracy: 0.600 ± 0.495" in report
+    assert "seed 0: the evaluation model is close to chance: test accuracy 0.250" in report
+    rows = {r["cell_id"]: r for r in json.loads((out / "results.json").read_text())}
+    assert (rows["old"]["judge_test_accuracy"], rows["new"]["judge_test_accuracy"]) == (0.25, 0.95)
+    assert not any("evaluator_test_accuracy" in r for r in rows.values())
+    assert (out / "results.csv").read_text().splitlines()[1].split(",")[ROW_KEYS.index("judge_test_accuracy")] == "0.25"
 
 
 def test_report_writes_null_and_n_a_for_acc5_and_chance_beside_acc(report_dir):
@@ -362,7 +387,7 @@ def test_report_file_names_from_cell_files_stay_in_their_folders(tmp_path):
            "defense_label": "none", "natural_accuracy": 0.9, "epsilon": None, "delta": None, "attack": "gmi",
            "variant": "baseline", "seed": 0, "artifact_seed": 0, "acc@1": 0.5, "acc@1_std": 0.1, "acc@5": 1.0,
            "acc@5_std": 0.0, "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0,
-           "evaluator_test_accuracy": 0.9, "n_identities": 2, "n_reconstructions": 2, "iterations": 1, "n_classes": 5}
+           "judge_test_accuracy": 0.9, "n_identities": 2, "n_reconstructions": 2, "iterations": 1, "n_classes": 5}
     (cells / "c0.json").write_text(json.dumps(row))
     render_report(out)
     written = list(tmp_path.rglob("*escape*.png"))
@@ -376,7 +401,7 @@ def _cell(out, cid, index, label, defense, params, natural, acc, epsilon=None, d
            "defense_label": label, "natural_accuracy": natural, "epsilon": epsilon,
            "delta": None if epsilon is None else 1 / 150, "attack": "gmi", "variant": "lomma", "seed": 0,
            "artifact_seed": 0, "acc@1": acc, "acc@1_std": 0.0, "acc@5": 1.0, "acc@5_std": 0.0, "knn_dist": 10.0,
-           "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0, "evaluator_test_accuracy": 0.95,
+           "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0, "judge_test_accuracy": 0.95,
            "n_identities": 5, "n_classes": 5, "n_reconstructions": 5, "iterations": 10}
     if details is not None:
         row["defense_record"] = {"accountant": "rdp", "details": details}

@@ -178,7 +178,7 @@ def _hostile_cell(out: Path, cid: str, index: int, label: str, defense: str) -> 
            "defense_label": label, "natural_accuracy": 0.9, "epsilon": None, "delta": None, "attack": "gmi",
            "variant": "lomma", "seed": 0, "artifact_seed": 0, "acc@1": 0.5, "acc@1_std": 0.0, "acc@5": 0.9,
            "acc@5_std": 0.0, "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0, "cell_seconds": 1.0,
-           "evaluator_test_accuracy": 0.95, "n_identities": 2, "n_reconstructions": 2, "iterations": 1,
+           "judge_test_accuracy": 0.95, "n_identities": 2, "n_reconstructions": 2, "iterations": 1,
            "n_classes": 10}
     (out / "cells").mkdir(parents=True, exist_ok=True)
     (out / "cells" / f"{cid}.json").write_text(json.dumps(row))

@@ -175,7 +175,7 @@ def _cell(cid: str, index: int, defense: str, natural: float, acc: float, *, lab
             "defense_label": label or defense, "natural_accuracy": natural, "epsilon": None, "delta": None,
             "attack": "gmi", "variant": variant, "seed": seed, "artifact_seed": seed, "acc@1": acc, "acc@1_std": 0.0,
             "acc@5": None, "acc@5_std": None, "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0,
-            "cell_seconds": 1.0, "evaluator_test_accuracy": 0.95, "n_identities": 2, "n_reconstructions": 2,
+            "cell_seconds": 1.0, "judge_test_accuracy": 0.95, "n_identities": 2, "n_reconstructions": 2,
             "iterations": 1, "n_classes": 50}
 
 

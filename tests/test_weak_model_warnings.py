@@ -124,7 +124,7 @@ def test_attack_warns_for_a_weak_judge_and_not_for_a_good_one(tmp_path):
                                 "--cache-dir", str(tmp_path / "cache")])
     assert weak.exit_code == 0, weak.output
     record = json.loads((tmp_path / "weak" / "results.json").read_text())
-    assert record["evaluator_test_accuracy"] < WEAK_JUDGE_ACCURACY
+    assert record["judge_test_accuracy"] < WEAK_JUDGE_ACCURACY
     assert len(record["warnings"]) == 1 and "weak evaluation model" in record["warnings"][0]
     assert "warning: weak evaluation model" in weak.output and "(chance 0.20)" in weak.output
 
@@ -133,7 +133,7 @@ def test_attack_warns_for_a_weak_judge_and_not_for_a_good_one(tmp_path):
                                 "--cache-dir", str(tmp_path / "cache")])
     assert good.exit_code == 0, good.output
     record = json.loads((tmp_path / "good" / "results.json").read_text())
-    assert record["evaluator_test_accuracy"] >= WEAK_JUDGE_ACCURACY and record["target_test_accuracy"] >= 0.5
+    assert record["judge_test_accuracy"] >= WEAK_JUDGE_ACCURACY and record["target_test_accuracy"] >= 0.5
     assert record["warnings"] == [] and "warning:" not in good.output
     assert record["config"]["target_pretrain_epochs"] == record["config"]["judge_pretrain_epochs"] == 1
 
@@ -159,7 +159,7 @@ def _row(cid, index, judge, seed=0, defense="none", natural=0.9):
             "defense_label": defense, "natural_accuracy": natural, "epsilon": None, "delta": None, "attack": "gmi",
             "variant": "baseline", "seed": seed, "artifact_seed": seed, "acc@1": 0.6, "acc@1_std": 0.1,
             "acc@5": None, "acc@5_std": None, "knn_dist": 1.0, "fid_eval_features": None, "seconds": 1.0,
-            "cell_seconds": 1.0, "evaluator_test_accuracy": judge, "n_identities": 2, "n_classes": 5,
+            "cell_seconds": 1.0, "judge_test_accuracy": judge, "n_identities": 2, "n_classes": 5,
             "n_reconstructions": 2, "iterations": 10}
 
 
