@@ -1,13 +1,14 @@
 """A benchmark's results file: one JSON object whose keys are finished cells (``"GMI+LOMMA/seed0"``) and whose
-values are their records. Every resumable script loads it, skips the keys it holds, stores each cell as it
-finishes (atomically: a script stopped mid-write keeps the file it had) and merges other processes' files
-(``--also``) into its table. The format is the one the scripts have always written, so earlier files resume; a
-record's renamed keys are read under their names now (:func:`~mi_art.evaluations.rows.record_names_now`)."""
+values are their records. Every resumable script that is not a grid (the grids, ``attack_variants.py`` and
+``defenses.py``, resume in their folders: ``_grid_run.py``) loads it, skips the keys it holds and stores each cell
+as it finishes (atomically: a script stopped mid-write keeps the file it had). The format is the one the scripts
+have always written, so earlier files resume; a record's renamed keys are read under their names now
+(:func:`~mi_art.evaluations.rows.record_names_now`)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Optional
 
 from mi_art.evaluations.rows import record_names_now
 from mi_art.utils import write_atomic
@@ -43,20 +44,3 @@ class Results:
     def save(self) -> None:
         """Write the records (atomically; values JSON cannot hold are written as their text)."""
         write_atomic(self.path, json.dumps(self.records, indent=self.indent, default=str))
-
-    def merged(self, also: Iterable[Path | str] = ()) -> Dict[str, Any]:
-        """These records with those of the files ``also`` (other processes' ``--out``; a later file's key wins);
-        a file not written yet is named on the console and left out."""
-        merged = dict(self.records)
-        for extra in also:
-            if not Path(extra).is_file():
-                print(f"(no result file {extra}: its rows are missing)")
-                continue
-            merged.update(load_results(extra))
-        return merged
-
-
-def add_also_argument(parser: Any) -> None:
-    """``--also``: other result files merged into the table."""
-    parser.add_argument("--also", nargs="*", default=(), help="more result files to merge into the table (another "
-                                                              "process's --out, e.g. for a second CPU core)")

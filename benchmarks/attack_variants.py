@@ -3,15 +3,19 @@
 Two face benchmarks (``benchmarks/_settings.py``): ``--benchmark att``, AT&T faces (private s1-s20, public
 s21-s40, 32x32 grey), the quick look; ``--benchmark lfw``, LFW (the 50 persons with the most images
 private, 30 images at most each, the other 108 persons public, 32x32 colour), the harder benchmark where
-claims are made. The target, the evaluation models, the GAN priors and the surrogates are trained once
-(cached under --cache-dir) and reused by every method and seed. Each method runs with several attack
-seeds, and every reconstruction is judged by ``--judges`` independently trained evaluation models. The
-cache is locked per artifact, so processes that split the methods (``--methods``, each with its own
-``--out``, merged with ``--also``) share it and train each artifact once. The
-table gives, for Acc@1, Acc@5 (by the judges) and KNN distance (squared L2 in a judge's feature space),
-the mean over seeds and judges, the std over attack seeds (of the judges' mean) and the std over judges
-(of the seeds' mean); and attack seconds per reconstruction. Finished cells are stored in --out
-(atomically) and skipped when the script is run again.
+claims are made. The rows are a grid (:func:`variants_grid`: one attack form per row, named as the row) run by
+the library's grid runner (``mi_art.evaluations.executors.evaluate_grid``) into the folder ``--out``: each
+finished cell is ``<out>/cells/<cell-id>.json`` (its record) and ``.npz`` (its reconstructions and labels, for
+a later judge), and a second run skips the finished cells. The target, the evaluation models, the GAN priors and
+the surrogates are trained once (cached under --cache-dir) and reused by every method and seed. Each method runs
+with several attack seeds (MIFace, deterministic, at the first alone), and every reconstruction is judged by
+``--judges`` independently trained evaluation models. The same command in a second process (same ``--out``, e.g.
+for a second CPU core) shares the cells (each is claimed before it runs) and the cache (each artifact trained
+once), and both table every cell; processes that split the rows (``--methods``, ``--first-seed``) into folders of
+their own are merged with ``--also``. The table gives,
+for Acc@1, Acc@5 (by the judges) and KNN distance (squared L2 in a judge's feature space), the mean over seeds
+and judges, the std over attack seeds (of the judges' mean) and the std over judges (of the seeds' mean); and
+attack seconds per reconstruction.
 
     python benchmarks/attack_variants.py                     # AT&T, full run (hours on 2 CPU cores)
     python benchmarks/attack_variants.py --benchmark lfw     # LFW
@@ -21,21 +25,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from _cells import AttackCell, run_attack_cells
-from _results import Results, add_also_argument
-from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, artifact_cache,
-                       benchmark_config, parse_args, spaced_identities)
+from _grid_run import add_grid_out_arguments, benchmark_data, config_grid, out_folder, run_benchmark_grid
+from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, benchmark_config, parse_args,
+                       spaced_identities)
 from mi_art.threads import set_threads
 
 from mi_art.attacks import ATTACKS
-from mi_art.evaluations.experiment import ExperimentConfig, Workbench
-from mi_art.utils import atomic_file
+from mi_art.evaluations.experiment import ExperimentConfig
+from mi_art.evaluations.grid import FormSpec, Grid
 from mi_art.variants import VARIANTS
 
 #: Row names of the GAN attacks: every attack of the registry, by its title.
@@ -58,39 +61,40 @@ CONFIG_FORM = {**PAPER_FORM, **ACCESS_FORM}
 #: "GMI+ALIGN" (gradient alignment costs about mi_art.ALIGN_VIEWS passes through the models per step).
 OPT_IN_METHODS = [(attack, variant, f"{name}+{variant.upper()}") for attack, name in ATTACK_NAMES.items()
                   for variant in VARIANTS if variant not in ("baseline", "lom", "ma", "lomma")]
+#: Attacks that give the same reconstructions at every seed: run at the first seed alone.
+DETERMINISTIC = ("miface",)
 
 
 def main() -> None:
     parser = _parser()
     args = parse_args(parser)
     set_threads(args.threads)
+    start = time.perf_counter()
     config = _config(args)
     suffix = (("" if args.benchmark == "att" else f"-{args.benchmark}") + ("-quick" if args.quick else "")
               + ("" if args.image_size is None else f"-{args.image_size}px"))
-    results = Results(args.out or REPO / "mi_art_runs" / f"attack_variants{suffix}.json")
+    out = out_folder(args.out or REPO / "mi_art_runs" / f"attack_variants{suffix}")
     wanted = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
-
-    start = time.perf_counter()
-    bench = Workbench(config, artifact_cache(args.cache_dir))
-    chosen = attacked_identities(args, bench.data.num_classes)
+    unknown = sorted((wanted or set()) - {name for _, _, name in METHODS + OPT_IN_METHODS})
+    if unknown:
+        raise SystemExit(f"--methods={args.methods!r} names no row: {', '.join(unknown)} (the rows: "
+                         + ", ".join(name for _, _, name in METHODS + OPT_IN_METHODS) + ")")
+    methods = selected_methods(wanted)
+    data = benchmark_data(config)
+    chosen = attacked_identities(args, data.num_classes)
     if chosen is not None:
         config = dataclasses.replace(config, identities=chosen)
-        bench = Workbench(config, bench.cache, data=bench.data)
-    target, judges = bench.target(), bench.judges()
-    print(f"data: {len(bench.data.private_train)} private train / {len(bench.data.private_test)} test images of "
-          f"{bench.data.num_classes} identities, {len(bench.data.public)} public images; "
-          f"setup {time.perf_counter() - start:.0f}s", flush=True)
-    seeds = range(args.first_seed, args.first_seed + (args.seeds or (2 if args.quick else 3)))
-    run_attack_cells(results, method_cells(selected_methods(wanted), seeds), bench, target, judges,
-                     describe=_describe, annotate=lambda cell, result: {
-                         "reconstructions_file": str(_keep_reconstructions(results.path, cell.key, result))})
-    merged = results.merged(args.also)
-    if not merged:
-        print("no finished cells yet")
-        return
+    print(f"data: {len(data.private_train)} private train / {len(data.private_test)} test images of "
+          f"{data.num_classes} identities, {len(data.public)} public images", flush=True)
+    seeds = list(range(args.first_seed, args.first_seed + (args.seeds or (2 if args.quick else 3))))
     size = config.data_options["image_size"]
-    print_table(merged, config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", results.path)
-    print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+    def table(rows: List[Dict[str, Any]]) -> None:
+        print_table(table_records(rows), config, f"{BENCHMARKS[args.benchmark]['title']}, {size}x{size}", out)
+        print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+    run_benchmark_grid([variants_grid(config, methods, seeds, f"attack-variants{suffix}")], out, table,
+                       cache_dir=args.cache_dir, threads=args.threads, also=args.also)
 
 
 def attacked_identities(args: argparse.Namespace, num_classes: int) -> list | None:
@@ -117,18 +121,19 @@ def selected_methods(wanted: set | None) -> list:
     return [m for m in METHODS + OPT_IN_METHODS if m[2] in (default_rows if wanted is None else wanted)]
 
 
-def method_cells(methods: list, seeds: range) -> list:
-    """Every row of ``methods`` at every attack seed (MIFace, deterministic, at the first alone), keyed
-    ``<row>/seed<seed>``; a row of :data:`CONFIG_FORM` with its configuration changes."""
-    return [AttackCell(f"{name}/seed{seed}", attack, variant, seed, CONFIG_FORM.get(name, {}))
-            for attack, variant, name in methods for seed in (seeds[:1] if attack == "miface" else seeds)]
+def variants_grid(config: ExperimentConfig, methods: Sequence[tuple], seeds: Sequence[int], name: str) -> Grid:
+    """The rows ``methods`` as a grid over the benchmark's ``config``: one attack form per row, named as the row,
+    with its attack, its variant and its :data:`CONFIG_FORM` changes, at every seed of ``seeds`` (a
+    :data:`DETERMINISTIC` attack at the first alone)."""
+    return config_grid(config, [FormSpec(row, dict(CONFIG_FORM.get(row, {})), [attack], [variant],
+                                         list(seeds[:1]) if attack in DETERMINISTIC else None)
+                                for attack, variant, row in methods], seeds, name)
 
 
-def _describe(key: str, record: dict) -> str:
-    """A finished cell's line on the console."""
-    return (f"{key:<22} Acc@1 {record['acc@1']:.3f} (judges {_judges(record, 'acc@1')})  "
-            f"Acc@5 {_num(record['acc@5'])}  KNN {record['knn_dist']:.2f}  "
-            f"{record['seconds_per_reconstruction']:.3f} s/rec  (artifacts {record['artifact_seconds']:.0f}s)")
+def table_records(rows: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The finished rows as the table reads them, keyed ``<row>/seed<seed>`` (a cell's row is its form's name; a
+    later row's key wins)."""
+    return {f"{r['form']}/seed{r['seed']}": r for r in rows if r.get("form")}
 
 
 def _config(args: argparse.Namespace) -> ExperimentConfig:
@@ -254,22 +259,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
-    parser.add_argument("--out", default=None,
-                        help="results JSON (default mi_art_runs/attack_variants[-lfw][-quick].json)")
-    add_also_argument(parser)
-
-
-def _keep_reconstructions(out: Path, key: str, result: dict) -> Path:
-    """Write the cell's reconstructions and labels beside the results file (``<out>.reconstructions/``), so that
-    a later judge can score the very images this table scored."""
-    folder = out.with_suffix(".reconstructions")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (key.replace("/", "-").replace("+", "_") + ".npz")
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, reconstructions=result["reconstructions"], labels=result["labels"])
-    with atomic_file(path, size=buffer.getbuffer().nbytes) as f:
-        f.write(buffer.getbuffer())
-    return path
+    add_grid_out_arguments(parser, "mi_art_runs/attack_variants[-lfw][-quick]")
 
 
 def _independent(rows: list, metric: str) -> str:
@@ -325,11 +315,11 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
     print(f"\n{title} ({first['n_identities']} identities; chance Acc@1 "
           f"{_num(first.get('chance@1'), '.2f')}, Acc@5 {_num(first.get('chance@5'), '.2f')}), "
           f"{_pretraining(config)}target {config.target_arch} "
-          f"(test acc {first['target_test_accuracy']:.3f}), {len(judge_acc)} evaluation model(s) {config.judge_arch} "
+          f"(test acc {first['natural_accuracy']:.3f}), {len(judge_acc)} evaluation model(s) {config.judge_arch} "
           f"(test acc {' / '.join(f'{a:.3f}' for a in judge_acc)}); GAN attacks: {config.iterations} iterations, "
           f"{config.n_reconstructions} reconstructions per identity"
           f"{'' if config.identities is None else f' on {len(config.identities)} of the identities'}"
-          f"{'' if config.identities is None else ' (the results file lists them)'}"
+          f"{'' if config.identities is None else ' (listed in the configuration of each cell)'}"
           f"{'' if config.n_candidates is None else f', kept from {config.n_candidates} candidates'}"
           f"{'' if config.search_views is None else f', identity loss over {config.search_views} random views'}"
           f"{'' if config.id_weight is None else f', identity loss weight {config.id_weight:g}'}"
@@ -357,7 +347,8 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
         agreement = ", ".join(f"{s['arch']} {s['agreement_public_heldout']:.2f} / {s['agreement_private_test']:.2f}"
                               + ("" if s.get("used", True) else " (dropped)")
                               for s in rows[0].get("surrogates") or []) or "-"
-        sec = float(np.mean([r["seconds_per_reconstruction"] for r in rows]))
+        secs = [r["seconds_per_reconstruction"] for r in rows if r.get("seconds_per_reconstruction") is not None]
+        sec = f"{np.mean(secs):.3f}" if secs else "-"  # a grid's rows of the library's earlier versions lack it
         norms = [[n["reconstructions"] / n["public"] if n else np.nan for n in r.get("feature_norms") or []]
                  for r in rows]
         same_models = norms and norms[0] and len({len(n) for n in norms}) == 1
@@ -366,7 +357,7 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
         query_text = f"{np.mean(queries):.0f}" if queries else "-"
         print(f"| {name:<24} | {len(rows):>5} | {cell('acc@1'):>23} | {cell('acc@5'):>23} "
               f"| {cell('knn_dist', '.1f'):>24} "
-              f"| {sec:>7.3f} | {_num(prior.get('train_seconds'), '.0f'):>7} "
+              f"| {sec:>7} | {_num(prior.get('train_seconds'), '.0f'):>7} "
               f"| {_num(prior.get('fid_public'), '.1f'):>9} | {agreement:<38} | {norm_text:<31} | {query_text:>9} "
               f"| {_independent(rows, 'independent_acc@1'):>17} | {_independent(rows, 'independent_acc@5'):>17} "
               f"| {_independent(rows, 'independent_dist'):>16} |")
@@ -374,7 +365,7 @@ def print_table(done: dict, config: ExperimentConfig, title: str, out: Path) -> 
           f"training seconds of the prior (KEDMI: its fine-tuning from the GMI generator); prior FID: 500 samples "
           f"against the public images on the first evaluation model's features. Feature norm / public: each model's "
           f"mean penultimate-feature norm on the reconstructions over its norm on public images, mean over seeds.) "
-          f"Raw records: {out}")
+          f"Raw records: {out}/cells (each cell's .json; its reconstructions in its .npz)")
 
 
 if __name__ == "__main__":

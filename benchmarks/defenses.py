@@ -6,8 +6,9 @@ DP-SGD (Opacus's RDP accountant, delta = 1/N), and Acc@1 / KNN distance of GMI+L
 (mean +- std over attack seeds), beside the evaluation model's held-out accuracy and the surrogate's
 agreement with each target. The public GMI prior and the evaluation model are shared with
 ``attack_variants.py`` through the cache; the KEDMI prior (fine-tuned from the GMI generator), the
-surrogate (one, to keep the grid affordable on a CPU) and p_reg are made per target.
-Finished cells are stored in --out (atomically) and skipped when the script is run again.
+surrogate (one, to keep the grid affordable on a CPU) and p_reg are made per target. The defended targets, attacks
+and access levels are a grid (:func:`defenses_grid`) run by the library's grid runner into the folder --out (each
+finished cell ``<out>/cells/<cell-id>.json`` and ``.npz``), skipped when the script is run again.
 
     python benchmarks/defenses.py            # full grid
     python benchmarks/defenses.py --quick    # fewer defenses, smaller budgets
@@ -25,22 +26,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from _cells import AttackCell, run_attack_cells
-from _results import Results, add_also_argument
-from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, artifact_cache,
-                       benchmark_config, parse_args, spaced_identities)
+from _grid_run import add_grid_out_arguments, benchmark_data, config_grid, out_folder, run_benchmark_grid
+from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, benchmark_config, parse_args,
+                       spaced_identities)
 from mi_art.threads import set_threads
 
 from mi_art.defenses.registry import RENAMED_DEFENSES
-from mi_art.evaluations.experiment import ExperimentConfig, Workbench
-from mi_art.evaluations.metrics import natural_accuracy
+from mi_art.evaluations.experiment import ExperimentConfig
+from mi_art.evaluations.grid import DefenseSpec, FormSpec, Grid
 from mi_art.evaluations.report import aggregate, plot_frontier
-from mi_art.evaluations.utility import adaptive_comparison, aligned_variant
+from mi_art.evaluations.utility import adaptive_comparison, aligned_variant, plain_variant
 from mi_art.variants import ALIGN_VIEWS
 
 #: Negative label smoothing's name (its earlier name "nls" stays in the rows' labels: :func:`label`).
@@ -139,42 +141,79 @@ def main() -> None:
     seeds = args.seeds or (2 if args.quick else 3)
     base = _config(args)
     align = _aligned_attack(parser, args, base)
-    results = Results(args.out or REPO / "mi_art_runs" / (
-        f"defenses{'' if args.benchmark == 'att' else '-' + args.benchmark}{'-quick' if args.quick else ''}"
-        f"{'-output' if args.output_defenses else ''}{'-deployed' if args.deployed else ''}.json"))
-    cache = artifact_cache(args.cache_dir)  # shared with other scripts running at the same time
+    suffix = (f"{'' if args.benchmark == 'att' else '-' + args.benchmark}{'-quick' if args.quick else ''}"
+              f"{'-output' if args.output_defenses else ''}{'-deployed' if args.deployed else ''}")
+    out = out_folder(args.out or REPO / "mi_art_runs" / f"defenses{suffix}")
+    data = benchmark_data(base)
     if args.identities is not None:
-        base = dataclasses.replace(base, identities=spaced_identities(
-            args.identities, Workbench(base, cache).data.num_classes))
-    grid = _grid(args, base, cache)
+        base = dataclasses.replace(base, identities=spaced_identities(args.identities, data.num_classes))
+    targets = _grid(args, len(data.private_train))
     attacks, levels = [a.strip() for a in args.attacks.split(",")], [a.strip() for a in args.access.split(",")]
     start = time.perf_counter()
-    judges = None
-    for defense, params, overrides in grid:
-        name = label(defense, params, overrides)
-        bench, target, facts = _defended_target(name, defense, params, overrides, base, cache)
-        judges = judges or bench.judges()  # the panel of --judges evaluation models
-        cells = defense_cells(name, attacks, levels, args.variant, align,
-                              range(args.first_seed, args.first_seed + seeds))
-        run_attack_cells(results, cells, bench, target, judges, describe=_describe,
-                         annotate=lambda cell, result, facts=facts: facts)
-    print_tables(args, results.merged(args.also), grid, base, seeds, results.path, align)
-    print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+    def table(rows: List[Dict[str, Any]]) -> None:
+        print_tables(args, table_records(rows, targets, base.target_arch), targets, base, seeds, out, align)
+        print(f"total wall time {time.perf_counter() - start:.0f}s")
+
+    seed_range = range(args.first_seed, args.first_seed + seeds)
+    grids = [defenses_grid(base, group, attacks, levels, align, seed_range,
+                           f"defenses{suffix}" + (f"-{group[0][2]['target_arch']}" if "target_arch" in group[0][2]
+                                                  else ""))
+             for group in _by_configuration(targets)]
+    run_benchmark_grid(grids, out, table, cache_dir=args.cache_dir, threads=args.threads, also=args.also)
 
 
-def _defended_target(name: str, defense: str, params: dict, overrides: dict, base: ExperimentConfig, cache):
-    """The workbench of ``defense`` at ``params`` (``base`` with ``overrides``), its target (trained, or loaded
-    from the cache), and the target's facts every one of its records carries (natural accuracy, epsilon, ...)."""
-    bench = Workbench(dataclasses.replace(base, defense=defense, defense_params=params, **overrides), cache)
-    start = time.perf_counter()
-    target = bench.target()
-    record = bench.defense_record or {}
-    natural = natural_accuracy(target, bench.data.private_test.x, bench.data.private_test.y)
-    print(f"{name}: natural accuracy {natural:.3f}, epsilon {record.get('epsilon')}, "
-          f"target {time.perf_counter() - start:.0f}s", flush=True)
-    return bench, target, dict(defense=defense, defense_params=params, natural_accuracy=natural,
-                               epsilon=record.get("epsilon"), delta=record.get("delta"), target_config=overrides,
-                               defense_record={k: record.get(k) for k in ("accountant", "details", "train_time_s")})
+def _by_configuration(targets: list) -> list:
+    """The defended targets grouped by their configuration overrides, in their order: one grid per group (a grid's
+    defense settings share one configuration; the RoLSS rows' residual architecture is another)."""
+    groups: Dict[str, list] = {}
+    for target in targets:
+        groups.setdefault(json.dumps(target[2], sort_keys=True), []).append(target)
+    return list(groups.values())
+
+
+def defenses_grid(base: ExperimentConfig, targets: list, attacks: list, levels: list, align: ExperimentConfig | None,
+                  seeds: Sequence[int], name: str) -> Grid:
+    """The defended ``targets`` (defense, params, configuration overrides, which they share) attacked by every
+    attack at every access level (BREP-MI label-only alone, its baseline) and, with ``align`` (``--adaptive``), by
+    the same attack aligned to the defense over ``align.search_views`` views: one form per access level and
+    alignment, named by them (``label-only``, ``label-only+align(K=4)``)."""
+    overrides = targets[0][2]
+    if any(o != overrides for *_, o in targets):
+        raise ValueError("the defended targets of one grid share their configuration overrides")
+    forms = []
+    for level in levels:
+        plain = [a for a in attacks if a != "brepmi" or level == "label-only"]  # BREP-MI is label-only
+        if plain:
+            forms.append(FormSpec(level, {"access": level}, plain, [base.variant]))
+        if align is not None and [a for a in attacks if a != "brepmi"]:
+            forms.append(FormSpec(f"{level}+align(K={align.search_views})",
+                                  {"access": level, "search_views": align.search_views},
+                                  [a for a in attacks if a != "brepmi"], [align.variant]))
+    return config_grid(dataclasses.replace(base, **overrides), forms, seeds, name,
+                       defenses=[DefenseSpec(defense, [dict(params)]) for defense, params, _ in targets])
+
+
+def table_records(rows: List[Dict[str, Any]], targets: list, arch: str) -> Dict[str, Dict[str, Any]]:
+    """The finished rows keyed as the tables read them, ``<target>/<column>[<access>]/seed<seed>`` (white-box: no
+    ``[<access>]``; the aligned attack's column :func:`align_column`): the target by its :func:`label` in
+    ``targets`` (the target architecture ``arch`` where a target's overrides set none; a row of another grid: with
+    its own configuration). The tables keep the columns apart by their keys, not by the rows' forms."""
+    def key(defense: str, params: dict, target_arch: str) -> tuple:
+        return defense, json.dumps(params, sort_keys=True), target_arch
+
+    names = {key(d, p, o.get("target_arch", arch)): label(d, p, o) for d, p, o in targets}
+    records = {}
+    for r in rows:
+        config = r["config"]
+        column = config["attack"] if plain_variant(config["variant"]) is None else \
+            align_column(config["attack"], config["search_views"])
+        where = column if r["access"] == "white-box" else f"{column}[{r['access']}]"
+        own = {k: v for k, v in config.items() if k != "target_arch" or v != arch}  # the architecture where it differs
+        target = names.get(key(r["defense"], r["defense_params"], config["target_arch"])) or label(
+            r["defense"], r["defense_params"], own)
+        records[f"{target}/{where}/seed{r['seed']}"] = {**r, "form": None}
+    return records
 
 
 def print_tables(args: argparse.Namespace, merged: dict, grid: list, base: ExperimentConfig, seeds: int, out: Path,
@@ -207,43 +246,19 @@ def _config(args: argparse.Namespace) -> ExperimentConfig:
         device=args.device, max_queries=args.max_queries)
 
 
-def _grid(args: argparse.Namespace, base: ExperimentConfig, cache) -> list:
-    """The defended targets (defense, params, config overrides) the command line asks for (``--only``'s)."""
-    if args.deployed:
-        grid = _rows(deployed_grid(len(Workbench(base, cache).data.private_train), args.benchmark))
-    else:
-        grid = _rows(OUTPUT_DEFENSES if args.output_defenses else QUICK if args.quick else DEFENSES)
+def _grid(args: argparse.Namespace, n_train: int) -> list:
+    """The defended targets (defense, params, config overrides) the command line asks for (``--only``'s), for
+    ``n_train`` private training images."""
+    grid = _rows(deployed_grid(n_train, args.benchmark) if args.deployed else
+                 OUTPUT_DEFENSES if args.output_defenses else QUICK if args.quick else DEFENSES)
     if args.only:
         names = {RENAMED_DEFENSES.new(n.strip(), "--only") for n in args.only.split(",")}
-        grid = [g for g in grid if g[0] in names]
+        chosen = [g for g in grid if g[0] in names]
+        if not chosen:
+            raise SystemExit(f"--only={args.only!r} names none of this grid's defenses: "
+                             + ", ".join(dict.fromkeys(g[0] for g in grid)))
+        grid = chosen
     return grid
-
-
-def defense_cells(name: str, attacks: list, levels: list, variant: str, align: ExperimentConfig | None,
-                  seeds: range) -> list:
-    """The cells of the defended target ``name``: every attack at every access level (BREP-MI label-only alone,
-    its baseline), then, with ``align`` (``--adaptive``), the same attack aligned to the defense over
-    ``align.search_views`` views; each at every seed, keyed ``<name>/<column>[<access>]/seed<seed>`` (white-box:
-    no ``[access]``)."""
-    cells = []
-    for attack, access in [(a, level) for a in attacks for level in levels]:
-        if attack == "brepmi" and access != "label-only":
-            continue  # BREP-MI is label-only by construction
-        config = {} if access == "white-box" else {"access": access}
-        forms = [(attack, "baseline" if attack == "brepmi" else variant, config)]
-        if align is not None and attack != "brepmi":
-            forms.append((align_column(attack, align.search_views), align.variant,
-                          {**config, "search_views": align.search_views}))
-        for (column, form, changes), seed in [(f, s) for f in forms for s in seeds]:
-            where = column if access == "white-box" else f"{column}[{access}]"
-            cells.append(AttackCell(f"{name}/{where}/seed{seed}", attack, form, seed, changes))
-    return cells
-
-
-def _describe(key: str, record: dict) -> str:
-    """A finished cell's line on the console."""
-    return (f"  {key:<40} Acc@1 {record['acc@1']:.3f}  KNN {record['knn_dist']:.2f}  "
-            f"({record['seconds']:.0f}s attack, {record['artifact_seconds']:.0f}s artifacts)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -292,10 +307,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto")
     add_threads_argument(parser)
     parser.add_argument("--cache-dir", default=str(REPO / "mi_art_runs" / "cache"))
-    parser.add_argument("--out", default=None)
+    add_grid_out_arguments(parser, "mi_art_runs/defenses[-lfw][-quick][-output][-deployed]")
     parser.add_argument("--plot", default=None, help="also draw the privacy-utility frontier of the table into "
                                                      "this PNG")
-    add_also_argument(parser)
     return parser
 
 
@@ -438,8 +452,7 @@ def adaptive_cells(done: dict, grid: list, views: int) -> dict:
     columns = ["gmi", "kedmi", align_column("gmi", views), align_column("kedmi", views)]
     out = {}
     for arch in dict.fromkeys(g[2].get("target_arch") for g in grid):  # each defense against its own architecture's
-        rows = [{**r, "defense_label": label(*g), "seed": r["attack_seed"]} for g in grid
-                if g[2].get("target_arch") == arch
+        rows = [{**r, "defense_label": label(*g)} for g in grid if g[2].get("target_arch") == arch
                 for cells in _white_box_cells(done, label(*g), columns).values() for r in cells]
         out.update({(c["defense_label"], c["attack"]): c for c in adaptive_comparison(aggregate(rows))})
     return out
@@ -451,7 +464,7 @@ def frontier_rows(done: dict, grid: list) -> list:
     rows = []
     for defense, params, overrides in grid:
         name = label(defense, params, overrides)
-        rows += [{**r, "defense_label": name.replace(" [pre-trained]", ""), "seed": r["attack_seed"]}
+        rows += [{**r, "defense_label": name.replace(" [pre-trained]", "")}
                  for cells in _white_box_cells(done, name).values() for r in cells]
     return aggregate(rows)
 

@@ -22,7 +22,7 @@ from .cache import ArtifactCache
 from .claims import claim_cell
 from .grid_data import load_data
 from .grid_specs import Cell
-from .metric_facts import row_figures
+from .metric_facts import metric_facts, row_figures
 from .rows import TOP_K, cell_paths, finite_or_none, normalise_row, read_cell
 from .stages import StageLog
 
@@ -180,8 +180,24 @@ def _run_details(cell: Cell, config: Any, bench: Any, result: Dict[str, Any]) ->
     details.update({k: result.get(k) for k in ("surrogates", "prior")})
     details["n_train"] = len(bench.data.private_train)
     details["per_identity"] = result.get("per_identity")  # who is exposed: each attacked identity's figures
+    details.update(_judge_and_pace_details(result))
     details["index"] = cell.index
     return details
+
+
+def _judge_and_pace_details(result: Dict[str, Any]) -> Dict[str, Any]:
+    """Each trained judge's own figures (``acc@1_judges``, ...; ``judge_test_accuracies``), the independent
+    judge's standard error, the seconds per reconstruction and each model's feature norms, as the run gave them: a
+    table that gives the spread over judges of the seeds' means (the benchmarks') reads them from the row."""
+    lists = (*(f"{m.result_key}_judges" for m in metric_facts(lambda m: m.judged_by_panel)),
+             "judge_test_accuracies")
+    out: Dict[str, Any] = {k: [finite_or_none(v) for v in result[k]] for k in lists if result.get(k) is not None}
+    for key in ("independent_acc@1_se", "seconds_per_reconstruction"):
+        if result.get(key) is not None:
+            out[key] = finite_or_none(result[key])
+    if result.get("feature_norms") is not None:
+        out["feature_norms"] = result["feature_norms"]
+    return out
 
 
 def _write_cell_files(cell: Cell, out_dir: PathLike, bench: Any, result: Dict[str, Any], row: Dict[str, Any]) -> None:

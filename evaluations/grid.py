@@ -43,9 +43,13 @@ PyYAML is installed) and/or command-line options; all three share one dictionary
     access = "label-only"
     attacks = ["gmi", "kedmi"]               # a form's own attacks and variants (default: the grid's)
     variants = ["lomma"]
+    [[forms]]
+    name = "deterministic"
+    attacks = ["miface"]
+    seeds = [0]                              # a form's own seeds, some of the grid's (default: all of them)
 
 A grid is thus datasets x seeds x defense settings x forms x attack/variant pairs (each form's own, where it
-names its attacks or variants). Without ``forms`` it has one
+names its attacks or variants; a form that names its seeds runs at those alone). Without ``forms`` it has one
 unnamed default form (its cells, their ids and rows are those of a grid written before forms existed). A form's
 settings override the dataset's, which override the grid's, which override the declared defaults. A sweep of any
 setting is a list of forms, one per value (``[[forms]] name = "iterations=100" iterations = 100``, ...). A cell's
@@ -165,14 +169,18 @@ class Grid:
     def _variants(self, form: Optional[FormSpec]) -> List[str]:
         return self.variants if form is None or form.variants is None else form.variants
 
+    def _seeds(self, form: Optional[FormSpec]) -> List[int]:
+        """The seeds ``form``'s cells run at: its own (some of the grid's), else the grid's."""
+        return self.seeds if form is None or form.seeds is None else [s for s in self.seeds if s in form.seeds]
+
     def form_list(self) -> List[Optional[FormSpec]]:
         """The grid's forms; ``[None]``, the one unnamed default form, when it names none."""
         return list(self.forms) or [None]
 
     def n_cells(self) -> int:
         """The number of cells, counted without making them."""
-        return (len(self.datasets) * len(self.seeds) * sum(len(s.params) for s in self.defenses)
-                * sum(len(self.pairs(f)) for f in self.form_list()))
+        return (len(self.datasets) * sum(len(s.params) for s in self.defenses)
+                * sum(len(self._seeds(f)) * len(self.pairs(f)) for f in self.form_list()))
 
     def _shape(self) -> str:
         pairs = (f"{len(self.forms)} form(s) with {sum(len(self.pairs(f)) for f in self.forms)} attack/variant "
@@ -362,7 +370,7 @@ class Grid:
             for seed in self.seeds:
                 for spec in self.defenses:
                     for params in spec.params:
-                        for form in self.form_list():
+                        for form in (f for f in self.form_list() if seed in self._seeds(f)):
                             for attack, variant in self.pairs(form):
                                 config = self._config(d, spec.name, params, attack, variant, seed, form)
                                 out.append(Cell(cell_id(config), config, defense_label(spec.name, params), len(out),

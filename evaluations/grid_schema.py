@@ -27,9 +27,9 @@ _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
 #: Dataset keys of earlier grid files and their names now (the names of the config and the CLI).
 _RENAMED_DATASET_KEYS = Renames("grid key", {"root": "data_root", "options": "data_options"})
 _DEFENSE_KEYS = ("name", "params")
-#: Keys of an attack form: its name (a label), the attacks and variants it runs (default: the grid's) and the
+#: Keys of an attack form: its name (a label), the attacks, variants and seeds it runs (default: the grid's) and the
 #: settings it changes.
-_FORM_KEYS = ("name", "attacks", "variants", *BUDGET_KEYS)
+_FORM_KEYS = ("name", "attacks", "variants", "seeds", *BUDGET_KEYS)
 SEED_SCOPES = ("all", "attack")
 #: Keys of a cell's configuration left out of its id (declared ``in_id="never"``).
 _NOT_IN_ID = SETTINGS.not_in_id
@@ -335,8 +335,8 @@ def _check_defense_item(p: _Problems, name: str, item: Any) -> None:
 
 
 def _check_form_item(p: _Problems, name: str, item: Any) -> None:
-    """An attack form: a table with a ``name``, the ``attacks`` and ``variants`` it runs if not the grid's, and any
-    budget keys, each value checked by its field's rule (a bare string is a named form that changes nothing)."""
+    """An attack form: a table with a ``name``, the ``attacks``, ``variants`` and ``seeds`` it runs if not the grid's,
+    and any budget keys, each value checked by its field's rule (a bare string is a named form that changes nothing)."""
     item = _as_table(p, name, item, "a table with a 'name' and the settings the form changes, e.g. "
                                     "{ name = \"label-only\", access = \"label-only\" }")
     if item is None:
@@ -351,6 +351,8 @@ def _check_form_item(p: _Problems, name: str, item: Any) -> None:
     for key, choices in (("attacks", attacks), ("variants", variants)):
         if key in item:
             _check_names(p, f"{name}.{key}", item[key], choices, key[:-1])
+    if "seeds" in item:
+        _check_seeds(p, item["seeds"], f"{name}.seeds")
     for k in BUDGET_KEYS:
         if k in item:
             _check_budget(p, f"{name}.{k}", k, item[k])
@@ -404,6 +406,8 @@ def check_grid(d: Any, where: str = "the grid") -> None:
         _check_names(p, "variants", d["variants"], variants, "variant")
     if "seeds" in d:
         _check_seeds(p, d["seeds"])
+    if isinstance(d.get("forms"), list):
+        _check_form_seeds(p, d["forms"], d.get("seeds", [0]))
     if "seed_scope" in d:
         p.run(check_choice, "seed_scope", d["seed_scope"], SEED_SCOPES)
     if "artifact_seed" in d:
@@ -432,22 +436,37 @@ def _check_datasets_and_defenses(p: _Problems, d: Mapping[str, Any]) -> None:
                     item_check(p, f"{key}[{i}]", item)
 
 
-def _check_seeds(p: _Problems, seeds: Any) -> None:
-    """``seeds``: a non-empty list of non-negative integers, each once."""
+def _check_seeds(p: _Problems, seeds: Any, name: str = "seeds") -> None:
+    """``seeds`` (the grid's, or a form's under ``name``): a non-empty list of non-negative integers, each once."""
     from mi_art.validation import check_int, repeated as repeated_values
 
-    problem = _list_problem("seeds", seeds, "non-negative integers")
+    problem = _list_problem(name, seeds, "non-negative integers")
     if problem is not None:
         p.add(problem)
     elif not seeds:
-        p.add("seeds is empty: the grid has no seeds; give at least one, e.g. seeds = [0]")
+        p.add(f"{name} is empty: " + ("the grid has no seeds; give at least one, e.g. seeds = [0]" if name == "seeds"
+                                      else "leave it out to run the grid's seeds, or give at least one of them"))
     else:
         for i, s in enumerate(seeds):
-            p.run(check_int, f"seeds[{i}]", s, low=0)
+            p.run(check_int, f"{name}[{i}]", s, low=0)
         again = repeated_values(s for s in seeds if isinstance(s, int) and not isinstance(s, bool))
         if again:
-            p.add(f"seeds repeat {', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}: "
+            p.add(f"{name} repeat {', '.join(map(str, again[:10]))}{', ...' if len(again) > 10 else ''}: "
                   "list each once")
+
+
+def _check_form_seeds(p: _Problems, forms: Sequence[Any], seeds: Any) -> None:
+    """A form's ``seeds`` are some of the grid's (a form runs a subset of them, e.g. a deterministic attack's
+    first alone)."""
+    grid_seeds = set(seeds) if isinstance(seeds, list) and all(isinstance(s, int) for s in seeds) else None
+    for i, item in enumerate(forms):
+        own = item.get("seeds") if isinstance(item, Mapping) else None
+        if grid_seeds is None or not isinstance(own, list):
+            continue
+        outside = [s for s in own if isinstance(s, int) and s not in grid_seeds]
+        if outside:
+            p.add(f"forms[{i}].seeds {outside} are not among the grid's seeds {sorted(grid_seeds)}: a form runs "
+                  "some of the grid's seeds; add them to the grid's seeds or drop them from the form's")
 
 
 def _raise_problems(p: _Problems, where: str) -> None:

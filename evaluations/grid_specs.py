@@ -50,16 +50,18 @@ class DefenseSpec:
 @dataclass
 class FormSpec:
     """A named attack form: the settings (budget keys) its cells change, over the dataset's and the grid's, and the
-    attacks and variants it runs when they are not the grid's (None: the grid's)."""
+    attacks, variants and seeds (some of the grid's) it runs when they are not the grid's (None: the grid's)."""
 
     name: str
     settings: Dict[str, Any] = field(default_factory=dict)
     attacks: Optional[List[str]] = None
     variants: Optional[List[str]] = None
+    seeds: Optional[List[int]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"name": self.name}
-        out.update({k: list(v) for k, v in (("attacks", self.attacks), ("variants", self.variants)) if v is not None})
+        out.update({k: list(v) for k, v in (("attacks", self.attacks), ("variants", self.variants),
+                                            ("seeds", self.seeds)) if v is not None})
         out.update(_written_budgets(self.settings))
         return out
 
@@ -213,4 +215,5 @@ def _parse_form(item: Any) -> FormSpec:
     item = {"name": item} if isinstance(item, str) else item
     return FormSpec(name=str(item["name"]), settings=_read_budgets(item),
                     attacks=None if "attacks" not in item else [str(a) for a in item["attacks"]],
-                    variants=None if "variants" not in item else [str(v) for v in item["variants"]])
+                    variants=None if "variants" not in item else [str(v) for v in item["variants"]],
+                    seeds=None if "seeds" not in item else [int(s) for s in item["seeds"]])

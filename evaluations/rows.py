@@ -128,12 +128,13 @@ def cell_paths(out_dir: PathLike, cid: str) -> Tuple[Path, Path]:
 
 
 def read_cell(path: Path) -> Optional[Dict[str, Any]]:
-    """The row saved at ``path``, or None for a missing, partial or foreign file."""
+    """The row saved at ``path`` under the names records have now (:func:`record_names_now`), or None for a
+    missing, partial or foreign file."""
     try:
         row = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return row if isinstance(row, dict) and "cell_id" in row else None
+    return record_names_now(row) if isinstance(row, dict) and "cell_id" in row else None
 
 
 def completed_cells(out_dir: PathLike, ids: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, Any]]:

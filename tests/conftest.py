@@ -164,3 +164,55 @@ def dlib_state():
     except FileNotFoundError:
         pytest.skip("dlib's face recognition weights are not installed (pip install \"mi-art[faces]\")")
     return dlib_state_dict()
+
+
+def fake_faces(n_private: int = 4, *args, **kwargs):
+    """A data set of the shape of the face benchmarks' (32x32 grey): ``n_private`` private identities of two training
+    images and one test image each, 20 public identities of one image."""
+    from mi_art.data import Split
+    from mi_art.data.dataset import MIDataset
+
+    def split(n_classes: int, per_class: int) -> Split:
+        y = np.repeat(np.arange(n_classes), per_class)
+        return Split(np.random.default_rng(0).random((len(y), 1, 32, 32), dtype=np.float32), y)
+
+    return MIDataset("faces", split(n_private, 2), split(n_private, 1), split(20, 1),
+                     tuple(f"p{i}" for i in range(n_private)), tuple(f"q{i}" for i in range(20)), 32, 1)
+
+
+def fake_grid_models(monkeypatch, figures, *, n_private: int = 4, judges: int = 2) -> list:
+    """The library's grid runner with the data (:func:`fake_faces`, whatever the folder), the trained models and the
+    attack faked: a cell's attack returns ``figures(config)`` (its metrics) over the fields every row needs. The
+    defended target's record gives DP-SGD its ``target_epsilon``. Returns the configurations attacked, in order."""
+    import mi_art.data
+    from mi_art.evaluations import experiment, grid_data
+
+    attacked = []
+
+    class FakeWorkbench:
+        def __init__(self, config, cache, data=None, checked=False):
+            self.config, self.data = config, data
+            dp = config.defense == "dp-sgd"
+            self.defense_record = {"epsilon": config.defense_params.get("target_epsilon"), "delta": 0.1} if dp else {}
+
+        def target(self):
+            return "target"
+
+        def judges(self):
+            return [f"judge-{j}" for j in range(judges)]
+
+    def fake_run_attack(bench, *, target, judges):
+        c = bench.config
+        attacked.append(c)
+        return {"attack": c.attack, "variant": c.variant, "attack_seed": c.attack_seed, "n_judges": len(judges),
+                "n_identities": n_private, "n_reconstructions": 2, "iterations": c.iterations, "num_classes": 10,
+                "warnings": [], "search_views": c.search_views, "target_test_accuracy": 0.8,
+                "judge_test_accuracies": [0.9] * len(judges), "judge_test_accuracy": 0.9,
+                "reconstructions": np.full((2, 1, 4, 4), c.attack_seed, np.float32), "labels": np.array([0, 1]),
+                **figures(c)}
+
+    monkeypatch.setattr(experiment, "Workbench", FakeWorkbench)
+    monkeypatch.setattr(experiment, "run_attack", fake_run_attack)
+    monkeypatch.setattr(mi_art.data, "load_dataset", lambda *a, **k: fake_faces(n_private))
+    monkeypatch.setattr(grid_data, "_DATA_MEMO", {})
+    return attacked

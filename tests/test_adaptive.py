@@ -133,64 +133,38 @@ def test_adaptive_says_when_the_plain_variants_average_over_views_too(tmp_path):
 
 
 def _run_defenses_benchmark(tmp_path, monkeypatch, *options: str):
-    """benchmarks/defenses.py on the quick grid's undefended and MID targets with GMI, every model faked: the
-    plain attack scores 0.9 on the undefended target and 0.2 on MID, the aligned one 0.9 and 0.7. Returns the
-    workbench configs the attacks ran on and the results file."""
+    """benchmarks/defenses.py on the quick grid's undefended and MID targets with GMI, on the library's grid runner
+    with the data and every model faked: the plain attack scores 0.9 on the undefended target and 0.2 on MID, the
+    aligned one 0.9 and 0.7. Returns the configurations the attacks ran with and the results folder."""
     import sys
-    import types
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import _cells
     import defenses
+    from conftest import fake_grid_models
 
-    attacked = []
+    def figures(c):
+        aligned = c.variant.endswith("+align")
+        return {"acc@1": 0.9 if c.defense == "none" else 0.7 if aligned else 0.2, "knn_dist": 1.0, "seconds": 0.0,
+                "chance@1": 0.1}
 
-    class FakeWorkbench:
-        def __init__(self, config, cache, data=None):
-            self.config, self.cache = config, cache
-            self.data = types.SimpleNamespace(private_train=[0] * 10, private_test=types.SimpleNamespace(x=0, y=0))
-            self.defense_record = {}
-
-        def target(self):
-            return "target"
-
-        def judges(self):
-            return ["judge"]
-
-        def prior(self, *args):
-            return None
-
-        def surrogates(self, target):
-            return []
-
-    def fake_run_attack(bench, *, attack, attack_seed, target, judges, variant):
-        attacked.append((bench.config, variant))
-        aligned = variant.endswith("+align")
-        acc = 0.9 if bench.config.defense == "none" else 0.7 if aligned else 0.2
-        return {"dataset": "fake", "attack": attack, "variant": variant, "attack_seed": attack_seed, "acc@1": acc,
-                "knn_dist": 1.0, "seconds": 0.0, "n_judges": 1, "chance@1": 0.1, "judge_test_accuracy": 0.9,
-                "search_views": bench.config.search_views if aligned else 0}
-
-    for module in (defenses, _cells):  # the defended targets' workbenches, and the cells' own
-        monkeypatch.setattr(module, "Workbench", FakeWorkbench)
-    monkeypatch.setattr(_cells, "run_attack", fake_run_attack)
-    monkeypatch.setattr(_cells, "public_record", dict)
-    monkeypatch.setattr(defenses, "natural_accuracy", lambda *a: 0.8)
-    out = tmp_path / "cells.json"
+    attacked = fake_grid_models(monkeypatch, figures, judges=1)
+    out = tmp_path / "cells"
     monkeypatch.setattr(sys, "argv", ["defenses.py", "--quick", "--only", "none,mid", "--seeds", "1", "--attacks",
-                                      "gmi", "--cache-dir", str(tmp_path), "--out", str(out), *options])
+                                      "gmi", "--cache-dir", str(tmp_path / "cache"), "--data-root", str(tmp_path),
+                                      "--out", str(out), *options])
     defenses.main()
     return attacked, out
 
 
 def test_the_defenses_benchmark_attacks_every_cell_with_and_without_alignment(tmp_path, monkeypatch, capsys):
-    import json
+    from mi_art.evaluations.rows import completed_cells
 
     attacked, out = _run_defenses_benchmark(tmp_path, monkeypatch, "--adaptive", "--align-views", "4")
-    assert sorted((c.defense, v, c.search_views) for c, v in attacked) == [
+    import defenses  # benchmarks/defenses.py, on the path the run put it on
+    assert sorted((c.defense, c.variant, c.search_views) for c in attacked) == [
         ("mid", "lomma", None), ("mid", "lomma+align", 4), ("none", "lomma", None), ("none", "lomma+align", 4)]
-    done = json.loads(out.read_text())
+    done = defenses.table_records(list(completed_cells(out).values()), defenses._rows(defenses.QUICK), "cnn")
     assert done["mid(beta=0.02)/gmi+align(K=4)/seed0"]["variant"] == "lomma+align"
     assert done["mid(beta=0.02)/gmi/seed0"]["variant"] == "lomma"
     table = capsys.readouterr().out
@@ -228,7 +202,7 @@ def test_the_deployed_grid_compares_rolss_with_the_undefended_target_of_its_own_
 
     def record(defense: str, acc: float, variant: str) -> dict:
         return {"dataset": "att", "defense": defense, "defense_params": {}, "attack": "gmi", "variant": variant,
-                "attack_seed": 0, "acc@1": acc, "natural_accuracy": 0.9}
+                "seed": 0, "acc@1": acc, "natural_accuracy": 0.9}
 
     # the CNN undefended target gives 0.9 plain / 0.8 aligned; the resnet10 one 0.6 / 0.6; RoLSS 0.3 / 0.45
     accs = {"none [pre-trained]": (0.9, 0.8), "none [pre-trained, resnet10]": (0.6, 0.6),

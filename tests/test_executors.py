@@ -295,6 +295,10 @@ def _pinned_result(samples: bool) -> dict:
                   iterations=7, num_classes=3, threads=1, thread_setting="1", usable_cpus=2,
                   warnings=["weak judge"], surrogates=[{"agreement": 0.5}], prior={"fid": 40.0},
                   per_identity=[{"identity": 0, "acc@1": 1.0}], reconstructions=np.full((4, 1, 2, 2), 0.25),
+                  judge_test_accuracies=[0.9, np.float32(0.75)], seconds_per_reconstruction=0.5,
+                  **{"independent_acc@1_se": np.float64(0.05)},
+                  feature_norms=[{"public": 2.0, "reconstructions": 3.0}, None],
+                  **{"acc@1_judges": [np.float64(0.01), 0.03], "knn_dist_judges": [float("nan"), 1.0]},
                   labels=np.array([0, 0, 2, 2]), **{"chance@1": 0.34})
     if samples:
         result["prior_samples"] = np.full((2, 1, 2, 2), 0.5)

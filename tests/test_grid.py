@@ -798,6 +798,31 @@ def test_a_form_may_run_its_own_attacks_and_variants(tmp_path):
     assert any("forms[0].variants must be a list of variant names" in p for p in err.value.problems)
 
 
+def test_a_form_may_run_some_of_the_grids_seeds():
+    """A deterministic attack (MIFace from its grey start) runs at the first seed alone, in a form of its own, while
+    the other forms run every seed; its cells are those of the grid that runs it at every seed."""
+    grid = Grid.from_dict(_tiny_grid(attacks=["gmi", "miface"], seeds=[0, 1, 2], forms=[
+        {"name": "gan", "attacks": ["gmi"], "variants": ["lomma"]}, {"name": "once", "attacks": ["miface"],
+                                                                     "seeds": [1]}]))
+    cells = [c for c in grid.cells() if c.defense_label == "none"]
+    assert [(c.form, c.config.attack, c.config.attack_seed) for c in cells] == [
+        ("gan", "gmi", 0), ("gan", "gmi", 1), ("once", "miface", 1), ("gan", "gmi", 2)]
+    assert grid.n_cells() == len(grid.cells()) == 8
+    every_seed = Grid.from_dict(_tiny_grid(attacks=["miface"], seeds=[0, 1, 2])).cells()
+    assert cells[2].id in {c.id for c in every_seed}
+    assert [c.id for c in Grid.from_dict(tomllib_loads(grid_to_toml(grid.to_dict()))).cells()] == [
+        c.id for c in grid.cells()]
+    assert "seeds = [1]" in grid_to_toml(grid.to_dict())
+    with pytest.raises(GridError) as err:
+        Grid.from_dict(_tiny_grid(seeds=[0, 1], forms=[{"name": "a", "seeds": [1, 3]}, {"name": "b", "seeds": []},
+                                                       {"name": "c", "seeds": "0"}]))
+    assert err.value.problems == [
+        "forms[1].seeds is empty: leave it out to run the grid's seeds, or give at least one of them",
+        "forms[2].seeds must be a list of non-negative integers, got the string '0'; write ['0']",
+        "forms[0].seeds [3] are not among the grid's seeds [0, 1]: a form runs some of the grid's seeds; add them to "
+        "the grid's seeds or drop them from the form's"]
+
+
 def tomllib_loads(text: str) -> dict:
     import tomllib
 
