@@ -36,6 +36,7 @@ import numpy as np
 from _grid_run import add_grid_out_arguments, benchmark_data, config_grid, out_folder, run_benchmark_grid
 from _settings import (BENCHMARKS, REPO, add_gmi_steps_argument, add_threads_argument, benchmark_config, parse_args,
                        spaced_identities)
+from _target_tables import print_privacy_table, print_trapdoor_table
 from mi_art.threads import set_threads
 
 from mi_art.defenses.registry import RENAMED_DEFENSES
@@ -228,8 +229,9 @@ def print_tables(args: argparse.Namespace, merged: dict, grid: list, base: Exper
     print_table(merged, grid, base, seeds, out, title, align_views=None if align is None else align.search_views)
     if any(_plain_column(k.split("/")[1]) not in ("gmi", "kedmi") for k in merged):  # VMI, ...: every column
         print_access_table(merged, grid, out, title)
-    print_privacy_table(merged, grid)
-    print_trapdoor_table(merged, grid)
+    named = [(label(*g), g[0], g[2]) for g in grid]
+    print_privacy_table(merged, named)
+    print_trapdoor_table(merged, named)
     if args.plot:
         print(f"frontier: {plot_frontier(Path(args.plot), title, frontier_rows(merged, grid))}")
 
@@ -472,47 +474,6 @@ def frontier_rows(done: dict, grid: list) -> list:
 def _white_box_cells(done: dict, name: str, columns=("gmi", "kedmi")) -> dict:
     """The finished white-box records of the grid row ``name`` by column (default: GMI+LOMMA and KEDMI+LOMMA)."""
     return {a: [v for k, v in done.items() if k.startswith(f"{name}/{a}/")] for a in columns}
-
-
-def _targets_of(done: dict, grid: list, defense_name: str):
-    """(row name, the first finished row, config overrides) of each target of ``defense_name`` in the grid."""
-    for defense, params, overrides in grid:
-        name = label(defense, params, overrides)
-        rows = [v for k, v in done.items() if k.startswith(f"{name}/")]
-        if defense == defense_name and rows:
-            yield name, rows[0], overrides
-
-
-def _print_table(title: str, header: list, lines: list) -> None:
-    if lines:
-        print(f"\n{title}\n| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join(lines))
-
-
-def print_privacy_table(done: dict, grid: list) -> None:
-    """What the accountant says of every DP-SGD target: epsilon, delta, accountant, noise, sample rate,
-    optimiser steps, the layers trained, and the natural accuracy bought with it."""
-    lines = []
-    for name, r, overrides in _targets_of(done, grid, "dp-sgd"):
-        d = (r.get("defense_record") or {}).get("details") or {}
-        acc = (r.get("defense_record") or {}).get("accountant") or "rdp"
-        lines.append(f"| {name} | {r['natural_accuracy']:.3f} | {r['epsilon']:.2f} | {r['delta']:.3g} | {acc} | "
-                     f"{d.get('noise_multiplier', float('nan')):.2f} | {d.get('sample_rate', float('nan')):.3f} | "
-                     f"{d.get('steps', '-')} | {d.get('trainable', 'all')} ({d.get('trained_parameters', '-')} "
-                     f"parameters) | {'yes' if overrides.get('target_pretrain_epochs') else 'no'} |")
-    _print_table("DP-SGD targets: the accountant's epsilon at delta, the noise multiplier, Poisson sample rate and "
-                 "optimiser steps it was computed from, and the layers DP-SGD trained",
-                 ["target", "natural acc", "epsilon", "delta", "accountant", "noise", "sample rate", "steps",
-                  "trained", "pre-trained"], lines)
-
-
-def print_trapdoor_table(done: dict, grid: list) -> None:
-    """Whether each Trap-MID target learned its trapdoors: the share of triggered private test images it gives
-    to the trigger's class (chance: one over the classes)."""
-    lines = [f"| {name} | {r['natural_accuracy']:.3f} | "
-             f"{((r.get('defense_record') or {}).get('details') or {}).get('trapdoor_test_accuracy', float('nan')):.3f} |"
-             for name, r, _ in _targets_of(done, grid, "trap-mid")]
-    _print_table("Trap-MID targets: trapdoor accuracy (triggered test images given to the trigger's class)",
-                 ["target", "natural acc", "trapdoor acc"], lines)
 
 
 if __name__ == "__main__":

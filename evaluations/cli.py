@@ -173,7 +173,7 @@ def attack(dataset: str, data_root: Optional[str], data_options: Tuple[str, ...]
 
 def _grid_overrides(datasets, data_root, data_options, defenses, attacks, variants, seeds, seed_scope,
                     budgets: Dict[str, Any], base: Dict[str, Any], *, allow_large: bool = False) -> Dict[str, Any]:
-    from .grid_schema import renamed_dataset_keys
+    from .grid_renames import renamed_dataset_keys
 
     over: Dict[str, Any] = {k: v for k, v in budgets.items() if v is not None and v != ()}
     if "surrogate_archs" in over:

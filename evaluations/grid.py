@@ -84,8 +84,9 @@ from .experiment_config import ExperimentConfig, config_defaults, query_budget_p
 from .grid_data import (_check_defense_params, _check_distinct_datasets, _data_path_problem, _load, data_memo_key,
                         load_data)
 from .grid_files import grid_to_toml, load_grid_file, merge_grid
+from .grid_renames import renamed_grid
 from .grid_schema import (BUDGET_KEYS, ZERO_OK_KEYS, GridError, _as_list, check_device_form, check_grid,
-                          data_option_keys, renamed_grid)
+                          data_option_keys)
 from .grid_specs import (Cell, DatasetSpec, DefenseSpec, FormSpec, _fmt, _parse_dataset, _parse_defense, _parse_form,
                          _read_budgets, _variants_of, _written_budgets, cell_id, config_dataset_label,
                          config_from_dict, defense_label)

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Mapping, Union
 
-from .grid_schema import CheckedGrid, GridError, check_grid, renamed_grid
+from .grid_renames import renamed_grid
+from .grid_schema import CheckedGrid, GridError, check_grid
 
 __all__ = ["grid_to_toml", "load_grid_file", "merge_grid", "read_grid_file"]
 
@@ -24,7 +25,7 @@ def load_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
 def read_grid_file(path: Union[str, Path]) -> Dict[str, Any]:
     """:func:`load_grid_file` without the check, for a grid that is checked once it is complete (the command line
     lays its options over the file's keys first). Earlier names are read under their names now, each reported
-    (:func:`~mi_art.evaluations.grid_schema.renamed_grid`)."""
+    (:func:`~mi_art.evaluations.grid_renames.renamed_grid`)."""
     path = Path(path)
     if not path.is_file():
         raise GridError(f"grid file {path} does not exist")

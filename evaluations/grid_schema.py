@@ -9,13 +9,12 @@ import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from mi_art.attacks.params import ART_NAMES
-from mi_art.renames import Renames
 
 from .config_rules import PRETRAIN_EPOCHS
 from .experiment_config import SETTINGS
 
 __all__ = ["BUDGET_KEYS", "CheckedGrid", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
-           "data_option_keys", "data_option_problems", "renamed_dataset_keys", "renamed_grid"]
+           "data_option_keys", "data_option_problems"]
 
 #: ExperimentConfig fields a grid may set globally or per dataset (those declared ``budget``).
 BUDGET_KEYS: Tuple[str, ...] = SETTINGS.budgets
@@ -25,7 +24,6 @@ _GRID_KEYS = ("name", "datasets", "defenses", "forms", "attacks", "variants", "s
               "device", *BUDGET_KEYS)
 _DATASET_KEYS = ("name", "data_root", "data_options", *BUDGET_KEYS)
 #: Dataset keys of earlier grid files and their names now (the names of the config and the CLI).
-_RENAMED_DATASET_KEYS = Renames("grid key", {"root": "data_root", "options": "data_options"})
 _DEFENSE_KEYS = ("name", "params")
 #: Keys of an attack form: its name (a label), the attacks, variants and seeds it runs (default: the grid's) and the
 #: settings it changes.
@@ -95,46 +93,6 @@ def _compact_identities(value: Any) -> Any:
             and ids == list(range(ids[0], ids[0] + len(ids))):
         return f"{ids[0]}-{ids[-1]}"
     return ids
-
-
-def renamed_dataset_keys(item: Any, where: str = "dataset") -> Any:
-    """``item`` (a dataset table of a grid file) with the keys of earlier grid files, ``root`` and
-    ``options``, under their names now, ``data_root`` and ``data_options`` (reported as renamed); both
-    names with two values is an error. Anything but a table is returned as it is."""
-    if not isinstance(item, Mapping):
-        return item
-    return _RENAMED_DATASET_KEYS.keys(item, where, error=GridError)
-
-
-def renamed_grid(d: Any, where: str = "the grid") -> Any:
-    """A grid dictionary with every earlier name under its name now, each reported as renamed
-    (:class:`~mi_art.renames.RenamedWarning`): a setting's (``prior_steps``, at the top, in a dataset's table or in a
-    form), a dataset table's keys (``root``, ``options``), a setting's values (an architecture's) and a defense's
-    name (``nls``). Two names of one setting with two values are refused (:class:`GridError`). ``d`` itself when it
-    holds no earlier name (a :class:`CheckedGrid` stays one); anything but a mapping as it is (:func:`check_grid`
-    names it)."""
-    from mi_art.defenses.registry import RENAMED_DEFENSES
-
-    if not isinstance(d, Mapping):
-        return d
-
-    def settings(table: Mapping[str, Any], at: str) -> Dict[str, Any]:
-        table = SETTINGS.renamed.keys(table, at, error=GridError)
-        return {**table, **SETTINGS.resolved({k: v for k, v in table.items() if k in BUDGET_KEYS}, at)}
-
-    out = settings(d, where)
-    if isinstance(out.get("datasets"), list):
-        out["datasets"] = [settings(renamed_dataset_keys(x, f"{where}, dataset {x.get('name')!r}"),
-                                    f"{where}, dataset {x.get('name')!r}") if isinstance(x, Mapping) else x
-                           for x in out["datasets"]]
-    if isinstance(out.get("forms"), list):
-        out["forms"] = [settings(x, f"{where}, form {x.get('name')!r}") if isinstance(x, Mapping) else x
-                        for x in out["forms"]]
-    if isinstance(out.get("defenses"), list):
-        out["defenses"] = [{**x, "name": RENAMED_DEFENSES.new(x["name"], where)}
-                           if isinstance(x, Mapping) and "name" in x else RENAMED_DEFENSES.new(x, where)
-                           for x in out["defenses"]]
-    return d if out == dict(d) else out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,6 +227,8 @@ def _as_table(p: _Problems, name: str, item: Any, what: str) -> Optional[Mapping
 def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
     from mi_art.data import DATASETS, normalise_dataset_name
 
+    from .grid_renames import renamed_dataset_keys  # it names its errors GridError: imported when used
+
     item = _as_table(p, name, item, "a dataset name or a table with a 'name'")
     if item is None:
         return
@@ -386,6 +346,7 @@ def check_grid(d: Any, where: str = "the grid") -> None:
     from mi_art.validation import check_choice, check_int
 
     from .config_rules import ATTACKS as attacks, VARIANTS as variants
+    from .grid_renames import renamed_grid
 
     if isinstance(d, CheckedGrid) and d.unchanged():
         return

@@ -11,7 +11,8 @@ from mi_art.attacks import ATTACK_SPECS
 from .cache import config_key
 from .experiment_config import SETTINGS, ExperimentConfig
 from .grid_schema import (_DATASET_KEYS, _DEFENSE_KEYS, _IN_ID_WHEN_SET, _NOT_IN_ID, BUDGET_KEYS, GridError,
-                          _as_list, _check_keys, _compact_identities, _identities, renamed_dataset_keys)
+                          _as_list, _check_keys, _compact_identities, _identities)
+from .grid_renames import renamed_dataset_keys
 
 @dataclass
 class DatasetSpec:

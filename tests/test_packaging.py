@@ -89,7 +89,7 @@ def test_the_single_run_does_not_import_the_report():
             "print(' '.join(m for m in sys.modules if m.startswith('mi_art.evaluations.')))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     readers = {"report", "report_rows", "report_text", "report_plots", "markdown", "plots", "rows", "executors",
-               "cell_runner", "grid", "grid_data", "grid_specs", "grid_files", "grid_schema", "claims", "utility",
+               "cell_runner", "grid", "grid_data", "grid_specs", "grid_files", "grid_schema", "grid_renames", "claims", "utility",
                "leakage", "cli", "cli_options", "cli_attack", "presets"}
     assert "mi_art.evaluations.workbench" in loaded
     assert not [m for m in loaded if m.split(".")[-1] in readers]
