@@ -38,8 +38,10 @@ def print_privacy_table(done: dict, targets: list) -> None:
 def print_trapdoor_table(done: dict, targets: list) -> None:
     """Whether each Trap-MID target learned its trapdoors: the share of triggered private test images it gives
     to the trigger's class (chance: one over the classes)."""
-    lines = [f"| {name} | {r['natural_accuracy']:.3f} | "
-             f"{((r.get('defense_record') or {}).get('details') or {}).get('trapdoor_test_accuracy', float('nan')):.3f} |"
+    def trapdoor(r: dict) -> float:
+        return ((r.get("defense_record") or {}).get("details") or {}).get("trapdoor_test_accuracy", float("nan"))
+
+    lines = [f"| {name} | {r['natural_accuracy']:.3f} | {trapdoor(r):.3f} |"
              for name, r, _ in _targets_of(done, targets, "trap-mid")]
     _print_table("Trap-MID targets: trapdoor accuracy (triggered test images given to the trigger's class)",
                  ["target", "natural acc", "trapdoor acc"], lines)

@@ -106,10 +106,13 @@ ROLSS_ARCH = "resnet10"
 
 
 def _residual_rows(benchmark: str, start: dict) -> list:
+    """RoLSS and the undefended target of :data:`ROLSS_ARCH` (none for a deployed face recogniser)."""
     if TARGET_START.get(benchmark) is not PRETRAINED:
         return []
     residual = {**start, "target_arch": ROLSS_ARCH}
     return [("none", {}, residual), ("rolss", {}, residual)]
+
+
 #: ART's output postprocessors (``--output-defenses``): they change what predict returns, so they are judged
 #: by attacks that see only that, black-box and label-only (``--access``), beside the undefended target.
 OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}), ("rounded", {"decimals": 1}),
@@ -118,7 +121,8 @@ OUTPUT_DEFENSES = [("none", {}), ("reverse-sigmoid", {}), ("high-confidence", {}
 
 def label(defense: str, params: dict, overrides: dict | None = None) -> str:
     """The row's name: the defense and its parameters (DP fine-tuning: its epsilon), '[pre-trained]' when the
-    target starts from public pre-training, and its architecture where the row sets one (``[pre-trained, resnet10]``)."""
+    target starts from public pre-training, and its architecture where the row sets one
+    (``[pre-trained, resnet10]``)."""
     if defense == "dp-sgd" and "target_epsilon" in params and params.get("trainable") == "head":
         return f"dp-sgd head (epsilon={params['target_epsilon']:g}, delta={params.get('target_delta', '1/N')})"
     if overrides and overrides.get("target_pretrain_epochs") and defense == "dp-sgd" and "target_epsilon" in params:
@@ -450,11 +454,12 @@ def print_table(done: dict, grid: list, base: ExperimentConfig, seeds: int, out:
 def adaptive_cells(done: dict, grid: list, views: int) -> dict:
     """(row name, attack) -> :func:`~mi_art.evaluations.utility.adaptive_comparison`'s entry (the plain and the
     aligned attack's mean over seeds, the undefended one's, and the protection kept) of the grid's white-box GMI
-    and KEDMI cells aligned over ``views`` views; the undefended target is the one of the row's architecture."""
+    and KEDMI cells aligned over ``views`` views; the undefended target is the one of the row's configuration
+    (its architecture: :func:`_by_configuration`)."""
     columns = ["gmi", "kedmi", align_column("gmi", views), align_column("kedmi", views)]
     out = {}
-    for arch in dict.fromkeys(g[2].get("target_arch") for g in grid):  # each defense against its own architecture's
-        rows = [{**r, "defense_label": label(*g)} for g in grid if g[2].get("target_arch") == arch
+    for group in _by_configuration(grid):  # each defense against the undefended target of its own configuration
+        rows = [{**r, "defense_label": label(*g)} for g in group
                 for cells in _white_box_cells(done, label(*g), columns).values() for r in cells]
         out.update({(c["defense_label"], c["attack"]): c for c in adaptive_comparison(aggregate(rows))})
     return out

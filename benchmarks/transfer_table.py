@@ -1,13 +1,14 @@
 """The transfer table of ``benchmarks/results/transfer.md``: per row, the trained panel's Acc@1 beside the
 independent judge's, their ratio and the seconds per reconstruction, read from ``attack_variants.py``'s results
-(each a lever's run: its ``--out`` folder, or the results file of its earlier versions). Means over the attack seeds found, with the std over seeds when there are
-several, else the independent judge's binomial standard error.
+(each a lever's run: its ``--out`` folder, or the results file of its earlier versions). Means over the attack
+seeds found, with the std over seeds when there are several, else the independent judge's binomial standard
+error.
 
     python benchmarks/transfer_table.py "GMI+LOMMA=mi_art_runs/transfer-lfw-first.json" \\
         "GMI+LOMMA, 10 candidates=mi_art_runs/transfer-lfw-candidates.json:GMI+LOMMA"
 
-Each argument is ``LABEL=FILE[,FILE...][:METHOD]`` (the folders or files of one row's seeds, e.g. runs of seed 0 and of seeds
-1-2; METHOD: the method's name in the files; default LABEL's first word).
+Each argument is ``LABEL=FILE[,FILE...][:METHOD]`` (the folders or files of one row's seeds, e.g. runs of seed 0
+and of seeds 1-2; METHOD: the method's name in the files; default LABEL's first word).
 """
 from __future__ import annotations
 

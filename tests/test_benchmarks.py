@@ -86,7 +86,8 @@ def test_defenses_grid_scores_each_cell_with_every_judge_and_draws_its_frontier(
     done = defenses.table_records(list(completed_cells(out).values()), targets, "cnn")
     assert sorted({k.split("/")[0] for k in done if k.startswith("none")}) == [
         "none [pre-trained, resnet10]", "none [pre-trained]"]
-    assert len(done) == 10 and all(r["n_judges"] == 3 and r["judge_test_accuracies"] == [0.9] * 3 for r in done.values())
+    assert len(done) == 10
+    assert all(r["n_judges"] == 3 and r["judge_test_accuracies"] == [0.9] * 3 for r in done.values())
     points = defenses.frontier_rows(done, targets)
     undefended = next(p for p in points if p["defense"] == "none")
     assert undefended["acc@1"] == pytest.approx(0.85) and undefended["n"] == 2
@@ -206,7 +207,8 @@ def test_defense_cells_are_keyed_as_the_results_files_were():
     cells = defenses.defenses_grid(base, targets, ["gmi", "brepmi"], ["white-box", "label-only"], align, range(1),
                                    "g").cells()
     assert [(c.form, c.config.attack, c.config.variant, c.config.access, c.config.search_views) for c in cells] == [
-        ("white-box", "gmi", "lomma", "white-box", None), ("white-box+align(K=4)", "gmi", "lomma+align", "white-box", 4),
+        ("white-box", "gmi", "lomma", "white-box", None),
+        ("white-box+align(K=4)", "gmi", "lomma+align", "white-box", 4),
         ("label-only", "gmi", "lomma", "label-only", None), ("label-only", "brepmi", "baseline", "label-only", None),
         ("label-only+align(K=4)", "gmi", "lomma+align", "label-only", 4)]
     rows = [{"config": c.config.to_dict(), "access": c.config.access, "defense": c.config.defense,
