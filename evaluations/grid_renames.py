@@ -8,7 +8,7 @@ from typing import Any, Dict, Mapping
 from mi_art.renames import Renames
 
 from .experiment_config import SETTINGS
-from .grid_schema import BUDGET_KEYS, GridError
+from .grid_error import GridError
 
 __all__ = ["renamed_dataset_keys", "renamed_grid"]
 
@@ -38,7 +38,7 @@ def renamed_grid(d: Any, where: str = "the grid") -> Any:
 
     def settings(table: Mapping[str, Any], at: str) -> Dict[str, Any]:
         table = SETTINGS.renamed.keys(table, at, error=GridError)
-        return {**table, **SETTINGS.resolved({k: v for k, v in table.items() if k in BUDGET_KEYS}, at)}
+        return {**table, **SETTINGS.resolved({k: v for k, v in table.items() if k in SETTINGS.budgets}, at)}
 
     out = settings(d, where)
     if isinstance(out.get("datasets"), list):

@@ -12,6 +12,8 @@ from mi_art.attacks.params import ART_NAMES
 
 from .config_rules import PRETRAIN_EPOCHS
 from .experiment_config import SETTINGS
+from .grid_error import GridError
+from .grid_renames import renamed_dataset_keys, renamed_grid
 
 __all__ = ["BUDGET_KEYS", "CheckedGrid", "GridError", "SEED_SCOPES", "ZERO_OK_KEYS", "check_device_form", "check_grid",
            "data_option_keys", "data_option_problems"]
@@ -34,14 +36,6 @@ _NOT_IN_ID = SETTINGS.not_in_id
 #: Keys left out of a cell's id while they hold their default (declared ``in_id="when-set"``), so that adding
 #: them did not change the ids of the cells of existing grids (which would rerun every finished cell).
 _IN_ID_WHEN_SET: Dict[str, Any] = SETTINGS.in_id_when_set
-
-
-class GridError(ValueError):
-    """An invalid grid: the message names the problem(s); ``problems`` lists them one by one."""
-
-    def __init__(self, message: str, problems: Optional[Sequence[str]] = None) -> None:
-        super().__init__(message)
-        self.problems: List[str] = list(problems) if problems is not None else [message]
 
 
 class CheckedGrid(dict):
@@ -227,8 +221,6 @@ def _as_table(p: _Problems, name: str, item: Any, what: str) -> Optional[Mapping
 def _check_dataset_item(p: _Problems, name: str, item: Any) -> None:
     from mi_art.data import DATASETS, normalise_dataset_name
 
-    from .grid_renames import renamed_dataset_keys  # it names its errors GridError: imported when used
-
     item = _as_table(p, name, item, "a dataset name or a table with a 'name'")
     if item is None:
         return
@@ -346,7 +338,6 @@ def check_grid(d: Any, where: str = "the grid") -> None:
     from mi_art.validation import check_choice, check_int
 
     from .config_rules import ATTACKS as attacks, VARIANTS as variants
-    from .grid_renames import renamed_grid
 
     if isinstance(d, CheckedGrid) and d.unchanged():
         return
