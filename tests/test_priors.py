@@ -276,3 +276,29 @@ def test_the_kedmi_and_plgmi_priors_are_pinned():
     from conftest import assert_matches_golden
 
     assert_matches_golden(_pinned_priors(), "priors.json")
+
+
+def test_two_writers_of_one_sample_grid_do_not_trip_over_each_other(tmp_path, monkeypatch):
+    """Processes sharing a cache write a prior's grid at once (the second loads the prior the first trained): each
+    writes through a temporary file of its own. Run as two interleaved writers: the second starts and ends while
+    the first is writing; a temporary name shared by both made the first's rename fail (FileNotFoundError)."""
+    import torchvision.utils
+
+    from mi_art.priors.sampling import save_sample_grid
+
+    generator = torch.nn.Sequential(torch.nn.Linear(M.priors.LATENT_DIM, 3 * 4 * 4), torch.nn.Sigmoid(),
+                                    torch.nn.Unflatten(1, (3, 4, 4)))
+    path = tmp_path / "prior.png"
+    real_save = torchvision.utils.save_image
+    interleaved = []
+
+    def save_while_another_writer_runs(tensor, fp, **kwargs):
+        real_save(tensor, fp, **kwargs)
+        if not interleaved:
+            interleaved.append(True)
+            save_sample_grid(generator, path, n=4)  # the other process, start to end, within the first's write
+
+    monkeypatch.setattr(torchvision.utils, "save_image", save_while_another_writer_runs)
+    assert save_sample_grid(generator, path, n=4) == path
+    assert interleaved and path.is_file() and path.read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prior.png"]

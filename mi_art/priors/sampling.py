@@ -1,14 +1,13 @@
 """Samples of a GAN prior: the images the attacks start from, and a grid of them to look at."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..utils import eval_mode
+from ..utils import atomic_file, eval_mode
 from .networks import LATENT_DIM
 
 
@@ -27,11 +26,10 @@ def prior_samples(generator: nn.Module, n: int, *, seed: int = 0, batch_size: in
 
 
 def save_sample_grid(generator: nn.Module, path: Path, *, n: int = 64, seed: int = 0) -> Path:
-    """A PNG grid of ``n`` samples of a GAN prior (8 per row), written atomically."""
+    """A PNG grid of ``n`` samples of a GAN prior (8 per row), written atomically through a temporary file of
+    this writer's own, so that processes sharing a cache may write the same grid at once."""
     from torchvision.utils import save_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    save_image(torch.from_numpy(prior_samples(generator, n, seed=seed)), tmp, nrow=8, padding=1)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        save_image(torch.from_numpy(prior_samples(generator, n, seed=seed)), f, format="png", nrow=8, padding=1)
     return path
