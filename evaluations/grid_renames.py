@@ -12,6 +12,8 @@ from .grid_error import GridError
 
 __all__ = ["renamed_dataset_keys", "renamed_grid"]
 
+#: The settings a grid may set globally, per dataset or per form (the config declares them ``budget``).
+_BUDGET_KEYS = SETTINGS.budgets
 _RENAMED_DATASET_KEYS = Renames("grid key", {"root": "data_root", "options": "data_options"})
 
 
@@ -38,7 +40,7 @@ def renamed_grid(d: Any, where: str = "the grid") -> Any:
 
     def settings(table: Mapping[str, Any], at: str) -> Dict[str, Any]:
         table = SETTINGS.renamed.keys(table, at, error=GridError)
-        return {**table, **SETTINGS.resolved({k: v for k, v in table.items() if k in SETTINGS.budgets}, at)}
+        return {**table, **SETTINGS.resolved({k: v for k, v in table.items() if k in _BUDGET_KEYS}, at)}
 
     out = settings(d, where)
     if isinstance(out.get("datasets"), list):
